@@ -1,0 +1,37 @@
+//! # relay-domain: the core of ksef-relay
+//!
+//! Everything the relay knows about invoices and their delivery to KSeF, with no AWS, no HTTP
+//! and no Lambda in it (`cargo tree -p relay-domain -e normal` proves it):
+//!
+//! - [`ids`]: typed values built by parsing: a [`ids::Nip`] cannot hold a bad checksum, a
+//!   [`ids::KsefNumber`] cannot hold a bad CRC-8. The business identity [`ids::DocumentKey`] is
+//!   KSeF's own duplicate key: seller NIP + RodzajFaktury + P_2.
+//! - [`state`]: the state machine (QUEUED → SENT → PROCESSING → ACCEPTED, and REJECTED,
+//!   FAILED, CONFLICT), with its Polish labels; every transition is checked there.
+//! - [`record`]: the document record, the only code that changes it ([`record::DocumentRecord::apply`],
+//!   [`record::DocumentRecord::claim`]), and its append-only history.
+//! - [`failure`]: the one error taxonomy ([`failure::ErrorClass`]) every failure ends in.
+//! - [`retry_policy`]: when to try again, and when to give up.
+//! - [`ports`]: the traits the use cases need (document store, queue, archive), split by
+//!   capability; [`memory`] implements them in memory with the same semantics as the AWS adapters.
+//!
+//! The key design decision: adapters store, they never decide. A store persists exactly what
+//! `apply`/`claim` computed, conditioned on the version it read, so the in-memory and DynamoDB
+//! stores cannot disagree about what a transition means.
+
+pub mod clock;
+pub mod failure;
+pub mod ids;
+pub mod memory;
+pub mod ports;
+pub mod record;
+pub mod retry_policy;
+pub mod state;
+pub mod storage_keys;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use failure::{ErrorClass, ErrorSource, Failure};
+pub use ids::{ContentHash, DocumentKey, ErpDocumentId, InvoiceKind, InvoiceNumber, KsefNumber, KsefReference, Nip, ParseError, TraceId};
+pub use record::{Applied, Change, ClaimPurpose, ClaimRefused, Document, DocumentRecord, HistoryEntry, HistoryEvent, InitialState, KsefRefs, Lease, NewDocument, StorageKeys};
+pub use retry_policy::{RetryDecision, RetryPolicy};
+pub use state::{DocumentState, TransitionError};

@@ -1,0 +1,455 @@
+//! The document record: what the relay knows about one invoice, and the only code that changes
+//! it. Stores persist what [`DocumentRecord::apply`] and [`DocumentRecord::claim`] return; they
+//! never decide anything themselves, so every adapter has the same semantics by construction.
+//!
+//! The history is append-only and stored beside the record (never inside it, so a long story
+//! cannot outgrow a storage item); [`Document`] is a record together with its history.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::failure::Failure;
+use crate::ids::{ContentHash, DocumentKey, ErpDocumentId, KsefNumber, KsefReference, TraceId};
+use crate::state::{DocumentState, TransitionError};
+
+/// Who holds a document for work, and until when. An expired lease may be taken over.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lease {
+    pub owner: String,
+    pub until: DateTime<Utc>,
+}
+
+/// What KSeF told us about the document.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KsefRefs {
+    pub session_reference: Option<KsefReference>,
+    pub invoice_reference: Option<KsefReference>,
+    pub ksef_number: Option<KsefNumber>,
+    /// When KSeF assigned the number: legally the date of receipt.
+    pub acquisition_date: Option<DateTime<Utc>>,
+}
+
+/// Where the document's objects live in the archive.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StorageKeys {
+    /// The object the ERP uploaded (`inbox/{sellerNip}/{erpDocId}.xml`).
+    pub source: String,
+    /// The exact bytes, kept by content hash (`archive/...`), never overwritten.
+    pub archive: Option<String>,
+    /// The UPO (`upo/{sellerNip}/{ksefNumber}.xml`).
+    pub upo: Option<String>,
+}
+
+/// The current state of one document. Its `version` grows with every write; writers hold the
+/// version they read and a store refuses a write when it no longer matches (optimistic locking).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DocumentRecord {
+    pub key: DocumentKey,
+    pub content_hash: ContentHash,
+    pub content_size: u64,
+    pub trace_id: TraceId,
+    pub erp_document_id: ErpDocumentId,
+    pub state: DocumentState,
+    pub state_since: DateTime<Utc>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub version: u64,
+    /// Failed attempts charged to the retry budget (rate limits are not charged).
+    pub attempts: u32,
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    pub lease: Option<Lease>,
+    pub ksef: KsefRefs,
+    pub storage: StorageKeys,
+    /// Issued offline (offline24, KSeF unavailable or failed): sent with `offlineMode: true`.
+    pub offline: bool,
+    pub last_error: Option<Failure>,
+}
+
+/// Everything needed to register a document at intake.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewDocument {
+    pub key: DocumentKey,
+    pub content_hash: ContentHash,
+    pub content_size: u64,
+    pub trace_id: TraceId,
+    pub erp_document_id: ErpDocumentId,
+    pub storage: StorageKeys,
+    pub offline: bool,
+    /// QUEUED for a valid document; REJECTED with the findings for an invalid one.
+    pub initial: InitialState,
+}
+
+/// The state a document is registered in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InitialState {
+    Queued,
+    Rejected { findings: Vec<Failure> },
+}
+
+/// One line of a document's story. Entries are appended and never changed or deleted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryEntry {
+    pub at: DateTime<Utc>,
+    #[serde(flatten)]
+    pub event: HistoryEvent,
+}
+
+/// What happened.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum HistoryEvent {
+    Registered { content_hash: ContentHash, erp_document_id: ErpDocumentId, trace_id: TraceId, source: String },
+    StateChanged { from: Option<DocumentState>, to: DocumentState, reason: String },
+    /// "About to send": recorded before the POST, so an ambiguous failure can be reconciled.
+    SendStarted { session: KsefReference, content_hash: ContentHash, attempt: u32 },
+    Error { failure: Failure },
+    Note { message: String },
+}
+
+/// A change to a document. [`DocumentRecord::apply`] checks it against the state machine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// About to POST the invoice in `session`. Keeps the lease and the state.
+    SendStarted { session: KsefReference },
+    /// A failed attempt that will be retried at `retry_at`. Rate limits are not charged.
+    RetryScheduled { failure: Failure, retry_at: DateTime<Utc>, charged: bool },
+    /// KSeF took the invoice (202) under `invoice_reference`.
+    Sent { session: KsefReference, invoice_reference: KsefReference },
+    /// KSeF reports processing (100/150); poll again at `next_poll_at`.
+    Processing { detail: String, next_poll_at: DateTime<Utc> },
+    /// KSeF assigned a number and the UPO is archived.
+    Accepted { ksef_number: KsefNumber, acquisition_date: DateTime<Utc>, upo_key: String, reason: String },
+    /// Permanent: our validation or KSeF's 4xx. Every finding is recorded.
+    Rejected { failures: Vec<Failure> },
+    /// The retry budget is spent.
+    Failed { failure: Failure },
+    /// Needs a person: other content under the same identity, or a duplicate that is not ours.
+    Conflict { failure: Failure },
+    /// Back to the queue: resend in a new session (405, 550), a DLQ replay, a resolved conflict.
+    Requeued { reason: String, reset_budget: bool },
+}
+
+impl Change {
+    fn target(&self, current: DocumentState) -> DocumentState {
+        match self {
+            Change::SendStarted { .. } | Change::RetryScheduled { .. } => current,
+            Change::Sent { .. } => DocumentState::Sent,
+            Change::Processing { .. } => DocumentState::Processing,
+            Change::Accepted { .. } => DocumentState::Accepted,
+            Change::Rejected { .. } => DocumentState::Rejected,
+            Change::Failed { .. } => DocumentState::Failed,
+            Change::Conflict { .. } => DocumentState::Conflict,
+            Change::Requeued { .. } => DocumentState::Queued,
+        }
+    }
+}
+
+/// What [`DocumentRecord::apply`] produced: the new record and the history lines to append.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Applied {
+    pub record: DocumentRecord,
+    pub history: Vec<HistoryEntry>,
+}
+
+/// The work a claim is for; each admits its own states.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ClaimPurpose {
+    /// The send function: documents waiting to be sent.
+    Send,
+    /// The status function: documents KSeF is processing.
+    Poll,
+    /// dlq-replay: documents that failed or were sent and lost track of.
+    Replay,
+}
+
+impl ClaimPurpose {
+    pub fn claimable_states(self) -> &'static [DocumentState] {
+        match self {
+            ClaimPurpose::Send => &[DocumentState::Queued],
+            ClaimPurpose::Poll => &[DocumentState::Sent, DocumentState::Processing],
+            ClaimPurpose::Replay => &[DocumentState::Failed, DocumentState::Queued, DocumentState::Sent, DocumentState::Processing],
+        }
+    }
+}
+
+/// Why a claim was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ClaimRefused {
+    #[error("document is held by {owner} until {until}")]
+    LeaseHeld { owner: String, until: DateTime<Utc> },
+    #[error("document is {state}, which {purpose:?} does not claim")]
+    WrongState { state: DocumentState, purpose: ClaimPurpose },
+}
+
+impl DocumentRecord {
+    /// The record a registration writes, with its first history lines.
+    pub fn register(new: NewDocument, now: DateTime<Utc>) -> Applied {
+        let (state, last_error, mut extra) = match new.initial {
+            InitialState::Queued => (DocumentState::Queued, None, Vec::new()),
+            InitialState::Rejected { findings } => {
+                let last = findings.last().cloned();
+                let entries = findings.into_iter().map(|failure| HistoryEntry { at: now, event: HistoryEvent::Error { failure } }).collect();
+                (DocumentState::Rejected, last, entries)
+            }
+        };
+        let record = DocumentRecord {
+            key: new.key,
+            content_hash: new.content_hash,
+            content_size: new.content_size,
+            trace_id: new.trace_id.clone(),
+            erp_document_id: new.erp_document_id.clone(),
+            state,
+            state_since: now,
+            created_at: now,
+            updated_at: now,
+            version: 1,
+            attempts: 0,
+            next_attempt_at: None,
+            lease: None,
+            ksef: KsefRefs::default(),
+            storage: new.storage.clone(),
+            offline: new.offline,
+            last_error,
+        };
+        let mut history = vec![
+            HistoryEntry {
+                at: now,
+                event: HistoryEvent::Registered {
+                    content_hash: new.content_hash,
+                    erp_document_id: new.erp_document_id,
+                    trace_id: new.trace_id,
+                    source: new.storage.source,
+                },
+            },
+            HistoryEntry { at: now, event: HistoryEvent::StateChanged { from: None, to: state, reason: "registered at intake".into() } },
+        ];
+        history.append(&mut extra);
+        Applied { record, history }
+    }
+
+    /// Applies `change`, checked against the state machine. The result has `version + 1`;
+    /// a store must write it only if the stored version is still `self.version`.
+    pub fn apply(&self, change: Change, now: DateTime<Utc>) -> Result<Applied, TransitionError> {
+        let from = self.state;
+        let to = change.target(from);
+        let moves = to != from;
+        // SendStarted and RetryScheduled stay put; a state change goes through the one check.
+        if moves || !matches!(change, Change::SendStarted { .. } | Change::RetryScheduled { .. }) {
+            from.check_transition(to)?;
+        }
+        let mut r = self.clone();
+        let mut history = Vec::new();
+        let mut release_lease = true;
+        let reason: String;
+        match change {
+            Change::SendStarted { session } => {
+                release_lease = false;
+                history.push(HistoryEntry {
+                    at: now,
+                    event: HistoryEvent::SendStarted { session: session.clone(), content_hash: r.content_hash, attempt: r.attempts + 1 },
+                });
+                r.ksef.session_reference = Some(session);
+                reason = String::new();
+            }
+            Change::RetryScheduled { failure, retry_at, charged } => {
+                if charged {
+                    r.attempts += 1;
+                }
+                r.next_attempt_at = Some(retry_at);
+                reason = String::new();
+                history.push(HistoryEntry { at: now, event: HistoryEvent::Error { failure: failure.clone() } });
+                history.push(HistoryEntry {
+                    at: now,
+                    event: HistoryEvent::Note {
+                        message: format!(
+                            "retry at {} ({} of the budget used{})",
+                            retry_at.to_rfc3339(),
+                            r.attempts,
+                            if charged { "" } else { "; not charged" }
+                        ),
+                    },
+                });
+                r.last_error = Some(failure);
+            }
+            Change::Sent { session, invoice_reference } => {
+                reason = format!("KSeF took the invoice as {invoice_reference} in session {session}");
+                r.ksef.session_reference = Some(session);
+                r.ksef.invoice_reference = Some(invoice_reference);
+                r.next_attempt_at = None;
+            }
+            Change::Processing { detail, next_poll_at } => {
+                reason = detail;
+                r.next_attempt_at = Some(next_poll_at);
+            }
+            Change::Accepted { ksef_number, acquisition_date, upo_key, reason: why } => {
+                reason = format!("KSeF number {ksef_number}: {why}");
+                r.ksef.ksef_number = Some(ksef_number);
+                r.ksef.acquisition_date = Some(acquisition_date);
+                r.storage.upo = Some(upo_key);
+                r.next_attempt_at = None;
+                r.last_error = None;
+            }
+            Change::Rejected { failures } => {
+                reason = format!("{} finding(s)", failures.len());
+                r.last_error = failures.last().cloned();
+                history.extend(failures.into_iter().map(|failure| HistoryEntry { at: now, event: HistoryEvent::Error { failure } }));
+                r.next_attempt_at = None;
+            }
+            Change::Failed { failure } | Change::Conflict { failure } => {
+                reason = failure.message.clone();
+                history.push(HistoryEntry { at: now, event: HistoryEvent::Error { failure: failure.clone() } });
+                r.last_error = Some(failure);
+                r.next_attempt_at = None;
+            }
+            Change::Requeued { reason: why, reset_budget } => {
+                if reset_budget {
+                    r.attempts = 0;
+                }
+                reason = why;
+                r.next_attempt_at = None;
+                // A new session will be opened: the old invoice reference no longer applies.
+                r.ksef.invoice_reference = None;
+            }
+        }
+        if moves || !reason.is_empty() {
+            history.push(HistoryEntry { at: now, event: HistoryEvent::StateChanged { from: Some(from), to, reason } });
+        }
+        if moves {
+            r.state = to;
+            r.state_since = now;
+        }
+        if release_lease {
+            r.lease = None;
+        }
+        r.version = self.version + 1;
+        r.updated_at = now;
+        Ok(Applied { record: r, history })
+    }
+
+    /// Takes the document for `purpose` until `now + lease_for`, if its state admits the purpose
+    /// and no live lease is held by someone else. The result has `version + 1`.
+    pub fn claim(&self, purpose: ClaimPurpose, owner: &str, now: DateTime<Utc>, lease_for: Duration) -> Result<DocumentRecord, ClaimRefused> {
+        if !purpose.claimable_states().contains(&self.state) {
+            return Err(ClaimRefused::WrongState { state: self.state, purpose });
+        }
+        if let Some(lease) = &self.lease {
+            if lease.until > now {
+                return Err(ClaimRefused::LeaseHeld { owner: lease.owner.clone(), until: lease.until });
+            }
+        }
+        let mut r = self.clone();
+        r.lease = Some(Lease { owner: owner.to_owned(), until: now + chrono::Duration::from_std(lease_for).unwrap_or(chrono::Duration::MAX) });
+        r.version += 1;
+        r.updated_at = now;
+        Ok(r)
+    }
+}
+
+/// A record with its whole history, oldest first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Document {
+    pub record: DocumentRecord,
+    pub history: Vec<HistoryEntry>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::failure::{ErrorClass, ErrorSource};
+    use crate::ids::{InvoiceKind, InvoiceNumber, Nip};
+
+    fn new_doc() -> NewDocument {
+        NewDocument {
+            key: DocumentKey::new(Nip::parse("9999999999").unwrap(), InvoiceKind::Vat, InvoiceNumber::parse("FV2026/02/150").unwrap()),
+            content_hash: ContentHash::of(b"x"),
+            content_size: 1,
+            trace_id: TraceId::parse("t-1").unwrap(),
+            erp_document_id: ErpDocumentId::parse("erp-1").unwrap(),
+            storage: StorageKeys { source: "inbox/9999999999/erp-1.xml".into(), ..Default::default() },
+            offline: false,
+            initial: InitialState::Queued,
+        }
+    }
+
+    fn session() -> KsefReference {
+        KsefReference::parse("20250625-SO-2C3E6C8000-B675CF5D68-07").unwrap()
+    }
+
+    #[test]
+    fn a_happy_journey_keeps_every_step_in_history() {
+        let t0 = Utc::now();
+        let Applied { record, mut history } = DocumentRecord::register(new_doc(), t0);
+        assert_eq!(record.state, DocumentState::Queued);
+        let r = record.claim(ClaimPurpose::Send, "send-1", t0, Duration::from_secs(60)).unwrap();
+        let a = r.apply(Change::SendStarted { session: session() }, t0).unwrap();
+        assert!(a.record.lease.is_some(), "SendStarted keeps the lease");
+        history.extend(a.history);
+        let inv = KsefReference::parse("20250625-EE-319D7EE000-B67F415CDC-2C").unwrap();
+        let a = a.record.apply(Change::Sent { session: session(), invoice_reference: inv }, t0).unwrap();
+        assert!(a.record.lease.is_none());
+        history.extend(a.history);
+        let n = KsefNumber::parse("5265877635-20250626-010080DD2B5E-26").unwrap();
+        let a = a
+            .record
+            .apply(Change::Accepted { ksef_number: n.clone(), acquisition_date: t0, upo_key: "upo/x.xml".into(), reason: "status 200".into() }, t0)
+            .unwrap();
+        history.extend(a.history);
+        assert_eq!(a.record.state, DocumentState::Accepted);
+        assert_eq!(a.record.ksef.ksef_number, Some(n));
+        assert_eq!(a.record.version, 5);
+        assert!(history.iter().any(|h| matches!(h.event, HistoryEvent::SendStarted { .. })));
+        assert_eq!(history.iter().filter(|h| matches!(h.event, HistoryEvent::StateChanged { .. })).count(), 3);
+        // Final: nothing moves it again.
+        assert!(a.record.apply(Change::Requeued { reason: "replay".into(), reset_budget: true }, t0).is_err());
+    }
+
+    #[test]
+    fn rate_limits_are_not_charged_and_transients_are() {
+        let t0 = Utc::now();
+        let r = DocumentRecord::register(new_doc(), t0).record;
+        let f = Failure::new(ErrorClass::Transient, ErrorSource::Ksef { operation: "send_invoice".into() }, "HTTP 503");
+        let r = r.apply(Change::RetryScheduled { failure: f.clone(), retry_at: t0, charged: true }, t0).unwrap().record;
+        let r = r.apply(Change::RetryScheduled { failure: f, retry_at: t0, charged: false }, t0).unwrap().record;
+        assert_eq!(r.attempts, 1);
+        assert_eq!(r.state, DocumentState::Queued);
+        let r = r.apply(Change::Requeued { reason: "replay".into(), reset_budget: true }, t0).unwrap().record;
+        assert_eq!(r.attempts, 0);
+    }
+
+    #[test]
+    fn leases_block_until_they_expire() {
+        let t0 = Utc::now();
+        let r = DocumentRecord::register(new_doc(), t0).record;
+        let held = r.claim(ClaimPurpose::Send, "a", t0, Duration::from_secs(30)).unwrap();
+        assert!(matches!(held.claim(ClaimPurpose::Send, "b", t0, Duration::from_secs(30)), Err(ClaimRefused::LeaseHeld { .. })));
+        let later = t0 + chrono::Duration::seconds(31);
+        assert_eq!(held.claim(ClaimPurpose::Send, "b", later, Duration::from_secs(30)).unwrap().lease.unwrap().owner, "b");
+        assert!(matches!(r.claim(ClaimPurpose::Poll, "p", t0, Duration::from_secs(1)), Err(ClaimRefused::WrongState { .. })));
+    }
+
+    #[test]
+    fn registering_an_invalid_document_records_every_finding() {
+        let mut d = new_doc();
+        let f1 = Failure::new(ErrorClass::Permanent, ErrorSource::Validation, "P_2 missing").at("/Faktura/Fa/P_2");
+        let f2 = Failure::new(ErrorClass::Permanent, ErrorSource::Validation, "bad NIP").at("/Faktura/Podmiot2/DaneIdentyfikacyjne/NIP");
+        d.initial = InitialState::Rejected { findings: vec![f1, f2.clone()] };
+        let a = DocumentRecord::register(d, Utc::now());
+        assert_eq!(a.record.state, DocumentState::Rejected);
+        assert_eq!(a.record.last_error, Some(f2));
+        assert_eq!(a.history.iter().filter(|h| matches!(h.event, HistoryEvent::Error { .. })).count(), 2);
+    }
+
+    #[test]
+    fn history_serialises_as_flat_json_lines() {
+        let a = DocumentRecord::register(new_doc(), Utc::now());
+        for h in &a.history {
+            let s = serde_json::to_string(h).unwrap();
+            assert!(s.contains("\"event\""), "{s}");
+            assert_eq!(&serde_json::from_str::<HistoryEntry>(&s).unwrap(), h);
+        }
+        let s = serde_json::to_string(&a.record).unwrap();
+        assert_eq!(serde_json::from_str::<DocumentRecord>(&s).unwrap(), a.record);
+    }
+}
