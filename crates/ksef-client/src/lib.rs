@@ -1,0 +1,1 @@
+//! KSeF API 2.0 client. Issue 3 builds it; nothing here yet.
