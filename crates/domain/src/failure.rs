@@ -97,7 +97,14 @@ pub struct Failure {
 
 impl Failure {
     pub fn new(class: ErrorClass, source: ErrorSource, message: impl Into<String>) -> Self {
-        Failure { class, source, code: None, message: message.into(), details: Vec::new(), location: None }
+        Failure {
+            class,
+            source,
+            code: None,
+            message: message.into(),
+            details: Vec::new(),
+            location: None,
+        }
     }
 
     pub fn with_code(mut self, code: impl Into<String>) -> Self {

@@ -24,7 +24,11 @@ impl ParseError {
     fn new(field: &'static str, value: &str, reason: impl Into<String>) -> Self {
         // Never echo more than a short prefix of what we were given: it may be hostile or huge.
         let value: String = value.chars().take(80).collect();
-        ParseError { field, value, reason: reason.into() }
+        ParseError {
+            field,
+            value,
+            reason: reason.into(),
+        }
     }
 }
 
@@ -152,10 +156,13 @@ impl InvoiceKind {
     ];
 
     pub fn parse(s: &str) -> Result<Self, ParseError> {
-        Self::ALL
-            .into_iter()
-            .find(|k| k.code() == s)
-            .ok_or_else(|| ParseError::new("invoice kind (RodzajFaktury)", s, "must be one of VAT, KOR, ZAL, ROZ, UPR, KOR_ZAL, KOR_ROZ"))
+        Self::ALL.into_iter().find(|k| k.code() == s).ok_or_else(|| {
+            ParseError::new(
+                "invoice kind (RodzajFaktury)",
+                s,
+                "must be one of VAT, KOR, ZAL, ROZ, UPR, KOR_ZAL, KOR_ROZ",
+            )
+        })
     }
 
     /// The code as FA(3) writes it.
@@ -371,8 +378,16 @@ impl KsefReference {
 
     /// Builds a reference number with valid check digits (the simulator uses this).
     pub fn build(date: chrono::NaiveDate, kind: &str, a: u64, b: u64) -> KsefReference {
-        assert!(kind.len() == 2 && kind.bytes().all(|x| x.is_ascii_uppercase()), "kind is two uppercase letters");
-        let body = format!("{}-{kind}-{:010X}-{:010X}", date.format("%Y%m%d"), a & 0xFF_FFFF_FFFF, b & 0xFF_FFFF_FFFF);
+        assert!(
+            kind.len() == 2 && kind.bytes().all(|x| x.is_ascii_uppercase()),
+            "kind is two uppercase letters"
+        );
+        let body = format!(
+            "{}-{kind}-{:010X}-{:010X}",
+            date.format("%Y%m%d"),
+            a & 0xFF_FFFF_FFFF,
+            b & 0xFF_FFFF_FFFF
+        );
         let cc = crc8(body.as_bytes());
         KsefReference(format!("{body}-{cc:02X}"))
     }
@@ -438,7 +453,11 @@ pub struct DocumentKey {
 
 impl DocumentKey {
     pub fn new(seller_nip: Nip, kind: InvoiceKind, invoice_number: InvoiceNumber) -> Self {
-        DocumentKey { seller_nip, kind, invoice_number }
+        DocumentKey {
+            seller_nip,
+            kind,
+            invoice_number,
+        }
     }
 
     /// A single string for stores and messages: `{nip}|{kind}|{P_2}`. The NIP and kind have
@@ -450,7 +469,11 @@ impl DocumentKey {
     pub fn parse_storage_id(s: &str) -> Result<Self, ParseError> {
         let mut it = s.splitn(3, '|');
         match (it.next(), it.next(), it.next()) {
-            (Some(nip), Some(kind), Some(num)) => Ok(DocumentKey::new(Nip::parse(nip)?, InvoiceKind::parse(kind)?, InvoiceNumber::parse(num)?)),
+            (Some(nip), Some(kind), Some(num)) => Ok(DocumentKey::new(
+                Nip::parse(nip)?,
+                InvoiceKind::parse(kind)?,
+                InvoiceNumber::parse(num)?,
+            )),
             _ => Err(ParseError::new("document id", s, "must be {nip}|{kind}|{invoice number}")),
         }
     }
@@ -524,7 +547,11 @@ mod tests {
 
     #[test]
     fn document_key_storage_id_round_trips_with_separators_in_p2() {
-        let k = DocumentKey::new(Nip::parse("9999999999").unwrap(), InvoiceKind::KorZal, InvoiceNumber::parse("FV|1/2026").unwrap());
+        let k = DocumentKey::new(
+            Nip::parse("9999999999").unwrap(),
+            InvoiceKind::KorZal,
+            InvoiceNumber::parse("FV|1/2026").unwrap(),
+        );
         assert_eq!(DocumentKey::parse_storage_id(&k.storage_id()).unwrap(), k);
     }
 

@@ -32,6 +32,9 @@ pub mod storage_keys;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use failure::{ErrorClass, ErrorSource, Failure};
 pub use ids::{ContentHash, DocumentKey, ErpDocumentId, InvoiceKind, InvoiceNumber, KsefNumber, KsefReference, Nip, ParseError, TraceId};
-pub use record::{Applied, Change, ClaimPurpose, ClaimRefused, Document, DocumentRecord, HistoryEntry, HistoryEvent, InitialState, KsefRefs, Lease, NewDocument, StorageKeys};
+pub use record::{
+    Applied, Change, ClaimPurpose, ClaimRefused, Document, DocumentRecord, HistoryEntry, HistoryEvent, InitialState, KsefRefs, Lease,
+    NewDocument, StorageKeys,
+};
 pub use retry_policy::{RetryDecision, RetryPolicy};
 pub use state::{DocumentState, TransitionError};

@@ -100,12 +100,29 @@ pub struct HistoryEntry {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum HistoryEvent {
-    Registered { content_hash: ContentHash, erp_document_id: ErpDocumentId, trace_id: TraceId, source: String },
-    StateChanged { from: Option<DocumentState>, to: DocumentState, reason: String },
+    Registered {
+        content_hash: ContentHash,
+        erp_document_id: ErpDocumentId,
+        trace_id: TraceId,
+        source: String,
+    },
+    StateChanged {
+        from: Option<DocumentState>,
+        to: DocumentState,
+        reason: String,
+    },
     /// "About to send": recorded before the POST, so an ambiguous failure can be reconciled.
-    SendStarted { session: KsefReference, content_hash: ContentHash, attempt: u32 },
-    Error { failure: Failure },
-    Note { message: String },
+    SendStarted {
+        session: KsefReference,
+        content_hash: ContentHash,
+        attempt: u32,
+    },
+    Error {
+        failure: Failure,
+    },
+    Note {
+        message: String,
+    },
 }
 
 /// A change to a document. [`DocumentRecord::apply`] checks it against the state machine.
@@ -114,13 +131,25 @@ pub enum Change {
     /// About to POST the invoice in `session`. Keeps the lease and the state.
     SendStarted { session: KsefReference },
     /// A failed attempt that will be retried at `retry_at`. Rate limits are not charged.
-    RetryScheduled { failure: Failure, retry_at: DateTime<Utc>, charged: bool },
+    RetryScheduled {
+        failure: Failure,
+        retry_at: DateTime<Utc>,
+        charged: bool,
+    },
     /// KSeF took the invoice (202) under `invoice_reference`.
-    Sent { session: KsefReference, invoice_reference: KsefReference },
+    Sent {
+        session: KsefReference,
+        invoice_reference: KsefReference,
+    },
     /// KSeF reports processing (100/150); poll again at `next_poll_at`.
     Processing { detail: String, next_poll_at: DateTime<Utc> },
     /// KSeF assigned a number and the UPO is archived.
-    Accepted { ksef_number: KsefNumber, acquisition_date: DateTime<Utc>, upo_key: String, reason: String },
+    Accepted {
+        ksef_number: KsefNumber,
+        acquisition_date: DateTime<Utc>,
+        upo_key: String,
+        reason: String,
+    },
     /// Permanent: our validation or KSeF's 4xx. Every finding is recorded.
     Rejected { failures: Vec<Failure> },
     /// The retry budget is spent.
@@ -169,7 +198,12 @@ impl ClaimPurpose {
         match self {
             ClaimPurpose::Send => &[DocumentState::Queued],
             ClaimPurpose::Poll => &[DocumentState::Sent, DocumentState::Processing],
-            ClaimPurpose::Replay => &[DocumentState::Failed, DocumentState::Queued, DocumentState::Sent, DocumentState::Processing],
+            ClaimPurpose::Replay => &[
+                DocumentState::Failed,
+                DocumentState::Queued,
+                DocumentState::Sent,
+                DocumentState::Processing,
+            ],
         }
     }
 }
@@ -190,7 +224,13 @@ impl DocumentRecord {
             InitialState::Queued => (DocumentState::Queued, None, Vec::new()),
             InitialState::Rejected { findings } => {
                 let last = findings.last().cloned();
-                let entries = findings.into_iter().map(|failure| HistoryEntry { at: now, event: HistoryEvent::Error { failure } }).collect();
+                let entries = findings
+                    .into_iter()
+                    .map(|failure| HistoryEntry {
+                        at: now,
+                        event: HistoryEvent::Error { failure },
+                    })
+                    .collect();
                 (DocumentState::Rejected, last, entries)
             }
         };
@@ -223,7 +263,14 @@ impl DocumentRecord {
                     source: new.storage.source,
                 },
             },
-            HistoryEntry { at: now, event: HistoryEvent::StateChanged { from: None, to: state, reason: "registered at intake".into() } },
+            HistoryEntry {
+                at: now,
+                event: HistoryEvent::StateChanged {
+                    from: None,
+                    to: state,
+                    reason: "registered at intake".into(),
+                },
+            },
         ];
         history.append(&mut extra);
         Applied { record, history }
@@ -248,18 +295,29 @@ impl DocumentRecord {
                 release_lease = false;
                 history.push(HistoryEntry {
                     at: now,
-                    event: HistoryEvent::SendStarted { session: session.clone(), content_hash: r.content_hash, attempt: r.attempts + 1 },
+                    event: HistoryEvent::SendStarted {
+                        session: session.clone(),
+                        content_hash: r.content_hash,
+                        attempt: r.attempts + 1,
+                    },
                 });
                 r.ksef.session_reference = Some(session);
                 reason = String::new();
             }
-            Change::RetryScheduled { failure, retry_at, charged } => {
+            Change::RetryScheduled {
+                failure,
+                retry_at,
+                charged,
+            } => {
                 if charged {
                     r.attempts += 1;
                 }
                 r.next_attempt_at = Some(retry_at);
                 reason = String::new();
-                history.push(HistoryEntry { at: now, event: HistoryEvent::Error { failure: failure.clone() } });
+                history.push(HistoryEntry {
+                    at: now,
+                    event: HistoryEvent::Error { failure: failure.clone() },
+                });
                 history.push(HistoryEntry {
                     at: now,
                     event: HistoryEvent::Note {
@@ -273,7 +331,10 @@ impl DocumentRecord {
                 });
                 r.last_error = Some(failure);
             }
-            Change::Sent { session, invoice_reference } => {
+            Change::Sent {
+                session,
+                invoice_reference,
+            } => {
                 reason = format!("KSeF took the invoice as {invoice_reference} in session {session}");
                 r.ksef.session_reference = Some(session);
                 r.ksef.invoice_reference = Some(invoice_reference);
@@ -283,7 +344,12 @@ impl DocumentRecord {
                 reason = detail;
                 r.next_attempt_at = Some(next_poll_at);
             }
-            Change::Accepted { ksef_number, acquisition_date, upo_key, reason: why } => {
+            Change::Accepted {
+                ksef_number,
+                acquisition_date,
+                upo_key,
+                reason: why,
+            } => {
                 reason = format!("KSeF number {ksef_number}: {why}");
                 r.ksef.ksef_number = Some(ksef_number);
                 r.ksef.acquisition_date = Some(acquisition_date);
@@ -294,12 +360,18 @@ impl DocumentRecord {
             Change::Rejected { failures } => {
                 reason = format!("{} finding(s)", failures.len());
                 r.last_error = failures.last().cloned();
-                history.extend(failures.into_iter().map(|failure| HistoryEntry { at: now, event: HistoryEvent::Error { failure } }));
+                history.extend(failures.into_iter().map(|failure| HistoryEntry {
+                    at: now,
+                    event: HistoryEvent::Error { failure },
+                }));
                 r.next_attempt_at = None;
             }
             Change::Failed { failure } | Change::Conflict { failure } => {
                 reason = failure.message.clone();
-                history.push(HistoryEntry { at: now, event: HistoryEvent::Error { failure: failure.clone() } });
+                history.push(HistoryEntry {
+                    at: now,
+                    event: HistoryEvent::Error { failure: failure.clone() },
+                });
                 r.last_error = Some(failure);
                 r.next_attempt_at = None;
             }
@@ -314,7 +386,14 @@ impl DocumentRecord {
             }
         }
         if moves || !reason.is_empty() {
-            history.push(HistoryEntry { at: now, event: HistoryEvent::StateChanged { from: Some(from), to, reason } });
+            history.push(HistoryEntry {
+                at: now,
+                event: HistoryEvent::StateChanged {
+                    from: Some(from),
+                    to,
+                    reason,
+                },
+            });
         }
         if moves {
             r.state = to;
@@ -330,17 +409,32 @@ impl DocumentRecord {
 
     /// Takes the document for `purpose` until `now + lease_for`, if its state admits the purpose
     /// and no live lease is held by someone else. The result has `version + 1`.
-    pub fn claim(&self, purpose: ClaimPurpose, owner: &str, now: DateTime<Utc>, lease_for: Duration) -> Result<DocumentRecord, ClaimRefused> {
+    pub fn claim(
+        &self,
+        purpose: ClaimPurpose,
+        owner: &str,
+        now: DateTime<Utc>,
+        lease_for: Duration,
+    ) -> Result<DocumentRecord, ClaimRefused> {
         if !purpose.claimable_states().contains(&self.state) {
-            return Err(ClaimRefused::WrongState { state: self.state, purpose });
+            return Err(ClaimRefused::WrongState {
+                state: self.state,
+                purpose,
+            });
         }
         if let Some(lease) = &self.lease {
             if lease.until > now {
-                return Err(ClaimRefused::LeaseHeld { owner: lease.owner.clone(), until: lease.until });
+                return Err(ClaimRefused::LeaseHeld {
+                    owner: lease.owner.clone(),
+                    until: lease.until,
+                });
             }
         }
         let mut r = self.clone();
-        r.lease = Some(Lease { owner: owner.to_owned(), until: now + chrono::Duration::from_std(lease_for).unwrap_or(chrono::Duration::MAX) });
+        r.lease = Some(Lease {
+            owner: owner.to_owned(),
+            until: now + chrono::Duration::from_std(lease_for).unwrap_or(chrono::Duration::MAX),
+        });
         r.version += 1;
         r.updated_at = now;
         Ok(r)
@@ -362,12 +456,19 @@ mod tests {
 
     fn new_doc() -> NewDocument {
         NewDocument {
-            key: DocumentKey::new(Nip::parse("9999999999").unwrap(), InvoiceKind::Vat, InvoiceNumber::parse("FV2026/02/150").unwrap()),
+            key: DocumentKey::new(
+                Nip::parse("9999999999").unwrap(),
+                InvoiceKind::Vat,
+                InvoiceNumber::parse("FV2026/02/150").unwrap(),
+            ),
             content_hash: ContentHash::of(b"x"),
             content_size: 1,
             trace_id: TraceId::parse("t-1").unwrap(),
             erp_document_id: ErpDocumentId::parse("erp-1").unwrap(),
-            storage: StorageKeys { source: "inbox/9999999999/erp-1.xml".into(), ..Default::default() },
+            storage: StorageKeys {
+                source: "inbox/9999999999/erp-1.xml".into(),
+                ..Default::default()
+            },
             offline: false,
             initial: InitialState::Queued,
         }
@@ -387,34 +488,101 @@ mod tests {
         assert!(a.record.lease.is_some(), "SendStarted keeps the lease");
         history.extend(a.history);
         let inv = KsefReference::parse("20250625-EE-319D7EE000-B67F415CDC-2C").unwrap();
-        let a = a.record.apply(Change::Sent { session: session(), invoice_reference: inv }, t0).unwrap();
+        let a = a
+            .record
+            .apply(
+                Change::Sent {
+                    session: session(),
+                    invoice_reference: inv,
+                },
+                t0,
+            )
+            .unwrap();
         assert!(a.record.lease.is_none());
         history.extend(a.history);
         let n = KsefNumber::parse("5265877635-20250626-010080DD2B5E-26").unwrap();
         let a = a
             .record
-            .apply(Change::Accepted { ksef_number: n.clone(), acquisition_date: t0, upo_key: "upo/x.xml".into(), reason: "status 200".into() }, t0)
+            .apply(
+                Change::Accepted {
+                    ksef_number: n.clone(),
+                    acquisition_date: t0,
+                    upo_key: "upo/x.xml".into(),
+                    reason: "status 200".into(),
+                },
+                t0,
+            )
             .unwrap();
         history.extend(a.history);
         assert_eq!(a.record.state, DocumentState::Accepted);
         assert_eq!(a.record.ksef.ksef_number, Some(n));
         assert_eq!(a.record.version, 5);
         assert!(history.iter().any(|h| matches!(h.event, HistoryEvent::SendStarted { .. })));
-        assert_eq!(history.iter().filter(|h| matches!(h.event, HistoryEvent::StateChanged { .. })).count(), 3);
+        assert_eq!(
+            history
+                .iter()
+                .filter(|h| matches!(h.event, HistoryEvent::StateChanged { .. }))
+                .count(),
+            3
+        );
         // Final: nothing moves it again.
-        assert!(a.record.apply(Change::Requeued { reason: "replay".into(), reset_budget: true }, t0).is_err());
+        assert!(a
+            .record
+            .apply(
+                Change::Requeued {
+                    reason: "replay".into(),
+                    reset_budget: true
+                },
+                t0
+            )
+            .is_err());
     }
 
     #[test]
     fn rate_limits_are_not_charged_and_transients_are() {
         let t0 = Utc::now();
         let r = DocumentRecord::register(new_doc(), t0).record;
-        let f = Failure::new(ErrorClass::Transient, ErrorSource::Ksef { operation: "send_invoice".into() }, "HTTP 503");
-        let r = r.apply(Change::RetryScheduled { failure: f.clone(), retry_at: t0, charged: true }, t0).unwrap().record;
-        let r = r.apply(Change::RetryScheduled { failure: f, retry_at: t0, charged: false }, t0).unwrap().record;
+        let f = Failure::new(
+            ErrorClass::Transient,
+            ErrorSource::Ksef {
+                operation: "send_invoice".into(),
+            },
+            "HTTP 503",
+        );
+        let r = r
+            .apply(
+                Change::RetryScheduled {
+                    failure: f.clone(),
+                    retry_at: t0,
+                    charged: true,
+                },
+                t0,
+            )
+            .unwrap()
+            .record;
+        let r = r
+            .apply(
+                Change::RetryScheduled {
+                    failure: f,
+                    retry_at: t0,
+                    charged: false,
+                },
+                t0,
+            )
+            .unwrap()
+            .record;
         assert_eq!(r.attempts, 1);
         assert_eq!(r.state, DocumentState::Queued);
-        let r = r.apply(Change::Requeued { reason: "replay".into(), reset_budget: true }, t0).unwrap().record;
+        let r = r
+            .apply(
+                Change::Requeued {
+                    reason: "replay".into(),
+                    reset_budget: true,
+                },
+                t0,
+            )
+            .unwrap()
+            .record;
         assert_eq!(r.attempts, 0);
     }
 
@@ -423,10 +591,23 @@ mod tests {
         let t0 = Utc::now();
         let r = DocumentRecord::register(new_doc(), t0).record;
         let held = r.claim(ClaimPurpose::Send, "a", t0, Duration::from_secs(30)).unwrap();
-        assert!(matches!(held.claim(ClaimPurpose::Send, "b", t0, Duration::from_secs(30)), Err(ClaimRefused::LeaseHeld { .. })));
+        assert!(matches!(
+            held.claim(ClaimPurpose::Send, "b", t0, Duration::from_secs(30)),
+            Err(ClaimRefused::LeaseHeld { .. })
+        ));
         let later = t0 + chrono::Duration::seconds(31);
-        assert_eq!(held.claim(ClaimPurpose::Send, "b", later, Duration::from_secs(30)).unwrap().lease.unwrap().owner, "b");
-        assert!(matches!(r.claim(ClaimPurpose::Poll, "p", t0, Duration::from_secs(1)), Err(ClaimRefused::WrongState { .. })));
+        assert_eq!(
+            held.claim(ClaimPurpose::Send, "b", later, Duration::from_secs(30))
+                .unwrap()
+                .lease
+                .unwrap()
+                .owner,
+            "b"
+        );
+        assert!(matches!(
+            r.claim(ClaimPurpose::Poll, "p", t0, Duration::from_secs(1)),
+            Err(ClaimRefused::WrongState { .. })
+        ));
     }
 
     #[test]
@@ -434,11 +615,16 @@ mod tests {
         let mut d = new_doc();
         let f1 = Failure::new(ErrorClass::Permanent, ErrorSource::Validation, "P_2 missing").at("/Faktura/Fa/P_2");
         let f2 = Failure::new(ErrorClass::Permanent, ErrorSource::Validation, "bad NIP").at("/Faktura/Podmiot2/DaneIdentyfikacyjne/NIP");
-        d.initial = InitialState::Rejected { findings: vec![f1, f2.clone()] };
+        d.initial = InitialState::Rejected {
+            findings: vec![f1, f2.clone()],
+        };
         let a = DocumentRecord::register(d, Utc::now());
         assert_eq!(a.record.state, DocumentState::Rejected);
         assert_eq!(a.record.last_error, Some(f2));
-        assert_eq!(a.history.iter().filter(|h| matches!(h.event, HistoryEvent::Error { .. })).count(), 2);
+        assert_eq!(
+            a.history.iter().filter(|h| matches!(h.event, HistoryEvent::Error { .. })).count(),
+            2
+        );
     }
 
     #[test]

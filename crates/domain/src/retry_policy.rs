@@ -73,12 +73,20 @@ impl RetryPolicy {
             return Err(PolicyError("growth must be a finite factor >= 1".into()));
         }
         if cap > MAX_RETRY_DELAY || cap < *schedule.last().expect("checked non-empty") {
-            return Err(PolicyError("cap must be at least the last scheduled delay and at most 12 h (the SQS visibility limit)".into()));
+            return Err(PolicyError(
+                "cap must be at least the last scheduled delay and at most 12 h (the SQS visibility limit)".into(),
+            ));
         }
         if !(0.0..1.0).contains(&jitter) {
             return Err(PolicyError("jitter must be in [0, 1)".into()));
         }
-        Ok(RetryPolicy { max_attempts, schedule, growth, cap, jitter })
+        Ok(RetryPolicy {
+            max_attempts,
+            schedule,
+            growth,
+            cap,
+            jitter,
+        })
     }
 
     pub fn max_attempts(&self) -> u32 {
@@ -122,7 +130,9 @@ impl RetryPolicy {
             ErrorClass::Duplicate { .. } => RetryDecision::ResolveDuplicate,
             _ if failed_attempts >= self.max_attempts => RetryDecision::Exhausted,
             ErrorClass::NeedsNewSession | ErrorClass::NeedsReauth => RetryDecision::FixAndRetry,
-            ErrorClass::Transient => RetryDecision::RetryAfter { delay: self.jittered(self.base_delay(failed_attempts), unit) },
+            ErrorClass::Transient => RetryDecision::RetryAfter {
+                delay: self.jittered(self.base_delay(failed_attempts), unit),
+            },
         }
     }
 
@@ -157,7 +167,10 @@ mod tests {
     fn budget_is_exhausted_at_max_attempts_but_not_by_rate_limits() {
         let p = RetryPolicy::standard(3).unwrap();
         let now = Utc::now();
-        assert!(matches!(p.decide(&ErrorClass::Transient, 2, now, 0.5), RetryDecision::RetryAfter { .. }));
+        assert!(matches!(
+            p.decide(&ErrorClass::Transient, 2, now, 0.5),
+            RetryDecision::RetryAfter { .. }
+        ));
         assert_eq!(p.decide(&ErrorClass::Transient, 3, now, 0.5), RetryDecision::Exhausted);
         assert_eq!(p.decide(&ErrorClass::NeedsNewSession, 3, now, 0.5), RetryDecision::Exhausted);
         assert_eq!(p.decide(&ErrorClass::NeedsReauth, 1, now, 0.5), RetryDecision::FixAndRetry);
@@ -175,7 +188,14 @@ mod tests {
     fn bad_policies_are_refused() {
         assert!(RetryPolicy::standard(0).is_err());
         assert!(RetryPolicy::new(3, vec![], 2.0, Duration::from_secs(60), 0.1).is_err());
-        assert!(RetryPolicy::new(3, vec![Duration::from_secs(60), Duration::from_secs(1)], 2.0, Duration::from_secs(60), 0.1).is_err());
+        assert!(RetryPolicy::new(
+            3,
+            vec![Duration::from_secs(60), Duration::from_secs(1)],
+            2.0,
+            Duration::from_secs(60),
+            0.1
+        )
+        .is_err());
         assert!(RetryPolicy::new(3, vec![Duration::from_secs(1)], 0.5, Duration::from_secs(60), 0.1).is_err());
         assert!(RetryPolicy::new(3, vec![Duration::from_secs(1)], 2.0, Duration::from_secs(13 * 3600), 0.1).is_err());
         assert!(RetryPolicy::new(3, vec![Duration::from_secs(1)], 2.0, Duration::from_secs(60), 1.0).is_err());

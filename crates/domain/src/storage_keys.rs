@@ -12,9 +12,15 @@ pub fn inbox_key(seller: &Nip, erp: &ErpDocumentId) -> String {
 
 /// Reads `inbox/{sellerNip}/{erpDocId}.xml` back into its parts.
 pub fn parse_inbox_key(key: &str) -> Result<(Nip, ErpDocumentId), ParseError> {
-    let bad = |reason: &str| ParseError { field: "inbox key", value: key.chars().take(120).collect(), reason: reason.into() };
+    let bad = |reason: &str| ParseError {
+        field: "inbox key",
+        value: key.chars().take(120).collect(),
+        reason: reason.into(),
+    };
     let rest = key.strip_prefix(INBOX_PREFIX).ok_or_else(|| bad("must start with inbox/"))?;
-    let (nip, file) = rest.split_once('/').ok_or_else(|| bad("must be inbox/{sellerNip}/{erpDocId}.xml"))?;
+    let (nip, file) = rest
+        .split_once('/')
+        .ok_or_else(|| bad("must be inbox/{sellerNip}/{erpDocId}.xml"))?;
     let erp = file.strip_suffix(".xml").ok_or_else(|| bad("the file name must end in .xml"))?;
     Ok((Nip::parse(nip)?, ErpDocumentId::parse(erp)?))
 }

@@ -70,7 +70,10 @@ pub fn read_identity(xml: &[u8]) -> Result<InvoiceIdentity, IdentityError> {
     let mut text = String::new();
     loop {
         let position = reader.buffer_position();
-        let event = reader.read_resolved_event_into(&mut buf).map_err(|e| IdentityError::Malformed { position, message: e.to_string() })?;
+        let event = reader.read_resolved_event_into(&mut buf).map_err(|e| IdentityError::Malformed {
+            position,
+            message: e.to_string(),
+        })?;
         match event {
             (_, Event::DocType(_)) => return Err(IdentityError::Doctype),
             (ns, Event::Start(e)) => {
@@ -84,7 +87,10 @@ pub fn read_identity(xml: &[u8]) -> Result<InvoiceIdentity, IdentityError> {
                         _ => String::new(),
                     };
                     if found != FA3_NAMESPACE {
-                        return Err(IdentityError::WrongNamespace { hint: namespace_hint(&found), found });
+                        return Err(IdentityError::WrongNamespace {
+                            hint: namespace_hint(&found),
+                            found,
+                        });
                     }
                 }
                 if path.len() >= MAX_DEPTH {
@@ -95,18 +101,31 @@ pub fn read_identity(xml: &[u8]) -> Result<InvoiceIdentity, IdentityError> {
                 if joined(&path) == CODE_PATH {
                     for a in e.attributes().flatten() {
                         if a.key.local_name().as_ref() == b"kodSystemowy" {
-                            code = Some(a.unescape_value().map_err(|e| IdentityError::Malformed { position, message: e.to_string() })?.into_owned());
+                            code = Some(
+                                a.unescape_value()
+                                    .map_err(|e| IdentityError::Malformed {
+                                        position,
+                                        message: e.to_string(),
+                                    })?
+                                    .into_owned(),
+                            );
                         }
                     }
                 }
             }
             (_, Event::Text(t)) => {
-                let decoded = t.decode().map_err(|e| IdentityError::Malformed { position, message: e.to_string() })?;
+                let decoded = t.decode().map_err(|e| IdentityError::Malformed {
+                    position,
+                    message: e.to_string(),
+                })?;
                 text.push_str(&decoded);
             }
             (_, Event::GeneralRef(r)) => {
                 // Only the five predefined entities and character references exist without a DTD.
-                let name = r.decode().map_err(|e| IdentityError::Malformed { position, message: e.to_string() })?;
+                let name = r.decode().map_err(|e| IdentityError::Malformed {
+                    position,
+                    message: e.to_string(),
+                })?;
                 let resolved = match name.as_ref() {
                     "lt" => Some('<'),
                     "gt" => Some('>'),
@@ -117,7 +136,12 @@ pub fn read_identity(xml: &[u8]) -> Result<InvoiceIdentity, IdentityError> {
                 };
                 match resolved {
                     Some(c) => text.push(c),
-                    None => return Err(IdentityError::Malformed { position, message: format!("undeclared entity &{name};") }),
+                    None => {
+                        return Err(IdentityError::Malformed {
+                            position,
+                            message: format!("undeclared entity &{name};"),
+                        })
+                    }
                 }
             }
             (_, Event::CData(c)) => text.push_str(&String::from_utf8_lossy(&c)),
@@ -143,15 +167,26 @@ pub fn read_identity(xml: &[u8]) -> Result<InvoiceIdentity, IdentityError> {
         }
         buf.clear();
     }
-    let nip = Nip::parse(nip.as_deref().ok_or(IdentityError::Missing(NIP_PATH))?).map_err(|source| IdentityError::Invalid { path: NIP_PATH, source })?;
-    let kind = InvoiceKind::parse(kind.as_deref().ok_or(IdentityError::Missing(KIND_PATH))?).map_err(|source| IdentityError::Invalid { path: KIND_PATH, source })?;
-    let number = InvoiceNumber::parse(p2.as_deref().ok_or(IdentityError::Missing(P2_PATH))?).map_err(|source| IdentityError::Invalid { path: P2_PATH, source })?;
+    let nip = Nip::parse(nip.as_deref().ok_or(IdentityError::Missing(NIP_PATH))?)
+        .map_err(|source| IdentityError::Invalid { path: NIP_PATH, source })?;
+    let kind = InvoiceKind::parse(kind.as_deref().ok_or(IdentityError::Missing(KIND_PATH))?)
+        .map_err(|source| IdentityError::Invalid { path: KIND_PATH, source })?;
+    let number = InvoiceNumber::parse(p2.as_deref().ok_or(IdentityError::Missing(P2_PATH))?)
+        .map_err(|source| IdentityError::Invalid { path: P2_PATH, source })?;
     let p1 = p1.ok_or(IdentityError::Missing(P1_PATH))?;
     let issue_date = NaiveDate::parse_from_str(&p1, "%Y-%m-%d").map_err(|_| IdentityError::Invalid {
         path: P1_PATH,
-        source: ParseError { field: "issue date (P_1)", value: p1.chars().take(40).collect(), reason: "must be a date YYYY-MM-DD".into() },
+        source: ParseError {
+            field: "issue date (P_1)",
+            value: p1.chars().take(40).collect(),
+            reason: "must be a date YYYY-MM-DD".into(),
+        },
     })?;
-    Ok(InvoiceIdentity { key: DocumentKey::new(nip, kind, number), issue_date, system_code: code.ok_or(IdentityError::Missing(CODE_PATH))? })
+    Ok(InvoiceIdentity {
+        key: DocumentKey::new(nip, kind, number),
+        issue_date,
+        system_code: code.ok_or(IdentityError::Missing(CODE_PATH))?,
+    })
 }
 
 fn joined(path: &[String]) -> String {
@@ -170,7 +205,11 @@ mod tests {
 
     fn samples() -> Vec<PathBuf> {
         let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../data/ksef/samples");
-        let mut v: Vec<PathBuf> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|e| e == "xml")).collect();
+        let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "xml"))
+            .collect();
         v.sort();
         v
     }
@@ -184,7 +223,8 @@ mod tests {
             assert_eq!(id.key.seller_nip.as_str(), "9999999999");
             assert_eq!(id.system_code, "FA (3)");
         }
-        let one = read_identity(&std::fs::read(samples().into_iter().find(|p| p.ends_with("FA_3_Przykład_1.xml")).unwrap()).unwrap()).unwrap();
+        let one =
+            read_identity(&std::fs::read(samples().into_iter().find(|p| p.ends_with("FA_3_Przykład_1.xml")).unwrap()).unwrap()).unwrap();
         assert_eq!(one.key.invoice_number.as_str(), "FV2026/02/150");
         assert_eq!(one.key.kind, InvoiceKind::Vat);
         assert_eq!(one.issue_date, NaiveDate::from_ymd_opt(2026, 2, 15).unwrap());
@@ -202,24 +242,42 @@ mod tests {
     fn entities_in_p2_are_decoded_and_bad_input_is_named() {
         let id = read_identity(doc("<P_1>2026-01-02</P_1><P_2>A&amp;B&#47;1</P_2><RodzajFaktury>VAT</RodzajFaktury>").as_bytes()).unwrap();
         assert_eq!(id.key.invoice_number.as_str(), "A&B/1");
-        assert_eq!(read_identity(doc("<P_1>2026-01-02</P_1><RodzajFaktury>VAT</RodzajFaktury>").as_bytes()), Err(IdentityError::Missing(P2_PATH)));
-        assert!(matches!(read_identity(doc("<P_1>2026-01-02</P_1><P_2>1</P_2><RodzajFaktury>XYZ</RodzajFaktury>").as_bytes()), Err(IdentityError::Invalid { path: KIND_PATH, .. })));
-        assert!(matches!(read_identity(doc("<P_1>2026-13-02</P_1><P_2>1</P_2><RodzajFaktury>VAT</RodzajFaktury>").as_bytes()), Err(IdentityError::Invalid { path: P1_PATH, .. })));
+        assert_eq!(
+            read_identity(doc("<P_1>2026-01-02</P_1><RodzajFaktury>VAT</RodzajFaktury>").as_bytes()),
+            Err(IdentityError::Missing(P2_PATH))
+        );
+        assert!(matches!(
+            read_identity(doc("<P_1>2026-01-02</P_1><P_2>1</P_2><RodzajFaktury>XYZ</RodzajFaktury>").as_bytes()),
+            Err(IdentityError::Invalid { path: KIND_PATH, .. })
+        ));
+        assert!(matches!(
+            read_identity(doc("<P_1>2026-13-02</P_1><P_2>1</P_2><RodzajFaktury>VAT</RodzajFaktury>").as_bytes()),
+            Err(IdentityError::Invalid { path: P1_PATH, .. })
+        ));
     }
 
     #[test]
     fn hostile_and_foreign_documents_are_refused() {
         let bomb = r#"<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol2 "&lol;&lol;">]><Faktura>&lol2;</Faktura>"#;
         assert_eq!(read_identity(bomb.as_bytes()), Err(IdentityError::Doctype));
-        assert!(matches!(read_identity(b"<Invoice xmlns=\"urn:oasis:names:specification:ubl:schema:xsd:Invoice-2\"/>"), Err(IdentityError::WrongRoot(_))));
+        assert!(matches!(
+            read_identity(b"<Invoice xmlns=\"urn:oasis:names:specification:ubl:schema:xsd:Invoice-2\"/>"),
+            Err(IdentityError::WrongRoot(_))
+        ));
         let fa2 = r#"<Faktura xmlns="http://crd.gov.pl/wzor/2023/06/29/12648/"/>"#;
         match read_identity(fa2.as_bytes()) {
             Err(e @ IdentityError::WrongNamespace { .. }) => assert!(e.to_string().contains("FA(2)"), "{e}"),
             other => panic!("{other:?}"),
         }
-        assert!(matches!(read_identity(b"<Faktura xmlns=\"http://crd.gov.pl/wzor/2025/06/25/13775/\"><a></b></Faktura>"), Err(IdentityError::Malformed { .. })));
+        assert!(matches!(
+            read_identity(b"<Faktura xmlns=\"http://crd.gov.pl/wzor/2025/06/25/13775/\"><a></b></Faktura>"),
+            Err(IdentityError::Malformed { .. })
+        ));
         let deep = format!("<Faktura xmlns=\"{NS}\">{}{}</Faktura>", "<a>".repeat(100), "</a>".repeat(100));
         assert_eq!(read_identity(deep.as_bytes()), Err(IdentityError::TooDeep));
-        assert!(matches!(read_identity(doc("<P_2>&xxe;</P_2>").as_bytes()), Err(IdentityError::Malformed { .. })));
+        assert!(matches!(
+            read_identity(doc("<P_2>&xxe;</P_2>").as_bytes()),
+            Err(IdentityError::Malformed { .. })
+        ));
     }
 }

@@ -19,7 +19,12 @@ impl MemoryArchive {
 
     /// Every key and object, for the local runner to write out.
     pub fn snapshot(&self) -> Vec<(String, ObjectBody)> {
-        self.objects.lock().expect("archive lock").iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+        self.objects
+            .lock()
+            .expect("archive lock")
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
     }
 }
 

@@ -48,7 +48,13 @@ impl DocumentRegistry for MemoryDocumentStore {
             return Ok(Registration::Existing(existing.clone()));
         }
         let applied = DocumentRecord::register(new, now);
-        docs.insert(id, Document { record: applied.record.clone(), history: applied.history });
+        docs.insert(
+            id,
+            Document {
+                record: applied.record.clone(),
+                history: applied.history,
+            },
+        );
         Ok(Registration::Created(applied.record))
     }
 
@@ -59,7 +65,14 @@ impl DocumentRegistry for MemoryDocumentStore {
 
 #[async_trait]
 impl DocumentClaims for MemoryDocumentStore {
-    async fn claim(&self, key: &DocumentKey, purpose: ClaimPurpose, owner: &str, now: DateTime<Utc>, lease_for: Duration) -> Result<DocumentRecord, StoreError> {
+    async fn claim(
+        &self,
+        key: &DocumentKey,
+        purpose: ClaimPurpose,
+        owner: &str,
+        now: DateTime<Utc>,
+        lease_for: Duration,
+    ) -> Result<DocumentRecord, StoreError> {
         let current = self.get(key).await?.ok_or_else(|| StoreError::NotFound(key.storage_id()))?.record;
         let claimed = current.claim(purpose, owner, now, lease_for)?;
         self.write_if_version(current.version, claimed.clone(), Vec::new())?;
@@ -77,7 +90,9 @@ impl DocumentUpdates for MemoryDocumentStore {
 
     async fn append_history(&self, key: &DocumentKey, entries: Vec<HistoryEntry>) -> Result<(), StoreError> {
         let mut docs = self.docs.lock().expect("store lock");
-        let doc = docs.get_mut(&key.storage_id()).ok_or_else(|| StoreError::NotFound(key.storage_id()))?;
+        let doc = docs
+            .get_mut(&key.storage_id())
+            .ok_or_else(|| StoreError::NotFound(key.storage_id()))?;
         doc.history.extend(entries);
         Ok(())
     }
@@ -85,9 +100,19 @@ impl DocumentUpdates for MemoryDocumentStore {
 
 #[async_trait]
 impl DocumentQueries for MemoryDocumentStore {
-    async fn list_by_state(&self, state: DocumentState, older_than: DateTime<Utc>, limit: usize) -> Result<Vec<DocumentRecord>, StoreError> {
+    async fn list_by_state(
+        &self,
+        state: DocumentState,
+        older_than: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<DocumentRecord>, StoreError> {
         let docs = self.docs.lock().expect("store lock");
-        let mut found: Vec<DocumentRecord> = docs.values().map(|d| &d.record).filter(|r| r.state == state && r.state_since < older_than).cloned().collect();
+        let mut found: Vec<DocumentRecord> = docs
+            .values()
+            .map(|d| &d.record)
+            .filter(|r| r.state == state && r.state_since < older_than)
+            .cloned()
+            .collect();
         found.sort_by(|a, b| a.state_since.cmp(&b.state_since).then_with(|| a.key.cmp(&b.key)));
         found.truncate(limit);
         Ok(found)

@@ -50,7 +50,12 @@ impl MemoryQueue {
     }
 
     pub fn with_clock(name: impl Into<String>, clock: Arc<dyn Clock>) -> Self {
-        MemoryQueue { name: name.into(), inner: Arc::default(), clock, redrive: None }
+        MemoryQueue {
+            name: name.into(),
+            inner: Arc::default(),
+            clock,
+            redrive: None,
+        }
     }
 
     /// A queue and its DLQ: a message received `max_receive_count` times without being deleted
@@ -146,7 +151,11 @@ impl Queue for MemoryQueue {
         check_visibility(timeout)?;
         let now = self.clock.now();
         let mut inner = self.inner.lock().expect("queue lock");
-        let m = inner.messages.iter_mut().find(|m| m.receipt.as_deref() == Some(receipt)).ok_or_else(|| QueueError::ReceiptInvalid(receipt.to_owned()))?;
+        let m = inner
+            .messages
+            .iter_mut()
+            .find(|m| m.receipt.as_deref() == Some(receipt))
+            .ok_or_else(|| QueueError::ReceiptInvalid(receipt.to_owned()))?;
         m.visible_at = now + chrono::Duration::from_std(timeout).expect("checked visibility");
         Ok(())
     }
@@ -174,7 +183,12 @@ impl Queue for MemoryQueue {
                 s.in_flight += 1;
             }
         }
-        s.oldest_age = inner.messages.iter().map(|m| m.sent_at).min().map(|t| (now - t).to_std().unwrap_or_default());
+        s.oldest_age = inner
+            .messages
+            .iter()
+            .map(|m| m.sent_at)
+            .min()
+            .map(|t| (now - t).to_std().unwrap_or_default());
         Ok(s)
     }
 }

@@ -16,7 +16,11 @@ pub struct ObjectBody {
 
 impl ObjectBody {
     pub fn new(bytes: Vec<u8>, content_type: impl Into<String>) -> Self {
-        ObjectBody { bytes, content_type: content_type.into(), metadata: BTreeMap::new() }
+        ObjectBody {
+            bytes,
+            content_type: content_type.into(),
+            metadata: BTreeMap::new(),
+        }
     }
 
     pub fn with_metadata(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
@@ -27,8 +31,14 @@ impl ObjectBody {
     /// The rules S3 imposes, checked the same way by every adapter.
     pub fn check(&self) -> Result<(), ArchiveError> {
         for (k, v) in &self.metadata {
-            if k.is_empty() || !k.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_') {
-                return Err(ArchiveError::Invalid(format!("metadata name {k:?} must be lowercase letters, digits, - or _")));
+            if k.is_empty()
+                || !k
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+            {
+                return Err(ArchiveError::Invalid(format!(
+                    "metadata name {k:?} must be lowercase letters, digits, - or _"
+                )));
             }
             if !v.chars().all(|c| (' '..='~').contains(&c)) {
                 return Err(ArchiveError::Invalid(format!("metadata value for {k:?} must be printable ASCII")));

@@ -42,7 +42,9 @@ impl StoreError {
     /// re-reading; a refused transition or a corrupt record is a bug a person must look at.
     pub fn class(&self) -> ErrorClass {
         match self {
-            StoreError::Unavailable(_) | StoreError::VersionConflict { .. } | StoreError::Claim(ClaimRefused::LeaseHeld { .. }) => ErrorClass::Transient,
+            StoreError::Unavailable(_) | StoreError::VersionConflict { .. } | StoreError::Claim(ClaimRefused::LeaseHeld { .. }) => {
+                ErrorClass::Transient
+            }
             _ => ErrorClass::Permanent,
         }
     }
@@ -64,7 +66,14 @@ pub trait DocumentRegistry: Send + Sync {
 pub trait DocumentClaims: Send + Sync {
     /// Reads the record and claims it per [`DocumentRecord::claim`]; the write succeeds only if
     /// nobody wrote in between (optimistic version).
-    async fn claim(&self, key: &DocumentKey, purpose: ClaimPurpose, owner: &str, now: DateTime<Utc>, lease_for: Duration) -> Result<DocumentRecord, StoreError>;
+    async fn claim(
+        &self,
+        key: &DocumentKey,
+        purpose: ClaimPurpose,
+        owner: &str,
+        now: DateTime<Utc>,
+        lease_for: Duration,
+    ) -> Result<DocumentRecord, StoreError>;
 }
 
 /// Record what happened (send, status, replay).
@@ -83,7 +92,8 @@ pub trait DocumentUpdates: Send + Sync {
 #[async_trait]
 pub trait DocumentQueries: Send + Sync {
     /// Documents in `state` whose state began before `older_than`, oldest first, at most `limit`.
-    async fn list_by_state(&self, state: DocumentState, older_than: DateTime<Utc>, limit: usize) -> Result<Vec<DocumentRecord>, StoreError>;
+    async fn list_by_state(&self, state: DocumentState, older_than: DateTime<Utc>, limit: usize)
+        -> Result<Vec<DocumentRecord>, StoreError>;
 }
 
 /// Every capability at once, for adapters and for the local runner.

@@ -27,7 +27,11 @@ pub struct OutgoingMessage {
 
 impl OutgoingMessage {
     pub fn new(body: impl Into<String>) -> Self {
-        OutgoingMessage { body: body.into(), delay: Duration::ZERO, attributes: BTreeMap::new() }
+        OutgoingMessage {
+            body: body.into(),
+            delay: Duration::ZERO,
+            attributes: BTreeMap::new(),
+        }
     }
 
     pub fn with_trace_id(mut self, trace: &TraceId) -> Self {
@@ -137,7 +141,9 @@ pub fn check_receive(max: u32, visibility: Duration) -> Result<(), QueueError> {
 
 pub fn check_visibility(visibility: Duration) -> Result<(), QueueError> {
     if visibility > MAX_VISIBILITY {
-        return Err(QueueError::Invalid(format!("visibility {visibility:?} is over the 12-hour maximum")));
+        return Err(QueueError::Invalid(format!(
+            "visibility {visibility:?} is over the 12-hour maximum"
+        )));
     }
     Ok(())
 }
