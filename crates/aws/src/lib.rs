@@ -1,1 +1,27 @@
+//! # relay-aws: the AWS side of ksef-relay's ports
+//!
+//! Adapters that implement `relay-domain`'s ports on AWS, with the same semantics as the
+//! in-memory ones (one contract suite in `tests/` runs against both, the AWS side against the
+//! moto emulator over the real wire):
+//!
+//! - [`dynamodb_store::DynamoDocumentStore`]: the document store (one table, record + history
+//!   items, a sparse GSI by state and age, conditional writes only).
+//! - [`sqs_queue::SqsQueue`]: a queue; its DLQ is SQS's redrive policy.
+//! - [`s3_archive::S3Archive`]: the archive; put-if-absent is `If-None-Match: *`.
+//!
+//! Also: [`settings`] (one typed settings struct per Lambda binary, read from the environment at
+//! cold start), [`clients`] (SDK clients built once, pointable at the emulator with
+//! `KSEF_RELAY_AWS_ENDPOINT`) and [`provision`] (creating tables, queues and buckets for local runs
+//! and tests; in AWS the SAM template does it).
 
+pub mod clients;
+pub mod dynamodb_store;
+pub mod provision;
+pub mod s3_archive;
+pub mod settings;
+pub mod sqs_queue;
+
+pub use clients::AwsClients;
+pub use dynamodb_store::DynamoDocumentStore;
+pub use s3_archive::S3Archive;
+pub use sqs_queue::SqsQueue;

@@ -100,6 +100,7 @@ impl DocumentUpdates for MemoryDocumentStore {
 
 #[async_trait]
 impl DocumentQueries for MemoryDocumentStore {
+    // Compared in whole microseconds, the precision the DynamoDB adapter's index keeps.
     async fn list_by_state(
         &self,
         state: DocumentState,
@@ -110,7 +111,7 @@ impl DocumentQueries for MemoryDocumentStore {
         let mut found: Vec<DocumentRecord> = docs
             .values()
             .map(|d| &d.record)
-            .filter(|r| r.state == state && r.state_since < older_than)
+            .filter(|r| r.state == state && r.state_since.timestamp_micros() < older_than.timestamp_micros())
             .cloned()
             .collect();
         found.sort_by(|a, b| a.state_since.cmp(&b.state_since).then_with(|| a.key.cmp(&b.key)));

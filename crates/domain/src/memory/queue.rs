@@ -192,3 +192,25 @@ impl Queue for MemoryQueue {
         Ok(s)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+
+    #[tokio::test]
+    async fn the_oldest_message_age_follows_the_clock() {
+        let clock = ManualClock::starting_at(Utc::now());
+        let q = MemoryQueue::with_clock("q", Arc::new(clock.clone()));
+        assert_eq!(q.stats().await.unwrap().oldest_age, None);
+        q.send(OutgoingMessage::new("old")).await.unwrap();
+        clock.advance(Duration::from_secs(90));
+        q.send(OutgoingMessage::new("new")).await.unwrap();
+        assert_eq!(q.stats().await.unwrap().oldest_age, Some(Duration::from_secs(90)));
+        // A manual clock lets a test live through a 15-minute backoff at once.
+        let m = q.receive(1, Duration::from_secs(900), Duration::ZERO).await.unwrap().remove(0);
+        assert_eq!(m.body, "old");
+        clock.advance(Duration::from_secs(901));
+        assert_eq!(q.receive(10, Duration::from_secs(30), Duration::ZERO).await.unwrap().len(), 2);
+    }
+}

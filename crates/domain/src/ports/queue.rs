@@ -93,7 +93,8 @@ pub struct QueueStats {
     pub visible: u64,
     pub in_flight: u64,
     pub delayed: u64,
-    /// Age of the oldest message, when the backend can tell (SQS: the CloudWatch metric).
+    /// Age of the oldest message, where the backend can tell. SQS cannot (it is only a CloudWatch
+    /// metric there, read by the alarms), so its adapter reports None.
     pub oldest_age: Option<Duration>,
 }
 

@@ -1,0 +1,354 @@
+//! Typed settings, one struct per binary, read from the environment once at cold start.
+//! A missing or malformed variable stops the binary at once with a message that names it,
+//! instead of failing on the first invoice.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+/// A missing or malformed environment variable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SettingsError {
+    #[error("environment variable {0} is not set")]
+    Missing(&'static str),
+    #[error("environment variable {name} has an invalid value {value:?}: {problem}")]
+    Invalid {
+        name: &'static str,
+        value: String,
+        problem: String,
+    },
+}
+
+/// Where settings come from: the process environment, or a map in tests.
+pub trait EnvSource {
+    fn var(&self, name: &str) -> Option<String>;
+}
+
+/// The process environment.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ProcessEnv;
+
+impl EnvSource for ProcessEnv {
+    fn var(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok().filter(|v| !v.is_empty())
+    }
+}
+
+impl EnvSource for HashMap<String, String> {
+    fn var(&self, name: &str) -> Option<String> {
+        self.get(name).cloned().filter(|v| !v.is_empty())
+    }
+}
+
+fn required(env: &dyn EnvSource, name: &'static str) -> Result<String, SettingsError> {
+    env.var(name).ok_or(SettingsError::Missing(name))
+}
+
+fn parsed<T: std::str::FromStr>(env: &dyn EnvSource, name: &'static str, default: T) -> Result<T, SettingsError>
+where
+    T::Err: std::fmt::Display,
+{
+    match env.var(name) {
+        None => Ok(default),
+        Some(v) => v.parse().map_err(|e: T::Err| SettingsError::Invalid {
+            name,
+            value: v.clone(),
+            problem: e.to_string(),
+        }),
+    }
+}
+
+fn endpoint(env: &dyn EnvSource) -> Result<Option<String>, SettingsError> {
+    match env.var(ENDPOINT_VAR) {
+        None => Ok(None),
+        Some(v) if v.starts_with("http://") || v.starts_with("https://") => Ok(Some(v)),
+        Some(v) => Err(SettingsError::Invalid {
+            name: ENDPOINT_VAR,
+            value: v,
+            problem: "must be an http:// or https:// URL".into(),
+        }),
+    }
+}
+
+/// Points every AWS client at another endpoint (the local emulator).
+pub const ENDPOINT_VAR: &str = "KSEF_RELAY_AWS_ENDPOINT";
+
+/// What every function needs to reach AWS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AwsSettings {
+    /// `AWS_REGION`; Lambda always sets it.
+    pub region: String,
+    /// `KSEF_RELAY_AWS_ENDPOINT`: the emulator's URL in tests and local runs; unset in AWS.
+    pub endpoint_url: Option<String>,
+}
+
+impl AwsSettings {
+    pub fn from_env(env: &dyn EnvSource) -> Result<Self, SettingsError> {
+        Ok(AwsSettings {
+            region: required(env, "AWS_REGION")?,
+            endpoint_url: endpoint(env)?,
+        })
+    }
+}
+
+/// Where the document store, bucket and queues are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResourceNames {
+    pub table: String,
+    pub bucket: String,
+}
+
+impl ResourceNames {
+    fn from_env(env: &dyn EnvSource) -> Result<Self, SettingsError> {
+        Ok(ResourceNames {
+            table: required(env, "DOCUMENTS_TABLE")?,
+            bucket: required(env, "ARCHIVE_BUCKET")?,
+        })
+    }
+}
+
+/// The intake function: validates, registers, archives, routes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IntakeSettings {
+    pub aws: AwsSettings,
+    pub resources: ResourceNames,
+    pub send_queue_url: String,
+    pub corrections_queue_url: String,
+    /// `MAX_INVOICE_BYTES`, default 1,000,000 (KSeF's limit without attachments).
+    pub max_invoice_bytes: u64,
+    /// `MAX_INVOICE_WITH_ATTACHMENTS_BYTES`, default 3,000,000.
+    pub max_invoice_with_attachments_bytes: u64,
+}
+
+impl IntakeSettings {
+    pub fn from_env(env: &dyn EnvSource) -> Result<Self, SettingsError> {
+        Ok(IntakeSettings {
+            aws: AwsSettings::from_env(env)?,
+            resources: ResourceNames::from_env(env)?,
+            send_queue_url: required(env, "SEND_QUEUE_URL")?,
+            corrections_queue_url: required(env, "CORRECTIONS_QUEUE_URL")?,
+            max_invoice_bytes: parsed(env, "MAX_INVOICE_BYTES", 1_000_000)?,
+            max_invoice_with_attachments_bytes: parsed(env, "MAX_INVOICE_WITH_ATTACHMENTS_BYTES", 3_000_000)?,
+        })
+    }
+}
+
+/// Which KSeF, and how the relay authenticates there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KsefSettings {
+    /// `KSEF_ENV`: TEST, DEMO, PROD, or a base URL (the simulator).
+    pub environment: String,
+    /// `KSEF_TOKEN_SECRET_PREFIX`: the Secrets Manager name prefix; one secret per seller NIP.
+    pub token_secret_prefix: String,
+}
+
+impl KsefSettings {
+    fn from_env(env: &dyn EnvSource) -> Result<Self, SettingsError> {
+        let environment = required(env, "KSEF_ENV")?;
+        let ok = matches!(environment.as_str(), "TEST" | "DEMO" | "PROD")
+            || environment.starts_with("http://")
+            || environment.starts_with("https://");
+        if !ok {
+            return Err(SettingsError::Invalid {
+                name: "KSEF_ENV",
+                value: environment,
+                problem: "must be TEST, DEMO, PROD or a base URL".into(),
+            });
+        }
+        Ok(KsefSettings {
+            environment,
+            token_secret_prefix: required(env, "KSEF_TOKEN_SECRET_PREFIX")?,
+        })
+    }
+}
+
+/// The send function: claims, sends, classifies, backs off.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SendSettings {
+    pub aws: AwsSettings,
+    pub resources: ResourceNames,
+    pub ksef: KsefSettings,
+    pub status_queue_url: String,
+    pub corrections_queue_url: String,
+    /// `MAX_ATTEMPTS`, default 10: the retry budget before FAILED and the DLQ.
+    pub max_attempts: u32,
+    /// `LEASE_SECONDS`, default 120: how long a claim holds a document.
+    pub lease: Duration,
+}
+
+impl SendSettings {
+    pub fn from_env(env: &dyn EnvSource) -> Result<Self, SettingsError> {
+        let max_attempts: u32 = parsed(env, "MAX_ATTEMPTS", 10)?;
+        if max_attempts == 0 {
+            return Err(SettingsError::Invalid {
+                name: "MAX_ATTEMPTS",
+                value: "0".into(),
+                problem: "must be at least 1".into(),
+            });
+        }
+        Ok(SendSettings {
+            aws: AwsSettings::from_env(env)?,
+            resources: ResourceNames::from_env(env)?,
+            ksef: KsefSettings::from_env(env)?,
+            status_queue_url: required(env, "STATUS_QUEUE_URL")?,
+            corrections_queue_url: required(env, "CORRECTIONS_QUEUE_URL")?,
+            max_attempts,
+            lease: Duration::from_secs(parsed(env, "LEASE_SECONDS", 120)?),
+        })
+    }
+}
+
+/// The status function: polls KSeF, archives UPOs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusSettings {
+    pub aws: AwsSettings,
+    pub resources: ResourceNames,
+    pub ksef: KsefSettings,
+    pub status_queue_url: String,
+    pub send_queue_url: String,
+    pub corrections_queue_url: String,
+}
+
+impl StatusSettings {
+    pub fn from_env(env: &dyn EnvSource) -> Result<Self, SettingsError> {
+        Ok(StatusSettings {
+            aws: AwsSettings::from_env(env)?,
+            resources: ResourceNames::from_env(env)?,
+            ksef: KsefSettings::from_env(env)?,
+            status_queue_url: required(env, "STATUS_QUEUE_URL")?,
+            send_queue_url: required(env, "SEND_QUEUE_URL")?,
+            corrections_queue_url: required(env, "CORRECTIONS_QUEUE_URL")?,
+        })
+    }
+}
+
+/// dlq-replay: moves checked messages from a DLQ back to their queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplaySettings {
+    pub aws: AwsSettings,
+    pub resources: ResourceNames,
+    pub ksef: KsefSettings,
+    /// `REPLAY_QUEUES`: `name=dlqUrl>targetUrl` pairs, comma-separated (which DLQ feeds which queue).
+    pub queues: Vec<ReplayRoute>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplayRoute {
+    pub name: String,
+    pub dlq_url: String,
+    pub target_url: String,
+}
+
+impl ReplaySettings {
+    pub fn from_env(env: &dyn EnvSource) -> Result<Self, SettingsError> {
+        let raw = required(env, "REPLAY_QUEUES")?;
+        let mut queues = Vec::new();
+        for item in raw.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            let parsed = item
+                .split_once('=')
+                .and_then(|(name, urls)| urls.split_once('>').map(|(d, t)| (name, d, t)));
+            match parsed {
+                Some((name, dlq, target)) if !name.is_empty() && !dlq.is_empty() && !target.is_empty() => queues.push(ReplayRoute {
+                    name: name.into(),
+                    dlq_url: dlq.into(),
+                    target_url: target.into(),
+                }),
+                _ => {
+                    return Err(SettingsError::Invalid {
+                        name: "REPLAY_QUEUES",
+                        value: item.into(),
+                        problem: "each entry must be name=dlqUrl>targetUrl".into(),
+                    })
+                }
+            }
+        }
+        if queues.is_empty() {
+            return Err(SettingsError::Missing("REPLAY_QUEUES"));
+        }
+        Ok(ReplaySettings {
+            aws: AwsSettings::from_env(env)?,
+            resources: ResourceNames::from_env(env)?,
+            ksef: KsefSettings::from_env(env)?,
+            queues,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    const BASE: &[(&str, &str)] = &[
+        ("AWS_REGION", "eu-central-1"),
+        ("DOCUMENTS_TABLE", "docs"),
+        ("ARCHIVE_BUCKET", "bucket"),
+        ("SEND_QUEUE_URL", "http://q/send"),
+        ("STATUS_QUEUE_URL", "http://q/status"),
+        ("CORRECTIONS_QUEUE_URL", "http://q/corr"),
+        ("KSEF_ENV", "TEST"),
+        ("KSEF_TOKEN_SECRET_PREFIX", "ksef-relay/token/"),
+        (
+            "REPLAY_QUEUES",
+            "send=http://q/send-dlq>http://q/send,status=http://q/status-dlq>http://q/status",
+        ),
+    ];
+
+    #[test]
+    fn every_binary_loads_from_a_complete_environment() {
+        let e = env(BASE);
+        let i = IntakeSettings::from_env(&e).unwrap();
+        assert_eq!(i.max_invoice_bytes, 1_000_000);
+        assert_eq!(i.aws.endpoint_url, None);
+        let s = SendSettings::from_env(&e).unwrap();
+        assert_eq!((s.max_attempts, s.lease), (10, Duration::from_secs(120)));
+        StatusSettings::from_env(&e).unwrap();
+        let r = ReplaySettings::from_env(&e).unwrap();
+        assert_eq!(r.queues.len(), 2);
+        assert_eq!(r.queues[1].target_url, "http://q/status");
+    }
+
+    #[test]
+    fn each_missing_variable_is_named() {
+        for (name, _) in BASE {
+            let e: HashMap<String, String> = env(BASE).into_iter().filter(|(k, _)| k != name).collect();
+            let errors = [
+                IntakeSettings::from_env(&e).err(),
+                SendSettings::from_env(&e).err(),
+                StatusSettings::from_env(&e).err(),
+                ReplaySettings::from_env(&e).err(),
+            ];
+            let named = errors.iter().flatten().any(|err| err.to_string().contains(name));
+            assert!(named, "no binary named the missing {name}: {errors:?}");
+        }
+    }
+
+    #[test]
+    fn malformed_values_are_named_with_the_problem() {
+        let mut e = env(BASE);
+        e.insert("MAX_ATTEMPTS".into(), "ten".into());
+        let err = SendSettings::from_env(&e).unwrap_err().to_string();
+        assert!(err.contains("MAX_ATTEMPTS") && err.contains("ten"), "{err}");
+        e.insert("MAX_ATTEMPTS".into(), "0".into());
+        assert!(SendSettings::from_env(&e).is_err());
+        let mut e = env(BASE);
+        e.insert(ENDPOINT_VAR.into(), "localhost:5000".into());
+        assert!(IntakeSettings::from_env(&e).unwrap_err().to_string().contains(ENDPOINT_VAR));
+        e.insert(ENDPOINT_VAR.into(), "http://127.0.0.1:5000".into());
+        assert_eq!(
+            IntakeSettings::from_env(&e).unwrap().aws.endpoint_url.as_deref(),
+            Some("http://127.0.0.1:5000")
+        );
+        let mut e = env(BASE);
+        e.insert("KSEF_ENV".into(), "PRODUCTION".into());
+        assert!(SendSettings::from_env(&e).unwrap_err().to_string().contains("KSEF_ENV"));
+        let mut e = env(BASE);
+        e.insert("REPLAY_QUEUES".into(), "send=nourl".into());
+        assert!(ReplaySettings::from_env(&e)
+            .unwrap_err()
+            .to_string()
+            .contains("name=dlqUrl>targetUrl"));
+    }
+}
