@@ -1,1 +1,47 @@
-//! KSeF API 2.0 client. Issue 3 builds it; nothing here yet.
+//! # ksef-client: the relay's KSeF API 2.0 client
+//!
+//! KSeF is the relay's only outside party; this crate is the only code that talks to it.
+//! It covers what delivering FA(3) invoices needs:
+//!
+//! - [`environment`]: TEST, DEMO, PROD or any base URL (the simulator);
+//! - [`client`]: configuration, the one request path (client-side [`limiter`], bearer token,
+//!   `X-System-Warning` logging, failure mapping), public keys picked by usage and validity
+//!   and refreshed on 21470, and KSeF-token authentication with a token cache that refreshes
+//!   before expiry and logs in again when the refresh token is refused;
+//! - [`sessions`]: online sessions (open with a wrapped AES-256 key, send, close), session and
+//!   invoice status, the session's invoice list (reconciliation by hash), UPOs by link and by
+//!   reference; [`batch`]: ZIP or tar.gz archives split into encrypted parts, uploaded to the
+//!   pre-signed URLs without the token;
+//! - [`failure_map`]: the ONE place where HTTP statuses, KSeF exception codes, transport errors
+//!   and final statuses become a [`relay_domain::Failure`] with its [`relay_domain::ErrorClass`],
+//!   KSeF's own codes and details kept verbatim;
+//! - [`secret`]: the KSeF token, bearer tokens and AES keys, in types that never print.
+//!
+//! Every fallible call returns `Result<T, relay_domain::Failure>`: callers decide retries from
+//! the class alone. The key design decision: the client never retries on its own, except where
+//! the retry is provably safe and invisible to KSeF's books (a 401 answered before any work, a
+//! 21470 key rotation); everything else goes back classified, because only the caller knows
+//! whether a resend is safe (it reconciles by hash first).
+
+// `Failure` is the relay's one error type (152 bytes: verbatim KSeF messages). It is returned
+// unboxed so every caller matches on the same type; failures cost a network round trip anyway.
+#![allow(clippy::result_large_err)]
+
+pub mod batch;
+pub mod client;
+mod crypto;
+pub mod environment;
+pub mod failure_map;
+pub mod limiter;
+pub mod model;
+pub mod secret;
+pub mod sessions;
+
+pub use batch::{BatchArchive, BatchSession, Compression};
+pub use client::{pick_key, ClientConfig, Credentials, KeyUsage, KsefClient, PublicKey, Result, TokenSet};
+pub use environment::Environment;
+pub use failure_map::InvoiceOutcome;
+pub use limiter::{ClientLimits, EndpointGroup, Limit};
+pub use model::{InvoiceStatus, SessionStatus, Status};
+pub use secret::{BearerToken, KsefToken, SessionKey};
+pub use sessions::{send_invoice_body, OnlineSession, SendOptions, SentInvoice, Upo};

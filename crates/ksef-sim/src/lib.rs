@@ -1,1 +1,160 @@
-//! KSeF API 2.0 simulator. Issue 3 builds it; nothing here yet.
+//! # ksef-sim: a faithful KSeF API 2.0 simulator
+//!
+//! The relay's only outside party is KSeF, and the real TEST environment cannot fail on demand.
+//! This crate serves the part of the official API (data/ksef/openapi/open-api.json) the relay
+//! uses, under the spec's paths (`/v2/...`), field names, status codes and error bodies, with
+//! real crypto: its own RSA keys and self-signed certificates, RSA-OAEP-SHA256 token and key
+//! unwrapping, AES-256-CBC invoice decryption, size and hash checks. It validates each invoice
+//! (basic form, see [`invoice_check`]), detects duplicates on seller NIP + RodzajFaktury + P_2,
+//! assigns KSeF numbers with a valid CRC-8, produces UPO v4-3 XML, counts rate limits per
+//! (context, IP) in sliding windows and plays seeded fault scenarios.
+//!
+//! Embed it in a test:
+//!
+//! ```no_run
+//! # async fn demo() {
+//! let sim = ksef_sim::start(ksef_sim::SimConfig::default()).await;
+//! let api = sim.api_url(); // http://127.0.0.1:PORT/v2
+//! // ... drive the client against `api` ...
+//! assert!(sim.ledger().entries().iter().all(|e| sim.ledger().count_hash(&e.invoice_hash) == 1));
+//! # }
+//! ```
+//!
+//! Layout: [`config`] (settings), [`keys`] (RSA keys, certificates), `http_*` (one file per
+//! area of the API, plus `/_sim` admin), `server` (routes, the middleware that plays faults and
+//! limits, the accept loop), `state` (sessions, invoices, the 100 → 150 → final step),
+//! [`ledger`], [`faults`], [`rate_limit`], [`invoice_check`], [`upo`].
+//!
+//! The key design decision: an invoice's fate is decided when it arrives (decryption, checks,
+//! fault dice) but revealed on KSeF's schedule, and duplicates and KSeF numbers are settled at
+//! the final step in arrival order, so what a test sees is both realistic and deterministic.
+
+mod aes_cbc;
+mod api_error;
+pub mod config;
+pub mod exchange_log;
+pub mod faults;
+mod http_admin;
+mod http_auth;
+mod http_batch;
+mod http_sessions;
+pub mod invoice_check;
+pub mod keys;
+pub mod ledger;
+pub mod rate_limit;
+mod server;
+mod state;
+pub mod upo;
+
+use std::sync::{Arc, Mutex, RwLock};
+
+pub use config::{KeySource, SimConfig, SimToken, DEFAULT_TOKEN};
+pub use exchange_log::Exchange;
+pub use faults::{Fault, FaultSwitch};
+pub use ledger::{Ledger, LedgerEntry};
+pub use rate_limit::{Group, Limit, RateLimits};
+
+/// A running simulator. Dropping it stops the server.
+pub struct SimHandle {
+    base_url: String,
+    sim: Arc<state::Sim>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl SimHandle {
+    /// `http://127.0.0.1:PORT` (no trailing slash).
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
+    /// The API root the client talks to: `{base_url}/v2`.
+    pub fn api_url(&self) -> String {
+        format!("{}/v2", self.base_url)
+    }
+
+    pub fn ledger(&self) -> Ledger {
+        self.sim.ledger.clone()
+    }
+
+    pub fn faults(&self) -> FaultSwitch {
+        self.sim.faults.clone()
+    }
+
+    /// Every response so far (only when `record_exchanges` was set).
+    pub fn exchanges(&self) -> Vec<Exchange> {
+        self.sim.exchanges.all()
+    }
+
+    /// An emergency key rotation: both `publicKeyId`s change; the old ones get 21470.
+    pub fn rotate_keys(&self) {
+        self.sim
+            .keys
+            .write()
+            .expect("keys lock")
+            .rotate()
+            .expect("re-certifying a loaded key");
+    }
+
+    /// All access tokens stop working (401); refresh tokens still work.
+    pub fn expire_access_tokens(&self) {
+        self.sim.expire_access_tokens();
+    }
+
+    /// All refresh tokens are revoked (21301) and access tokens expire: a full re-auth is needed.
+    pub fn revoke_refresh_tokens(&self) {
+        self.sim.revoke_refresh_tokens();
+    }
+
+    pub fn config(&self) -> &SimConfig {
+        &self.sim.cfg
+    }
+
+    /// Waits until the server task ends (it does not end on its own; for the binary).
+    pub async fn wait(mut self) {
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for SimHandle {
+    fn drop(&mut self) {
+        if let Some(task) = &self.task {
+            task.abort();
+        }
+    }
+}
+
+/// Starts a simulator; panics if it cannot (tests want a loud failure). See [`try_start`].
+pub async fn start(config: SimConfig) -> SimHandle {
+    try_start(config).await.expect("starting the KSeF simulator")
+}
+
+/// Starts a simulator on `config.addr` and returns once it accepts connections.
+pub async fn try_start(config: SimConfig) -> anyhow::Result<SimHandle> {
+    let listener = tokio::net::TcpListener::bind(config.addr).await?;
+    let local = listener.local_addr()?;
+    let base_url = config
+        .public_base_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{local}"))
+        .trim_end_matches('/')
+        .to_owned();
+    let keys = keys::SimKeys::load(&config.keys)?;
+    let sim = Arc::new(state::Sim {
+        base_url: base_url.clone(),
+        keys: RwLock::new(keys),
+        store: Mutex::new(state::Store::default()),
+        ledger: Ledger::default(),
+        faults: FaultSwitch::new(config.faults.clone(), config.seed),
+        limiter: rate_limit::RateLimiter::new(config.rate_limits.clone(), config.time_scale),
+        exchanges: exchange_log::ExchangeLog::new(config.record_exchanges),
+        cfg: config,
+    });
+    let task = server::serve(listener, server::router(sim.clone()), sim.clone());
+    Ok(SimHandle {
+        base_url,
+        sim,
+        task: Some(task),
+    })
+}

@@ -1,0 +1,535 @@
+//! The client: configuration, the one request path every call takes (limiter, bearer,
+//! warnings, failure mapping, one retry after a 401), public keys and authentication.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine as _;
+use chrono::{DateTime, Utc};
+use relay_domain::{ErrorClass, ErrorSource, Failure, Nip};
+use reqwest::header::{HeaderMap, AUTHORIZATION, RETRY_AFTER};
+use reqwest::Method;
+use rsa::RsaPublicKey;
+use serde::de::DeserializeOwned;
+use sha2::{Digest, Sha256};
+
+use crate::crypto;
+use crate::environment::Environment;
+use crate::failure_map::{auth_outcome, from_response, from_transport, unreadable};
+use crate::limiter::{ClientLimits, EndpointGroup, Limiter};
+use crate::model::{AuthInit, AuthRefresh, AuthStatus, AuthTokens, Challenge, PublicKeyCertificate};
+use crate::secret::{BearerToken, KsefToken};
+
+pub type Result<T> = std::result::Result<T, Failure>;
+
+const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+
+/// Settings, read once. `ClientConfig::new(env)` gives production-sensible values.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    pub environment: Environment,
+    /// Per-request timeout; past it the request counts as a transient failure.
+    pub timeout: Duration,
+    pub connect_timeout: Duration,
+    pub limits: ClientLimits,
+    /// Refresh the access token this long before it expires.
+    pub refresh_margin: Duration,
+    pub auth_poll_interval: Duration,
+    pub auth_poll_timeout: Duration,
+}
+
+impl ClientConfig {
+    pub fn new(environment: Environment) -> ClientConfig {
+        ClientConfig {
+            environment,
+            timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(10),
+            limits: ClientLimits::official(),
+            refresh_margin: Duration::from_secs(60),
+            auth_poll_interval: Duration::from_secs(1),
+            auth_poll_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// How the client logs in.
+#[derive(Debug, Clone)]
+pub enum Credentials {
+    /// A KSeF token for a NIP context.
+    Token { context: Nip, token: KsefToken },
+}
+
+/// Access and refresh tokens from one authentication.
+#[derive(Debug, Clone)]
+pub struct TokenSet {
+    pub access: BearerToken,
+    pub refresh: BearerToken,
+    pub auth_reference: String,
+}
+
+/// A public key KSeF publishes, parsed.
+#[derive(Clone)]
+pub struct PublicKey {
+    pub public_key_id: String,
+    pub usage: Vec<String>,
+    pub valid_from: DateTime<Utc>,
+    pub valid_to: DateTime<Utc>,
+    pub key: RsaPublicKey,
+}
+
+impl std::fmt::Debug for PublicKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PublicKey")
+            .field("public_key_id", &self.public_key_id)
+            .field("usage", &self.usage)
+            .field("valid_to", &self.valid_to)
+            .finish()
+    }
+}
+
+/// Which of KSeF's two keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyUsage {
+    KsefTokenEncryption,
+    SymmetricKeyEncryption,
+}
+
+impl KeyUsage {
+    fn as_str(self) -> &'static str {
+        match self {
+            KeyUsage::KsefTokenEncryption => "KsefTokenEncryption",
+            KeyUsage::SymmetricKeyEncryption => "SymmetricKeyEncryption",
+        }
+    }
+}
+
+/// Picks the certificate for a usage that is valid now; of several, the latest `validFrom`.
+pub fn pick_key(keys: &[PublicKey], usage: KeyUsage, now: DateTime<Utc>) -> Option<&PublicKey> {
+    keys.iter()
+        .filter(|k| k.usage.iter().any(|u| u == usage.as_str()) && k.valid_from <= now && now < k.valid_to)
+        .max_by_key(|k| k.valid_from)
+}
+
+pub(crate) struct Inner {
+    pub http: reqwest::Client,
+    pub base: String,
+    pub cfg: ClientConfig,
+    limiter: Limiter,
+    keys: tokio::sync::Mutex<Option<Vec<PublicKey>>>,
+    credentials: Option<Credentials>,
+    tokens: tokio::sync::Mutex<Option<TokenSet>>,
+}
+
+/// A KSeF API 2.0 client. Cheap to clone; clones share the token cache, keys and limiter.
+#[derive(Clone)]
+pub struct KsefClient {
+    pub(crate) inner: Arc<Inner>,
+}
+
+/// One HTTP request as the client describes it.
+pub(crate) struct Call<'a> {
+    pub operation: &'a str,
+    pub group: EndpointGroup,
+    pub method: Method,
+    pub path: String,
+    pub body: Option<Body>,
+    pub auth: Auth,
+    pub headers: Vec<(&'static str, String)>,
+}
+
+pub(crate) enum Body {
+    Json(serde_json::Value),
+}
+
+#[derive(Clone)]
+pub(crate) enum Auth {
+    None,
+    /// The access token from the cache (refreshed or re-obtained as needed).
+    Access,
+    /// A specific bearer (authentication or refresh token).
+    Bearer(BearerToken),
+}
+
+/// A successful answer.
+pub(crate) struct Answer {
+    pub headers: HeaderMap,
+    pub body: Vec<u8>,
+}
+
+impl Answer {
+    pub fn json<T: DeserializeOwned>(&self, operation: &str) -> Result<T> {
+        serde_json::from_slice(&self.body).map_err(|e| unreadable(operation, "JSON answer", e))
+    }
+}
+
+impl KsefClient {
+    pub fn new(cfg: ClientConfig, credentials: Option<Credentials>) -> Result<KsefClient> {
+        let http = reqwest::Client::builder()
+            .timeout(cfg.timeout)
+            .connect_timeout(cfg.connect_timeout)
+            .user_agent(concat!("ksef-relay/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| {
+                Failure::new(
+                    ErrorClass::Permanent,
+                    ErrorSource::Ksef {
+                        operation: "client".into(),
+                    },
+                    format!("cannot build the HTTP client: {e}"),
+                )
+            })?;
+        let base = cfg.environment.base_url().to_owned();
+        Ok(KsefClient {
+            inner: Arc::new(Inner {
+                http,
+                base,
+                limiter: Limiter::new(&cfg.limits),
+                cfg,
+                keys: tokio::sync::Mutex::new(None),
+                credentials,
+                tokens: tokio::sync::Mutex::new(None),
+            }),
+        })
+    }
+
+    pub fn config(&self) -> &ClientConfig {
+        &self.inner.cfg
+    }
+
+    pub(crate) fn http(&self) -> &reqwest::Client {
+        &self.inner.http
+    }
+
+    /// Sends one call. A 401 on a call with the cached access token drops the token and
+    /// retries once with a fresh one: KSeF rejected the request before doing anything.
+    pub(crate) async fn call(&self, c: Call<'_>) -> Result<Answer> {
+        match self.call_once(&c).await {
+            Err(f) if f.class == ErrorClass::NeedsReauth && matches!(c.auth, Auth::Access) && f.code.as_deref() == Some("401") => {
+                self.forget_access_token().await;
+                self.call_once(&c).await
+            }
+            other => other,
+        }
+    }
+
+    async fn call_once(&self, c: &Call<'_>) -> Result<Answer> {
+        let bearer = match &c.auth {
+            Auth::None => None,
+            // Boxed: logging in makes calls of its own.
+            Auth::Access => Some(Box::pin(self.access_token()).await?),
+            Auth::Bearer(b) => Some(b.clone()),
+        };
+        self.inner.limiter.acquire(c.group).await;
+        let url = format!("{}{}", self.inner.base, c.path);
+        let mut req = self.inner.http.request(c.method.clone(), &url);
+        if let Some(b) = &bearer {
+            req = req.header(AUTHORIZATION, format!("Bearer {}", b.expose_secret()));
+        }
+        for (k, v) in &c.headers {
+            req = req.header(*k, v);
+        }
+        if let Some(Body::Json(v)) = &c.body {
+            req = req.json(v);
+        }
+        let resp = req.send().await.map_err(|e| from_transport(c.operation, &e))?;
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        if let Some(w) = headers.get("x-system-warning").and_then(|v| v.to_str().ok()) {
+            tracing::warn!(operation = c.operation, warning = w, "KSeF X-System-Warning");
+        }
+        let body = resp.bytes().await.map_err(|e| from_transport(c.operation, &e))?.to_vec();
+        if status.is_success() {
+            return Ok(Answer { headers, body });
+        }
+        let retry_after = headers.get(RETRY_AFTER).and_then(|v| v.to_str().ok());
+        let f = from_response(c.operation, status.as_u16(), retry_after, &body, Utc::now());
+        tracing::info!(
+            operation = c.operation,
+            class = f.class.name(),
+            code = f.code.as_deref().unwrap_or(""),
+            "KSeF call failed"
+        );
+        Err(f)
+    }
+
+    // ----- public keys -----
+
+    /// The published public keys (fetched once, then cached; see [`KsefClient::refresh_keys`]).
+    pub async fn public_keys(&self) -> Result<Vec<PublicKey>> {
+        let mut cached = self.inner.keys.lock().await;
+        if let Some(k) = cached.as_ref() {
+            return Ok(k.clone());
+        }
+        let keys = self.fetch_keys().await?;
+        *cached = Some(keys.clone());
+        Ok(keys)
+    }
+
+    /// Forgets the cached keys (after 21470, or periodically) and fetches them again.
+    pub async fn refresh_keys(&self) -> Result<Vec<PublicKey>> {
+        let mut cached = self.inner.keys.lock().await;
+        let keys = self.fetch_keys().await?;
+        *cached = Some(keys.clone());
+        Ok(keys)
+    }
+
+    async fn fetch_keys(&self) -> Result<Vec<PublicKey>> {
+        let op = "public_key_certificates";
+        let a = self
+            .call(Call {
+                operation: op,
+                group: EndpointGroup::Public,
+                method: Method::GET,
+                path: "/security/public-key-certificates".into(),
+                body: None,
+                auth: Auth::None,
+                headers: Vec::new(),
+            })
+            .await?;
+        let list: Vec<PublicKeyCertificate> = a.json(op)?;
+        let mut out = Vec::new();
+        for c in list {
+            let der = B64.decode(&c.certificate).map_err(|e| unreadable(op, "certificate", e))?;
+            let (key, spki) = crypto::rsa_key_from_certificate(&der).map_err(|e| unreadable(op, "certificate", e))?;
+            // The id is SHA-256 of the SubjectPublicKeyInfo: check it, a mismatch means a bad key list.
+            let id = B64.encode(Sha256::digest(&spki));
+            if id != c.public_key_id {
+                return Err(unreadable(
+                    op,
+                    "certificate",
+                    format!("publicKeyId {} does not match the certificate's key {id}", c.public_key_id),
+                ));
+            }
+            out.push(PublicKey {
+                public_key_id: c.public_key_id,
+                usage: c.usage,
+                valid_from: c.valid_from,
+                valid_to: c.valid_to,
+                key,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The key for a usage; a missing one is a transient failure (KSeF is mid-rotation).
+    pub(crate) async fn key_for(&self, usage: KeyUsage) -> Result<PublicKey> {
+        let keys = self.public_keys().await?;
+        pick_key(&keys, usage, Utc::now()).cloned().ok_or_else(|| {
+            Failure::new(
+                ErrorClass::Transient,
+                ErrorSource::Ksef {
+                    operation: "public_key_certificates".into(),
+                },
+                format!("no valid {} certificate published", usage.as_str()),
+            )
+        })
+    }
+
+    /// Runs `f` with the key for `usage`; on 21470 (unknown key) refreshes the keys and runs it once more.
+    pub(crate) async fn with_key<T, F, Fut>(&self, usage: KeyUsage, f: F) -> Result<T>
+    where
+        F: Fn(PublicKey) -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        match f(self.key_for(usage).await?).await {
+            Err(e) if e.code.as_deref() == Some("21470") => {
+                tracing::info!("KSeF rejected our public key id (21470): refreshing keys");
+                self.refresh_keys().await?;
+                f(self.key_for(usage).await?).await
+            }
+            other => other,
+        }
+    }
+
+    // ----- authentication -----
+
+    pub async fn challenge(&self) -> Result<Challenge> {
+        let a = self
+            .call(Call {
+                operation: "auth_challenge",
+                group: EndpointGroup::Public,
+                method: Method::POST,
+                path: "/auth/challenge".into(),
+                body: None,
+                auth: Auth::None,
+                headers: Vec::new(),
+            })
+            .await?;
+        a.json("auth_challenge")
+    }
+
+    /// The whole KSeF-token login: challenge, encrypted token, status polling, redeem.
+    pub async fn authenticate(&self) -> Result<TokenSet> {
+        let Some(Credentials::Token { context, token }) = self.inner.credentials.clone() else {
+            return Err(Failure::new(
+                ErrorClass::Permanent,
+                ErrorSource::Ksef { operation: "auth".into() },
+                "no KSeF credentials configured",
+            ));
+        };
+        let init: AuthInit = self
+            .with_key(KeyUsage::KsefTokenEncryption, |key| {
+                let (context, token) = (context.clone(), token.clone());
+                async move {
+                    let ch = self.challenge().await?;
+                    let plaintext = format!("{}|{}", token.expose_secret(), ch.timestamp_ms);
+                    let encrypted = crypto::rsa_oaep_encrypt(&key.key, plaintext.as_bytes()).map_err(|e| {
+                        Failure::new(
+                            ErrorClass::Permanent,
+                            ErrorSource::Ksef {
+                                operation: "auth_ksef_token".into(),
+                            },
+                            format!("RSA-OAEP failed: {e}"),
+                        )
+                    })?;
+                    let body = serde_json::json!({
+                        "challenge": ch.challenge,
+                        "contextIdentifier": {"type": "Nip", "value": context.as_str()},
+                        "encryptedToken": B64.encode(encrypted),
+                        "publicKeyId": key.public_key_id,
+                    });
+                    let a = self
+                        .call(Call {
+                            operation: "auth_ksef_token",
+                            group: EndpointGroup::Auth,
+                            method: Method::POST,
+                            path: "/auth/ksef-token".into(),
+                            body: Some(Body::Json(body)),
+                            auth: Auth::None,
+                            headers: Vec::new(),
+                        })
+                        .await?;
+                    a.json::<AuthInit>("auth_ksef_token")
+                }
+            })
+            .await?;
+        let auth_token = BearerToken::new(init.authentication_token.token, init.authentication_token.valid_until);
+        self.wait_for_auth(&init.reference_number, &auth_token).await?;
+        let a = self
+            .call(Call {
+                operation: "auth_redeem",
+                group: EndpointGroup::Auth,
+                method: Method::POST,
+                path: "/auth/token/redeem".into(),
+                body: None,
+                auth: Auth::Bearer(auth_token),
+                headers: Vec::new(),
+            })
+            .await?;
+        let t: AuthTokens = a.json("auth_redeem")?;
+        Ok(TokenSet {
+            access: BearerToken::new(t.access_token.token, t.access_token.valid_until),
+            refresh: BearerToken::new(t.refresh_token.token, t.refresh_token.valid_until),
+            auth_reference: init.reference_number,
+        })
+    }
+
+    /// Polls an auth operation until it leaves status 100.
+    pub async fn auth_status(&self, reference: &str, auth_token: &BearerToken) -> Result<AuthStatus> {
+        let a = self
+            .call(Call {
+                operation: "auth_status",
+                group: EndpointGroup::Auth,
+                method: Method::GET,
+                path: format!("/auth/{reference}"),
+                body: None,
+                auth: Auth::Bearer(auth_token.clone()),
+                headers: Vec::new(),
+            })
+            .await?;
+        a.json("auth_status")
+    }
+
+    async fn wait_for_auth(&self, reference: &str, auth_token: &BearerToken) -> Result<()> {
+        let deadline = tokio::time::Instant::now() + self.inner.cfg.auth_poll_timeout;
+        loop {
+            let s = self.auth_status(reference, auth_token).await?;
+            if auth_outcome("auth_status", &s.status)? {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(Failure::new(
+                    ErrorClass::Transient,
+                    ErrorSource::Ksef {
+                        operation: "auth_status".into(),
+                    },
+                    format!(
+                        "authentication {reference} still in progress after {:?}",
+                        self.inner.cfg.auth_poll_timeout
+                    ),
+                )
+                .with_code("100"));
+            }
+            tokio::time::sleep(self.inner.cfg.auth_poll_interval).await;
+        }
+    }
+
+    /// A new access token from the refresh token.
+    pub async fn refresh_access_token(&self, refresh: &BearerToken) -> Result<BearerToken> {
+        let a = self
+            .call(Call {
+                operation: "auth_refresh",
+                group: EndpointGroup::Auth,
+                method: Method::POST,
+                path: "/auth/token/refresh".into(),
+                body: None,
+                auth: Auth::Bearer(refresh.clone()),
+                headers: Vec::new(),
+            })
+            .await?;
+        let r: AuthRefresh = a.json("auth_refresh")?;
+        Ok(BearerToken::new(r.access_token.token, r.access_token.valid_until))
+    }
+
+    /// A valid access token: cached, refreshed `refresh_margin` before expiry, re-obtained by a
+    /// full login when the refresh token no longer works. One caller at a time does the work.
+    pub async fn access_token(&self) -> Result<BearerToken> {
+        let mut cache = self.inner.tokens.lock().await;
+        let margin = chrono::Duration::from_std(self.inner.cfg.refresh_margin).unwrap_or_default();
+        let now = Utc::now();
+        if let Some(t) = cache.as_ref() {
+            if t.access.valid_until.checked_sub_signed(margin).is_some_and(|u| u > now) {
+                return Ok(t.access.clone());
+            }
+            if t.refresh.valid_until.checked_sub_signed(margin).is_some_and(|u| u > now) {
+                match self.refresh_access_token(&t.refresh).await {
+                    Ok(access) => {
+                        let t = cache.as_mut().expect("checked");
+                        t.access = access.clone();
+                        return Ok(access);
+                    }
+                    Err(f) if f.class == ErrorClass::NeedsReauth => {
+                        tracing::info!("refresh token no longer accepted: full authentication");
+                    }
+                    Err(f) => return Err(f),
+                }
+            }
+        }
+        let fresh = self.authenticate().await?;
+        let access = fresh.access.clone();
+        *cache = Some(fresh);
+        Ok(access)
+    }
+
+    /// The cached tokens, to keep them in a secret store between processes.
+    pub async fn tokens(&self) -> Option<TokenSet> {
+        self.inner.tokens.lock().await.clone()
+    }
+
+    /// Restores tokens kept from an earlier process.
+    pub async fn set_tokens(&self, tokens: TokenSet) {
+        *self.inner.tokens.lock().await = Some(tokens);
+    }
+
+    /// Makes the next call refresh the access token (after KSeF said 401).
+    pub async fn forget_access_token(&self) {
+        if let Some(t) = self.inner.tokens.lock().await.as_mut() {
+            t.access = BearerToken::new(String::new(), DateTime::<Utc>::UNIX_EPOCH);
+        }
+    }
+
+    /// Forgets all tokens: the next call logs in again.
+    pub async fn forget_tokens(&self) {
+        *self.inner.tokens.lock().await = None;
+    }
+}

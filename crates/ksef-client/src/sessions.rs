@@ -1,0 +1,342 @@
+//! Online sessions and everything read from a session: open, send, close, session status,
+//! invoice status, the session's invoice list (to reconcile by hash) and UPOs.
+
+use std::time::Duration;
+
+use base64::Engine as _;
+use chrono::{DateTime, Utc};
+use relay_domain::{ContentHash, ErrorClass, ErrorSource, Failure};
+use reqwest::Method;
+use serde_json::json;
+
+use crate::client::{Auth, Body, Call, KeyUsage, KsefClient, Result};
+use crate::crypto;
+use crate::failure_map::{from_response, from_transport, invoice_outcome, session_outcome, InvoiceOutcome};
+use crate::limiter::EndpointGroup;
+use crate::model::{EncryptionInfo, InvoiceStatus, OpenOnlineResponse, ReferenceResponse, SessionInvoices, SessionStatus, FA3};
+use crate::secret::SessionKey;
+
+const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+
+/// An open online session: its reference and the AES key its invoices are encrypted with.
+#[derive(Debug)]
+pub struct OnlineSession {
+    pub reference: String,
+    pub valid_until: DateTime<Utc>,
+    pub(crate) key: SessionKey,
+}
+
+/// Optional fields of a send.
+#[derive(Debug, Clone, Default)]
+pub struct SendOptions {
+    pub offline_mode: bool,
+    /// For a technical correction of a rejected offline invoice.
+    pub hash_of_corrected_invoice: Option<ContentHash>,
+}
+
+/// What KSeF acknowledged (202): the invoice reference, and the hash it will report back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SentInvoice {
+    pub reference: String,
+    pub invoice_hash: ContentHash,
+}
+
+/// A UPO document with KSeF's `x-ms-meta-hash` (Base64 SHA-256 of the body), when given.
+#[derive(Debug, Clone)]
+pub struct Upo {
+    pub xml: Vec<u8>,
+    pub meta_hash: Option<String>,
+}
+
+/// The JSON body of `POST /sessions/online/{ref}/invoices`, computed from the exact bytes.
+pub fn send_invoice_body(key: &SessionKey, invoice: &[u8], opts: &SendOptions) -> serde_json::Value {
+    let encrypted = crypto::aes_encrypt(key, invoice);
+    json!({
+        "invoiceHash": ContentHash::of(invoice).to_base64(),
+        "invoiceSize": invoice.len(),
+        "encryptedInvoiceHash": ContentHash::of(&encrypted).to_base64(),
+        "encryptedInvoiceSize": encrypted.len(),
+        "encryptedInvoiceContent": B64.encode(&encrypted),
+        "offlineMode": opts.offline_mode,
+        "hashOfCorrectedInvoice": opts.hash_of_corrected_invoice.map(|h| h.to_base64()),
+    })
+}
+
+impl OnlineSession {
+    /// The send body for these bytes under this session's key (what [`KsefClient::send_invoice`] posts).
+    pub fn send_body(&self, invoice: &[u8], opts: &SendOptions) -> serde_json::Value {
+        send_invoice_body(&self.key, invoice, opts)
+    }
+}
+
+impl KsefClient {
+    /// The encryption block of a session open: a fresh AES key wrapped for KSeF.
+    pub(crate) fn encryption_info(key: &SessionKey, rsa: &crate::client::PublicKey) -> Result<EncryptionInfo> {
+        let wrapped = crypto::wrap_session_key(&rsa.key, key).map_err(|e| {
+            Failure::new(
+                ErrorClass::Permanent,
+                ErrorSource::Ksef {
+                    operation: "open_session".into(),
+                },
+                format!("RSA-OAEP failed: {e}"),
+            )
+        })?;
+        Ok(EncryptionInfo {
+            encrypted_symmetric_key: B64.encode(wrapped),
+            initialization_vector: B64.encode(key.iv),
+            public_key_id: rsa.public_key_id.clone(),
+        })
+    }
+
+    /// Opens an online session for FA (3) with a fresh AES-256 key.
+    pub async fn open_online_session(&self) -> Result<OnlineSession> {
+        let key = SessionKey::generate();
+        let r: OpenOnlineResponse = self
+            .with_key(KeyUsage::SymmetricKeyEncryption, |rsa| {
+                let key = &key;
+                async move {
+                    let body = json!({"formCode": FA3, "encryption": Self::encryption_info(key, &rsa)?});
+                    let a = self
+                        .call(Call {
+                            operation: "open_online_session",
+                            group: EndpointGroup::OnlineSession,
+                            method: Method::POST,
+                            path: "/sessions/online".into(),
+                            body: Some(Body::Json(body)),
+                            auth: Auth::Access,
+                            headers: Vec::new(),
+                        })
+                        .await?;
+                    a.json("open_online_session")
+                }
+            })
+            .await?;
+        Ok(OnlineSession {
+            reference: r.reference_number,
+            valid_until: r.valid_until,
+            key,
+        })
+    }
+
+    /// Sends the exact bytes of one invoice. A 202 means queued, not accepted: poll its status.
+    pub async fn send_invoice(&self, session: &OnlineSession, invoice: &[u8], opts: &SendOptions) -> Result<SentInvoice> {
+        let body = send_invoice_body(&session.key, invoice, opts);
+        let a = self
+            .call(Call {
+                operation: "send_invoice",
+                group: EndpointGroup::InvoiceSend,
+                method: Method::POST,
+                path: format!("/sessions/online/{}/invoices", session.reference),
+                body: Some(Body::Json(body)),
+                auth: Auth::Access,
+                headers: Vec::new(),
+            })
+            .await?;
+        let r: ReferenceResponse = a.json("send_invoice")?;
+        Ok(SentInvoice {
+            reference: r.reference_number,
+            invoice_hash: ContentHash::of(invoice),
+        })
+    }
+
+    /// Closes an online session (starts the session UPO). Safe to retry: a second close is 21180.
+    pub async fn close_online_session(&self, reference: &str) -> Result<()> {
+        self.call(Call {
+            operation: "close_online_session",
+            group: EndpointGroup::OnlineSession,
+            method: Method::POST,
+            path: format!("/sessions/online/{reference}/close"),
+            body: None,
+            auth: Auth::Access,
+            headers: Vec::new(),
+        })
+        .await
+        .map(|_| ())
+    }
+
+    pub async fn session_status(&self, reference: &str) -> Result<SessionStatus> {
+        let a = self
+            .call(Call {
+                operation: "session_status",
+                group: EndpointGroup::SessionMisc,
+                method: Method::GET,
+                path: format!("/sessions/{reference}"),
+                body: None,
+                auth: Auth::Access,
+                headers: Vec::new(),
+            })
+            .await?;
+        a.json("session_status")
+    }
+
+    pub async fn invoice_status(&self, session: &str, invoice: &str) -> Result<InvoiceStatus> {
+        let a = self
+            .call(Call {
+                operation: "invoice_status",
+                group: EndpointGroup::InvoiceStatus,
+                method: Method::GET,
+                path: format!("/sessions/{session}/invoices/{invoice}"),
+                body: None,
+                auth: Auth::Access,
+                headers: Vec::new(),
+            })
+            .await?;
+        a.json("invoice_status")
+    }
+
+    async fn list(&self, session: &str, failed_only: bool) -> Result<Vec<InvoiceStatus>> {
+        let op = if failed_only {
+            "session_failed_invoices"
+        } else {
+            "session_invoices"
+        };
+        let suffix = if failed_only { "/failed" } else { "" };
+        let mut out = Vec::new();
+        let mut continuation: Option<String> = None;
+        loop {
+            let headers = continuation.iter().map(|c| ("x-continuation-token", c.clone())).collect();
+            let a = self
+                .call(Call {
+                    operation: op,
+                    group: EndpointGroup::SessionInvoiceList,
+                    method: Method::GET,
+                    path: format!("/sessions/{session}/invoices{suffix}?pageSize=1000"),
+                    body: None,
+                    auth: Auth::Access,
+                    headers,
+                })
+                .await?;
+            let page: SessionInvoices = a.json(op)?;
+            out.extend(page.invoices);
+            match page.continuation_token {
+                Some(t) if !t.is_empty() => continuation = Some(t),
+                _ => return Ok(out),
+            }
+        }
+    }
+
+    /// Every invoice of a session, following continuation tokens.
+    pub async fn session_invoices(&self, session: &str) -> Result<Vec<InvoiceStatus>> {
+        self.list(session, false).await
+    }
+
+    /// Only the rejected invoices of a session.
+    pub async fn failed_session_invoices(&self, session: &str) -> Result<Vec<InvoiceStatus>> {
+        self.list(session, true).await
+    }
+
+    /// Reconciliation after an ambiguous send: did this session receive these exact bytes?
+    pub async fn find_invoice_by_hash(&self, session: &str, hash: &ContentHash) -> Result<Option<InvoiceStatus>> {
+        let want = hash.to_base64();
+        Ok(self.session_invoices(session).await?.into_iter().find(|i| i.invoice_hash == want))
+    }
+
+    /// Polls an invoice until it leaves 100/150 or `timeout` passes (then Transient, code 150).
+    pub async fn wait_for_invoice(
+        &self,
+        session: &str,
+        invoice: &str,
+        poll: Duration,
+        timeout: Duration,
+    ) -> Result<(InvoiceStatus, InvoiceOutcome)> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let s = self.invoice_status(session, invoice).await?;
+            let o = invoice_outcome("invoice_status", &s);
+            if o != InvoiceOutcome::Pending {
+                return Ok((s, o));
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(Failure::new(
+                    ErrorClass::Transient,
+                    ErrorSource::Ksef {
+                        operation: "invoice_status".into(),
+                    },
+                    format!("invoice {invoice} still processing after {timeout:?}"),
+                )
+                .with_code(s.status.code.to_string()));
+            }
+            tokio::time::sleep(poll).await;
+        }
+    }
+
+    /// Polls a session until it is processed (200/445), or fails with its classified status.
+    pub async fn wait_for_session(&self, session: &str, poll: Duration, timeout: Duration) -> Result<SessionStatus> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let s = self.session_status(session).await?;
+            if session_outcome("session_status", &s.status)? {
+                return Ok(s);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(Failure::new(
+                    ErrorClass::Transient,
+                    ErrorSource::Ksef {
+                        operation: "session_status".into(),
+                    },
+                    format!("session {session} still processing after {timeout:?}"),
+                )
+                .with_code(s.status.code.to_string()));
+            }
+            tokio::time::sleep(poll).await;
+        }
+    }
+
+    /// Downloads a UPO from a pre-signed link (`upoDownloadUrl`): no token, no rate limit.
+    pub async fn download_upo(&self, url: &str) -> Result<Upo> {
+        let op = "upo_download";
+        let resp = self.http().get(url).send().await.map_err(|e| from_transport(op, &e))?;
+        let status = resp.status();
+        let meta_hash = resp
+            .headers()
+            .get("x-ms-meta-hash")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let body = resp.bytes().await.map_err(|e| from_transport(op, &e))?.to_vec();
+        if status.is_success() {
+            return Ok(Upo { xml: body, meta_hash });
+        }
+        if status == reqwest::StatusCode::NOT_FOUND {
+            // Blob storage says 404 until the UPO is written: not yet, try later.
+            return Err(Failure::new(
+                ErrorClass::Transient,
+                ErrorSource::Ksef { operation: op.into() },
+                "UPO not available yet at its download link",
+            )
+            .with_code("404"));
+        }
+        Err(from_response(op, status.as_u16(), None, &body, Utc::now()))
+    }
+
+    async fn upo_at(&self, op: &str, path: String) -> Result<Upo> {
+        let a = self
+            .call(Call {
+                operation: op,
+                group: EndpointGroup::SessionMisc,
+                method: Method::GET,
+                path,
+                body: None,
+                auth: Auth::Access,
+                headers: Vec::new(),
+            })
+            .await?;
+        let meta_hash = a.headers.get("x-ms-meta-hash").and_then(|v| v.to_str().ok()).map(str::to_owned);
+        Ok(Upo { xml: a.body, meta_hash })
+    }
+
+    /// The UPO of one invoice by its reference (21178, transient, until it exists).
+    pub async fn invoice_upo(&self, session: &str, invoice: &str) -> Result<Upo> {
+        self.upo_at("invoice_upo", format!("/sessions/{session}/invoices/{invoice}/upo"))
+            .await
+    }
+
+    pub async fn invoice_upo_by_ksef_number(&self, session: &str, ksef_number: &str) -> Result<Upo> {
+        self.upo_at("invoice_upo", format!("/sessions/{session}/invoices/ksef/{ksef_number}/upo"))
+            .await
+    }
+
+    /// A page of the session's collective UPO.
+    pub async fn session_upo(&self, session: &str, upo_reference: &str) -> Result<Upo> {
+        self.upo_at("session_upo", format!("/sessions/{session}/upo/{upo_reference}")).await
+    }
+}

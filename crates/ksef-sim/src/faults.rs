@@ -1,0 +1,277 @@
+//! Named, seeded fault scenarios: the things the real TEST environment cannot do on demand.
+//!
+//! Request faults act in the HTTP layer before the handler runs (503, slow answers, dropped
+//! connections, 429 bursts, a close that hangs); invoice faults decide how an accepted invoice
+//! ends (550, stuck in 150, intermittent 435, UPO late). Each request fault may be narrowed to
+//! paths containing `on`, so a test can break sending while auth keeps working. The dice are a
+//! seeded RNG, so a scenario replays identically.
+
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde::{Deserialize, Serialize};
+
+/// One fault. `rate` is the probability (0..=1) that a request or invoice is hit.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Fault {
+    /// HTTP 503 Service Unavailable.
+    Unavailable {
+        rate: f64,
+        #[serde(default)]
+        on: Option<String>,
+    },
+    /// The answer comes after `delay_ms`: past a client's timeout.
+    Slow {
+        rate: f64,
+        delay_ms: u64,
+        #[serde(default)]
+        on: Option<String>,
+    },
+    /// The connection is reset before any answer.
+    ConnectionReset {
+        rate: f64,
+        #[serde(default)]
+        on: Option<String>,
+    },
+    /// HTTP 429 regardless of the real counters, with this Retry-After.
+    TooManyRequests {
+        rate: f64,
+        retry_after_s: u64,
+        #[serde(default)]
+        on: Option<String>,
+    },
+    /// Closing a session hangs for `delay_ms`, then closes (the close did happen).
+    CloseTimeout { delay_ms: u64 },
+    /// Invoices end in status 550 (cancelled by the system; resend).
+    Status550 { rate: f64 },
+    /// Invoices stay in status 150 forever.
+    StuckProcessing { rate: f64 },
+    /// Invoices fail decryption with status 435 although they were encrypted right.
+    Decryption435 { rate: f64 },
+    /// The UPO is not available for `delay_ms` after acceptance (21178, storage 404).
+    UpoNotReady { delay_ms: u64 },
+}
+
+impl Fault {
+    /// The scenario's name, as the CLI and the admin endpoint spell it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Fault::Unavailable { .. } => "unavailable",
+            Fault::Slow { .. } => "slow",
+            Fault::ConnectionReset { .. } => "reset",
+            Fault::TooManyRequests { .. } => "burst429",
+            Fault::CloseTimeout { .. } => "close-timeout",
+            Fault::Status550 { .. } => "status550",
+            Fault::StuckProcessing { .. } => "stuck150",
+            Fault::Decryption435 { .. } => "decrypt435",
+            Fault::UpoNotReady { .. } => "upo-late",
+        }
+    }
+}
+
+/// `name[:rate][:ms][@path]`, e.g. `unavailable:0.3`, `slow:1:5000@/invoices`, `stuck150:1`,
+/// `upo-late::2000`. Missing numbers take a sensible default (rate 1, 5 s).
+impl FromStr for Fault {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (spec, on) = match s.split_once('@') {
+            Some((a, b)) => (a, Some(b.to_owned())),
+            None => (s, None),
+        };
+        let mut it = spec.split(':');
+        let name = it.next().unwrap_or_default();
+        let num = |v: Option<&str>, default: f64| -> Result<f64, String> {
+            match v {
+                None | Some("") => Ok(default),
+                Some(x) => x.parse::<f64>().map_err(|_| format!("{x:?} is not a number in fault {s:?}")),
+            }
+        };
+        let rate = num(it.next(), 1.0)?;
+        if !(0.0..=1.0).contains(&rate) {
+            return Err(format!("rate {rate} in fault {s:?} must be between 0 and 1"));
+        }
+        let ms = num(it.next(), 5000.0)? as u64;
+        Ok(match name {
+            "unavailable" => Fault::Unavailable { rate, on },
+            "slow" => Fault::Slow { rate, delay_ms: ms, on },
+            "reset" => Fault::ConnectionReset { rate, on },
+            "burst429" => Fault::TooManyRequests { rate, retry_after_s: (ms / 1000).max(1), on },
+            "close-timeout" => Fault::CloseTimeout { delay_ms: ms },
+            "status550" => Fault::Status550 { rate },
+            "stuck150" => Fault::StuckProcessing { rate },
+            "decrypt435" => Fault::Decryption435 { rate },
+            "upo-late" => Fault::UpoNotReady { delay_ms: ms },
+            other => {
+                return Err(format!(
+                    "unknown fault {other:?}; known: unavailable, slow, reset, burst429, close-timeout, status550, stuck150, decrypt435, upo-late"
+                ))
+            }
+        })
+    }
+}
+
+/// What the HTTP layer must do with one request.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RequestFault {
+    Unavailable,
+    Delay(Duration),
+    Reset,
+    TooManyRequests { retry_after_s: u64 },
+}
+
+/// How an invoice that passed every check ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InvoiceFault {
+    Status550,
+    Stuck,
+    Decryption435,
+}
+
+/// The switch tests and the admin endpoint flip. Cheap to clone; all clones share the state.
+#[derive(Clone)]
+pub struct FaultSwitch {
+    inner: Arc<Mutex<(Vec<Fault>, StdRng)>>,
+}
+
+impl FaultSwitch {
+    pub fn new(faults: Vec<Fault>, seed: u64) -> Self {
+        FaultSwitch {
+            inner: Arc::new(Mutex::new((faults, StdRng::seed_from_u64(seed)))),
+        }
+    }
+
+    /// Replaces the active faults and reseeds the dice.
+    pub fn set(&self, faults: Vec<Fault>, seed: u64) {
+        *self.inner.lock().expect("fault lock") = (faults, StdRng::seed_from_u64(seed));
+    }
+
+    pub fn clear(&self) {
+        self.inner.lock().expect("fault lock").0.clear();
+    }
+
+    pub fn active(&self) -> Vec<Fault> {
+        self.inner.lock().expect("fault lock").0.clone()
+    }
+
+    /// Rolls the dice for one request to `path`.
+    pub fn for_request(&self, path: &str, is_close: bool) -> Vec<RequestFault> {
+        let mut g = self.inner.lock().expect("fault lock");
+        let (faults, rng) = &mut *g;
+        let mut out = Vec::new();
+        let applies = |on: &Option<String>| on.as_deref().is_none_or(|p| path.contains(p));
+        for f in faults.iter() {
+            match f {
+                Fault::Unavailable { rate, on } if applies(on) && rng.random_bool(*rate) => out.push(RequestFault::Unavailable),
+                Fault::Slow { rate, delay_ms, on } if applies(on) && rng.random_bool(*rate) => {
+                    out.push(RequestFault::Delay(Duration::from_millis(*delay_ms)))
+                }
+                Fault::ConnectionReset { rate, on } if applies(on) && rng.random_bool(*rate) => out.push(RequestFault::Reset),
+                Fault::TooManyRequests { rate, retry_after_s, on } if applies(on) && rng.random_bool(*rate) => {
+                    out.push(RequestFault::TooManyRequests {
+                        retry_after_s: *retry_after_s,
+                    })
+                }
+                Fault::CloseTimeout { delay_ms } if is_close => out.push(RequestFault::Delay(Duration::from_millis(*delay_ms))),
+                _ => {}
+            }
+        }
+        out
+    }
+
+    /// Rolls the dice for one invoice that passed every check.
+    pub fn for_invoice(&self) -> Option<InvoiceFault> {
+        let mut g = self.inner.lock().expect("fault lock");
+        let (faults, rng) = &mut *g;
+        for f in faults.iter() {
+            let hit = match f {
+                Fault::Status550 { rate } => rng.random_bool(*rate).then_some(InvoiceFault::Status550),
+                Fault::StuckProcessing { rate } => rng.random_bool(*rate).then_some(InvoiceFault::Stuck),
+                Fault::Decryption435 { rate } => rng.random_bool(*rate).then_some(InvoiceFault::Decryption435),
+                _ => None,
+            };
+            if hit.is_some() {
+                return hit;
+            }
+        }
+        None
+    }
+
+    /// How long after acceptance the UPO stays unavailable.
+    pub fn upo_delay(&self) -> Duration {
+        let g = self.inner.lock().expect("fault lock");
+        g.0.iter()
+            .filter_map(|f| match f {
+                Fault::UpoNotReady { delay_ms } => Some(Duration::from_millis(*delay_ms)),
+                _ => None,
+            })
+            .max()
+            .unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fault_names_parse_with_defaults_and_paths() {
+        assert_eq!(
+            "unavailable:0.3".parse::<Fault>().unwrap(),
+            Fault::Unavailable { rate: 0.3, on: None }
+        );
+        assert_eq!(
+            "slow:1:2500@/invoices".parse::<Fault>().unwrap(),
+            Fault::Slow {
+                rate: 1.0,
+                delay_ms: 2500,
+                on: Some("/invoices".into())
+            }
+        );
+        assert_eq!("stuck150".parse::<Fault>().unwrap(), Fault::StuckProcessing { rate: 1.0 });
+        assert!("unavailable:1.5".parse::<Fault>().is_err());
+        assert!("meteor".parse::<Fault>().unwrap_err().contains("known"));
+        // Every name round-trips through FromStr.
+        for f in [
+            "unavailable",
+            "slow",
+            "reset",
+            "burst429",
+            "close-timeout",
+            "status550",
+            "stuck150",
+            "decrypt435",
+            "upo-late",
+        ] {
+            assert_eq!(f.parse::<Fault>().unwrap().name(), f);
+        }
+    }
+
+    #[test]
+    fn the_same_seed_replays_the_same_dice() {
+        let roll = |seed| {
+            let s = FaultSwitch::new(vec![Fault::Unavailable { rate: 0.5, on: None }], seed);
+            (0..64).map(|_| !s.for_request("/v2/x", false).is_empty()).collect::<Vec<_>>()
+        };
+        assert_eq!(roll(7), roll(7));
+        assert_ne!(roll(7), roll(8));
+        let hits = roll(7).into_iter().filter(|h| *h).count();
+        assert!((16..=48).contains(&hits), "rate 0.5 hit {hits} of 64");
+    }
+
+    #[test]
+    fn path_filters_narrow_request_faults() {
+        let s = FaultSwitch::new(
+            vec![Fault::ConnectionReset {
+                rate: 1.0,
+                on: Some("/invoices".into()),
+            }],
+            1,
+        );
+        assert!(s.for_request("/v2/auth/challenge", false).is_empty());
+        assert_eq!(s.for_request("/v2/sessions/online/X/invoices", false), vec![RequestFault::Reset]);
+    }
+}

@@ -1,0 +1,271 @@
+//! KSeF's rate limits: per (context, client IP) and endpoint group, in sliding 1 s, 60 s and
+//! 60 min windows that all apply at once (API-NOTES §7). A time scale shrinks the windows so a
+//! test can live through an hour of limits in a second.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Requests allowed per second, per minute and per hour; None means unlimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limit {
+    pub per_second: Option<u32>,
+    pub per_minute: Option<u32>,
+    pub per_hour: Option<u32>,
+}
+
+impl Limit {
+    pub const fn new(s: u32, m: u32, h: u32) -> Limit {
+        Limit {
+            per_second: Some(s),
+            per_minute: Some(m),
+            per_hour: Some(h),
+        }
+    }
+    pub const fn per_second_only(s: u32) -> Limit {
+        Limit {
+            per_second: Some(s),
+            per_minute: None,
+            per_hour: None,
+        }
+    }
+}
+
+/// The endpoint groups of the official limits table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Group {
+    /// `/auth/challenge` and `/security/public-key-certificates`: 60/s per IP.
+    Public,
+    /// The auth steps after the challenge: 60/s (spec `x-rate-limits`).
+    Auth,
+    OnlineSession,
+    InvoiceSend,
+    BatchSession,
+    InvoiceStatus,
+    SessionList,
+    SessionInvoiceList,
+    SessionMisc,
+    Other,
+}
+
+impl Group {
+    /// The group of a request, from its method and the route template it matched.
+    pub fn of(method: &str, route: &str) -> Group {
+        let r = route.strip_prefix("/v2").unwrap_or(route);
+        match (method, r) {
+            (_, "/auth/challenge" | "/security/public-key-certificates") => Group::Public,
+            (
+                _,
+                "/auth/ksef-token" | "/auth/xades-signature" | "/auth/{referenceNumber}" | "/auth/token/redeem" | "/auth/token/refresh",
+            ) => Group::Auth,
+            ("POST", "/sessions/online" | "/sessions/online/{referenceNumber}/close") => Group::OnlineSession,
+            ("POST", "/sessions/online/{referenceNumber}/invoices") => Group::InvoiceSend,
+            ("POST", "/sessions/batch" | "/sessions/batch/{referenceNumber}/close") => Group::BatchSession,
+            ("GET", "/sessions/{referenceNumber}/invoices/{invoiceReferenceNumber}") => Group::InvoiceStatus,
+            ("GET", "/sessions") => Group::SessionList,
+            ("GET", "/sessions/{referenceNumber}/invoices" | "/sessions/{referenceNumber}/invoices/failed") => Group::SessionInvoiceList,
+            ("GET", r) if r.starts_with("/sessions/") => Group::SessionMisc,
+            _ => Group::Other,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Group::Public => "public",
+            Group::Auth => "auth",
+            Group::OnlineSession => "onlineSession",
+            Group::InvoiceSend => "invoiceSend",
+            Group::BatchSession => "batchSession",
+            Group::InvoiceStatus => "invoiceStatus",
+            Group::SessionList => "sessionList",
+            Group::SessionInvoiceList => "sessionInvoiceList",
+            Group::SessionMisc => "sessionMisc",
+            Group::Other => "other",
+        }
+    }
+}
+
+/// The limit of every group. [`RateLimits::production`] is the published PRD/DEMO/TEST table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateLimits {
+    pub enabled: bool,
+    pub limits: HashMap<Group, Limit>,
+}
+
+impl RateLimits {
+    pub fn production() -> RateLimits {
+        let limits = HashMap::from([
+            (Group::Public, Limit::per_second_only(60)),
+            (Group::Auth, Limit::per_second_only(60)),
+            (Group::OnlineSession, Limit::new(10, 30, 120)),
+            (Group::InvoiceSend, Limit::new(10, 30, 180)),
+            (Group::BatchSession, Limit::new(10, 20, 60)),
+            (Group::InvoiceStatus, Limit::new(30, 120, 1200)),
+            (Group::SessionList, Limit::new(5, 10, 60)),
+            (Group::SessionInvoiceList, Limit::new(10, 20, 200)),
+            (Group::SessionMisc, Limit::new(10, 120, 1200)),
+            (Group::Other, Limit::new(10, 30, 120)),
+        ]);
+        RateLimits { enabled: true, limits }
+    }
+
+    pub fn disabled() -> RateLimits {
+        RateLimits {
+            enabled: false,
+            limits: HashMap::new(),
+        }
+    }
+
+    pub fn with(mut self, group: Group, limit: Limit) -> RateLimits {
+        self.limits.insert(group, limit);
+        self
+    }
+}
+
+/// Why a request was refused, and when to come back (real time, after time scaling).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Refusal {
+    pub retry_after: Duration,
+    pub window: &'static str,
+    pub limit: u32,
+}
+
+/// The counters: one deque of request times per (context or "-", IP, group).
+pub struct RateLimiter {
+    limits: RateLimits,
+    scale: f64,
+    hits: Mutex<HashMap<(String, String, Group), VecDeque<Instant>>>,
+}
+
+impl RateLimiter {
+    pub fn new(limits: RateLimits, time_scale: f64) -> RateLimiter {
+        RateLimiter {
+            limits,
+            scale: time_scale.max(1e-6),
+            hits: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Counts the request if allowed; refused requests are not counted.
+    pub fn check(&self, context: &str, ip: &str, group: Group, now: Instant) -> Result<(), Refusal> {
+        if !self.limits.enabled {
+            return Ok(());
+        }
+        let Some(limit) = self.limits.limits.get(&group).copied() else {
+            return Ok(());
+        };
+        let scaled = |secs: f64| Duration::from_secs_f64(secs / self.scale);
+        let windows = [
+            (limit.per_second, scaled(1.0), "second"),
+            (limit.per_minute, scaled(60.0), "minute"),
+            (limit.per_hour, scaled(3600.0), "hour"),
+        ];
+        let longest = windows.iter().filter(|w| w.0.is_some()).map(|w| w.1).max().unwrap_or_default();
+        let mut hits = self.hits.lock().expect("rate limiter lock");
+        let q = hits.entry((context.to_owned(), ip.to_owned(), group)).or_default();
+        while q.front().is_some_and(|t| now.duration_since(*t) >= longest) {
+            q.pop_front();
+        }
+        let mut refusal: Option<Refusal> = None;
+        for (max, len, name) in windows {
+            let Some(max) = max else { continue };
+            let in_window: Vec<&Instant> = q.iter().filter(|t| now.duration_since(**t) < len).collect();
+            if in_window.len() >= max as usize {
+                // The request can pass once the oldest counted one leaves the window.
+                let oldest = *in_window[in_window.len() - max as usize];
+                let wait = len.saturating_sub(now.duration_since(oldest));
+                if refusal.as_ref().is_none_or(|r| wait > r.retry_after) {
+                    refusal = Some(Refusal {
+                        retry_after: wait,
+                        window: name,
+                        limit: max,
+                    });
+                }
+            }
+        }
+        match refusal {
+            Some(r) => Err(r),
+            None => {
+                q.push_back(now);
+                Ok(())
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn groups_follow_the_official_table() {
+        assert_eq!(
+            Group::of("POST", "/v2/sessions/online/{referenceNumber}/invoices"),
+            Group::InvoiceSend
+        );
+        assert_eq!(
+            Group::of("POST", "/v2/sessions/online/{referenceNumber}/close"),
+            Group::OnlineSession
+        );
+        assert_eq!(
+            Group::of("GET", "/v2/sessions/{referenceNumber}/invoices/{invoiceReferenceNumber}"),
+            Group::InvoiceStatus
+        );
+        assert_eq!(
+            Group::of("GET", "/v2/sessions/{referenceNumber}/invoices"),
+            Group::SessionInvoiceList
+        );
+        assert_eq!(
+            Group::of("GET", "/v2/sessions/{referenceNumber}/invoices/{invoiceReferenceNumber}/upo"),
+            Group::SessionMisc
+        );
+        assert_eq!(Group::of("POST", "/v2/auth/challenge"), Group::Public);
+    }
+
+    #[test]
+    fn all_three_windows_apply_and_slide() {
+        // invoiceSend: 10/s, 30/min, 180/h. Scale 3600: one simulated hour is one real second.
+        let l = RateLimiter::new(RateLimits::production(), 3600.0);
+        let t0 = Instant::now();
+        let ms = |m: f64| t0 + Duration::from_secs_f64(m / 1000.0);
+        // A simulated second is 0.278 ms real: 10 fit, the 11th in the same instant does not.
+        for _ in 0..10 {
+            l.check("9999999999", "127.0.0.1", Group::InvoiceSend, t0).unwrap();
+        }
+        let r = l.check("9999999999", "127.0.0.1", Group::InvoiceSend, t0).unwrap_err();
+        assert_eq!(r.window, "second");
+        // Other IPs and contexts have their own counters.
+        l.check("9999999999", "10.0.0.1", Group::InvoiceSend, t0).unwrap();
+        l.check("1111111111", "127.0.0.1", Group::InvoiceSend, t0).unwrap();
+        // 30 per simulated minute (16.7 ms real): after 20 more spread over seconds, the minute is full.
+        for i in 1..=20 {
+            l.check("9999999999", "127.0.0.1", Group::InvoiceSend, ms(f64::from(i) * 0.3))
+                .unwrap();
+        }
+        let r = l.check("9999999999", "127.0.0.1", Group::InvoiceSend, ms(6.5)).unwrap_err();
+        assert_eq!(r.window, "minute");
+        assert!(r.retry_after <= Duration::from_secs_f64(60.0 / 3600.0));
+        // After the simulated minute passes, sending resumes.
+        l.check("9999999999", "127.0.0.1", Group::InvoiceSend, ms(17.0)).unwrap();
+    }
+
+    #[test]
+    fn the_hour_window_caps_at_180() {
+        let l = RateLimiter::new(RateLimits::production(), 3600.0);
+        let t0 = Instant::now();
+        // One request every simulated 2.5 minutes... too slow to fill; fill at 25 per simulated minute.
+        let mut sent = 0;
+        let mut t = 0.0;
+        while sent < 180 {
+            let at = t0 + Duration::from_secs_f64(t / 3600.0);
+            if l.check("c", "ip", Group::InvoiceSend, at).is_ok() {
+                sent += 1;
+            }
+            t += 2.5; // simulated seconds
+        }
+        let at = t0 + Duration::from_secs_f64(t / 3600.0);
+        let r = l.check("c", "ip", Group::InvoiceSend, at).unwrap_err();
+        assert_eq!(r.window, "hour");
+        assert_eq!(r.limit, 180);
+    }
+}
