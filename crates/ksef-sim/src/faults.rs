@@ -24,7 +24,7 @@ pub enum Fault {
         #[serde(default)]
         on: Option<String>,
     },
-    /// The answer comes after `delay_ms`: past a client's timeout.
+    /// The request is processed, but the answer comes `delay_ms` later: past a client's timeout.
     Slow {
         rate: f64,
         delay_ms: u64,
@@ -44,7 +44,7 @@ pub enum Fault {
         #[serde(default)]
         on: Option<String>,
     },
-    /// Closing a session hangs for `delay_ms`, then closes (the close did happen).
+    /// Closing a session closes it, but the answer comes `delay_ms` later.
     CloseTimeout { delay_ms: u64 },
     /// Invoices end in status 550 (cancelled by the system; resend).
     Status550 { rate: f64 },

@@ -97,9 +97,12 @@ async fn gate(State(sim): State<Arc<Sim>>, req: Request, next: Next) -> Response
     let problem_details = req.headers().get("x-error-format").is_some_and(|v| v == "problem-details");
 
     let mut early: Option<Response> = None;
+    // A slow answer is the ambiguous case that matters: the request is processed, the answer
+    // comes too late for the client. So the delay runs after the handler.
+    let mut delay = Duration::ZERO;
     for fault in sim.faults.for_request(&path, route.ends_with("/close")) {
         match fault {
-            RequestFault::Delay(d) => tokio::time::sleep(d).await,
+            RequestFault::Delay(d) => delay += d,
             RequestFault::Reset => {
                 if let Some(c) = &conn {
                     c.kill.notify_one();
@@ -142,6 +145,9 @@ async fn gate(State(sim): State<Arc<Sim>>, req: Request, next: Next) -> Response
         Some(r) => r,
         None => next.run(req).await,
     };
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
     if !sim.exchanges.enabled() {
         return response;
     }
