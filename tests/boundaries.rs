@@ -13,7 +13,10 @@ fn the_domain_crate_depends_on_no_infrastructure() {
     assert!(out.status.success(), "cargo tree failed: {}", String::from_utf8_lossy(&out.stderr));
     let tree = String::from_utf8_lossy(&out.stdout);
     let crates: Vec<&str> = tree.lines().filter_map(|l| l.split_whitespace().next()).collect();
-    assert!(crates.contains(&"relay-domain") && crates.contains(&"serde"), "unexpected cargo tree output: {tree}");
+    assert!(
+        crates.contains(&"relay-domain") && crates.contains(&"serde"),
+        "unexpected cargo tree output: {tree}"
+    );
     let forbidden = ["aws-", "aws_", "reqwest", "hyper", "lambda", "tokio", "axum", "http"];
     let leaks: Vec<&&str> = crates.iter().filter(|c| forbidden.iter().any(|f| c.starts_with(f))).collect();
     assert!(leaks.is_empty(), "relay-domain must not depend on {leaks:?}");

@@ -7,6 +7,8 @@
 //!   queue it for sending. (Full FA(3) validation and the corrections queue join it in the
 //!   pipeline issue.)
 //! - [`messages`]: the JSON bodies that travel on the queues.
+//! - [`s3_event`]: S3 ObjectCreated notifications as real S3 and the emulator send them.
 
 pub mod intake;
 pub mod messages;
+pub mod s3_event;
