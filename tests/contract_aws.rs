@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use relay_aws::{provision, DynamoDocumentStore, S3Archive, SqsQueue};
+use relay_aws::{provision, DynamoDocumentStore, DynamoSharedCache, S3Archive, SqsQueue};
 use relay_tests::emulator;
 
 async fn store() -> DynamoDocumentStore {
@@ -33,6 +33,14 @@ async fn archive() -> S3Archive {
     S3Archive::new(c.s3, bucket)
 }
 
+async fn cache() -> DynamoSharedCache {
+    let c = emulator::clients().await;
+    let table = relay_tests::unique_name("documents");
+    provision::create_documents_table(&c.dynamodb, &table).await.unwrap();
+    DynamoSharedCache::new(c.dynamodb, table)
+}
+
 relay_tests::document_store_contract!(store);
+relay_tests::shared_cache_contract!(cache);
 relay_tests::queue_contract!(queues);
 relay_tests::archive_contract!(archive);

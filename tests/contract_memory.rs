@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use relay_domain::memory::{MemoryArchive, MemoryDocumentStore, MemoryQueue};
+use relay_domain::memory::{MemoryArchive, MemoryDocumentStore, MemoryQueue, MemorySharedCache};
 use relay_domain::SystemClock;
 
 async fn store() -> MemoryDocumentStore {
@@ -17,6 +17,11 @@ async fn archive() -> MemoryArchive {
     MemoryArchive::new()
 }
 
+async fn cache() -> MemorySharedCache {
+    MemorySharedCache::new()
+}
+
 relay_tests::document_store_contract!(store);
+relay_tests::shared_cache_contract!(cache);
 relay_tests::queue_contract!(queues);
 relay_tests::archive_contract!(archive);

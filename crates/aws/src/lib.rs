@@ -6,6 +6,8 @@
 //!
 //! - [`dynamodb_store::DynamoDocumentStore`]: the document store (one table, record + history
 //!   items, a sparse GSI by state and age, conditional writes only).
+//! - [`dynamodb_cache::DynamoSharedCache`]: the shared cache (tokens, sessions) in the same
+//!   table, versioned and expiring.
 //! - [`sqs_queue::SqsQueue`]: a queue; its DLQ is SQS's redrive policy.
 //! - [`s3_archive::S3Archive`]: the archive; put-if-absent is `If-None-Match: *`.
 //!
@@ -15,6 +17,7 @@
 //! and tests; in AWS the SAM template does it).
 
 pub mod clients;
+pub mod dynamodb_cache;
 pub mod dynamodb_store;
 pub mod provision;
 pub mod s3_archive;
@@ -22,6 +25,7 @@ pub mod settings;
 pub mod sqs_queue;
 
 pub use clients::AwsClients;
+pub use dynamodb_cache::DynamoSharedCache;
 pub use dynamodb_store::DynamoDocumentStore;
 pub use s3_archive::S3Archive;
 pub use sqs_queue::SqsQueue;

@@ -5,3 +5,4 @@
 pub mod archive;
 pub mod document_store;
 pub mod queue;
+pub mod shared_cache;

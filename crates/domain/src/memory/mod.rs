@@ -5,7 +5,9 @@
 mod archive;
 mod document_store;
 mod queue;
+mod shared_cache;
 
 pub use archive::MemoryArchive;
 pub use document_store::MemoryDocumentStore;
 pub use queue::MemoryQueue;
+pub use shared_cache::MemorySharedCache;
