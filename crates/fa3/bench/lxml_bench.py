@@ -1,0 +1,56 @@
+"""libxml2 (through lxml) validating the official FA(3) samples with the schema preloaded:
+microseconds per invoice, for comparison with `cargo bench -p relay-fa3 --bench validate`.
+
+Parsing is included, as in the Rust bench (both start from the exact bytes).
+
+    python3 -m venv /tmp/lxmlvenv && /tmp/lxmlvenv/bin/pip install lxml
+    /tmp/lxmlvenv/bin/python crates/fa3/bench/lxml_bench.py
+"""
+
+import pathlib
+import tempfile
+import time
+
+from lxml import etree
+
+ROOT = pathlib.Path(__file__).resolve().parents[3]
+SCHEMAS = ROOT / "data/ksef/schemas"
+SAMPLES = sorted((ROOT / "data/ksef/samples").glob("*.xml"))
+IMPORT_URL = "http://crd.gov.pl/xml/schematy/dziedzinowe/mf/2022/01/05/eD/DefinicjeTypy/StrukturyDanych_v10-0E.xsd"
+
+
+def load_schema():
+    tmp = pathlib.Path(tempfile.mkdtemp(prefix="fa3-lxml-"))
+    for name in ["StrukturyDanych_v10-0E.xsd", "ElementarneTypyDanych_v10-0E.xsd", "KodyKrajow_v10-0E.xsd"]:
+        (tmp / name).write_bytes((SCHEMAS / name).read_bytes())
+    fa3 = (SCHEMAS / "schemat_FA(3)_v1-0E.xsd").read_text(encoding="utf-8")
+    (tmp / "fa3.xsd").write_text(fa3.replace(IMPORT_URL, "StrukturyDanych_v10-0E.xsd"), encoding="utf-8")
+    return etree.XMLSchema(etree.parse(str(tmp / "fa3.xsd")))
+
+
+def main():
+    schema = load_schema()
+    docs = [p.read_bytes() for p in SAMPLES]
+    parser = etree.XMLParser(resolve_entities=False, no_network=True)
+
+    def once():
+        for d in docs:
+            if not schema.validate(etree.fromstring(d, parser)):
+                raise SystemExit("a sample failed to validate")
+
+    for _ in range(50):
+        once()
+    rounds = []
+    for _ in range(7):
+        n = 400
+        t = time.perf_counter()
+        for _ in range(n):
+            once()
+        rounds.append((time.perf_counter() - t) / (n * len(docs)))
+    rounds.sort()
+    print(f"lxml {etree.__version__} / libxml2 {'.'.join(map(str, etree.LIBXML_VERSION))}: "
+          f"{len(docs)} samples, median {rounds[3] * 1e6:.1f} us per invoice (min {rounds[0] * 1e6:.1f}, max {rounds[-1] * 1e6:.1f})")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,419 @@
+//! Structural validation of a parsed invoice against the compiled FA(3) schema: root and
+//! namespace, element order and cardinality, attributes, text where none is allowed, and every
+//! simple value against its type's facets. All problems are collected, not only the first.
+
+use crate::findings::{Category, Finding, Severity};
+use crate::xml_tree::{Node, Tree};
+use crate::xsd_schema::{Content, ElemId, QName, Schema, SimpleId, TypeRef, ETD_NAMESPACE};
+use crate::FA3_NAMESPACE;
+
+const XSI: &str = "http://www.w3.org/2001/XMLSchema-instance";
+
+pub struct SchemaCheck<'a> {
+    pub schema: &'a Schema,
+    pub tree: &'a Tree,
+    pub paths: &'a [String],
+    pub findings: &'a mut Vec<Finding>,
+}
+
+/// A short human name for a declared element: its name and the schema's own description.
+pub fn describe(schema: &Schema, id: ElemId) -> String {
+    let d = &schema.elements[id];
+    match &d.doc {
+        Some(doc) => {
+            let short: String = doc.chars().take(70).collect();
+            let ell = if short.len() < doc.len() { "…" } else { "" };
+            format!("{} ({short}{ell})", d.name.local)
+        }
+        None => d.name.local.clone(),
+    }
+}
+
+fn names_list(schema: &Schema, ids: &[ElemId]) -> String {
+    let mut v: Vec<String> = ids.iter().map(|&i| schema.elements[i].name.local.clone()).collect();
+    v.dedup();
+    if v.len() > 12 {
+        v.truncate(12);
+        v.push("…".into());
+    }
+    v.join(", ")
+}
+
+/// Names the schema people send by mistake.
+pub fn foreign_schema_hint(ns: &str) -> (&'static str, &'static str) {
+    if ns.contains("2023/06/29/12648") {
+        (
+            " To jest FA(2), którego KSeF już nie przyjmuje.",
+            " This is FA(2), which KSeF no longer accepts.",
+        )
+    } else if ns.contains("2021/11/29/11089") {
+        (
+            " To jest FA(1), którego KSeF już nie przyjmuje.",
+            " This is FA(1), which KSeF no longer accepts.",
+        )
+    } else if ns.contains("oasis") || ns.contains("peppol") {
+        (
+            " To wygląda na dokument PEF/UBL, wysyłany z innym kodem formularza.",
+            " This looks like a PEF/UBL document, which is sent under another form code.",
+        )
+    } else if ns.contains("FA_RR") || ns.contains("2024/04/23") {
+        (" To może być faktura RR (FA_RR).", " This may be an FA_RR (farmer) invoice.")
+    } else {
+        ("", "")
+    }
+}
+
+impl SchemaCheck<'_> {
+    fn push(&mut self, node: usize, code: &'static str, pl: String, en: String) {
+        self.findings.push(Finding {
+            code,
+            category: Category::Schema,
+            severity: Severity::Error,
+            path: self.paths[node].clone(),
+            line: self.tree.nodes[node].line,
+            message_pl: pl,
+            message_en: en,
+        });
+    }
+
+    pub fn run(&mut self) {
+        let root = &self.tree.nodes[0];
+        let key = QName {
+            ns: root.ns.clone(),
+            local: root.local.clone(),
+        };
+        match self.schema.globals.get(&key) {
+            Some(&decl) => self.element(0, decl),
+            None if root.local == "Faktura" || root.ns != FA3_NAMESPACE => {
+                let shown = if root.ns.is_empty() {
+                    "(brak / none)".to_string()
+                } else {
+                    root.ns.clone()
+                };
+                let (hpl, hen) = foreign_schema_hint(&root.ns);
+                self.push(
+                    0,
+                    "schema.namespace",
+                    format!(
+                        "Element główny <{}> ma przestrzeń nazw {shown}; FA(3) wymaga {FA3_NAMESPACE}.{hpl}",
+                        root.local
+                    ),
+                    format!(
+                        "The root element <{}> is in namespace {shown}; FA(3) requires {FA3_NAMESPACE}.{hen}",
+                        root.local
+                    ),
+                );
+            }
+            None => self.push(
+                0,
+                "schema.root",
+                format!("Element główny to <{}>; faktura FA(3) zaczyna się od <Faktura>.", root.local),
+                format!("The root element is <{}>; an FA(3) invoice starts with <Faktura>.", root.local),
+            ),
+        }
+    }
+
+    fn element(&mut self, id: usize, decl: ElemId) {
+        let node = &self.tree.nodes[id];
+        let d = &self.schema.elements[decl];
+        match d.ty {
+            TypeRef::Simple(st) => {
+                self.no_attributes_but_xsi(id, &[]);
+                if let Some(&child) = node.children.first() {
+                    self.push(
+                        child,
+                        "schema.unexpected",
+                        format!(
+                            "Pole {} zawiera tylko wartość, nie może zawierać elementu <{}>.",
+                            d.name.local, self.tree.nodes[child].local
+                        ),
+                        format!(
+                            "Field {} holds a value only; it cannot contain element <{}>.",
+                            d.name.local, self.tree.nodes[child].local
+                        ),
+                    );
+                }
+                self.value(id, decl, st);
+            }
+            TypeRef::Complex(ct) => {
+                let ct = &self.schema.complex[ct];
+                self.attributes(id, ct);
+                match &ct.content {
+                    Content::Empty => {
+                        if !node.children.is_empty() || node.has_text() {
+                            self.push(
+                                id,
+                                "schema.not_empty",
+                                format!("Element {} musi być pusty.", d.name.local),
+                                format!("Element {} must be empty.", d.name.local),
+                            );
+                        }
+                    }
+                    Content::Simple(st) => {
+                        if let Some(&child) = node.children.first() {
+                            self.push(
+                                child,
+                                "schema.unexpected",
+                                format!(
+                                    "Pole {} zawiera tylko wartość, nie może zawierać elementu <{}>.",
+                                    d.name.local, self.tree.nodes[child].local
+                                ),
+                                format!(
+                                    "Field {} holds a value only; it cannot contain element <{}>.",
+                                    d.name.local, self.tree.nodes[child].local
+                                ),
+                            );
+                        }
+                        self.value(id, decl, *st);
+                    }
+                    Content::Elements { particle, names } => {
+                        if node.has_text() {
+                            let t: String = node.text.trim().chars().take(40).collect();
+                            self.push(
+                                id,
+                                "schema.text",
+                                format!(
+                                    "Element {} zawiera tekst \"{t}\" poza polami; dozwolone są tylko elementy.",
+                                    d.name.local
+                                ),
+                                format!(
+                                    "Element {} contains text \"{t}\" outside any field; only elements are allowed there.",
+                                    d.name.local
+                                ),
+                            );
+                        }
+                        let kids: Vec<QName> = node
+                            .children
+                            .iter()
+                            .map(|&c| QName {
+                                ns: self.tree.nodes[c].ns.clone(),
+                                local: self.tree.nodes[c].local.clone(),
+                            })
+                            .collect();
+                        let kid_refs: Vec<&QName> = kids.iter().collect();
+                        let mut candidates: Vec<ElemId> = names.values().copied().collect();
+                        candidates.sort_unstable();
+                        if let Some(m) = crate::content_model::check(self.schema, particle, &candidates, &kid_refs) {
+                            self.content_mismatch(id, decl, m);
+                        }
+                        for (i, &c) in node.children.iter().enumerate() {
+                            if let Some(&cd) = names.get(&kids[i]) {
+                                self.element(c, cd);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn content_mismatch(&mut self, id: usize, decl: ElemId, m: crate::content_model::Mismatch) {
+        use crate::content_model::Mismatch;
+        let parent = self.schema.elements[decl].name.local.clone();
+        match m {
+            Mismatch::Unexpected { index, expected } => {
+                let child = self.tree.nodes[id].children[index];
+                let cn = &self.tree.nodes[child];
+                let known = match &self.schema.complex_of(decl).map(|c| &c.content) {
+                    Some(Content::Elements { names, .. }) => names.keys().any(|k| k.local == cn.local),
+                    _ => false,
+                };
+                let wrong_ns = known
+                    && !matches!(cn.ns.as_str(), FA3_NAMESPACE | ETD_NAMESPACE)
+                    && !expected
+                        .iter()
+                        .any(|&e| self.schema.elements[e].name.local == cn.local && self.schema.elements[e].name.ns == cn.ns);
+                let (pl_hint, en_hint) = if expected.is_empty() {
+                    (
+                        "w tym miejscu nie może już być żadnego elementu".to_string(),
+                        "no further element may appear here".to_string(),
+                    )
+                } else if expected.len() == 1 {
+                    let e = describe(self.schema, expected[0]);
+                    (format!("w tym miejscu oczekiwano pola {e}"), format!("expected here: {e}"))
+                } else {
+                    let l = names_list(self.schema, &expected);
+                    (
+                        format!("w tym miejscu oczekiwano jednego z: {l}"),
+                        format!("expected here one of: {l}"),
+                    )
+                };
+                let ns_note = if wrong_ns {
+                    " (zła przestrzeń nazw / wrong namespace)"
+                } else {
+                    ""
+                };
+                let (code, pl, en) = if known && !wrong_ns {
+                    (
+                        "schema.order",
+                        format!(
+                            "Pole <{}>{ns_note} w {parent} jest w złym miejscu lub powtórzone za wiele razy: {pl_hint}.",
+                            cn.local
+                        ),
+                        format!(
+                            "Field <{}>{ns_note} in {parent} is out of order or repeated too often: {en_hint}.",
+                            cn.local
+                        ),
+                    )
+                } else {
+                    (
+                        "schema.unexpected",
+                        format!("Element <{}>{ns_note} nie jest dozwolony w {parent}: {pl_hint}.", cn.local),
+                        format!("Element <{}>{ns_note} is not allowed in {parent}: {en_hint}.", cn.local),
+                    )
+                };
+                self.push(child, code, pl, en);
+            }
+            Mismatch::MissingBefore { index, missing } => {
+                let child = self.tree.nodes[id].children[index];
+                let before = self.tree.nodes[child].local.clone();
+                let (pl, en) = if missing.len() == 1 {
+                    let e = describe(self.schema, missing[0]);
+                    (
+                        format!("Brakuje wymaganego pola {e} w {parent} (przed <{before}>)."),
+                        format!("Required field {e} is missing in {parent} (before <{before}>)."),
+                    )
+                } else {
+                    let l = names_list(self.schema, &missing);
+                    (
+                        format!("Brakuje wymaganego pola w {parent} przed <{before}>: oczekiwano jednego z: {l}."),
+                        format!("A required field is missing in {parent} before <{before}>: expected one of: {l}."),
+                    )
+                };
+                self.push(child, "schema.missing", pl, en);
+            }
+            Mismatch::Incomplete { expected } => {
+                let (pl, en) = if expected.len() == 1 {
+                    let e = describe(self.schema, expected[0]);
+                    (
+                        format!("Brakuje wymaganego pola {e} w {parent}."),
+                        format!("Required field {e} is missing in {parent}."),
+                    )
+                } else {
+                    let l = names_list(self.schema, &expected);
+                    (
+                        format!("Brakuje wymaganego pola w {parent}: oczekiwano jednego z: {l}."),
+                        format!("A required field is missing in {parent}: expected one of: {l}."),
+                    )
+                };
+                self.push(id, "schema.missing", pl, en);
+            }
+        }
+    }
+
+    fn no_attributes_but_xsi(&mut self, id: usize, allowed: &[&str]) {
+        let node = &self.tree.nodes[id];
+        for a in &node.attrs {
+            if a.ns == XSI {
+                if !matches!(a.local.as_str(), "schemaLocation" | "noNamespaceSchemaLocation") {
+                    self.push(
+                        id,
+                        "schema.xsi",
+                        format!("Atrybut {} nie jest dozwolony w fakturze FA(3).", a.qname),
+                        format!("Attribute {} is not allowed in an FA(3) invoice.", a.qname),
+                    );
+                }
+            } else if !(a.ns.is_empty() && allowed.contains(&a.local.as_str())) {
+                self.push(
+                    id,
+                    "schema.attribute_unknown",
+                    format!("Element {} nie może mieć atrybutu {}.", node.local, a.qname),
+                    format!("Element {} cannot have attribute {}.", node.local, a.qname),
+                );
+            }
+        }
+    }
+
+    fn attributes(&mut self, id: usize, ct: &crate::xsd_schema::ComplexType) {
+        let node: &Node = &self.tree.nodes[id];
+        let allowed: Vec<&str> = ct.attributes.iter().map(|a| a.name.local.as_str()).collect();
+        self.no_attributes_but_xsi(id, &allowed);
+        for decl in &ct.attributes {
+            let found = node.attrs.iter().find(|a| a.ns.is_empty() && a.local == decl.name.local);
+            match found {
+                None if decl.required => self.push(
+                    id,
+                    "schema.attribute_missing",
+                    format!("Element {} musi mieć atrybut {}.", node.local, decl.name.local),
+                    format!("Element {} must have attribute {}.", node.local, decl.name.local),
+                ),
+                None => {}
+                Some(a) => {
+                    if let Err(p) = self.schema.check_value(decl.ty, &a.value) {
+                        self.push(
+                            id,
+                            p.code,
+                            format!("Atrybut {} elementu {}: {}.", decl.name.local, node.local, p.pl),
+                            format!("Attribute {} of {}: {}.", decl.name.local, node.local, p.en),
+                        );
+                    } else if let Some(fixed) = &decl.fixed {
+                        if !self.same_value(decl.ty, &a.value, fixed) {
+                            self.push(
+                                id,
+                                "schema.fixed",
+                                format!(
+                                    "Atrybut {} elementu {} musi mieć wartość \"{fixed}\", a ma \"{}\".",
+                                    decl.name.local, node.local, a.value
+                                ),
+                                format!(
+                                    "Attribute {} of {} must be \"{fixed}\", not \"{}\".",
+                                    decl.name.local, node.local, a.value
+                                ),
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn same_value(&self, ty: SimpleId, a: &str, b: &str) -> bool {
+        use crate::xsd_schema::SimpleType;
+        match &self.schema.simple[ty] {
+            SimpleType::Atomic { builtin, whitespace, .. } => {
+                let (x, y) = (whitespace.apply(a), whitespace.apply(b));
+                match (builtin.parse(&x), builtin.parse(&y)) {
+                    (Ok(crate::xsd_values::Value::Str(s)), Ok(crate::xsd_values::Value::Str(t))) => s == t,
+                    (Ok(p), Ok(q)) => p.compare(&q) == Some(std::cmp::Ordering::Equal),
+                    _ => x == y,
+                }
+            }
+            SimpleType::Union { .. } => a == b,
+        }
+    }
+
+    fn value(&mut self, id: usize, decl: ElemId, st: SimpleId) {
+        let node = &self.tree.nodes[id];
+        let d = &self.schema.elements[decl];
+        let raw = node.text.as_str();
+        // An empty element with a fixed value takes that value.
+        let effective = match &d.fixed {
+            Some(f) if raw.is_empty() => f.as_str(),
+            _ => raw,
+        };
+        if let Err(p) = self.schema.check_value(st, effective) {
+            let what = describe(self.schema, decl);
+            self.push(id, p.code, format!("Pole {what}: {}.", p.pl), format!("Field {what}: {}.", p.en));
+            return;
+        }
+        if let Some(fixed) = &d.fixed {
+            if !self.same_value(st, effective, fixed) {
+                self.push(
+                    id,
+                    "schema.fixed",
+                    format!("Pole {} musi mieć wartość \"{fixed}\".", d.name.local),
+                    format!("Field {} must be \"{fixed}\".", d.name.local),
+                );
+            }
+        }
+    }
+}
+
+impl Schema {
+    fn complex_of(&self, decl: ElemId) -> Option<&crate::xsd_schema::ComplexType> {
+        match self.elements[decl].ty {
+            TypeRef::Complex(c) => Some(&self.complex[c]),
+            TypeRef::Simple(_) => None,
+        }
+    }
+}

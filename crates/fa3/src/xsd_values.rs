@@ -1,0 +1,443 @@
+//! XSD built-in simple types as the FA(3) schemas use them: whitespace normalisation, lexical
+//! checks, and value-space comparison for the range, digit and enumeration facets.
+//!
+//! Numbers are compared as decimal strings, never as `f64`: `totalDigits`/`fractionDigits` and
+//! amounts such as `99999999999999.99` must not lose a digit.
+
+use std::borrow::Cow;
+use std::cmp::Ordering;
+
+/// The `whiteSpace` facet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WhiteSpace {
+    Preserve,
+    Replace,
+    Collapse,
+}
+
+impl WhiteSpace {
+    /// Normalises a lexical value the way a validator must before applying any facet.
+    pub fn apply(self, s: &str) -> Cow<'_, str> {
+        let is_ws = |c: char| matches!(c, ' ' | '\t' | '\n' | '\r');
+        match self {
+            WhiteSpace::Preserve => Cow::Borrowed(s),
+            WhiteSpace::Replace if !s.contains(['\t', '\n', '\r']) => Cow::Borrowed(s),
+            WhiteSpace::Replace => Cow::Owned(s.chars().map(|c| if is_ws(c) { ' ' } else { c }).collect()),
+            WhiteSpace::Collapse => {
+                let already = !s.starts_with(is_ws) && !s.ends_with(is_ws) && !s.contains(['\t', '\n', '\r']) && !s.contains("  ");
+                if already {
+                    Cow::Borrowed(s)
+                } else {
+                    Cow::Owned(s.split(is_ws).filter(|w| !w.is_empty()).collect::<Vec<_>>().join(" "))
+                }
+            }
+        }
+    }
+}
+
+/// The XSD built-in types the FA(3) schemas derive from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Builtin {
+    String,
+    NormalizedString,
+    Token,
+    Decimal,
+    Integer,
+    Int,
+    Byte,
+    NonNegativeInteger,
+    Date,
+    DateTime,
+    GYear,
+}
+
+impl Builtin {
+    pub fn from_local_name(name: &str) -> Option<Builtin> {
+        Some(match name {
+            "string" => Builtin::String,
+            "normalizedString" => Builtin::NormalizedString,
+            "token" => Builtin::Token,
+            "decimal" => Builtin::Decimal,
+            "integer" => Builtin::Integer,
+            "int" => Builtin::Int,
+            "byte" => Builtin::Byte,
+            "nonNegativeInteger" => Builtin::NonNegativeInteger,
+            "date" => Builtin::Date,
+            "dateTime" => Builtin::DateTime,
+            "gYear" => Builtin::GYear,
+            _ => return None,
+        })
+    }
+
+    pub fn whitespace(self) -> WhiteSpace {
+        match self {
+            Builtin::String => WhiteSpace::Preserve,
+            Builtin::NormalizedString => WhiteSpace::Replace,
+            _ => WhiteSpace::Collapse,
+        }
+    }
+
+    /// Whether the type counts characters for the length facets.
+    pub fn is_stringy(self) -> bool {
+        matches!(self, Builtin::String | Builtin::NormalizedString | Builtin::Token)
+    }
+
+    /// Parses a whitespace-normalised lexical value; `Err` carries a plain description of the
+    /// expected form (Polish, English).
+    pub fn parse(self, s: &str) -> Result<Value, (&'static str, &'static str)> {
+        match self {
+            Builtin::String | Builtin::NormalizedString | Builtin::Token => Ok(Value::Str(s.to_string())),
+            Builtin::Decimal => Decimal::parse(s)
+                .map(Value::Num)
+                .ok_or(("liczbą dziesiętną (np. 123.45)", "a decimal number (e.g. 123.45)")),
+            Builtin::Integer | Builtin::Int | Builtin::Byte | Builtin::NonNegativeInteger => {
+                let d = Decimal::parse_integer(s).ok_or(("liczbą całkowitą", "a whole number"))?;
+                let (lo, hi) = match self {
+                    Builtin::Int => (Some("-2147483648"), Some("2147483647")),
+                    Builtin::Byte => (Some("-128"), Some("127")),
+                    Builtin::NonNegativeInteger => (Some("0"), None),
+                    _ => (None, None),
+                };
+                let out_of_range = lo.is_some_and(|lo| d.cmp(&Decimal::parse(lo).expect("literal")) == Ordering::Less)
+                    || hi.is_some_and(|hi| d.cmp(&Decimal::parse(hi).expect("literal")) == Ordering::Greater);
+                if out_of_range {
+                    return Err(match self {
+                        Builtin::Byte => ("liczbą całkowitą od -128 do 127", "a whole number from -128 to 127"),
+                        Builtin::NonNegativeInteger => ("liczbą całkowitą nieujemną", "a non-negative whole number"),
+                        _ => ("liczbą całkowitą w zakresie typu int", "a whole number within the int range"),
+                    });
+                }
+                Ok(Value::Num(d))
+            }
+            Builtin::Date => parse_date(s)
+                .map(Value::Time)
+                .ok_or(("datą w formacie RRRR-MM-DD", "a date in the form YYYY-MM-DD")),
+            Builtin::DateTime => parse_date_time(s).map(Value::Time).ok_or((
+                "datą i godziną w formacie RRRR-MM-DDTgg:mm:ss",
+                "a date and time in the form YYYY-MM-DDThh:mm:ss",
+            )),
+            Builtin::GYear => parse_g_year(s)
+                .map(Value::Time)
+                .ok_or(("rokiem w formacie RRRR", "a year in the form YYYY")),
+        }
+    }
+}
+
+/// A value in its value space, for facets that compare.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Value {
+    Str(String),
+    Num(Decimal),
+    Time(TimeKey),
+}
+
+impl Value {
+    /// Orders two values of the same primitive type; `None` when they cannot be compared.
+    pub fn compare(&self, other: &Value) -> Option<Ordering> {
+        match (self, other) {
+            (Value::Num(a), Value::Num(b)) => Some(a.cmp(b)),
+            (Value::Time(a), Value::Time(b)) => a.compare(b),
+            _ => None,
+        }
+    }
+}
+
+/// An exact decimal: sign, integer digits without leading zeros, fraction digits without
+/// trailing zeros. Zero is never negative.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decimal {
+    negative: bool,
+    int: String,
+    frac: String,
+}
+
+impl Decimal {
+    /// `[+-]?(\d+(\.\d*)?|\.\d+)`, ASCII digits only.
+    pub fn parse(s: &str) -> Option<Decimal> {
+        let (negative, body) = match s.as_bytes().first() {
+            Some(b'-') => (true, &s[1..]),
+            Some(b'+') => (false, &s[1..]),
+            _ => (false, s),
+        };
+        let (int, frac) = match body.split_once('.') {
+            Some((i, f)) => (i, f),
+            None => (body, ""),
+        };
+        if int.is_empty() && frac.is_empty() {
+            return None;
+        }
+        if !int.bytes().all(|b| b.is_ascii_digit()) || !frac.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        let int = int.trim_start_matches('0').to_string();
+        let frac = frac.trim_end_matches('0').to_string();
+        let zero = int.is_empty() && frac.is_empty();
+        Some(Decimal {
+            negative: negative && !zero,
+            int,
+            frac,
+        })
+    }
+
+    /// `[+-]?\d+`.
+    pub fn parse_integer(s: &str) -> Option<Decimal> {
+        if s.contains('.') {
+            return None;
+        }
+        Decimal::parse(s)
+    }
+
+    /// Significant digits, as the `totalDigits` facet counts them (at least one).
+    pub fn total_digits(&self) -> usize {
+        (self.int.len() + self.frac.len()).max(1)
+    }
+
+    pub fn fraction_digits(&self) -> usize {
+        self.frac.len()
+    }
+
+    pub fn is_negative(&self) -> bool {
+        self.negative
+    }
+
+    /// Value in hundredths (grosze), rounded half away from zero; `None` when too big.
+    pub fn to_hundredths(&self) -> Option<i128> {
+        if self.int.len() > 30 {
+            return None;
+        }
+        let int: i128 = if self.int.is_empty() { 0 } else { self.int.parse().ok()? };
+        let mut frac = self.frac.clone();
+        while frac.len() < 3 {
+            frac.push('0');
+        }
+        let cents: i128 = frac[..2].parse().ok()?;
+        let round_up = frac.as_bytes()[2] >= b'5';
+        let v = int * 100 + cents + i128::from(round_up);
+        Some(if self.negative { -v } else { v })
+    }
+
+    fn cmp_magnitude(&self, other: &Decimal) -> Ordering {
+        self.int
+            .len()
+            .cmp(&other.int.len())
+            .then_with(|| self.int.cmp(&other.int))
+            .then_with(|| self.frac.cmp(&other.frac))
+    }
+}
+
+impl Ord for Decimal {
+    fn cmp(&self, other: &Self) -> Ordering {
+        match (self.negative, other.negative) {
+            (false, true) => Ordering::Greater,
+            (true, false) => Ordering::Less,
+            (false, false) => self.cmp_magnitude(other),
+            (true, true) => other.cmp_magnitude(self),
+        }
+    }
+}
+
+impl PartialOrd for Decimal {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+/// A date, date-time or year, as (year, month, day, seconds of day) plus the timezone offset
+/// in minutes when one was given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TimeKey {
+    kind: u8,
+    year: i64,
+    month: u8,
+    day: u8,
+    /// Seconds of the day as a decimal string key: `hhmmss` and the fraction, without trailing zeros.
+    seconds: String,
+    tz: Option<i32>,
+}
+
+impl TimeKey {
+    fn compare(&self, other: &TimeKey) -> Option<Ordering> {
+        if self.kind != other.kind {
+            return None;
+        }
+        // Timezones are compared on the local value; the FA(3) range facets are all on dates
+        // that the schema's own patterns keep free of a timezone.
+        Some((self.year, self.month, self.day, &self.seconds).cmp(&(other.year, other.month, other.day, &other.seconds)))
+    }
+}
+
+fn digits(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// `-?YYYY` with at least four digits, no leading zero beyond four, and not year zero.
+fn parse_year(s: &str) -> Option<(i64, &str)> {
+    let (neg, rest) = match s.strip_prefix('-') {
+        Some(r) => (true, r),
+        None => (false, s),
+    };
+    let len = rest.bytes().take_while(|b| b.is_ascii_digit()).count();
+    if !(4..=12).contains(&len) || (len > 4 && rest.starts_with('0')) {
+        return None;
+    }
+    let year: i64 = rest[..len].parse().ok()?;
+    if year == 0 {
+        return None;
+    }
+    Some((if neg { -year } else { year }, &rest[len..]))
+}
+
+fn parse_tz(s: &str) -> Option<Option<i32>> {
+    if s.is_empty() {
+        return Some(None);
+    }
+    if s == "Z" {
+        return Some(Some(0));
+    }
+    let b = s.as_bytes();
+    if b.len() != 6 || !(b[0] == b'+' || b[0] == b'-') || b[3] != b':' || !digits(&s[1..3]) || !digits(&s[4..6]) {
+        return None;
+    }
+    let (h, m): (i32, i32) = (s[1..3].parse().ok()?, s[4..6].parse().ok()?);
+    if h > 14 || m > 59 || (h == 14 && m != 0) {
+        return None;
+    }
+    let minutes = h * 60 + m;
+    Some(Some(if b[0] == b'-' { -minutes } else { minutes }))
+}
+
+fn is_leap(year: i64) -> bool {
+    // XSD 1.0 years have no year zero: -0001 is the proleptic leap year 0.
+    let y = if year < 0 { year + 1 } else { year };
+    (y % 4 == 0 && y % 100 != 0) || y % 400 == 0
+}
+
+fn days_in_month(year: i64, month: u8) -> u8 {
+    match month {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        _ if is_leap(year) => 29,
+        _ => 28,
+    }
+}
+
+fn parse_ymd(s: &str) -> Option<(i64, u8, u8, &str)> {
+    let (year, rest) = parse_year(s)?;
+    let b = rest.as_bytes();
+    if b.len() < 6 || b[0] != b'-' || b[3] != b'-' || !digits(&rest[1..3]) || !digits(&rest[4..6]) {
+        return None;
+    }
+    let month: u8 = rest[1..3].parse().ok()?;
+    let day: u8 = rest[4..6].parse().ok()?;
+    if !(1..=12).contains(&month) || day == 0 || day > days_in_month(year, month) {
+        return None;
+    }
+    Some((year, month, day, &rest[6..]))
+}
+
+pub fn parse_date(s: &str) -> Option<TimeKey> {
+    let (year, month, day, rest) = parse_ymd(s)?;
+    Some(TimeKey {
+        kind: 0,
+        year,
+        month,
+        day,
+        seconds: String::new(),
+        tz: parse_tz(rest)?,
+    })
+}
+
+pub fn parse_date_time(s: &str) -> Option<TimeKey> {
+    let (year, month, day, rest) = parse_ymd(s)?;
+    let rest = rest.strip_prefix('T')?;
+    let b = rest.as_bytes();
+    if b.len() < 8 || b[2] != b':' || b[5] != b':' || !digits(&rest[0..2]) || !digits(&rest[3..5]) || !digits(&rest[6..8]) {
+        return None;
+    }
+    let (h, m, sec): (u8, u8, u8) = (rest[0..2].parse().ok()?, rest[3..5].parse().ok()?, rest[6..8].parse().ok()?);
+    let mut tail = &rest[8..];
+    let mut frac = "";
+    if let Some(f) = tail.strip_prefix('.') {
+        let n = f.bytes().take_while(|b| b.is_ascii_digit()).count();
+        if n == 0 {
+            return None;
+        }
+        frac = &f[..n];
+        tail = &f[n..];
+    }
+    let frac = frac.trim_end_matches('0');
+    let midnight_end = h == 24 && m == 0 && sec == 0 && frac.is_empty();
+    if !(h < 24 || midnight_end) || m > 59 || sec > 59 {
+        return None;
+    }
+    Some(TimeKey {
+        kind: 1,
+        year,
+        month,
+        day,
+        seconds: format!("{h:02}{m:02}{sec:02}{frac}"),
+        tz: parse_tz(tail)?,
+    })
+}
+
+pub fn parse_g_year(s: &str) -> Option<TimeKey> {
+    let (year, rest) = parse_year(s)?;
+    Some(TimeKey {
+        kind: 2,
+        year,
+        month: 0,
+        day: 0,
+        seconds: String::new(),
+        tz: parse_tz(rest)?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn whitespace_facets() {
+        assert_eq!(WhiteSpace::Collapse.apply("  a \t b\n"), "a b");
+        assert_eq!(WhiteSpace::Replace.apply("a\tb\n"), "a b ");
+        assert_eq!(WhiteSpace::Preserve.apply(" a "), " a ");
+    }
+
+    #[test]
+    fn decimals_compare_and_count_digits_exactly() {
+        let d = |s| Decimal::parse(s).unwrap();
+        assert_eq!(d("0010.500").total_digits(), 3);
+        assert_eq!(d("0010.500").fraction_digits(), 1);
+        assert_eq!(d("-0.00"), d("0"));
+        assert!(d("99999999999999.99") > d("99999999999999.98"));
+        assert!(d("-2") < d("-1.5"));
+        assert!(d("+.5") == d("0.5"));
+        assert!(Decimal::parse(".").is_none() && Decimal::parse("1e3").is_none() && Decimal::parse("١").is_none());
+        assert!(Decimal::parse_integer("1.0").is_none());
+        assert_eq!(d("12.345").to_hundredths(), Some(1235));
+        assert_eq!(d("-0.004").to_hundredths(), Some(0));
+    }
+
+    #[test]
+    fn dates_follow_xsd_lexical_rules() {
+        assert!(parse_date("2024-02-29").is_some());
+        assert!(parse_date("2023-02-29").is_none());
+        assert!(parse_date("2024-02-29Z").is_some() && parse_date("2024-02-29+14:00").is_some());
+        assert!(parse_date("2024-02-29+14:30").is_none());
+        assert!(parse_date("0000-01-01").is_none() && parse_date("02024-01-01").is_none());
+        assert!(parse_date("2024-1-01").is_none());
+        assert!(parse_date_time("2026-02-01T00:00:00Z").is_some());
+        assert!(parse_date_time("2026-02-01T24:00:00").is_some());
+        assert!(parse_date_time("2026-02-01T24:00:01").is_none());
+        assert!(parse_date_time("2026-02-01T10:00:00.").is_none());
+        assert!(parse_date_time("2026-02-01").is_none());
+        assert!(parse_g_year("2026").is_some() && parse_g_year("26").is_none());
+    }
+
+    #[test]
+    fn integer_types_have_their_ranges() {
+        assert!(Builtin::Byte.parse("127").is_ok() && Builtin::Byte.parse("128").is_err());
+        assert!(Builtin::NonNegativeInteger.parse("-1").is_err() && Builtin::NonNegativeInteger.parse("-0").is_ok());
+        assert!(Builtin::Int.parse("2147483648").is_err());
+    }
+}
