@@ -1,20 +1,18 @@
 //! Client-side rate limits per endpoint group, with the official defaults (API-NOTES §7), so a
 //! well-behaved caller never meets KSeF's 429 (whose block time grows with each violation).
 //!
-//! KSeF counts in sliding windows; a token bucket (governor's GCRA) that allows a burst of `n`
-//! could pass up to `2n - 1` requests in one sliding window. So each window gets a bucket with
-//! burst 1 and one request per `window / n`: never more than `n` in any window, at the full
-//! sustained rate. All three windows of a group apply at once. The limits hold per process:
-//! several processes sending for one context must share the budget (the relay caps send
-//! concurrency per NIP for that reason).
+//! KSeF counts in sliding windows of 1 s, 60 s and 60 min that all apply at once. A token
+//! bucket (governor's GCRA) cannot express that: with a burst of `n` it lets up to `2n - 1`
+//! requests into one sliding window, and with a burst of 1 it makes a session close wait
+//! 30 s behind its open (120/h). So this is the same sliding log KSeF keeps: the times of the
+//! last requests per group, and a request waits until every window has room. The limits hold
+//! per process: several processes sending for one context must share the budget (the relay
+//! caps send concurrency per NIP for that reason).
 
-use std::collections::HashMap;
-use std::num::NonZeroU32;
+use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
-use governor::clock::DefaultClock;
-use governor::state::{InMemoryState, NotKeyed};
-use governor::{Quota, RateLimiter};
+use tokio::time::Instant;
 
 /// The endpoint groups of the official limits table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -109,36 +107,61 @@ impl ClientLimits {
     }
 }
 
-type Bucket = RateLimiter<NotKeyed, InMemoryState, DefaultClock>;
+/// KSeF counts a request when it arrives, we when it leaves: windows are kept 2% longer so
+/// network jitter cannot squeeze two of our requests into one of KSeF's windows.
+const WINDOW_MARGIN: f64 = 1.02;
 
 pub(crate) struct Limiter {
-    buckets: HashMap<EndpointGroup, Vec<Bucket>>,
+    limits: Option<ClientLimits>,
+    log: tokio::sync::Mutex<HashMap<EndpointGroup, VecDeque<Instant>>>,
 }
 
 impl Limiter {
     pub fn new(limits: &ClientLimits) -> Limiter {
-        let mut buckets = HashMap::new();
-        if limits.enabled {
-            let scale = limits.time_scale.max(1e-6);
-            for (group, l) in &limits.groups {
-                let mut v = Vec::new();
-                for (n, window) in [(l.per_second, 1.0), (l.per_minute, 60.0), (l.per_hour, 3600.0)] {
-                    let Some(n) = n.filter(|n| *n > 0) else { continue };
-                    let period = Duration::from_secs_f64(window / f64::from(n) / scale).max(Duration::from_nanos(1));
-                    let quota = Quota::with_period(period).expect("non-zero period").allow_burst(NonZeroU32::MIN);
-                    v.push(RateLimiter::direct(quota));
-                }
-                buckets.insert(*group, v);
-            }
+        Limiter {
+            limits: limits.enabled.then(|| limits.clone()),
+            log: tokio::sync::Mutex::new(HashMap::new()),
         }
-        Limiter { buckets }
     }
 
-    /// Waits until a request of this group may go.
+    /// Waits until a request of this group may go, and counts it.
     pub async fn acquire(&self, group: EndpointGroup) {
-        if let Some(v) = self.buckets.get(&group) {
-            for b in v {
-                b.until_ready().await;
+        let Some(limits) = &self.limits else { return };
+        let Some(l) = limits.groups.get(&group).copied() else { return };
+        let scale = limits.time_scale.max(1e-6);
+        let windows: Vec<(usize, Duration)> = [(l.per_second, 1.0), (l.per_minute, 60.0), (l.per_hour, 3600.0)]
+            .into_iter()
+            .filter_map(|(n, secs)| {
+                n.filter(|n| *n > 0)
+                    .map(|n| (n as usize, Duration::from_secs_f64(secs * WINDOW_MARGIN / scale)))
+            })
+            .collect();
+        let longest = windows.iter().map(|w| w.1).max().unwrap_or_default();
+        loop {
+            let wait = {
+                // Held only to compute; never across the sleep.
+                let mut log = self.log.lock().await;
+                let q = log.entry(group).or_default();
+                let now = Instant::now();
+                while q.front().is_some_and(|t| now.duration_since(*t) >= longest) {
+                    q.pop_front();
+                }
+                let wait = windows
+                    .iter()
+                    .filter_map(|(n, len)| {
+                        let in_window: Vec<&Instant> = q.iter().filter(|t| now.duration_since(**t) < *len).collect();
+                        // Full: wait until the oldest request that counts leaves the window.
+                        (in_window.len() >= *n).then(|| len.saturating_sub(now.duration_since(*in_window[in_window.len() - n])))
+                    })
+                    .max();
+                if wait.is_none() {
+                    q.push_back(now);
+                }
+                wait
+            };
+            match wait {
+                None => return,
+                Some(w) => tokio::time::sleep(w.max(Duration::from_micros(50))).await,
             }
         }
     }
@@ -148,22 +171,46 @@ impl Limiter {
 mod tests {
     use super::*;
 
+    /// Request times in simulated seconds, for `n` requests of a group at 3600x.
+    async fn times(group: EndpointGroup, n: usize) -> Vec<f64> {
+        let l = Limiter::new(&ClientLimits::official().scaled(3600.0));
+        let start = Instant::now();
+        let mut out = Vec::new();
+        for _ in 0..n {
+            l.acquire(group).await;
+            // The instant the limiter counted, not a later reading of the clock.
+            let counted = *l.log.lock().await[&group].back().unwrap();
+            out.push(counted.duration_since(start).as_secs_f64() * 3600.0);
+        }
+        out
+    }
+
+    fn max_in_window(times: &[f64], window: f64) -> usize {
+        (0..times.len())
+            .map(|i| times[i..].iter().take_while(|u| **u - times[i] < window).count())
+            .max()
+            .unwrap_or(0)
+    }
+
     #[tokio::test]
-    async fn no_window_ever_sees_more_than_its_limit() {
-        // invoiceSend at 3600x: 180 per simulated hour (1 s real), 30 per simulated minute.
-        let limits = ClientLimits::official().scaled(3600.0);
-        let l = Limiter::new(&limits);
-        let start = tokio::time::Instant::now();
-        let mut times = Vec::new();
-        for _ in 0..40 {
+    async fn no_window_ever_sees_more_than_its_limit_and_bursts_are_allowed() {
+        // invoiceSend: 10/s, 30/min, 180/h. 200 requests span more than a simulated hour.
+        let t = times(EndpointGroup::InvoiceSend, 200).await;
+        assert!(max_in_window(&t, 1.0) <= 10);
+        assert!(max_in_window(&t, 60.0) <= 30);
+        assert!(max_in_window(&t, 3600.0) <= 180);
+        assert!(t[199] >= 3600.0, "the 181st request waited for the hour window: {}", t[199]);
+        // The first ten go at once: a session open and close need not wait for each other.
+        assert!(t[9] < 1.0, "burst of 10 took {} simulated seconds", t[9]);
+    }
+
+    #[tokio::test]
+    async fn disabled_limits_never_wait() {
+        let l = Limiter::new(&ClientLimits::disabled());
+        let start = Instant::now();
+        for _ in 0..1000 {
             l.acquire(EndpointGroup::InvoiceSend).await;
-            times.push(start.elapsed().as_secs_f64() * 3600.0); // in simulated seconds
         }
-        for (i, t) in times.iter().enumerate() {
-            let in_minute = times[i..].iter().take_while(|u| **u - t < 60.0).count();
-            assert!(in_minute <= 30, "{in_minute} requests within one simulated minute from {t}");
-            let in_second = times[i..].iter().take_while(|u| **u - t < 1.0).count();
-            assert!(in_second <= 10);
-        }
+        assert!(start.elapsed() < Duration::from_secs(1));
     }
 }
