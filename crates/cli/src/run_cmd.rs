@@ -47,6 +47,7 @@ struct Ports {
     store: Box<dyn DocumentStore>,
     archive: Box<dyn Archive>,
     send_queue: Box<dyn Queue>,
+    corrections_queue: Box<dyn Queue>,
     memory_archive: Option<Arc<MemoryArchive>>,
     description: String,
 }
@@ -76,10 +77,12 @@ async fn build_ports(args: &RunArgs) -> Result<Ports> {
         None => {
             let archive = Arc::new(MemoryArchive::new());
             let (send, _dlq) = MemoryQueue::with_dlq("send", 5, Arc::new(SystemClock));
+            let (corrections, _dlq) = MemoryQueue::with_dlq("corrections", 5, Arc::new(SystemClock));
             Ok(Ports {
                 store: Box::new(MemoryDocumentStore::new()),
                 archive: Box::new(SharedArchive(archive.clone())),
                 send_queue: Box::new(send),
+                corrections_queue: Box::new(corrections),
                 memory_archive: Some(archive),
                 description: "in-memory stores".into(),
             })
@@ -94,10 +97,13 @@ async fn build_ports(args: &RunArgs) -> Result<Ports> {
             provision::create_documents_table(&clients.dynamodb, &run).await?;
             provision::create_bucket(&clients.s3, &run, &args.region).await?;
             let pair = provision::create_queue_with_dlq(&clients.sqs, &format!("{run}-send"), 5, Duration::from_secs(180)).await?;
+            let corrections =
+                provision::create_queue_with_dlq(&clients.sqs, &format!("{run}-corrections"), 5, Duration::from_secs(180)).await?;
             Ok(Ports {
                 store: Box::new(DynamoDocumentStore::new(clients.dynamodb.clone(), &run)),
                 archive: Box::new(S3Archive::new(clients.s3.clone(), &run)),
                 send_queue: Box::new(SqsQueue::new(clients.sqs.clone(), pair.url)),
+                corrections_queue: Box::new(SqsQueue::new(clients.sqs.clone(), corrections.url)),
                 memory_archive: None,
                 description: format!("AWS API at {endpoint} (table, bucket and queue {run}*)"),
             })
@@ -171,6 +177,7 @@ pub async fn run(args: RunArgs) -> Result<ExitCode> {
         store: ports.store.as_ref(),
         archive: ports.archive.as_ref(),
         send_queue: ports.send_queue.as_ref(),
+        corrections_queue: ports.corrections_queue.as_ref(),
     };
 
     let pb = bar(inputs.len(), "intake");
@@ -183,6 +190,7 @@ pub async fn run(args: RunArgs) -> Result<ExitCode> {
             bytes,
             source_key: format!("local/{name}"),
             erp_document_id: erp,
+            expected_seller: None,
             trace_id: None,
         };
         let outcome = intake(&intake_ports, upload, Utc::now())
@@ -190,6 +198,16 @@ pub async fn run(args: RunArgs) -> Result<ExitCode> {
             .with_context(|| format!("intake of {name}"))?;
         let (key, owns_record, text, trace) = match &outcome {
             IntakeOutcome::Queued(r) => (Some(r.key.clone()), true, "registered, queued".to_owned(), r.trace_id.to_string()),
+            IntakeOutcome::Resubmitted(r) => (
+                Some(r.key.clone()),
+                true,
+                "corrected file replaced a rejected one, queued".to_owned(),
+                r.trace_id.to_string(),
+            ),
+            IntakeOutcome::Rejected(r) => {
+                let why = r.last_error.as_ref().map(|f| f.message.clone()).unwrap_or_default();
+                (Some(r.key.clone()), true, format!("REJECTED: {why}"), r.trace_id.to_string())
+            }
             IntakeOutcome::Repeat(r) => (
                 Some(r.key.clone()),
                 false,
@@ -205,7 +223,10 @@ pub async fn run(args: RunArgs) -> Result<ExitCode> {
                 ),
                 String::new(),
             ),
-            IntakeOutcome::Unreadable(f) => (None, false, format!("not registered: {}", f.message), String::new()),
+            IntakeOutcome::NotRegistered(f) => {
+                let why: Vec<&str> = f.iter().map(|f| f.message.as_str()).collect();
+                (None, false, format!("not registered: {}", why.join("; ")), String::new())
+            }
         };
         rows.push(Row {
             file: name.clone(),

@@ -158,6 +158,15 @@ pub enum Change {
     Conflict { failure: Failure },
     /// Back to the queue: resend in a new session (405, 550), a DLQ replay, a resolved conflict.
     Requeued { reason: String, reset_budget: bool },
+    /// A corrected file under the same identity replaces a REJECTED one (a rejected invoice never
+    /// legally existed, so its number may be used again): new content, fresh budget, QUEUED.
+    Resubmitted {
+        content_hash: ContentHash,
+        content_size: u64,
+        erp_document_id: ErpDocumentId,
+        trace_id: TraceId,
+        storage: StorageKeys,
+    },
 }
 
 impl Change {
@@ -170,7 +179,18 @@ impl Change {
             Change::Rejected { .. } => DocumentState::Rejected,
             Change::Failed { .. } => DocumentState::Failed,
             Change::Conflict { .. } => DocumentState::Conflict,
-            Change::Requeued { .. } => DocumentState::Queued,
+            Change::Requeued { .. } | Change::Resubmitted { .. } => DocumentState::Queued,
+        }
+    }
+
+    /// Changes that only make sense from particular states, beyond the state machine's table.
+    fn admits(&self, from: DocumentState) -> bool {
+        use DocumentState::*;
+        match self {
+            Change::SendStarted { .. } => from == Queued,
+            Change::RetryScheduled { .. } => matches!(from, Queued | Sent | Processing),
+            Change::Resubmitted { .. } => from == Rejected,
+            _ => true,
         }
     }
 }
@@ -286,6 +306,9 @@ impl DocumentRecord {
         if moves || !matches!(change, Change::SendStarted { .. } | Change::RetryScheduled { .. }) {
             from.check_transition(to)?;
         }
+        if !change.admits(from) {
+            return Err(TransitionError { from, to });
+        }
         let mut r = self.clone();
         let mut history = Vec::new();
         let mut release_lease = true;
@@ -383,6 +406,33 @@ impl DocumentRecord {
                 r.next_attempt_at = None;
                 // A new session will be opened: the old invoice reference no longer applies.
                 r.ksef.invoice_reference = None;
+            }
+            Change::Resubmitted {
+                content_hash,
+                content_size,
+                erp_document_id,
+                trace_id,
+                storage,
+            } => {
+                reason = format!("corrected file {} replaces the rejected content {}", storage.source, r.content_hash);
+                history.push(HistoryEntry {
+                    at: now,
+                    event: HistoryEvent::Registered {
+                        content_hash,
+                        erp_document_id: erp_document_id.clone(),
+                        trace_id: trace_id.clone(),
+                        source: storage.source.clone(),
+                    },
+                });
+                r.content_hash = content_hash;
+                r.content_size = content_size;
+                r.erp_document_id = erp_document_id;
+                r.trace_id = trace_id;
+                r.storage = storage;
+                r.attempts = 0;
+                r.next_attempt_at = None;
+                r.last_error = None;
+                r.ksef = KsefRefs::default();
             }
         }
         if moves || !reason.is_empty() {
@@ -584,6 +634,34 @@ mod tests {
             .unwrap()
             .record;
         assert_eq!(r.attempts, 0);
+    }
+
+    #[test]
+    fn a_corrected_file_replaces_a_rejected_one_and_only_a_rejected_one() {
+        let t0 = Utc::now();
+        let mut d = new_doc();
+        d.initial = InitialState::Rejected {
+            findings: vec![Failure::new(ErrorClass::Permanent, ErrorSource::Validation, "bad sum")],
+        };
+        let rejected = DocumentRecord::register(d, t0).record;
+        let fixed = Change::Resubmitted {
+            content_hash: ContentHash::of(b"fixed"),
+            content_size: 5,
+            erp_document_id: ErpDocumentId::parse("erp-1-v2").unwrap(),
+            trace_id: TraceId::parse("t-2").unwrap(),
+            storage: StorageKeys {
+                source: "inbox/9999999999/erp-1-v2.xml".into(),
+                ..Default::default()
+            },
+        };
+        let a = rejected.apply(fixed.clone(), t0).unwrap();
+        assert_eq!(
+            (a.record.state, a.record.content_hash, a.record.last_error.clone()),
+            (DocumentState::Queued, ContentHash::of(b"fixed"), None)
+        );
+        assert!(a.history.iter().any(|h| matches!(h.event, HistoryEvent::Registered { .. })));
+        let queued = DocumentRecord::register(new_doc(), t0).record;
+        assert!(queued.apply(fixed, t0).is_err(), "only a REJECTED document may be replaced");
     }
 
     #[test]

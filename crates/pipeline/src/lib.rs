@@ -11,4 +11,5 @@
 
 pub mod intake;
 pub mod messages;
+pub mod outbox;
 pub mod s3_event;

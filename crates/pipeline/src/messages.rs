@@ -1,7 +1,7 @@
 //! Queue message bodies. A message names the document by its business identity and carries the
 //! trace id (also as a message attribute); never its content.
 
-use relay_domain::{ContentHash, DocumentKey, TraceId};
+use relay_domain::{ContentHash, DocumentKey, ErpDocumentId, Failure, TraceId};
 use serde::{Deserialize, Serialize};
 
 /// "Send this document": from intake (and replays) to the send function.
@@ -19,5 +19,25 @@ impl SendRequest {
 
     pub fn from_json(body: &str) -> Result<Self, serde_json::Error> {
         serde_json::from_str(body)
+    }
+}
+
+/// "A person must look at this": to the corrections queue, for an ERP team or an accountant.
+/// Carries the findings in full (messages and XML paths), never the invoice content.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CorrectionNotice {
+    /// The registered document, when the file had a readable identity.
+    pub document: Option<DocumentKey>,
+    pub source_key: String,
+    pub erp_document_id: ErpDocumentId,
+    pub trace_id: TraceId,
+    /// `REJECTED`, `CONFLICT` or `NOT_REGISTERED`.
+    pub outcome: String,
+    pub failures: Vec<Failure>,
+}
+
+impl CorrectionNotice {
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("a CorrectionNotice always serialises")
     }
 }

@@ -1,0 +1,91 @@
+//! The ERP's feedback: `outbox/{sellerNip}/{erpDocId}.json`, rewritten at every milestone, so
+//! an ERP that can only read files from S3 learns the state, the KSeF number and acquisition
+//! date, where the UPO is, every error in full, and the trace id to quote to support.
+
+use chrono::{DateTime, Utc};
+use relay_domain::ports::{Archive, ArchiveError, ObjectBody};
+use relay_domain::storage_keys::outbox_key;
+use relay_domain::{DocumentRecord, ErpDocumentId, Failure, Nip, TraceId};
+use serde::Serialize;
+
+/// What the ERP reads back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OutboxResult {
+    pub erp_document_id: ErpDocumentId,
+    pub seller_nip: Nip,
+    /// `QUEUED`, `ACCEPTED`, `REJECTED`, ... or `NOT_REGISTERED` for a file without a readable identity.
+    pub state: String,
+    pub state_label: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub invoice_kind: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub invoice_number: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub content_hash: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ksef_number: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub acquisition_date: Option<DateTime<Utc>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upo_key: Option<String>,
+    pub trace_id: TraceId,
+    pub errors: Vec<Failure>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl OutboxResult {
+    /// The result for a registered document, with the errors to report (all findings for a
+    /// rejection; the last error otherwise).
+    pub fn for_record(r: &DocumentRecord, errors: Vec<Failure>) -> Self {
+        OutboxResult {
+            erp_document_id: r.erp_document_id.clone(),
+            seller_nip: r.key.seller_nip.clone(),
+            state: r.state.code().into(),
+            state_label: r.state.label_pl().into(),
+            invoice_kind: Some(r.key.kind.code().into()),
+            invoice_number: Some(r.key.invoice_number.to_string()),
+            content_hash: Some(r.content_hash.to_base64()),
+            ksef_number: r.ksef.ksef_number.as_ref().map(|k| k.to_string()),
+            acquisition_date: r.ksef.acquisition_date,
+            upo_key: r.storage.upo.clone(),
+            trace_id: r.trace_id.clone(),
+            errors,
+            updated_at: r.updated_at,
+        }
+    }
+
+    /// The result for a file the relay could not register (no readable identity, too large, ...).
+    pub fn not_registered(seller: Nip, erp: ErpDocumentId, trace_id: TraceId, errors: Vec<Failure>, now: DateTime<Utc>) -> Self {
+        OutboxResult {
+            erp_document_id: erp,
+            seller_nip: seller,
+            state: "NOT_REGISTERED".into(),
+            state_label: "NIE_PRZYJĘTA_DO_WYSYŁKI".into(),
+            invoice_kind: None,
+            invoice_number: None,
+            content_hash: None,
+            ksef_number: None,
+            acquisition_date: None,
+            upo_key: None,
+            trace_id,
+            errors,
+            updated_at: now,
+        }
+    }
+
+    pub fn key(&self) -> String {
+        outbox_key(&self.seller_nip, &self.erp_document_id)
+    }
+
+    /// Writes (replaces) the result.
+    pub async fn publish(&self, archive: &dyn Archive) -> Result<(), ArchiveError> {
+        let body = serde_json::to_vec_pretty(self).expect("an outbox result always serialises");
+        archive
+            .put(
+                &self.key(),
+                ObjectBody::new(body, "application/json").with_metadata("trace-id", self.trace_id.as_str()),
+            )
+            .await
+    }
+}
