@@ -24,6 +24,7 @@ pub const HARD_SIZE_LIMIT: u64 = 3_000_000;
 /// One uploaded object, as the intake sees it.
 #[derive(Debug, Clone)]
 pub struct Upload<'a> {
+    /// The exact bytes (empty when the upload is refused before reading, see [`refuse`]).
     pub bytes: &'a [u8],
     /// Where the ERP put it (`inbox/{sellerNip}/{erpDocId}.xml`).
     pub source_key: String,
@@ -103,11 +104,7 @@ pub async fn intake<S: DocumentRegistry + DocumentUpdates + ?Sized>(
     let trace_id = upload.trace_id.clone().unwrap_or_else(TraceId::generate);
     let size = upload.bytes.len() as u64;
     if size > HARD_SIZE_LIMIT {
-        let f = finding(
-            "SIZE_LIMIT",
-            format!("the file is {size} bytes; KSeF accepts at most {HARD_SIZE_LIMIT} (1,000,000 without attachments)"),
-        );
-        return not_registered(ports, &upload, trace_id, vec![f], now).await;
+        return not_registered(ports, &upload, trace_id, vec![oversize(size)], now).await;
     }
     let identity = match relay_fa3::read_identity(upload.bytes) {
         Ok(id) => id,
@@ -240,6 +237,26 @@ async fn queue_for_send<S: DocumentRegistry + DocumentUpdates + ?Sized>(
         .send(OutgoingMessage::new(message.to_json()).with_trace_id(&record.trace_id))
         .await?;
     Ok(())
+}
+
+/// Answers an upload the handler refused before reading it (larger than KSeF could ever
+/// accept): outbox result and corrections notice, nothing registered.
+pub async fn refuse<S: DocumentRegistry + DocumentUpdates + ?Sized>(
+    ports: &IntakePorts<'_, S>,
+    upload: &Upload<'_>,
+    failures: Vec<Failure>,
+    now: DateTime<Utc>,
+) -> Result<IntakeOutcome, IntakeError> {
+    let trace_id = upload.trace_id.clone().unwrap_or_else(TraceId::generate);
+    not_registered(ports, upload, trace_id, failures, now).await
+}
+
+/// The finding for a file over [`HARD_SIZE_LIMIT`].
+pub fn oversize(size: u64) -> Failure {
+    finding(
+        "SIZE_LIMIT",
+        format!("the file is {size} bytes; KSeF accepts at most {HARD_SIZE_LIMIT} (1,000,000 without attachments)"),
+    )
 }
 
 async fn not_registered<S: DocumentRegistry + DocumentUpdates + ?Sized>(

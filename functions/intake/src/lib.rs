@@ -1,0 +1,132 @@
+//! # The intake function
+//!
+//! Triggered by the intake queue, which receives S3 ObjectCreated notifications for
+//! `inbox/{sellerNip}/{erpDocId}.xml`. For each created object it reads the bytes and the
+//! optional `trace-id` metadata and runs [`relay_pipeline::intake::intake`]. A record whose work
+//! failed for a retryable reason (a store, queue or bucket error) is reported in
+//! `batchItemFailures`, so SQS redelivers only that one; the intake is idempotent, so a
+//! redelivery is harmless. A message that is not an S3 notification at all also fails, so it
+//! ends, visible, in the intake DLQ rather than being dropped.
+
+use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
+use chrono::Utc;
+use relay_aws::settings::IntakeSettings;
+use relay_aws::{AwsClients, DynamoDocumentStore, S3Archive, SqsQueue};
+use relay_domain::ports::Archive;
+use relay_domain::storage_keys::parse_inbox_key;
+use relay_domain::TraceId;
+use relay_pipeline::intake::{intake, oversize, refuse, IntakePorts, Upload, HARD_SIZE_LIMIT};
+use relay_pipeline::s3_event::created_objects;
+
+/// The function's adapters, built once per cold start.
+pub struct IntakeDeps {
+    pub store: DynamoDocumentStore,
+    pub bucket: S3Archive,
+    pub send_queue: SqsQueue,
+    pub corrections_queue: SqsQueue,
+}
+
+impl IntakeDeps {
+    pub async fn new(settings: &IntakeSettings) -> Self {
+        let clients = AwsClients::new(&settings.aws).await;
+        IntakeDeps {
+            store: DynamoDocumentStore::new(clients.dynamodb.clone(), &settings.resources.table),
+            bucket: S3Archive::new(clients.s3.clone(), &settings.resources.bucket),
+            send_queue: SqsQueue::new(clients.sqs.clone(), &settings.send_queue_url),
+            corrections_queue: SqsQueue::new(clients.sqs.clone(), &settings.corrections_queue_url),
+        }
+    }
+
+    fn ports(&self) -> IntakePorts<'_, DynamoDocumentStore> {
+        IntakePorts {
+            store: &self.store,
+            archive: &self.bucket,
+            send_queue: &self.send_queue,
+            corrections_queue: &self.corrections_queue,
+        }
+    }
+}
+
+/// Handles one SQS batch; the response names the messages to redeliver.
+pub async fn handle(event: SqsEvent, deps: &IntakeDeps) -> SqsBatchResponse {
+    let results = futures::future::join_all(event.records.iter().map(|m| handle_message(m, deps))).await;
+    let batch_item_failures = event
+        .records
+        .iter()
+        .zip(results)
+        .filter(|(_, ok)| !ok)
+        .map(|(m, _)| {
+            let mut f = BatchItemFailure::default();
+            f.item_identifier = m.message_id.clone().unwrap_or_default();
+            f
+        })
+        .collect();
+    let mut response = SqsBatchResponse::default();
+    response.batch_item_failures = batch_item_failures;
+    response
+}
+
+/// True when the message is done with (including answered refusals); false to redeliver it.
+async fn handle_message(message: &SqsMessage, deps: &IntakeDeps) -> bool {
+    let body = message.body.as_deref().unwrap_or_default();
+    let objects = match created_objects(body) {
+        Ok(objects) => objects,
+        Err(e) => {
+            tracing::error!(message_id = ?message.message_id, error = %e, "not an S3 notification; leaving it for the DLQ");
+            return false;
+        }
+    };
+    let mut ok = true;
+    for object in objects {
+        let (seller, erp) = match parse_inbox_key(&object.key) {
+            Ok(parts) => parts,
+            Err(e) => {
+                // Outside the inbox layout there is no seller to answer; the object stays where it is.
+                tracing::error!(key = %object.key, error = %e, "object key is not inbox/{{sellerNip}}/{{erpDocId}}.xml; not processed");
+                continue;
+            }
+        };
+        let mut upload = Upload {
+            bytes: &[],
+            source_key: object.key.clone(),
+            erp_document_id: erp.clone(),
+            expected_seller: Some(seller.clone()),
+            trace_id: None,
+        };
+        let now = Utc::now();
+        let result = if object.size.is_some_and(|s| s > HARD_SIZE_LIMIT) {
+            // Never read what KSeF could never accept.
+            refuse(&deps.ports(), &upload, vec![oversize(object.size.unwrap_or_default())], now).await
+        } else {
+            match deps.bucket.get(&object.key).await {
+                Ok(Some(found)) => {
+                    upload.trace_id = found.metadata.get("trace-id").and_then(|t| TraceId::parse(t).ok());
+                    let upload = Upload {
+                        bytes: &found.bytes,
+                        ..upload
+                    };
+                    intake(&deps.ports(), upload, now).await
+                }
+                Ok(None) => {
+                    tracing::warn!(key = %object.key, "object is gone (deleted after upload); nothing to do");
+                    continue;
+                }
+                Err(e) => {
+                    tracing::warn!(key = %object.key, error = %e, "cannot read the object; will retry");
+                    ok = false;
+                    continue;
+                }
+            }
+        };
+        match result {
+            Ok(outcome) => {
+                tracing::info!(seller_nip = %seller, erp_document_id = %erp, outcome = outcome.name(), "intake done");
+            }
+            Err(e) => {
+                tracing::warn!(seller_nip = %seller, erp_document_id = %erp, error = %e, "intake failed; will retry");
+                ok = false;
+            }
+        }
+    }
+    ok
+}

@@ -1,0 +1,189 @@
+//! The intake function end to end on the AWS emulator: real S3 notifications to a real intake
+//! queue, delivered to the handler as the Lambda SQS event source would, with real DynamoDB,
+//! S3 and SQS behind it.
+
+use std::time::Duration;
+
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{Event, NotificationConfiguration, QueueConfiguration};
+use aws_sdk_sqs::types::QueueAttributeName;
+use relay_aws::{provision, DynamoDocumentStore, S3Archive, SqsQueue};
+use relay_domain::ports::{Archive, DocumentRegistry, Queue};
+use relay_domain::{DocumentKey, DocumentState, InvoiceKind, InvoiceNumber, Nip};
+use relay_fn_intake::{handle, IntakeDeps};
+use relay_tests::emulator;
+
+const SAMPLE_1: &[u8] = include_bytes!("../../../data/ksef/samples/FA_3_Przykład_1.xml");
+const SAMPLE_21: &[u8] = include_bytes!("../../../data/ksef/samples/FA_3_Przykład_21.xml");
+
+/// The SQS event Lambda would deliver for these messages.
+fn lambda_event(messages: &[relay_domain::ports::ReceivedMessage]) -> aws_lambda_events::sqs::SqsEvent {
+    let records: Vec<serde_json::Value> = messages
+        .iter()
+        .map(|m| {
+            serde_json::json!({
+                "messageId": m.message_id, "receiptHandle": m.receipt, "body": m.body,
+                "attributes": {"ApproximateReceiveCount": m.receive_count.to_string()},
+                "messageAttributes": {}, "md5OfBody": "", "eventSource": "aws:sqs",
+                "eventSourceARN": "arn:aws:sqs:eu-central-1:123456789012:intake", "awsRegion": "eu-central-1"
+            })
+        })
+        .collect();
+    serde_json::from_value(serde_json::json!({ "Records": records })).expect("a Lambda SQS event")
+}
+
+async fn drain(queue: &SqsQueue) -> Vec<relay_domain::ports::ReceivedMessage> {
+    let mut all = Vec::new();
+    for _ in 0..3 {
+        let got = queue.receive(10, Duration::from_secs(60), Duration::from_secs(1)).await.unwrap();
+        if got.is_empty() && !all.is_empty() {
+            break;
+        }
+        all.extend(got);
+    }
+    all
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_become_documents_repeats_do_nothing_and_bad_files_are_answered() {
+    let c = emulator::clients().await;
+    let name = relay_tests::unique_name("relay");
+    provision::create_documents_table(&c.dynamodb, &name).await.unwrap();
+    provision::create_bucket(&c.s3, &name, emulator::REGION).await.unwrap();
+    let intake_q = provision::create_queue_with_dlq(&c.sqs, &format!("{name}-intake"), 5, Duration::from_secs(60))
+        .await
+        .unwrap();
+    let send_q = provision::create_queue_with_dlq(&c.sqs, &format!("{name}-send"), 5, Duration::from_secs(60))
+        .await
+        .unwrap();
+    let corr_q = provision::create_queue_with_dlq(&c.sqs, &format!("{name}-corrections"), 5, Duration::from_secs(60))
+        .await
+        .unwrap();
+    let arn = c
+        .sqs
+        .get_queue_attributes()
+        .queue_url(&intake_q.url)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .unwrap();
+    let arn = arn.attributes().unwrap()[&QueueAttributeName::QueueArn].clone();
+    let notify = QueueConfiguration::builder()
+        .queue_arn(arn)
+        .events(Event::from("s3:ObjectCreated:*"))
+        .build()
+        .unwrap();
+    c.s3.put_bucket_notification_configuration()
+        .bucket(&name)
+        .notification_configuration(NotificationConfiguration::builder().queue_configurations(notify).build())
+        .send()
+        .await
+        .unwrap();
+
+    let put = |key: &'static str, bytes: &'static [u8], trace: Option<&'static str>| {
+        let mut req = c.s3.put_object().bucket(&name).key(key).body(ByteStream::from_static(bytes));
+        if let Some(t) = trace {
+            req = req.metadata("trace-id", t);
+        }
+        req.send()
+    };
+    put("inbox/9999999999/FV-1.xml", SAMPLE_1, Some("erp-trace-0001")).await.unwrap();
+    put("inbox/9999999999/FV-1 copy.xml", SAMPLE_1, None).await.unwrap();
+    put("inbox/9999999999/FV-21.xml", SAMPLE_21, None).await.unwrap();
+    put(
+        "inbox/9999999999/junk.xml",
+        b"<?xml version=\"1.0\"?><!DOCTYPE a [<!ENTITY x \"y\">]><a>&x;</a>",
+        None,
+    )
+    .await
+    .unwrap();
+
+    let deps = IntakeDeps {
+        store: DynamoDocumentStore::new(c.dynamodb.clone(), &name),
+        bucket: S3Archive::new(c.s3.clone(), &name),
+        send_queue: SqsQueue::new(c.sqs.clone(), &send_q.url),
+        corrections_queue: SqsQueue::new(c.sqs.clone(), &corr_q.url),
+    };
+    let intake_queue = SqsQueue::new(c.sqs.clone(), &intake_q.url);
+    let messages = drain(&intake_queue).await;
+    assert!(messages.len() >= 5, "4 uploads and the s3:TestEvent, got {}", messages.len());
+    // Deliver the first upload alone first, so "first" and "repeat" are well defined.
+    let (first, rest): (Vec<_>, Vec<_>) = messages.into_iter().partition(|m| m.body.contains("FV-1.xml"));
+    for batch in [first, rest] {
+        let response = handle(lambda_event(&batch), &deps).await;
+        assert!(response.batch_item_failures.is_empty(), "{:?}", response.batch_item_failures);
+    }
+
+    let key = DocumentKey::new(
+        Nip::parse("9999999999").unwrap(),
+        InvoiceKind::Vat,
+        InvoiceNumber::parse("FV2026/02/150").unwrap(),
+    );
+    let doc = deps.store.get(&key).await.unwrap().expect("registered");
+    assert_eq!(doc.record.state, DocumentState::Queued);
+    assert_eq!(
+        doc.record.trace_id.as_str(),
+        "erp-trace-0001",
+        "the ERP's trace id from the object metadata"
+    );
+    assert_eq!(doc.record.erp_document_id.as_str(), "FV-1");
+    let archived = deps
+        .bucket
+        .get(doc.record.storage.archive.as_deref().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(archived.bytes, SAMPLE_1, "the exact bytes are archived");
+    let history: Vec<String> = doc.history.iter().map(|h| serde_json::to_string(h).unwrap()).collect();
+    assert!(
+        history.iter().any(|h| h.contains("arrived again") && h.contains("FV-1 copy")),
+        "{history:?}"
+    );
+    assert!(
+        history.iter().any(|h| h.contains("IDENTITY_CONFLICT") && h.contains("FV-21")),
+        "{history:?}"
+    );
+
+    let sends = drain(&deps.send_queue).await;
+    assert_eq!(sends.len(), 1, "one document to send: the repeat and the conflict are not sent");
+    assert_eq!(sends[0].trace_id().map(|t| t.to_string()).as_deref(), Some("erp-trace-0001"));
+    let corrections: Vec<String> = drain(&deps.corrections_queue).await.into_iter().map(|m| m.body).collect();
+    assert_eq!(corrections.len(), 2, "{corrections:?}");
+    assert!(corrections.iter().any(|b| b.contains("\"outcome\":\"CONFLICT\"")));
+    assert!(corrections
+        .iter()
+        .any(|b| b.contains("\"outcome\":\"NOT_REGISTERED\"") && b.contains("DOCTYPE")));
+
+    let outbox = |erp: &str| {
+        let bucket = &deps.bucket;
+        let key = format!("outbox/9999999999/{erp}.json");
+        async move { serde_json::from_slice::<serde_json::Value>(&bucket.get(&key).await.unwrap().expect("outbox result").bytes).unwrap() }
+    };
+    assert_eq!(outbox("FV-1").await["state"], "QUEUED");
+    assert_eq!(outbox("FV-21").await["state"], "CONFLICT");
+    assert_eq!(outbox("junk").await["state"], "NOT_REGISTERED");
+    assert_eq!(outbox("FV-1").await["traceId"], "erp-trace-0001");
+}
+
+#[tokio::test]
+async fn a_message_that_is_not_a_notification_is_failed_for_the_dlq() {
+    let c = emulator::clients().await;
+    let name = relay_tests::unique_name("relay");
+    let deps = IntakeDeps {
+        store: DynamoDocumentStore::new(c.dynamodb.clone(), &name),
+        bucket: S3Archive::new(c.s3.clone(), &name),
+        send_queue: SqsQueue::new(c.sqs.clone(), "http://unused"),
+        corrections_queue: SqsQueue::new(c.sqs.clone(), "http://unused"),
+    };
+    let junk = relay_domain::ports::ReceivedMessage {
+        message_id: "m-1".into(),
+        receipt: "r".into(),
+        body: "hello".into(),
+        attributes: Default::default(),
+        receive_count: 1,
+        sent_at: chrono::Utc::now(),
+    };
+    let response = handle(lambda_event(&[junk]), &deps).await;
+    assert_eq!(response.batch_item_failures.len(), 1);
+    assert_eq!(response.batch_item_failures[0].item_identifier, "m-1");
+}
