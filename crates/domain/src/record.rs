@@ -29,6 +29,10 @@ pub struct KsefRefs {
     pub ksef_number: Option<KsefNumber>,
     /// When KSeF assigned the number: legally the date of receipt.
     pub acquisition_date: Option<DateTime<Utc>>,
+    /// A send was started in this session and its result is unknown (a timeout, a 5xx, a crash):
+    /// before sending again, the session's invoice list must be checked for our hash.
+    #[serde(default)]
+    pub unconfirmed_send: Option<KsefReference>,
 }
 
 /// Where the document's objects live in the archive.
@@ -131,11 +135,16 @@ pub enum Change {
     /// About to POST the invoice in `session`. Keeps the lease and the state.
     SendStarted { session: KsefReference },
     /// A failed attempt that will be retried at `retry_at`. Rate limits are not charged.
+    /// `maybe_received`: KSeF may have taken the invoice after all (timeout, 5xx), so the next
+    /// attempt reconciles first; false when KSeF certainly refused it (429, 401, 4xx).
     RetryScheduled {
         failure: Failure,
         retry_at: DateTime<Utc>,
         charged: bool,
+        maybe_received: bool,
     },
+    /// Reconciliation found no trace of the unconfirmed send in its session: sending is safe.
+    Reconciled { detail: String },
     /// KSeF took the invoice (202) under `invoice_reference`.
     Sent {
         session: KsefReference,
@@ -172,7 +181,7 @@ pub enum Change {
 impl Change {
     fn target(&self, current: DocumentState) -> DocumentState {
         match self {
-            Change::SendStarted { .. } | Change::RetryScheduled { .. } => current,
+            Change::SendStarted { .. } | Change::RetryScheduled { .. } | Change::Reconciled { .. } => current,
             Change::Sent { .. } => DocumentState::Sent,
             Change::Processing { .. } => DocumentState::Processing,
             Change::Accepted { .. } => DocumentState::Accepted,
@@ -187,7 +196,7 @@ impl Change {
     fn admits(&self, from: DocumentState) -> bool {
         use DocumentState::*;
         match self {
-            Change::SendStarted { .. } => from == Queued,
+            Change::SendStarted { .. } | Change::Reconciled { .. } => from == Queued,
             Change::RetryScheduled { .. } => matches!(from, Queued | Sent | Processing),
             Change::Resubmitted { .. } => from == Rejected,
             _ => true,
@@ -303,7 +312,7 @@ impl DocumentRecord {
         let to = change.target(from);
         let moves = to != from;
         // SendStarted and RetryScheduled stay put; a state change goes through the one check.
-        if moves || !matches!(change, Change::SendStarted { .. } | Change::RetryScheduled { .. }) {
+        if moves || !matches!(change, Change::SendStarted { .. } | Change::RetryScheduled { .. } | Change::Reconciled { .. }) {
             from.check_transition(to)?;
         }
         if !change.admits(from) {
@@ -324,16 +333,30 @@ impl DocumentRecord {
                         attempt: r.attempts + 1,
                     },
                 });
-                r.ksef.session_reference = Some(session);
+                r.ksef.session_reference = Some(session.clone());
+                r.ksef.unconfirmed_send = Some(session);
+                reason = String::new();
+            }
+            Change::Reconciled { detail } => {
+                release_lease = false;
+                r.ksef.unconfirmed_send = None;
+                history.push(HistoryEntry {
+                    at: now,
+                    event: HistoryEvent::Note { message: detail },
+                });
                 reason = String::new();
             }
             Change::RetryScheduled {
                 failure,
                 retry_at,
                 charged,
+                maybe_received,
             } => {
                 if charged {
                     r.attempts += 1;
+                }
+                if !maybe_received {
+                    r.ksef.unconfirmed_send = None;
                 }
                 r.next_attempt_at = Some(retry_at);
                 reason = String::new();
@@ -361,6 +384,8 @@ impl DocumentRecord {
                 reason = format!("KSeF took the invoice as {invoice_reference} in session {session}");
                 r.ksef.session_reference = Some(session);
                 r.ksef.invoice_reference = Some(invoice_reference);
+                r.ksef.unconfirmed_send = None;
+                r.ksef.unconfirmed_send = None;
                 r.next_attempt_at = None;
             }
             Change::Processing { detail, next_poll_at } => {
@@ -605,6 +630,7 @@ mod tests {
                     failure: f.clone(),
                     retry_at: t0,
                     charged: true,
+                    maybe_received: true,
                 },
                 t0,
             )
@@ -616,6 +642,7 @@ mod tests {
                     failure: f,
                     retry_at: t0,
                     charged: false,
+                    maybe_received: false,
                 },
                 t0,
             )

@@ -235,12 +235,14 @@ pub async fn transition_records_the_result_and_refuses_a_stale_version<S: Docume
                 failure: transient("HTTP 503"),
                 retry_at: t(32),
                 charged: true,
+                maybe_received: true,
             },
             t(3),
         )
         .await
         .unwrap();
     assert_eq!((retried.attempts, retried.version, retried.lease.clone()), (1, 4, None));
+    assert_eq!(retried.ksef.unconfirmed_send, Some(session()), "a 503 after the POST may hide a receipt");
     // A writer still holding the older version loses.
     let err = store
         .transition(
