@@ -57,6 +57,13 @@ impl ClientConfig {
 pub enum Credentials {
     /// A KSeF token for a NIP context.
     Token { context: Nip, token: KsefToken },
+    /// A certificate (a KSeF certificate of type Authentication in production) signing a XAdES
+    /// `AuthTokenRequest` for a NIP context.
+    Certificate {
+        context: Nip,
+        identity: crate::xades::SigningIdentity,
+        subject: crate::xades::SubjectIdentifierType,
+    },
 }
 
 /// Access and refresh tokens from one authentication.
@@ -139,6 +146,7 @@ pub(crate) struct Call<'a> {
 
 pub(crate) enum Body {
     Json(serde_json::Value),
+    Xml(String),
 }
 
 #[derive(Clone)]
@@ -228,8 +236,10 @@ impl KsefClient {
         for (k, v) in &c.headers {
             req = req.header(*k, v);
         }
-        if let Some(Body::Json(v)) = &c.body {
-            req = req.json(v);
+        match &c.body {
+            Some(Body::Json(v)) => req = req.json(v),
+            Some(Body::Xml(x)) => req = req.header(reqwest::header::CONTENT_TYPE, "application/xml").body(x.clone()),
+            None => {}
         }
         let resp = req.send().await.map_err(|e| from_transport(c.operation, &e))?;
         let status = resp.status();
@@ -358,51 +368,40 @@ impl KsefClient {
         a.json("auth_challenge")
     }
 
-    /// The whole KSeF-token login: challenge, encrypted token, status polling, redeem.
+    /// The whole login: challenge, then the encrypted KSeF token or the XAdES-signed request,
+    /// status polling, redeem.
     pub async fn authenticate(&self) -> Result<TokenSet> {
-        let Some(Credentials::Token { context, token }) = self.inner.credentials.clone() else {
-            return Err(Failure::new(
-                ErrorClass::Permanent,
-                ErrorSource::Ksef { operation: "auth".into() },
-                "no KSeF credentials configured",
-            ));
+        let init: AuthInit = match self.inner.credentials.clone() {
+            None => {
+                return Err(Failure::new(
+                    ErrorClass::Permanent,
+                    ErrorSource::Ksef { operation: "auth".into() },
+                    "no KSeF credentials configured",
+                ))
+            }
+            Some(Credentials::Token { context, token }) => self.init_token_auth(context, token).await?,
+            Some(Credentials::Certificate {
+                context,
+                identity,
+                subject,
+            }) => {
+                let ch = self.challenge().await?;
+                let request = crate::xades::auth_token_request(&ch.challenge, &context, subject);
+                let signed = crate::xades::sign_enveloped(&request, &identity, Utc::now())?;
+                let a = self
+                    .call(Call {
+                        operation: "auth_xades_signature",
+                        group: EndpointGroup::Auth,
+                        method: Method::POST,
+                        path: "/auth/xades-signature".into(),
+                        body: Some(Body::Xml(signed)),
+                        auth: Auth::None,
+                        headers: Vec::new(),
+                    })
+                    .await?;
+                a.json("auth_xades_signature")?
+            }
         };
-        let init: AuthInit = self
-            .with_key(KeyUsage::KsefTokenEncryption, |key| {
-                let (context, token) = (context.clone(), token.clone());
-                async move {
-                    let ch = self.challenge().await?;
-                    let plaintext = format!("{}|{}", token.expose_secret(), ch.timestamp_ms);
-                    let encrypted = crypto::rsa_oaep_encrypt(&key.key, plaintext.as_bytes()).map_err(|e| {
-                        Failure::new(
-                            ErrorClass::Permanent,
-                            ErrorSource::Ksef {
-                                operation: "auth_ksef_token".into(),
-                            },
-                            format!("RSA-OAEP failed: {e}"),
-                        )
-                    })?;
-                    let body = serde_json::json!({
-                        "challenge": ch.challenge,
-                        "contextIdentifier": {"type": "Nip", "value": context.as_str()},
-                        "encryptedToken": B64.encode(encrypted),
-                        "publicKeyId": key.public_key_id,
-                    });
-                    let a = self
-                        .call(Call {
-                            operation: "auth_ksef_token",
-                            group: EndpointGroup::Auth,
-                            method: Method::POST,
-                            path: "/auth/ksef-token".into(),
-                            body: Some(Body::Json(body)),
-                            auth: Auth::None,
-                            headers: Vec::new(),
-                        })
-                        .await?;
-                    a.json::<AuthInit>("auth_ksef_token")
-                }
-            })
-            .await?;
         let auth_token = BearerToken::new(init.authentication_token.token, init.authentication_token.valid_until);
         self.wait_for_auth(&init.reference_number, &auth_token).await?;
         let a = self
@@ -422,6 +421,44 @@ impl KsefClient {
             refresh: BearerToken::new(t.refresh_token.token, t.refresh_token.valid_until),
             auth_reference: init.reference_number,
         })
+    }
+
+    async fn init_token_auth(&self, context: Nip, token: KsefToken) -> Result<AuthInit> {
+        self.with_key(KeyUsage::KsefTokenEncryption, |key| {
+            let (context, token) = (context.clone(), token.clone());
+            async move {
+                let ch = self.challenge().await?;
+                let plaintext = format!("{}|{}", token.expose_secret(), ch.timestamp_ms);
+                let encrypted = crypto::rsa_oaep_encrypt(&key.key, plaintext.as_bytes()).map_err(|e| {
+                    Failure::new(
+                        ErrorClass::Permanent,
+                        ErrorSource::Ksef {
+                            operation: "auth_ksef_token".into(),
+                        },
+                        format!("RSA-OAEP failed: {e}"),
+                    )
+                })?;
+                let body = serde_json::json!({
+                    "challenge": ch.challenge,
+                    "contextIdentifier": {"type": "Nip", "value": context.as_str()},
+                    "encryptedToken": B64.encode(encrypted),
+                    "publicKeyId": key.public_key_id,
+                });
+                let a = self
+                    .call(Call {
+                        operation: "auth_ksef_token",
+                        group: EndpointGroup::Auth,
+                        method: Method::POST,
+                        path: "/auth/ksef-token".into(),
+                        body: Some(Body::Json(body)),
+                        auth: Auth::None,
+                        headers: Vec::new(),
+                    })
+                    .await?;
+                a.json::<AuthInit>("auth_ksef_token")
+            }
+        })
+        .await
     }
 
     /// Polls an auth operation until it leaves status 100.

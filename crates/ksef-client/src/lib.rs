@@ -6,8 +6,9 @@
 //! - [`environment`]: TEST, DEMO, PROD or any base URL (the simulator);
 //! - [`client`]: configuration, the one request path (client-side [`limiter`], bearer token,
 //!   `X-System-Warning` logging, failure mapping), public keys picked by usage and validity
-//!   and refreshed on 21470, and KSeF-token authentication with a token cache that refreshes
-//!   before expiry and logs in again when the refresh token is refused;
+//!   and refreshed on 21470, and authentication (KSeF token, or a certificate through
+//!   [`xades`]) with a token cache that refreshes before expiry and logs in again when the
+//!   refresh token is refused;
 //! - [`sessions`]: online sessions (open with a wrapped AES-256 key, send, close), session and
 //!   invoice status, the session's invoice list (reconciliation by hash), UPOs by link and by
 //!   reference; [`batch`]: ZIP or tar.gz archives split into encrypted parts, uploaded to the
@@ -36,6 +37,7 @@ pub mod limiter;
 pub mod model;
 pub mod secret;
 pub mod sessions;
+pub mod xades;
 
 pub use batch::{BatchArchive, BatchSession, Compression};
 pub use client::{pick_key, ClientConfig, Credentials, KeyUsage, KsefClient, PublicKey, Result, TokenSet};
@@ -45,3 +47,4 @@ pub use limiter::{ClientLimits, EndpointGroup, Limit};
 pub use model::{InvoiceStatus, SessionStatus, Status};
 pub use secret::{BearerToken, KsefToken, SessionKey};
 pub use sessions::{send_invoice_body, OnlineSession, SendOptions, SentInvoice, Upo};
+pub use xades::{SigningIdentity, SigningKey, SubjectIdentifierType};

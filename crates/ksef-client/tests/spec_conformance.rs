@@ -244,6 +244,27 @@ async fn every_simulator_answer_matches_the_official_spec() {
     c.close_batch_session(&b.reference).await.unwrap();
     c.wait_for_session(&b.reference, Duration::from_millis(100), WAIT).await.unwrap();
 
+    // Certificate login (XAdES).
+    let key = ksef_client::SigningKey::EcP256(p256::ecdsa::SigningKey::random(&mut rand_core::OsRng));
+    let identity =
+        ksef_client::SigningIdentity::self_signed("CN=Spec,2.5.4.97=VATPL-9999999999,C=PL", key, Duration::from_secs(600)).unwrap();
+    let creds = ksef_client::Credentials::Certificate {
+        context: relay_domain::Nip::parse("9999999999").unwrap(),
+        identity,
+        subject: ksef_client::SubjectIdentifierType::CertificateSubject,
+    };
+    KsefClient::new(
+        ksef_client::ClientConfig {
+            limits: ClientLimits::disabled(),
+            ..client_config(&sim)
+        },
+        Some(creds),
+    )
+    .unwrap()
+    .authenticate()
+    .await
+    .unwrap();
+
     let checker = Checker::new();
     let exchanges = sim.exchanges();
     let mut failures = Vec::new();
@@ -266,6 +287,7 @@ async fn every_simulator_answer_matches_the_official_spec() {
         "GET /security/public-key-certificates",
         "POST /auth/challenge",
         "POST /auth/ksef-token",
+        "POST /auth/xades-signature",
         "GET /auth/{referenceNumber}",
         "POST /auth/token/redeem",
         "POST /auth/token/refresh",

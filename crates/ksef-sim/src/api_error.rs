@@ -21,6 +21,12 @@ pub enum Code {
     HashMismatch = 21403,
     InputValidation = 21405,
     UnknownKey = 21470,
+    BadDocument = 9101,
+    NoSignature = 9102,
+    TooManySignatures = 9103,
+    BadSignature = 9105,
+    BadCertificate = 21115,
+    SchemaViolation = 21401,
 }
 
 impl Code {
@@ -38,6 +44,12 @@ impl Code {
             Code::HashMismatch => "Nieprawidłowy skrót pliku.",
             Code::InputValidation => "Błąd walidacji danych wejściowych.",
             Code::UnknownKey => "Przesłany identyfikator klucza jest nieznany lub wskazuje na wycofany klucz.",
+            Code::BadDocument => "Nieprawidłowy dokument.",
+            Code::NoSignature => "Brak podpisu.",
+            Code::TooManySignatures => "Przekroczona liczba dozwolonych podpisów.",
+            Code::BadSignature => "Nieprawidłowy podpis.",
+            Code::BadCertificate => "Nieprawidłowy certyfikat.",
+            Code::SchemaViolation => "Dokument nie jest zgodny ze schemą (xsd).",
         }
     }
 }

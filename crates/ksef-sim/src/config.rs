@@ -46,6 +46,11 @@ pub struct SimConfig {
     /// `http://{bound address}`.
     pub public_base_url: Option<String>,
     pub tokens: Vec<SimToken>,
+    /// Certificates (SHA-256 fingerprint, uppercase hex) allowed into a context when the
+    /// request says `certificateFingerprint`. With `certificateSubject`, a certificate whose
+    /// subject carries `VATPL-{nip}` (organizationIdentifier) or `TINPL-{nip}` (serialNumber)
+    /// may log into that NIP, as KSeF does for seals and personal certificates.
+    pub certificate_fingerprints: Vec<(String, Nip)>,
     pub keys: KeySource,
     /// How long an auth operation stays in status 100 before 200.
     pub auth_delay: Duration,
@@ -79,6 +84,7 @@ impl Default for SimConfig {
                 token: DEFAULT_TOKEN.to_owned(),
                 context: Nip::parse("9999999999").expect("valid NIP"),
             }],
+            certificate_fingerprints: Vec::new(),
             keys: KeySource::Bundled,
             auth_delay: Duration::from_millis(30),
             accept_delay: Duration::from_millis(30),

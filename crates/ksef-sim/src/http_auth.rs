@@ -18,7 +18,7 @@ use sha2::{Digest, Sha256};
 
 use crate::api_error::{ApiError, Code};
 use crate::server::ConnInfo;
-use crate::state::{rfc3339, secret, AuthOp, ChallengeRec, Grant, Sim, StatusInfo};
+use crate::state::{rfc3339, secret, AuthMethod, AuthOp, ChallengeRec, Grant, Sim, StatusInfo};
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
@@ -182,6 +182,87 @@ pub async fn ksef_token(State(sim): State<Arc<Sim>>, body: Bytes) -> Result<Resp
             document_hash: B64.encode(Sha256::digest(&body)),
             last_refresh: None,
             refresh_valid_until: None,
+            method: AuthMethod::Token,
+        },
+    );
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({
+            "referenceNumber": reference,
+            "authenticationToken": {"token": auth_token, "validUntil": rfc3339(valid_until)},
+        })),
+    )
+        .into_response())
+}
+
+/// `POST /auth/xades-signature`: a XAdES-signed `AuthTokenRequest`, verified for real.
+pub async fn xades_signature(State(sim): State<Arc<Sim>>, body: Bytes) -> Result<Response, ApiError> {
+    use crate::xades_verify::{verify, XadesError};
+    let xml = std::str::from_utf8(&body).map_err(|_| ApiError::bad(Code::BadDocument, "Dokument nie jest poprawnym UTF-8."))?;
+    let req = verify(xml).map_err(|e| match e {
+        XadesError::BadDocument(d) => ApiError::bad(Code::BadDocument, d),
+        XadesError::NoSignature => ApiError::bad(Code::NoSignature, "Dokument nie zawiera podpisu."),
+        XadesError::TooManySignatures => ApiError::bad(Code::TooManySignatures, "Dokument zawiera więcej niż jeden podpis."),
+        XadesError::BadSignature(d) => ApiError::bad(Code::BadSignature, d),
+        XadesError::BadCertificate(d) => ApiError::bad(Code::BadCertificate, d),
+    })?;
+    let context = Nip::parse(&req.context_nip).map_err(|e| ApiError::bad(Code::SchemaViolation, e.to_string()))?;
+    let fingerprint: String = Sha256::digest(&req.certificate_der).iter().map(|b| format!("{b:02X}")).collect();
+    let authorised = match req.subject_identifier_type.as_str() {
+        "certificateSubject" => req
+            .subject_values
+            .iter()
+            .any(|v| v == &format!("VATPL-{context}") || v == &format!("TINPL-{context}")),
+        "certificateFingerprint" => sim
+            .cfg
+            .certificate_fingerprints
+            .iter()
+            .any(|(f, n)| f.eq_ignore_ascii_case(&fingerprint) && n == &context),
+        other => {
+            return Err(ApiError::bad(
+                Code::SchemaViolation,
+                format!("SubjectIdentifierType {other} nie jest dozwolony."),
+            ))
+        }
+    };
+    let now = Utc::now();
+    let mut store = sim.store.lock().expect("store lock");
+    match store.challenges.remove(&req.challenge) {
+        Some(c) if c.expires > now => {}
+        _ => {
+            return Err(ApiError::bad(
+                Code::BadChallenge,
+                format!("Wyzwanie {} jest nieznane, wygasło lub zostało już użyte.", req.challenge),
+            ))
+        }
+    }
+    let outcome = if authorised {
+        StatusInfo::new(200, "Uwierzytelnianie zakończone sukcesem")
+    } else {
+        StatusInfo::new(
+            415,
+            "Uwierzytelnianie zakończone niepowodzeniem z powodu braku nadania jakichkolwiek uprawnień",
+        )
+        .with_details(vec![format!("Certyfikat {} nie ma uprawnień w kontekście {context}.", req.subject)])
+    };
+    let reference = store.reference("AU");
+    let auth_token = secret("sim-authentication");
+    let valid_until = now + chrono::Duration::minutes(45);
+    store.auth_ops.insert(
+        reference.clone(),
+        AuthOp {
+            reference: reference.clone(),
+            context,
+            auth_token: auth_token.clone(),
+            auth_token_valid_until: valid_until,
+            started: now,
+            ready_at: Instant::now() + sim.cfg.auth_delay,
+            outcome,
+            redeemed: false,
+            document_hash: B64.encode(Sha256::digest(&body)),
+            last_refresh: None,
+            refresh_valid_until: None,
+            method: AuthMethod::Certificate,
         },
     );
     Ok((
@@ -226,8 +307,11 @@ pub async fn auth_status(State(sim): State<Arc<Sim>>, Path(reference): Path<Stri
     let status = current_status(op);
     let mut body = json!({
         "startDate": rfc3339(op.started),
-        "authenticationMethod": "Token",
-        "authenticationMethodInfo": {"category": "Token", "code": "token.ksef", "displayName": "Token KSeF"},
+        "authenticationMethod": match op.method { AuthMethod::Token => "Token", AuthMethod::Certificate => "InternalCertificate" },
+        "authenticationMethodInfo": match op.method {
+            AuthMethod::Token => json!({"category": "Token", "code": "token.ksef", "displayName": "Token KSeF"}),
+            AuthMethod::Certificate => json!({"category": "XadesSignature", "code": "certificate.ksef", "displayName": "Certyfikat KSeF"}),
+        },
         "status": status.to_json(),
         "isTokenRedeemed": op.redeemed,
     });

@@ -45,6 +45,7 @@ pub mod rate_limit;
 mod server;
 mod state;
 pub mod upo;
+pub mod xades_verify;
 
 use std::sync::{Arc, Mutex, RwLock};
 

@@ -37,6 +37,7 @@ pub fn router(sim: Arc<Sim>) -> Router {
         .route("/v2/security/public-key-certificates", get(auth::public_keys))
         .route("/v2/auth/challenge", post(auth::challenge))
         .route("/v2/auth/ksef-token", post(auth::ksef_token))
+        .route("/v2/auth/xades-signature", post(auth::xades_signature))
         .route("/v2/auth/{referenceNumber}", get(auth::auth_status))
         .route("/v2/auth/token/redeem", post(auth::redeem))
         .route("/v2/auth/token/refresh", post(auth::refresh))

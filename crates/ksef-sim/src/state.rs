@@ -37,7 +37,14 @@ pub struct ChallengeRec {
     pub expires: DateTime<Utc>,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMethod {
+    Token,
+    Certificate,
+}
+
 pub struct AuthOp {
+    pub method: AuthMethod,
     pub reference: String,
     pub context: Nip,
     pub auth_token: String,

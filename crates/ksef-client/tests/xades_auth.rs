@@ -1,0 +1,125 @@
+//! Certificate authentication end to end: the client signs an AuthTokenRequest with XAdES-BES
+//! (EC P-256 and RSA-2048), the simulator verifies the signature and the certificate's right
+//! to the context, and the session works. Tampered and unsigned requests are refused.
+
+mod common;
+
+use std::time::Duration;
+
+use chrono::Utc;
+use common::*;
+use ksef_client::failure_map::InvoiceOutcome;
+use ksef_client::xades::{auth_token_request, sign_enveloped};
+use ksef_client::{Credentials, KsefClient, SendOptions, SigningIdentity, SigningKey, SubjectIdentifierType};
+use relay_domain::{ErrorClass, Nip};
+
+fn ec_identity(subject: &str) -> SigningIdentity {
+    let key = SigningKey::EcP256(p256::ecdsa::SigningKey::random(&mut rand_core::OsRng));
+    SigningIdentity::self_signed(subject, key, Duration::from_secs(3600)).unwrap()
+}
+
+fn rsa_identity(subject: &str) -> SigningIdentity {
+    use rsa::pkcs8::DecodePrivateKey;
+    // A fixed test key: generating RSA-2048 in a debug build takes seconds.
+    let pem = include_str!("fixtures/xades-test-rsa-key.pem");
+    let key = SigningKey::Rsa(Box::new(rsa::RsaPrivateKey::from_pkcs8_pem(pem).unwrap()));
+    SigningIdentity::self_signed(subject, key, Duration::from_secs(3600)).unwrap()
+}
+
+fn nip() -> Nip {
+    Nip::parse("9999999999").unwrap()
+}
+
+async fn send_one(c: &KsefClient, number: &str) {
+    let s = c.open_online_session().await.unwrap();
+    let sent = c.send_invoice(&s, &invoice(number), &SendOptions::default()).await.unwrap();
+    let (_, o) = c.wait_for_invoice(&s.reference, &sent.reference, POLL, WAIT).await.unwrap();
+    assert!(matches!(o, InvoiceOutcome::Accepted { .. }), "{o:?}");
+}
+
+#[tokio::test]
+async fn ec_p256_and_rsa_2048_certificates_log_in_and_send() {
+    let sim = sim().await;
+    for (i, identity) in [
+        ec_identity("CN=Relay EC,2.5.4.97=VATPL-9999999999,C=PL"),
+        rsa_identity("CN=Relay RSA,2.5.4.97=VATPL-9999999999,C=PL"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let creds = Credentials::Certificate {
+            context: nip(),
+            identity,
+            subject: SubjectIdentifierType::CertificateSubject,
+        };
+        let c = KsefClient::new(client_config(&sim), Some(creds)).unwrap();
+        let t = c.authenticate().await.unwrap();
+        assert_eq!(t.auth_reference.len(), 36);
+        send_one(&c, &format!("XADES/{i}")).await;
+    }
+    assert_eq!(sim.ledger().len(), 2);
+}
+
+#[tokio::test]
+async fn a_certificate_without_rights_to_the_context_is_refused_with_415() {
+    let sim = sim().await;
+    let creds = Credentials::Certificate {
+        context: nip(),
+        identity: ec_identity("CN=Stranger,2.5.4.97=VATPL-5265877635,C=PL"),
+        subject: SubjectIdentifierType::CertificateSubject,
+    };
+    let c = KsefClient::new(client_config(&sim), Some(creds)).unwrap();
+    let f = c.authenticate().await.unwrap_err();
+    assert_eq!((f.class, f.code.as_deref()), (ErrorClass::Permanent, Some("415")));
+}
+
+#[tokio::test]
+async fn tampered_or_unsigned_requests_are_refused() {
+    let sim = sim().await;
+    let c = client(&sim);
+    let identity = ec_identity("CN=Relay,2.5.4.97=VATPL-9999999999,C=PL");
+    let post = |body: String| {
+        let url = format!("{}/auth/xades-signature", sim.api_url());
+        async move {
+            let r = reqwest::Client::new()
+                .post(url)
+                .header("content-type", "application/xml")
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            let status = r.status().as_u16();
+            let bytes = r.bytes().await.unwrap();
+            (
+                status,
+                ksef_client::failure_map::from_response("auth_xades_signature", status, None, &bytes, Utc::now()),
+            )
+        }
+    };
+    // The signed NIP changed after signing: the document digest no longer matches.
+    let ch = c.challenge().await.unwrap();
+    let signed = sign_enveloped(
+        &auth_token_request(&ch.challenge, &nip(), SubjectIdentifierType::CertificateSubject),
+        &identity,
+        Utc::now(),
+    )
+    .unwrap();
+    let (status, f) = post(signed.replace("<Nip>9999999999</Nip>", "<Nip>5265877635</Nip>")).await;
+    assert_eq!(status, 400);
+    assert_eq!((f.class.clone(), f.code.as_deref()), (ErrorClass::Permanent, Some("9105")));
+    assert!(f.details[0].contains("digest"), "{f}");
+    // The signature value changed: the signature no longer verifies.
+    let sv = signed.find("<ds:SignatureValue>").unwrap() + "<ds:SignatureValue>".len();
+    let mut bytes = signed.clone().into_bytes();
+    bytes[sv + 3] = if bytes[sv + 3] == b'A' { b'B' } else { b'A' };
+    let (_, f) = post(String::from_utf8(bytes).unwrap()).await;
+    assert_eq!(f.code.as_deref(), Some("9105"), "{f}");
+    // No signature at all.
+    let (_, f) = post(auth_token_request(&ch.challenge, &nip(), SubjectIdentifierType::CertificateSubject)).await;
+    assert_eq!(f.code.as_deref(), Some("9102"), "{f}");
+    // The untouched request passes, once; the challenge cannot be used twice.
+    let (status, _) = post(signed.clone()).await;
+    assert_eq!(status, 202);
+    let (_, f) = post(signed).await;
+    assert_eq!((f.class, f.code.as_deref()), (ErrorClass::NeedsReauth, Some("21111")));
+}
