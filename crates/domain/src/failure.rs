@@ -80,6 +80,8 @@ impl fmt::Display for ErrorSource {
 /// One failure, classified, with everything the other side said kept verbatim.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Failure {
+    /// Flattened: `{"class": "RATE_LIMITED", "until": "...", "source": ..., "message": ...}`.
+    #[serde(flatten)]
     pub class: ErrorClass,
     pub source: ErrorSource,
     /// KSeF's exception or status code, an HTTP status, or our own validation rule id.

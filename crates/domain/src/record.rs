@@ -312,7 +312,12 @@ impl DocumentRecord {
         let to = change.target(from);
         let moves = to != from;
         // SendStarted and RetryScheduled stay put; a state change goes through the one check.
-        if moves || !matches!(change, Change::SendStarted { .. } | Change::RetryScheduled { .. } | Change::Reconciled { .. }) {
+        if moves
+            || !matches!(
+                change,
+                Change::SendStarted { .. } | Change::RetryScheduled { .. } | Change::Reconciled { .. }
+            )
+        {
             from.check_transition(to)?;
         }
         if !change.admits(from) {

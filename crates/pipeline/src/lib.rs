@@ -6,10 +6,22 @@
 //! - [`intake`]: read the invoice's identity, keep its exact bytes, register it idempotently,
 //!   queue it for sending. (Full FA(3) validation and the corrections queue join it in the
 //!   pipeline issue.)
+//! - [`send`]: one queued document to KSeF, at most once (claim, reconcile, record "about to
+//!   send", POST, classify); [`sessions`] holds the KSeF clients and online sessions per seller.
+//! - [`queue_action`]: what a handler does with its message (delete, requeue with a delay,
+//!   dead-letter), the same in Lambda and in the local runner.
+//! - [`outbox`]: the results the ERP reads back.
 //! - [`messages`]: the JSON bodies that travel on the queues.
 //! - [`s3_event`]: S3 ObjectCreated notifications as real S3 and the emulator send them.
+
+// `Failure` (the one error taxonomy, with KSeF's messages verbatim) is returned unboxed, as in
+// ksef-client, so every caller matches on the same type; a failure costs a network call anyway.
+#![allow(clippy::result_large_err)]
 
 pub mod intake;
 pub mod messages;
 pub mod outbox;
+pub mod queue_action;
 pub mod s3_event;
+pub mod send;
+pub mod sessions;

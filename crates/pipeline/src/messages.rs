@@ -41,3 +41,24 @@ impl CorrectionNotice {
         serde_json::to_string(self).expect("a CorrectionNotice always serialises")
     }
 }
+
+/// "Check this invoice's status at KSeF": from send (and status itself) to the status function.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusRequest {
+    pub document: DocumentKey,
+    pub session: relay_domain::KsefReference,
+    pub invoice_reference: relay_domain::KsefReference,
+    pub trace_id: TraceId,
+    /// How many polls came before this one (drives the growing delay).
+    pub poll: u32,
+}
+
+impl StatusRequest {
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("a StatusRequest always serialises")
+    }
+
+    pub fn from_json(body: &str) -> Result<Self, serde_json::Error> {
+        serde_json::from_str(body)
+    }
+}

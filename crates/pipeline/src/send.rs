@@ -1,0 +1,370 @@
+//! The send use case: one queued document to KSeF, at most once.
+//!
+//! The order of writes is what makes "at most once" hold through crashes and timeouts:
+//!
+//! 1. claim the document (lease + optimistic version): no two senders work on it at once;
+//! 2. if an earlier attempt's result is unknown (`unconfirmed_send`), look for our hash in that
+//!    session's invoice list first: found means KSeF has it (record SENT, never resend);
+//! 3. record "about to send" (SendStarted: session + hash) BEFORE the POST;
+//! 4. POST; on 202 record SENT and queue a status check.
+//!
+//! A crash or timeout between 3 and 4 leaves `unconfirmed_send` set, so the next attempt
+//! reconciles (step 2) instead of resending. Every failure goes through the one taxonomy and the
+//! retry policy: transient → retry later (charged), 429 → park until Retry-After (not charged),
+//! new session / re-auth → fix and retry, permanent → REJECTED and the corrections queue, budget
+//! spent → FAILED and the DLQ.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use ksef_client::SendOptions;
+use relay_domain::ports::{Archive, DocumentClaims, DocumentRegistry, DocumentUpdates, OutgoingMessage, Queue, StoreError};
+use relay_domain::{
+    Change, ClaimPurpose, ClaimRefused, DocumentRecord, DocumentState, ErrorClass, ErrorSource, Failure, KsefReference, RetryDecision,
+    RetryPolicy,
+};
+
+use crate::messages::{CorrectionNotice, SendRequest, StatusRequest};
+use crate::outbox::OutboxResult;
+use crate::queue_action::QueueAction;
+use crate::sessions::KsefContexts;
+
+/// What the send use case needs of the document store.
+pub trait SendStore: DocumentRegistry + DocumentClaims + DocumentUpdates {}
+impl<T: DocumentRegistry + DocumentClaims + DocumentUpdates + ?Sized> SendStore for T {}
+
+/// The ports the send use case needs.
+pub struct SendPorts<'a, S: SendStore + ?Sized> {
+    pub store: &'a S,
+    pub archive: &'a dyn Archive,
+    pub status_queue: &'a dyn Queue,
+    pub corrections_queue: &'a dyn Queue,
+}
+
+/// Tunables, from the function's settings.
+#[derive(Debug, Clone)]
+pub struct SendConfig {
+    pub policy: RetryPolicy,
+    /// Who holds the lease (the function instance).
+    pub owner: String,
+    pub lease: Duration,
+    /// When to ask KSeF for the status the first time.
+    pub first_poll_delay: Duration,
+}
+
+/// What happened, for logs and tests; `action` is what to do with the message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SendResult {
+    pub action: QueueAction,
+    /// `SENT`, `RECONCILED_SENT`, `RETRY`, `PARKED`, `REJECTED`, `FAILED`, `CONFLICT`,
+    /// `NOT_YET`, `BUSY`, `NOT_QUEUED`, `STALE`, `UNKNOWN_DOCUMENT`.
+    pub outcome: &'static str,
+    pub record: Option<DocumentRecord>,
+}
+
+/// Infrastructure failures (store, archive, queues): the message is released and comes back.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Archive(#[from] relay_domain::ports::ArchiveError),
+    #[error(transparent)]
+    Queue(#[from] relay_domain::ports::QueueError),
+}
+
+fn done(action: QueueAction, outcome: &'static str, record: Option<DocumentRecord>) -> Result<SendResult, SendError> {
+    Ok(SendResult { action, outcome, record })
+}
+
+fn relay_failure(message: impl Into<String>, code: &str) -> Failure {
+    // Our own inability to proceed (missing credentials, missing bytes) is technical: it ends in
+    // FAILED and an alarm, never in REJECTED, which would blame the invoice.
+    Failure::new(ErrorClass::Transient, ErrorSource::Relay, message).with_code(code)
+}
+
+fn until(now: DateTime<Utc>, t: DateTime<Utc>) -> Duration {
+    (t - now).to_std().unwrap_or_default()
+}
+
+/// Sends the document a [`SendRequest`] names.
+pub async fn send<S: SendStore + ?Sized>(
+    ports: &SendPorts<'_, S>,
+    ksef: &KsefContexts,
+    cfg: &SendConfig,
+    req: &SendRequest,
+    now: DateTime<Utc>,
+) -> Result<SendResult, SendError> {
+    let Some(doc) = ports.store.get(&req.document).await? else {
+        tracing::error!(document = %req.document, trace_id = %req.trace_id, "send request for a document the store does not know");
+        return done(QueueAction::DeadLetter, "UNKNOWN_DOCUMENT", None);
+    };
+    let r = doc.record;
+    if r.state != DocumentState::Queued {
+        return done(QueueAction::Delete, "NOT_QUEUED", Some(r));
+    }
+    if r.content_hash != req.content_hash {
+        // The document was resubmitted with new content; its own message is on the queue.
+        return done(QueueAction::Delete, "STALE", Some(r));
+    }
+    if let Some(t) = r.next_attempt_at.filter(|t| *t > now) {
+        return done(QueueAction::Requeue { delay: until(now, t) }, "NOT_YET", Some(r));
+    }
+    let r = match ports
+        .store
+        .claim(&req.document, ClaimPurpose::Send, &cfg.owner, now, cfg.lease)
+        .await
+    {
+        Ok(r) => r,
+        Err(StoreError::Claim(ClaimRefused::LeaseHeld { until: t, .. })) => {
+            return done(
+                QueueAction::Requeue {
+                    delay: until(now, t).max(Duration::from_secs(1)),
+                },
+                "BUSY",
+                None,
+            )
+        }
+        Err(StoreError::VersionConflict { .. }) => {
+            return done(
+                QueueAction::Requeue {
+                    delay: Duration::from_secs(1),
+                },
+                "BUSY",
+                None,
+            )
+        }
+        Err(StoreError::Claim(ClaimRefused::WrongState { .. })) => return done(QueueAction::Delete, "NOT_QUEUED", None),
+        Err(e) => return Err(e.into()),
+    };
+    let seller = r.key.seller_nip.clone();
+    let client = match ksef.client(&seller) {
+        Ok(c) => c,
+        Err(f) => return on_failure(ports, cfg, r, relay_failure(f.message, "NO_CREDENTIALS"), false, now).await,
+    };
+
+    // 2. An earlier attempt may have reached KSeF: look before sending again.
+    let mut r = r;
+    if let Some(session) = r.ksef.unconfirmed_send.clone() {
+        match client.find_invoice_by_hash(session.as_str(), &r.content_hash).await {
+            Ok(Some(found)) => {
+                let Ok(invoice_reference) = KsefReference::parse(&found.reference_number) else {
+                    let f = relay_failure(
+                        format!("KSeF listed our invoice under an unreadable reference {:?}", found.reference_number),
+                        "BAD_REFERENCE",
+                    );
+                    return on_failure(ports, cfg, r, f, true, now).await;
+                };
+                let r = ports
+                    .store
+                    .transition(
+                        &r,
+                        Change::Sent {
+                            session: session.clone(),
+                            invoice_reference: invoice_reference.clone(),
+                        },
+                        now,
+                    )
+                    .await?;
+                queue_status(ports, cfg, &r, session, invoice_reference).await?;
+                return done(QueueAction::Delete, "RECONCILED_SENT", Some(r));
+            }
+            Ok(None) => {
+                let detail = format!(
+                    "session {session} has no invoice with hash {}: KSeF did not take the earlier attempt; sending again",
+                    r.content_hash
+                );
+                r = ports.store.transition(&r, Change::Reconciled { detail }, now).await?;
+            }
+            Err(f) => return on_failure(ports, cfg, r, f, true, now).await,
+        }
+    }
+
+    let Some(archive_key) = r.storage.archive.clone() else {
+        return on_failure(
+            ports,
+            cfg,
+            r,
+            relay_failure("the record names no archived bytes", "NO_ARCHIVE"),
+            false,
+            now,
+        )
+        .await;
+    };
+    let Some(object) = ports.archive.get(&archive_key).await? else {
+        return on_failure(
+            ports,
+            cfg,
+            r,
+            relay_failure(format!("archived bytes {archive_key} are missing"), "NO_ARCHIVE"),
+            false,
+            now,
+        )
+        .await;
+    };
+    let session = match ksef.session(&seller, now).await {
+        Ok(s) => s,
+        Err(f) => return on_failure(ports, cfg, r, f, false, now).await,
+    };
+    let Ok(session_ref) = KsefReference::parse(&session.reference) else {
+        let f = relay_failure(
+            format!("KSeF opened a session with an unreadable reference {:?}", session.reference),
+            "BAD_REFERENCE",
+        );
+        return on_failure(ports, cfg, r, f, false, now).await;
+    };
+
+    // 3. Record "about to send" before the POST.
+    let r = ports
+        .store
+        .transition(
+            &r,
+            Change::SendStarted {
+                session: session_ref.clone(),
+            },
+            now,
+        )
+        .await?;
+    let opts = SendOptions {
+        offline_mode: r.offline,
+        hash_of_corrected_invoice: None,
+    };
+    match client.send_invoice(&session, &object.bytes, &opts).await {
+        Ok(sent) => {
+            let Ok(invoice_reference) = KsefReference::parse(&sent.reference) else {
+                let f = relay_failure(
+                    format!("KSeF answered with an unreadable invoice reference {:?}", sent.reference),
+                    "BAD_REFERENCE",
+                );
+                return on_failure(ports, cfg, r, f, true, now).await;
+            };
+            let r = ports
+                .store
+                .transition(
+                    &r,
+                    Change::Sent {
+                        session: session_ref.clone(),
+                        invoice_reference: invoice_reference.clone(),
+                    },
+                    now,
+                )
+                .await?;
+            queue_status(ports, cfg, &r, session_ref, invoice_reference).await?;
+            done(QueueAction::Delete, "SENT", Some(r))
+        }
+        Err(f) => {
+            if f.class == ErrorClass::NeedsNewSession {
+                ksef.drop_session(&seller, &session.reference).await;
+            }
+            if f.class == ErrorClass::NeedsReauth {
+                client.forget_access_token().await;
+            }
+            // Only a transient failure (timeout, reset, 5xx) may hide a receipt; KSeF refused
+            // everything else outright.
+            let maybe_received = f.class == ErrorClass::Transient;
+            on_failure(ports, cfg, r, f, maybe_received, now).await
+        }
+    }
+}
+
+async fn queue_status<S: SendStore + ?Sized>(
+    ports: &SendPorts<'_, S>,
+    cfg: &SendConfig,
+    r: &DocumentRecord,
+    session: KsefReference,
+    invoice_reference: KsefReference,
+) -> Result<(), SendError> {
+    let msg = StatusRequest {
+        document: r.key.clone(),
+        session,
+        invoice_reference,
+        trace_id: r.trace_id.clone(),
+        poll: 0,
+    };
+    ports
+        .status_queue
+        .send(
+            OutgoingMessage::new(msg.to_json())
+                .with_trace_id(&r.trace_id)
+                .delayed(cfg.first_poll_delay),
+        )
+        .await?;
+    Ok(())
+}
+
+/// Classifies `f` with the retry policy and records the decision.
+async fn on_failure<S: SendStore + ?Sized>(
+    ports: &SendPorts<'_, S>,
+    cfg: &SendConfig,
+    r: DocumentRecord,
+    f: Failure,
+    maybe_received: bool,
+    now: DateTime<Utc>,
+) -> Result<SendResult, SendError> {
+    let charged = RetryPolicy::costs_attempt(&f.class);
+    let failed_attempts = r.attempts + u32::from(charged);
+    tracing::warn!(document = %r.key, trace_id = %r.trace_id, class = f.class.name(), code = ?f.code, attempts = failed_attempts, "send attempt failed");
+    let retry = |retry_at: DateTime<Utc>, charged: bool| Change::RetryScheduled {
+        failure: f.clone(),
+        retry_at,
+        charged,
+        maybe_received,
+    };
+    match cfg.policy.decide_now(&f.class, failed_attempts, now) {
+        RetryDecision::RetryAfter { delay } => {
+            let at = now + chrono::Duration::from_std(delay).unwrap_or_default();
+            let r = ports.store.transition(&r, retry(at, charged), now).await?;
+            done(QueueAction::Requeue { delay }, "RETRY", Some(r))
+        }
+        RetryDecision::FixAndRetry => {
+            let r = ports.store.transition(&r, retry(now, charged), now).await?;
+            done(QueueAction::Requeue { delay: Duration::ZERO }, "RETRY", Some(r))
+        }
+        RetryDecision::ParkUntil { until: t } => {
+            let r = ports.store.transition(&r, retry(t, false), now).await?;
+            done(QueueAction::Requeue { delay: until(now, t) }, "PARKED", Some(r))
+        }
+        RetryDecision::Exhausted => {
+            let r = ports.store.transition(&r, Change::Failed { failure: f.clone() }, now).await?;
+            OutboxResult::for_record(&r, vec![f]).publish(ports.archive).await?;
+            done(QueueAction::DeadLetter, "FAILED", Some(r))
+        }
+        RetryDecision::Reject => {
+            let r = ports
+                .store
+                .transition(&r, Change::Rejected { failures: vec![f.clone()] }, now)
+                .await?;
+            report_for_correction(ports, &r, "REJECTED", f).await?;
+            done(QueueAction::Delete, "REJECTED", Some(r))
+        }
+        RetryDecision::ResolveDuplicate => {
+            // KSeF reports duplicates through the invoice status, where the status function
+            // proves whether the original is ours; a synchronous duplicate cannot be proven here.
+            let r = ports.store.transition(&r, Change::Conflict { failure: f.clone() }, now).await?;
+            report_for_correction(ports, &r, "CONFLICT", f).await?;
+            done(QueueAction::Delete, "CONFLICT", Some(r))
+        }
+    }
+}
+
+async fn report_for_correction<S: SendStore + ?Sized>(
+    ports: &SendPorts<'_, S>,
+    r: &DocumentRecord,
+    outcome: &str,
+    f: Failure,
+) -> Result<(), SendError> {
+    OutboxResult::for_record(r, vec![f.clone()]).publish(ports.archive).await?;
+    let notice = CorrectionNotice {
+        document: Some(r.key.clone()),
+        source_key: r.storage.source.clone(),
+        erp_document_id: r.erp_document_id.clone(),
+        trace_id: r.trace_id.clone(),
+        outcome: outcome.into(),
+        failures: vec![f],
+    };
+    ports
+        .corrections_queue
+        .send(OutgoingMessage::new(notice.to_json()).with_trace_id(&r.trace_id))
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,316 @@
+//! The send use case against the KSeF simulator over HTTP (real RSA/AES), with in-memory stores:
+//! at most one send per document through faults, crashes and repeated messages.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use ksef_client::{ClientConfig, ClientLimits, Credentials, Environment, KsefClient, KsefToken, SendOptions};
+use ksef_sim::{Fault, SimConfig, SimHandle};
+use relay_domain::memory::{MemoryArchive, MemoryDocumentStore, MemoryQueue};
+use relay_domain::ports::{Archive, DocumentClaims, DocumentRegistry, DocumentUpdates, Queue};
+use relay_domain::{Change, ClaimPurpose, DocumentState, ErpDocumentId, KsefReference, Nip, RetryPolicy};
+use relay_pipeline::intake::{intake, IntakeOutcome, IntakePorts, Upload};
+use relay_pipeline::messages::{SendRequest, StatusRequest};
+use relay_pipeline::queue_action::QueueAction;
+use relay_pipeline::send::{send, SendConfig, SendPorts};
+use relay_pipeline::sessions::KsefContexts;
+
+const SCALE: f64 = 1000.0;
+
+struct World {
+    sim: SimHandle,
+    store: MemoryDocumentStore,
+    archive: MemoryArchive,
+    send_q: MemoryQueue,
+    status_q: MemoryQueue,
+    corrections_q: MemoryQueue,
+    ksef: KsefContexts,
+    cfg: SendConfig,
+}
+
+fn client(sim: &SimHandle) -> KsefClient {
+    let cfg = ClientConfig {
+        timeout: Duration::from_secs(3),
+        connect_timeout: Duration::from_secs(2),
+        limits: ClientLimits::official().scaled(SCALE),
+        auth_poll_interval: Duration::from_millis(10),
+        auth_poll_timeout: Duration::from_secs(5),
+        ..ClientConfig::new(Environment::Custom(sim.api_url()))
+    };
+    let creds = Credentials::Token {
+        context: Nip::parse("9999999999").unwrap(),
+        token: KsefToken::new(ksef_sim::DEFAULT_TOKEN),
+    };
+    KsefClient::new(cfg, Some(creds)).unwrap()
+}
+
+async fn world(max_attempts: u32) -> World {
+    let sim = ksef_sim::start(SimConfig {
+        time_scale: SCALE,
+        auth_delay: Duration::from_millis(10),
+        accept_delay: Duration::from_millis(10),
+        processing_delay: Duration::from_millis(10),
+        ..SimConfig::default()
+    })
+    .await;
+    let ksef = KsefContexts::new().with(Nip::parse("9999999999").unwrap(), client(&sim));
+    World {
+        sim,
+        store: MemoryDocumentStore::new(),
+        archive: MemoryArchive::new(),
+        send_q: MemoryQueue::new("send"),
+        status_q: MemoryQueue::new("status"),
+        corrections_q: MemoryQueue::new("corrections"),
+        ksef,
+        cfg: SendConfig {
+            policy: RetryPolicy::standard(max_attempts).unwrap(),
+            owner: "test-sender".into(),
+            lease: Duration::from_secs(60),
+            first_poll_delay: Duration::from_secs(2),
+        },
+    }
+}
+
+fn invoice(number: &str) -> Vec<u8> {
+    let text = String::from_utf8(include_bytes!("../../../data/ksef/samples/FA_3_Przykład_1.xml").to_vec()).unwrap();
+    text.replace("<P_2>FV2026/02/150</P_2>", &format!("<P_2>{number}</P_2>"))
+        .into_bytes()
+}
+
+impl World {
+    async fn register(&self, bytes: &[u8]) -> SendRequest {
+        let ports = IntakePorts {
+            store: &self.store,
+            archive: &self.archive,
+            send_queue: &self.send_q,
+            corrections_queue: &self.corrections_q,
+        };
+        let upload = Upload {
+            bytes,
+            source_key: "local/test.xml".into(),
+            erp_document_id: ErpDocumentId::parse("erp").unwrap(),
+            expected_seller: None,
+            trace_id: None,
+        };
+        assert!(matches!(
+            intake(&ports, upload, Utc::now()).await.unwrap(),
+            IntakeOutcome::Queued(_)
+        ));
+        let m = self
+            .send_q
+            .receive(1, Duration::from_secs(60), Duration::ZERO)
+            .await
+            .unwrap()
+            .remove(0);
+        self.send_q.delete(&m.receipt).await.unwrap();
+        SendRequest::from_json(&m.body).unwrap()
+    }
+
+    async fn send(&self, req: &SendRequest) -> relay_pipeline::send::SendResult {
+        let ports = SendPorts {
+            store: &self.store,
+            archive: &self.archive,
+            status_queue: &self.status_q,
+            corrections_queue: &self.corrections_q,
+        };
+        send(&ports, &self.ksef, &self.cfg, req, Utc::now()).await.unwrap()
+    }
+
+    /// How many invoices KSeF holds in `session` with our hash.
+    async fn copies_in_session(&self, session: &KsefReference, req: &SendRequest) -> usize {
+        let client = self.ksef.client(&Nip::parse("9999999999").unwrap()).unwrap();
+        client
+            .session_invoices(session.as_str())
+            .await
+            .unwrap()
+            .iter()
+            .filter(|i| i.invoice_hash == req.content_hash.to_base64())
+            .count()
+    }
+}
+
+#[tokio::test]
+async fn a_queued_document_is_sent_once_and_a_repeated_message_sends_nothing() {
+    let w = world(10).await;
+    let req = w.register(&invoice("SEND/1")).await;
+    let res = w.send(&req).await;
+    assert_eq!((res.outcome, &res.action), ("SENT", &QueueAction::Delete));
+    let r = res.record.unwrap();
+    assert_eq!(r.state, DocumentState::Sent);
+    assert_eq!(r.ksef.unconfirmed_send, None);
+    let session = r.ksef.session_reference.clone().unwrap();
+    // A status check is queued, delayed, carrying the trace id.
+    assert_eq!(w.status_q.stats().await.unwrap().delayed, 1);
+    // The same message again (SQS delivers at least once): nothing is sent.
+    let again = w.send(&req).await;
+    assert_eq!((again.outcome, &again.action), ("NOT_QUEUED", &QueueAction::Delete));
+    assert_eq!(w.copies_in_session(&session, &req).await, 1);
+    // And KSeF accepts it: the simulator's ledger has it exactly once.
+    let client = w.ksef.client(&Nip::parse("9999999999").unwrap()).unwrap();
+    let inv = r.ksef.invoice_reference.unwrap();
+    client
+        .wait_for_invoice(session.as_str(), inv.as_str(), Duration::from_millis(20), Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_eq!(w.sim.ledger().count_hash(&req.content_hash), 1);
+    let doc = w.store.get(&req.document).await.unwrap().unwrap();
+    assert!(
+        doc.history
+            .iter()
+            .any(|h| matches!(h.event, relay_domain::HistoryEvent::SendStarted { .. })),
+        "about-to-send is recorded"
+    );
+}
+
+#[tokio::test]
+async fn a_crash_after_ksef_took_the_invoice_is_reconciled_not_resent() {
+    let w = world(10).await;
+    let bytes = invoice("SEND/2");
+    let req = w.register(&bytes).await;
+    // A previous sender got as far as the POST (KSeF took it) and died before writing SENT.
+    let seller = Nip::parse("9999999999").unwrap();
+    let session = w.ksef.session(&seller, Utc::now()).await.unwrap();
+    let session_ref = KsefReference::parse(&session.reference).unwrap();
+    let r = w
+        .store
+        .claim(
+            &req.document,
+            ClaimPurpose::Send,
+            "crashed-sender",
+            Utc::now(),
+            Duration::from_secs(60),
+        )
+        .await
+        .unwrap();
+    w.store
+        .transition(
+            &r,
+            Change::SendStarted {
+                session: session_ref.clone(),
+            },
+            Utc::now(),
+        )
+        .await
+        .unwrap();
+    w.ksef
+        .client(&seller)
+        .unwrap()
+        .send_invoice(&session, &bytes, &SendOptions::default())
+        .await
+        .unwrap();
+    // Its lease is still held for a minute: the next sender waits rather than racing it...
+    let busy = w.send(&req).await;
+    assert_eq!(busy.outcome, "BUSY");
+    // ...and once the lease is gone, it finds the invoice in the session instead of resending.
+    let ports = SendPorts {
+        store: &w.store,
+        archive: &w.archive,
+        status_queue: &w.status_q,
+        corrections_queue: &w.corrections_q,
+    };
+    let later = Utc::now() + chrono::Duration::seconds(61);
+    let res = send(&ports, &w.ksef, &w.cfg, &req, later).await.unwrap();
+    assert_eq!(res.outcome, "RECONCILED_SENT");
+    assert_eq!(res.record.unwrap().state, DocumentState::Sent);
+    assert_eq!(w.copies_in_session(&session_ref, &req).await, 1, "KSeF got it exactly once");
+    let status: Vec<StatusRequest> = w
+        .status_q
+        .receive(10, Duration::from_secs(1), Duration::ZERO)
+        .await
+        .unwrap()
+        .iter()
+        .map(|m| StatusRequest::from_json(&m.body).unwrap())
+        .collect();
+    assert!(status.is_empty() || status[0].session == session_ref);
+}
+
+#[tokio::test]
+async fn a_503_is_retried_after_checking_that_ksef_did_not_take_it() {
+    let w = world(10).await;
+    let req = w.register(&invoice("SEND/3")).await;
+    w.sim.faults().set(
+        vec![Fault::Unavailable {
+            rate: 1.0,
+            on: Some("/invoices".into()),
+        }],
+        7,
+    );
+    let res = w.send(&req).await;
+    assert_eq!(res.outcome, "RETRY");
+    assert_eq!(
+        res.action,
+        QueueAction::Requeue { delay: Duration::ZERO },
+        "the first retry is immediate"
+    );
+    let r = res.record.unwrap();
+    assert_eq!((r.state, r.attempts), (DocumentState::Queued, 1));
+    assert!(r.ksef.unconfirmed_send.is_some(), "a 503 after the POST may hide a receipt");
+    assert_eq!(r.last_error.as_ref().unwrap().class, relay_domain::ErrorClass::Transient);
+    w.sim.faults().clear();
+    let res = w.send(&req).await;
+    assert_eq!(res.outcome, "SENT");
+    let doc = w.store.get(&req.document).await.unwrap().unwrap();
+    let notes: Vec<String> = doc
+        .history
+        .iter()
+        .filter_map(|h| serde_json::to_value(h).ok())
+        .map(|v| v.to_string())
+        .collect();
+    assert!(
+        notes.iter().any(|n| n.contains("did not take the earlier attempt")),
+        "it reconciled first: {notes:?}"
+    );
+    assert_eq!(
+        w.copies_in_session(doc.record.ksef.session_reference.as_ref().unwrap(), &req).await,
+        1
+    );
+}
+
+#[tokio::test]
+async fn a_429_parks_without_charging_the_budget() {
+    let w = world(10).await;
+    let req = w.register(&invoice("SEND/4")).await;
+    w.sim.faults().set(
+        vec![Fault::TooManyRequests {
+            rate: 1.0,
+            retry_after_s: 30,
+            on: Some("/invoices".into()),
+        }],
+        1,
+    );
+    let res = w.send(&req).await;
+    assert_eq!(res.outcome, "PARKED");
+    let QueueAction::Requeue { delay } = res.action else {
+        panic!("{:?}", res.action)
+    };
+    assert!(delay >= Duration::from_secs(29) && delay <= Duration::from_secs(33), "{delay:?}");
+    let r = res.record.unwrap();
+    assert_eq!(r.attempts, 0, "rate limits cost no attempt");
+    assert_eq!(r.ksef.unconfirmed_send, None, "KSeF refused it outright: nothing to reconcile");
+    // Until then, the message just waits: no KSeF call, no claim.
+    let early = w.send(&req).await;
+    assert_eq!(early.outcome, "NOT_YET");
+}
+
+#[tokio::test]
+async fn an_exhausted_budget_ends_failed_in_the_dlq_with_an_outbox_result() {
+    let w = world(2).await;
+    let req = w.register(&invoice("SEND/5")).await;
+    w.sim.faults().set(
+        vec![Fault::Unavailable {
+            rate: 1.0,
+            on: Some("/invoices".into()),
+        }],
+        3,
+    );
+    assert_eq!(w.send(&req).await.outcome, "RETRY");
+    let res = w.send(&req).await;
+    assert_eq!((res.outcome, &res.action), ("FAILED", &QueueAction::DeadLetter));
+    let r = res.record.unwrap();
+    assert_eq!(r.state, DocumentState::Failed);
+    assert!(r.ksef.unconfirmed_send.is_some(), "a replay must reconcile before resending");
+    let outbox = w.archive.get("outbox/9999999999/erp.json").await.unwrap().unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&outbox.bytes).unwrap();
+    assert_eq!(v["state"], "FAILED");
+    assert_eq!(v["errors"][0]["class"], "TRANSIENT");
+}
