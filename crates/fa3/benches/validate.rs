@@ -24,7 +24,9 @@ fn samples() -> Vec<(String, Vec<u8>)> {
 fn bench(c: &mut Criterion) {
     let samples = samples();
     // Compile the schema outside the measurement (it happens once per process).
-    assert!(samples.iter().all(|(_, b)| validate_with(b, &ValidateOptions::default()).is_schema_valid()));
+    assert!(samples
+        .iter()
+        .all(|(_, b)| validate_with(b, &ValidateOptions::default()).is_schema_valid()));
     let total: usize = samples.iter().map(|(_, b)| b.len()).sum();
     for (mode, schema_only) in [("full", false), ("schema_only", true)] {
         let opts = ValidateOptions {

@@ -14,7 +14,6 @@ use crate::FA3_NAMESPACE;
 
 struct Rules<'a> {
     tree: &'a Tree,
-    paths: &'a [String],
     findings: &'a mut Vec<Finding>,
 }
 
@@ -42,14 +41,14 @@ const P13_ALL: &[&str] = &[
 ];
 const P14_ALL: &[&str] = &["P_14_1", "P_14_2", "P_14_3", "P_14_4", "P_14_5"];
 
-pub fn check(tree: &Tree, paths: &[String], today: NaiveDate, findings: &mut Vec<Finding>) {
-    let mut r = Rules { tree, paths, findings };
+pub fn check(tree: &Tree, today: NaiveDate, findings: &mut Vec<Finding>) {
+    let mut r = Rules { tree, findings };
     r.nip_checksums();
     let Some(fa) = r.child(0, "Fa") else { return };
     r.issue_date(fa, today);
     // Sums, corrections and currency read many fields together: only on a structurally valid
     // Fa, so that a broken value is reported once (by the XSD check) and not again as a sum.
-    let fa_path = &paths[fa];
+    let fa_path = &tree.path(fa);
     let fa_broken = r.findings.iter().any(|f| {
         matches!(f.category, Category::Schema | Category::Xml) && (f.path == *fa_path || f.path.starts_with(&format!("{fa_path}/")))
     });
@@ -71,7 +70,7 @@ impl Rules<'_> {
             code,
             category: Category::Business,
             severity,
-            path: self.paths[node].clone(),
+            path: self.tree.path(node),
             line: self.tree.nodes[node].line,
             message_pl: pl,
             message_en: en,

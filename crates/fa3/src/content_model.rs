@@ -5,14 +5,16 @@
 //! would blow up an unrolled automaton, while the set of positions stays tiny because the
 //! schema is deterministic (Unique Particle Attribution).
 
-use crate::xsd_schema::{ElemId, Particle, QName, Schema, Term};
+use crate::xsd_schema::{ElemId, Particle, Term};
 
 /// A sorted, duplicate-free set of positions in the child list.
 type Positions = Vec<u32>;
 
+/// A child element: the declaration its name resolves to in this content model, if any.
+pub type Kid = Option<ElemId>;
+
 struct Matcher<'a> {
-    schema: &'a Schema,
-    kids: &'a [&'a QName],
+    kids: &'a [Kid],
     /// When set, running out of input counts as success: "could this still become valid?".
     prefix: bool,
 }
@@ -25,14 +27,13 @@ impl Matcher<'_> {
     fn term(&self, t: &Term, from: &Positions) -> Positions {
         match t {
             Term::Element(id) => {
-                let name = &self.schema.elements[*id].name;
                 let mut out: Positions = Vec::new();
                 for &p in from {
                     if p == self.n() {
                         if self.prefix {
                             out.push(p);
                         }
-                    } else if self.kids[p as usize] == name {
+                    } else if self.kids[p as usize] == Some(*id) {
                         out.push(p + 1);
                     }
                 }
@@ -130,8 +131,8 @@ fn union(a: &[u32], b: &[u32]) -> Positions {
     out
 }
 
-fn accepts(schema: &Schema, particle: &Particle, kids: &[&QName], prefix: bool) -> bool {
-    let m = Matcher { schema, kids, prefix };
+fn accepts(particle: &Particle, kids: &[Kid], prefix: bool) -> bool {
+    let m = Matcher { kids, prefix };
     m.particle(particle, &vec![0]).contains(&(kids.len() as u32))
 }
 
@@ -147,25 +148,25 @@ pub enum Mismatch {
 }
 
 /// Checks a child list; `None` when it is valid.
-pub fn check(schema: &Schema, particle: &Particle, candidates: &[ElemId], kids: &[&QName]) -> Option<Mismatch> {
-    if accepts(schema, particle, kids, false) {
+pub fn check(particle: &Particle, candidates: &[ElemId], kids: &[Kid]) -> Option<Mismatch> {
+    if accepts(particle, kids, false) {
         return None;
     }
     // The longest prefix that can still be completed (viability is monotone, so bisect).
     let (mut lo, mut hi) = (0usize, kids.len());
     while lo < hi {
         let mid = (lo + hi).div_ceil(2);
-        if accepts(schema, particle, &kids[..mid], true) {
+        if accepts(particle, &kids[..mid], true) {
             lo = mid;
         } else {
             hi = mid - 1;
         }
     }
-    let mut probe: Vec<&QName> = kids[..lo].to_vec();
+    let mut probe: Vec<Kid> = kids[..lo].to_vec();
     let mut expected = Vec::new();
     for &c in candidates {
-        probe.push(&schema.elements[c].name);
-        if accepts(schema, particle, &probe, true) {
+        probe.push(Some(c));
+        if accepts(particle, &probe, true) {
             expected.push(c);
         }
         probe.pop();
@@ -175,9 +176,9 @@ pub fn check(schema: &Schema, particle: &Particle, candidates: &[ElemId], kids: 
         // missing when inserting one expected field would let the successor in.
         let mut missing = Vec::new();
         for &c in &expected {
-            probe.push(&schema.elements[c].name);
+            probe.push(Some(c));
             probe.push(kids[lo]);
-            if accepts(schema, particle, &probe, true) {
+            if accepts(particle, &probe, true) {
                 missing.push(c);
             }
             probe.pop();
@@ -196,28 +197,6 @@ pub fn check(schema: &Schema, particle: &Particle, candidates: &[ElemId], kids: 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::xsd_schema::{ElementDecl, TypeRef};
-    use std::collections::HashMap;
-
-    fn schema(names: &[&str]) -> Schema {
-        Schema {
-            elements: names
-                .iter()
-                .map(|n| ElementDecl {
-                    name: QName {
-                        ns: String::new(),
-                        local: n.to_string(),
-                    },
-                    ty: TypeRef::Simple(0),
-                    fixed: None,
-                    doc: None,
-                })
-                .collect(),
-            complex: vec![],
-            simple: vec![],
-            globals: HashMap::new(),
-        }
-    }
 
     fn el(id: usize, min: u32, max: u32) -> Particle {
         Particle {
@@ -227,13 +206,12 @@ mod tests {
         }
     }
 
-    fn names<'a>(s: &'a Schema, seq: &[usize]) -> Vec<&'a QName> {
-        seq.iter().map(|&i| &s.elements[i].name).collect()
+    fn names(seq: &[usize]) -> Vec<Kid> {
+        seq.iter().map(|&i| Some(i)).collect()
     }
 
     #[test]
     fn sequences_choices_and_bounds() {
-        let s = schema(&["a", "b", "c"]);
         // (a, (b | c){1,3}, a?)
         let p = Particle {
             min: 1,
@@ -249,21 +227,18 @@ mod tests {
             ]),
         };
         let cands = [0, 1, 2];
-        assert_eq!(check(&s, &p, &cands, &names(&s, &[0, 1, 2, 1, 0])), None);
-        assert_eq!(check(&s, &p, &cands, &names(&s, &[0, 2])), None);
+        assert_eq!(check(&p, &cands, &names(&[0, 1, 2, 1, 0])), None);
+        assert_eq!(check(&p, &cands, &names(&[0, 2])), None);
         assert_eq!(
-            check(&s, &p, &cands, &names(&s, &[0, 1, 2, 1, 2])),
+            check(&p, &cands, &names(&[0, 1, 2, 1, 2])),
             Some(Mismatch::Unexpected {
                 index: 4,
                 expected: vec![0]
             })
         );
+        assert_eq!(check(&p, &cands, &names(&[0])), Some(Mismatch::Incomplete { expected: vec![1, 2] }));
         assert_eq!(
-            check(&s, &p, &cands, &names(&s, &[0])),
-            Some(Mismatch::Incomplete { expected: vec![1, 2] })
-        );
-        assert_eq!(
-            check(&s, &p, &cands, &names(&s, &[1])),
+            check(&p, &cands, &names(&[1])),
             Some(Mismatch::MissingBefore {
                 index: 0,
                 missing: vec![0]
@@ -273,13 +248,12 @@ mod tests {
 
     #[test]
     fn large_bounds_stay_linear() {
-        let s = schema(&["w"]);
         let p = el(0, 1, 10_000);
-        let many = vec![&s.elements[0].name; 10_000];
-        assert_eq!(check(&s, &p, &[0], &many), None);
-        let too_many = vec![&s.elements[0].name; 10_001];
+        let many = vec![Some(0); 10_000];
+        assert_eq!(check(&p, &[0], &many), None);
+        let too_many = vec![Some(0); 10_001];
         assert_eq!(
-            check(&s, &p, &[0], &too_many),
+            check(&p, &[0], &too_many),
             Some(Mismatch::Unexpected {
                 index: 10_000,
                 expected: vec![]

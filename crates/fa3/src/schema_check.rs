@@ -12,7 +12,6 @@ const XSI: &str = "http://www.w3.org/2001/XMLSchema-instance";
 pub struct SchemaCheck<'a> {
     pub schema: &'a Schema,
     pub tree: &'a Tree,
-    pub paths: &'a [String],
     pub findings: &'a mut Vec<Finding>,
 }
 
@@ -69,7 +68,7 @@ impl SchemaCheck<'_> {
             code,
             category: Category::Schema,
             severity: Severity::Error,
-            path: self.paths[node].clone(),
+            path: self.tree.path(node),
             line: self.tree.nodes[node].line,
             message_pl: pl,
             message_en: en,
@@ -116,6 +115,7 @@ impl SchemaCheck<'_> {
     fn element(&mut self, id: usize, decl: ElemId) {
         let node = &self.tree.nodes[id];
         let d = &self.schema.elements[decl];
+        self.xsi_type(id, decl);
         match d.ty {
             TypeRef::Simple(st) => {
                 self.no_attributes_but_xsi(id, &[]);
@@ -182,22 +182,16 @@ impl SchemaCheck<'_> {
                                 ),
                             );
                         }
-                        let kids: Vec<QName> = node
+                        let kids: Vec<Option<ElemId>> = node
                             .children
                             .iter()
-                            .map(|&c| QName {
-                                ns: self.tree.nodes[c].ns.clone(),
-                                local: self.tree.nodes[c].local.clone(),
-                            })
+                            .map(|&c| names.get(self.schema, &self.tree.nodes[c].ns, &self.tree.nodes[c].local))
                             .collect();
-                        let kid_refs: Vec<&QName> = kids.iter().collect();
-                        let mut candidates: Vec<ElemId> = names.values().copied().collect();
-                        candidates.sort_unstable();
-                        if let Some(m) = crate::content_model::check(self.schema, particle, &candidates, &kid_refs) {
+                        if let Some(m) = crate::content_model::check(particle, &names.ids, &kids) {
                             self.content_mismatch(id, decl, m);
                         }
-                        for (i, &c) in node.children.iter().enumerate() {
-                            if let Some(&cd) = names.get(&kids[i]) {
+                        for (&c, kid) in node.children.iter().zip(&kids) {
+                            if let Some(cd) = *kid {
                                 self.element(c, cd);
                             }
                         }
@@ -215,7 +209,7 @@ impl SchemaCheck<'_> {
                 let child = self.tree.nodes[id].children[index];
                 let cn = &self.tree.nodes[child];
                 let known = match &self.schema.complex_of(decl).map(|c| &c.content) {
-                    Some(Content::Elements { names, .. }) => names.keys().any(|k| k.local == cn.local),
+                    Some(Content::Elements { names, .. }) => names.has_local(&cn.local),
                     _ => false,
                 };
                 let wrong_ns = known
@@ -301,11 +295,44 @@ impl SchemaCheck<'_> {
         }
     }
 
+    /// `xsi:type` may only restate the declared type: FA(3) derives no types meant for
+    /// substitution, and any other type would change what the element may contain.
+    fn xsi_type(&mut self, id: usize, decl: ElemId) {
+        let node = &self.tree.nodes[id];
+        let Some(a) = node.attrs.iter().find(|a| a.ns == XSI && a.local == "type") else {
+            return;
+        };
+        let named = a.value_qname.as_ref().and_then(|(ns, local)| {
+            self.schema.named.get(&QName {
+                ns: ns.clone(),
+                local: local.clone(),
+            })
+        });
+        let same = match (named, self.schema.elements[decl].ty) {
+            (Some(TypeRef::Simple(a)), TypeRef::Simple(b)) | (Some(TypeRef::Complex(a)), TypeRef::Complex(b)) => *a == b,
+            _ => false,
+        };
+        if !same {
+            self.push(
+                id,
+                "schema.xsi",
+                format!(
+                    "Atrybut xsi:type=\"{}\" zmienia typ elementu {}; w FA(3) jest niedozwolony.",
+                    a.value, node.local
+                ),
+                format!(
+                    "Attribute xsi:type=\"{}\" changes the type of {}; FA(3) does not allow that.",
+                    a.value, node.local
+                ),
+            );
+        }
+    }
+
     fn no_attributes_but_xsi(&mut self, id: usize, allowed: &[&str]) {
         let node = &self.tree.nodes[id];
         for a in &node.attrs {
             if a.ns == XSI {
-                if !matches!(a.local.as_str(), "schemaLocation" | "noNamespaceSchemaLocation") {
+                if !matches!(a.local.as_str(), "schemaLocation" | "noNamespaceSchemaLocation" | "type") {
                     self.push(
                         id,
                         "schema.xsi",

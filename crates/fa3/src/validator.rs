@@ -130,23 +130,21 @@ pub fn validate_with(xml: &[u8], opts: &ValidateOptions) -> Report {
             return report;
         }
     };
-    let paths = paths(&tree);
-    input_rules(&tree, &paths, xml.len(), &mut findings);
+    input_rules(&tree, xml.len(), &mut findings);
     SchemaCheck {
         schema: xsd_schema::fa3(),
         tree: &tree,
-        paths: &paths,
         findings: &mut findings,
     }
     .run();
     if !opts.schema_only && tree.nodes[0].local == "Faktura" && tree.nodes[0].ns == crate::FA3_NAMESPACE {
         let today = opts.today.unwrap_or_else(today_in_poland);
-        crate::business_rules::check(&tree, &paths, today, &mut findings);
+        crate::business_rules::check(&tree, today, &mut findings);
     }
     Report { findings }
 }
 
-fn input_rules(tree: &Tree, paths: &[String], size: usize, findings: &mut Vec<Finding>) {
+fn input_rules(tree: &Tree, size: usize, findings: &mut Vec<Finding>) {
     let input = |code, path: String, line, pl: String, en: String| Finding {
         code,
         category: Category::Input,
@@ -168,7 +166,7 @@ fn input_rules(tree: &Tree, paths: &[String], size: usize, findings: &mut Vec<Fi
         }
     }
     for note in &tree.notes {
-        let path = note.node.map(|n| paths[n].clone()).unwrap_or_default();
+        let path = note.node.map(|n| tree.path(n)).unwrap_or_default();
         findings.push(match note.code {
             "xml.processing_instruction" => input(
                 "input.processing_instruction",
@@ -201,30 +199,6 @@ fn input_rules(tree: &Tree, paths: &[String], size: usize, findings: &mut Vec<Fi
             ));
         }
     }
-}
-
-/// `/Faktura/Fa/FaWiersz[2]/P_7` for every node; the index only where a name repeats.
-fn paths(tree: &Tree) -> Vec<String> {
-    let mut out = vec![String::new(); tree.nodes.len()];
-    out[0] = format!("/{}", tree.nodes[0].local);
-    for (id, node) in tree.nodes.iter().enumerate() {
-        let mut counts: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
-        for &c in &node.children {
-            *counts.entry(tree.nodes[c].local.as_str()).or_default() += 1;
-        }
-        let mut seen: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
-        for &c in &node.children {
-            let name = tree.nodes[c].local.as_str();
-            let k = seen.entry(name).or_default();
-            *k += 1;
-            out[c] = if counts[name] > 1 {
-                format!("{}/{name}[{k}]", out[id])
-            } else {
-                format!("{}/{name}", out[id])
-            };
-        }
-    }
-    out
 }
 
 /// Today's date in Poland (CET/CEST), without a timezone database: summer time runs from the

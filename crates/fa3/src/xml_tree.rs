@@ -10,6 +10,8 @@ use quick_xml::events::Event;
 use quick_xml::name::ResolveResult;
 use quick_xml::NsReader;
 
+const XSI: &str = "http://www.w3.org/2001/XMLSchema-instance";
+
 /// Deeper than any valid FA(3) document (which nests about ten levels).
 pub const MAX_DEPTH: usize = 64;
 
@@ -20,6 +22,9 @@ pub struct Attr {
     /// As written, with its prefix.
     pub qname: String,
     pub value: String,
+    /// For `xsi:type`, the value resolved as a QName: (namespace, local name); `None` when a
+    /// prefix in it is not declared.
+    pub value_qname: Option<(String, String)>,
 }
 
 #[derive(Debug, Clone)]
@@ -75,6 +80,38 @@ pub struct Tree {
     pub declared_encoding: Option<String>,
 }
 
+impl Tree {
+    /// `/Faktura/Fa/FaWiersz[2]/P_7`: local names, with a 1-based index only where the name
+    /// repeats among its siblings. Computed on demand (only findings need it).
+    pub fn path(&self, id: usize) -> String {
+        let mut parts = Vec::new();
+        let mut cur = Some(id);
+        while let Some(n) = cur {
+            let node = &self.nodes[n];
+            match node.parent {
+                Some(p) => {
+                    let same: Vec<usize> = self.nodes[p]
+                        .children
+                        .iter()
+                        .copied()
+                        .filter(|&c| self.nodes[c].local == node.local)
+                        .collect();
+                    if same.len() > 1 {
+                        let k = same.iter().position(|&c| c == n).unwrap_or(0) + 1;
+                        parts.push(format!("{}[{k}]", node.local));
+                    } else {
+                        parts.push(node.local.clone());
+                    }
+                }
+                None => parts.push(node.local.clone()),
+            }
+            cur = node.parent;
+        }
+        parts.reverse();
+        format!("/{}", parts.join("/"))
+    }
+}
+
 /// Byte offset → 1-based line.
 pub struct Lines(Vec<usize>);
 
@@ -104,9 +141,22 @@ pub fn is_discouraged(c: char) -> bool {
     matches!(u, 0x7F..=0x84 | 0x86..=0x9F | 0xFDD0..=0xFDEF) || (u > 0xFFFF && (u & 0xFFFF) >= 0xFFFE)
 }
 
+/// The `&str` behind a byte slice the reader handed out: a sub-slice of the (already checked)
+/// input, so no second UTF-8 validation; anything else is validated.
+fn as_str<'t>(text: &'t str, bytes: &'t [u8]) -> &'t str {
+    let base = text.as_ptr() as usize;
+    let at = bytes.as_ptr() as usize;
+    if at >= base && at + bytes.len() <= base + text.len() {
+        if let Some(s) = text.get(at - base..at - base + bytes.len()) {
+            return s;
+        }
+    }
+    std::str::from_utf8(bytes).unwrap_or("")
+}
+
 fn ns_of(r: &ResolveResult) -> Result<String, String> {
     match r {
-        ResolveResult::Bound(n) => Ok(String::from_utf8_lossy(n.as_ref()).into_owned()),
+        ResolveResult::Bound(n) => Ok(std::str::from_utf8(n.as_ref()).unwrap_or("").to_string()),
         ResolveResult::Unbound => Ok(String::new()),
         ResolveResult::Unknown(p) => Err(format!("undeclared namespace prefix {:?}", String::from_utf8_lossy(p))),
     }
@@ -121,8 +171,25 @@ pub fn parse(text: &str, lines: &Lines, base: usize) -> Result<Tree, ParseFailur
         detail,
     };
     // Characters XML forbids anywhere, and the ones KSeF refuses.
-    let mut tree = Tree::default();
-    for (i, c) in text.char_indices() {
+    let mut tree = Tree {
+        // About one element per two '<' (start and end tags); avoids regrowing the arena.
+        nodes: Vec::with_capacity(text.len() / 32 + 1),
+        ..Tree::default()
+    };
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        // ASCII is decided on the byte; only multi-byte sequences are decoded.
+        let c = if b < 0x80 {
+            if b >= 0x20 && b != 0x7F {
+                i += 1;
+                continue;
+            }
+            b as char
+        } else {
+            text[i..].chars().next().unwrap_or('\u{FFFD}')
+        };
         if !is_xml_char(c) {
             return Err(fail("xml.char", i, format!("character U+{:04X} is not allowed in XML", c as u32)));
         }
@@ -134,6 +201,7 @@ pub fn parse(text: &str, lines: &Lines, base: usize) -> Result<Tree, ParseFailur
                 node: None,
             });
         }
+        i += c.len_utf8();
     }
     let mut reader = NsReader::from_str(text);
     reader.config_mut().check_comments = true;
@@ -160,7 +228,7 @@ pub fn parse(text: &str, lines: &Lines, base: usize) -> Result<Tree, ParseFailur
                 if stack.len() >= MAX_DEPTH {
                     return Err(fail("xml.depth", start, format!("more than {MAX_DEPTH} levels")));
                 }
-                let qname = std::str::from_utf8(e.name().as_ref()).unwrap_or("").to_string();
+                let qname = as_str(text, e.name().into_inner()).to_string();
                 if !valid_name(&qname) {
                     return Err(fail("xml.malformed", start, format!("{qname:?} is not a valid element name")));
                 }
@@ -168,11 +236,14 @@ pub fn parse(text: &str, lines: &Lines, base: usize) -> Result<Tree, ParseFailur
                 let mut attrs = Vec::new();
                 for a in e.attributes() {
                     let a = a.map_err(|err| fail("xml.malformed", start, err.to_string()))?;
-                    let aq = std::str::from_utf8(a.key.as_ref()).unwrap_or("").to_string();
+                    let aq = as_str(text, a.key.into_inner()).to_string();
                     if !valid_name(&aq) {
                         return Err(fail("xml.malformed", start, format!("{aq:?} is not a valid attribute name")));
                     }
-                    let raw = std::str::from_utf8(&a.value).unwrap_or("");
+                    let raw = match &a.value {
+                        std::borrow::Cow::Borrowed(b) => as_str(text, b),
+                        std::borrow::Cow::Owned(b) => std::str::from_utf8(b).unwrap_or(""),
+                    };
                     if raw.contains('<') {
                         return Err(fail("xml.malformed", start, "'<' inside an attribute value".into()));
                     }
@@ -186,17 +257,24 @@ pub fn parse(text: &str, lines: &Lines, base: usize) -> Result<Tree, ParseFailur
                     if attrs.iter().any(|x: &Attr| x.ns == ans && x.local == local) {
                         return Err(fail("xml.malformed", start, format!("attribute {aq} appears twice")));
                     }
+                    let value_qname = (ans == XSI && local == "type")
+                        .then(|| {
+                            let (r, l) = reader.resolve_element(quick_xml::name::QName(value.trim().as_bytes()));
+                            ns_of(&r).ok().map(|n| (n, String::from_utf8_lossy(l.as_ref()).into_owned()))
+                        })
+                        .flatten();
                     attrs.push(Attr {
                         ns: ans,
                         local,
                         qname: aq,
                         value,
+                        value_qname,
                     });
                 }
                 let id = tree.nodes.len();
                 tree.nodes.push(Node {
                     ns,
-                    local: String::from_utf8_lossy(e.local_name().as_ref()).into_owned(),
+                    local: qname.rsplit(':').next().unwrap_or("").to_string(),
                     qname,
                     attrs,
                     children: Vec::new(),
@@ -228,7 +306,10 @@ pub fn parse(text: &str, lines: &Lines, base: usize) -> Result<Tree, ParseFailur
                 }
             }
             (_, Event::Text(t)) => {
-                let raw = std::str::from_utf8(&t).unwrap_or("");
+                let raw = match t.clone().into_inner() {
+                    std::borrow::Cow::Borrowed(b) => as_str(text, b),
+                    std::borrow::Cow::Owned(_) => std::str::from_utf8(&t).unwrap_or(""),
+                };
                 match stack.last() {
                     Some(&id) => tree.nodes[id].text.push_str(raw),
                     None if raw.trim_matches([' ', '\t', '\n', '\r']).is_empty() => {}
@@ -283,6 +364,18 @@ pub fn parse(text: &str, lines: &Lines, base: usize) -> Result<Tree, ParseFailur
 }
 
 fn valid_name(n: &str) -> bool {
+    // The common case: ASCII letters, digits, '_' and at most one inner ':'.
+    let b = n.as_bytes();
+    if n.is_ascii() && !b.is_empty() && (b[0].is_ascii_alphabetic() || b[0] == b'_') {
+        let colons = b.iter().filter(|&&c| c == b':').count();
+        if colons <= 1
+            && !n.ends_with(':')
+            && b.iter()
+                .all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-' | b'.' | b':'))
+        {
+            return !n.contains(":-") && !n.contains(":.") && !b.windows(2).any(|w| w[0] == b':' && w[1].is_ascii_digit());
+        }
+    }
     let mut chars = n.chars();
     let Some(first) = chars.next() else { return false };
     let start = |c: char| c.is_alphabetic() || c == '_' || c == ':';

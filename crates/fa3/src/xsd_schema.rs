@@ -80,12 +80,58 @@ pub struct AttributeDecl {
 #[derive(Debug)]
 pub enum Content {
     Empty,
-    /// Element-only content; `names` maps each child name to its (unique) declaration.
+    /// Element-only content; `names` finds the (unique) declaration for a child name, and the
+    /// particle refers to those same declarations, so matching compares ids, not strings.
     Elements {
         particle: Particle,
-        names: HashMap<QName, ElemId>,
+        names: ElementNames,
     },
     Simple(SimpleId),
+}
+
+/// FNV-1a: the name maps are small and hashed per child element; SipHash's flood resistance
+/// buys nothing for keys that come from the schema.
+#[derive(Default)]
+pub struct Fnv(u64);
+
+impl std::hash::Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = if self.0 == 0 { 0xcbf2_9ce4_8422_2325 } else { self.0 };
+        for &b in bytes {
+            h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+        self.0 = h;
+    }
+}
+
+type FnvMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<Fnv>>;
+
+/// The child element declarations of one content model, by local name.
+#[derive(Debug, Default)]
+pub struct ElementNames {
+    by_local: FnvMap<String, Vec<ElemId>>,
+    /// Every declaration, sorted.
+    pub ids: Vec<ElemId>,
+}
+
+impl ElementNames {
+    /// The declaration for a child with this namespace and local name.
+    pub fn get(&self, schema: &Schema, ns: &str, local: &str) -> Option<ElemId> {
+        self.by_local
+            .get(local)?
+            .iter()
+            .copied()
+            .find(|&id| schema.elements[id].name.ns == ns)
+    }
+
+    /// Whether some declaration has this local name (in any namespace).
+    pub fn has_local(&self, local: &str) -> bool {
+        self.by_local.contains_key(local)
+    }
 }
 
 #[derive(Debug)]
@@ -133,6 +179,8 @@ pub struct Schema {
     pub complex: Vec<ComplexType>,
     pub simple: Vec<SimpleType>,
     pub globals: HashMap<QName, ElemId>,
+    /// Named types (and the built-ins in use), for `xsi:type`.
+    pub named: HashMap<QName, TypeRef>,
 }
 
 /// The FA(3) schema, compiled on first use.
@@ -299,6 +347,7 @@ impl<'a> Compiler<'a> {
                 complex: Vec::new(),
                 simple: Vec::new(),
                 globals: HashMap::new(),
+                named: HashMap::new(),
             },
         };
         for doc in docs {
@@ -346,6 +395,19 @@ impl<'a> Compiler<'a> {
         complex.sort_by(|a, b| (&a.ns, &a.local).cmp(&(&b.ns, &b.local)));
         for name in complex {
             self.type_ref(&name)?;
+        }
+        for (name, &id) in &self.simple_ids {
+            self.schema.named.insert(name.clone(), TypeRef::Simple(id));
+        }
+        for (name, &id) in &self.complex_ids {
+            self.schema.named.insert(name.clone(), TypeRef::Complex(id));
+        }
+        for (&local, &id) in &self.builtin_ids {
+            let name = QName {
+                ns: XS.into(),
+                local: local.into(),
+            };
+            self.schema.named.insert(name, TypeRef::Simple(id));
         }
         Ok(self.schema)
     }
@@ -608,9 +670,16 @@ impl<'a> Compiler<'a> {
         }
         let content = match (simple, particle) {
             (Some(s), _) => Content::Simple(s),
-            (None, Some(particle)) => {
-                let mut names = HashMap::new();
-                self.collect_names(&particle, &mut names)?;
+            (None, Some(mut particle)) => {
+                let mut canonical = HashMap::new();
+                self.collect_names(&particle, &mut canonical)?;
+                canonicalize(&mut particle, &self.schema.elements, &canonical);
+                let mut names = ElementNames::default();
+                for (name, &id) in &canonical {
+                    names.by_local.entry(name.local.clone()).or_default().push(id);
+                    names.ids.push(id);
+                }
+                names.ids.sort_unstable();
                 Content::Elements { particle, names }
             }
             (None, None) => Content::Empty,
@@ -629,10 +698,11 @@ impl<'a> Compiler<'a> {
                         (TypeRef::Simple(a), TypeRef::Simple(b)) | (TypeRef::Complex(a), TypeRef::Complex(b)) => a == b,
                         _ => false,
                     };
-                    if !same {
-                        // Two distinct anonymous types under one name: keep the first for
-                        // descending; the content model still checks placement exactly.
-                        return Ok(());
+                    if !same && !self.same_structure(self.schema.elements[other].ty, decl.ty) {
+                        return Err(format!(
+                            "element {} is declared twice with different types in one content model",
+                            decl.name.local
+                        ));
                     }
                 }
                 names.insert(decl.name.clone(), *id);
@@ -644,6 +714,19 @@ impl<'a> Compiler<'a> {
             }
         }
         Ok(())
+    }
+
+    /// Two anonymous types that are written identically (the schema repeats
+    /// `AdresZamieszkania` blocks) count as the same type.
+    fn same_structure(&self, a: TypeRef, b: TypeRef) -> bool {
+        format!("{:?}", self.type_shape(a)) == format!("{:?}", self.type_shape(b))
+    }
+
+    fn type_shape(&self, t: TypeRef) -> String {
+        match t {
+            TypeRef::Simple(id) => format!("{:?}", self.schema.simple[id]),
+            TypeRef::Complex(id) => format!("{:?}", self.schema.complex[id]),
+        }
     }
 
     fn particle(&mut self, node: &'a XNode, tns: &str) -> Result<Particle, String> {
@@ -691,6 +774,22 @@ impl<'a> Compiler<'a> {
             required: node.attr("use") == Some("required"),
             fixed: node.attr("fixed").map(str::to_string),
         })
+    }
+}
+
+/// Points every element term at the one declaration kept for its name.
+fn canonicalize(p: &mut Particle, elements: &[ElementDecl], canonical: &HashMap<QName, ElemId>) {
+    match &mut p.term {
+        Term::Element(id) => {
+            if let Some(&c) = canonical.get(&elements[*id].name) {
+                *id = c;
+            }
+        }
+        Term::Sequence(ps) | Term::Choice(ps) => {
+            for p in ps {
+                canonicalize(p, elements, canonical);
+            }
+        }
     }
 }
 
@@ -875,12 +974,26 @@ fn check_facet(f: &Facet, builtin: Builtin, v: &str, value: &Value) -> Result<()
             format!("liczba {} ma za dużo miejsc po przecinku: najwyżej {n}", quote(v)),
             format!("the number {} has too many decimal places: at most {n}", quote(v)),
         ),
-        Facet::MinInclusive(lim, s) if value.compare(lim) == Some(std::cmp::Ordering::Less) => fail(
+        // An indeterminate order (a time without a timezone near the limit) fails, as in XSD.
+        Facet::MinInclusive(lim, s) | Facet::MaxInclusive(lim, s) if value.compare(lim).is_none() => fail(
             "value.range",
-            format!("wartość {} jest mniejsza niż dozwolone minimum {s}", quote(v)),
-            format!("the value {} is below the minimum {s}", quote(v)),
+            format!(
+                "wartość {} nie ma strefy czasowej i leży w granicach 14 godzin od limitu {s}; dodaj strefę (np. Z)",
+                quote(v)
+            ),
+            format!(
+                "the value {} has no timezone and lies within 14 hours of the limit {s}; add a timezone (e.g. Z)",
+                quote(v)
+            ),
         ),
-        Facet::MaxInclusive(lim, s) if value.compare(lim) == Some(std::cmp::Ordering::Greater) => fail(
+        Facet::MinInclusive(lim, s) if !matches!(value.compare(lim), Some(std::cmp::Ordering::Greater | std::cmp::Ordering::Equal)) => {
+            fail(
+                "value.range",
+                format!("wartość {} jest mniejsza niż dozwolone minimum {s}", quote(v)),
+                format!("the value {} is below the minimum {s}", quote(v)),
+            )
+        }
+        Facet::MaxInclusive(lim, s) if !matches!(value.compare(lim), Some(std::cmp::Ordering::Less | std::cmp::Ordering::Equal)) => fail(
             "value.range",
             format!("wartość {} jest większa niż dozwolone maksimum {s}", quote(v)),
             format!("the value {} is above the maximum {s}", quote(v)),

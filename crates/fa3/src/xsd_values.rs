@@ -242,28 +242,55 @@ impl PartialOrd for Decimal {
     }
 }
 
-/// A date, date-time or year, as (year, month, day, seconds of day) plus the timezone offset
-/// in minutes when one was given.
+/// A date, date-time or year on a timeline: seconds from an epoch in local time, the
+/// fraction of a second (digits without trailing zeros), and the timezone offset in minutes
+/// when one was given. Dates count from their first instant, years from 1 January.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TimeKey {
     kind: u8,
-    year: i64,
-    month: u8,
-    day: u8,
-    /// Seconds of the day as a decimal string key: `hhmmss` and the fraction, without trailing zeros.
-    seconds: String,
+    secs: i128,
+    frac: String,
     tz: Option<i32>,
 }
 
+/// The most a timezone can shift a value without one (XSD: ±14:00).
+const FOURTEEN_HOURS: i128 = 14 * 3600;
+
 impl TimeKey {
+    /// The XSD 1.0 partial order (§3.2.7.4): a value without a timezone is only ordered
+    /// against one with a timezone when they are more than 14 hours apart.
     fn compare(&self, other: &TimeKey) -> Option<Ordering> {
         if self.kind != other.kind {
             return None;
         }
-        // Timezones are compared on the local value; the FA(3) range facets are all on dates
-        // that the schema's own patterns keep free of a timezone.
-        Some((self.year, self.month, self.day, &self.seconds).cmp(&(other.year, other.month, other.day, &other.seconds)))
+        let utc = |k: &TimeKey| k.secs - i128::from(k.tz.unwrap_or(0)) * 60;
+        let at = |secs: i128, k: &TimeKey| (secs, k.frac.clone());
+        match (self.tz, other.tz) {
+            (Some(_), Some(_)) | (None, None) => Some(at(utc(self), self).cmp(&at(utc(other), other))),
+            (Some(_), None) => {
+                let p = at(utc(self), self);
+                if p < at(other.secs - FOURTEEN_HOURS, other) {
+                    Some(Ordering::Less)
+                } else if p > at(other.secs + FOURTEEN_HOURS, other) {
+                    Some(Ordering::Greater)
+                } else {
+                    None
+                }
+            }
+            (None, Some(_)) => other.compare(self).map(Ordering::reverse),
+        }
     }
+}
+
+/// Days from 0001-01-01 in the proleptic Gregorian calendar; XSD 1.0 has no year zero.
+fn days_from_civil(year: i64, month: u8, day: u8) -> i128 {
+    let y = i128::from(if year < 0 { year + 1 } else { year }) - i128::from(month <= 2);
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let m = i128::from(month);
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i128::from(day) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe
 }
 
 fn digits(s: &str) -> bool {
@@ -339,10 +366,8 @@ pub fn parse_date(s: &str) -> Option<TimeKey> {
     let (year, month, day, rest) = parse_ymd(s)?;
     Some(TimeKey {
         kind: 0,
-        year,
-        month,
-        day,
-        seconds: String::new(),
+        secs: days_from_civil(year, month, day) * 86_400,
+        frac: String::new(),
         tz: parse_tz(rest)?,
     })
 }
@@ -372,10 +397,8 @@ pub fn parse_date_time(s: &str) -> Option<TimeKey> {
     }
     Some(TimeKey {
         kind: 1,
-        year,
-        month,
-        day,
-        seconds: format!("{h:02}{m:02}{sec:02}{frac}"),
+        secs: days_from_civil(year, month, day) * 86_400 + i128::from(h) * 3600 + i128::from(m) * 60 + i128::from(sec),
+        frac: frac.to_string(),
         tz: parse_tz(tail)?,
     })
 }
@@ -384,10 +407,8 @@ pub fn parse_g_year(s: &str) -> Option<TimeKey> {
     let (year, rest) = parse_year(s)?;
     Some(TimeKey {
         kind: 2,
-        year,
-        month: 0,
-        day: 0,
-        seconds: String::new(),
+        secs: days_from_civil(year, 1, 1) * 86_400,
+        frac: String::new(),
         tz: parse_tz(rest)?,
     })
 }
@@ -432,6 +453,24 @@ mod tests {
         assert!(parse_date_time("2026-02-01T10:00:00.").is_none());
         assert!(parse_date_time("2026-02-01").is_none());
         assert!(parse_g_year("2026").is_some() && parse_g_year("26").is_none());
+    }
+
+    #[test]
+    fn date_times_order_across_timezones_as_xsd_says() {
+        let t = |s| parse_date_time(s).unwrap();
+        let max = t("2050-01-01T23:59:59Z");
+        assert_eq!(t("2050-01-01T23:00:00-01:00").compare(&max), Some(Ordering::Greater));
+        assert_eq!(t("2050-01-02T00:59:59+01:00").compare(&max), Some(Ordering::Equal));
+        assert_eq!(t("2026-01-31T24:00:00Z").compare(&t("2026-02-01T00:00:00Z")), Some(Ordering::Equal));
+        // Without a timezone: only ordered when more than 14 hours away.
+        assert_eq!(t("2050-01-01T23:59:59").compare(&max), None);
+        assert_eq!(t("2050-01-01T09:59:58").compare(&max), Some(Ordering::Less));
+        assert_eq!(t("2050-01-02T14:00:00").compare(&max), Some(Ordering::Greater));
+        assert_eq!(
+            t("2026-01-01T00:00:00.5Z").compare(&t("2026-01-01T00:00:00.45Z")),
+            Some(Ordering::Greater)
+        );
+        assert!(parse_date("2024-03-01").unwrap().compare(&parse_date("2024-02-29").unwrap()) == Some(Ordering::Greater));
     }
 
     #[test]

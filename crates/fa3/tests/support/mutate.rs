@@ -115,6 +115,11 @@ const BAD_VALUES: &[&str] = &[
     "np  I",
     "GTU_1",
     "WDT",
+    "2050-01-01T23:00:00-01:00",
+    "2025-09-01T00:30:00+01:00",
+    "2050-01-01T23:59:59",
+    "2025-09-01T00:00:00",
+    "2026-02-01T10:00:00",
 ];
 
 const FOREIGN_NAMES: &[&str] = &[
@@ -247,6 +252,8 @@ pub fn mutate(src: &str, rng: &mut Rng) -> (String, String) {
                         " xsi:nil=\"true\"",
                         " xml:lang=\"pl\"",
                         " xsi:schemaLocation=\"a b\"",
+                        " xsi:type=\"TZnakowy\"",
+                        " xsi:type=\"etd:TZnakowy\"",
                     ]);
                     (splice(ins, ins, a), format!("add attribute{a} to {}", n.local))
                 }
