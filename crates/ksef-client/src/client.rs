@@ -36,6 +36,8 @@ pub struct ClientConfig {
     pub refresh_margin: Duration,
     pub auth_poll_interval: Duration,
     pub auth_poll_timeout: Duration,
+    /// Public keys are fetched again after this long (and at once on 21470).
+    pub key_refresh_interval: Duration,
 }
 
 impl ClientConfig {
@@ -48,6 +50,7 @@ impl ClientConfig {
             refresh_margin: Duration::from_secs(60),
             auth_poll_interval: Duration::from_secs(1),
             auth_poll_timeout: Duration::from_secs(30),
+            key_refresh_interval: Duration::from_secs(6 * 3600),
         }
     }
 }
@@ -122,7 +125,7 @@ pub(crate) struct Inner {
     pub base: String,
     pub cfg: ClientConfig,
     limiter: Limiter,
-    keys: tokio::sync::Mutex<Option<Vec<PublicKey>>>,
+    keys: tokio::sync::Mutex<Option<(Vec<PublicKey>, tokio::time::Instant)>>,
     credentials: Option<Credentials>,
     tokens: tokio::sync::Mutex<Option<TokenSet>>,
 }
@@ -264,22 +267,35 @@ impl KsefClient {
 
     // ----- public keys -----
 
-    /// The published public keys (fetched once, then cached; see [`KsefClient::refresh_keys`]).
+    /// The published public keys: cached, fetched again after `key_refresh_interval` (a failed
+    /// refresh keeps the cached keys: a rotation is announced with both keys listed).
     pub async fn public_keys(&self) -> Result<Vec<PublicKey>> {
         let mut cached = self.inner.keys.lock().await;
-        if let Some(k) = cached.as_ref() {
-            return Ok(k.clone());
+        if let Some((keys, at)) = cached.as_ref() {
+            if at.elapsed() < self.inner.cfg.key_refresh_interval {
+                return Ok(keys.clone());
+            }
+            match self.fetch_keys().await {
+                Ok(fresh) => {
+                    *cached = Some((fresh.clone(), tokio::time::Instant::now()));
+                    return Ok(fresh);
+                }
+                Err(f) => {
+                    tracing::warn!(failure = %f, "refreshing KSeF public keys failed; using the cached ones");
+                    return Ok(keys.clone());
+                }
+            }
         }
         let keys = self.fetch_keys().await?;
-        *cached = Some(keys.clone());
+        *cached = Some((keys.clone(), tokio::time::Instant::now()));
         Ok(keys)
     }
 
-    /// Forgets the cached keys (after 21470, or periodically) and fetches them again.
+    /// Forgets the cached keys (after 21470) and fetches them again.
     pub async fn refresh_keys(&self) -> Result<Vec<PublicKey>> {
         let mut cached = self.inner.keys.lock().await;
         let keys = self.fetch_keys().await?;
-        *cached = Some(keys.clone());
+        *cached = Some((keys.clone(), tokio::time::Instant::now()));
         Ok(keys)
     }
 
@@ -568,5 +584,45 @@ impl KsefClient {
     /// Forgets all tokens: the next call logs in again.
     pub async fn forget_tokens(&self) {
         *self.inner.tokens.lock().await = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(usage: &str, from_days: i64, to_days: i64) -> PublicKey {
+        use rsa::pkcs8::DecodePrivateKey;
+        let pem = include_str!("../tests/fixtures/xades-test-rsa-key.pem");
+        let now = Utc::now();
+        PublicKey {
+            public_key_id: format!("{usage}{from_days}{to_days}"),
+            usage: vec![usage.to_owned()],
+            valid_from: now + chrono::Duration::days(from_days),
+            valid_to: now + chrono::Duration::days(to_days),
+            key: rsa::RsaPrivateKey::from_pkcs8_pem(pem).unwrap().to_public_key(),
+        }
+    }
+
+    #[test]
+    fn keys_are_picked_by_usage_then_validity_then_the_latest_valid_from() {
+        let keys = vec![
+            key("KsefTokenEncryption", -30, 30),
+            key("SymmetricKeyEncryption", -60, 60),
+            key("SymmetricKeyEncryption", -10, 60),
+            key("SymmetricKeyEncryption", -5, -1),
+            key("SymmetricKeyEncryption", 1, 90),
+        ];
+        let now = Utc::now();
+        assert_eq!(
+            pick_key(&keys, KeyUsage::KsefTokenEncryption, now).unwrap().public_key_id,
+            "KsefTokenEncryption-3030"
+        );
+        // Expired and not-yet-valid keys are skipped; of the two valid ones, the newer wins.
+        assert_eq!(
+            pick_key(&keys, KeyUsage::SymmetricKeyEncryption, now).unwrap().public_key_id,
+            "SymmetricKeyEncryption-1060"
+        );
+        assert!(pick_key(&keys[1..], KeyUsage::KsefTokenEncryption, now).is_none());
     }
 }

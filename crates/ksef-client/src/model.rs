@@ -253,3 +253,26 @@ pub(crate) struct ProblemError {
 pub(crate) struct TooManyRequests {
     pub status: Status,
 }
+
+/// One session in `GET /sessions` (`SessionsQueryResponseItem`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionSummary {
+    pub reference_number: String,
+    pub status: Status,
+    pub date_created: DateTime<Utc>,
+    pub date_updated: DateTime<Utc>,
+    #[serde(default)]
+    pub valid_until: Option<DateTime<Utc>>,
+    pub total_invoice_count: u32,
+    pub successful_invoice_count: u32,
+    pub failed_invoice_count: u32,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct SessionsPage {
+    #[serde(default)]
+    pub continuation_token: Option<String>,
+    pub sessions: Vec<SessionSummary>,
+}

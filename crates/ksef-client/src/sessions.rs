@@ -13,7 +13,9 @@ use crate::client::{Auth, Body, Call, KeyUsage, KsefClient, Result};
 use crate::crypto;
 use crate::failure_map::{from_response, from_transport, invoice_outcome, session_outcome, InvoiceOutcome};
 use crate::limiter::EndpointGroup;
-use crate::model::{EncryptionInfo, InvoiceStatus, OpenOnlineResponse, ReferenceResponse, SessionInvoices, SessionStatus, FA3};
+use crate::model::{
+    EncryptionInfo, InvoiceStatus, OpenOnlineResponse, ReferenceResponse, SessionInvoices, SessionStatus, SessionSummary, SessionsPage, FA3,
+};
 use crate::secret::SessionKey;
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
@@ -208,6 +210,37 @@ impl KsefClient {
                 .await?;
             let page: SessionInvoices = a.json(op)?;
             out.extend(page.invoices);
+            match page.continuation_token {
+                Some(t) if !t.is_empty() => continuation = Some(t),
+                _ => return Ok(out),
+            }
+        }
+    }
+
+    /// The context's sessions of one kind created since `created_from`, newest first: how the
+    /// relay finds the session an unconfirmed send went to after losing track of it.
+    pub async fn list_sessions(&self, online: bool, created_from: DateTime<Utc>) -> Result<Vec<SessionSummary>> {
+        let op = "list_sessions";
+        let kind = if online { "Online" } else { "Batch" };
+        let from: String =
+            url::form_urlencoded::byte_serialize(created_from.to_rfc3339_opts(chrono::SecondsFormat::Millis, true).as_bytes()).collect();
+        let mut out = Vec::new();
+        let mut continuation: Option<String> = None;
+        loop {
+            let headers = continuation.iter().map(|c| ("x-continuation-token", c.clone())).collect();
+            let a = self
+                .call(Call {
+                    operation: op,
+                    group: EndpointGroup::SessionList,
+                    method: Method::GET,
+                    path: format!("/sessions?sessionType={kind}&dateCreatedFrom={from}&pageSize=1000"),
+                    body: None,
+                    auth: Auth::Access,
+                    headers,
+                })
+                .await?;
+            let page: SessionsPage = a.json(op)?;
+            out.extend(page.sessions);
             match page.continuation_token {
                 Some(t) if !t.is_empty() => continuation = Some(t),
                 _ => return Ok(out),

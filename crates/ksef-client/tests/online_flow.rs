@@ -306,3 +306,59 @@ async fn an_emergency_key_rotation_is_survived_by_refreshing_the_keys() {
     let (_, o) = c.wait_for_invoice(&s.reference, &sent.reference, POLL, WAIT).await.unwrap();
     assert!(matches!(o, InvoiceOutcome::Accepted { .. }), "{o:?}");
 }
+
+#[tokio::test]
+async fn lost_sessions_are_found_again_by_the_session_list() {
+    let sim = sim().await;
+    let c = client(&sim);
+    let since = chrono::Utc::now() - chrono::Duration::seconds(1);
+    let a = c.open_online_session().await.unwrap();
+    let b = c.open_online_session().await.unwrap();
+    let xml = invoice("LIST/1");
+    c.send_invoice(&b, &xml, &SendOptions::default()).await.unwrap();
+    let online = c.list_sessions(true, since).await.unwrap();
+    let refs: Vec<&str> = online.iter().map(|s| s.reference_number.as_str()).collect();
+    assert_eq!(refs, vec![b.reference.as_str(), a.reference.as_str()], "newest first");
+    assert_eq!(online[0].total_invoice_count, 1);
+    assert!(c.list_sessions(false, since).await.unwrap().is_empty(), "no batch sessions");
+    assert!(c
+        .list_sessions(true, chrono::Utc::now() + chrono::Duration::hours(1))
+        .await
+        .unwrap()
+        .is_empty());
+    // From the list to the invoice by hash: the reconciliation path after a lost answer.
+    let found = c
+        .find_invoice_by_hash(&online[0].reference_number, &ContentHash::of(&xml))
+        .await
+        .unwrap();
+    assert!(found.is_some());
+}
+
+#[tokio::test]
+async fn a_session_key_ksef_cannot_decrypt_fails_the_session_with_415() {
+    use base64::Engine as _;
+    let sim = sim().await;
+    let c = client(&sim);
+    let token = c.access_token().await.unwrap();
+    let keys = c.public_keys().await.unwrap();
+    let sym = ksef_client::pick_key(&keys, ksef_client::KeyUsage::SymmetricKeyEncryption, chrono::Utc::now()).unwrap();
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let body = serde_json::json!({
+        "formCode": {"systemCode": "FA (3)", "schemaVersion": "1-0E", "value": "FA"},
+        "encryption": {"encryptedSymmetricKey": b64.encode([7u8; 256]), "initializationVector": b64.encode([1u8; 16]), "publicKeyId": sym.public_key_id},
+    });
+    let r = reqwest::Client::new()
+        .post(format!("{}/sessions/online", sim.api_url()))
+        .bearer_auth(token.expose_secret())
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 201);
+    let reference = r.json::<serde_json::Value>().await.unwrap()["referenceNumber"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let f = c.wait_for_session(&reference, POLL, WAIT).await.unwrap_err();
+    assert_eq!((f.class, f.code.as_deref()), (ErrorClass::NeedsNewSession, Some("415")));
+}

@@ -220,6 +220,9 @@ async fn every_simulator_answer_matches_the_official_spec() {
         }
     };
     c.session_invoices(&s.reference).await.unwrap();
+    c.list_sessions(true, chrono::Utc::now() - chrono::Duration::minutes(5))
+        .await
+        .unwrap();
     c.failed_session_invoices(&s.reference).await.unwrap();
     c.invoice_upo(&s.reference, &good.reference).await.unwrap();
     c.invoice_upo_by_ksef_number(&s.reference, st.ksef_number.as_deref().unwrap())
@@ -296,6 +299,7 @@ async fn every_simulator_answer_matches_the_official_spec() {
         "POST /sessions/online/{referenceNumber}/close",
         "POST /sessions/batch",
         "POST /sessions/batch/{referenceNumber}/close",
+        "GET /sessions",
         "GET /sessions/{referenceNumber}",
         "GET /sessions/{referenceNumber}/invoices",
         "GET /sessions/{referenceNumber}/invoices/failed",

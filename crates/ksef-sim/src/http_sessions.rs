@@ -558,3 +558,96 @@ pub async fn session_upo_download(State(sim): State<Arc<Sim>>, Path((reference, 
         None => StatusCode::NOT_FOUND.into_response(),
     }
 }
+
+/// `GET /sessions`: the caller's sessions of one type, newest first, with the filters the
+/// relay uses to reconcile (created since, statuses), paged with `x-continuation-token`.
+pub async fn list_sessions(
+    State(sim): State<Arc<Sim>>,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let context = sim.authorize(&headers, "/v2/sessions")?;
+    let mut session_type = None;
+    let mut page_size = 10usize;
+    let mut created_from: Option<chrono::DateTime<Utc>> = None;
+    let mut statuses: Vec<String> = Vec::new();
+    for (k, v) in url_pairs(query.as_deref().unwrap_or("")) {
+        match k.as_str() {
+            "sessionType" => session_type = Some(v),
+            "pageSize" => page_size = v.parse().map_err(|_| ApiError::validation("pageSize musi być liczbą."))?,
+            "dateCreatedFrom" => {
+                created_from = Some(
+                    v.parse()
+                        .map_err(|_| ApiError::validation("dateCreatedFrom musi być datą ISO 8601."))?,
+                )
+            }
+            "statuses" => statuses.push(v),
+            _ => {}
+        }
+    }
+    let online = match session_type.as_deref() {
+        Some("Online") => true,
+        Some("Batch") => false,
+        _ => return Err(ApiError::validation("Parametr sessionType (Online lub Batch) jest wymagany.")),
+    };
+    if !(10..=1000).contains(&page_size) {
+        return Err(ApiError::validation("pageSize musi mieścić się w przedziale 10-1000."));
+    }
+    let offset: usize = match headers.get("x-continuation-token").and_then(|v| v.to_str().ok()) {
+        None | Some("") => 0,
+        Some(t) => t
+            .strip_prefix("sim-offset-")
+            .and_then(|n| n.parse().ok())
+            .ok_or_else(|| ApiError::bad(Code::InputValidation, "Nieprawidłowy token kontynuacji."))?,
+    };
+    let store = sim.store.lock().expect("store lock");
+    let mut list: Vec<&Session> = store
+        .sessions
+        .values()
+        .filter(|s| s.context == context && s.is_online() == online)
+        .filter(|s| created_from.is_none_or(|f| s.created >= f))
+        .filter(|s| statuses.is_empty() || statuses.iter().any(|st| st == common_status(s.status().code)))
+        .collect();
+    list.sort_by(|a, b| b.created.cmp(&a.created).then(b.seq.cmp(&a.seq)));
+    let page: Vec<_> = list
+        .iter()
+        .skip(offset)
+        .take(page_size)
+        .map(|s| {
+            let ok = s.invoices.iter().filter(|i| i.accepted.is_some()).count();
+            let done = s.invoices.iter().filter(|i| i.final_status.is_some()).count();
+            json!({
+                "referenceNumber": s.reference,
+                "status": s.status().to_json(),
+                "dateCreated": rfc3339(s.created),
+                "dateUpdated": rfc3339(s.updated),
+                "validUntil": rfc3339(s.valid_until),
+                "totalInvoiceCount": s.invoices.len(),
+                "successfulInvoiceCount": ok,
+                "failedInvoiceCount": done - ok,
+            })
+        })
+        .collect();
+    let mut body = json!({"sessions": page});
+    if offset + page_size < list.len() {
+        body["continuationToken"] = json!(format!("sim-offset-{}", offset + page_size));
+    }
+    Ok(Json(body).into_response())
+}
+
+/// The `CommonSessionStatus` a session status code falls under.
+fn common_status(code: i32) -> &'static str {
+    match code {
+        100 | 150 | 170 => "InProgress",
+        200 | 445 => "Succeeded",
+        440 => "Cancelled",
+        _ => "Failed",
+    }
+}
+
+/// Decodes `a=1&b=x%20y` pairs (repeated keys kept, as `statuses=...&statuses=...`).
+fn url_pairs(q: &str) -> Vec<(String, String)> {
+    form_urlencoded::parse(q.as_bytes())
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect()
+}

@@ -91,3 +91,57 @@ pub fn render(h: &UpoHeader<'_>, docs: &[UpoDocument<'_>]) -> String {
     x.push_str("</Potwierdzenie>\n");
     x
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Element names in document order, to compare structures.
+    fn element_names(xml: &str) -> Vec<String> {
+        let mut r = quick_xml::Reader::from_str(xml);
+        let mut out = Vec::new();
+        loop {
+            match r.read_event().unwrap() {
+                quick_xml::events::Event::Start(e) | quick_xml::events::Event::Empty(e) => {
+                    out.push(String::from_utf8_lossy(e.local_name().as_ref()).into_owned())
+                }
+                quick_xml::events::Event::Eof => return out,
+                _ => {}
+            }
+        }
+    }
+
+    #[test]
+    fn invoice_and_session_upos_have_the_official_examples_structure() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../data/ksef/upo");
+        let nip = Nip::parse("5265877635").unwrap();
+        let hash = ContentHash::of(b"<Faktura/>");
+        let n1 = KsefNumber::build(&nip, chrono::NaiveDate::from_ymd_opt(2025, 9, 16).unwrap(), 1);
+        let n2 = KsefNumber::build(&nip, chrono::NaiveDate::from_ymd_opt(2025, 9, 16).unwrap(), 2);
+        let doc = |n| UpoDocument {
+            seller: &nip,
+            ksef_number: n,
+            invoice_number: "FA/1/2025",
+            issue_date: "2025-09-16",
+            received: Utc::now(),
+            acquired: Utc::now(),
+            hash: &hash,
+            offline: false,
+        };
+        let header = |page| UpoHeader {
+            receiver_name: "Ministerstwo Finansów",
+            session_reference: "20250625-SO-2C3E6C8000-B675CF5D68-07",
+            context: &nip,
+            auth_document_hash: "kyqH+QUgP8ATWd/95IY632mP4uqibwG66Oqclq9+qno=",
+            page,
+        };
+        let one = render(&header(None), &[doc(&n1)]);
+        let official = std::fs::read_to_string(format!("{dir}/upo-faktura-kontekst-id-nip.xml")).unwrap();
+        assert_eq!(element_names(&one), element_names(&official));
+        assert!(one.contains(&format!("<SkrotDokumentu>{}</SkrotDokumentu>", hash.to_base64())));
+
+        let session = render(&header(Some((1, 1, 1, 2, 2))), &[doc(&n1), doc(&n2)]);
+        let official = std::fs::read_to_string(format!("{dir}/upo-sesja-kontekst-id-nip.xml")).unwrap();
+        assert_eq!(element_names(&session), element_names(&official));
+    }
+}
