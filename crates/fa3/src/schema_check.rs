@@ -15,16 +15,21 @@ pub struct SchemaCheck<'a> {
     pub findings: &'a mut Vec<Finding>,
 }
 
-/// A short human name for a declared element: its name and the schema's own description.
-pub fn describe(schema: &Schema, id: ElemId) -> String {
+/// A short human name for a declared element, (Polish, English): its name and the schema's
+/// own description; the schema glosses some in English in brackets, which the English one uses.
+pub fn describe(schema: &Schema, id: ElemId) -> (String, String) {
     let d = &schema.elements[id];
+    let short = |t: &str| {
+        let s: String = t.chars().take(70).collect();
+        let ell = if s.len() < t.len() { "…" } else { "" };
+        format!("{} ({s}{ell})", d.name.local)
+    };
     match &d.doc {
-        Some(doc) => {
-            let short: String = doc.chars().take(70).collect();
-            let ell = if short.len() < doc.len() { "…" } else { "" };
-            format!("{} ({short}{ell})", d.name.local)
-        }
-        None => d.name.local.clone(),
+        Some(doc) => match (doc.find('['), doc.rfind(']')) {
+            (Some(a), Some(b)) if a < b => (short(doc[..a].trim()), short(&doc[a + 1..b])),
+            _ => (short(doc), short(doc)),
+        },
+        None => (d.name.local.clone(), d.name.local.clone()),
     }
 }
 
@@ -42,21 +47,14 @@ fn names_list(schema: &Schema, ids: &[ElemId]) -> String {
 pub fn foreign_schema_hint(ns: &str) -> (&'static str, &'static str) {
     if ns.contains("2023/06/29/12648") {
         (
-            " To jest FA(2), którego KSeF już nie przyjmuje.",
-            " This is FA(2), which KSeF no longer accepts.",
-        )
-    } else if ns.contains("2021/11/29/11089") {
-        (
-            " To jest FA(1), którego KSeF już nie przyjmuje.",
-            " This is FA(1), which KSeF no longer accepts.",
+            " To jest FA(2), którego KSeF nie przyjmuje już na PRD/DEMO; relay wysyła FA(3).",
+            " This is FA(2), which KSeF no longer accepts on PRD/DEMO; the relay sends FA(3).",
         )
     } else if ns.contains("oasis") || ns.contains("peppol") {
         (
             " To wygląda na dokument PEF/UBL, wysyłany z innym kodem formularza.",
             " This looks like a PEF/UBL document, which is sent under another form code.",
         )
-    } else if ns.contains("FA_RR") || ns.contains("2024/04/23") {
-        (" To może być faktura RR (FA_RR).", " This may be an FA_RR (farmer) invoice.")
     } else {
         ("", "")
     }
@@ -223,8 +221,8 @@ impl SchemaCheck<'_> {
                         "no further element may appear here".to_string(),
                     )
                 } else if expected.len() == 1 {
-                    let e = describe(self.schema, expected[0]);
-                    (format!("w tym miejscu oczekiwano pola {e}"), format!("expected here: {e}"))
+                    let (e_pl, e_en) = describe(self.schema, expected[0]);
+                    (format!("w tym miejscu oczekiwano pola {e_pl}"), format!("expected here: {e_en}"))
                 } else {
                     let l = names_list(self.schema, &expected);
                     (
@@ -262,10 +260,10 @@ impl SchemaCheck<'_> {
                 let child = self.tree.nodes[id].children[index];
                 let before = self.tree.nodes[child].local.clone();
                 let (pl, en) = if missing.len() == 1 {
-                    let e = describe(self.schema, missing[0]);
+                    let (e_pl, e_en) = describe(self.schema, missing[0]);
                     (
-                        format!("Brakuje wymaganego pola {e} w {parent} (przed <{before}>)."),
-                        format!("Required field {e} is missing in {parent} (before <{before}>)."),
+                        format!("Brakuje wymaganego pola {e_pl} w {parent} (przed <{before}>)."),
+                        format!("Required field {e_en} is missing in {parent} (before <{before}>)."),
                     )
                 } else {
                     let l = names_list(self.schema, &missing);
@@ -278,10 +276,10 @@ impl SchemaCheck<'_> {
             }
             Mismatch::Incomplete { expected } => {
                 let (pl, en) = if expected.len() == 1 {
-                    let e = describe(self.schema, expected[0]);
+                    let (e_pl, e_en) = describe(self.schema, expected[0]);
                     (
-                        format!("Brakuje wymaganego pola {e} w {parent}."),
-                        format!("Required field {e} is missing in {parent}."),
+                        format!("Brakuje wymaganego pola {e_pl} w {parent}."),
+                        format!("Required field {e_en} is missing in {parent}."),
                     )
                 } else {
                     let l = names_list(self.schema, &expected);
@@ -419,8 +417,13 @@ impl SchemaCheck<'_> {
             _ => raw,
         };
         if let Err(p) = self.schema.check_value(st, effective) {
-            let what = describe(self.schema, decl);
-            self.push(id, p.code, format!("Pole {what}: {}.", p.pl), format!("Field {what}: {}.", p.en));
+            let (what_pl, what_en) = describe(self.schema, decl);
+            self.push(
+                id,
+                p.code,
+                format!("Pole {what_pl}: {}.", p.pl),
+                format!("Field {what_en}: {}.", p.en),
+            );
             return;
         }
         if let Some(fixed) = &d.fixed {

@@ -311,7 +311,7 @@ pub fn parse(text: &str, lines: &Lines, base: usize) -> Result<Tree, ParseFailur
                     std::borrow::Cow::Owned(_) => std::str::from_utf8(&t).unwrap_or(""),
                 };
                 match stack.last() {
-                    Some(&id) => tree.nodes[id].text.push_str(raw),
+                    Some(&id) => push_eol_normalized(&mut tree.nodes[id].text, raw),
                     None if raw.trim_matches([' ', '\t', '\n', '\r']).is_empty() => {}
                     None => return Err(fail("xml.malformed", start, "text outside the root element".into())),
                 }
@@ -328,7 +328,7 @@ pub fn parse(text: &str, lines: &Lines, base: usize) -> Result<Tree, ParseFailur
                 }
             }
             (_, Event::CData(c)) => match stack.last() {
-                Some(&id) => tree.nodes[id].text.push_str(std::str::from_utf8(&c).unwrap_or("")),
+                Some(&id) => push_eol_normalized(&mut tree.nodes[id].text, std::str::from_utf8(&c).unwrap_or("")),
                 None => return Err(fail("xml.malformed", start, "CDATA outside the root element".into())),
             },
             (_, Event::PI(_)) => tree.notes.push(ParseNote {
@@ -428,12 +428,34 @@ fn unescape(raw: &str) -> Result<String, String> {
             out.push(resolve_entity(&rest[i + 1..i + end])?);
             rest = &rest[i + end + 1..];
         } else {
+            // A literal CRLF is one line end (XML §2.11), hence one space.
             out.push(' ');
-            rest = &rest[i + 1..];
+            let skip = if rest[i..].starts_with("\r\n") { 2 } else { 1 };
+            rest = &rest[i + skip..];
         }
     }
     out.push_str(rest);
     Ok(out)
+}
+
+/// Appends character data with XML's end-of-line handling: CRLF and a lone CR become LF
+/// (a CR written as `&#13;` arrives through a reference and is kept).
+fn push_eol_normalized(out: &mut String, raw: &str) {
+    if !raw.contains('\r') {
+        out.push_str(raw);
+        return;
+    }
+    let mut chars = raw.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\r' {
+            if chars.peek() == Some(&'\n') {
+                chars.next();
+            }
+            out.push('\n');
+        } else {
+            out.push(c);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -451,6 +473,9 @@ mod tests {
         assert_eq!(t.nodes[1].text, "t<x");
         assert_eq!(t.nodes[1].attrs[0].value, "1&2");
         assert_eq!(t.nodes[1].line, 2);
+        let crlf = p("<a x=\"1\r\n2\">l1\r\nl2\rl3&#13;</a>").unwrap();
+        assert_eq!(crlf.nodes[0].text, "l1\nl2\nl3\r");
+        assert_eq!(crlf.nodes[0].attrs[0].value, "1 2");
         assert_eq!(t.nodes[2].line, 3);
         assert_eq!(
             &"<a>\n <b x=\"1&amp;2\">t&lt;<![CDATA[x]]></b>\n<c/></a>"[t.nodes[2].span.0..t.nodes[2].span.1],

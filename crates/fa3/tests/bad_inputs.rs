@@ -452,6 +452,22 @@ fn a_value_the_xsd_refused_is_not_reported_again_by_a_sum() {
 }
 
 #[test]
+fn a_foreign_schema_is_named() {
+    let fa2 = validate_with(&edit(FA3, "http://crd.gov.pl/wzor/2023/06/29/12648/"), &opts());
+    assert!(
+        fa2.findings
+            .iter()
+            .any(|f| f.code == "schema.namespace" && f.message_en.contains("FA(2)")),
+        "{fa2:?}"
+    );
+    let pef = validate_with(
+        br#"<Invoice xmlns="urn:oasis:names:specification:ubl:schema:xsd:Invoice-2"/>"#,
+        &opts(),
+    );
+    assert!(pef.findings.iter().any(|f| f.message_en.contains("PEF/UBL")), "{pef:?}");
+}
+
+#[test]
 fn schema_only_leaves_business_rules_out_and_categories_separate_them() {
     let doc = edit("<NIP>1111111111</NIP>", "<NIP>1234567890</NIP>");
     let full = validate_with(&doc, &opts());
@@ -481,4 +497,9 @@ fn messages_name_the_field_for_an_accountant() {
     );
     assert!(f.message_en.starts_with("Required field P_2"), "{}", f.message_en);
     assert_eq!(f.line, 48);
+    // Where the schema glosses a field in English, the English message uses the gloss.
+    let report = validate_with(&edit("<KodKraju>PL</KodKraju>", "<KodKraju>XX</KodKraju>"), &opts());
+    let f = report.findings.iter().find(|f| f.code == "value.enumeration").unwrap();
+    assert!(f.message_en.contains("KodKraju (Country Code)"), "{}", f.message_en);
+    assert!(f.message_pl.contains("KodKraju (Kod Kraju)"), "{}", f.message_pl);
 }
