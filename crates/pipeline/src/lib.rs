@@ -8,6 +8,8 @@
 //!   pipeline issue.)
 //! - [`send`]: one queued document to KSeF, at most once (claim, reconcile, record "about to
 //!   send", POST, classify); [`sessions`] holds the KSeF clients and online sessions per seller.
+//! - [`status`]: follow a sent invoice to KSeF's decision: UPO archived and ACCEPTED, a
+//!   duplicate proven ours (or a CONFLICT), a resend, or REJECTED with KSeF's words.
 //! - [`queue_action`]: what a handler does with its message (delete, requeue with a delay,
 //!   dead-letter), the same in Lambda and in the local runner.
 //! - [`outbox`]: the results the ERP reads back.
@@ -25,3 +27,5 @@ pub mod queue_action;
 pub mod s3_event;
 pub mod send;
 pub mod sessions;
+pub mod status;
+mod upo_read;

@@ -19,6 +19,8 @@ pub enum QueueAction {
     Delete,
     /// Try again after `delay`: a fresh copy with that delay (capped at 15 min), then delete.
     Requeue { delay: Duration },
+    /// Like `Requeue`, with a new body (the status poll counter moves on).
+    Replace { body: String, delay: Duration },
     /// Give up on it: copy it to the dead-letter queue (an alarm fires there), then delete.
     DeadLetter,
     /// Leave it: it comes back after its visibility timeout (the work could not even be judged).
@@ -36,6 +38,12 @@ pub async fn apply(action: &QueueAction, message: &ReceivedMessage, queue: &dyn 
         QueueAction::Delete => queue.delete(&message.receipt).await,
         QueueAction::Requeue { delay } => {
             queue.send(copy().delayed((*delay).min(MAX_DELAY))).await?;
+            queue.delete(&message.receipt).await
+        }
+        QueueAction::Replace { body, delay } => {
+            let mut m = OutgoingMessage::new(body.clone());
+            m.attributes = message.attributes.clone();
+            queue.send(m.delayed((*delay).min(MAX_DELAY))).await?;
             queue.delete(&message.receipt).await
         }
         QueueAction::DeadLetter => {

@@ -1,133 +1,19 @@
 //! The send use case against the KSeF simulator over HTTP (real RSA/AES), with in-memory stores:
 //! at most one send per document through faults, crashes and repeated messages.
 
+mod common;
+
 use std::time::Duration;
 
 use chrono::Utc;
-use ksef_client::{ClientConfig, ClientLimits, Credentials, Environment, KsefClient, KsefToken, SendOptions};
-use ksef_sim::{Fault, SimConfig, SimHandle};
-use relay_domain::memory::{MemoryArchive, MemoryDocumentStore, MemoryQueue};
+use common::{invoice, world};
+use ksef_client::SendOptions;
+use ksef_sim::Fault;
 use relay_domain::ports::{Archive, DocumentClaims, DocumentRegistry, DocumentUpdates, Queue};
-use relay_domain::{Change, ClaimPurpose, DocumentState, ErpDocumentId, KsefReference, Nip, RetryPolicy};
-use relay_pipeline::intake::{intake, IntakeOutcome, IntakePorts, Upload};
-use relay_pipeline::messages::{SendRequest, StatusRequest};
+use relay_domain::{Change, ClaimPurpose, DocumentState, KsefReference, Nip};
+use relay_pipeline::messages::StatusRequest;
 use relay_pipeline::queue_action::QueueAction;
-use relay_pipeline::send::{send, SendConfig, SendPorts};
-use relay_pipeline::sessions::KsefContexts;
-
-const SCALE: f64 = 1000.0;
-
-struct World {
-    sim: SimHandle,
-    store: MemoryDocumentStore,
-    archive: MemoryArchive,
-    send_q: MemoryQueue,
-    status_q: MemoryQueue,
-    corrections_q: MemoryQueue,
-    ksef: KsefContexts,
-    cfg: SendConfig,
-}
-
-fn client(sim: &SimHandle) -> KsefClient {
-    let cfg = ClientConfig {
-        timeout: Duration::from_secs(3),
-        connect_timeout: Duration::from_secs(2),
-        limits: ClientLimits::official().scaled(SCALE),
-        auth_poll_interval: Duration::from_millis(10),
-        auth_poll_timeout: Duration::from_secs(5),
-        ..ClientConfig::new(Environment::Custom(sim.api_url()))
-    };
-    let creds = Credentials::Token {
-        context: Nip::parse("9999999999").unwrap(),
-        token: KsefToken::new(ksef_sim::DEFAULT_TOKEN),
-    };
-    KsefClient::new(cfg, Some(creds)).unwrap()
-}
-
-async fn world(max_attempts: u32) -> World {
-    let sim = ksef_sim::start(SimConfig {
-        time_scale: SCALE,
-        auth_delay: Duration::from_millis(10),
-        accept_delay: Duration::from_millis(10),
-        processing_delay: Duration::from_millis(10),
-        ..SimConfig::default()
-    })
-    .await;
-    let ksef = KsefContexts::new().with(Nip::parse("9999999999").unwrap(), client(&sim));
-    World {
-        sim,
-        store: MemoryDocumentStore::new(),
-        archive: MemoryArchive::new(),
-        send_q: MemoryQueue::new("send"),
-        status_q: MemoryQueue::new("status"),
-        corrections_q: MemoryQueue::new("corrections"),
-        ksef,
-        cfg: SendConfig {
-            policy: RetryPolicy::standard(max_attempts).unwrap(),
-            owner: "test-sender".into(),
-            lease: Duration::from_secs(60),
-            first_poll_delay: Duration::from_secs(2),
-        },
-    }
-}
-
-fn invoice(number: &str) -> Vec<u8> {
-    let text = String::from_utf8(include_bytes!("../../../data/ksef/samples/FA_3_Przykład_1.xml").to_vec()).unwrap();
-    text.replace("<P_2>FV2026/02/150</P_2>", &format!("<P_2>{number}</P_2>"))
-        .into_bytes()
-}
-
-impl World {
-    async fn register(&self, bytes: &[u8]) -> SendRequest {
-        let ports = IntakePorts {
-            store: &self.store,
-            archive: &self.archive,
-            send_queue: &self.send_q,
-            corrections_queue: &self.corrections_q,
-        };
-        let upload = Upload {
-            bytes,
-            source_key: "local/test.xml".into(),
-            erp_document_id: ErpDocumentId::parse("erp").unwrap(),
-            expected_seller: None,
-            trace_id: None,
-        };
-        assert!(matches!(
-            intake(&ports, upload, Utc::now()).await.unwrap(),
-            IntakeOutcome::Queued(_)
-        ));
-        let m = self
-            .send_q
-            .receive(1, Duration::from_secs(60), Duration::ZERO)
-            .await
-            .unwrap()
-            .remove(0);
-        self.send_q.delete(&m.receipt).await.unwrap();
-        SendRequest::from_json(&m.body).unwrap()
-    }
-
-    async fn send(&self, req: &SendRequest) -> relay_pipeline::send::SendResult {
-        let ports = SendPorts {
-            store: &self.store,
-            archive: &self.archive,
-            status_queue: &self.status_q,
-            corrections_queue: &self.corrections_q,
-        };
-        send(&ports, &self.ksef, &self.cfg, req, Utc::now()).await.unwrap()
-    }
-
-    /// How many invoices KSeF holds in `session` with our hash.
-    async fn copies_in_session(&self, session: &KsefReference, req: &SendRequest) -> usize {
-        let client = self.ksef.client(&Nip::parse("9999999999").unwrap()).unwrap();
-        client
-            .session_invoices(session.as_str())
-            .await
-            .unwrap()
-            .iter()
-            .filter(|i| i.invoice_hash == req.content_hash.to_base64())
-            .count()
-    }
-}
+use relay_pipeline::send::{send, SendPorts};
 
 #[tokio::test]
 async fn a_queued_document_is_sent_once_and_a_repeated_message_sends_nothing() {
@@ -139,8 +25,11 @@ async fn a_queued_document_is_sent_once_and_a_repeated_message_sends_nothing() {
     assert_eq!(r.state, DocumentState::Sent);
     assert_eq!(r.ksef.unconfirmed_send, None);
     let session = r.ksef.session_reference.clone().unwrap();
-    // A status check is queued, delayed, carrying the trace id.
-    assert_eq!(w.status_q.stats().await.unwrap().delayed, 1);
+    // A status check is queued, carrying the trace id.
+    let checks = w.status_q.receive(10, Duration::from_secs(1), Duration::ZERO).await.unwrap();
+    assert_eq!(checks.len(), 1);
+    assert_eq!(checks[0].trace_id(), Some(r.trace_id.clone()));
+    assert_eq!(StatusRequest::from_json(&checks[0].body).unwrap().invoice_reference, r.ksef.invoice_reference.clone().unwrap());
     // The same message again (SQS delivers at least once): nothing is sent.
     let again = w.send(&req).await;
     assert_eq!((again.outcome, &again.action), ("NOT_QUEUED", &QueueAction::Delete));

@@ -1,0 +1,399 @@
+//! The status use case: follow a sent invoice until KSeF decides, then finish the document.
+//!
+//! Polls with growing delays (seconds, then minutes, then hours; the client's limiter keeps
+//! every call inside KSeF's invoiceStatus limits). On 200: the UPO is downloaded and archived at
+//! `upo/{sellerNip}/{ksefNumber}.xml`, the document becomes ACCEPTED, the outbox says so. On
+//! 440 (duplicate): ACCEPTED only if the original is provably ours (its UPO's SkrotDokumentu is
+//! our hash), else CONFLICT. On 405/550/500: back to the send queue (a new session), charged to
+//! the budget. On other 4xx: REJECTED with KSeF's messages verbatim and the corrections queue.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use ksef_client::{InvoiceOutcome, KsefClient};
+use relay_domain::ports::{Archive, DocumentRegistry, DocumentUpdates, ObjectBody, OutgoingMessage, Queue, StoreError};
+use relay_domain::storage_keys::upo_key;
+use relay_domain::{
+    Change, DocumentRecord, DocumentState, ErrorClass, ErrorSource, Failure, HistoryEntry, HistoryEvent, KsefNumber, RetryDecision,
+    RetryPolicy,
+};
+
+use crate::messages::{CorrectionNotice, SendRequest, StatusRequest};
+use crate::outbox::OutboxResult;
+use crate::queue_action::QueueAction;
+use crate::sessions::KsefContexts;
+
+/// What the status use case needs of the document store.
+pub trait StatusStore: DocumentRegistry + DocumentUpdates {}
+impl<T: DocumentRegistry + DocumentUpdates + ?Sized> StatusStore for T {}
+
+pub struct StatusPorts<'a, S: StatusStore + ?Sized> {
+    pub store: &'a S,
+    pub archive: &'a dyn Archive,
+    pub send_queue: &'a dyn Queue,
+    pub corrections_queue: &'a dyn Queue,
+}
+
+#[derive(Debug, Clone)]
+pub struct StatusConfig {
+    /// The send budget, charged when KSeF cancels an invoice (405, 550) and it is resent.
+    pub policy: RetryPolicy,
+    /// Delay before poll n+1: `schedule[n]`, the last entry repeating.
+    pub schedule: Vec<Duration>,
+    /// Give up polling (FAILED, DLQ, alarm) after this many polls without a decision.
+    pub max_polls: u32,
+}
+
+impl StatusConfig {
+    /// 2 s, 5 s, 10 s, 30 s, 1 min, 2 min, 5 min, 15 min, 30 min, 1 h, then every 2 h; up to 100
+    /// polls (about a week: KSeF has kept invoices in 150 for hours during incidents).
+    pub fn standard(policy: RetryPolicy) -> Self {
+        let s = Duration::from_secs;
+        StatusConfig {
+            policy,
+            schedule: vec![s(2), s(5), s(10), s(30), s(60), s(120), s(300), s(900), s(1800), s(3600), s(7200)],
+            max_polls: 100,
+        }
+    }
+
+    pub fn delay(&self, poll: u32) -> Duration {
+        self.schedule
+            .get(poll as usize)
+            .or(self.schedule.last())
+            .copied()
+            .unwrap_or(Duration::from_secs(60))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusResult {
+    pub action: QueueAction,
+    /// `ACCEPTED`, `ACCEPTED_DUPLICATE_OURS`, `PROCESSING`, `RESEND`, `REJECTED`, `CONFLICT`,
+    /// `FAILED`, `UPO_PENDING`, `POLL_ERROR`, `NOT_YET`, `NOT_PENDING`, `STALE`, `UNKNOWN_DOCUMENT`.
+    pub outcome: &'static str,
+    pub record: Option<DocumentRecord>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StatusError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Archive(#[from] relay_domain::ports::ArchiveError),
+    #[error(transparent)]
+    Queue(#[from] relay_domain::ports::QueueError),
+}
+
+fn done(action: QueueAction, outcome: &'static str, record: Option<DocumentRecord>) -> Result<StatusResult, StatusError> {
+    Ok(StatusResult { action, outcome, record })
+}
+
+fn next(req: &StatusRequest, cfg: &StatusConfig) -> QueueAction {
+    let body = StatusRequest {
+        poll: req.poll + 1,
+        ..req.clone()
+    }
+    .to_json();
+    QueueAction::Replace {
+        body,
+        delay: cfg.delay(req.poll),
+    }
+}
+
+/// Polls the invoice a [`StatusRequest`] names and acts on KSeF's answer.
+pub async fn poll<S: StatusStore + ?Sized>(
+    ports: &StatusPorts<'_, S>,
+    ksef: &KsefContexts,
+    cfg: &StatusConfig,
+    req: &StatusRequest,
+    now: DateTime<Utc>,
+) -> Result<StatusResult, StatusError> {
+    let Some(doc) = ports.store.get(&req.document).await? else {
+        tracing::error!(document = %req.document, trace_id = %req.trace_id, "status request for a document the store does not know");
+        return done(QueueAction::DeadLetter, "UNKNOWN_DOCUMENT", None);
+    };
+    let r = doc.record;
+    if !matches!(r.state, DocumentState::Sent | DocumentState::Processing) {
+        return done(QueueAction::Delete, "NOT_PENDING", Some(r));
+    }
+    if r.ksef.invoice_reference.as_ref() != Some(&req.invoice_reference) {
+        return done(QueueAction::Delete, "STALE", Some(r));
+    }
+    if let Some(t) = r.next_attempt_at.filter(|t| *t > now) {
+        return done(
+            QueueAction::Requeue {
+                delay: (t - now).to_std().unwrap_or_default(),
+            },
+            "NOT_YET",
+            Some(r),
+        );
+    }
+    if req.poll >= cfg.max_polls {
+        let f = Failure::new(
+            ErrorClass::Transient,
+            ErrorSource::Relay,
+            format!(
+                "KSeF gave no decision after {} status polls; the invoice may still be processing: check it by hand",
+                req.poll
+            ),
+        )
+        .with_code("POLL_LIMIT");
+        let r = ports.store.transition(&r, Change::Failed { failure: f.clone() }, now).await?;
+        OutboxResult::for_record(&r, vec![f]).publish(ports.archive).await?;
+        return done(QueueAction::DeadLetter, "FAILED", Some(r));
+    }
+    let client = match ksef.client(&r.key.seller_nip) {
+        Ok(c) => c,
+        Err(f) => return poll_error(ports, cfg, req, r, f, now).await,
+    };
+    let status = match client.invoice_status(req.session.as_str(), req.invoice_reference.as_str()).await {
+        Ok(s) => s,
+        Err(f) => {
+            if f.class == ErrorClass::NeedsReauth {
+                client.forget_access_token().await;
+            }
+            return poll_error(ports, cfg, req, r, f, now).await;
+        }
+    };
+    match ksef_client::failure_map::invoice_outcome("invoice_status", &status) {
+        InvoiceOutcome::Pending => {
+            let detail = format!("KSeF status {} ({})", status.status.code, status.status.description);
+            let next_poll_at = now + chrono::Duration::from_std(cfg.delay(req.poll)).unwrap_or_default();
+            let r = ports.store.transition(&r, Change::Processing { detail, next_poll_at }, now).await?;
+            done(next(req, cfg), "PROCESSING", Some(r))
+        }
+        InvoiceOutcome::Accepted {
+            ksef_number,
+            acquisition_date,
+        } => {
+            let upo = match status.upo_download_url.as_deref() {
+                Some(url) => client.download_upo(url).await,
+                None => client.invoice_upo(req.session.as_str(), req.invoice_reference.as_str()).await,
+            };
+            let upo = match upo {
+                Ok(u) => u,
+                // The number is assigned but the receipt is not ready yet: come back for it.
+                Err(f) => {
+                    return poll_error(ports, cfg, req, r, f, now).await.map(|res| StatusResult {
+                        outcome: "UPO_PENDING",
+                        ..res
+                    })
+                }
+            };
+            let r = accept(
+                ports,
+                r,
+                ksef_number,
+                acquisition_date.unwrap_or(now),
+                upo.xml,
+                "KSeF status 200".into(),
+                now,
+            )
+            .await?;
+            done(QueueAction::Delete, "ACCEPTED", Some(r))
+        }
+        InvoiceOutcome::Failed(f) => match f.class.clone() {
+            ErrorClass::Duplicate { original } => resolve_duplicate(ports, &client, r, f, original, now).await,
+            ErrorClass::Permanent => {
+                let r = ports
+                    .store
+                    .transition(&r, Change::Rejected { failures: vec![f.clone()] }, now)
+                    .await?;
+                report_for_correction(ports, &r, "REJECTED", f).await?;
+                done(QueueAction::Delete, "REJECTED", Some(r))
+            }
+            // 405 (session error), 500, 550: KSeF did not keep the invoice; send it again.
+            _ => resend(ports, cfg, r, f, now).await,
+        },
+    }
+}
+
+/// A poll that could not get an answer: note it in the history and poll again later.
+async fn poll_error<S: StatusStore + ?Sized>(
+    ports: &StatusPorts<'_, S>,
+    cfg: &StatusConfig,
+    req: &StatusRequest,
+    r: DocumentRecord,
+    f: Failure,
+    now: DateTime<Utc>,
+) -> Result<StatusResult, StatusError> {
+    tracing::warn!(document = %r.key, trace_id = %r.trace_id, class = f.class.name(), code = ?f.code, "status poll failed");
+    let delay = match &f.class {
+        ErrorClass::RateLimited { until } => (*until - now).to_std().unwrap_or_default().max(cfg.delay(req.poll)),
+        _ => cfg.delay(req.poll),
+    };
+    ports
+        .store
+        .append_history(
+            &r.key,
+            vec![HistoryEntry {
+                at: now,
+                event: HistoryEvent::Error { failure: f },
+            }],
+        )
+        .await?;
+    let body = StatusRequest {
+        poll: req.poll + 1,
+        ..req.clone()
+    }
+    .to_json();
+    done(QueueAction::Replace { body, delay }, "POLL_ERROR", Some(r))
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn accept<S: StatusStore + ?Sized>(
+    ports: &StatusPorts<'_, S>,
+    r: DocumentRecord,
+    ksef_number: KsefNumber,
+    acquisition_date: DateTime<Utc>,
+    upo_xml: Vec<u8>,
+    reason: String,
+    now: DateTime<Utc>,
+) -> Result<DocumentRecord, StatusError> {
+    let key = upo_key(&r.key.seller_nip, &ksef_number);
+    let body = ObjectBody::new(upo_xml, "application/xml")
+        .with_metadata("trace-id", r.trace_id.as_str())
+        .with_metadata("ksef-number", ksef_number.as_str());
+    ports.archive.put_if_absent(&key, body).await?;
+    let r = ports
+        .store
+        .transition(
+            &r,
+            Change::Accepted {
+                ksef_number,
+                acquisition_date,
+                upo_key: key,
+                reason,
+            },
+            now,
+        )
+        .await?;
+    OutboxResult::for_record(&r, Vec::new()).publish(ports.archive).await?;
+    Ok(r)
+}
+
+/// 440: the same seller + kind + number is already in KSeF. Ours only if the original's UPO
+/// carries our content hash.
+async fn resolve_duplicate<S: StatusStore + ?Sized>(
+    ports: &StatusPorts<'_, S>,
+    client: &KsefClient,
+    r: DocumentRecord,
+    f: Failure,
+    original: KsefNumber,
+    now: DateTime<Utc>,
+) -> Result<StatusResult, StatusError> {
+    let original_session = f
+        .details
+        .iter()
+        .find_map(|d| d.strip_prefix("originalSessionReferenceNumber: "))
+        .map(str::to_owned)
+        .filter(|s| s != "null");
+    let proof = match &original_session {
+        Some(session) => client.invoice_upo_by_ksef_number(session, original.as_str()).await.ok(),
+        None => None,
+    };
+    let ours = proof.as_ref().is_some_and(|upo| {
+        crate::upo_read::documents(&upo.xml)
+            .iter()
+            .any(|(n, h)| n == original.as_str() && h == &r.content_hash.to_base64())
+    });
+    if let (true, Some(upo)) = (ours, proof) {
+        let reason = format!("KSeF reported a duplicate of {original}, whose UPO carries this document's hash: it is ours");
+        let r = accept(ports, r, original, now, upo.xml, reason, now).await?;
+        return done(QueueAction::Delete, "ACCEPTED_DUPLICATE_OURS", Some(r));
+    }
+    let why = if original_session.is_none() {
+        "KSeF named no original session, so the original cannot be checked"
+    } else {
+        "the original's receipt does not carry this document's hash: another invoice holds this number"
+    };
+    let conflict = Failure {
+        message: format!("{} ({why})", f.message),
+        ..f
+    };
+    let r = ports
+        .store
+        .transition(&r, Change::Conflict { failure: conflict.clone() }, now)
+        .await?;
+    report_for_correction(ports, &r, "CONFLICT", conflict).await?;
+    done(QueueAction::Delete, "CONFLICT", Some(r))
+}
+
+/// KSeF cancelled the invoice (405, 550, 500): charge the budget and send it again.
+async fn resend<S: StatusStore + ?Sized>(
+    ports: &StatusPorts<'_, S>,
+    cfg: &StatusConfig,
+    r: DocumentRecord,
+    f: Failure,
+    now: DateTime<Utc>,
+) -> Result<StatusResult, StatusError> {
+    let failed_attempts = r.attempts + 1;
+    match cfg.policy.decide_now(&ErrorClass::Transient, failed_attempts, now) {
+        RetryDecision::Exhausted => {
+            let r = ports.store.transition(&r, Change::Failed { failure: f.clone() }, now).await?;
+            OutboxResult::for_record(&r, vec![f]).publish(ports.archive).await?;
+            done(QueueAction::DeadLetter, "FAILED", Some(r))
+        }
+        decision => {
+            let delay = match decision {
+                RetryDecision::RetryAfter { delay } => delay,
+                _ => Duration::ZERO,
+            };
+            let retry_at = now + chrono::Duration::from_std(delay).unwrap_or_default();
+            let change = Change::RetryScheduled {
+                failure: f,
+                retry_at,
+                charged: true,
+                maybe_received: false,
+            };
+            let r = ports.store.transition(&r, change, now).await?;
+            let r = ports
+                .store
+                .transition(
+                    &r,
+                    Change::Requeued {
+                        reason: "KSeF cancelled the invoice; sending it again in a new session".into(),
+                        reset_budget: false,
+                    },
+                    now,
+                )
+                .await?;
+            let msg = SendRequest {
+                document: r.key.clone(),
+                content_hash: r.content_hash,
+                trace_id: r.trace_id.clone(),
+            };
+            ports
+                .send_queue
+                .send(
+                    OutgoingMessage::new(msg.to_json())
+                        .with_trace_id(&r.trace_id)
+                        .delayed(delay.min(relay_domain::ports::MAX_DELAY)),
+                )
+                .await?;
+            done(QueueAction::Delete, "RESEND", Some(r))
+        }
+    }
+}
+
+async fn report_for_correction<S: StatusStore + ?Sized>(
+    ports: &StatusPorts<'_, S>,
+    r: &DocumentRecord,
+    outcome: &str,
+    f: Failure,
+) -> Result<(), StatusError> {
+    OutboxResult::for_record(r, vec![f.clone()]).publish(ports.archive).await?;
+    let notice = CorrectionNotice {
+        document: Some(r.key.clone()),
+        source_key: r.storage.source.clone(),
+        erp_document_id: r.erp_document_id.clone(),
+        trace_id: r.trace_id.clone(),
+        outcome: outcome.into(),
+        failures: vec![f],
+    };
+    ports
+        .corrections_queue
+        .send(OutgoingMessage::new(notice.to_json()).with_trace_id(&r.trace_id))
+        .await?;
+    Ok(())
+}

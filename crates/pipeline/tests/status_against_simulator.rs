@@ -1,0 +1,170 @@
+//! The status use case against the KSeF simulator: ACCEPTED with the UPO archived, REJECTED with
+//! KSeF's words, resends after 550, and duplicates proven ours or flagged as conflicts.
+
+mod common;
+
+use chrono::Utc;
+use common::{invoice, world, World};
+use ksef_client::SendOptions;
+use ksef_sim::Fault;
+use relay_domain::ports::{Archive, DocumentRegistry, Queue};
+use relay_domain::{ContentHash, DocumentState};
+use std::time::Duration;
+
+async fn send_raw_and_wait(w: &World, bytes: &[u8]) -> String {
+    let client = w.ksef.client(&World::nip()).unwrap();
+    let session = client.open_online_session().await.unwrap();
+    let sent = client.send_invoice(&session, bytes, &SendOptions::default()).await.unwrap();
+    let st = client
+        .wait_for_invoice(
+            &session.reference,
+            &sent.reference,
+            Duration::from_millis(20),
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+    st.0.ksef_number.expect("accepted")
+}
+
+#[tokio::test]
+async fn an_accepted_invoice_gets_its_number_and_its_upo_archived() {
+    let w = world(10).await;
+    let req = w.register(&invoice("ST/1")).await;
+    assert_eq!(w.send(&req).await.outcome, "SENT");
+    let res = w.poll_until_decided().await;
+    assert_eq!(res.outcome, "ACCEPTED");
+    let r = res.record.unwrap();
+    assert_eq!(r.state, DocumentState::Accepted);
+    let number = r.ksef.ksef_number.clone().unwrap();
+    assert_eq!(number.seller_nip_digits(), "9999999999");
+    let upo_key = r.storage.upo.clone().unwrap();
+    assert_eq!(upo_key, format!("upo/9999999999/{number}.xml"));
+    let upo = w.archive.get(&upo_key).await.unwrap().unwrap();
+    let text = String::from_utf8(upo.bytes).unwrap();
+    assert!(
+        text.contains(&format!("<SkrotDokumentu>{}</SkrotDokumentu>", req.content_hash.to_base64())),
+        "the UPO is this document's"
+    );
+    let outbox: serde_json::Value =
+        serde_json::from_slice(&w.archive.get("outbox/9999999999/erp.json").await.unwrap().unwrap().bytes).unwrap();
+    assert_eq!(
+        (outbox["state"].as_str(), outbox["ksefNumber"].as_str()),
+        (Some("ACCEPTED"), Some(number.as_str()))
+    );
+    assert_eq!(w.sim.ledger().count_hash(&req.content_hash), 1);
+}
+
+#[tokio::test]
+async fn a_ksef_rejection_is_recorded_verbatim_and_sent_for_correction() {
+    let w = world(10).await;
+    // A BOM: our identity reader copes, KSeF refuses it (450).
+    let mut bytes = b"\xEF\xBB\xBF".to_vec();
+    bytes.extend(invoice("ST/2"));
+    let req = w.register(&bytes).await;
+    assert_eq!(w.send(&req).await.outcome, "SENT");
+    let res = w.poll_until_decided().await;
+    assert_eq!(res.outcome, "REJECTED");
+    let r = res.record.unwrap();
+    let f = r.last_error.unwrap();
+    assert_eq!(f.code.as_deref(), Some("450"));
+    assert!(!f.details.is_empty(), "KSeF's details are kept: {f:?}");
+    let notices = w.corrections_q.receive(10, Duration::from_secs(30), Duration::ZERO).await.unwrap();
+    assert_eq!(notices.len(), 1);
+    assert!(notices[0].body.contains("\"outcome\":\"REJECTED\""));
+    assert_eq!(w.sim.ledger().count_hash(&req.content_hash), 0);
+}
+
+#[tokio::test]
+async fn a_550_sends_it_again_and_it_is_accepted_once() {
+    let w = world(10).await;
+    let req = w.register(&invoice("ST/3")).await;
+    w.sim.faults().set(vec![Fault::Status550 { rate: 1.0 }], 5);
+    assert_eq!(w.send(&req).await.outcome, "SENT");
+    let res = w.poll_until_decided().await;
+    assert_eq!(res.outcome, "RESEND");
+    let r = res.record.unwrap();
+    assert_eq!((r.state, r.attempts), (DocumentState::Queued, 1));
+    w.sim.faults().clear();
+    let m = w.send_q.receive(1, Duration::from_secs(30), Duration::from_secs(1)).await.unwrap();
+    assert_eq!(m.len(), 1, "back on the send queue");
+    assert_eq!(w.send(&req).await.outcome, "SENT");
+    assert_eq!(w.poll_until_decided().await.outcome, "ACCEPTED");
+    assert_eq!(w.sim.ledger().count_hash(&req.content_hash), 1);
+}
+
+#[tokio::test]
+async fn a_duplicate_whose_original_is_ours_is_accepted_under_the_original_number() {
+    let w = world(10).await;
+    let bytes = invoice("ST/4");
+    let req = w.register(&bytes).await;
+    // The same bytes reached KSeF before (say, from a relay whose state was restored from an
+    // older backup): KSeF holds them under a number we never recorded.
+    let original = send_raw_and_wait(&w, &bytes).await;
+    assert_eq!(w.send(&req).await.outcome, "SENT");
+    let res = w.poll_until_decided().await;
+    assert_eq!(res.outcome, "ACCEPTED_DUPLICATE_OURS");
+    let r = res.record.unwrap();
+    assert_eq!(r.ksef.ksef_number.as_ref().map(|n| n.as_str()), Some(original.as_str()));
+    assert!(w.archive.get(r.storage.upo.as_deref().unwrap()).await.unwrap().is_some());
+    assert_eq!(
+        w.sim.ledger().count_hash(&ContentHash::of(&bytes)),
+        1,
+        "accepted once, by KSeF's own books"
+    );
+}
+
+#[tokio::test]
+async fn a_duplicate_of_someone_elses_content_is_a_conflict() {
+    let w = world(10).await;
+    let ours = invoice("ST/5");
+    let req = w.register(&ours).await;
+    let theirs = String::from_utf8(ours.clone())
+        .unwrap()
+        .replace("<P_1>2026-02-15</P_1>", "<P_1>2026-02-14</P_1>")
+        .into_bytes();
+    assert_ne!(theirs, ours);
+    send_raw_and_wait(&w, &theirs).await;
+    assert_eq!(w.send(&req).await.outcome, "SENT");
+    let res = w.poll_until_decided().await;
+    assert_eq!(res.outcome, "CONFLICT");
+    let r = w.store.get(&req.document).await.unwrap().unwrap().record;
+    assert_eq!(r.state, DocumentState::Conflict);
+    assert!(r.last_error.unwrap().message.contains("another invoice holds this number"));
+    assert_eq!(w.sim.ledger().count_hash(&req.content_hash), 0);
+}
+
+#[tokio::test]
+async fn an_invoice_stuck_in_processing_is_polled_again_not_resent() {
+    let w = world(10).await;
+    let req = w.register(&invoice("ST/6")).await;
+    w.sim.faults().set(vec![Fault::StuckProcessing { rate: 1.0 }], 9);
+    assert_eq!(w.send(&req).await.outcome, "SENT");
+    let cfg = w.status_cfg();
+    let mut outcomes = Vec::new();
+    for _ in 0..5 {
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        let m = w
+            .status_q
+            .receive(1, Duration::from_secs(30), Duration::ZERO)
+            .await
+            .unwrap()
+            .remove(0);
+        let sreq = relay_pipeline::messages::StatusRequest::from_json(&m.body).unwrap();
+        let res = relay_pipeline::status::poll(&w.status_ports(), &w.ksef, &cfg, &sreq, Utc::now())
+            .await
+            .unwrap();
+        outcomes.push(res.outcome);
+        relay_pipeline::queue_action::apply(&res.action, &m, &w.status_q, &w.corrections_q)
+            .await
+            .unwrap();
+    }
+    assert!(outcomes.iter().all(|o| *o == "PROCESSING"), "{outcomes:?}");
+    let r = w.store.get(&req.document).await.unwrap().unwrap().record;
+    assert_eq!(r.state, DocumentState::Processing);
+    assert_eq!(
+        w.send_q.stats().await.unwrap().total(),
+        0,
+        "nothing is resent while KSeF is still working"
+    );
+}
