@@ -247,8 +247,9 @@ impl KsefClient {
         let resp = req.send().await.map_err(|e| from_transport(c.operation, &e))?;
         let status = resp.status();
         let headers = resp.headers().clone();
-        if let Some(w) = headers.get("x-system-warning").and_then(|v| v.to_str().ok()) {
-            tracing::warn!(operation = c.operation, warning = w, "KSeF X-System-Warning");
+        // Polish text arrives as UTF-8 bytes, which `to_str` (visible ASCII only) would drop.
+        for w in headers.get_all("x-system-warning") {
+            tracing::warn!(operation = c.operation, warning = %String::from_utf8_lossy(w.as_bytes()), "KSeF X-System-Warning");
         }
         let body = resp.bytes().await.map_err(|e| from_transport(c.operation, &e))?.to_vec();
         if status.is_success() {

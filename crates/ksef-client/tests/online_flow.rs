@@ -362,3 +362,33 @@ async fn a_session_key_ksef_cannot_decrypt_fails_the_session_with_415() {
     let f = c.wait_for_session(&reference, POLL, WAIT).await.unwrap_err();
     assert_eq!((f.class, f.code.as_deref()), (ErrorClass::NeedsNewSession, Some("415")));
 }
+
+#[tokio::test]
+async fn statuses_move_from_100_through_150_to_200_on_the_configured_schedule() {
+    use std::time::Duration;
+    let sim = ksef_sim::start(ksef_sim::SimConfig {
+        accept_delay: Duration::from_millis(600),
+        processing_delay: Duration::from_millis(600),
+        ..sim_config()
+    })
+    .await;
+    let c = client(&sim);
+    let s = c.open_online_session().await.unwrap();
+    let sent = c.send_invoice(&s, &invoice("STEPS/1"), &SendOptions::default()).await.unwrap();
+    let mut seen = Vec::new();
+    for _ in 0..100 {
+        let code = c.invoice_status(&s.reference, &sent.reference).await.unwrap().status.code;
+        if seen.last() != Some(&code) {
+            seen.push(code);
+        }
+        if code == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(seen, vec![100, 150, 200]);
+    // The session reports 100 (open) until closed, then 200 once its invoices are final.
+    assert_eq!(c.session_status(&s.reference).await.unwrap().status.code, 100);
+    c.close_online_session(&s.reference).await.unwrap();
+    assert_eq!(c.session_status(&s.reference).await.unwrap().status.code, 200);
+}

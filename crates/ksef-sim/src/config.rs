@@ -73,6 +73,9 @@ pub struct SimConfig {
     pub attachments_allowed: bool,
     /// Environment name in the UPO's `NazwaPodmiotuPrzyjmujacego`.
     pub receiver_name: String,
+    /// When set, every API answer carries this `X-System-Warning` (`[code]: message`), as KSeF
+    /// does for behaviour it will reject in future (TEST forces it with `X-Test-System-Warning`).
+    pub system_warning: Option<String>,
 }
 
 impl Default for SimConfig {
@@ -98,6 +101,7 @@ impl Default for SimConfig {
             record_exchanges: false,
             attachments_allowed: true,
             receiver_name: "Ministerstwo Finansów - symulator ksef-relay".to_owned(),
+            system_warning: None,
         }
     }
 }

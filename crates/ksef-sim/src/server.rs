@@ -143,10 +143,16 @@ async fn gate(State(sim): State<Arc<Sim>>, req: Request, next: Next) -> Response
         }
     }
     sim.advance();
-    let response = match early {
+    let mut response = match early {
         Some(r) => r,
         None => next.run(req).await,
     };
+    if let Some(w) = sim.cfg.system_warning.as_deref().filter(|_| !is_storage) {
+        // KSeF's warnings are Polish: UTF-8 bytes in the header (obs-text), not ASCII.
+        if let Ok(v) = axum::http::HeaderValue::from_bytes(w.as_bytes()) {
+            response.headers_mut().insert("x-system-warning", v);
+        }
+    }
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
