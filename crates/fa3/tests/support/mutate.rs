@@ -4,6 +4,7 @@
 //! spans the validator's own parser reports, so everything else stays byte for byte.
 
 use relay_fa3::xml_tree::{parse, Lines, Tree};
+use relay_fa3::xsd_schema::{self, Content, ElemId, QName, TypeRef};
 
 /// splitmix64: tiny, deterministic, good enough to pick mutations.
 pub struct Rng(u64);
@@ -126,6 +127,46 @@ const FOREIGN_NAMES: &[&str] = &[
     "Nieznany", "P_99", "Faktura", "NIP", "Adres", "P_1", "FaWiersz", "KodKraju", "Nazwa", "P_13_1",
 ];
 
+/// The declaration an element resolves to, walking down from the root; `None` off-schema.
+fn decl_of(tree: &Tree, id: usize) -> Option<ElemId> {
+    let schema = xsd_schema::fa3();
+    let node = &tree.nodes[id];
+    match node.parent {
+        None => schema
+            .globals
+            .get(&QName {
+                ns: node.ns.clone(),
+                local: node.local.clone(),
+            })
+            .copied(),
+        Some(p) => {
+            let pd = decl_of(tree, p)?;
+            match schema.elements[pd].ty {
+                TypeRef::Complex(c) => match &schema.complex[c].content {
+                    Content::Elements { names, .. } => names.get(schema, &node.ns, &node.local),
+                    _ => None,
+                },
+                TypeRef::Simple(_) => None,
+            }
+        }
+    }
+}
+
+/// Names the schema allows somewhere in this element's parent: renaming to one of them
+/// switches choice branches and breaks order in ways a random name never does.
+fn sibling_names(tree: &Tree, id: usize) -> Vec<String> {
+    let schema = xsd_schema::fa3();
+    let Some(p) = tree.nodes[id].parent else { return Vec::new() };
+    let Some(pd) = decl_of(tree, p) else { return Vec::new() };
+    match schema.elements[pd].ty {
+        TypeRef::Complex(c) => match &schema.complex[c].content {
+            Content::Elements { names, .. } => names.ids.iter().map(|&e| schema.elements[e].name.local.clone()).collect(),
+            _ => Vec::new(),
+        },
+        TypeRef::Simple(_) => Vec::new(),
+    }
+}
+
 fn elements(tree: &Tree) -> Vec<usize> {
     (1..tree.nodes.len()).collect()
 }
@@ -155,7 +196,7 @@ pub fn mutate(src: &str, rng: &mut Rng) -> (String, String) {
         }
         out
     };
-    match rng.below(17) {
+    match rng.below(18) {
         0 | 1 => (splice(s, e, ""), format!("delete {}", n.local)),
         2 => (splice(e, e, &src[s..e]), format!("duplicate {}", n.local)),
         3 | 4 => {
@@ -180,8 +221,12 @@ pub fn mutate(src: &str, rng: &mut Rng) -> (String, String) {
             (rename(&new), format!("rename {} to {new}", n.local))
         }
         6 => {
-            let other = &tree.nodes[*rng.pick(&all)];
-            let new = other.local.clone();
+            let schema_names = sibling_names(&tree, id);
+            let new = if !schema_names.is_empty() && rng.below(3) > 0 {
+                rng.pick(&schema_names).clone()
+            } else {
+                tree.nodes[*rng.pick(&all)].local.clone()
+            };
             (rename(&new), format!("rename {} to {new}", n.local))
         }
         7 => {
@@ -199,7 +244,7 @@ pub fn mutate(src: &str, rng: &mut Rng) -> (String, String) {
             };
             (splice(ins, ins, &decl), format!("namespace of {} to {ns}", n.local))
         }
-        8..=10 | 15 if leaf && n.content.1 >= n.content.0 && !src[s..e].ends_with("/>") => {
+        8..=10 | 15 | 17 if leaf && n.content.1 >= n.content.0 && !src[s..e].ends_with("/>") => {
             let v = rng.pick(BAD_VALUES).to_string();
             (splice(n.content.0, n.content.1, &v), format!("value of {} to {v:?}", n.local))
         }
@@ -258,6 +303,11 @@ pub fn mutate(src: &str, rng: &mut Rng) -> (String, String) {
                     (splice(ins, ins, a), format!("add attribute{a} to {}", n.local))
                 }
             }
+        }
+        16 => {
+            // The element emptied: `<X/>`, attributes dropped.
+            let empty = format!("<{}/>", n.qname);
+            (splice(s, e, &empty), format!("empty {}", n.local))
         }
         13 if !leaf => {
             let at = tree.nodes[n.children[0]].span.1;
