@@ -1,12 +1,18 @@
 //! `ksef-relay`: one command-line tool for everything a user does with the relay by hand.
 //!
 //! - `run`: the local job over the bundled sample invoices (or your own files), with a progress
-//!   bar and a final table. Today it runs the intake half of the pipeline for real (identity,
-//!   archive, idempotent registration, send queue, claim); sending to KSeF arrives with the
-//!   pipeline issue.
+//!   bar and a final table.
+//! - `validate FILE...`: the FA(3) check (XSD-equal structure and business rules), for
+//!   accountants and ERP teams' CI; exit code 0 valid, 1 invalid, 2 unreadable.
+//! - `ksef ...`: talk to a KSeF environment (or the simulator) directly: auth check, send a
+//!   file, status, UPO. The first thing to run when diagnosing a connection.
+//! - `sim`: start the KSeF simulator.
 
 mod bundled_samples;
+mod ksef_cmd;
 mod run_cmd;
+mod sim_cmd;
+mod validate_cmd;
 
 use std::process::ExitCode;
 
@@ -27,10 +33,24 @@ struct Cli {
 enum Command {
     /// Run the relay locally over the bundled sample invoices (or --input files) and print a table.
     Run(run_cmd::RunArgs),
+    /// Validate FA(3) invoice files (XSD-equal structure and business rules).
+    Validate(validate_cmd::ValidateArgs),
+    /// Talk to KSeF (TEST, DEMO, PROD or the simulator): auth check, send, status, UPO.
+    #[command(subcommand)]
+    Ksef(ksef_cmd::KsefCommand),
+    /// Start the KSeF simulator.
+    Sim(sim_cmd::SimArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Diagnostics go to stderr, quiet unless RUST_LOG asks for more; tables and reports to stdout.
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -41,6 +61,9 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Run(args) => run_cmd::run(args).await,
+            Command::Validate(args) => validate_cmd::run(args),
+            Command::Ksef(cmd) => ksef_cmd::run(cmd).await.map(|()| ExitCode::SUCCESS),
+            Command::Sim(args) => sim_cmd::run(args).await.map(|()| ExitCode::SUCCESS),
         }
     });
     match result {

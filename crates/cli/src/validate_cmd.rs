@@ -39,7 +39,9 @@ enum Outcome {
 /// the validator then reports it as too big.
 fn read_capped(path: &PathBuf) -> std::io::Result<Vec<u8>> {
     let mut buf = Vec::new();
-    std::fs::File::open(path)?.take(MAX_SIZE_WITH_ATTACHMENTS as u64 + 1).read_to_end(&mut buf)?;
+    std::fs::File::open(path)?
+        .take(MAX_SIZE_WITH_ATTACHMENTS as u64 + 1)
+        .read_to_end(&mut buf)?;
     Ok(buf)
 }
 
@@ -93,14 +95,25 @@ pub fn run(args: ValidateArgs) -> anyhow::Result<ExitCode> {
                 Outcome::Checked(r) => {
                     let errors = r.findings.iter().filter(|f| f.severity == Severity::Error).count();
                     let warnings = r.findings.len() - errors;
-                    let verdict = if passes(r) { "OK (z ostrzeżeniami / with warnings)" } else { "BŁĘDY / ERRORS" };
-                    println!("{}: {verdict}: {errors} błąd(y)/error(s), {warnings} ostrzeżenie(a)/warning(s)", path.display());
+                    let verdict = if passes(r) {
+                        "OK (z ostrzeżeniami / with warnings)"
+                    } else {
+                        "BŁĘDY / ERRORS"
+                    };
+                    println!(
+                        "{}: {verdict}: {errors} błąd(y)/error(s), {warnings} ostrzeżenie(a)/warning(s)",
+                        path.display()
+                    );
                     for f in &r.findings {
                         let sev = match f.severity {
                             Severity::Error => "błąd/error",
                             Severity::Warning => "ostrzeżenie/warning",
                         };
-                        let place = if f.path.is_empty() { String::new() } else { format!("  {}", f.path) };
+                        let place = if f.path.is_empty() {
+                            String::new()
+                        } else {
+                            format!("  {}", f.path)
+                        };
                         println!("  linia/line {}{place}  [{}] {sev}", f.line, f.code);
                         println!("    PL: {}", f.message_pl);
                         println!("    EN: {}", f.message_en);
