@@ -63,6 +63,10 @@ pub struct ClientLimits {
     pub groups: HashMap<EndpointGroup, Limit>,
     /// Windows are divided by this: tests against a time-scaled simulator use the same factor.
     pub time_scale: f64,
+    /// KSeF counts a request when it arrives, we when it leaves: our windows are this much
+    /// longer (0.02 = 2%: 20 ms on the 1 s window, 72 s on the hour) so network jitter cannot
+    /// squeeze two of our requests into one of KSeF's windows.
+    pub margin: f64,
 }
 
 impl ClientLimits {
@@ -85,6 +89,7 @@ impl ClientLimits {
             enabled: true,
             groups,
             time_scale: 1.0,
+            margin: 0.02,
         }
     }
 
@@ -93,6 +98,7 @@ impl ClientLimits {
             enabled: false,
             groups: HashMap::new(),
             time_scale: 1.0,
+            margin: 0.02,
         }
     }
 
@@ -105,11 +111,12 @@ impl ClientLimits {
         self.time_scale = time_scale;
         self
     }
-}
 
-/// KSeF counts a request when it arrives, we when it leaves: windows are kept 2% longer so
-/// network jitter cannot squeeze two of our requests into one of KSeF's windows.
-const WINDOW_MARGIN: f64 = 1.02;
+    pub fn with_margin(mut self, margin: f64) -> ClientLimits {
+        self.margin = margin;
+        self
+    }
+}
 
 pub(crate) struct Limiter {
     limits: Option<ClientLimits>,
@@ -129,11 +136,12 @@ impl Limiter {
         let Some(limits) = &self.limits else { return };
         let Some(l) = limits.groups.get(&group).copied() else { return };
         let scale = limits.time_scale.max(1e-6);
+        let margin = limits.margin.max(0.0);
         let windows: Vec<(usize, Duration)> = [(l.per_second, 1.0), (l.per_minute, 60.0), (l.per_hour, 3600.0)]
             .into_iter()
             .filter_map(|(n, secs)| {
                 n.filter(|n| *n > 0)
-                    .map(|n| (n as usize, Duration::from_secs_f64(secs * WINDOW_MARGIN / scale)))
+                    .map(|n| (n as usize, Duration::from_secs_f64(secs * (1.0 + margin) / scale)))
             })
             .collect();
         let longest = windows.iter().map(|w| w.1).max().unwrap_or_default();

@@ -251,7 +251,9 @@ async fn hash_size_and_key_mismatches_are_caught_by_the_simulator() {
     let mut wrong = body.clone();
     wrong["invoiceHash"] = serde_json::json!(ContentHash::of(b"y").to_base64());
     cases.push((wrong, "430"));
-    cases.push((other.send_body(&xml, &SendOptions::default()), "435"));
+    // Under the wrong key the padding check fails (435), except when the garbage happens to end
+    // in valid padding (about 1 in 256); then the size check catches it (430), as in KSeF.
+    cases.push((other.send_body(&xml, &SendOptions::default()), "435|430"));
     for (wrong, code) in cases {
         let (st, b) = post(wrong).await;
         assert_eq!(st, 202, "{}", String::from_utf8_lossy(&b));
@@ -261,7 +263,8 @@ async fn hash_size_and_key_mismatches_are_caught_by_the_simulator() {
             .to_owned();
         let (_, o) = c.wait_for_invoice(&s.reference, &reference, POLL, WAIT).await.unwrap();
         let InvoiceOutcome::Failed(f) = o else { panic!("{o:?}") };
-        assert_eq!((f.class, f.code.as_deref()), (ErrorClass::Permanent, Some(code)));
+        assert_eq!(f.class, ErrorClass::Permanent);
+        assert!(code.split('|').any(|c| f.code.as_deref() == Some(c)), "expected {code}, got {f}");
     }
     // The untampered body is accepted: the simulator decrypts to the bytes we hashed.
     let (st, b) = post(body).await;
