@@ -77,6 +77,42 @@ pub struct TokenSet {
     pub auth_reference: String,
 }
 
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SharedTokens {
+    access: String,
+    access_valid_until: DateTime<Utc>,
+    refresh: String,
+    refresh_valid_until: DateTime<Utc>,
+    auth_reference: String,
+}
+
+impl TokenSet {
+    /// The tokens as JSON for a shared cache (one login for many function instances). The
+    /// result is a secret: keep it only in a store meant for secrets, never in logs.
+    pub fn export_secret_json(&self) -> String {
+        serde_json::to_string(&SharedTokens {
+            access: self.access.expose_secret().to_owned(),
+            access_valid_until: self.access.valid_until,
+            refresh: self.refresh.expose_secret().to_owned(),
+            refresh_valid_until: self.refresh.valid_until,
+            auth_reference: self.auth_reference.clone(),
+        })
+        .expect("plain strings serialize")
+    }
+
+    /// The inverse of [`TokenSet::export_secret_json`].
+    pub fn import_secret_json(json: &str) -> Result<TokenSet> {
+        let t: SharedTokens = serde_json::from_str(json)
+            .map_err(|e| Failure::new(ErrorClass::Permanent, ErrorSource::Relay, format!("unreadable shared tokens: {e}")))?;
+        Ok(TokenSet {
+            access: BearerToken::new(t.access, t.access_valid_until),
+            refresh: BearerToken::new(t.refresh, t.refresh_valid_until),
+            auth_reference: t.auth_reference,
+        })
+    }
+}
+
 /// A public key KSeF publishes, parsed.
 #[derive(Clone)]
 pub struct PublicKey {

@@ -73,6 +73,14 @@ impl SessionKey {
     pub(crate) fn key(&self) -> &[u8; 32] {
         self.key.expose_secret()
     }
+
+    /// A key and IV kept from an earlier process (see `OnlineSession::import_secret_json`).
+    pub fn from_parts(key: [u8; 32], iv: [u8; 16]) -> SessionKey {
+        SessionKey {
+            key: SecretBox::new(Box::new(key)),
+            iv,
+        }
+    }
 }
 
 impl fmt::Debug for SessionKey {

@@ -64,7 +64,50 @@ pub fn send_invoice_body(key: &SessionKey, invoice: &[u8], opts: &SendOptions) -
     })
 }
 
+/// The shared form of an open session (for a cache many function instances read).
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SharedSession {
+    reference: String,
+    valid_until: DateTime<Utc>,
+    key: String,
+    iv: String,
+}
+
 impl OnlineSession {
+    /// The session with its AES key as JSON, so other processes can send in it. The result is
+    /// a secret: keep it only in a store meant for secrets, never in logs.
+    pub fn export_secret_json(&self) -> String {
+        serde_json::to_string(&SharedSession {
+            reference: self.reference.clone(),
+            valid_until: self.valid_until,
+            key: B64.encode(self.key.key()),
+            iv: B64.encode(self.key.iv),
+        })
+        .expect("plain strings serialize")
+    }
+
+    /// The inverse of [`OnlineSession::export_secret_json`].
+    pub fn import_secret_json(json: &str) -> Result<OnlineSession> {
+        let bad = |e: String| Failure::new(ErrorClass::Permanent, ErrorSource::Relay, format!("unreadable shared session: {e}"));
+        let s: SharedSession = serde_json::from_str(json).map_err(|e| bad(e.to_string()))?;
+        let key: [u8; 32] = B64
+            .decode(&s.key)
+            .ok()
+            .and_then(|k| k.try_into().ok())
+            .ok_or_else(|| bad("key must be 32 bytes".into()))?;
+        let iv: [u8; 16] = B64
+            .decode(&s.iv)
+            .ok()
+            .and_then(|k| k.try_into().ok())
+            .ok_or_else(|| bad("iv must be 16 bytes".into()))?;
+        Ok(OnlineSession {
+            reference: s.reference,
+            valid_until: s.valid_until,
+            key: SessionKey::from_parts(key, iv),
+        })
+    }
+
     /// The send body for these bytes under this session's key (what [`KsefClient::send_invoice`] posts).
     pub fn send_body(&self, invoice: &[u8], opts: &SendOptions) -> serde_json::Value {
         send_invoice_body(&self.key, invoice, opts)
@@ -371,5 +414,27 @@ impl KsefClient {
     /// A page of the session's collective UPO.
     pub async fn session_upo(&self, session: &str, upo_reference: &str) -> Result<Upo> {
         self.upo_at("session_upo", format!("/sessions/{session}/upo/{upo_reference}")).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_shared_session_round_trips_and_encrypts_the_same() {
+        let s = OnlineSession {
+            reference: "20250625-SO-2C3E6C8000-B675CF5D68-07".into(),
+            valid_until: Utc::now(),
+            key: SessionKey::generate(),
+        };
+        let back = OnlineSession::import_secret_json(&s.export_secret_json()).unwrap();
+        assert_eq!((back.reference.as_str(), back.valid_until), (s.reference.as_str(), s.valid_until));
+        assert_eq!(
+            crypto::aes_encrypt(&back.key, b"<Faktura/>"),
+            crypto::aes_encrypt(&s.key, b"<Faktura/>")
+        );
+        assert!(!format!("{back:?}").contains(&B64.encode(s.key.key())));
+        assert!(OnlineSession::import_secret_json("{}").is_err());
     }
 }

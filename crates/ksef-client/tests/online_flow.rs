@@ -395,3 +395,29 @@ async fn statuses_move_from_100_through_150_to_200_on_the_configured_schedule() 
     c.close_online_session(&s.reference).await.unwrap();
     assert_eq!(c.session_status(&s.reference).await.unwrap().status.code, 200);
 }
+
+#[tokio::test]
+async fn tokens_and_sessions_shared_through_a_cache_work_in_another_process() {
+    // Process A logs in and opens a session; process B gets both from the shared cache (as
+    // strings) and sends without logging in or opening anything.
+    let sim = sim().await;
+    let a = client(&sim);
+    let session = a.open_online_session().await.unwrap();
+    let tokens = a.tokens().await.unwrap().export_secret_json();
+    let shared_session = session.export_secret_json();
+
+    let b = client(&sim);
+    b.set_tokens(ksef_client::TokenSet::import_secret_json(&tokens).unwrap()).await;
+    let session_b = ksef_client::OnlineSession::import_secret_json(&shared_session).unwrap();
+    let sent = b
+        .send_invoice(&session_b, &invoice("SHARED/1"), &SendOptions::default())
+        .await
+        .unwrap();
+    let (_, o) = b.wait_for_invoice(&session_b.reference, &sent.reference, POLL, WAIT).await.unwrap();
+    assert!(matches!(o, InvoiceOutcome::Accepted { .. }), "{o:?}");
+    assert_eq!(
+        b.tokens().await.unwrap().auth_reference,
+        a.tokens().await.unwrap().auth_reference,
+        "B did not log in again"
+    );
+}
