@@ -421,3 +421,25 @@ async fn tokens_and_sessions_shared_through_a_cache_work_in_another_process() {
         "B did not log in again"
     );
 }
+
+#[tokio::test]
+async fn an_expired_or_full_session_needs_a_new_session() {
+    use std::time::Duration;
+    let sim = ksef_sim::start(ksef_sim::SimConfig {
+        session_lifetime: Duration::from_millis(300),
+        max_invoices_per_session: 1,
+        ..sim_config()
+    })
+    .await;
+    let c = client(&sim);
+    let s = c.open_online_session().await.unwrap();
+    c.send_invoice(&s, &invoice("FULL/1"), &SendOptions::default()).await.unwrap();
+    let f = c.send_invoice(&s, &invoice("FULL/2"), &SendOptions::default()).await.unwrap_err();
+    assert_eq!((f.class, f.code.as_deref()), (ErrorClass::NeedsNewSession, Some("21155")));
+    let s2 = c.open_online_session().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    // KSeF closed it at validUntil.
+    let f = c.send_invoice(&s2, &invoice("LATE/2"), &SendOptions::default()).await.unwrap_err();
+    assert_eq!((f.class, f.code.as_deref()), (ErrorClass::NeedsNewSession, Some("21180")));
+    assert!(s2.valid_until <= chrono::Utc::now());
+}

@@ -57,6 +57,10 @@ pub struct SimConfig {
     /// How long an invoice stays in 100, then in 150, before its final status.
     pub accept_delay: Duration,
     pub processing_delay: Duration,
+    /// How long a session stays open before KSeF closes it (12 h in KSeF).
+    pub session_lifetime: Duration,
+    /// Invoices allowed in one session (10,000 by default in KSeF; 21155 beyond).
+    pub max_invoices_per_session: usize,
     pub access_token_ttl: Duration,
     pub refresh_token_ttl: Duration,
     pub rate_limits: RateLimits,
@@ -92,6 +96,8 @@ impl Default for SimConfig {
             auth_delay: Duration::from_millis(30),
             accept_delay: Duration::from_millis(30),
             processing_delay: Duration::from_millis(30),
+            session_lifetime: Duration::from_secs(12 * 3600),
+            max_invoices_per_session: 10_000,
             access_token_ttl: Duration::from_secs(15 * 60),
             refresh_token_ttl: Duration::from_secs(7 * 24 * 3600),
             rate_limits: RateLimits::production(),

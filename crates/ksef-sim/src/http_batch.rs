@@ -121,7 +121,7 @@ pub async fn open_batch(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: B
             auth_document_hash,
             created: now,
             updated: now,
-            valid_until: now + chrono::Duration::hours(12),
+            valid_until: now + chrono::Duration::from_std(sim.cfg.session_lifetime).unwrap_or(chrono::Duration::hours(12)),
             key,
             closed: false,
             failure: None,

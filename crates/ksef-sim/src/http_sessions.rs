@@ -107,7 +107,7 @@ pub async fn open_online(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: 
     let seq = store.next_seq();
     let reference = store.reference("SO");
     let now = Utc::now();
-    let valid_until = now + chrono::Duration::hours(12);
+    let valid_until = now + chrono::Duration::from_std(sim.cfg.session_lifetime).unwrap_or(chrono::Duration::hours(12));
     let auth_document_hash = auth_document_hash(&store, &headers);
     store.sessions.insert(
         reference.clone(),
@@ -219,7 +219,7 @@ pub async fn send_invoice(
             return Err(ApiError::no_session(&reference));
         }
         let status = s.status();
-        match (s.closed, s.key) {
+        let key = match (s.closed, s.key) {
             (false, Some(k)) => k,
             _ => {
                 return Err(ApiError::bad(
@@ -227,7 +227,17 @@ pub async fn send_invoice(
                     format!("Status sesji {} uniemożliwia wysyłkę faktur.", status.code),
                 ))
             }
+        };
+        if s.invoices.len() >= sim.cfg.max_invoices_per_session {
+            return Err(ApiError::bad(
+                Code::SessionInvoiceLimit,
+                format!(
+                    "Sesja o numerze referencyjnym {reference} osiągnęła dozwolony limit liczby faktur {}.",
+                    sim.cfg.max_invoices_per_session
+                ),
+            ));
         }
+        key
     };
     if encrypted.len() as u64 != req.encrypted_invoice_size {
         return Err(ApiError::bad(

@@ -282,6 +282,15 @@ impl Sim {
         let due = self.cfg.accept_delay + self.cfg.processing_delay;
         let upo_delay = self.faults.upo_delay();
         let mut store = self.store.lock().expect("store lock");
+        // KSeF closes sessions at validUntil; a batch that was never closed is cancelled.
+        let wall = Utc::now();
+        for s in store.sessions.values_mut().filter(|s| !s.closed && s.valid_until <= wall) {
+            s.closed = true;
+            s.updated = wall;
+            if !s.is_online() {
+                s.failure = Some(StatusInfo::new(440, "Sesja anulowana").with_details(vec!["Przekroczono czas wysyłki.".into()]));
+            }
+        }
         let mut ready: Vec<(Instant, String, usize)> = Vec::new();
         for s in store.sessions.values() {
             for (i, inv) in s.invoices.iter().enumerate() {
