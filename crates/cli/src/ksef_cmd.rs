@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use ksef_client::failure_map::InvoiceOutcome;
-use ksef_client::{ClientConfig, Credentials, Environment, KsefClient, KsefToken, SendOptions};
+use ksef_client::{ClientConfig, Credentials, Environment, KsefClient, KsefToken, SendOptions, SigningIdentity, SubjectIdentifierType};
 use relay_domain::{ContentHash, Failure, Nip};
 
 /// Where and as whom to connect.
@@ -22,8 +22,24 @@ pub struct Connection {
     #[arg(long, env = "KSEF_NIP")]
     pub nip: String,
     /// The KSeF token. Prefer the environment variable: command lines are visible to others.
-    #[arg(long, env = "KSEF_TOKEN", hide_env_values = true)]
-    pub token: String,
+    #[arg(
+        long,
+        env = "KSEF_TOKEN",
+        hide_env_values = true,
+        required_unless_present = "cert",
+        conflicts_with = "cert"
+    )]
+    pub token: Option<String>,
+    /// Log in with a certificate instead (XAdES): its PEM file. In production, a KSeF
+    /// certificate of type Authentication; TEST also accepts self-signed ones.
+    #[arg(long, env = "KSEF_CERT", requires = "key")]
+    pub cert: Option<PathBuf>,
+    /// The certificate's private key: a PKCS#8 PEM file (RSA-2048 or EC P-256).
+    #[arg(long, env = "KSEF_KEY", requires = "cert")]
+    pub key: Option<PathBuf>,
+    /// With --cert: identify the subject by the certificate's fingerprint rather than its subject.
+    #[arg(long, requires = "cert")]
+    pub by_fingerprint: bool,
     /// Per-request timeout in seconds.
     #[arg(long, default_value_t = 30)]
     pub timeout_secs: u64,
@@ -37,9 +53,26 @@ impl Connection {
             timeout: Duration::from_secs(self.timeout_secs),
             ..ClientConfig::new(env)
         };
-        let creds = Credentials::Token {
-            context: nip,
-            token: KsefToken::new(self.token.clone()),
+        let creds = match (&self.token, &self.cert, &self.key) {
+            (Some(token), _, _) => Credentials::Token {
+                context: nip,
+                token: KsefToken::new(token.clone()),
+            },
+            (None, Some(cert), Some(key)) => {
+                let read = |p: &PathBuf| std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()));
+                let identity = SigningIdentity::from_pem(&read(cert)?, &read(key)?).map_err(explain)?;
+                let subject = if self.by_fingerprint {
+                    SubjectIdentifierType::CertificateFingerprint
+                } else {
+                    SubjectIdentifierType::CertificateSubject
+                };
+                Credentials::Certificate {
+                    context: nip,
+                    identity,
+                    subject,
+                }
+            }
+            _ => anyhow::bail!("give --token, or --cert with --key"),
         };
         KsefClient::new(cfg, Some(creds)).map_err(explain)
     }
@@ -48,7 +81,7 @@ impl Connection {
 /// The `ksef` subcommands.
 #[derive(clap::Subcommand, Debug)]
 pub enum KsefCommand {
-    /// Log in with the KSeF token (challenge, encrypted token, status, redeem) and report.
+    /// Log in (KSeF token or certificate: challenge, credentials, status, redeem) and report.
     AuthCheck {
         #[command(flatten)]
         conn: Connection,

@@ -123,3 +123,30 @@ async fn tampered_or_unsigned_requests_are_refused() {
     let (_, f) = post(signed).await;
     assert_eq!((f.class, f.code.as_deref()), (ErrorClass::NeedsReauth, Some("21111")));
 }
+
+#[tokio::test]
+async fn certificates_made_by_openssl_log_in_too() {
+    let sim = sim().await;
+    for (cert, key) in [
+        (
+            include_str!("fixtures/openssl-ec-cert.pem"),
+            include_str!("fixtures/openssl-ec-key.pem"),
+        ),
+        (
+            include_str!("fixtures/openssl-rsa-cert.pem"),
+            include_str!("fixtures/xades-test-rsa-key.pem"),
+        ),
+    ] {
+        let identity = SigningIdentity::from_pem(cert, key).unwrap();
+        let creds = Credentials::Certificate {
+            context: nip(),
+            identity,
+            subject: SubjectIdentifierType::CertificateSubject,
+        };
+        KsefClient::new(client_config(&sim), Some(creds))
+            .unwrap()
+            .authenticate()
+            .await
+            .unwrap();
+    }
+}
