@@ -10,8 +10,9 @@
 //!   [`xades`]) with a token cache that refreshes before expiry and logs in again when the
 //!   refresh token is refused;
 //! - [`sessions`]: online sessions (open with a wrapped AES-256 key, send, close), session and
-//!   invoice status, the session's invoice list (reconciliation by hash), UPOs by link and by
-//!   reference; [`batch`]: ZIP or tar.gz archives split into encrypted parts, uploaded to the
+//!   invoice status, the session list and each session's invoice list (reconciliation by hash),
+//!   UPOs by link and by reference; tokens and open sessions export to a shared cache as
+//!   secret JSON; [`batch`]: ZIP or tar.gz archives split into encrypted parts, uploaded to the
 //!   pre-signed URLs without the token;
 //! - [`failure_map`]: the ONE place where HTTP statuses, KSeF exception codes, transport errors
 //!   and final statuses become a [`relay_domain::Failure`] with its [`relay_domain::ErrorClass`],

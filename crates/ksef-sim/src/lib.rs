@@ -23,7 +23,9 @@
 //! Layout: [`config`] (settings), [`keys`] (RSA keys, certificates), `http_*` (one file per
 //! area of the API, plus `/_sim` admin), `server` (routes, the middleware that plays faults and
 //! limits, the accept loop), `state` (sessions, invoices, the 100 → 150 → final step),
-//! [`ledger`], [`faults`], [`rate_limit`], [`invoice_check`], [`upo`].
+//! [`ledger`], [`faults`], [`rate_limit`], [`invoice_check`], [`upo`], [`xades_verify`]
+//! (certificate login: the XAdES signature checked for real). README.md has the CLI and the
+//! admin endpoints.
 //!
 //! The key design decision: an invoice's fate is decided when it arrives (decryption, checks,
 //! fault dice) but revealed on KSeF's schedule, and duplicates and KSeF numbers are settled at
