@@ -38,6 +38,9 @@ pub struct ClientConfig {
     pub auth_poll_timeout: Duration,
     /// Public keys are fetched again after this long (and at once on 21470).
     pub key_refresh_interval: Duration,
+    /// Ask for errors as problem+json (`X-Error-Format: problem-details`); KSeF marks its
+    /// default `ExceptionResponse` deprecated. Both forms map to the same failures.
+    pub problem_details: bool,
 }
 
 impl ClientConfig {
@@ -51,6 +54,7 @@ impl ClientConfig {
             auth_poll_interval: Duration::from_secs(1),
             auth_poll_timeout: Duration::from_secs(30),
             key_refresh_interval: Duration::from_secs(6 * 3600),
+            problem_details: false,
         }
     }
 }
@@ -274,6 +278,9 @@ impl KsefClient {
         }
         for (k, v) in &c.headers {
             req = req.header(*k, v);
+        }
+        if self.inner.cfg.problem_details {
+            req = req.header("x-error-format", "problem-details");
         }
         match &c.body {
             Some(Body::Json(v)) => req = req.json(v),

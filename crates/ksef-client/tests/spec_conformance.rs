@@ -268,14 +268,42 @@ async fn every_simulator_answer_matches_the_official_spec() {
     .await
     .unwrap();
 
+    // Errors in the problem+json form: a 400 (21180) and a 429.
+    let pd = KsefClient::new(
+        ksef_client::ClientConfig {
+            limits: ClientLimits::disabled(),
+            problem_details: true,
+            ..client_config(&sim)
+        },
+        Some(credentials()),
+    )
+    .unwrap();
+    let f = pd.close_online_session(&s.reference).await.unwrap_err();
+    assert_eq!(
+        (f.class.clone(), f.code.as_deref()),
+        (relay_domain::ErrorClass::NeedsNewSession, Some("21180")),
+        "{f}"
+    );
+    let mut limited = false;
+    for _ in 0..20 {
+        if let Err(f) = pd.invoice_status(&s.reference, &good.reference).await {
+            assert!(matches!(f.class, relay_domain::ErrorClass::RateLimited { .. }), "{f}");
+            limited = true;
+            break;
+        }
+    }
+    assert!(limited, "the problem+json 429 was exercised");
+
     let checker = Checker::new();
     let exchanges = sim.exchanges();
     let mut failures = Vec::new();
     let mut seen = BTreeSet::new();
     let mut statuses = BTreeSet::new();
+    let mut forms = BTreeSet::new();
     for e in exchanges.iter().filter(|e| !e.route.starts_with("/storage/")) {
         seen.insert(format!("{} {}", e.method, e.route));
         statuses.insert(e.status);
+        forms.insert((e.status, e.content_type.clone().unwrap_or_default()));
         if let Err(msg) = checker.check(e) {
             failures.push(msg);
         }
@@ -312,5 +340,16 @@ async fn every_simulator_answer_matches_the_official_spec() {
     }
     for status in [200, 201, 202, 204, 400, 401, 429] {
         assert!(statuses.contains(&status), "no {status} answer was checked; seen {statuses:?}");
+    }
+    for (status, ct) in [
+        (400, "application/json"),
+        (400, "application/problem+json"),
+        (429, "application/json"),
+        (429, "application/problem+json"),
+    ] {
+        assert!(
+            forms.contains(&(status, ct.to_owned())),
+            "no {status} {ct} answer was checked; seen {forms:?}"
+        );
     }
 }

@@ -147,6 +147,9 @@ async fn gate(State(sim): State<Arc<Sim>>, req: Request, next: Next) -> Response
         Some(r) => r,
         None => next.run(req).await,
     };
+    if problem_details && response.status() == StatusCode::BAD_REQUEST && !is_storage {
+        response = as_problem_details(response, &path).await;
+    }
     if let Some(w) = sim.cfg.system_warning.as_deref().filter(|_| !is_storage) {
         // KSeF's warnings are Polish: UTF-8 bytes in the header (obs-text), not ASCII.
         if let Ok(v) = axum::http::HeaderValue::from_bytes(w.as_bytes()) {
@@ -173,6 +176,41 @@ async fn gate(State(sim): State<Arc<Sim>>, req: Request, next: Next) -> Response
         body: bytes.to_vec(),
     });
     Response::from_parts(parts, Body::from(bytes))
+}
+
+/// A 400 in the problem+json form (`X-Error-Format: problem-details`): the same codes and
+/// details as the default `ExceptionResponse`, as the spec's `BadRequestProblemDetails`.
+async fn as_problem_details(response: Response, instance: &str) -> Response {
+    let (parts, body) = response.into_parts();
+    let bytes = axum::body::to_bytes(body, usize::MAX).await.unwrap_or_default();
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+        return Response::from_parts(parts, Body::from(bytes));
+    };
+    let list = v["exception"]["exceptionDetailList"].as_array().cloned().unwrap_or_default();
+    let errors: Vec<serde_json::Value> = list
+        .iter()
+        .map(|d| serde_json::json!({"code": d["exceptionCode"], "description": d["exceptionDescription"], "details": d["details"]}))
+        .collect();
+    let detail = list
+        .first()
+        .and_then(|d| d["exceptionDescription"].as_str())
+        .unwrap_or("Bad Request")
+        .to_owned();
+    let body = serde_json::json!({
+        "title": "Bad Request",
+        "status": 400,
+        "instance": instance,
+        "detail": detail,
+        "errors": errors,
+        "timestamp": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        "traceId": format!("{:032x}", rand::random::<u128>()),
+    });
+    let mut r = (StatusCode::BAD_REQUEST, axum::Json(body)).into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("application/problem+json"),
+    );
+    r
 }
 
 /// Serves `router` on `listener` until the returned task is aborted.
