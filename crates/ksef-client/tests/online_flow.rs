@@ -121,24 +121,51 @@ fn base64_sha256(b: &[u8]) -> String {
 
 #[tokio::test]
 async fn every_official_sample_is_accepted_and_duplicates_point_at_the_original() {
-    let sim = sim().await;
-    let c = client(&sim);
-    let s = c.open_online_session().await.unwrap();
+    // The samples' sellers: 9999999999 (the Ministry's examples) and 5265877635 (the PDF
+    // generator's example). Each is sent in its own seller's context.
+    let pdf_seller = Nip::parse("5265877635").unwrap();
+    let pdf_token = "sim-token-for-5265877635";
+    let mut cfg = sim_config();
+    cfg.tokens.push(ksef_sim::SimToken {
+        token: pdf_token.into(),
+        context: pdf_seller.clone(),
+    });
+    let sim = ksef_sim::start(cfg).await;
+    let c9 = client(&sim);
+    let c5 = KsefClient::new(
+        client_config(&sim),
+        Some(Credentials::Token {
+            context: pdf_seller,
+            token: KsefToken::new(pdf_token),
+        }),
+    )
+    .unwrap();
+    let (s9, s5) = (c9.open_online_session().await.unwrap(), c5.open_online_session().await.unwrap());
     let mut sent = Vec::new();
     for (name, xml) in all_samples() {
-        let r = c.send_invoice(&s, &xml, &SendOptions::default()).await.unwrap();
-        sent.push((name, xml, r));
+        let (c, s) = if name.contains("ksef-pdf-generator") {
+            (&c5, &s5)
+        } else {
+            (&c9, &s9)
+        };
+        let r = c.send_invoice(s, &xml, &SendOptions::default()).await.unwrap();
+        sent.push((name, xml, c, s, r));
     }
     // Several samples share seller + kind + P_2 (e.g. VAT FV2026/02/150): KSeF accepts the first
     // and answers 440 with the original's KSeF number to the others.
     let mut first_of: std::collections::HashMap<(String, String), KsefNumber> = Default::default();
     let mut accepted = 0;
-    for (name, xml, r) in &sent {
+    for (name, xml, c, s, r) in &sent {
         let (st, outcome) = c.wait_for_invoice(&s.reference, &r.reference, POLL, WAIT).await.unwrap();
-        let key = (
-            String::from_utf8_lossy(xml).split("<RodzajFaktury>").nth(1).unwrap()[..3].to_owned(),
-            st.invoice_number.clone().unwrap(),
-        );
+        let kind = String::from_utf8_lossy(xml)
+            .split("<RodzajFaktury>")
+            .nth(1)
+            .unwrap()
+            .split('<')
+            .next()
+            .unwrap()
+            .to_owned();
+        let key = (kind, st.invoice_number.clone().unwrap());
         match outcome {
             InvoiceOutcome::Accepted { ksef_number, .. } => {
                 assert!(
@@ -162,13 +189,26 @@ async fn every_official_sample_is_accepted_and_duplicates_point_at_the_original(
             InvoiceOutcome::Pending => unreachable!(),
         }
     }
-    assert!(accepted >= 7, "only {accepted} samples accepted");
+    assert!(accepted >= 8, "only {accepted} samples accepted");
     // Nothing accepted twice: neither the same bytes nor the same identity.
     let ledger = sim.ledger().entries();
     assert_eq!(ledger.len(), accepted);
     for e in &ledger {
         assert_eq!(sim.ledger().count_hash(&e.invoice_hash), 1);
     }
+}
+
+#[tokio::test]
+async fn an_invoice_of_another_seller_is_410_in_this_context() {
+    let sim = sim().await;
+    let c = client(&sim);
+    let s = c.open_online_session().await.unwrap();
+    let foreign = sample("cirfmf-templates/ksef-pdf-generator-invoice.xml"); // seller 5265877635
+    let sent = c.send_invoice(&s, &foreign, &SendOptions::default()).await.unwrap();
+    let (_, o) = c.wait_for_invoice(&s.reference, &sent.reference, POLL, WAIT).await.unwrap();
+    let InvoiceOutcome::Failed(f) = o else { panic!("{o:?}") };
+    assert_eq!((f.class, f.code.as_deref()), (ErrorClass::Permanent, Some("410")));
+    assert!(sim.ledger().is_empty());
 }
 
 #[tokio::test]

@@ -235,7 +235,7 @@ pub async fn close_batch(State(sim): State<Arc<Sim>>, Path(reference): Path<Stri
     let planned: Vec<_> = files
         .into_iter()
         .map(|(name, bytes)| {
-            let (plan, number) = plan_for(&sim, &bytes, false, false);
+            let (plan, number) = plan_for(&sim, &context, &bytes, false, false);
             (name, ContentHash::of(&bytes), plan, number)
         })
         .collect();

@@ -157,7 +157,9 @@ pub fn session_mut<'a>(store: &'a mut Store, reference: &str, context: &Nip) -> 
 }
 
 /// Decides how a decrypted invoice ends: the checks KSeF runs after the 202.
-pub fn plan_for(sim: &Sim, plain: &[u8], online: bool, technical_correction: bool) -> (Plan, Option<String>) {
+/// `context` is the session's: the simulator lets a context issue only for its own NIP (KSeF
+/// also honours granted permissions, which the simulator does not model).
+pub fn plan_for(sim: &Sim, context: &Nip, plain: &[u8], online: bool, technical_correction: bool) -> (Plan, Option<String>) {
     match invoice_check::check(plain) {
         Err(details) => (
             Plan::Reject(StatusInfo::new(450, "Błąd weryfikacji semantyki dokumentu faktury").with_details(details)),
@@ -165,6 +167,13 @@ pub fn plan_for(sim: &Sim, plain: &[u8], online: bool, technical_correction: boo
         ),
         Ok(facts) => {
             let number = Some(facts.number.to_string());
+            if &facts.seller != context {
+                let s = StatusInfo::new(410, "Nieprawidłowy zakres uprawnień").with_details(vec![format!(
+                    "Kontekst {context} nie ma uprawnień do wystawiania faktur w imieniu podmiotu {}.",
+                    facts.seller
+                )]);
+                return (Plan::Reject(s), number);
+            }
             if facts.has_attachment && !sim.cfg.attachments_allowed {
                 let s = StatusInfo::new(415, "Brak możliwości wysyłania faktury z załącznikiem")
                     .with_details(vec!["Podatnik nie zgłosił zamiaru wysyłania faktur z załącznikami.".into()]);
@@ -265,7 +274,7 @@ pub async fn send_invoice(
             ),
             None,
         ),
-        Some(plain) => plan_for(&sim, &plain, true, req.hash_of_corrected_invoice.is_some()),
+        Some(plain) => plan_for(&sim, &context, &plain, true, req.hash_of_corrected_invoice.is_some()),
     };
     let offline = is_offline(req.offline_mode, &plan);
     let mut store = sim.store.lock().expect("store lock");
