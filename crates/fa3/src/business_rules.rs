@@ -86,7 +86,7 @@ impl Rules<'_> {
             .children
             .iter()
             .copied()
-            .filter(move |&c| self.tree.nodes[c].local == local && self.tree.nodes[c].ns == FA3_NAMESPACE)
+            .filter(move |&c| self.tree.nodes[c].local == local && &*self.tree.nodes[c].ns == FA3_NAMESPACE)
     }
 
     fn text(&self, node: usize) -> &str {

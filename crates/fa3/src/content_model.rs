@@ -7,8 +7,55 @@
 
 use crate::xsd_schema::{ElemId, Particle, Term};
 
-/// A sorted, duplicate-free set of positions in the child list.
-type Positions = Vec<u32>;
+/// A sorted, duplicate-free set of positions in the child list. Almost always one or two
+/// positions (the schema is deterministic), so they live inline and matching allocates nothing.
+#[derive(Clone, Default)]
+struct Positions {
+    len: usize,
+    inline: [u32; INLINE],
+    heap: Vec<u32>,
+}
+
+const INLINE: usize = 4;
+
+impl Positions {
+    fn as_slice(&self) -> &[u32] {
+        if self.len <= INLINE {
+            &self.inline[..self.len]
+        } else {
+            &self.heap
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    fn contains(&self, p: u32) -> bool {
+        self.as_slice().binary_search(&p).is_ok()
+    }
+
+    /// Appends a position greater than every one held.
+    fn push(&mut self, p: u32) {
+        if self.len < INLINE {
+            self.inline[self.len] = p;
+        } else {
+            if self.len == INLINE {
+                self.heap = self.inline.to_vec();
+            }
+            self.heap.push(p);
+        }
+        self.len += 1;
+    }
+
+    fn from_sorted(items: impl IntoIterator<Item = u32>) -> Positions {
+        let mut out = Positions::default();
+        for p in items {
+            out.push(p);
+        }
+        out
+    }
+}
 
 /// A child element: the declaration its name resolves to in this content model, if any.
 pub type Kid = Option<ElemId>;
@@ -27,8 +74,8 @@ impl Matcher<'_> {
     fn term(&self, t: &Term, from: &Positions) -> Positions {
         match t {
             Term::Element(id) => {
-                let mut out: Positions = Vec::new();
-                for &p in from {
+                let mut out = Positions::default();
+                for &p in from.as_slice() {
                     if p == self.n() {
                         if self.prefix {
                             out.push(p);
@@ -50,9 +97,12 @@ impl Matcher<'_> {
                 cur
             }
             Term::Choice(parts) => {
-                let mut out = Vec::new();
+                let mut out = Positions::default();
                 for part in parts {
-                    out = union(&out, &self.particle(part, from));
+                    let got = self.particle(part, from);
+                    if !got.is_empty() {
+                        out = union(out.as_slice(), got.as_slice());
+                    }
                 }
                 out
             }
@@ -60,7 +110,7 @@ impl Matcher<'_> {
     }
 
     fn particle(&self, p: &Particle, from: &Positions) -> Positions {
-        let mut result = if p.min == 0 { from.clone() } else { Vec::new() };
+        let mut result = if p.min == 0 { from.clone() } else { Positions::default() };
         let mut frontier = from.clone();
         let mut k: u32 = 0;
         while k < p.max && !frontier.is_empty() {
@@ -68,18 +118,24 @@ impl Matcher<'_> {
             let next = self.term(&p.term, &frontier);
             if k < p.min {
                 // In prefix mode the end of input may come before the minimum is reached.
-                if self.prefix && next.contains(&self.n()) {
-                    result = union(&result, &[self.n()]);
+                if self.prefix && next.contains(self.n()) {
+                    result = union(result.as_slice(), &[self.n()]);
                 }
                 frontier = next;
                 continue;
             }
             // A position reached again after more repetitions has fewer left: nothing new.
-            let fresh: Positions = next.into_iter().filter(|x| result.binary_search(x).is_err()).collect();
-            if result.last().zip(fresh.first()).is_some_and(|(a, b)| a < b) {
-                result.extend_from_slice(&fresh);
-            } else {
-                result = union(&result, &fresh);
+            let fresh = Positions::from_sorted(next.as_slice().iter().copied().filter(|&x| !result.contains(x)));
+            if fresh.is_empty() {
+                break;
+            }
+            match result.as_slice().last() {
+                Some(&last) if last >= fresh.as_slice()[0] => result = union(result.as_slice(), fresh.as_slice()),
+                _ => {
+                    for &x in fresh.as_slice() {
+                        result.push(x);
+                    }
+                }
             }
             frontier = fresh;
         }
@@ -88,18 +144,7 @@ impl Matcher<'_> {
 }
 
 fn union(a: &[u32], b: &[u32]) -> Positions {
-    // Repetitions move forward, so the common case is a plain append.
-    match (a.last(), b.first()) {
-        (_, None) => return a.to_vec(),
-        (None, _) => return b.to_vec(),
-        (Some(x), Some(y)) if x < y => {
-            let mut out = a.to_vec();
-            out.extend_from_slice(b);
-            return out;
-        }
-        _ => {}
-    }
-    let mut out = Vec::with_capacity(a.len() + b.len());
+    let mut out = Positions::default();
     let (mut i, mut j) = (0, 0);
     while i < a.len() || j < b.len() {
         let next = match (a.get(i), b.get(j)) {
@@ -124,7 +169,7 @@ fn union(a: &[u32], b: &[u32]) -> Positions {
                 j += 1;
                 y
             }
-            (None, None) => unreachable!(),
+            (None, None) => break,
         };
         out.push(next);
     }
@@ -133,7 +178,7 @@ fn union(a: &[u32], b: &[u32]) -> Positions {
 
 fn accepts(particle: &Particle, kids: &[Kid], prefix: bool) -> bool {
     let m = Matcher { kids, prefix };
-    m.particle(particle, &vec![0]).contains(&(kids.len() as u32))
+    m.particle(particle, &Positions::from_sorted([0])).contains(kids.len() as u32)
 }
 
 /// Where a child list departs from its content model.

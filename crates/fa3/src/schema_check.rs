@@ -76,16 +76,16 @@ impl SchemaCheck<'_> {
     pub fn run(&mut self) {
         let root = &self.tree.nodes[0];
         let key = QName {
-            ns: root.ns.clone(),
+            ns: root.ns.to_string(),
             local: root.local.clone(),
         };
         match self.schema.globals.get(&key) {
             Some(&decl) => self.element(0, decl),
-            None if root.local == "Faktura" || root.ns != FA3_NAMESPACE => {
+            None if root.local == "Faktura" || &*root.ns != FA3_NAMESPACE => {
                 let shown = if root.ns.is_empty() {
                     "(brak / none)".to_string()
                 } else {
-                    root.ns.clone()
+                    root.ns.to_string()
                 };
                 let (hpl, hen) = foreign_schema_hint(&root.ns);
                 self.push(
@@ -211,10 +211,10 @@ impl SchemaCheck<'_> {
                     _ => false,
                 };
                 let wrong_ns = known
-                    && !matches!(cn.ns.as_str(), FA3_NAMESPACE | ETD_NAMESPACE)
+                    && !matches!(&*cn.ns, FA3_NAMESPACE | ETD_NAMESPACE)
                     && !expected
                         .iter()
-                        .any(|&e| self.schema.elements[e].name.local == cn.local && self.schema.elements[e].name.ns == cn.ns);
+                        .any(|&e| self.schema.elements[e].name.local == cn.local && *self.schema.elements[e].name.ns == *cn.ns);
                 let (pl_hint, en_hint) = if expected.is_empty() {
                     (
                         "w tym miejscu nie może już być żadnego elementu".to_string(),

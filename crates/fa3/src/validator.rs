@@ -137,7 +137,7 @@ pub fn validate_with(xml: &[u8], opts: &ValidateOptions) -> Report {
         findings: &mut findings,
     }
     .run();
-    if !opts.schema_only && tree.nodes[0].local == "Faktura" && tree.nodes[0].ns == crate::FA3_NAMESPACE {
+    if !opts.schema_only && tree.nodes[0].local == "Faktura" && &*tree.nodes[0].ns == crate::FA3_NAMESPACE {
         let today = opts.today.unwrap_or_else(today_in_poland);
         crate::business_rules::check(&tree, today, &mut findings);
     }
@@ -188,7 +188,7 @@ fn input_rules(tree: &Tree, size: usize, findings: &mut Vec<Finding>) {
         });
     }
     if size > MAX_SIZE {
-        let has_attachment = tree.nodes.iter().any(|n| n.local == "Zalacznik" && n.ns == crate::FA3_NAMESPACE);
+        let has_attachment = tree.nodes.iter().any(|n| n.local == "Zalacznik" && &*n.ns == crate::FA3_NAMESPACE);
         if !has_attachment {
             findings.push(input(
                 "input.size",

@@ -6,6 +6,8 @@
 //! quick-xml leaves to its caller are done here: characters XML 1.0 forbids, character
 //! references to them, undeclared entities, text or a second element outside the root.
 
+use std::sync::Arc;
+
 use quick_xml::events::Event;
 use quick_xml::name::ResolveResult;
 use quick_xml::NsReader;
@@ -29,7 +31,8 @@ pub struct Attr {
 
 #[derive(Debug, Clone)]
 pub struct Node {
-    pub ns: String,
+    /// Shared between the elements of one namespace (most of a document is in one or two).
+    pub ns: Arc<str>,
     pub local: String,
     pub qname: String,
     pub attrs: Vec<Attr>,
@@ -154,6 +157,20 @@ fn as_str<'t>(text: &'t str, bytes: &'t [u8]) -> &'t str {
     std::str::from_utf8(bytes).unwrap_or("")
 }
 
+fn intern(interned: &mut Vec<Arc<str>>, r: &ResolveResult) -> Result<Arc<str>, String> {
+    let bytes: &[u8] = match r {
+        ResolveResult::Bound(n) => n.as_ref(),
+        ResolveResult::Unbound => b"",
+        ResolveResult::Unknown(p) => return Err(format!("undeclared namespace prefix {:?}", String::from_utf8_lossy(p))),
+    };
+    if let Some(n) = interned.iter().find(|n| n.as_bytes() == bytes) {
+        return Ok(n.clone());
+    }
+    let n: Arc<str> = Arc::from(std::str::from_utf8(bytes).map_err(|e| e.to_string())?);
+    interned.push(n.clone());
+    Ok(n)
+}
+
 fn ns_of(r: &ResolveResult) -> Result<String, String> {
     match r {
         ResolveResult::Bound(n) => Ok(std::str::from_utf8(n.as_ref()).unwrap_or("").to_string()),
@@ -207,10 +224,15 @@ pub fn parse(text: &str, lines: &Lines, base: usize) -> Result<Tree, ParseFailur
     reader.config_mut().check_comments = true;
     let mut stack: Vec<usize> = Vec::new();
     let mut root_closed = false;
+    let mut interned: Vec<Arc<str>> = Vec::new();
     loop {
         let start = reader.buffer_position() as usize;
         let event = match reader.read_resolved_event() {
-            Ok((r, e)) => (ns_of(&r), e),
+            // Only elements need their namespace; interned, so no allocation per element.
+            Ok((r, e)) => match e {
+                Event::Start(_) | Event::Empty(_) => (Some(intern(&mut interned, &r)), e),
+                _ => (None, e),
+            },
             Err(e) => return Err(fail("xml.malformed", reader.error_position() as usize, e.to_string())),
         };
         let end = reader.buffer_position() as usize;
@@ -232,7 +254,9 @@ pub fn parse(text: &str, lines: &Lines, base: usize) -> Result<Tree, ParseFailur
                 if !valid_name(&qname) {
                     return Err(fail("xml.malformed", start, format!("{qname:?} is not a valid element name")));
                 }
-                let ns = ns.map_err(|m| fail("xml.malformed", start, m))?;
+                let ns = ns
+                    .unwrap_or_else(|| Ok(Arc::from("")))
+                    .map_err(|m| fail("xml.malformed", start, m))?;
                 let mut attrs = Vec::new();
                 for a in e.attributes() {
                     let a = a.map_err(|err| fail("xml.malformed", start, err.to_string()))?;
@@ -310,12 +334,15 @@ pub fn parse(text: &str, lines: &Lines, base: usize) -> Result<Tree, ParseFailur
                     std::borrow::Cow::Borrowed(b) => as_str(text, b),
                     std::borrow::Cow::Owned(_) => std::str::from_utf8(&t).unwrap_or(""),
                 };
+                let blank = || raw.bytes().all(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r'));
                 match stack.last() {
+                    // Between child elements only non-blank text matters (it is an error there).
+                    Some(&id) if !tree.nodes[id].children.is_empty() && blank() => {}
                     Some(&id) => push_eol_normalized(&mut tree.nodes[id].text, raw),
                     None if raw.trim_matches([' ', '\t', '\n', '\r']).is_empty() => {}
                     None => return Err(fail("xml.malformed", start, "text outside the root element".into())),
                 }
-                if raw.contains("]]>") {
+                if raw.contains(']') && raw.contains("]]>") {
                     return Err(fail("xml.malformed", start, "']]>' in character data".into()));
                 }
             }
@@ -364,17 +391,28 @@ pub fn parse(text: &str, lines: &Lines, base: usize) -> Result<Tree, ParseFailur
 }
 
 fn valid_name(n: &str) -> bool {
-    // The common case: ASCII letters, digits, '_' and at most one inner ':'.
+    // The common case in one pass: ASCII letters, digits, '_', '-', '.', and at most one ':'
+    // that is neither first nor last and is followed by a name-start character.
     let b = n.as_bytes();
     if n.is_ascii() && !b.is_empty() && (b[0].is_ascii_alphabetic() || b[0] == b'_') {
-        let colons = b.iter().filter(|&&c| c == b':').count();
-        if colons <= 1
-            && !n.ends_with(':')
-            && b.iter()
-                .all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-' | b'.' | b':'))
-        {
-            return !n.contains(":-") && !n.contains(":.") && !b.windows(2).any(|w| w[0] == b':' && w[1].is_ascii_digit());
+        let mut colon = false;
+        let mut after_colon = false;
+        let mut ok = true;
+        for &c in &b[1..] {
+            if c == b':' {
+                ok &= !colon;
+                colon = true;
+                after_colon = true;
+                continue;
+            }
+            if after_colon {
+                ok &= c.is_ascii_alphabetic() || c == b'_';
+                after_colon = false;
+            } else {
+                ok &= c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-' | b'.');
+            }
         }
+        return ok && !after_colon;
     }
     let mut chars = n.chars();
     let Some(first) = chars.next() else { return false };
@@ -441,20 +479,11 @@ fn unescape(raw: &str) -> Result<String, String> {
 /// Appends character data with XML's end-of-line handling: CRLF and a lone CR become LF
 /// (a CR written as `&#13;` arrives through a reference and is kept).
 fn push_eol_normalized(out: &mut String, raw: &str) {
-    if !raw.contains('\r') {
-        out.push_str(raw);
-        return;
-    }
-    let mut chars = raw.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c == '\r' {
-            if chars.peek() == Some(&'\n') {
-                chars.next();
-            }
-            out.push('\n');
-        } else {
-            out.push(c);
-        }
+    let mut parts = raw.split('\r');
+    out.push_str(parts.next().unwrap_or(""));
+    for part in parts {
+        out.push('\n');
+        out.push_str(part.strip_prefix('\n').unwrap_or(part));
     }
 }
 

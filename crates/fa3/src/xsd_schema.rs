@@ -882,11 +882,16 @@ impl Schema {
                     });
                 }
                 let v = whitespace.apply(raw);
-                let value = builtin.parse(&v).map_err(|(pl, en)| ValueProblem {
-                    code: "value.lexical",
-                    pl: format!("wartość {} nie jest {pl}", quote(&v)),
-                    en: format!("the value {} is not {en}", quote(&v)),
-                })?;
+                // Strings are their own value: no copy; enumerations compare the text itself.
+                let value = if builtin.is_stringy() {
+                    Value::Str(String::new())
+                } else {
+                    builtin.parse(&v).map_err(|(pl, en)| ValueProblem {
+                        code: "value.lexical",
+                        pl: format!("wartość {} nie jest {pl}", quote(&v)),
+                        en: format!("the value {} is not {en}", quote(&v)),
+                    })?
+                };
                 for f in facets {
                     check_facet(f, *builtin, &v, &value)?;
                 }
@@ -947,9 +952,10 @@ fn check_facet(f: &Facet, builtin: Builtin, v: &str, value: &Value) -> Result<()
             )
         }
         Facet::Enumeration(values) => {
-            let hit = values.iter().any(|(lex, val)| match (val, value) {
-                (Value::Str(_), Value::Str(s)) => s == &builtin.whitespace().apply(lex),
-                (a, b) => a.compare(b) == Some(std::cmp::Ordering::Equal),
+            // Enumerated strings were normalised when the schema was compiled.
+            let hit = values.iter().any(|(_, val)| match val {
+                Value::Str(stored) => builtin.is_stringy() && stored == v,
+                a => a.compare(value) == Some(std::cmp::Ordering::Equal),
             });
             if hit {
                 return Ok(());

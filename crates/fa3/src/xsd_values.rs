@@ -24,7 +24,25 @@ impl WhiteSpace {
             WhiteSpace::Replace if !s.contains(['\t', '\n', '\r']) => Cow::Borrowed(s),
             WhiteSpace::Replace => Cow::Owned(s.chars().map(|c| if is_ws(c) { ' ' } else { c }).collect()),
             WhiteSpace::Collapse => {
-                let already = !s.starts_with(is_ws) && !s.ends_with(is_ws) && !s.contains(['\t', '\n', '\r']) && !s.contains("  ");
+                // One pass: already collapsed unless it has a tab/CR/LF, a doubled space, or a
+                // space at either end.
+                let b = s.as_bytes();
+                let mut prev_space = true;
+                let mut already = true;
+                for &c in b {
+                    match c {
+                        b'\t' | b'\n' | b'\r' => {
+                            already = false;
+                            break;
+                        }
+                        b' ' if prev_space => {
+                            already = false;
+                            break;
+                        }
+                        _ => prev_space = c == b' ',
+                    }
+                }
+                already &= !b.last().is_some_and(|&c| c == b' ');
                 if already {
                     Cow::Borrowed(s)
                 } else {

@@ -135,7 +135,7 @@ fn decl_of(tree: &Tree, id: usize) -> Option<ElemId> {
         None => schema
             .globals
             .get(&QName {
-                ns: node.ns.clone(),
+                ns: node.ns.to_string(),
                 local: node.local.clone(),
             })
             .copied(),
