@@ -42,7 +42,7 @@ impl WhiteSpace {
                         _ => prev_space = c == b' ',
                     }
                 }
-                already &= !b.last().is_some_and(|&c| c == b' ');
+                already &= b.last().is_none_or(|&c| c != b' ');
                 if already {
                     Cow::Borrowed(s)
                 } else {
