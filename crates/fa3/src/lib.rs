@@ -36,4 +36,4 @@ pub mod xsd_values;
 pub use chrono::NaiveDate;
 pub use findings::{Category, Finding, Report, Severity};
 pub use identity::{read_identity, IdentityError, InvoiceIdentity, FA3_NAMESPACE};
-pub use validator::{validate, validate_with, ValidateOptions, MAX_SIZE, MAX_SIZE_WITH_ATTACHMENTS};
+pub use validator::{date_in_poland, today_in_poland, validate, validate_with, ValidateOptions, MAX_SIZE, MAX_SIZE_WITH_ATTACHMENTS};

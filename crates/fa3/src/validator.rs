@@ -201,10 +201,16 @@ fn input_rules(tree: &Tree, size: usize, findings: &mut Vec<Finding>) {
     }
 }
 
-/// Today's date in Poland (CET/CEST), without a timezone database: summer time runs from the
-/// last Sunday of March to the last Sunday of October, switching at 01:00 UTC.
+/// Today's date in Poland (CET/CEST).
 pub fn today_in_poland() -> NaiveDate {
-    let now = Utc::now().naive_utc();
+    date_in_poland(Utc::now())
+}
+
+/// The calendar date in Poland at an instant, without a timezone database: summer time (UTC+2)
+/// runs from 01:00 UTC on the last Sunday of March to 01:00 UTC on the last Sunday of
+/// October, winter time is UTC+1. The intake passes its own clock's `now` here.
+pub fn date_in_poland(now: chrono::DateTime<Utc>) -> NaiveDate {
+    let now = now.naive_utc();
     let year = now.year();
     let last_sunday = |month: u32| {
         let mut d = NaiveDate::from_ymd_opt(year, month + 1, 1)
@@ -218,4 +224,58 @@ pub fn today_in_poland() -> NaiveDate {
     };
     let summer = now >= last_sunday(3) && now < last_sunday(10);
     (now + chrono::Duration::hours(if summer { 2 } else { 1 })).date()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn today_in_poland_is_utc_today_or_tomorrow() {
+        let utc = Utc::now().date_naive();
+        let pl = today_in_poland();
+        assert!(pl == utc || pl == utc.succ_opt().unwrap(), "{pl} vs {utc}");
+    }
+
+    #[test]
+    fn polish_date_follows_cet_and_cest() {
+        let at = |s: &str| chrono::DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc);
+        // Winter: 23:30 UTC is 00:30 the next day in Warsaw.
+        assert_eq!(
+            date_in_poland(at("2026-01-14T23:30:00Z")),
+            NaiveDate::from_ymd_opt(2026, 1, 15).unwrap()
+        );
+        assert_eq!(
+            date_in_poland(at("2026-01-14T22:59:59Z")),
+            NaiveDate::from_ymd_opt(2026, 1, 14).unwrap()
+        );
+        // Summer: 22:30 UTC is already the next day.
+        assert_eq!(
+            date_in_poland(at("2026-07-14T22:30:00Z")),
+            NaiveDate::from_ymd_opt(2026, 7, 15).unwrap()
+        );
+        // 2026 switches on 29 March and 25 October, at 01:00 UTC.
+        assert_eq!(
+            date_in_poland(at("2026-03-29T00:59:00Z")),
+            NaiveDate::from_ymd_opt(2026, 3, 29).unwrap()
+        );
+        assert_eq!(
+            date_in_poland(at("2026-10-24T22:30:00Z")),
+            NaiveDate::from_ymd_opt(2026, 10, 25).unwrap()
+        );
+        assert_eq!(
+            date_in_poland(at("2026-10-25T22:30:00Z")),
+            NaiveDate::from_ymd_opt(2026, 10, 25).unwrap()
+        );
+    }
+
+    #[test]
+    fn default_options_validate_a_sample_fully() {
+        let sample = include_bytes!("../../../data/ksef/samples/FA_3_Przykład_1.xml");
+        let report = validate(sample);
+        assert!(report.is_valid() && report.findings.is_empty(), "{:?}", report.findings);
+        // A byte more than the hard cap is refused before parsing.
+        let huge = vec![b' '; MAX_SIZE_WITH_ATTACHMENTS + 1];
+        assert_eq!(validate(&huge).findings[0].code, "input.size");
+    }
 }
