@@ -90,6 +90,9 @@ impl Group {
 pub struct RateLimits {
     pub enabled: bool,
     pub limits: HashMap<Group, Limit>,
+    /// Repeated violations block longer: 1 s, 2 s, 4 s, ... (simulated; capped at an hour;
+    /// forgotten after a quiet hour). KSeF documents the growth, not the formula.
+    pub penalty_growth: bool,
 }
 
 impl RateLimits {
@@ -106,13 +109,18 @@ impl RateLimits {
             (Group::SessionMisc, Limit::new(10, 120, 1200)),
             (Group::Other, Limit::new(10, 30, 120)),
         ]);
-        RateLimits { enabled: true, limits }
+        RateLimits {
+            enabled: true,
+            limits,
+            penalty_growth: true,
+        }
     }
 
     pub fn disabled() -> RateLimits {
         RateLimits {
             enabled: false,
             limits: HashMap::new(),
+            penalty_growth: false,
         }
     }
 
@@ -131,10 +139,22 @@ pub struct Refusal {
 }
 
 /// The counters: one deque of request times per (context or "-", IP, group).
+type Key = (String, String, Group);
+
+/// A key that broke a limit: KSeF's block time grows with repeated violations.
+struct Penalty {
+    violations: u32,
+    last: Instant,
+    blocked_until: Instant,
+    window: &'static str,
+    limit: u32,
+}
+
 pub struct RateLimiter {
     limits: RateLimits,
     scale: f64,
-    hits: Mutex<HashMap<(String, String, Group), VecDeque<Instant>>>,
+    hits: Mutex<HashMap<Key, VecDeque<Instant>>>,
+    penalties: Mutex<HashMap<Key, Penalty>>,
 }
 
 impl RateLimiter {
@@ -143,6 +163,7 @@ impl RateLimiter {
             limits,
             scale: time_scale.max(1e-6),
             hits: Mutex::new(HashMap::new()),
+            penalties: Mutex::new(HashMap::new()),
         }
     }
 
@@ -161,8 +182,18 @@ impl RateLimiter {
             (limit.per_hour, scaled(3600.0), "hour"),
         ];
         let longest = windows.iter().filter(|w| w.0.is_some()).map(|w| w.1).max().unwrap_or_default();
+        let key: Key = (context.to_owned(), ip.to_owned(), group);
+        let mut penalties = self.penalties.lock().expect("rate limiter lock");
+        if let Some(p) = penalties.get(&key).filter(|p| now < p.blocked_until) {
+            // Blocked: refused, without counting and without growing the block.
+            return Err(Refusal {
+                retry_after: p.blocked_until - now,
+                window: p.window,
+                limit: p.limit,
+            });
+        }
         let mut hits = self.hits.lock().expect("rate limiter lock");
-        let q = hits.entry((context.to_owned(), ip.to_owned(), group)).or_default();
+        let q = hits.entry(key.clone()).or_default();
         while q.front().is_some_and(|t| now.duration_since(*t) >= longest) {
             q.pop_front();
         }
@@ -184,7 +215,26 @@ impl RateLimiter {
             }
         }
         match refusal {
-            Some(r) => Err(r),
+            Some(mut r) => {
+                if self.limits.penalty_growth {
+                    let p = penalties.entry(key).or_insert(Penalty {
+                        violations: 0,
+                        last: now,
+                        blocked_until: now,
+                        window: r.window,
+                        limit: r.limit,
+                    });
+                    if now.duration_since(p.last) >= scaled(3600.0) {
+                        p.violations = 0;
+                    }
+                    p.violations += 1;
+                    p.last = now;
+                    let penalty = scaled(2f64.powi(p.violations.min(13) as i32 - 1).min(3600.0));
+                    r.retry_after = r.retry_after.max(penalty);
+                    (p.blocked_until, p.window, p.limit) = (now + r.retry_after, r.window, r.limit);
+                }
+                Err(r)
+            }
             None => {
                 q.push_back(now);
                 Ok(())
@@ -267,5 +317,30 @@ mod tests {
         let r = l.check("c", "ip", Group::InvoiceSend, at).unwrap_err();
         assert_eq!(r.window, "hour");
         assert_eq!(r.limit, 180);
+    }
+
+    #[test]
+    fn repeated_violations_block_longer() {
+        let limits = RateLimits::production().with(Group::InvoiceSend, Limit::new(1, 1000, 10000));
+        let l = RateLimiter::new(limits, 1.0);
+        let t0 = Instant::now();
+        let at = |s: f64| t0 + Duration::from_secs_f64(s);
+        let mut t = 0.0;
+        let mut blocks = Vec::new();
+        for _ in 0..4 {
+            l.check("c", "ip", Group::InvoiceSend, at(t)).unwrap();
+            let r = l.check("c", "ip", Group::InvoiceSend, at(t + 0.01)).unwrap_err();
+            blocks.push(r.retry_after.as_secs_f64().round() as u64);
+            // Asking again during the block is refused but does not grow it.
+            let again = l.check("c", "ip", Group::InvoiceSend, at(t + 0.5)).unwrap_err();
+            assert!(again.retry_after < r.retry_after);
+            t += r.retry_after.as_secs_f64() + 0.02;
+        }
+        assert_eq!(blocks, vec![1, 2, 4, 8]);
+        // A quiet hour later the slate is clean.
+        t += 3600.0;
+        l.check("c", "ip", Group::InvoiceSend, at(t)).unwrap();
+        let r = l.check("c", "ip", Group::InvoiceSend, at(t + 0.01)).unwrap_err();
+        assert_eq!(r.retry_after.as_secs_f64().round() as u64, 1);
     }
 }
