@@ -1,30 +1,35 @@
-//! `ksef-relay run`: the relay on one machine, over the bundled samples or your files.
+//! `ksef-relay run`: the whole relay on one machine, over the bundled samples or your files.
 //!
-//! What runs today is the intake half of the pipeline, for real: each invoice's identity is
-//! read, its exact bytes archived by hash, the document registered with one conditional write
-//! (a repeat is a no-op, other content under the same identity a conflict), and a send request
-//! queued; then the send stage's first step claims each queued document with a lease. Sending
-//! to KSeF (the simulator by default) joins when the pipeline issue lands; the table says so.
+//! Intake (identity, validation of the identity, exact bytes archived, idempotent registration),
+//! then the send and status stages pumped from their queues exactly as the Lambda event source
+//! would, against the embedded KSeF simulator (or a real KSeF environment with `--ksef-env`),
+//! with in-memory stores (or the AWS API of a local emulator with `--aws-endpoint`). It ends with
+//! a table per document and writes the archive, UPOs, outbox results and a report under `--out`.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use chrono::Utc;
 use clap::Args;
 use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
 use indicatif::{ProgressBar, ProgressStyle};
+use ksef_client::{ClientConfig, ClientLimits, Credentials, Environment, KsefClient, KsefToken};
 use relay_aws::settings::AwsSettings;
 use relay_aws::{provision, AwsClients, DynamoDocumentStore, S3Archive, SqsQueue};
 use relay_domain::memory::{MemoryArchive, MemoryDocumentStore, MemoryQueue};
-use relay_domain::ports::{Archive, DocumentStore, Queue, StoreError};
-use relay_domain::{ClaimPurpose, DocumentKey, ErpDocumentId, SystemClock};
+use relay_domain::ports::{Archive, ArchiveError, DocumentStore, ObjectBody, PutOutcome, Queue};
+use relay_domain::{DocumentKey, DocumentState, ErpDocumentId, Nip, RetryPolicy, SystemClock};
+use relay_pipeline::drive::Stages;
 use relay_pipeline::intake::{intake, IntakeOutcome, IntakePorts, Upload};
-use relay_pipeline::messages::SendRequest;
+use relay_pipeline::send::SendConfig;
+use relay_pipeline::sessions::KsefContexts;
+use relay_pipeline::status::StatusConfig;
 
-use crate::bundled_samples::SAMPLES;
+use crate::bundled_samples;
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
@@ -38,18 +43,27 @@ pub struct RunArgs {
     /// The AWS region for --aws-endpoint.
     #[arg(long, env = "AWS_REGION", default_value = "eu-central-1")]
     region: String,
-    /// Where to write the run's report (report.json) and, with in-memory stores, the archive.
+    /// Send to a real KSeF environment (test, demo, prod or an API URL) instead of the embedded
+    /// simulator; needs --nip and the KSEF_TOKEN environment variable.
+    #[arg(long, value_name = "ENV")]
+    ksef_env: Option<String>,
+    /// The context NIP for --ksef-env.
+    #[arg(long, env = "KSEF_NIP")]
+    nip: Option<String>,
+    /// A simulator fault scenario, repeatable (see `ksef-relay sim --help`), e.g.
+    /// `--fault unavailable:0.3@/invoices --fault burst429:0.2:2000`.
+    #[arg(long = "fault", value_name = "SCENARIO")]
+    faults: Vec<String>,
+    /// Simulated seconds per real second in the simulator's rate-limit windows (and the client's
+    /// limiter): 60 lets a run live through a minute of KSeF's limits in a second.
+    #[arg(long, default_value_t = 1.0)]
+    sim_time_scale: f64,
+    /// Give up waiting for KSeF's decisions after this many seconds.
+    #[arg(long, default_value_t = 180)]
+    timeout_secs: u64,
+    /// Where to write the archive, UPOs, outbox results and report.json.
     #[arg(long, default_value = "local-run")]
     out: PathBuf,
-}
-
-struct Ports {
-    store: Box<dyn DocumentStore>,
-    archive: Box<dyn Archive>,
-    send_queue: Box<dyn Queue>,
-    corrections_queue: Box<dyn Queue>,
-    memory_archive: Option<Arc<MemoryArchive>>,
-    description: String,
 }
 
 /// Lets a shared in-memory archive be both a port and readable afterwards.
@@ -57,32 +71,44 @@ struct SharedArchive(Arc<MemoryArchive>);
 
 #[async_trait::async_trait]
 impl Archive for SharedArchive {
-    async fn put_if_absent(
-        &self,
-        key: &str,
-        body: relay_domain::ports::ObjectBody,
-    ) -> Result<relay_domain::ports::PutOutcome, relay_domain::ports::ArchiveError> {
+    async fn put_if_absent(&self, key: &str, body: ObjectBody) -> Result<PutOutcome, ArchiveError> {
         self.0.put_if_absent(key, body).await
     }
-    async fn put(&self, key: &str, body: relay_domain::ports::ObjectBody) -> Result<(), relay_domain::ports::ArchiveError> {
+    async fn put(&self, key: &str, body: ObjectBody) -> Result<(), ArchiveError> {
         self.0.put(key, body).await
     }
-    async fn get(&self, key: &str) -> Result<Option<relay_domain::ports::ObjectBody>, relay_domain::ports::ArchiveError> {
+    async fn get(&self, key: &str) -> Result<Option<ObjectBody>, ArchiveError> {
         self.0.get(key).await
     }
+}
+
+struct Ports {
+    store: Box<dyn DocumentStore>,
+    archive: Box<dyn Archive>,
+    queues: HashMap<&'static str, Box<dyn Queue>>,
+    memory_archive: Option<Arc<MemoryArchive>>,
+    description: String,
 }
 
 async fn build_ports(args: &RunArgs) -> Result<Ports> {
     match &args.aws_endpoint {
         None => {
             let archive = Arc::new(MemoryArchive::new());
-            let (send, _dlq) = MemoryQueue::with_dlq("send", 5, Arc::new(SystemClock));
-            let (corrections, _dlq) = MemoryQueue::with_dlq("corrections", 5, Arc::new(SystemClock));
+            let clock = Arc::new(SystemClock);
+            let (send, send_dlq) = MemoryQueue::with_dlq("send", 5, clock.clone());
+            let (status, status_dlq) = MemoryQueue::with_dlq("status", 5, clock.clone());
+            let (corrections, _) = MemoryQueue::with_dlq("corrections", 5, clock);
+            let queues: HashMap<&'static str, Box<dyn Queue>> = HashMap::from([
+                ("send", Box::new(send) as Box<dyn Queue>),
+                ("send-dlq", Box::new(send_dlq)),
+                ("status", Box::new(status)),
+                ("status-dlq", Box::new(status_dlq)),
+                ("corrections", Box::new(corrections)),
+            ]);
             Ok(Ports {
                 store: Box::new(MemoryDocumentStore::new()),
                 archive: Box::new(SharedArchive(archive.clone())),
-                send_queue: Box::new(send),
-                corrections_queue: Box::new(corrections),
+                queues,
                 memory_archive: Some(archive),
                 description: "in-memory stores".into(),
             })
@@ -93,32 +119,132 @@ async fn build_ports(args: &RunArgs) -> Result<Ports> {
                 endpoint_url: Some(endpoint.clone()),
             })
             .await;
-            let run = format!("ksef-relay-local-{:06x}", rand_suffix());
+            let run = format!(
+                "ksef-relay-local-{:06x}",
+                (Utc::now().timestamp_subsec_nanos() ^ std::process::id()) & 0xFF_FFFF
+            );
             provision::create_documents_table(&clients.dynamodb, &run).await?;
             provision::create_bucket(&clients.s3, &run, &args.region).await?;
-            let pair = provision::create_queue_with_dlq(&clients.sqs, &format!("{run}-send"), 5, Duration::from_secs(180)).await?;
-            let corrections =
-                provision::create_queue_with_dlq(&clients.sqs, &format!("{run}-corrections"), 5, Duration::from_secs(180)).await?;
+            let mut queues: HashMap<&'static str, Box<dyn Queue>> = HashMap::new();
+            for stage in ["send", "status", "corrections"] {
+                let pair = provision::create_queue_with_dlq(&clients.sqs, &format!("{run}-{stage}"), 5, Duration::from_secs(180)).await?;
+                queues.insert(stage, Box::new(SqsQueue::new(clients.sqs.clone(), pair.url)));
+                let dlq_name: &'static str = match stage {
+                    "send" => "send-dlq",
+                    "status" => "status-dlq",
+                    _ => "corrections-dlq",
+                };
+                queues.insert(dlq_name, Box::new(SqsQueue::new(clients.sqs.clone(), pair.dlq_url)));
+            }
             Ok(Ports {
                 store: Box::new(DynamoDocumentStore::new(clients.dynamodb.clone(), &run)),
                 archive: Box::new(S3Archive::new(clients.s3.clone(), &run)),
-                send_queue: Box::new(SqsQueue::new(clients.sqs.clone(), pair.url)),
-                corrections_queue: Box::new(SqsQueue::new(clients.sqs.clone(), corrections.url)),
+                queues,
                 memory_archive: None,
-                description: format!("AWS API at {endpoint} (table, bucket and queue {run}*)"),
+                description: format!("AWS API at {endpoint} (table, bucket and queues {run}*)"),
             })
         }
     }
 }
 
-fn rand_suffix() -> u32 {
-    (Utc::now().timestamp_subsec_nanos() ^ std::process::id().rotate_left(13)) & 0xFF_FFFF
+/// The KSeF side: the embedded simulator (fast timings) or a real environment (standard ones).
+struct Ksef {
+    contexts: KsefContexts,
+    sim: Option<ksef_sim::SimHandle>,
+    send_cfg: SendConfig,
+    status_cfg: StatusConfig,
+    description: String,
 }
 
-/// (display name, ERP id, bytes)
+async fn build_ksef(args: &RunArgs) -> Result<Ksef> {
+    let owner = format!("local-runner-{}", std::process::id());
+    match &args.ksef_env {
+        Some(env) => {
+            if !args.faults.is_empty() {
+                bail!("--fault only applies to the embedded simulator, not to --ksef-env");
+            }
+            let nip = Nip::parse(args.nip.as_deref().context("--ksef-env needs --nip (or KSEF_NIP)")?)?;
+            let token = std::env::var("KSEF_TOKEN").context("--ksef-env needs the KSEF_TOKEN environment variable")?;
+            let environment = Environment::parse(env).map_err(anyhow::Error::msg)?;
+            let client = KsefClient::new(
+                ClientConfig::new(environment),
+                Some(Credentials::Token {
+                    context: nip.clone(),
+                    token: KsefToken::new(token),
+                }),
+            )
+            .map_err(|f| anyhow::anyhow!("{f}"))?;
+            let policy = RetryPolicy::standard(10)?;
+            Ok(Ksef {
+                contexts: KsefContexts::new().with(nip.clone(), client),
+                sim: None,
+                send_cfg: SendConfig {
+                    policy: policy.clone(),
+                    owner,
+                    lease: Duration::from_secs(120),
+                    first_poll_delay: Duration::from_secs(2),
+                },
+                status_cfg: StatusConfig::standard(policy),
+                description: format!("KSeF {env} as NIP {nip}"),
+            })
+        }
+        None => {
+            let faults = args
+                .faults
+                .iter()
+                .map(|f| f.parse::<ksef_sim::Fault>().map_err(anyhow::Error::msg))
+                .collect::<Result<Vec<_>>>()?;
+            let sim = ksef_sim::start(ksef_sim::SimConfig {
+                accept_delay: Duration::from_millis(100),
+                processing_delay: Duration::from_millis(100),
+                auth_delay: Duration::from_millis(50),
+                time_scale: args.sim_time_scale,
+                faults,
+                ..ksef_sim::SimConfig::default()
+            })
+            .await;
+            let cfg = ClientConfig {
+                timeout: Duration::from_secs(3),
+                auth_poll_interval: Duration::from_millis(25),
+                limits: ClientLimits::official().scaled(args.sim_time_scale),
+                ..ClientConfig::new(Environment::Custom(sim.api_url()))
+            };
+            let nip = Nip::parse("9999999999")?;
+            let client = KsefClient::new(
+                cfg,
+                Some(Credentials::Token {
+                    context: nip.clone(),
+                    token: KsefToken::new(ksef_sim::DEFAULT_TOKEN),
+                }),
+            )
+            .map_err(|f| anyhow::anyhow!("{f}"))?;
+            // The same policies with a simulator's sense of time: milliseconds where KSeF takes
+            // seconds, so a run with faults still finishes in seconds.
+            let ms = Duration::from_millis;
+            let policy = RetryPolicy::new(10, vec![ms(0), ms(200), ms(500)], 2.0, ms(3000), 0.2)?;
+            Ok(Ksef {
+                contexts: KsefContexts::new().with(nip, client),
+                description: format!("the embedded KSeF simulator at {}", sim.api_url()),
+                sim: Some(sim),
+                send_cfg: SendConfig {
+                    policy: policy.clone(),
+                    owner,
+                    lease: Duration::from_secs(30),
+                    first_poll_delay: ms(150),
+                },
+                status_cfg: StatusConfig {
+                    policy,
+                    schedule: vec![ms(150), ms(250), ms(500), ms(1000)],
+                    max_polls: 300,
+                },
+            })
+        }
+    }
+}
+
 fn load_inputs(inputs: &[PathBuf]) -> Result<Vec<(String, Vec<u8>)>> {
     if inputs.is_empty() {
-        return Ok(SAMPLES.iter().map(|(name, bytes)| (name.to_string(), bytes.to_vec())).collect());
+        return Ok(bundled_samples::run_set());
     }
     let mut files = Vec::new();
     for input in inputs {
@@ -162,22 +288,27 @@ fn bar(len: usize, what: &str) -> ProgressBar {
 struct Row {
     file: String,
     key: Option<DocumentKey>,
-    /// Whether this file is the one the stored record describes (not a repeat or a conflict).
+    /// Whether the stored record describes this file (not a repeat or a conflict).
     owns_record: bool,
     intake: String,
-    claim: String,
-    trace: String,
 }
 
 pub async fn run(args: RunArgs) -> Result<ExitCode> {
     let inputs = load_inputs(&args.inputs)?;
     let ports = build_ports(&args).await?;
-    println!("ksef-relay run: {} invoice(s), {}", inputs.len(), ports.description);
+    let ksef = build_ksef(&args).await?;
+    println!(
+        "ksef-relay run: {} invoice(s); {}; {}",
+        inputs.len(),
+        ports.description,
+        ksef.description
+    );
+    let q = |name: &str| ports.queues[name].as_ref();
     let intake_ports = IntakePorts {
         store: ports.store.as_ref(),
         archive: ports.archive.as_ref(),
-        send_queue: ports.send_queue.as_ref(),
-        corrections_queue: ports.corrections_queue.as_ref(),
+        send_queue: q("send"),
+        corrections_queue: q("corrections"),
     };
 
     let pb = bar(inputs.len(), "intake");
@@ -196,36 +327,18 @@ pub async fn run(args: RunArgs) -> Result<ExitCode> {
         let outcome = intake(&intake_ports, upload, Utc::now())
             .await
             .with_context(|| format!("intake of {name}"))?;
-        let (key, owns_record, text, trace) = match &outcome {
-            IntakeOutcome::Queued(r) => (Some(r.key.clone()), true, "registered, queued".to_owned(), r.trace_id.to_string()),
-            IntakeOutcome::Resubmitted(r) => (
-                Some(r.key.clone()),
-                true,
-                "corrected file replaced a rejected one, queued".to_owned(),
-                r.trace_id.to_string(),
-            ),
-            IntakeOutcome::Rejected(r) => {
-                let why = r.last_error.as_ref().map(|f| f.message.clone()).unwrap_or_default();
-                (Some(r.key.clone()), true, format!("REJECTED: {why}"), r.trace_id.to_string())
-            }
-            IntakeOutcome::Repeat(r) => (
-                Some(r.key.clone()),
-                false,
-                "repeat of a registered file: nothing to do".to_owned(),
-                r.trace_id.to_string(),
-            ),
+        let (key, owns_record, text) = match &outcome {
+            IntakeOutcome::Queued(r) | IntakeOutcome::Resubmitted(r) => (Some(r.key.clone()), true, "queued".to_owned()),
+            IntakeOutcome::Rejected(r) => (Some(r.key.clone()), true, "rejected at intake".to_owned()),
+            IntakeOutcome::Repeat(r) => (Some(r.key.clone()), false, "repeat of a registered file: nothing to do".to_owned()),
             IntakeOutcome::Conflict { existing, .. } => (
                 Some(existing.key.clone()),
                 false,
-                format!(
-                    "CONFLICT: {} has this identity with other content; not sent",
-                    existing.erp_document_id
-                ),
-                String::new(),
+                format!("CONFLICT with {}: not sent", existing.erp_document_id),
             ),
             IntakeOutcome::NotRegistered(f) => {
                 let why: Vec<&str> = f.iter().map(|f| f.message.as_str()).collect();
-                (None, false, format!("not registered: {}", why.join("; ")), String::new())
+                (None, false, format!("not registered: {}", why.join("; ")))
             }
         };
         rows.push(Row {
@@ -233,93 +346,128 @@ pub async fn run(args: RunArgs) -> Result<ExitCode> {
             key,
             owns_record,
             intake: text,
-            claim: String::new(),
-            trace,
         });
         pb.inc(1);
     }
     pb.finish_with_message("done");
 
-    // The send stage's first step: take each queued document with a lease.
-    let queued = ports.send_queue.stats().await?.visible;
-    let pb = bar(queued as usize, "claim");
-    loop {
-        let batch = ports.send_queue.receive(10, Duration::from_secs(300), Duration::ZERO).await?;
-        if batch.is_empty() {
-            break;
-        }
-        for m in batch {
-            let req = SendRequest::from_json(&m.body).context("a send request on the queue")?;
-            let result = ports
-                .store
-                .claim(
-                    &req.document,
-                    ClaimPurpose::Send,
-                    "local-runner",
-                    Utc::now(),
-                    Duration::from_secs(300),
-                )
-                .await;
-            let text = match result {
-                Ok(r) => format!(
-                    "claimed (lease until {}, version {})",
-                    r.lease.map(|l| l.until.format("%H:%M:%S").to_string()).unwrap_or_default(),
-                    r.version
-                ),
-                Err(StoreError::Claim(refused)) => format!("not claimed: {refused}"),
-                Err(e) => return Err(e.into()),
-            };
-            for row in rows.iter_mut().filter(|r| r.owns_record && r.key.as_ref() == Some(&req.document)) {
-                row.claim = text.clone();
+    let stages = Stages {
+        store: ports.store.as_ref(),
+        archive: ports.archive.as_ref(),
+        send_queue: q("send"),
+        send_dlq: q("send-dlq"),
+        status_queue: q("status"),
+        status_dlq: q("status-dlq"),
+        corrections_queue: q("corrections"),
+        ksef: &ksef.contexts,
+        send_cfg: &ksef.send_cfg,
+        status_cfg: &ksef.status_cfg,
+        visibility: Duration::from_secs(30),
+    };
+    let tracked: Vec<&DocumentKey> = rows.iter().filter(|r| r.owns_record).filter_map(|r| r.key.as_ref()).collect();
+    let pb = bar(tracked.len(), "KSeF");
+    let mut finished: HashMap<String, &'static str> = HashMap::new();
+    let quiet = stages
+        .run_until_quiet(Duration::from_secs(args.timeout_secs), Duration::from_millis(25), |step| {
+            if let Some(doc) = &step.document {
+                pb.set_message(format!("{} {} {}", step.stage, step.outcome, doc));
+                if matches!(
+                    step.outcome,
+                    "ACCEPTED" | "ACCEPTED_DUPLICATE_OURS" | "REJECTED" | "CONFLICT" | "FAILED"
+                ) {
+                    finished.insert(doc.clone(), step.outcome);
+                    pb.set_position(finished.len() as u64);
+                }
             }
-            pb.inc(1);
-        }
-    }
-    pb.finish_with_message("done");
+        })
+        .await?;
+    pb.finish_with_message(if quiet {
+        "done"
+    } else {
+        "stopped at --timeout-secs with work left"
+    });
+    ksef.contexts.close_all().await;
 
     let mut table = Table::new();
     table.load_preset(UTF8_FULL_CONDENSED).set_header(vec![
         "file",
-        "seller NIP",
         "kind",
         "P_2",
         "state",
-        "intake",
-        "send stage",
+        "KSeF number",
+        "UPO",
+        "intake / error",
         "trace id",
     ]);
     let mut report = Vec::new();
+    let mut unsettled = 0;
     for row in &rows {
         let doc = match &row.key {
             Some(k) if row.owns_record => ports.store.get(k).await?,
             _ => None,
         };
-        let state = doc
-            .as_ref()
-            .map(|d| format!("{} ({})", d.record.state, d.record.state.label_pl()))
-            .unwrap_or_else(|| "-".into());
-        let (nip, kind, number) = row
+        let (kind, number) = row
             .key
             .as_ref()
-            .map(|k| (k.seller_nip.to_string(), k.kind.to_string(), k.invoice_number.to_string()))
+            .map(|k| (k.kind.to_string(), k.invoice_number.to_string()))
             .unwrap_or_default();
-        table.add_row(vec![
-            row.file.clone(),
-            nip,
-            kind,
-            number,
-            state,
-            row.intake.clone(),
-            row.claim.clone(),
-            row.trace.clone(),
-        ]);
+        let mut cells = vec![row.file.clone(), kind, number];
+        match &doc {
+            Some(d) => {
+                let r = &d.record;
+                if !matches!(r.state, DocumentState::Accepted | DocumentState::Rejected | DocumentState::Conflict) {
+                    unsettled += 1;
+                }
+                let note = match (&r.last_error, r.state) {
+                    (_, DocumentState::Accepted) => String::new(),
+                    (Some(f), _) => format!("[{}] {}", f.class.name(), f.message),
+                    (None, _) => row.intake.clone(),
+                };
+                cells.extend([
+                    format!("{} {}", r.state, r.state.label_pl()),
+                    r.ksef.ksef_number.as_ref().map(|n| n.to_string()).unwrap_or_default(),
+                    r.storage.upo.clone().unwrap_or_default(),
+                    note.chars().take(90).collect(),
+                    r.trace_id.to_string(),
+                ]);
+            }
+            None => cells.extend([
+                "-".into(),
+                String::new(),
+                String::new(),
+                row.intake.chars().take(90).collect(),
+                String::new(),
+            ]),
+        }
+        table.add_row(cells);
         report.push(serde_json::json!({
-            "file": row.file, "intake": row.intake, "send_stage": row.claim,
+            "file": row.file, "intake": row.intake,
             "document": doc.as_ref().map(|d| serde_json::json!({"record": d.record, "history": d.history})),
         }));
     }
     println!("{table}");
-    println!("Sending to KSeF is not part of `run` yet: the send, status and dlq-replay stages arrive with the pipeline issue.");
+    if let Some(sim) = &ksef.sim {
+        let ledger = sim.ledger().entries();
+        let mut hashes: Vec<String> = ledger.iter().map(|e| e.invoice_hash.to_base64()).collect();
+        hashes.sort();
+        hashes.dedup();
+        println!(
+            "KSeF simulator ledger: {} invoice(s) accepted, {} distinct (each exactly once: {}).",
+            ledger.len(),
+            hashes.len(),
+            hashes.len() == ledger.len()
+        );
+    }
+    for (name, label) in [
+        ("send-dlq", "send DLQ"),
+        ("status-dlq", "status DLQ"),
+        ("corrections", "corrections queue"),
+    ] {
+        let n = q(name).stats().await?.total();
+        if n > 0 {
+            println!("{label}: {n} message(s) waiting for a person.");
+        }
+    }
 
     std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
     let report_path = args.out.join("report.json");
@@ -332,7 +480,17 @@ pub async fn run(args: RunArgs) -> Result<ExitCode> {
             }
             std::fs::write(&path, &body.bytes).with_context(|| format!("writing {}", path.display()))?;
         }
+        println!(
+            "Archive, UPOs and outbox results: {}/ (archive/, upo/, outbox/); every document's history: {}",
+            args.out.display(),
+            report_path.display()
+        );
+    } else {
+        println!("Every document's history: {}", report_path.display());
     }
-    println!("Report: {} (every document's record and history)", report_path.display());
+    if unsettled > 0 {
+        println!("{unsettled} document(s) did not reach a final state (ACCEPTED, REJECTED or CONFLICT).");
+        return Ok(ExitCode::from(1));
+    }
     Ok(ExitCode::SUCCESS)
 }

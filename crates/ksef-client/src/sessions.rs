@@ -368,6 +368,11 @@ impl KsefClient {
             .get("x-ms-meta-hash")
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
+        let retry_after = resp
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
         let body = resp.bytes().await.map_err(|e| from_transport(op, &e))?.to_vec();
         if status.is_success() {
             return Ok(Upo { xml: body, meta_hash });
@@ -381,7 +386,8 @@ impl KsefClient {
             )
             .with_code("404"));
         }
-        Err(from_response(op, status.as_u16(), None, &body, Utc::now()))
+        // A 429 here carries its own Retry-After, like every other KSeF answer.
+        Err(from_response(op, status.as_u16(), retry_after.as_deref(), &body, Utc::now()))
     }
 
     async fn upo_at(&self, op: &str, path: String) -> Result<Upo> {

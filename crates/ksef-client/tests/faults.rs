@@ -189,6 +189,24 @@ async fn a_429_burst_is_rate_limited_until_retry_after() {
 }
 
 #[tokio::test]
+async fn a_429_on_the_upo_link_keeps_its_retry_after() {
+    // The UPO link is fetched without the token and outside the API's paths; its 429 must still
+    // carry KSeF's Retry-After, not a default guess (which once stalled a poller for a minute).
+    let sim = sim_with("burst429:1:2000@/storage/upo").await;
+    let c = client(&sim);
+    let s = c.open_online_session().await.unwrap();
+    let sent = c.send_invoice(&s, &invoice("F/UPO429"), &SendOptions::default()).await.unwrap();
+    let (st, _) = c.wait_for_invoice(&s.reference, &sent.reference, POLL, WAIT).await.unwrap();
+    let before = chrono::Utc::now();
+    let f = c.download_upo(st.upo_download_url.as_deref().unwrap()).await.unwrap_err();
+    let ErrorClass::RateLimited { until } = f.class else {
+        panic!("{f}")
+    };
+    let wait = (until - before).num_milliseconds();
+    assert!((1000..=3000).contains(&wait), "Retry-After 2 s gave {wait} ms");
+}
+
+#[tokio::test]
 async fn the_simulator_s_own_limits_answer_429_to_a_client_that_ignores_them() {
     // invoiceSend at 3 per second; the client's own limiter is off.
     let limits = RateLimits::production().with(Group::InvoiceSend, Limit::new(3, 30, 180));

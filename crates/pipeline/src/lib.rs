@@ -10,6 +10,8 @@
 //!   send", POST, classify); [`sessions`] holds the KSeF clients and online sessions per seller.
 //! - [`status`]: follow a sent invoice to KSeF's decision: UPO archived and ACCEPTED, a
 //!   duplicate proven ours (or a CONFLICT), a resend, or REJECTED with KSeF's words.
+//! - [`drive`]: pumps the send and status queues through their use cases like the Lambda event
+//!   source does; the local runner and the end-to-end tests run on it.
 //! - [`queue_action`]: what a handler does with its message (delete, requeue with a delay,
 //!   dead-letter), the same in Lambda and in the local runner.
 //! - [`outbox`]: the results the ERP reads back.
@@ -20,6 +22,7 @@
 // ksef-client, so every caller matches on the same type; a failure costs a network call anyway.
 #![allow(clippy::result_large_err)]
 
+pub mod drive;
 pub mod intake;
 pub mod messages;
 pub mod outbox;

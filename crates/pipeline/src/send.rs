@@ -146,7 +146,13 @@ pub async fn send<S: SendStore + ?Sized>(
     // 2. An earlier attempt may have reached KSeF: look before sending again.
     let mut r = r;
     if let Some(session) = r.ksef.unconfirmed_send.clone() {
-        match client.find_invoice_by_hash(session.as_str(), &r.content_hash).await {
+        // The session may also hold an earlier attempt of ours that KSeF cancelled (550, 405):
+        // only a copy KSeF is processing or has accepted counts as "KSeF has it".
+        let live = client.session_invoices(session.as_str()).await.map(|list| {
+            list.into_iter()
+                .find(|i| i.invoice_hash == r.content_hash.to_base64() && matches!(i.status.code, 100 | 150 | 200))
+        });
+        match live {
             Ok(Some(found)) => {
                 let Ok(invoice_reference) = KsefReference::parse(&found.reference_number) else {
                     let f = relay_failure(

@@ -29,7 +29,10 @@ async fn a_queued_document_is_sent_once_and_a_repeated_message_sends_nothing() {
     let checks = w.status_q.receive(10, Duration::from_secs(1), Duration::ZERO).await.unwrap();
     assert_eq!(checks.len(), 1);
     assert_eq!(checks[0].trace_id(), Some(r.trace_id.clone()));
-    assert_eq!(StatusRequest::from_json(&checks[0].body).unwrap().invoice_reference, r.ksef.invoice_reference.clone().unwrap());
+    assert_eq!(
+        StatusRequest::from_json(&checks[0].body).unwrap().invoice_reference,
+        r.ksef.invoice_reference.clone().unwrap()
+    );
     // The same message again (SQS delivers at least once): nothing is sent.
     let again = w.send(&req).await;
     assert_eq!((again.outcome, &again.action), ("NOT_QUEUED", &QueueAction::Delete));

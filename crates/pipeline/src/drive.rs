@@ -1,0 +1,137 @@
+//! Driving the send and status stages from their queues, the way the Lambda SQS event source
+//! does (batches of up to 10, a visibility timeout while a message is worked on, the action the
+//! use case decided carried out afterwards). The local runner and the end-to-end tests use it,
+//! so they run the very use cases the Lambda functions run.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use relay_domain::ports::{Archive, DocumentStore, Queue, QueueError, ReceivedMessage};
+
+use crate::messages::{SendRequest, StatusRequest};
+use crate::queue_action::{apply, QueueAction};
+use crate::send::{send, SendConfig, SendPorts};
+use crate::sessions::KsefContexts;
+use crate::status::{poll, StatusConfig, StatusPorts};
+
+/// Everything the two stages need.
+pub struct Stages<'a, S: DocumentStore + ?Sized> {
+    pub store: &'a S,
+    pub archive: &'a dyn Archive,
+    pub send_queue: &'a dyn Queue,
+    pub send_dlq: &'a dyn Queue,
+    pub status_queue: &'a dyn Queue,
+    pub status_dlq: &'a dyn Queue,
+    pub corrections_queue: &'a dyn Queue,
+    pub ksef: &'a KsefContexts,
+    pub send_cfg: &'a SendConfig,
+    pub status_cfg: &'a StatusConfig,
+    /// How long a received message stays hidden while it is worked on.
+    pub visibility: Duration,
+}
+
+/// One handled message, for progress displays and logs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Step {
+    pub stage: &'static str,
+    pub outcome: &'static str,
+    pub document: Option<String>,
+}
+
+impl<S: DocumentStore + ?Sized> Stages<'_, S> {
+    /// Receives one batch from each stage's queue and handles it. Returns what was handled.
+    pub async fn pump_once(&self) -> Result<Vec<Step>, QueueError> {
+        let mut steps = Vec::new();
+        for m in self.send_queue.receive(10, self.visibility, Duration::ZERO).await? {
+            steps.push(self.handle_send(&m).await?);
+        }
+        for m in self.status_queue.receive(10, self.visibility, Duration::ZERO).await? {
+            steps.push(self.handle_status(&m).await?);
+        }
+        Ok(steps)
+    }
+
+    async fn handle_send(&self, m: &ReceivedMessage) -> Result<Step, QueueError> {
+        let Ok(req) = SendRequest::from_json(&m.body) else {
+            apply(&QueueAction::DeadLetter, m, self.send_queue, self.send_dlq).await?;
+            return Ok(Step {
+                stage: "send",
+                outcome: "UNREADABLE_MESSAGE",
+                document: None,
+            });
+        };
+        let ports = SendPorts {
+            store: self.store,
+            archive: self.archive,
+            status_queue: self.status_queue,
+            corrections_queue: self.corrections_queue,
+        };
+        let (action, outcome) = match send(&ports, self.ksef, self.send_cfg, &req, Utc::now()).await {
+            Ok(res) => (res.action, res.outcome),
+            Err(e) => {
+                tracing::warn!(document = %req.document, error = %e, "send stage failed; the message comes back after its visibility timeout");
+                (QueueAction::Release, "INFRASTRUCTURE_ERROR")
+            }
+        };
+        apply(&action, m, self.send_queue, self.send_dlq).await?;
+        Ok(Step {
+            stage: "send",
+            outcome,
+            document: Some(req.document.to_string()),
+        })
+    }
+
+    async fn handle_status(&self, m: &ReceivedMessage) -> Result<Step, QueueError> {
+        let Ok(req) = StatusRequest::from_json(&m.body) else {
+            apply(&QueueAction::DeadLetter, m, self.status_queue, self.status_dlq).await?;
+            return Ok(Step {
+                stage: "status",
+                outcome: "UNREADABLE_MESSAGE",
+                document: None,
+            });
+        };
+        let ports = StatusPorts {
+            store: self.store,
+            archive: self.archive,
+            send_queue: self.send_queue,
+            corrections_queue: self.corrections_queue,
+        };
+        let (action, outcome) = match poll(&ports, self.ksef, self.status_cfg, &req, Utc::now()).await {
+            Ok(res) => (res.action, res.outcome),
+            Err(e) => {
+                tracing::warn!(document = %req.document, error = %e, "status stage failed; the message comes back after its visibility timeout");
+                (QueueAction::Release, "INFRASTRUCTURE_ERROR")
+            }
+        };
+        apply(&action, m, self.status_queue, self.status_dlq).await?;
+        Ok(Step {
+            stage: "status",
+            outcome,
+            document: Some(req.document.to_string()),
+        })
+    }
+
+    /// Messages still to be handled on both stages' queues (visible, delayed or in flight).
+    pub async fn pending(&self) -> Result<u64, QueueError> {
+        Ok(self.send_queue.stats().await?.total() + self.status_queue.stats().await?.total())
+    }
+
+    /// Pumps until both queues are empty or `limit` passes; `on_step` sees every handled message.
+    /// Returns false if it stopped at the limit with work left.
+    pub async fn run_until_quiet(&self, limit: Duration, idle_sleep: Duration, mut on_step: impl FnMut(&Step)) -> Result<bool, QueueError> {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let steps = self.pump_once().await?;
+            steps.iter().for_each(&mut on_step);
+            if steps.is_empty() {
+                if self.pending().await? == 0 {
+                    return Ok(true);
+                }
+                if tokio::time::Instant::now() >= deadline {
+                    return Ok(false);
+                }
+                tokio::time::sleep(idle_sleep).await;
+            }
+        }
+    }
+}
