@@ -1,5 +1,7 @@
 //! The intake use case: from the exact bytes an ERP uploaded to a registered document that is
-//! queued for sending, or to a clear answer why not.
+//! queued for sending, or to a clear answer why not. Validation (relay-fa3: XSD-equal structure,
+//! KSeF's file rules, business rules) happens here, separated from shipping: an invalid invoice
+//! is registered REJECTED with every finding and its XML path, and never reaches KSeF.
 //!
 //! Identity is KSeF's own duplicate key (seller NIP + RodzajFaktury + P_2); content identity is
 //! the SHA-256 of the bytes. Registration is one conditional write, so a repeated upload, a
@@ -110,7 +112,13 @@ pub async fn intake<S: DocumentRegistry + DocumentUpdates + ?Sized>(
         Ok(id) => id,
         Err(e) => return not_registered(ports, &upload, trace_id, vec![finding("FA3_UNREADABLE", e.to_string())], now).await,
     };
-    let mut findings = Vec::new();
+    // Everything KSeF would refuse, found here instead of hours later as a 450: the structure
+    // exactly as the XSD defines it, KSeF's file rules, and the business rules (all findings).
+    let options = relay_fa3::ValidateOptions {
+        today: Some(relay_fa3::date_in_poland(now)),
+        ..Default::default()
+    };
+    let mut findings = relay_fa3::validate_with(upload.bytes, &options).failures();
     if let Some(expected) = &upload.expected_seller {
         if *expected != identity.key.seller_nip {
             findings.push(
@@ -350,7 +358,12 @@ mod tests {
     use relay_domain::memory::{MemoryArchive, MemoryDocumentStore, MemoryQueue};
     use std::time::Duration;
 
-    const INVOICE: &str = r#"<Faktura xmlns="http://crd.gov.pl/wzor/2025/06/25/13775/"><Naglowek><KodFormularza kodSystemowy="FA (3)" wersjaSchemy="1-0E">FA</KodFormularza></Naglowek><Podmiot1><DaneIdentyfikacyjne><NIP>5265877635</NIP></DaneIdentyfikacyjne></Podmiot1><Fa><P_1>2026-02-01</P_1><P_2>FV/1</P_2><RodzajFaktury>VAT</RodzajFaktury></Fa></Faktura>"#;
+    /// The Ministry's sample 1 (seller 9999999999, VAT, FV2026/02/150): valid FA(3).
+    const SAMPLE: &[u8] = include_bytes!("../../../data/ksef/samples/FA_3_Przykład_1.xml");
+
+    fn invoice() -> String {
+        String::from_utf8(SAMPLE.to_vec()).unwrap()
+    }
 
     struct World {
         store: MemoryDocumentStore,
@@ -387,7 +400,7 @@ mod tests {
         async fn outbox(&self, erp: &str) -> serde_json::Value {
             let body = self
                 .archive
-                .get(&format!("outbox/5265877635/{erp}.json"))
+                .get(&format!("outbox/9999999999/{erp}.json"))
                 .await
                 .unwrap()
                 .expect("an outbox result");
@@ -398,9 +411,9 @@ mod tests {
     fn upload<'a>(bytes: &'a [u8], erp: &str) -> Upload<'a> {
         Upload {
             bytes,
-            source_key: format!("inbox/5265877635/{erp}.xml"),
+            source_key: format!("inbox/9999999999/{erp}.xml"),
             erp_document_id: ErpDocumentId::parse(erp).unwrap(),
-            expected_seller: Some(Nip::parse("5265877635").unwrap()),
+            expected_seller: Some(Nip::parse("9999999999").unwrap()),
             trace_id: None,
         }
     }
@@ -409,12 +422,12 @@ mod tests {
     async fn new_repeat_and_conflict() {
         let w = World::new();
         let now = Utc::now();
-        let IntakeOutcome::Queued(r) = intake(&w.ports(), upload(INVOICE.as_bytes(), "erp-1"), now).await.unwrap() else {
+        let IntakeOutcome::Queued(r) = intake(&w.ports(), upload(invoice().as_bytes(), "erp-1"), now).await.unwrap() else {
             panic!()
         };
         assert_eq!(
             w.archive.get(r.storage.archive.as_deref().unwrap()).await.unwrap().unwrap().bytes,
-            INVOICE.as_bytes()
+            invoice().as_bytes()
         );
         let sends = World::bodies(&w.send).await;
         assert_eq!(sends.len(), 1);
@@ -424,10 +437,10 @@ mod tests {
         assert_eq!(w.outbox("erp-1").await["state"], "QUEUED");
 
         assert!(matches!(
-            intake(&w.ports(), upload(INVOICE.as_bytes(), "erp-1"), now).await.unwrap(),
+            intake(&w.ports(), upload(invoice().as_bytes(), "erp-1"), now).await.unwrap(),
             IntakeOutcome::Repeat(_)
         ));
-        let changed = INVOICE.replace("2026-02-01", "2026-02-02");
+        let changed = invoice().replace("<P_1>2026-02-15</P_1>", "<P_1>2026-02-14</P_1>");
         let IntakeOutcome::Conflict { existing, failure, .. } = intake(&w.ports(), upload(changed.as_bytes(), "erp-2"), now).await.unwrap()
         else {
             panic!()
@@ -453,9 +466,10 @@ mod tests {
     async fn a_rejected_document_is_recorded_reported_and_replaceable() {
         let w = World::new();
         let now = Utc::now();
+        let original = invoice();
         let wrong_folder = Upload {
-            expected_seller: Some(Nip::parse("9999999999").unwrap()),
-            ..upload(INVOICE.as_bytes(), "erp-1")
+            expected_seller: Some(Nip::parse("5265877635").unwrap()),
+            ..upload(original.as_bytes(), "erp-1")
         };
         let IntakeOutcome::Rejected(r) = intake(&w.ports(), wrong_folder, now).await.unwrap() else {
             panic!()
@@ -470,7 +484,7 @@ mod tests {
         );
         assert_eq!(w.outbox("erp-1").await["errors"][0]["code"], "SELLER_FOLDER");
         // The corrected file (here: uploaded to the right folder, with a fixed date) replaces it.
-        let fixed = INVOICE.replace("2026-02-01", "2026-02-03");
+        let fixed = invoice().replace("<P_1>2026-02-15</P_1>", "<P_1>2026-02-13</P_1>");
         let IntakeOutcome::Resubmitted(r2) = intake(&w.ports(), upload(fixed.as_bytes(), "erp-1b"), now).await.unwrap() else {
             panic!()
         };

@@ -58,21 +58,95 @@ async fn an_accepted_invoice_gets_its_number_and_its_upo_archived() {
 #[tokio::test]
 async fn a_ksef_rejection_is_recorded_verbatim_and_sent_for_correction() {
     let w = world(10).await;
-    // A BOM: our identity reader copes, KSeF refuses it (450).
-    let mut bytes = b"\xEF\xBB\xBF".to_vec();
-    bytes.extend(invoice("ST/2"));
+    // Valid FA(3) for seller 5265877635, but the relay is (mis)configured to send that seller's
+    // invoices with credentials for context 9999999999: KSeF answers 410 (wrong permissions).
+    let text = String::from_utf8(invoice("ST/2")).unwrap();
+    let bytes = text.replacen("<NIP>9999999999</NIP>", "<NIP>5265877635</NIP>", 1).into_bytes();
     let req = w.register(&bytes).await;
-    assert_eq!(w.send(&req).await.outcome, "SENT");
-    let res = w.poll_until_decided().await;
+    let misconfigured =
+        relay_pipeline::sessions::KsefContexts::new().with(relay_domain::Nip::parse("5265877635").unwrap(), common::client(&w.sim));
+    let sent = relay_pipeline::send::send(&w.send_ports(), &misconfigured, &w.cfg, &req, Utc::now())
+        .await
+        .unwrap();
+    assert_eq!(sent.outcome, "SENT");
+    let cfg = w.status_cfg();
+    let mut last = None;
+    for _ in 0..200 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let Some(m) = w
+            .status_q
+            .receive(1, Duration::from_secs(30), Duration::ZERO)
+            .await
+            .unwrap()
+            .into_iter()
+            .next()
+        else {
+            continue;
+        };
+        let sreq = relay_pipeline::messages::StatusRequest::from_json(&m.body).unwrap();
+        let res = relay_pipeline::status::poll(&w.status_ports(), &misconfigured, &cfg, &sreq, Utc::now())
+            .await
+            .unwrap();
+        relay_pipeline::queue_action::apply(&res.action, &m, &w.status_q, &w.corrections_q)
+            .await
+            .unwrap();
+        if res.outcome != "PROCESSING" && res.outcome != "POLL_ERROR" {
+            last = Some(res);
+            break;
+        }
+    }
+    let res = last.expect("a decision");
     assert_eq!(res.outcome, "REJECTED");
-    let r = res.record.unwrap();
-    let f = r.last_error.unwrap();
-    assert_eq!(f.code.as_deref(), Some("450"));
-    assert!(!f.details.is_empty(), "KSeF's details are kept: {f:?}");
+    let f = res.record.unwrap().last_error.unwrap();
+    assert_eq!(f.code.as_deref(), Some("410"));
+    assert!(!f.message.is_empty(), "KSeF's words are kept: {f:?}");
     let notices = w.corrections_q.receive(10, Duration::from_secs(30), Duration::ZERO).await.unwrap();
     assert_eq!(notices.len(), 1);
     assert!(notices[0].body.contains("\"outcome\":\"REJECTED\""));
     assert_eq!(w.sim.ledger().count_hash(&req.content_hash), 0);
+}
+
+#[tokio::test]
+async fn an_invalid_invoice_is_rejected_at_intake_and_never_reaches_ksef() {
+    let w = world(10).await;
+    let text = String::from_utf8(invoice("ST/7")).unwrap();
+    let bytes = text.replacen("<P_2>ST/7</P_2>", "", 1).into_bytes();
+    let ports = relay_pipeline::intake::IntakePorts {
+        store: &w.store,
+        archive: &w.archive,
+        send_queue: &w.send_q,
+        corrections_queue: &w.corrections_q,
+    };
+    let upload = relay_pipeline::intake::Upload {
+        bytes: &bytes,
+        source_key: "local/bad.xml".into(),
+        erp_document_id: relay_domain::ErpDocumentId::parse("bad").unwrap(),
+        expected_seller: None,
+        trace_id: None,
+    };
+    // Without P_2 there is no identity to register: answered, not registered, not sent.
+    let outcome = relay_pipeline::intake::intake(&ports, upload, Utc::now()).await.unwrap();
+    assert_eq!(outcome.name(), "NOT_REGISTERED");
+    // With P_2 but a broken tax-rate code: registered REJECTED with the XML path, not sent.
+    let bytes = String::from_utf8(invoice("ST/8"))
+        .unwrap()
+        .replacen("<P_12>23</P_12>", "<P_12>24</P_12>", 1)
+        .into_bytes();
+    let upload = relay_pipeline::intake::Upload {
+        bytes: &bytes,
+        source_key: "local/bad2.xml".into(),
+        erp_document_id: relay_domain::ErpDocumentId::parse("bad2").unwrap(),
+        expected_seller: None,
+        trace_id: None,
+    };
+    let relay_pipeline::intake::IntakeOutcome::Rejected(r) = relay_pipeline::intake::intake(&ports, upload, Utc::now()).await.unwrap()
+    else {
+        panic!("expected REJECTED")
+    };
+    let f = r.last_error.unwrap();
+    assert!(f.location.as_deref().is_some_and(|l| l.contains("P_12")), "{f:?}");
+    assert_eq!(w.send_q.stats().await.unwrap().total(), 0);
+    assert!(w.sim.ledger().is_empty());
 }
 
 #[tokio::test]
