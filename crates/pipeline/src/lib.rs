@@ -10,6 +10,8 @@
 //!   send", POST, classify); [`sessions`] holds the KSeF clients and online sessions per seller.
 //! - [`status`]: follow a sent invoice to KSeF's decision: UPO archived and ACCEPTED, a
 //!   duplicate proven ours (or a CONFLICT), a resend, or REJECTED with KSeF's words.
+//! - [`replay`]: dlq-replay: dead-lettered messages checked one by one (the document's state,
+//!   KSeF's records) and moved back, with filters, a limit and a dry run.
 //! - [`drive`]: pumps the send and status queues through their use cases like the Lambda event
 //!   source does; the local runner and the end-to-end tests run on it.
 //! - [`queue_action`]: what a handler does with its message (delete, requeue with a delay,
@@ -27,6 +29,7 @@ pub mod intake;
 pub mod messages;
 pub mod outbox;
 pub mod queue_action;
+pub mod replay;
 pub mod s3_event;
 pub mod send;
 pub mod sessions;

@@ -146,21 +146,8 @@ pub async fn send<S: SendStore + ?Sized>(
     // 2. An earlier attempt may have reached KSeF: look before sending again.
     let mut r = r;
     if let Some(session) = r.ksef.unconfirmed_send.clone() {
-        // The session may also hold an earlier attempt of ours that KSeF cancelled (550, 405):
-        // only a copy KSeF is processing or has accepted counts as "KSeF has it".
-        let live = client.session_invoices(session.as_str()).await.map(|list| {
-            list.into_iter()
-                .find(|i| i.invoice_hash == r.content_hash.to_base64() && matches!(i.status.code, 100 | 150 | 200))
-        });
-        match live {
-            Ok(Some(found)) => {
-                let Ok(invoice_reference) = KsefReference::parse(&found.reference_number) else {
-                    let f = relay_failure(
-                        format!("KSeF listed our invoice under an unreadable reference {:?}", found.reference_number),
-                        "BAD_REFERENCE",
-                    );
-                    return on_failure(ports, cfg, r, f, true, now).await;
-                };
+        match ksef.find_live_invoice(&seller, &session, &r.content_hash).await {
+            Ok(Some(invoice_reference)) => {
                 let r = ports
                     .store
                     .transition(
@@ -177,7 +164,7 @@ pub async fn send<S: SendStore + ?Sized>(
             }
             Ok(None) => {
                 let detail = format!(
-                    "session {session} has no invoice with hash {}: KSeF did not take the earlier attempt; sending again",
+                    "session {session} holds no live invoice with hash {}: KSeF did not take the earlier attempt (or cancelled it); sending again",
                     r.content_hash
                 );
                 r = ports.store.transition(&r, Change::Reconciled { detail }, now).await?;

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use ksef_client::{KsefClient, OnlineSession};
-use relay_domain::{ErrorClass, ErrorSource, Failure, Nip};
+use relay_domain::{ContentHash, ErrorClass, ErrorSource, Failure, KsefReference, Nip};
 use tokio::sync::Mutex;
 
 /// Stop using a session this long before KSeF's validUntil.
@@ -82,6 +82,33 @@ impl KsefContexts {
                 *slot = None;
             }
         }
+    }
+
+    /// Our invoice among `session`'s live ones (KSeF processing or accepted it), by content hash.
+    /// A copy KSeF cancelled (550, 405) does not count: it was not kept.
+    pub async fn find_live_invoice(
+        &self,
+        seller: &Nip,
+        session: &KsefReference,
+        hash: &ContentHash,
+    ) -> Result<Option<KsefReference>, Failure> {
+        let client = self.client(seller)?;
+        let want = hash.to_base64();
+        let list = client.session_invoices(session.as_str()).await?;
+        let Some(found) = list
+            .into_iter()
+            .find(|i| i.invoice_hash == want && matches!(i.status.code, 100 | 150 | 200))
+        else {
+            return Ok(None);
+        };
+        KsefReference::parse(&found.reference_number).map(Some).map_err(|e| {
+            Failure::new(
+                ErrorClass::Transient,
+                ErrorSource::Relay,
+                format!("KSeF listed our invoice under an unreadable reference: {e}"),
+            )
+            .with_code("BAD_REFERENCE")
+        })
     }
 
     /// Closes every open session (KSeF then prepares the session UPO); failures are logged.

@@ -1,0 +1,332 @@
+//! The dlq-replay use case: ops moves dead-lettered messages back, one checked message at a
+//! time (receive, check, send, delete), instead of SQS's native redrive, because each message
+//! needs the checks below:
+//!
+//! - the document is re-read: an ACCEPTED one is never requeued (its message is dropped), a
+//!   REJECTED or CONFLICT one needs a person, not a retry;
+//! - KSeF is asked before a resend: a FAILED document whose last send's result is unknown is
+//!   looked up by hash in that session; if KSeF has it, it goes to the status stage, not back to
+//!   sending;
+//! - a FAILED document gets a fresh retry budget;
+//! - filters (seller NIP, error class, minimum age) and a limit pick what moves; a dry run
+//!   reports what would happen and changes nothing.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use relay_domain::ports::{DocumentRegistry, DocumentUpdates, OutgoingMessage, Queue, QueueError, ReceivedMessage, StoreError};
+use relay_domain::{Change, DocumentKey, DocumentRecord, DocumentState, Nip};
+use serde::{Deserialize, Serialize};
+
+use crate::messages::{SendRequest, StatusRequest};
+use crate::sessions::KsefContexts;
+
+/// The console event: `{"queue": "send", "limit": 50, "dry_run": true, "seller_nip": "...",
+/// "error_class": "TRANSIENT", "min_age_minutes": 30}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplayRequest {
+    /// Which DLQ: `send` or `status`.
+    pub queue: String,
+    /// At most this many messages are moved (default 10).
+    #[serde(default = "default_limit")]
+    pub limit: usize,
+    /// Report only; change nothing (default false).
+    #[serde(default)]
+    pub dry_run: bool,
+    #[serde(default)]
+    pub seller_nip: Option<Nip>,
+    /// Only documents whose last error has this class (`TRANSIENT`, `RATE_LIMITED`, ...).
+    #[serde(default)]
+    pub error_class: Option<String>,
+    /// Only documents in their current state for at least this long.
+    #[serde(default)]
+    pub min_age_minutes: Option<u64>,
+}
+
+fn default_limit() -> usize {
+    10
+}
+
+/// What happened to one message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ReplayItem {
+    pub document: Option<String>,
+    /// `REQUEUED_SEND`, `REQUEUED_STATUS`, `DROPPED` (obsolete: document final or needs a
+    /// person), or `SKIPPED` (left in the DLQ).
+    pub action: &'static str,
+    pub reason: String,
+}
+
+/// The answer to the console and the log line.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ReplaySummary {
+    pub dry_run: bool,
+    pub examined: usize,
+    pub requeued: usize,
+    pub dropped: usize,
+    pub skipped: usize,
+    pub items: Vec<ReplayItem>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    #[error("unknown queue {0:?}: use send or status")]
+    UnknownQueue(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+}
+
+pub struct ReplayPorts<'a, S: DocumentRegistry + DocumentUpdates + ?Sized> {
+    pub store: &'a S,
+    pub send_dlq: &'a dyn Queue,
+    pub status_dlq: &'a dyn Queue,
+    pub send_queue: &'a dyn Queue,
+    pub status_queue: &'a dyn Queue,
+}
+
+enum Decision {
+    Send(DocumentRecord, String),
+    Status(DocumentRecord, StatusRequest, String),
+    Drop(String),
+    Skip(String),
+}
+
+/// Replays up to `req.limit` messages from the chosen DLQ.
+pub async fn replay<S: DocumentRegistry + DocumentUpdates + ?Sized>(
+    ports: &ReplayPorts<'_, S>,
+    ksef: &KsefContexts,
+    req: &ReplayRequest,
+    now: DateTime<Utc>,
+) -> Result<ReplaySummary, ReplayError> {
+    let dlq = match req.queue.as_str() {
+        "send" => ports.send_dlq,
+        "status" => ports.status_dlq,
+        other => return Err(ReplayError::UnknownQueue(other.to_owned())),
+    };
+    let mut summary = ReplaySummary {
+        dry_run: req.dry_run,
+        ..Default::default()
+    };
+    let mut seen = HashSet::new();
+    let mut held: Vec<ReceivedMessage> = Vec::new();
+    while summary.requeued < req.limit {
+        let batch = dlq.receive(10, Duration::from_secs(120), Duration::ZERO).await?;
+        if batch.is_empty() {
+            break;
+        }
+        let mut fresh = false;
+        for m in batch {
+            if !seen.insert(m.message_id.clone()) {
+                held.push(m);
+                continue;
+            }
+            fresh = true;
+            summary.examined += 1;
+            let (document, decision) = decide(ports, ksef, req, &m, now).await?;
+            let document = document.map(|k| k.to_string());
+            let item = |action, reason: String| ReplayItem {
+                document: document.clone(),
+                action,
+                reason,
+            };
+            match decision {
+                Decision::Skip(reason) => {
+                    summary.skipped += 1;
+                    summary.items.push(item("SKIPPED", reason));
+                    held.push(m);
+                }
+                Decision::Drop(reason) => {
+                    summary.dropped += 1;
+                    summary.items.push(item("DROPPED", reason));
+                    if req.dry_run {
+                        held.push(m)
+                    } else {
+                        dlq.delete(&m.receipt).await?
+                    }
+                }
+                Decision::Send(r, reason) => {
+                    summary.requeued += 1;
+                    summary.items.push(item("REQUEUED_SEND", reason.clone()));
+                    if req.dry_run {
+                        held.push(m);
+                    } else {
+                        let r = if r.state == DocumentState::Failed {
+                            ports
+                                .store
+                                .transition(
+                                    &r,
+                                    Change::Requeued {
+                                        reason: format!("dlq-replay: {reason}"),
+                                        reset_budget: true,
+                                    },
+                                    now,
+                                )
+                                .await?
+                        } else {
+                            r
+                        };
+                        let msg = SendRequest {
+                            document: r.key.clone(),
+                            content_hash: r.content_hash,
+                            trace_id: r.trace_id.clone(),
+                        };
+                        ports
+                            .send_queue
+                            .send(OutgoingMessage::new(msg.to_json()).with_trace_id(&r.trace_id))
+                            .await?;
+                        dlq.delete(&m.receipt).await?;
+                    }
+                }
+                Decision::Status(r, status, reason) => {
+                    summary.requeued += 1;
+                    summary.items.push(item("REQUEUED_STATUS", reason.clone()));
+                    if req.dry_run {
+                        held.push(m);
+                    } else {
+                        let r = if r.state == DocumentState::Failed {
+                            let change = Change::Sent {
+                                session: status.session.clone(),
+                                invoice_reference: status.invoice_reference.clone(),
+                            };
+                            ports.store.transition(&r, change, now).await?
+                        } else {
+                            r
+                        };
+                        ports
+                            .status_queue
+                            .send(OutgoingMessage::new(status.to_json()).with_trace_id(&r.trace_id))
+                            .await?;
+                        dlq.delete(&m.receipt).await?;
+                    }
+                }
+            }
+            if summary.requeued >= req.limit {
+                break;
+            }
+        }
+        if !fresh {
+            break;
+        }
+    }
+    // What stays in the DLQ becomes visible again at once, for the next replay or a person.
+    for m in held {
+        dlq.change_visibility(&m.receipt, Duration::ZERO).await?;
+    }
+    tracing::info!(queue = %req.queue, dry_run = req.dry_run, examined = summary.examined, requeued = summary.requeued, dropped = summary.dropped, skipped = summary.skipped, "dlq-replay done");
+    Ok(summary)
+}
+
+async fn decide<S: DocumentRegistry + DocumentUpdates + ?Sized>(
+    ports: &ReplayPorts<'_, S>,
+    ksef: &KsefContexts,
+    req: &ReplayRequest,
+    m: &ReceivedMessage,
+    now: DateTime<Utc>,
+) -> Result<(Option<DocumentKey>, Decision), ReplayError> {
+    let key = SendRequest::from_json(&m.body)
+        .map(|r| r.document)
+        .or_else(|_| StatusRequest::from_json(&m.body).map(|r| r.document));
+    let Ok(key) = key else {
+        return Ok((None, Decision::Skip("not a send or status request; left for a person".into())));
+    };
+    let Some(doc) = ports.store.get(&key).await? else {
+        return Ok((Some(key), Decision::Skip("the store does not know this document".into())));
+    };
+    let r = doc.record;
+    if req.seller_nip.as_ref().is_some_and(|n| *n != r.key.seller_nip) {
+        return Ok((Some(key), Decision::Skip("another seller NIP (filter)".into())));
+    }
+    if let Some(class) = &req.error_class {
+        if r.last_error.as_ref().map(|f| f.class.name()) != Some(class.as_str()) {
+            return Ok((Some(key), Decision::Skip(format!("last error is not {class} (filter)"))));
+        }
+    }
+    if let Some(min) = req.min_age_minutes {
+        if now - r.state_since < chrono::Duration::minutes(min as i64) {
+            return Ok((
+                Some(key),
+                Decision::Skip(format!("in {} for less than {min} min (filter)", r.state)),
+            ));
+        }
+    }
+    match r.state {
+        DocumentState::Accepted => Ok((Some(key), Decision::Drop("already ACCEPTED: never sent again".into()))),
+        DocumentState::Rejected | DocumentState::Conflict => Ok((
+            Some(key),
+            Decision::Drop(format!("{}: needs a correction or a person, not a retry", r.state)),
+        )),
+        DocumentState::Queued => Ok((Some(key), Decision::Send(r, "still QUEUED: back to the send stage".into()))),
+        DocumentState::Sent | DocumentState::Processing => match (r.ksef.session_reference.clone(), r.ksef.invoice_reference.clone()) {
+            (Some(session), Some(inv)) => {
+                let reason = format!("{}: back to the status stage", r.state);
+                let status = StatusRequest {
+                    document: r.key.clone(),
+                    session,
+                    invoice_reference: inv,
+                    trace_id: r.trace_id.clone(),
+                    poll: 0,
+                };
+                Ok((Some(key), Decision::Status(r, status, reason)))
+            }
+            _ => Ok((
+                Some(key),
+                Decision::Skip("SENT without KSeF references: inconsistent, left for a person".into()),
+            )),
+        },
+        DocumentState::Failed => {
+            // Ask KSeF before sending again: the failed attempts may have reached it after all.
+            if let (Some(session), Some(inv)) = (r.ksef.session_reference.clone(), r.ksef.invoice_reference.clone()) {
+                let status = StatusRequest {
+                    document: r.key.clone(),
+                    session,
+                    invoice_reference: inv,
+                    trace_id: r.trace_id.clone(),
+                    poll: 0,
+                };
+                return Ok((
+                    Some(key),
+                    Decision::Status(r, status, "FAILED while KSeF was processing it: status checked again".into()),
+                ));
+            }
+            if let Some(session) = r.ksef.unconfirmed_send.clone() {
+                match ksef.find_live_invoice(&r.key.seller_nip, &session, &r.content_hash).await {
+                    Ok(Some(inv)) => {
+                        let status = StatusRequest {
+                            document: r.key.clone(),
+                            session,
+                            invoice_reference: inv,
+                            trace_id: r.trace_id.clone(),
+                            poll: 0,
+                        };
+                        return Ok((
+                            Some(key),
+                            Decision::Status(
+                                r,
+                                status,
+                                "KSeF has it after all (found by hash): status checked, not resent".into(),
+                            ),
+                        ));
+                    }
+                    Ok(None) => {}
+                    Err(f) => {
+                        return Ok((
+                            Some(key),
+                            Decision::Skip(format!("cannot ask KSeF before a resend ({f}); try again later")),
+                        ))
+                    }
+                }
+            }
+            Ok((
+                Some(key),
+                Decision::Send(
+                    r,
+                    "FAILED: fresh retry budget, back to the send stage (it reconciles before resending)".into(),
+                ),
+            ))
+        }
+    }
+}
