@@ -11,6 +11,7 @@ pub struct AwsClients {
     pub dynamodb: aws_sdk_dynamodb::Client,
     pub sqs: aws_sdk_sqs::Client,
     pub s3: aws_sdk_s3::Client,
+    pub secrets: aws_sdk_secretsmanager::Client,
 }
 
 /// The shared SDK configuration. With an endpoint override (the emulator) the credentials are
@@ -40,6 +41,7 @@ impl AwsClients {
             dynamodb: aws_sdk_dynamodb::Client::new(conf),
             sqs: aws_sdk_sqs::Client::new(conf),
             s3: aws_sdk_s3::Client::from_conf(s3_conf),
+            secrets: aws_sdk_secretsmanager::Client::new(conf),
         }
     }
 }

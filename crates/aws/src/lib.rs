@@ -11,7 +11,7 @@
 //! - [`sqs_queue::SqsQueue`]: a queue; its DLQ is SQS's redrive policy.
 //! - [`s3_archive::S3Archive`]: the archive; put-if-absent is `If-None-Match: *`.
 //!
-//! Also: [`settings`] (one typed settings struct per Lambda binary, read from the environment at
+//! Also: [`secrets`] (KSeF tokens from Secrets Manager, one per seller NIP), [`settings`] (one typed settings struct per Lambda binary, read from the environment at
 //! cold start), [`clients`] (SDK clients built once, pointable at the emulator with
 //! `KSEF_RELAY_AWS_ENDPOINT`) and [`provision`] (creating tables, queues and buckets for local runs
 //! and tests; in AWS the SAM template does it).
@@ -21,6 +21,7 @@ pub mod dynamodb_cache;
 pub mod dynamodb_store;
 pub mod provision;
 pub mod s3_archive;
+pub mod secrets;
 pub mod settings;
 pub mod sqs_queue;
 

@@ -137,8 +137,11 @@ impl IntakeSettings {
 pub struct KsefSettings {
     /// `KSEF_ENV`: TEST, DEMO, PROD, or a base URL (the simulator).
     pub environment: String,
-    /// `KSEF_TOKEN_SECRET_PREFIX`: the Secrets Manager name prefix; one secret per seller NIP.
+    /// `KSEF_TOKEN_SECRET_PREFIX`: the Secrets Manager name prefix; one secret per seller NIP,
+    /// named `{prefix}{nip}`, holding that context's KSeF token.
     pub token_secret_prefix: String,
+    /// `KSEF_SELLER_NIPS`: the sellers (KSeF contexts) this deployment sends for, comma-separated.
+    pub seller_nips: Vec<relay_domain::Nip>,
 }
 
 impl KsefSettings {
@@ -154,9 +157,26 @@ impl KsefSettings {
                 problem: "must be TEST, DEMO, PROD or a base URL".into(),
             });
         }
+        let raw = required(env, "KSEF_SELLER_NIPS")?;
+        let seller_nips = raw
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|n| {
+                relay_domain::Nip::parse(n).map_err(|e| SettingsError::Invalid {
+                    name: "KSEF_SELLER_NIPS",
+                    value: raw.clone(),
+                    problem: e.to_string(),
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if seller_nips.is_empty() {
+            return Err(SettingsError::Missing("KSEF_SELLER_NIPS"));
+        }
         Ok(KsefSettings {
             environment,
             token_secret_prefix: required(env, "KSEF_TOKEN_SECRET_PREFIX")?,
+            seller_nips,
         })
     }
 }
@@ -167,6 +187,9 @@ pub struct SendSettings {
     pub aws: AwsSettings,
     pub resources: ResourceNames,
     pub ksef: KsefSettings,
+    /// Its own queue (delays are carried out as delayed copies) and that queue's DLQ.
+    pub send_queue_url: String,
+    pub send_dlq_url: String,
     pub status_queue_url: String,
     pub corrections_queue_url: String,
     /// `MAX_ATTEMPTS`, default 10: the retry budget before FAILED and the DLQ.
@@ -189,6 +212,8 @@ impl SendSettings {
             aws: AwsSettings::from_env(env)?,
             resources: ResourceNames::from_env(env)?,
             ksef: KsefSettings::from_env(env)?,
+            send_queue_url: required(env, "SEND_QUEUE_URL")?,
+            send_dlq_url: required(env, "SEND_DLQ_URL")?,
             status_queue_url: required(env, "STATUS_QUEUE_URL")?,
             corrections_queue_url: required(env, "CORRECTIONS_QUEUE_URL")?,
             max_attempts,
@@ -204,6 +229,9 @@ pub struct StatusSettings {
     pub resources: ResourceNames,
     pub ksef: KsefSettings,
     pub status_queue_url: String,
+    pub status_dlq_url: String,
+    /// `MAX_ATTEMPTS`, default 10: the send budget, charged when KSeF cancels an invoice.
+    pub max_attempts: u32,
     pub send_queue_url: String,
     pub corrections_queue_url: String,
 }
@@ -215,6 +243,8 @@ impl StatusSettings {
             resources: ResourceNames::from_env(env)?,
             ksef: KsefSettings::from_env(env)?,
             status_queue_url: required(env, "STATUS_QUEUE_URL")?,
+            status_dlq_url: required(env, "STATUS_DLQ_URL")?,
+            max_attempts: parsed(env, "MAX_ATTEMPTS", 10)?,
             send_queue_url: required(env, "SEND_QUEUE_URL")?,
             corrections_queue_url: required(env, "CORRECTIONS_QUEUE_URL")?,
         })
@@ -290,6 +320,9 @@ mod tests {
         ("CORRECTIONS_QUEUE_URL", "http://q/corr"),
         ("KSEF_ENV", "TEST"),
         ("KSEF_TOKEN_SECRET_PREFIX", "ksef-relay/token/"),
+        ("KSEF_SELLER_NIPS", "9999999999, 5265877635"),
+        ("SEND_DLQ_URL", "http://q/send-dlq"),
+        ("STATUS_DLQ_URL", "http://q/status-dlq"),
         (
             "REPLAY_QUEUES",
             "send=http://q/send-dlq>http://q/send,status=http://q/status-dlq>http://q/status",

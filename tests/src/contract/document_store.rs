@@ -242,7 +242,11 @@ pub async fn transition_records_the_result_and_refuses_a_stale_version<S: Docume
         .await
         .unwrap();
     assert_eq!((retried.attempts, retried.version, retried.lease.clone()), (1, 4, None));
-    assert_eq!(retried.ksef.unconfirmed_send, Some(session()), "a 503 after the POST may hide a receipt");
+    assert_eq!(
+        retried.ksef.unconfirmed_send,
+        Some(session()),
+        "a 503 after the POST may hide a receipt"
+    );
     // A writer still holding the older version loses.
     let err = store
         .transition(

@@ -1,0 +1,91 @@
+//! # The send function
+//!
+//! Triggered by the send queue (ReportBatchItemFailures). For each message it runs
+//! [`relay_pipeline::send::send`] and carries out the decided action: delays become delayed
+//! copies, an exhausted budget a copy in the send DLQ, an infrastructure failure a batch item
+//! failure (redelivered after the visibility timeout).
+
+use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
+use chrono::Utc;
+use relay_aws::{DynamoDocumentStore, S3Archive, SqsQueue};
+use relay_pipeline::messages::SendRequest;
+use relay_pipeline::queue_action::QueueAction;
+use relay_pipeline::send::{send, SendConfig, SendPorts};
+use relay_pipeline::sessions::KsefContexts;
+
+/// The function's adapters and configuration, built once per cold start.
+pub struct SendDeps {
+    pub store: DynamoDocumentStore,
+    pub archive: S3Archive,
+    pub send_queue: SqsQueue,
+    pub send_dlq: SqsQueue,
+    pub status_queue: SqsQueue,
+    pub corrections_queue: SqsQueue,
+    pub ksef: KsefContexts,
+    pub cfg: SendConfig,
+}
+
+impl SendDeps {
+    /// Everything from the function's settings: AWS clients, the KSeF tokens from Secrets Manager.
+    pub async fn from_settings(s: &relay_aws::settings::SendSettings) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+        let clients = relay_aws::AwsClients::new(&s.aws).await;
+        Ok(SendDeps {
+            store: DynamoDocumentStore::new(clients.dynamodb.clone(), &s.resources.table),
+            archive: S3Archive::new(clients.s3.clone(), &s.resources.bucket),
+            send_queue: SqsQueue::new(clients.sqs.clone(), &s.send_queue_url),
+            send_dlq: SqsQueue::new(clients.sqs.clone(), &s.send_dlq_url),
+            status_queue: SqsQueue::new(clients.sqs.clone(), &s.status_queue_url),
+            corrections_queue: SqsQueue::new(clients.sqs.clone(), &s.corrections_queue_url),
+            ksef: relay_lambda::ksef_contexts(&s.ksef, &clients).await?,
+            cfg: SendConfig {
+                policy: relay_domain::RetryPolicy::standard(s.max_attempts)?,
+                owner: std::env::var("AWS_LAMBDA_LOG_STREAM_NAME").unwrap_or_else(|_| "send".into()),
+                lease: s.lease,
+                first_poll_delay: std::time::Duration::from_secs(2),
+            },
+        })
+    }
+}
+
+pub async fn handle(event: SqsEvent, deps: &SendDeps) -> SqsBatchResponse {
+    let kept = futures::future::join_all(event.records.iter().map(|m| handle_message(m, deps))).await;
+    relay_lambda::batch_response(
+        event
+            .records
+            .iter()
+            .zip(kept)
+            .filter(|(_, keep)| *keep)
+            .map(|(m, _)| m.message_id.clone().unwrap_or_default()),
+    )
+}
+
+async fn handle_message(m: &SqsMessage, deps: &SendDeps) -> bool {
+    let ports = SendPorts {
+        store: &deps.store,
+        archive: &deps.archive,
+        status_queue: &deps.status_queue,
+        corrections_queue: &deps.corrections_queue,
+    };
+    let action = match SendRequest::from_json(m.body.as_deref().unwrap_or_default()) {
+        Err(e) => {
+            tracing::error!(message_id = ?m.message_id, error = %e, "not a send request; to the DLQ");
+            QueueAction::DeadLetter
+        }
+        Ok(req) => match send(&ports, &deps.ksef, &deps.cfg, &req, Utc::now()).await {
+            Ok(res) => {
+                tracing::info!(document = %req.document, trace_id = %req.trace_id, outcome = res.outcome, "send");
+                res.action
+            }
+            Err(e) => {
+                tracing::warn!(document = %req.document, trace_id = %req.trace_id, error = %e, "send failed on the store or a queue; redelivered later");
+                QueueAction::Release
+            }
+        },
+    };
+    relay_lambda::carry_out(&action, m, &deps.send_queue, &deps.send_dlq)
+        .await
+        .unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "could not carry out the queue action; redelivered later");
+            true
+        })
+}

@@ -1,0 +1,85 @@
+//! # The status function
+//!
+//! Triggered by the status queue (ReportBatchItemFailures). For each message it runs
+//! [`relay_pipeline::status::poll`] and carries out the decided action: the next poll is a
+//! delayed copy with the poll counter moved on; a document KSeF cancelled goes back to the send
+//! queue (done by the use case); giving up goes to the status DLQ.
+
+use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
+use chrono::Utc;
+use relay_aws::{DynamoDocumentStore, S3Archive, SqsQueue};
+use relay_pipeline::messages::StatusRequest;
+use relay_pipeline::queue_action::QueueAction;
+use relay_pipeline::sessions::KsefContexts;
+use relay_pipeline::status::{poll, StatusConfig, StatusPorts};
+
+pub struct StatusDeps {
+    pub store: DynamoDocumentStore,
+    pub archive: S3Archive,
+    pub status_queue: SqsQueue,
+    pub status_dlq: SqsQueue,
+    pub send_queue: SqsQueue,
+    pub corrections_queue: SqsQueue,
+    pub ksef: KsefContexts,
+    pub cfg: StatusConfig,
+}
+
+impl StatusDeps {
+    /// Everything from the function's settings: AWS clients, the KSeF tokens from Secrets Manager.
+    pub async fn from_settings(s: &relay_aws::settings::StatusSettings) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+        let clients = relay_aws::AwsClients::new(&s.aws).await;
+        Ok(StatusDeps {
+            store: DynamoDocumentStore::new(clients.dynamodb.clone(), &s.resources.table),
+            archive: S3Archive::new(clients.s3.clone(), &s.resources.bucket),
+            status_queue: SqsQueue::new(clients.sqs.clone(), &s.status_queue_url),
+            status_dlq: SqsQueue::new(clients.sqs.clone(), &s.status_dlq_url),
+            send_queue: SqsQueue::new(clients.sqs.clone(), &s.send_queue_url),
+            corrections_queue: SqsQueue::new(clients.sqs.clone(), &s.corrections_queue_url),
+            ksef: relay_lambda::ksef_contexts(&s.ksef, &clients).await?,
+            cfg: StatusConfig::standard(relay_domain::RetryPolicy::standard(s.max_attempts)?),
+        })
+    }
+}
+
+pub async fn handle(event: SqsEvent, deps: &StatusDeps) -> SqsBatchResponse {
+    let kept = futures::future::join_all(event.records.iter().map(|m| handle_message(m, deps))).await;
+    relay_lambda::batch_response(
+        event
+            .records
+            .iter()
+            .zip(kept)
+            .filter(|(_, keep)| *keep)
+            .map(|(m, _)| m.message_id.clone().unwrap_or_default()),
+    )
+}
+
+async fn handle_message(m: &SqsMessage, deps: &StatusDeps) -> bool {
+    let ports = StatusPorts {
+        store: &deps.store,
+        archive: &deps.archive,
+        send_queue: &deps.send_queue,
+        corrections_queue: &deps.corrections_queue,
+    };
+    let action = match StatusRequest::from_json(m.body.as_deref().unwrap_or_default()) {
+        Err(e) => {
+            tracing::error!(message_id = ?m.message_id, error = %e, "not a status request; to the DLQ");
+            QueueAction::DeadLetter
+        }
+        Ok(req) => match poll(&ports, &deps.ksef, &deps.cfg, &req, Utc::now()).await {
+            Ok(res) => {
+                tracing::info!(document = %req.document, trace_id = %req.trace_id, outcome = res.outcome, poll = req.poll, "status");
+                res.action
+            }
+            Err(e) => {
+                tracing::warn!(document = %req.document, trace_id = %req.trace_id, error = %e, "status failed on the store or a queue; redelivered later");
+                QueueAction::Release
+            }
+        },
+    };
+    relay_lambda::carry_out(&action, m, &deps.status_queue, &deps.status_dlq)
+        .await
+        .unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "could not carry out the queue action; redelivered later");
+            true
+        })
+}

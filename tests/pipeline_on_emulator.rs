@@ -1,0 +1,290 @@
+//! The four Lambda handlers end to end on the AWS emulator and the KSeF simulator, over HTTP on
+//! both sides: S3 uploads → intake → send → status → ACCEPTED with the UPO in S3; a repeat
+//! upload sends nothing; an invalid file is REJECTED and never reaches KSeF; an outage past the
+//! budget ends FAILED in the DLQ, and dlq-replay (dry run first) brings it home, once. Each
+//! function is built from its typed settings, with the KSeF token read from Secrets Manager.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{Event, NotificationConfiguration, QueueConfiguration};
+use aws_sdk_sqs::types::QueueAttributeName;
+use relay_aws::settings::{IntakeSettings, ReplaySettings, SendSettings, StatusSettings};
+use relay_aws::{provision, SqsQueue};
+use relay_domain::ports::{DocumentRegistry, Queue, ReceivedMessage};
+use relay_domain::{ContentHash, DocumentKey, DocumentState, InvoiceKind, InvoiceNumber, Nip};
+use relay_tests::emulator;
+
+const SAMPLE_1: &[u8] = include_bytes!("../data/ksef/samples/FA_3_Przykład_1.xml");
+const SAMPLE_10: &[u8] = include_bytes!("../data/ksef/samples/FA_3_Przykład_10.xml");
+
+fn lambda_event(messages: &[ReceivedMessage]) -> aws_lambda_events::sqs::SqsEvent {
+    let records: Vec<serde_json::Value> = messages
+        .iter()
+        .map(|m| {
+            let attrs: serde_json::Map<String, serde_json::Value> = m
+                .attributes
+                .iter()
+                .map(|(k, v)| (k.clone(), serde_json::json!({"stringValue": v, "dataType": "String", "stringListValues": [], "binaryListValues": []})))
+                .collect();
+            serde_json::json!({"messageId": m.message_id, "receiptHandle": m.receipt, "body": m.body, "attributes": {},
+                "messageAttributes": attrs, "md5OfBody": "", "eventSource": "aws:sqs", "eventSourceARN": "arn:aws:sqs:eu-central-1:123456789012:q", "awsRegion": "eu-central-1"})
+        })
+        .collect();
+    serde_json::from_value(serde_json::json!({ "Records": records })).unwrap()
+}
+
+/// What Lambda's SQS event source does: receive a batch, invoke, delete what did not fail.
+async fn deliver<F, Fut>(queue: &SqsQueue, handler: F) -> usize
+where
+    F: Fn(aws_lambda_events::sqs::SqsEvent) -> Fut,
+    Fut: std::future::Future<Output = aws_lambda_events::sqs::SqsBatchResponse>,
+{
+    let batch = queue.receive(10, Duration::from_secs(30), Duration::ZERO).await.unwrap();
+    if batch.is_empty() {
+        return 0;
+    }
+    let response = handler(lambda_event(&batch)).await;
+    for m in &batch {
+        if !response.batch_item_failures.iter().any(|f| f.item_identifier == m.message_id) {
+            queue.delete(&m.receipt).await.unwrap();
+        }
+    }
+    batch.len()
+}
+
+struct Env {
+    vars: HashMap<String, String>,
+    queues: HashMap<&'static str, String>,
+    bucket: String,
+}
+
+async fn environment(sim: &ksef_sim::SimHandle, max_attempts: u32) -> Env {
+    let c = emulator::clients().await;
+    let name = relay_tests::unique_name("relay");
+    provision::create_documents_table(&c.dynamodb, &name).await.unwrap();
+    provision::create_bucket(&c.s3, &name, emulator::REGION).await.unwrap();
+    let mut queues = HashMap::new();
+    for stage in ["intake", "send", "status", "corrections"] {
+        let pair = provision::create_queue_with_dlq(&c.sqs, &format!("{name}-{stage}"), 5, Duration::from_secs(60))
+            .await
+            .unwrap();
+        queues.insert(stage, pair.url);
+        queues.insert(
+            match stage {
+                "intake" => "intake-dlq",
+                "send" => "send-dlq",
+                "status" => "status-dlq",
+                _ => "corrections-dlq",
+            },
+            pair.dlq_url,
+        );
+    }
+    let arn = c
+        .sqs
+        .get_queue_attributes()
+        .queue_url(&queues["intake"])
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .unwrap();
+    let arn = arn.attributes().unwrap()[&QueueAttributeName::QueueArn].clone();
+    let notify = QueueConfiguration::builder()
+        .queue_arn(arn)
+        .events(Event::from("s3:ObjectCreated:*"))
+        .build()
+        .unwrap();
+    c.s3.put_bucket_notification_configuration()
+        .bucket(&name)
+        .notification_configuration(NotificationConfiguration::builder().queue_configurations(notify).build())
+        .send()
+        .await
+        .unwrap();
+    let prefix = format!("{name}/ksef-token/");
+    c.secrets
+        .create_secret()
+        .name(format!("{prefix}9999999999"))
+        .secret_string(ksef_sim::DEFAULT_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    let vars: HashMap<String, String> = [
+        ("AWS_REGION", emulator::REGION.to_owned()),
+        (relay_aws::settings::ENDPOINT_VAR, emulator::endpoint().to_owned()),
+        ("DOCUMENTS_TABLE", name.clone()),
+        ("ARCHIVE_BUCKET", name.clone()),
+        ("SEND_QUEUE_URL", queues["send"].clone()),
+        ("SEND_DLQ_URL", queues["send-dlq"].clone()),
+        ("STATUS_QUEUE_URL", queues["status"].clone()),
+        ("STATUS_DLQ_URL", queues["status-dlq"].clone()),
+        ("CORRECTIONS_QUEUE_URL", queues["corrections"].clone()),
+        ("KSEF_ENV", sim.api_url()),
+        ("KSEF_TOKEN_SECRET_PREFIX", prefix),
+        ("KSEF_SELLER_NIPS", "9999999999".to_owned()),
+        ("MAX_ATTEMPTS", max_attempts.to_string()),
+        (
+            "REPLAY_QUEUES",
+            format!(
+                "send={}>{},status={}>{}",
+                queues["send-dlq"], queues["send"], queues["status-dlq"], queues["status"]
+            ),
+        ),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    Env {
+        vars,
+        queues,
+        bucket: name,
+    }
+}
+
+fn sample_key(number: &str) -> DocumentKey {
+    DocumentKey::new(
+        Nip::parse("9999999999").unwrap(),
+        InvoiceKind::Vat,
+        InvoiceNumber::parse(number).unwrap(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_travel_through_all_four_functions_to_accepted_once() {
+    let sim = ksef_sim::start(ksef_sim::SimConfig {
+        accept_delay: Duration::from_millis(50),
+        processing_delay: Duration::from_millis(50),
+        auth_delay: Duration::from_millis(20),
+        ..ksef_sim::SimConfig::default()
+    })
+    .await;
+    let env = environment(&sim, 1).await;
+    let c = emulator::clients().await;
+    let intake = relay_fn_intake::IntakeDeps::new(&IntakeSettings::from_env(&env.vars).unwrap()).await;
+    let send = relay_fn_send::SendDeps::from_settings(&SendSettings::from_env(&env.vars).unwrap())
+        .await
+        .unwrap();
+    let status_settings = StatusSettings::from_env(&env.vars).unwrap();
+    let mut status = relay_fn_status::StatusDeps::from_settings(&status_settings).await.unwrap();
+    status.cfg.schedule = vec![Duration::ZERO]; // poll again at once: the simulator decides in ~100 ms
+    let replay = relay_fn_dlq_replay::ReplayDeps::from_settings(&ReplaySettings::from_env(&env.vars).unwrap())
+        .await
+        .unwrap();
+    let sqs = |name: &str| SqsQueue::new(c.sqs.clone(), &env.queues[name]);
+    let (intake_q, send_q, status_q, send_dlq) = (sqs("intake"), sqs("send"), sqs("status"), sqs("send-dlq"));
+
+    let put = |key: String, bytes: Vec<u8>| c.s3.put_object().bucket(&env.bucket).key(key).body(ByteStream::from(bytes)).send();
+    put("inbox/9999999999/FV-150.xml".into(), SAMPLE_1.to_vec()).await.unwrap();
+    put("inbox/9999999999/FV-150-again.xml".into(), SAMPLE_1.to_vec()).await.unwrap();
+    let invalid = String::from_utf8(SAMPLE_1.to_vec())
+        .unwrap()
+        .replace("<P_2>FV2026/02/150</P_2>", "<P_2>BAD/1</P_2>")
+        .replacen("<P_12>23</P_12>", "<P_12>24</P_12>", 1);
+    put("inbox/9999999999/BAD-1.xml".into(), invalid.into_bytes()).await.unwrap();
+    for _ in 0..5 {
+        deliver(&intake_q, |e| relay_fn_intake::handle(e, &intake)).await;
+    }
+    async fn pump(send_q: &SqsQueue, status_q: &SqsQueue, send: &relay_fn_send::SendDeps, status: &relay_fn_status::StatusDeps) {
+        for _ in 0..200 {
+            let n =
+                deliver(send_q, |e| relay_fn_send::handle(e, send)).await + deliver(status_q, |e| relay_fn_status::handle(e, status)).await;
+            if n == 0 && send_q.stats().await.unwrap().total() + status_q.stats().await.unwrap().total() == 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("the pipeline did not settle");
+    }
+    pump(&send_q, &status_q, &send, &status).await;
+
+    let doc = send.store.get(&sample_key("FV2026/02/150")).await.unwrap().unwrap();
+    assert_eq!(doc.record.state, DocumentState::Accepted, "{:?}", doc.record.last_error);
+    let upo_key = doc.record.storage.upo.clone().unwrap();
+    let upo =
+        c.s3.get_object()
+            .bucket(&env.bucket)
+            .key(&upo_key)
+            .send()
+            .await
+            .unwrap()
+            .body
+            .collect()
+            .await
+            .unwrap()
+            .into_bytes();
+    assert!(
+        String::from_utf8_lossy(&upo).contains(&ContentHash::of(SAMPLE_1).to_base64()),
+        "the UPO in S3 is this invoice's"
+    );
+    let outbox =
+        c.s3.get_object()
+            .bucket(&env.bucket)
+            .key(format!("outbox/9999999999/{}.json", doc.record.erp_document_id))
+            .send()
+            .await
+            .unwrap()
+            .body
+            .collect()
+            .await
+            .unwrap()
+            .into_bytes();
+    let outbox: serde_json::Value = serde_json::from_slice(&outbox).unwrap();
+    assert_eq!(
+        (outbox["state"].as_str(), outbox["upoKey"].as_str()),
+        (Some("ACCEPTED"), Some(upo_key.as_str()))
+    );
+    assert_eq!(
+        sim.ledger().count_hash(&ContentHash::of(SAMPLE_1)),
+        1,
+        "the repeat upload sent nothing"
+    );
+    let bad = send.store.get(&sample_key("BAD/1")).await.unwrap().unwrap();
+    assert_eq!(bad.record.state, DocumentState::Rejected);
+    assert_eq!(sim.ledger().len(), 1, "the invalid file never reached KSeF");
+
+    // An outage longer than the budget (1 attempt here): FAILED, the message in the send DLQ.
+    sim.faults().set(
+        vec![ksef_sim::Fault::Unavailable {
+            rate: 1.0,
+            on: Some("/invoices".into()),
+        }],
+        3,
+    );
+    put("inbox/9999999999/FZ-150.xml".into(), SAMPLE_10.to_vec()).await.unwrap();
+    for _ in 0..3 {
+        deliver(&intake_q, |e| relay_fn_intake::handle(e, &intake)).await;
+    }
+    pump(&send_q, &status_q, &send, &status).await;
+    let zal = DocumentKey::new(
+        Nip::parse("9999999999").unwrap(),
+        InvoiceKind::Zal,
+        InvoiceNumber::parse("FZ2026/02/150").unwrap(),
+    );
+    assert_eq!(send.store.get(&zal).await.unwrap().unwrap().record.state, DocumentState::Failed);
+    assert_eq!(send_dlq.stats().await.unwrap().visible, 1);
+
+    // Recovery; ops replays from the console: a dry run first, then for real.
+    sim.faults().clear();
+    let dry = relay_fn_dlq_replay::handle(serde_json::json!({"queue": "send", "dry_run": true}), &replay)
+        .await
+        .unwrap();
+    assert_eq!((dry.examined, dry.requeued), (1, 1), "{dry:?}");
+    assert_eq!(
+        send.store.get(&zal).await.unwrap().unwrap().record.state,
+        DocumentState::Failed,
+        "a dry run changes nothing"
+    );
+    let done = relay_fn_dlq_replay::handle(serde_json::json!({"queue": "send", "limit": 10}), &replay)
+        .await
+        .unwrap();
+    assert_eq!(done.requeued, 1, "{done:?}");
+    pump(&send_q, &status_q, &send, &status).await;
+    assert_eq!(send.store.get(&zal).await.unwrap().unwrap().record.state, DocumentState::Accepted);
+    assert_eq!(sim.ledger().count_hash(&ContentHash::of(SAMPLE_10)), 1, "accepted exactly once");
+    assert!(
+        relay_fn_dlq_replay::handle(serde_json::json!({"queue": "sned"}), &replay)
+            .await
+            .is_err(),
+        "a typo is an error, not a no-op"
+    );
+}
