@@ -12,28 +12,12 @@ use aws_sdk_s3::types::{Event, NotificationConfiguration, QueueConfiguration};
 use aws_sdk_sqs::types::QueueAttributeName;
 use relay_aws::settings::{IntakeSettings, ReplaySettings, SendSettings, StatusSettings};
 use relay_aws::{provision, SqsQueue};
-use relay_domain::ports::{DocumentRegistry, Queue, ReceivedMessage};
+use relay_domain::ports::{DocumentRegistry, Queue};
 use relay_domain::{ContentHash, DocumentKey, DocumentState, InvoiceKind, InvoiceNumber, Nip};
 use relay_tests::emulator;
 
 const SAMPLE_1: &[u8] = include_bytes!("../data/ksef/samples/FA_3_Przykład_1.xml");
 const SAMPLE_10: &[u8] = include_bytes!("../data/ksef/samples/FA_3_Przykład_10.xml");
-
-fn lambda_event(messages: &[ReceivedMessage]) -> aws_lambda_events::sqs::SqsEvent {
-    let records: Vec<serde_json::Value> = messages
-        .iter()
-        .map(|m| {
-            let attrs: serde_json::Map<String, serde_json::Value> = m
-                .attributes
-                .iter()
-                .map(|(k, v)| (k.clone(), serde_json::json!({"stringValue": v, "dataType": "String", "stringListValues": [], "binaryListValues": []})))
-                .collect();
-            serde_json::json!({"messageId": m.message_id, "receiptHandle": m.receipt, "body": m.body, "attributes": {},
-                "messageAttributes": attrs, "md5OfBody": "", "eventSource": "aws:sqs", "eventSourceARN": "arn:aws:sqs:eu-central-1:123456789012:q", "awsRegion": "eu-central-1"})
-        })
-        .collect();
-    serde_json::from_value(serde_json::json!({ "Records": records })).unwrap()
-}
 
 /// What Lambda's SQS event source does: receive a batch, invoke, delete what did not fail.
 async fn deliver<F, Fut>(queue: &SqsQueue, handler: F) -> usize
@@ -45,7 +29,7 @@ where
     if batch.is_empty() {
         return 0;
     }
-    let response = handler(lambda_event(&batch)).await;
+    let response = handler(relay_tests::lambda_events::sqs_event(&batch)).await;
     for m in &batch {
         if !response.batch_item_failures.iter().any(|f| f.item_identifier == m.message_id) {
             queue.delete(&m.receipt).await.unwrap();

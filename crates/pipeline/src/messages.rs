@@ -62,3 +62,36 @@ impl StatusRequest {
         serde_json::from_str(body)
     }
 }
+
+/// Tells the ERP and the people who fix invoices that a registered document needs them: the
+/// outbox result with the failure, and a notice on the corrections queue.
+pub async fn report_for_correction(
+    archive: &dyn relay_domain::ports::Archive,
+    corrections_queue: &dyn relay_domain::ports::Queue,
+    r: &relay_domain::DocumentRecord,
+    outcome: &str,
+    f: Failure,
+) -> Result<(), CorrectionError> {
+    crate::outbox::OutboxResult::for_record(r, vec![f.clone()]).publish(archive).await?;
+    let notice = CorrectionNotice {
+        document: Some(r.key.clone()),
+        source_key: r.storage.source.clone(),
+        erp_document_id: r.erp_document_id.clone(),
+        trace_id: r.trace_id.clone(),
+        outcome: outcome.into(),
+        failures: vec![f],
+    };
+    corrections_queue
+        .send(relay_domain::ports::OutgoingMessage::new(notice.to_json()).with_trace_id(&r.trace_id))
+        .await?;
+    Ok(())
+}
+
+/// Why a correction report could not be written (both are retryable infrastructure failures).
+#[derive(Debug, thiserror::Error)]
+pub enum CorrectionError {
+    #[error(transparent)]
+    Archive(#[from] relay_domain::ports::ArchiveError),
+    #[error(transparent)]
+    Queue(#[from] relay_domain::ports::QueueError),
+}

@@ -24,7 +24,7 @@ use relay_domain::{
     RetryPolicy,
 };
 
-use crate::messages::{CorrectionNotice, SendRequest, StatusRequest};
+use crate::messages::{report_for_correction, SendRequest, StatusRequest};
 use crate::outbox::OutboxResult;
 use crate::queue_action::QueueAction;
 use crate::sessions::KsefContexts;
@@ -67,6 +67,8 @@ pub struct SendResult {
 pub enum SendError {
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Correction(#[from] crate::messages::CorrectionError),
     #[error(transparent)]
     Archive(#[from] relay_domain::ports::ArchiveError),
     #[error(transparent)]
@@ -327,37 +329,15 @@ async fn on_failure<S: SendStore + ?Sized>(
                 .store
                 .transition(&r, Change::Rejected { failures: vec![f.clone()] }, now)
                 .await?;
-            report_for_correction(ports, &r, "REJECTED", f).await?;
+            report_for_correction(ports.archive, ports.corrections_queue, &r, "REJECTED", f).await?;
             done(QueueAction::Delete, "REJECTED", Some(r))
         }
         RetryDecision::ResolveDuplicate => {
             // KSeF reports duplicates through the invoice status, where the status function
             // proves whether the original is ours; a synchronous duplicate cannot be proven here.
             let r = ports.store.transition(&r, Change::Conflict { failure: f.clone() }, now).await?;
-            report_for_correction(ports, &r, "CONFLICT", f).await?;
+            report_for_correction(ports.archive, ports.corrections_queue, &r, "CONFLICT", f).await?;
             done(QueueAction::Delete, "CONFLICT", Some(r))
         }
     }
-}
-
-async fn report_for_correction<S: SendStore + ?Sized>(
-    ports: &SendPorts<'_, S>,
-    r: &DocumentRecord,
-    outcome: &str,
-    f: Failure,
-) -> Result<(), SendError> {
-    OutboxResult::for_record(r, vec![f.clone()]).publish(ports.archive).await?;
-    let notice = CorrectionNotice {
-        document: Some(r.key.clone()),
-        source_key: r.storage.source.clone(),
-        erp_document_id: r.erp_document_id.clone(),
-        trace_id: r.trace_id.clone(),
-        outcome: outcome.into(),
-        failures: vec![f],
-    };
-    ports
-        .corrections_queue
-        .send(OutgoingMessage::new(notice.to_json()).with_trace_id(&r.trace_id))
-        .await?;
-    Ok(())
 }

@@ -18,7 +18,7 @@ use relay_domain::{
     RetryPolicy,
 };
 
-use crate::messages::{CorrectionNotice, SendRequest, StatusRequest};
+use crate::messages::{report_for_correction, SendRequest, StatusRequest};
 use crate::outbox::OutboxResult;
 use crate::queue_action::QueueAction;
 use crate::sessions::KsefContexts;
@@ -78,6 +78,8 @@ pub struct StatusResult {
 pub enum StatusError {
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Correction(#[from] crate::messages::CorrectionError),
     #[error(transparent)]
     Archive(#[from] relay_domain::ports::ArchiveError),
     #[error(transparent)]
@@ -199,7 +201,7 @@ pub async fn poll<S: StatusStore + ?Sized>(
                     .store
                     .transition(&r, Change::Rejected { failures: vec![f.clone()] }, now)
                     .await?;
-                report_for_correction(ports, &r, "REJECTED", f).await?;
+                report_for_correction(ports.archive, ports.corrections_queue, &r, "REJECTED", f).await?;
                 done(QueueAction::Delete, "REJECTED", Some(r))
             }
             // 405 (session error), 500, 550: KSeF did not keep the invoice; send it again.
@@ -315,7 +317,7 @@ async fn resolve_duplicate<S: StatusStore + ?Sized>(
         .store
         .transition(&r, Change::Conflict { failure: conflict.clone() }, now)
         .await?;
-    report_for_correction(ports, &r, "CONFLICT", conflict).await?;
+    report_for_correction(ports.archive, ports.corrections_queue, &r, "CONFLICT", conflict).await?;
     done(QueueAction::Delete, "CONFLICT", Some(r))
 }
 
@@ -374,26 +376,4 @@ async fn resend<S: StatusStore + ?Sized>(
             done(QueueAction::Delete, "RESEND", Some(r))
         }
     }
-}
-
-async fn report_for_correction<S: StatusStore + ?Sized>(
-    ports: &StatusPorts<'_, S>,
-    r: &DocumentRecord,
-    outcome: &str,
-    f: Failure,
-) -> Result<(), StatusError> {
-    OutboxResult::for_record(r, vec![f.clone()]).publish(ports.archive).await?;
-    let notice = CorrectionNotice {
-        document: Some(r.key.clone()),
-        source_key: r.storage.source.clone(),
-        erp_document_id: r.erp_document_id.clone(),
-        trace_id: r.trace_id.clone(),
-        outcome: outcome.into(),
-        failures: vec![f],
-    };
-    ports
-        .corrections_queue
-        .send(OutgoingMessage::new(notice.to_json()).with_trace_id(&r.trace_id))
-        .await?;
-    Ok(())
 }

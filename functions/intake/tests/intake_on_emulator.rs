@@ -16,22 +16,6 @@ use relay_tests::emulator;
 const SAMPLE_1: &[u8] = include_bytes!("../../../data/ksef/samples/FA_3_Przykład_1.xml");
 const SAMPLE_21: &[u8] = include_bytes!("../../../data/ksef/samples/FA_3_Przykład_21.xml");
 
-/// The SQS event Lambda would deliver for these messages.
-fn lambda_event(messages: &[relay_domain::ports::ReceivedMessage]) -> aws_lambda_events::sqs::SqsEvent {
-    let records: Vec<serde_json::Value> = messages
-        .iter()
-        .map(|m| {
-            serde_json::json!({
-                "messageId": m.message_id, "receiptHandle": m.receipt, "body": m.body,
-                "attributes": {"ApproximateReceiveCount": m.receive_count.to_string()},
-                "messageAttributes": {}, "md5OfBody": "", "eventSource": "aws:sqs",
-                "eventSourceARN": "arn:aws:sqs:eu-central-1:123456789012:intake", "awsRegion": "eu-central-1"
-            })
-        })
-        .collect();
-    serde_json::from_value(serde_json::json!({ "Records": records })).expect("a Lambda SQS event")
-}
-
 async fn drain(queue: &SqsQueue) -> Vec<relay_domain::ports::ReceivedMessage> {
     let mut all = Vec::new();
     for _ in 0..3 {
@@ -110,7 +94,7 @@ async fn uploads_become_documents_repeats_do_nothing_and_bad_files_are_answered(
     // Deliver the first upload alone first, so "first" and "repeat" are well defined.
     let (first, rest): (Vec<_>, Vec<_>) = messages.into_iter().partition(|m| m.body.contains("FV-1.xml"));
     for batch in [first, rest] {
-        let response = handle(lambda_event(&batch), &deps).await;
+        let response = handle(relay_tests::lambda_events::sqs_event(&batch), &deps).await;
         assert!(response.batch_item_failures.is_empty(), "{:?}", response.batch_item_failures);
     }
 
@@ -183,7 +167,7 @@ async fn a_message_that_is_not_a_notification_is_failed_for_the_dlq() {
         receive_count: 1,
         sent_at: chrono::Utc::now(),
     };
-    let response = handle(lambda_event(&[junk]), &deps).await;
+    let response = handle(relay_tests::lambda_events::sqs_event(&[junk]), &deps).await;
     assert_eq!(response.batch_item_failures.len(), 1);
     assert_eq!(response.batch_item_failures[0].item_identifier, "m-1");
 }
