@@ -4,7 +4,7 @@
 //! `relay-pipeline`, encode the answer. What they have in common lives here:
 //!
 //! - [`ksef_contexts`]: one KSeF client per seller NIP, with the tokens read from Secrets Manager
-//!   at cold start;
+//!   at cold start, sharing logins and sessions across instances through the store's cache;
 //! - [`carry_out`]: a use case's [`QueueAction`] in a Lambda SQS invocation, where the event
 //!   source deletes every message not reported in `batchItemFailures`: delays and dead letters
 //!   are sent as copies, and only `Release` keeps the original for redelivery;
@@ -30,11 +30,13 @@ pub enum GlueError {
     Client { nip: String, message: String },
 }
 
-/// One KSeF client per configured seller NIP, authenticating with that context's token.
-pub async fn ksef_contexts(settings: &KsefSettings, clients: &AwsClients) -> Result<KsefContexts, GlueError> {
+/// One KSeF client per configured seller NIP, authenticating with that context's token, sharing
+/// tokens and open sessions with the other instances through the documents table.
+pub async fn ksef_contexts(settings: &KsefSettings, clients: &AwsClients, table: &str) -> Result<KsefContexts, GlueError> {
     let tokens = relay_aws::secrets::ksef_tokens(&clients.secrets, &settings.token_secret_prefix, &settings.seller_nips).await?;
     let environment = Environment::parse(&settings.environment).map_err(GlueError::Environment)?;
-    let mut contexts = KsefContexts::new();
+    let cache = std::sync::Arc::new(relay_aws::DynamoSharedCache::new(clients.dynamodb.clone(), table));
+    let mut contexts = KsefContexts::new().with_shared_cache(cache);
     for (nip, token) in tokens {
         let credentials = Credentials::Token {
             context: nip.clone(),

@@ -140,7 +140,7 @@ pub async fn send<S: SendStore + ?Sized>(
         Err(e) => return Err(e.into()),
     };
     let seller = r.key.seller_nip.clone();
-    let client = match ksef.client(&seller) {
+    let client = match ksef.client_ready(&seller, now).await {
         Ok(c) => c,
         Err(f) => return on_failure(ports, cfg, r, relay_failure(f.message, "NO_CREDENTIALS"), false, now).await,
     };

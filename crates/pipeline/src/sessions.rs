@@ -1,16 +1,20 @@
 //! KSeF contexts: one authenticated client per seller NIP, and the online session it sends in.
 //!
 //! A session is reused until shortly before its `validUntil` (12 h), and dropped when KSeF says
-//! it is closed or broken (NeedsNewSession). Within one process this is shared by every task;
-//! sharing across Lambda instances through the store's shared cache is the next step (the
-//! session's AES key must travel with it).
+//! it is closed or broken (NeedsNewSession). Within one process it is shared by every task. With
+//! a [`SharedCache`] (the store's, in Lambda), the access tokens and the open session (with its
+//! AES key) are shared across instances too, so a cold-start storm of many instances logs in and
+//! opens a session once rather than once each: KSeF limits authentication and session opening
+//! as well as sending. The cache holds secrets; it lives in the documents table, encrypted at
+//! rest and reachable only by the relay's functions.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use ksef_client::{KsefClient, OnlineSession};
+use ksef_client::{KsefClient, OnlineSession, TokenSet};
+use relay_domain::ports::{Expect, SharedCache, StoreError};
 use relay_domain::{ContentHash, ErrorClass, ErrorSource, Failure, KsefReference, Nip};
 use tokio::sync::Mutex;
 
@@ -19,13 +23,29 @@ const SESSION_MARGIN: Duration = Duration::from_secs(15 * 60);
 
 struct Context {
     client: Arc<KsefClient>,
-    session: Mutex<Option<Arc<OnlineSession>>>,
+    /// The session, and the version of its shared-cache entry when it came from or went to one.
+    session: Mutex<Option<(Arc<OnlineSession>, Option<u64>)>>,
 }
 
 /// The clients and open sessions, per seller NIP.
 #[derive(Default)]
 pub struct KsefContexts {
     contexts: HashMap<Nip, Context>,
+    cache: Option<Arc<dyn SharedCache>>,
+}
+
+fn cache_failure(e: StoreError) -> Failure {
+    Failure::new(
+        e.class(),
+        ErrorSource::Storage {
+            operation: "shared_cache".into(),
+        },
+        e.to_string(),
+    )
+}
+
+fn usable(s: &OnlineSession, now: DateTime<Utc>) -> bool {
+    s.valid_until - chrono::Duration::from_std(SESSION_MARGIN).expect("small") > now
 }
 
 impl KsefContexts {
@@ -45,6 +65,12 @@ impl KsefContexts {
         self
     }
 
+    /// Shares tokens and sessions with other instances through `cache`.
+    pub fn with_shared_cache(mut self, cache: Arc<dyn SharedCache>) -> Self {
+        self.cache = Some(cache);
+        self
+    }
+
     fn context(&self, seller: &Nip) -> Result<&Context, Failure> {
         self.contexts.get(seller).ok_or_else(|| {
             Failure::new(
@@ -56,30 +82,105 @@ impl KsefContexts {
         })
     }
 
+    /// The client, without touching the shared cache (it logs in by itself when it must).
     pub fn client(&self, seller: &Nip) -> Result<Arc<KsefClient>, Failure> {
         Ok(self.context(seller)?.client.clone())
     }
 
-    /// The open session for `seller`, opening one if there is none or it is about to expire.
+    /// The client with tokens: its own, or another instance's from the shared cache, or a fresh
+    /// login that it then shares.
+    pub async fn client_ready(&self, seller: &Nip, now: DateTime<Utc>) -> Result<Arc<KsefClient>, Failure> {
+        let ctx = self.context(seller)?;
+        self.ensure_tokens(ctx, seller, now).await?;
+        Ok(ctx.client.clone())
+    }
+
+    async fn ensure_tokens(&self, ctx: &Context, seller: &Nip, now: DateTime<Utc>) -> Result<(), Failure> {
+        let Some(cache) = &self.cache else { return Ok(()) };
+        if ctx.client.tokens().await.is_some() {
+            // This instance has tokens and refreshes them itself.
+            return Ok(());
+        }
+        let name = format!("ksef/tokens/{seller}");
+        if let Some(entry) = cache.get(&name, now).await.map_err(cache_failure)? {
+            if let Ok(tokens) = TokenSet::import_secret_json(&entry.value) {
+                ctx.client.set_tokens(tokens).await;
+                return Ok(());
+            }
+        }
+        let fresh = ctx.client.authenticate().await?;
+        ctx.client.set_tokens(fresh.clone()).await;
+        // If another instance logged in meanwhile, its tokens stay shared; ours are valid too.
+        match cache
+            .put(&name, fresh.export_secret_json(), fresh.refresh.valid_until, Expect::Absent, now)
+            .await
+        {
+            Ok(_) | Err(StoreError::VersionConflict { .. }) => Ok(()),
+            Err(e) => Err(cache_failure(e)),
+        }
+    }
+
+    /// The open session for `seller`: this instance's, another instance's from the shared cache,
+    /// or a new one (then shared). A session about to expire is replaced.
     pub async fn session(&self, seller: &Nip, now: DateTime<Utc>) -> Result<Arc<OnlineSession>, Failure> {
         let ctx = self.context(seller)?;
         let mut slot = ctx.session.lock().await;
-        if let Some(s) = slot.as_ref() {
-            if s.valid_until - chrono::Duration::from_std(SESSION_MARGIN).expect("small") > now {
+        if let Some((s, _)) = slot.as_ref() {
+            if usable(s, now) {
                 return Ok(s.clone());
             }
         }
+        self.ensure_tokens(ctx, seller, now).await?;
+        let Some(cache) = &self.cache else {
+            let opened = Arc::new(ctx.client.open_online_session().await?);
+            *slot = Some((opened.clone(), None));
+            return Ok(opened);
+        };
+        let name = format!("ksef/session/{seller}");
+        let current = cache.get(&name, now).await.map_err(cache_failure)?;
+        if let Some(entry) = &current {
+            if let Ok(s) = OnlineSession::import_secret_json(&entry.value) {
+                if usable(&s, now) {
+                    let s = Arc::new(s);
+                    *slot = Some((s.clone(), Some(entry.version)));
+                    return Ok(s);
+                }
+            }
+        }
         let opened = Arc::new(ctx.client.open_online_session().await?);
-        *slot = Some(opened.clone());
+        let expect = current.map_or(Expect::Absent, |e| Expect::Version(e.version));
+        match cache.put(&name, opened.export_secret_json(), opened.valid_until, expect, now).await {
+            Ok(entry) => *slot = Some((opened.clone(), Some(entry.version))),
+            Err(StoreError::VersionConflict { .. }) => {
+                // Another instance opened one first: send in that one, so all share one session.
+                if let Some(entry) = cache.get(&name, now).await.map_err(cache_failure)? {
+                    if let Ok(theirs) = OnlineSession::import_secret_json(&entry.value) {
+                        let theirs = Arc::new(theirs);
+                        *slot = Some((theirs.clone(), Some(entry.version)));
+                        return Ok(theirs);
+                    }
+                }
+                *slot = Some((opened.clone(), None));
+            }
+            Err(e) => return Err(cache_failure(e)),
+        }
         Ok(opened)
     }
 
-    /// Forgets `reference` if it is the current session (KSeF said it is closed or broken).
+    /// Forgets `reference` if it is the current session (KSeF said it is closed or broken), here
+    /// and in the shared cache.
     pub async fn drop_session(&self, seller: &Nip, reference: &str) {
         if let Ok(ctx) = self.context(seller) {
             let mut slot = ctx.session.lock().await;
-            if slot.as_ref().is_some_and(|s| s.reference == reference) {
-                *slot = None;
+            if let Some((s, version)) = slot.as_ref() {
+                if s.reference == reference {
+                    if let (Some(cache), Some(v)) = (&self.cache, version) {
+                        if let Err(e) = cache.remove(&format!("ksef/session/{seller}"), *v).await {
+                            tracing::warn!(seller_nip = %seller, error = %e, "could not drop the shared session");
+                        }
+                    }
+                    *slot = None;
+                }
             }
         }
     }
@@ -92,7 +193,7 @@ impl KsefContexts {
         session: &KsefReference,
         hash: &ContentHash,
     ) -> Result<Option<KsefReference>, Failure> {
-        let client = self.client(seller)?;
+        let client = self.client_ready(seller, Utc::now()).await?;
         let want = hash.to_base64();
         let list = client.session_invoices(session.as_str()).await?;
         let Some(found) = list
@@ -114,7 +215,7 @@ impl KsefContexts {
     /// Closes every open session (KSeF then prepares the session UPO); failures are logged.
     pub async fn close_all(&self) {
         for (seller, ctx) in &self.contexts {
-            if let Some(s) = ctx.session.lock().await.take() {
+            if let Some((s, _)) = ctx.session.lock().await.take() {
                 if let Err(f) = ctx.client.close_online_session(&s.reference).await {
                     tracing::warn!(seller_nip = %seller, session = %s.reference, error = %f, "closing the session failed");
                 }

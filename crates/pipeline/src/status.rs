@@ -144,7 +144,7 @@ pub async fn poll<S: StatusStore + ?Sized>(
         OutboxResult::for_record(&r, vec![f]).publish(ports.archive).await?;
         return done(QueueAction::DeadLetter, "FAILED", Some(r));
     }
-    let client = match ksef.client(&r.key.seller_nip) {
+    let client = match ksef.client_ready(&r.key.seller_nip, now).await {
         Ok(c) => c,
         Err(f) => return poll_error(ports, cfg, req, r, f, now).await,
     };
