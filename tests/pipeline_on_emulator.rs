@@ -8,8 +8,6 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::{Event, NotificationConfiguration, QueueConfiguration};
-use aws_sdk_sqs::types::QueueAttributeName;
 use relay_aws::settings::{IntakeSettings, ReplaySettings, SendSettings, StatusSettings};
 use relay_aws::{provision, SqsQueue};
 use relay_domain::ports::{DocumentRegistry, Queue};
@@ -65,24 +63,7 @@ async fn environment(sim: &ksef_sim::SimHandle, max_attempts: u32) -> Env {
             pair.dlq_url,
         );
     }
-    let arn = c
-        .sqs
-        .get_queue_attributes()
-        .queue_url(&queues["intake"])
-        .attribute_names(QueueAttributeName::QueueArn)
-        .send()
-        .await
-        .unwrap();
-    let arn = arn.attributes().unwrap()[&QueueAttributeName::QueueArn].clone();
-    let notify = QueueConfiguration::builder()
-        .queue_arn(arn)
-        .events(Event::from("s3:ObjectCreated:*"))
-        .build()
-        .unwrap();
-    c.s3.put_bucket_notification_configuration()
-        .bucket(&name)
-        .notification_configuration(NotificationConfiguration::builder().queue_configurations(notify).build())
-        .send()
+    provision::notify_queue_on_create(&c.s3, &c.sqs, &name, &queues["intake"], "inbox/")
         .await
         .unwrap();
     let prefix = format!("{name}/ksef-token/");

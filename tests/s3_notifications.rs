@@ -4,9 +4,6 @@
 use std::time::Duration;
 
 use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::{
-    Event, FilterRule, FilterRuleName, NotificationConfiguration, NotificationConfigurationFilter, QueueConfiguration, S3KeyFilter,
-};
 use relay_aws::provision;
 use relay_aws::SqsQueue;
 use relay_domain::ports::Queue;
@@ -21,34 +18,7 @@ async fn an_upload_to_inbox_arrives_as_a_parsable_notification() {
     let pair = provision::create_queue_with_dlq(&c.sqs, &relay_tests::unique_name("intake"), 5, Duration::from_secs(30))
         .await
         .unwrap();
-    let arn = c
-        .sqs
-        .get_queue_attributes()
-        .queue_url(&pair.url)
-        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
-        .send()
-        .await
-        .unwrap()
-        .attributes()
-        .unwrap()[&aws_sdk_sqs::types::QueueAttributeName::QueueArn]
-        .clone();
-    let filter = NotificationConfigurationFilter::builder()
-        .key(
-            S3KeyFilter::builder()
-                .filter_rules(FilterRule::builder().name(FilterRuleName::Prefix).value("inbox/").build())
-                .build(),
-        )
-        .build();
-    let config = QueueConfiguration::builder()
-        .queue_arn(arn)
-        .events(Event::from("s3:ObjectCreated:*"))
-        .filter(filter)
-        .build()
-        .unwrap();
-    c.s3.put_bucket_notification_configuration()
-        .bucket(&bucket)
-        .notification_configuration(NotificationConfiguration::builder().queue_configurations(config).build())
-        .send()
+    provision::notify_queue_on_create(&c.s3, &c.sqs, &bucket, &pair.url, "inbox/")
         .await
         .unwrap();
     let key = "inbox/5265877635/FV 2026+01.xml";

@@ -202,3 +202,49 @@ pub async fn create_bucket(client: &aws_sdk_s3::Client, bucket: &str, region: &s
         .map_err(|e| fail(format!("versioning on {bucket}"), de(&aws_sdk_s3::error::DisplayErrorContext(&e))))?;
     Ok(())
 }
+
+/// Sends S3 ObjectCreated notifications for keys under `prefix` to the queue at `queue_url`, as
+/// the SAM template wires `inbox/` to the intake queue.
+pub async fn notify_queue_on_create(
+    s3: &aws_sdk_s3::Client,
+    sqs: &aws_sdk_sqs::Client,
+    bucket: &str,
+    queue_url: &str,
+    prefix: &str,
+) -> Result<(), ProvisionError> {
+    use aws_sdk_s3::types::{
+        Event, FilterRule, FilterRuleName, NotificationConfiguration, NotificationConfigurationFilter, QueueConfiguration, S3KeyFilter,
+    };
+    let attrs = sqs
+        .get_queue_attributes()
+        .queue_url(queue_url)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .map_err(|e| fail(format!("ARN of {queue_url}"), aws_sdk_sqs::error::DisplayErrorContext(&e)))?;
+    let arn = attrs
+        .attributes()
+        .and_then(|a| a.get(&QueueAttributeName::QueueArn))
+        .cloned()
+        .ok_or_else(|| fail(queue_url, "no QueueArn"))?;
+    let filter = NotificationConfigurationFilter::builder()
+        .key(
+            S3KeyFilter::builder()
+                .filter_rules(FilterRule::builder().name(FilterRuleName::Prefix).value(prefix).build())
+                .build(),
+        )
+        .build();
+    let config = QueueConfiguration::builder()
+        .queue_arn(arn)
+        .events(Event::from("s3:ObjectCreated:*"))
+        .filter(filter)
+        .build()
+        .map_err(|e| fail(bucket, e))?;
+    s3.put_bucket_notification_configuration()
+        .bucket(bucket)
+        .notification_configuration(NotificationConfiguration::builder().queue_configurations(config).build())
+        .send()
+        .await
+        .map_err(|e| fail(format!("notifications on {bucket}"), aws_sdk_s3::error::DisplayErrorContext(&e)))?;
+    Ok(())
+}

@@ -236,6 +236,23 @@ impl KsefClient {
             "session_invoices"
         };
         let suffix = if failed_only { "/failed" } else { "" };
+        self.paged(
+            op,
+            EndpointGroup::SessionInvoiceList,
+            format!("/sessions/{session}/invoices{suffix}?pageSize=1000"),
+            |p: SessionInvoices| (p.invoices, p.continuation_token),
+        )
+        .await
+    }
+
+    /// Every page of a listing that continues with `x-continuation-token`, items in order.
+    async fn paged<P: serde::de::DeserializeOwned, T>(
+        &self,
+        op: &'static str,
+        group: EndpointGroup,
+        path: String,
+        split: impl Fn(P) -> (Vec<T>, Option<String>),
+    ) -> Result<Vec<T>> {
         let mut out = Vec::new();
         let mut continuation: Option<String> = None;
         loop {
@@ -243,17 +260,17 @@ impl KsefClient {
             let a = self
                 .call(Call {
                     operation: op,
-                    group: EndpointGroup::SessionInvoiceList,
+                    group,
                     method: Method::GET,
-                    path: format!("/sessions/{session}/invoices{suffix}?pageSize=1000"),
+                    path: path.clone(),
                     body: None,
                     auth: Auth::Access,
                     headers,
                 })
                 .await?;
-            let page: SessionInvoices = a.json(op)?;
-            out.extend(page.invoices);
-            match page.continuation_token {
+            let (items, next) = split(a.json(op)?);
+            out.extend(items);
+            match next {
                 Some(t) if !t.is_empty() => continuation = Some(t),
                 _ => return Ok(out),
             }
@@ -267,28 +284,11 @@ impl KsefClient {
         let kind = if online { "Online" } else { "Batch" };
         let from: String =
             url::form_urlencoded::byte_serialize(created_from.to_rfc3339_opts(chrono::SecondsFormat::Millis, true).as_bytes()).collect();
-        let mut out = Vec::new();
-        let mut continuation: Option<String> = None;
-        loop {
-            let headers = continuation.iter().map(|c| ("x-continuation-token", c.clone())).collect();
-            let a = self
-                .call(Call {
-                    operation: op,
-                    group: EndpointGroup::SessionList,
-                    method: Method::GET,
-                    path: format!("/sessions?sessionType={kind}&dateCreatedFrom={from}&pageSize=1000"),
-                    body: None,
-                    auth: Auth::Access,
-                    headers,
-                })
-                .await?;
-            let page: SessionsPage = a.json(op)?;
-            out.extend(page.sessions);
-            match page.continuation_token {
-                Some(t) if !t.is_empty() => continuation = Some(t),
-                _ => return Ok(out),
-            }
-        }
+        let path = format!("/sessions?sessionType={kind}&dateCreatedFrom={from}&pageSize=1000");
+        self.paged(op, EndpointGroup::SessionList, path, |p: SessionsPage| {
+            (p.sessions, p.continuation_token)
+        })
+        .await
     }
 
     /// Every invoice of a session, following continuation tokens.

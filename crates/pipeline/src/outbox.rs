@@ -89,3 +89,19 @@ impl OutboxResult {
             .await
     }
 }
+
+/// Gives up on a document: FAILED (an alarm fires on the DLQ), the ERP told why, the message to
+/// the dead-letter queue, where dlq-replay can bring it back.
+pub async fn give_up<S: relay_domain::ports::DocumentUpdates + ?Sized>(
+    store: &S,
+    archive: &dyn Archive,
+    r: &DocumentRecord,
+    f: Failure,
+    now: DateTime<Utc>,
+) -> Result<crate::queue_action::StageResult, crate::queue_action::StageError> {
+    let r = store
+        .transition(r, relay_domain::Change::Failed { failure: f.clone() }, now)
+        .await?;
+    OutboxResult::for_record(&r, vec![f]).publish(archive).await?;
+    crate::queue_action::done(crate::queue_action::QueueAction::DeadLetter, "FAILED", Some(r))
+}

@@ -11,7 +11,8 @@
 
 use std::time::Duration;
 
-use relay_domain::ports::{OutgoingMessage, Queue, QueueError, ReceivedMessage, MAX_DELAY};
+use relay_domain::ports::{ArchiveError, OutgoingMessage, Queue, QueueError, ReceivedMessage, StoreError, MAX_DELAY};
+use relay_domain::DocumentRecord;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum QueueAction {
@@ -25,6 +26,38 @@ pub enum QueueAction {
     DeadLetter,
     /// Leave it: it comes back after its visibility timeout (the work could not even be judged).
     Release,
+}
+
+/// What a stage (send, status) decided for one message: the action, an outcome name for logs,
+/// metrics and tests, and the record as it now stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StageResult {
+    pub action: QueueAction,
+    /// Send: `SENT`, `RECONCILED_SENT`, `RETRY`, `PARKED`, `REJECTED`, `FAILED`, `CONFLICT`,
+    /// `NOT_YET`, `BUSY`, `NOT_QUEUED`, `STALE`, `UNKNOWN_DOCUMENT`. Status: `ACCEPTED`,
+    /// `ACCEPTED_DUPLICATE_OURS`, `PROCESSING`, `RESEND`, `REJECTED`, `CONFLICT`, `FAILED`,
+    /// `UPO_PENDING`, `POLL_ERROR`, `NOT_YET`, `NOT_PENDING`, `STALE`, `UNKNOWN_DOCUMENT`.
+    pub outcome: &'static str,
+    pub record: Option<DocumentRecord>,
+}
+
+/// A stage's infrastructure failure (store, archive, queues): the message is released and
+/// comes back after its visibility timeout.
+#[derive(Debug, thiserror::Error)]
+pub enum StageError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Correction(#[from] crate::messages::CorrectionError),
+    #[error(transparent)]
+    Archive(#[from] ArchiveError),
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+}
+
+/// A finished stage step.
+pub fn done(action: QueueAction, outcome: &'static str, record: Option<DocumentRecord>) -> Result<StageResult, StageError> {
+    Ok(StageResult { action, outcome, record })
 }
 
 /// Carries out `action` for `message` taken from `queue`.

@@ -25,8 +25,8 @@ use relay_domain::{
 };
 
 use crate::messages::{report_for_correction, SendRequest, StatusRequest};
-use crate::outbox::OutboxResult;
-use crate::queue_action::QueueAction;
+use crate::outbox::give_up;
+use crate::queue_action::{done, QueueAction, StageError, StageResult};
 use crate::sessions::KsefContexts;
 
 /// What the send use case needs of the document store.
@@ -52,33 +52,6 @@ pub struct SendConfig {
     pub first_poll_delay: Duration,
 }
 
-/// What happened, for logs and tests; `action` is what to do with the message.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SendResult {
-    pub action: QueueAction,
-    /// `SENT`, `RECONCILED_SENT`, `RETRY`, `PARKED`, `REJECTED`, `FAILED`, `CONFLICT`,
-    /// `NOT_YET`, `BUSY`, `NOT_QUEUED`, `STALE`, `UNKNOWN_DOCUMENT`.
-    pub outcome: &'static str,
-    pub record: Option<DocumentRecord>,
-}
-
-/// Infrastructure failures (store, archive, queues): the message is released and comes back.
-#[derive(Debug, thiserror::Error)]
-pub enum SendError {
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error(transparent)]
-    Correction(#[from] crate::messages::CorrectionError),
-    #[error(transparent)]
-    Archive(#[from] relay_domain::ports::ArchiveError),
-    #[error(transparent)]
-    Queue(#[from] relay_domain::ports::QueueError),
-}
-
-fn done(action: QueueAction, outcome: &'static str, record: Option<DocumentRecord>) -> Result<SendResult, SendError> {
-    Ok(SendResult { action, outcome, record })
-}
-
 fn relay_failure(message: impl Into<String>, code: &str) -> Failure {
     // Our own inability to proceed (missing credentials, missing bytes) is technical: it ends in
     // FAILED and an alarm, never in REJECTED, which would blame the invoice.
@@ -96,7 +69,7 @@ pub async fn send<S: SendStore + ?Sized>(
     cfg: &SendConfig,
     req: &SendRequest,
     now: DateTime<Utc>,
-) -> Result<SendResult, SendError> {
+) -> Result<StageResult, StageError> {
     let Some(doc) = ports.store.get(&req.document).await? else {
         tracing::error!(document = %req.document, trace_id = %req.trace_id, "send request for a document the store does not know");
         return done(QueueAction::DeadLetter, "UNKNOWN_DOCUMENT", None);
@@ -268,7 +241,7 @@ async fn queue_status<S: SendStore + ?Sized>(
     r: &DocumentRecord,
     session: KsefReference,
     invoice_reference: KsefReference,
-) -> Result<(), SendError> {
+) -> Result<(), StageError> {
     let msg = StatusRequest {
         document: r.key.clone(),
         session,
@@ -295,7 +268,7 @@ async fn on_failure<S: SendStore + ?Sized>(
     f: Failure,
     maybe_received: bool,
     now: DateTime<Utc>,
-) -> Result<SendResult, SendError> {
+) -> Result<StageResult, StageError> {
     let charged = RetryPolicy::costs_attempt(&f.class);
     let failed_attempts = r.attempts + u32::from(charged);
     tracing::warn!(document = %r.key, trace_id = %r.trace_id, class = f.class.name(), code = ?f.code, attempts = failed_attempts, "send attempt failed");
@@ -319,11 +292,7 @@ async fn on_failure<S: SendStore + ?Sized>(
             let r = ports.store.transition(&r, retry(t, false), now).await?;
             done(QueueAction::Requeue { delay: until(now, t) }, "PARKED", Some(r))
         }
-        RetryDecision::Exhausted => {
-            let r = ports.store.transition(&r, Change::Failed { failure: f.clone() }, now).await?;
-            OutboxResult::for_record(&r, vec![f]).publish(ports.archive).await?;
-            done(QueueAction::DeadLetter, "FAILED", Some(r))
-        }
+        RetryDecision::Exhausted => give_up(ports.store, ports.archive, &r, f, now).await,
         RetryDecision::Reject => {
             let r = ports
                 .store

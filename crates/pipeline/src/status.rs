@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use ksef_client::{InvoiceOutcome, KsefClient};
-use relay_domain::ports::{Archive, DocumentRegistry, DocumentUpdates, ObjectBody, OutgoingMessage, Queue, StoreError};
+use relay_domain::ports::{Archive, DocumentRegistry, DocumentUpdates, ObjectBody, OutgoingMessage, Queue};
 use relay_domain::storage_keys::upo_key;
 use relay_domain::{
     Change, DocumentRecord, DocumentState, ErrorClass, ErrorSource, Failure, HistoryEntry, HistoryEvent, KsefNumber, RetryDecision,
@@ -19,8 +19,8 @@ use relay_domain::{
 };
 
 use crate::messages::{report_for_correction, SendRequest, StatusRequest};
-use crate::outbox::OutboxResult;
-use crate::queue_action::QueueAction;
+use crate::outbox::{give_up, OutboxResult};
+use crate::queue_action::{done, QueueAction, StageError, StageResult};
 use crate::sessions::KsefContexts;
 
 /// What the status use case needs of the document store.
@@ -65,31 +65,6 @@ impl StatusConfig {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StatusResult {
-    pub action: QueueAction,
-    /// `ACCEPTED`, `ACCEPTED_DUPLICATE_OURS`, `PROCESSING`, `RESEND`, `REJECTED`, `CONFLICT`,
-    /// `FAILED`, `UPO_PENDING`, `POLL_ERROR`, `NOT_YET`, `NOT_PENDING`, `STALE`, `UNKNOWN_DOCUMENT`.
-    pub outcome: &'static str,
-    pub record: Option<DocumentRecord>,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum StatusError {
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error(transparent)]
-    Correction(#[from] crate::messages::CorrectionError),
-    #[error(transparent)]
-    Archive(#[from] relay_domain::ports::ArchiveError),
-    #[error(transparent)]
-    Queue(#[from] relay_domain::ports::QueueError),
-}
-
-fn done(action: QueueAction, outcome: &'static str, record: Option<DocumentRecord>) -> Result<StatusResult, StatusError> {
-    Ok(StatusResult { action, outcome, record })
-}
-
 fn next(req: &StatusRequest, cfg: &StatusConfig) -> QueueAction {
     let body = StatusRequest {
         poll: req.poll + 1,
@@ -109,7 +84,7 @@ pub async fn poll<S: StatusStore + ?Sized>(
     cfg: &StatusConfig,
     req: &StatusRequest,
     now: DateTime<Utc>,
-) -> Result<StatusResult, StatusError> {
+) -> Result<StageResult, StageError> {
     let Some(doc) = ports.store.get(&req.document).await? else {
         tracing::error!(document = %req.document, trace_id = %req.trace_id, "status request for a document the store does not know");
         return done(QueueAction::DeadLetter, "UNKNOWN_DOCUMENT", None);
@@ -140,9 +115,7 @@ pub async fn poll<S: StatusStore + ?Sized>(
             ),
         )
         .with_code("POLL_LIMIT");
-        let r = ports.store.transition(&r, Change::Failed { failure: f.clone() }, now).await?;
-        OutboxResult::for_record(&r, vec![f]).publish(ports.archive).await?;
-        return done(QueueAction::DeadLetter, "FAILED", Some(r));
+        return give_up(ports.store, ports.archive, &r, f, now).await;
     }
     let client = match ksef.client_ready(&r.key.seller_nip, now).await {
         Ok(c) => c,
@@ -176,7 +149,7 @@ pub async fn poll<S: StatusStore + ?Sized>(
                 Ok(u) => u,
                 // The number is assigned but the receipt is not ready yet: come back for it.
                 Err(f) => {
-                    return poll_error(ports, cfg, req, r, f, now).await.map(|res| StatusResult {
+                    return poll_error(ports, cfg, req, r, f, now).await.map(|res| StageResult {
                         outcome: "UPO_PENDING",
                         ..res
                     })
@@ -218,7 +191,7 @@ async fn poll_error<S: StatusStore + ?Sized>(
     r: DocumentRecord,
     f: Failure,
     now: DateTime<Utc>,
-) -> Result<StatusResult, StatusError> {
+) -> Result<StageResult, StageError> {
     tracing::warn!(document = %r.key, trace_id = %r.trace_id, class = f.class.name(), code = ?f.code, "status poll failed");
     let delay = match &f.class {
         ErrorClass::RateLimited { until } => (*until - now).to_std().unwrap_or_default().max(cfg.delay(req.poll)),
@@ -251,7 +224,7 @@ async fn accept<S: StatusStore + ?Sized>(
     upo_xml: Vec<u8>,
     reason: String,
     now: DateTime<Utc>,
-) -> Result<DocumentRecord, StatusError> {
+) -> Result<DocumentRecord, StageError> {
     let key = upo_key(&r.key.seller_nip, &ksef_number);
     let body = ObjectBody::new(upo_xml, "application/xml")
         .with_metadata("trace-id", r.trace_id.as_str())
@@ -283,7 +256,7 @@ async fn resolve_duplicate<S: StatusStore + ?Sized>(
     f: Failure,
     original: KsefNumber,
     now: DateTime<Utc>,
-) -> Result<StatusResult, StatusError> {
+) -> Result<StageResult, StageError> {
     let original_session = f
         .details
         .iter()
@@ -328,14 +301,10 @@ async fn resend<S: StatusStore + ?Sized>(
     r: DocumentRecord,
     f: Failure,
     now: DateTime<Utc>,
-) -> Result<StatusResult, StatusError> {
+) -> Result<StageResult, StageError> {
     let failed_attempts = r.attempts + 1;
     match cfg.policy.decide_now(&ErrorClass::Transient, failed_attempts, now) {
-        RetryDecision::Exhausted => {
-            let r = ports.store.transition(&r, Change::Failed { failure: f.clone() }, now).await?;
-            OutboxResult::for_record(&r, vec![f]).publish(ports.archive).await?;
-            done(QueueAction::DeadLetter, "FAILED", Some(r))
-        }
+        RetryDecision::Exhausted => give_up(ports.store, ports.archive, &r, f, now).await,
         decision => {
             let delay = match decision {
                 RetryDecision::RetryAfter { delay } => delay,

@@ -5,8 +5,6 @@
 use std::time::Duration;
 
 use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::{Event, NotificationConfiguration, QueueConfiguration};
-use aws_sdk_sqs::types::QueueAttributeName;
 use relay_aws::{provision, DynamoDocumentStore, S3Archive, SqsQueue};
 use relay_domain::ports::{Archive, DocumentRegistry, Queue};
 use relay_domain::{DocumentKey, DocumentState, InvoiceKind, InvoiceNumber, Nip};
@@ -43,24 +41,7 @@ async fn uploads_become_documents_repeats_do_nothing_and_bad_files_are_answered(
     let corr_q = provision::create_queue_with_dlq(&c.sqs, &format!("{name}-corrections"), 5, Duration::from_secs(60))
         .await
         .unwrap();
-    let arn = c
-        .sqs
-        .get_queue_attributes()
-        .queue_url(&intake_q.url)
-        .attribute_names(QueueAttributeName::QueueArn)
-        .send()
-        .await
-        .unwrap();
-    let arn = arn.attributes().unwrap()[&QueueAttributeName::QueueArn].clone();
-    let notify = QueueConfiguration::builder()
-        .queue_arn(arn)
-        .events(Event::from("s3:ObjectCreated:*"))
-        .build()
-        .unwrap();
-    c.s3.put_bucket_notification_configuration()
-        .bucket(&name)
-        .notification_configuration(NotificationConfiguration::builder().queue_configurations(notify).build())
-        .send()
+    provision::notify_queue_on_create(&c.s3, &c.sqs, &name, &intake_q.url, "inbox/")
         .await
         .unwrap();
 

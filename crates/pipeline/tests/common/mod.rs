@@ -108,7 +108,7 @@ impl World {
         SendRequest::from_json(&m.body).unwrap()
     }
 
-    pub async fn send(&self, req: &SendRequest) -> relay_pipeline::send::SendResult {
+    pub async fn send(&self, req: &SendRequest) -> relay_pipeline::queue_action::StageResult {
         let ports = SendPorts {
             store: &self.store,
             archive: &self.archive,
@@ -164,7 +164,7 @@ impl World {
 
 impl World {
     /// Polls the status queue's messages until the use case stops asking to poll again.
-    pub async fn poll_until_decided(&self) -> relay_pipeline::status::StatusResult {
+    pub async fn poll_until_decided(&self) -> relay_pipeline::queue_action::StageResult {
         use relay_pipeline::queue_action::{apply, QueueAction};
         let cfg = self.status_cfg();
         let dlq = MemoryQueue::new("status-dlq");
