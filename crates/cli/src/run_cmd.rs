@@ -3,7 +3,10 @@
 //! Intake (identity, validation of the identity, exact bytes archived, idempotent registration),
 //! then the send and status stages pumped from their queues exactly as the Lambda event source
 //! would, against the embedded KSeF simulator (or a real KSeF environment with `--ksef-env`),
-//! with in-memory stores (or the AWS API of a local emulator with `--aws-endpoint`). It ends with
+//! with in-memory stores (or the AWS API of a local emulator with `--aws-endpoint`). With the
+//! emulator the files take the deployed path: uploaded to `inbox/{sellerNip}/{erpDocId}.xml`,
+//! announced by the bucket's notification on an intake queue, and taken in from there by the
+//! intake function's code. It ends with
 //! a table per document and writes the archive, UPOs, outbox results and a report under `--out`.
 
 use std::collections::HashMap;
@@ -24,7 +27,7 @@ use relay_domain::memory::{MemoryArchive, MemoryDocumentStore, MemoryQueue};
 use relay_domain::ports::{Archive, ArchiveError, DocumentStore, ObjectBody, PutOutcome, Queue};
 use relay_domain::{DocumentKey, DocumentState, ErpDocumentId, Nip, RetryPolicy, SystemClock};
 use relay_pipeline::drive::Stages;
-use relay_pipeline::intake::{intake, IntakeOutcome, IntakePorts, Upload};
+use relay_pipeline::intake::{intake, intake_created_object, IntakeOutcome, IntakePorts, ObjectIntake, Upload};
 use relay_pipeline::send::SendConfig;
 use relay_pipeline::sessions::KsefContexts;
 use relay_pipeline::status::StatusConfig;
@@ -86,6 +89,8 @@ struct Ports {
     store: Box<dyn DocumentStore>,
     archive: Box<dyn Archive>,
     queues: HashMap<&'static str, Box<dyn Queue>>,
+    /// With the emulator: the queue the bucket's `inbox/` notifications arrive on.
+    intake_queue: Option<Box<dyn Queue>>,
     memory_archive: Option<Arc<MemoryArchive>>,
     description: String,
 }
@@ -109,6 +114,7 @@ async fn build_ports(args: &RunArgs) -> Result<Ports> {
                 store: Box::new(MemoryDocumentStore::new()),
                 archive: Box::new(SharedArchive(archive.clone())),
                 queues,
+                intake_queue: None,
                 memory_archive: Some(archive),
                 description: "in-memory stores".into(),
             })
@@ -136,10 +142,13 @@ async fn build_ports(args: &RunArgs) -> Result<Ports> {
                 };
                 queues.insert(dlq_name, Box::new(SqsQueue::new(clients.sqs.clone(), pair.dlq_url)));
             }
+            let intake = provision::create_queue_with_dlq(&clients.sqs, &format!("{run}-intake"), 5, Duration::from_secs(180)).await?;
+            provision::notify_queue_on_create(&clients.s3, &clients.sqs, &run, &intake.url, "inbox/").await?;
             Ok(Ports {
                 store: Box::new(DynamoDocumentStore::new(clients.dynamodb.clone(), &run)),
                 archive: Box::new(S3Archive::new(clients.s3.clone(), &run)),
                 queues,
+                intake_queue: Some(Box::new(SqsQueue::new(clients.sqs.clone(), intake.url))),
                 memory_archive: None,
                 description: format!("AWS API at {endpoint} (table, bucket and queues {run}*)"),
             })
@@ -293,6 +302,115 @@ struct Row {
     intake: String,
 }
 
+fn row_for(file: &str, outcome: &IntakeOutcome) -> Row {
+    let (key, owns_record, text) = match outcome {
+        IntakeOutcome::Queued(r) | IntakeOutcome::Resubmitted(r) => (Some(r.key.clone()), true, "queued".to_owned()),
+        IntakeOutcome::Rejected(r) => (Some(r.key.clone()), true, "rejected at intake".to_owned()),
+        IntakeOutcome::Repeat(r) => (Some(r.key.clone()), false, "repeat of a registered file: nothing to do".to_owned()),
+        IntakeOutcome::Conflict { existing, .. } => (
+            Some(existing.key.clone()),
+            false,
+            format!("CONFLICT with {}: not sent", existing.erp_document_id),
+        ),
+        IntakeOutcome::NotRegistered(f) => {
+            let why: Vec<&str> = f.iter().map(|f| f.message.as_str()).collect();
+            (None, false, format!("not registered: {}", why.join("; ")))
+        }
+    };
+    Row {
+        file: file.to_owned(),
+        key,
+        owns_record,
+        intake: text,
+    }
+}
+
+fn erp_id(name: &str) -> Result<ErpDocumentId> {
+    let stem = name.strip_suffix(".xml").unwrap_or(name);
+    ErpDocumentId::parse(stem).with_context(|| format!("{name} cannot serve as an ERP document id"))
+}
+
+/// In-memory: each file straight into the intake use case.
+async fn intake_directly(ports: &IntakePorts<'_, dyn DocumentStore>, inputs: &[(String, Vec<u8>)], pb: &ProgressBar) -> Result<Vec<Row>> {
+    let mut rows = Vec::new();
+    for (name, bytes) in inputs {
+        pb.set_message(name.clone());
+        let upload = Upload {
+            bytes,
+            source_key: format!("local/{name}"),
+            erp_document_id: erp_id(name)?,
+            expected_seller: None,
+            trace_id: None,
+        };
+        let outcome = intake(ports, upload, Utc::now())
+            .await
+            .with_context(|| format!("intake of {name}"))?;
+        rows.push(row_for(name, &outcome));
+        pb.inc(1);
+    }
+    Ok(rows)
+}
+
+/// With the emulator, as deployed: upload to `inbox/{sellerNip}/{erpDocId}.xml` (the seller
+/// read from the file; an unreadable file goes under the simulator's NIP and intake answers it),
+/// then take in what the bucket's notifications announce on the intake queue.
+async fn intake_through_the_inbox(
+    ports: &IntakePorts<'_, dyn DocumentStore>,
+    queue: &dyn Queue,
+    inputs: &[(String, Vec<u8>)],
+    pb: &ProgressBar,
+) -> Result<Vec<Row>> {
+    let fallback = Nip::parse("9999999999")?;
+    let mut files: HashMap<String, &str> = HashMap::new();
+    for (name, bytes) in inputs {
+        let seller = relay_fa3::read_identity(bytes)
+            .map(|i| i.key.seller_nip)
+            .unwrap_or_else(|_| fallback.clone());
+        let key = relay_domain::storage_keys::inbox_key(&seller, &erp_id(name)?);
+        ports
+            .archive
+            .put(&key, ObjectBody::new(bytes.clone(), "application/xml"))
+            .await
+            .with_context(|| format!("uploading {name} to {key}"))?;
+        files.insert(key, name);
+    }
+    let mut rows = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while !files.is_empty() {
+        if tokio::time::Instant::now() > deadline {
+            bail!(
+                "no S3 notification arrived on the intake queue for: {:?}",
+                files.values().collect::<Vec<_>>()
+            );
+        }
+        for m in queue.receive(10, Duration::from_secs(30), Duration::from_secs(1)).await? {
+            let objects = relay_pipeline::s3_event::created_objects(&m.body).context("reading an intake-queue message")?;
+            let mut done = true;
+            for object in objects {
+                let Some(name) = files.get(&object.key).copied() else { continue };
+                pb.set_message(name.to_owned());
+                match intake_created_object(ports, &object, Utc::now()).await {
+                    ObjectIntake::Done(outcome) => {
+                        rows.push(row_for(name, &outcome));
+                        files.remove(&object.key);
+                        pb.inc(1);
+                    }
+                    ObjectIntake::Skipped(why) => bail!("{name}: not taken in: {why}"),
+                    ObjectIntake::Retry(why) => {
+                        tracing::warn!(file = name, why, "intake failed; the notification comes back");
+                        done = false;
+                    }
+                }
+            }
+            if done {
+                queue.delete(&m.receipt).await?;
+            }
+        }
+    }
+    rows.sort_by_key(|r| inputs.iter().position(|(n, _)| *n == r.file));
+    Ok(rows)
+}
+
 pub async fn run(args: RunArgs) -> Result<ExitCode> {
     let inputs = load_inputs(&args.inputs)?;
     let ports = build_ports(&args).await?;
@@ -312,43 +430,10 @@ pub async fn run(args: RunArgs) -> Result<ExitCode> {
     };
 
     let pb = bar(inputs.len(), "intake");
-    let mut rows = Vec::new();
-    for (name, bytes) in &inputs {
-        pb.set_message(name.clone());
-        let stem = name.strip_suffix(".xml").unwrap_or(name);
-        let erp = ErpDocumentId::parse(stem).with_context(|| format!("{name} cannot serve as an ERP document id"))?;
-        let upload = Upload {
-            bytes,
-            source_key: format!("local/{name}"),
-            erp_document_id: erp,
-            expected_seller: None,
-            trace_id: None,
-        };
-        let outcome = intake(&intake_ports, upload, Utc::now())
-            .await
-            .with_context(|| format!("intake of {name}"))?;
-        let (key, owns_record, text) = match &outcome {
-            IntakeOutcome::Queued(r) | IntakeOutcome::Resubmitted(r) => (Some(r.key.clone()), true, "queued".to_owned()),
-            IntakeOutcome::Rejected(r) => (Some(r.key.clone()), true, "rejected at intake".to_owned()),
-            IntakeOutcome::Repeat(r) => (Some(r.key.clone()), false, "repeat of a registered file: nothing to do".to_owned()),
-            IntakeOutcome::Conflict { existing, .. } => (
-                Some(existing.key.clone()),
-                false,
-                format!("CONFLICT with {}: not sent", existing.erp_document_id),
-            ),
-            IntakeOutcome::NotRegistered(f) => {
-                let why: Vec<&str> = f.iter().map(|f| f.message.as_str()).collect();
-                (None, false, format!("not registered: {}", why.join("; ")))
-            }
-        };
-        rows.push(Row {
-            file: name.clone(),
-            key,
-            owns_record,
-            intake: text,
-        });
-        pb.inc(1);
-    }
+    let rows = match &ports.intake_queue {
+        None => intake_directly(&intake_ports, &inputs, &pb).await?,
+        Some(queue) => intake_through_the_inbox(&intake_ports, queue.as_ref(), &inputs, &pb).await?,
+    };
     pb.finish_with_message("done");
 
     let stages = Stages {

@@ -145,6 +145,10 @@ pub enum Change {
     },
     /// Reconciliation found no trace of the unconfirmed send in its session: sending is safe.
     Reconciled { detail: String },
+    /// The invoice went in a batch session that KSeF is still processing: nothing is known
+    /// until the session is final, so the send stays unconfirmed and is checked at `check_at`.
+    /// Releases the lease (another instance may do the check).
+    AwaitingBatch { detail: String, check_at: DateTime<Utc> },
     /// KSeF took the invoice (202) under `invoice_reference`.
     Sent {
         session: KsefReference,
@@ -181,7 +185,9 @@ pub enum Change {
 impl Change {
     fn target(&self, current: DocumentState) -> DocumentState {
         match self {
-            Change::SendStarted { .. } | Change::RetryScheduled { .. } | Change::Reconciled { .. } => current,
+            Change::SendStarted { .. } | Change::RetryScheduled { .. } | Change::Reconciled { .. } | Change::AwaitingBatch { .. } => {
+                current
+            }
             Change::Sent { .. } => DocumentState::Sent,
             Change::Processing { .. } => DocumentState::Processing,
             Change::Accepted { .. } => DocumentState::Accepted,
@@ -196,7 +202,7 @@ impl Change {
     fn admits(&self, from: DocumentState) -> bool {
         use DocumentState::*;
         match self {
-            Change::SendStarted { .. } | Change::Reconciled { .. } => from == Queued,
+            Change::SendStarted { .. } | Change::Reconciled { .. } | Change::AwaitingBatch { .. } => from == Queued,
             Change::RetryScheduled { .. } => matches!(from, Queued | Sent | Processing),
             Change::Resubmitted { .. } => from == Rejected,
             _ => true,
@@ -315,7 +321,7 @@ impl DocumentRecord {
         if moves
             || !matches!(
                 change,
-                Change::SendStarted { .. } | Change::RetryScheduled { .. } | Change::Reconciled { .. }
+                Change::SendStarted { .. } | Change::RetryScheduled { .. } | Change::Reconciled { .. } | Change::AwaitingBatch { .. }
             )
         {
             from.check_transition(to)?;
@@ -345,6 +351,14 @@ impl DocumentRecord {
             Change::Reconciled { detail } => {
                 release_lease = false;
                 r.ksef.unconfirmed_send = None;
+                history.push(HistoryEntry {
+                    at: now,
+                    event: HistoryEvent::Note { message: detail },
+                });
+                reason = String::new();
+            }
+            Change::AwaitingBatch { detail, check_at } => {
+                r.next_attempt_at = Some(check_at);
                 history.push(HistoryEntry {
                     at: now,
                     event: HistoryEvent::Note { message: detail },
@@ -556,6 +570,52 @@ mod tests {
 
     fn session() -> KsefReference {
         KsefReference::parse("20250625-SO-2C3E6C8000-B675CF5D68-07").unwrap()
+    }
+
+    #[test]
+    fn awaiting_a_batch_keeps_the_send_unconfirmed_and_frees_the_lease() {
+        let t0 = Utc::now();
+        let record = DocumentRecord::register(new_doc(), t0).record;
+        let r = record.claim(ClaimPurpose::Send, "send-1", t0, Duration::from_secs(60)).unwrap();
+        let batch = KsefReference::parse("20250625-SB-2C3E6C8000-B675CF5D68-87").unwrap();
+        let a = r.apply(Change::SendStarted { session: batch.clone() }, t0).unwrap();
+        let check_at = t0 + chrono::Duration::seconds(30);
+        let a = a
+            .record
+            .apply(
+                Change::AwaitingBatch {
+                    detail: "closed".into(),
+                    check_at,
+                },
+                t0,
+            )
+            .unwrap();
+        assert_eq!(a.record.state, DocumentState::Queued);
+        assert_eq!(a.record.ksef.unconfirmed_send, Some(batch), "still to be reconciled");
+        assert_eq!(a.record.next_attempt_at, Some(check_at));
+        assert!(a.record.lease.is_none(), "another instance may do the check");
+        assert_eq!(a.record.attempts, 0, "waiting is not a failed attempt");
+        // Only a queued document waits for its batch.
+        let sent = a
+            .record
+            .apply(
+                Change::Sent {
+                    session: session(),
+                    invoice_reference: KsefReference::parse("20250625-EE-319D7EE000-B67F415CDC-2C").unwrap(),
+                },
+                t0,
+            )
+            .unwrap()
+            .record;
+        assert!(sent
+            .apply(
+                Change::AwaitingBatch {
+                    detail: "x".into(),
+                    check_at
+                },
+                t0
+            )
+            .is_err());
     }
 
     #[test]

@@ -22,6 +22,8 @@ pub struct InvoiceIdentity {
     pub issue_date: NaiveDate,
     /// `KodFormularza/@kodSystemowy`, `FA (3)` for FA(3).
     pub system_code: String,
+    /// The invoice carries `Zalacznik` (an attachment): KSeF takes it only in a batch session.
+    pub has_attachment: bool,
 }
 
 /// Why the identity could not be read.
@@ -67,6 +69,7 @@ pub fn read_identity(xml: &[u8]) -> Result<InvoiceIdentity, IdentityError> {
     let mut path: Vec<String> = Vec::new();
     let mut buf = Vec::new();
     let (mut nip, mut kind, mut p2, mut p1, mut code) = (None, None, None, None, None);
+    let mut has_attachment = false;
     let mut text = String::new();
     loop {
         let position = reader.buffer_position();
@@ -98,6 +101,9 @@ pub fn read_identity(xml: &[u8]) -> Result<InvoiceIdentity, IdentityError> {
                 }
                 path.push(local);
                 text.clear();
+                if path.len() == 2 && path[1] == "Zalacznik" {
+                    has_attachment = true;
+                }
                 if joined(&path) == CODE_PATH {
                     for a in e.attributes().flatten() {
                         if a.key.local_name().as_ref() == b"kodSystemowy" {
@@ -186,6 +192,7 @@ pub fn read_identity(xml: &[u8]) -> Result<InvoiceIdentity, IdentityError> {
         key: DocumentKey::new(nip, kind, number),
         issue_date,
         system_code: code.ok_or(IdentityError::Missing(CODE_PATH))?,
+        has_attachment,
     })
 }
 
@@ -222,6 +229,9 @@ mod tests {
             let id = read_identity(&std::fs::read(&f).unwrap()).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
             assert_eq!(id.key.seller_nip.as_str(), "9999999999");
             assert_eq!(id.system_code, "FA (3)");
+            // Only sample 24 carries an attachment (Zalacznik).
+            let name = f.file_name().unwrap().to_string_lossy().into_owned();
+            assert_eq!(id.has_attachment, name == "FA_3_Przykład_24.xml", "{name}");
         }
         let one =
             read_identity(&std::fs::read(samples().into_iter().find(|p| p.ends_with("FA_3_Przykład_1.xml")).unwrap()).unwrap()).unwrap();

@@ -182,8 +182,19 @@ impl KsefClient {
             if status.is_success() {
                 return Ok(());
             }
+            let retry_after = resp
+                .headers()
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
             let body = resp.bytes().await.map_err(|e| from_transport(op, &e))?;
-            Err(from_response(op, status.as_u16(), None, &body, chrono::Utc::now()))
+            Err(from_response(
+                op,
+                status.as_u16(),
+                retry_after.as_deref(),
+                &body,
+                chrono::Utc::now(),
+            ))
         });
         // KSeF recommends parallel uploads.
         futures::future::try_join_all(uploads).await.map(|_| ())

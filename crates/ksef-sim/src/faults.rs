@@ -48,8 +48,13 @@ pub enum Fault {
     CloseTimeout { delay_ms: u64 },
     /// Invoices end in status 550 (cancelled by the system; resend).
     Status550 { rate: f64 },
-    /// Invoices stay in status 150 forever.
-    StuckProcessing { rate: f64 },
+    /// Invoices stay in status 150: forever, or for `for_ms` and then end normally (as KSeF's
+    /// incidents do: hours in 150, then a decision).
+    StuckProcessing {
+        rate: f64,
+        #[serde(default)]
+        for_ms: Option<u64>,
+    },
     /// Invoices fail decryption with status 435 although they were encrypted right.
     Decryption435 { rate: f64 },
     /// The UPO is not available for `delay_ms` after acceptance (21178, storage 404).
@@ -74,7 +79,8 @@ impl Fault {
 }
 
 /// `name[:rate][:ms][@path]`, e.g. `unavailable:0.3`, `slow:1:5000@/invoices`, `stuck150:1`,
-/// `upo-late::2000`. Missing numbers take a sensible default (rate 1, 5 s).
+/// `upo-late::2000`. Missing numbers take a sensible default (rate 1, 5 s), except that
+/// `stuck150` without a time is stuck forever (`stuck150:0.2:3000` is stuck for 3 s).
 impl FromStr for Fault {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
@@ -94,7 +100,8 @@ impl FromStr for Fault {
         if !(0.0..=1.0).contains(&rate) {
             return Err(format!("rate {rate} in fault {s:?} must be between 0 and 1"));
         }
-        let ms = num(it.next(), 5000.0)? as u64;
+        let third = it.next();
+        let ms = num(third, 5000.0)? as u64;
         Ok(match name {
             "unavailable" => Fault::Unavailable { rate, on },
             "slow" => Fault::Slow { rate, delay_ms: ms, on },
@@ -102,7 +109,10 @@ impl FromStr for Fault {
             "burst429" => Fault::TooManyRequests { rate, retry_after_s: (ms / 1000).max(1), on },
             "close-timeout" => Fault::CloseTimeout { delay_ms: ms },
             "status550" => Fault::Status550 { rate },
-            "stuck150" => Fault::StuckProcessing { rate },
+            "stuck150" => Fault::StuckProcessing {
+                rate,
+                for_ms: third.filter(|t| !t.is_empty()).map(|_| ms),
+            },
             "decrypt435" => Fault::Decryption435 { rate },
             "upo-late" => Fault::UpoNotReady { delay_ms: ms },
             other => {
@@ -127,7 +137,8 @@ pub enum RequestFault {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum InvoiceFault {
     Status550,
-    Stuck,
+    /// In 150 forever (None) or for this long.
+    Stuck(Option<Duration>),
     Decryption435,
 }
 
@@ -189,7 +200,9 @@ impl FaultSwitch {
         for f in faults.iter() {
             let hit = match f {
                 Fault::Status550 { rate } => rng.random_bool(*rate).then_some(InvoiceFault::Status550),
-                Fault::StuckProcessing { rate } => rng.random_bool(*rate).then_some(InvoiceFault::Stuck),
+                Fault::StuckProcessing { rate, for_ms } => rng
+                    .random_bool(*rate)
+                    .then_some(InvoiceFault::Stuck(for_ms.map(Duration::from_millis))),
                 Fault::Decryption435 { rate } => rng.random_bool(*rate).then_some(InvoiceFault::Decryption435),
                 _ => None,
             };
@@ -231,7 +244,17 @@ mod tests {
                 on: Some("/invoices".into())
             }
         );
-        assert_eq!("stuck150".parse::<Fault>().unwrap(), Fault::StuckProcessing { rate: 1.0 });
+        assert_eq!(
+            "stuck150".parse::<Fault>().unwrap(),
+            Fault::StuckProcessing { rate: 1.0, for_ms: None }
+        );
+        assert_eq!(
+            "stuck150:0.2:3000".parse::<Fault>().unwrap(),
+            Fault::StuckProcessing {
+                rate: 0.2,
+                for_ms: Some(3000)
+            }
+        );
         assert!("unavailable:1.5".parse::<Fault>().is_err());
         assert!("meteor".parse::<Fault>().unwrap_err().contains("known"));
         // Every name round-trips through FromStr.

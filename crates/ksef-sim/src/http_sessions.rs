@@ -186,7 +186,8 @@ pub fn plan_for(sim: &Sim, context: &Nip, plain: &[u8], online: bool, technical_
             }
             let plan = match sim.faults.for_invoice() {
                 Some(crate::faults::InvoiceFault::Status550) => Plan::Cancel550,
-                Some(crate::faults::InvoiceFault::Stuck) => Plan::Stuck,
+                Some(crate::faults::InvoiceFault::Stuck(None)) => Plan::Stuck(None),
+                Some(crate::faults::InvoiceFault::Stuck(Some(d))) => Plan::Stuck(Some((d, facts))),
                 Some(crate::faults::InvoiceFault::Decryption435) => Plan::Reject(decrypt_error()),
                 None => Plan::Accept(facts),
             };
@@ -202,7 +203,7 @@ pub fn decrypt_error() -> StatusInfo {
 /// Offline when asked, or when the issue date is before today (KSeF's automatic offline).
 pub fn is_offline(asked: bool, plan: &Plan) -> bool {
     let today = Utc::now().date_naive().format("%Y-%m-%d").to_string();
-    asked || matches!(plan, Plan::Accept(f) if f.issue_date < today)
+    asked || matches!(plan, Plan::Accept(f) | Plan::Stuck(Some((_, f))) if f.issue_date < today)
 }
 
 pub async fn send_invoice(

@@ -3,7 +3,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Mutex, RwLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use relay_domain::{ContentHash, KsefNumber, KsefReference, Nip};
@@ -106,7 +106,8 @@ pub enum Plan {
     Accept(InvoiceFacts),
     Reject(StatusInfo),
     Cancel550,
-    Stuck,
+    /// In 150 forever (None), or for the given time past the usual processing and then accepted.
+    Stuck(Option<(Duration, InvoiceFacts)>),
 }
 
 pub struct Accepted {
@@ -133,12 +134,21 @@ pub struct Invoice {
 }
 
 impl Invoice {
+    /// Whether a stuck-in-150 fault still holds the invoice.
+    pub fn stuck(&self, now: Instant, cfg: &SimConfig) -> bool {
+        match &self.plan {
+            Plan::Stuck(None) => true,
+            Plan::Stuck(Some((d, _))) => now.duration_since(self.received) < cfg.accept_delay + cfg.processing_delay + *d,
+            _ => false,
+        }
+    }
+
     /// The status a client sees now.
     pub fn status(&self, now: Instant, cfg: &SimConfig) -> StatusInfo {
         if let Some(s) = &self.final_status {
             return s.clone();
         }
-        if matches!(self.plan, Plan::Stuck) || now.duration_since(self.received) >= cfg.accept_delay {
+        if self.stuck(now, cfg) || now.duration_since(self.received) >= cfg.accept_delay {
             StatusInfo::new(150, "Trwa przetwarzanie")
         } else {
             StatusInfo::new(100, "Faktura przyjęta do dalszego przetwarzania")
@@ -294,7 +304,7 @@ impl Sim {
         let mut ready: Vec<(Instant, String, usize)> = Vec::new();
         for s in store.sessions.values() {
             for (i, inv) in s.invoices.iter().enumerate() {
-                if inv.final_status.is_none() && !matches!(inv.plan, Plan::Stuck) && now.duration_since(inv.received) >= due {
+                if inv.final_status.is_none() && !inv.stuck(now, &self.cfg) && now.duration_since(inv.received) >= due {
                     ready.push((inv.received, s.reference.clone(), i));
                 }
             }
@@ -310,8 +320,8 @@ impl Sim {
                 Plan::Cancel550 => StatusInfo::new(550, "Operacja została anulowana przez system").with_details(vec![
                     "Przetwarzanie zostało przerwane z przyczyn technicznych. Prześlij fakturę ponownie.".into(),
                 ]),
-                Plan::Stuck => continue,
-                Plan::Accept(facts) => {
+                Plan::Stuck(None) => continue,
+                Plan::Accept(facts) | Plan::Stuck(Some((_, facts))) => {
                     if let Some(orig) = self.ledger.find(&facts.seller, facts.kind, &facts.number) {
                         let mut ext = Map::new();
                         ext.insert("originalSessionReferenceNumber".into(), json!(orig.session_reference.as_str()));

@@ -39,16 +39,17 @@ pub struct Step {
 }
 
 impl<S: DocumentStore + ?Sized> Stages<'_, S> {
-    /// Receives one batch from each stage's queue and handles it. Returns what was handled.
+    /// Receives one batch from each stage's queue and handles its messages concurrently, as the
+    /// Lambda handlers do. Returns what was handled.
     pub async fn pump_once(&self) -> Result<Vec<Step>, QueueError> {
-        let mut steps = Vec::new();
-        for m in self.send_queue.receive(10, self.visibility, Duration::ZERO).await? {
-            steps.push(self.handle_send(&m).await?);
-        }
-        for m in self.status_queue.receive(10, self.visibility, Duration::ZERO).await? {
-            steps.push(self.handle_status(&m).await?);
-        }
-        Ok(steps)
+        let sends = self.send_queue.receive(10, self.visibility, Duration::ZERO).await?;
+        let statuses = self.status_queue.receive(10, self.visibility, Duration::ZERO).await?;
+        let (sent, polled) = futures::future::join(
+            futures::future::join_all(sends.iter().map(|m| self.handle_send(m))),
+            futures::future::join_all(statuses.iter().map(|m| self.handle_status(m))),
+        )
+        .await;
+        sent.into_iter().chain(polled).collect()
     }
 
     async fn handle_send(&self, m: &ReceivedMessage) -> Result<Step, QueueError> {

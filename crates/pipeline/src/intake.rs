@@ -517,3 +517,58 @@ mod tests {
         );
     }
 }
+
+/// What became of one object an S3 notification announced.
+#[derive(Debug)]
+pub enum ObjectIntake {
+    /// Intake ran (whatever its outcome, answered in the outbox).
+    Done(Box<IntakeOutcome>),
+    /// Nothing to do: the key is outside `inbox/{sellerNip}/{erpDocId}.xml`, or the object is
+    /// gone. The reason is for the log.
+    Skipped(String),
+    /// A store, queue or bucket failed: the notification must be redelivered (intake is
+    /// idempotent, so that is harmless).
+    Retry(String),
+}
+
+/// The intake of one created object, as the intake function and the local runner (with the AWS
+/// emulator) do it: the key names the seller and the ERP document; an object larger than KSeF
+/// could ever accept is refused unread; the optional `trace-id` metadata is the trace id.
+pub async fn intake_created_object<S: DocumentRegistry + DocumentUpdates + ?Sized>(
+    ports: &IntakePorts<'_, S>,
+    object: &crate::s3_event::CreatedObject,
+    now: DateTime<Utc>,
+) -> ObjectIntake {
+    let (seller, erp) = match relay_domain::storage_keys::parse_inbox_key(&object.key) {
+        Ok(parts) => parts,
+        // Outside the inbox layout there is no seller to answer; the object stays where it is.
+        Err(e) => return ObjectIntake::Skipped(format!("key is not inbox/{{sellerNip}}/{{erpDocId}}.xml: {e}")),
+    };
+    let upload = Upload {
+        bytes: &[],
+        source_key: object.key.clone(),
+        erp_document_id: erp,
+        expected_seller: Some(seller),
+        trace_id: None,
+    };
+    let result = if let Some(size) = object.size.filter(|s| *s > HARD_SIZE_LIMIT) {
+        refuse(ports, &upload, vec![oversize(size)], now).await
+    } else {
+        match ports.archive.get(&object.key).await {
+            Ok(Some(found)) => {
+                let upload = Upload {
+                    bytes: &found.bytes,
+                    trace_id: found.metadata.get("trace-id").and_then(|t| TraceId::parse(t).ok()),
+                    ..upload
+                };
+                intake(ports, upload, now).await
+            }
+            Ok(None) => return ObjectIntake::Skipped("the object is gone (deleted after upload)".into()),
+            Err(e) => return ObjectIntake::Retry(format!("cannot read the object: {e}")),
+        }
+    };
+    match result {
+        Ok(outcome) => ObjectIntake::Done(Box::new(outcome)),
+        Err(e) => ObjectIntake::Retry(e.to_string()),
+    }
+}

@@ -9,7 +9,14 @@
 //! 4. POST; on 202 record SENT and queue a status check.
 //!
 //! A crash or timeout between 3 and 4 leaves `unconfirmed_send` set, so the next attempt
-//! reconciles (step 2) instead of resending. Every failure goes through the one taxonomy and the
+//! reconciles (step 2) instead of resending.
+//!
+//! An invoice with an attachment (`Zalacznik`) goes in a batch session of its own, as KSeF
+//! takes attachments only in batch: open (SB), record SendStarted, upload the encrypted part,
+//! close. Nothing is known about the invoice until KSeF has processed the session, so the send
+//! stays unconfirmed (`AwaitingBatch`) and later attempts reconcile against the session: while it
+//! is processing they wait, a session left open by a crash is closed, and only a final session
+//! that does not list our hash counts as "not received" (charged, then sent in a new batch). Every failure goes through the one taxonomy and the
 //! retry policy: transient → retry later (charged), 429 → park until Retry-After (not charged),
 //! new session / re-auth → fix and retry, permanent → REJECTED and the corrections queue, budget
 //! spent → FAILED and the DLQ.
@@ -17,11 +24,12 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use ksef_client::SendOptions;
+use ksef_client::batch::MAX_PART_SIZE;
+use ksef_client::{BatchArchive, KsefClient, SendOptions};
 use relay_domain::ports::{Archive, DocumentClaims, DocumentRegistry, DocumentUpdates, OutgoingMessage, Queue, StoreError};
 use relay_domain::{
-    Change, ClaimPurpose, ClaimRefused, DocumentRecord, DocumentState, ErrorClass, ErrorSource, Failure, KsefReference, RetryDecision,
-    RetryPolicy,
+    Change, ClaimPurpose, ClaimRefused, DocumentRecord, DocumentState, ErrorClass, ErrorSource, Failure, HistoryEntry, HistoryEvent,
+    KsefReference, Nip, RetryDecision, RetryPolicy,
 };
 
 use crate::messages::{report_for_correction, SendRequest, StatusRequest};
@@ -78,6 +86,7 @@ pub async fn send<S: SendStore + ?Sized>(
     if r.state != DocumentState::Queued {
         return done(QueueAction::Delete, "NOT_QUEUED", Some(r));
     }
+    let last_send_started = last_send_started(&doc.history);
     if r.content_hash != req.content_hash {
         // The document was resubmitted with new content; its own message is on the queue.
         return done(QueueAction::Delete, "STALE", Some(r));
@@ -120,6 +129,12 @@ pub async fn send<S: SendStore + ?Sized>(
 
     // 2. An earlier attempt may have reached KSeF: look before sending again.
     let mut r = r;
+    if let Some(session) = r.ksef.unconfirmed_send.clone().filter(|s| s.kind() == "SB") {
+        match reconcile_batch(ports, cfg, &client, r, &session, last_send_started, now).await? {
+            BatchCheck::Decided(result) => return Ok(result),
+            BatchCheck::NotReceived(back) => r = back,
+        }
+    }
     if let Some(session) = r.ksef.unconfirmed_send.clone() {
         match ksef.find_live_invoice(&seller, &session, &r.content_hash).await {
             Ok(Some(invoice_reference)) => {
@@ -170,6 +185,9 @@ pub async fn send<S: SendStore + ?Sized>(
         )
         .await;
     };
+    if relay_fa3::read_identity(&object.bytes).is_ok_and(|i| i.has_attachment) {
+        return send_in_batch(ports, cfg, &client, &seller, r, &object.bytes, now).await;
+    }
     let session = match ksef.session(&seller, now).await {
         Ok(s) => s,
         Err(f) => return on_failure(ports, cfg, r, f, false, now).await,
@@ -231,6 +249,206 @@ pub async fn send<S: SendStore + ?Sized>(
             // everything else outright.
             let maybe_received = f.class == ErrorClass::Transient;
             on_failure(ports, cfg, r, f, maybe_received, now).await
+        }
+    }
+}
+
+fn last_send_started(history: &[HistoryEntry]) -> Option<DateTime<Utc>> {
+    history
+        .iter()
+        .rev()
+        .find(|h| matches!(h.event, HistoryEvent::SendStarted { .. }))
+        .map(|h| h.at)
+}
+
+/// How long to wait before looking at a batch session again: a quarter of the time since the
+/// send, between the first poll delay and 15 minutes (seconds at first, minutes for a slow one).
+fn batch_wait(cfg: &SendConfig, since: Option<DateTime<Utc>>, now: DateTime<Utc>) -> Duration {
+    let elapsed = since.map(|t| until(t, now)).unwrap_or_default();
+    (elapsed / 4).clamp(cfg.first_poll_delay, Duration::from_secs(15 * 60).max(cfg.first_poll_delay))
+}
+
+async fn await_batch<S: SendStore + ?Sized>(
+    ports: &SendPorts<'_, S>,
+    r: &DocumentRecord,
+    detail: String,
+    wait: Duration,
+    outcome: &'static str,
+    now: DateTime<Utc>,
+) -> Result<StageResult, StageError> {
+    let check_at = now + chrono::Duration::from_std(wait).unwrap_or_default();
+    let r = ports.store.transition(r, Change::AwaitingBatch { detail, check_at }, now).await?;
+    done(QueueAction::Requeue { delay: wait }, outcome, Some(r))
+}
+
+/// Sends an invoice with an attachment in a batch session of its own.
+async fn send_in_batch<S: SendStore + ?Sized>(
+    ports: &SendPorts<'_, S>,
+    cfg: &SendConfig,
+    client: &KsefClient,
+    seller: &Nip,
+    r: DocumentRecord,
+    bytes: &[u8],
+    now: DateTime<Utc>,
+) -> Result<StageResult, StageError> {
+    let archive = match BatchArchive::zip(&[(format!("{}.xml", r.content_hash.to_hex()), bytes.to_vec())]) {
+        Ok(a) => a,
+        Err(f) => return on_failure(ports, cfg, r, f, false, now).await,
+    };
+    // Opening sends no invoice: a failure here cannot hide a receipt.
+    let batch = match client.open_batch_session(&archive, MAX_PART_SIZE, r.offline).await {
+        Ok(b) => b,
+        Err(f) => return on_failure(ports, cfg, r, f, false, now).await,
+    };
+    let Ok(batch_ref) = KsefReference::parse(&batch.reference) else {
+        let f = relay_failure(
+            format!("KSeF opened a batch session with an unreadable reference {:?}", batch.reference),
+            "BAD_REFERENCE",
+        );
+        return on_failure(ports, cfg, r, f, false, now).await;
+    };
+    let r = ports
+        .store
+        .transition(
+            &r,
+            Change::SendStarted {
+                session: batch_ref.clone(),
+            },
+            now,
+        )
+        .await?;
+    tracing::info!(document = %r.key, trace_id = %r.trace_id, seller_nip = %seller, session = %batch_ref, "invoice with an attachment: sending in a batch session");
+    // From here on KSeF may end up with the invoice. A refused upload (429, 4xx) left the batch
+    // without its part, so it can never carry the invoice: the next attempt opens a new one. A
+    // transient failure may hide a stored part: the next attempt reconciles (closes) first.
+    if let Err(f) = client.upload_batch_parts(&batch).await {
+        let maybe_stored = f.class == ErrorClass::Transient;
+        return on_failure(ports, cfg, r, f, maybe_stored, now).await;
+    }
+    if let Err(f) = client.close_batch_session(&batch.reference).await {
+        return on_failure(ports, cfg, r, f, true, now).await;
+    }
+    let detail = format!("batch session {batch_ref} closed; KSeF is processing it");
+    await_batch(ports, &r, detail, cfg.first_poll_delay, "BATCH_CLOSED", now).await
+}
+
+enum BatchCheck {
+    /// The attempt is decided (sent, waiting, retry scheduled).
+    Decided(StageResult),
+    /// KSeF did not take the invoice in that session: send it again (the record is updated).
+    NotReceived(DocumentRecord),
+}
+
+/// Reconciles an unconfirmed send in batch session `session`.
+async fn reconcile_batch<S: SendStore + ?Sized>(
+    ports: &SendPorts<'_, S>,
+    cfg: &SendConfig,
+    client: &KsefClient,
+    r: DocumentRecord,
+    session: &KsefReference,
+    sent_at: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> Result<BatchCheck, StageError> {
+    let decided = |res: Result<StageResult, StageError>| res.map(BatchCheck::Decided);
+    let wait = batch_wait(cfg, sent_at, now);
+    let status = match client.session_status(session.as_str()).await {
+        Ok(s) => s.status,
+        Err(f) => return decided(on_failure(ports, cfg, r, f, true, now).await),
+    };
+    match status.code {
+        100 => {
+            // Opened but never closed (a crash or a failed upload or close): close it now. With
+            // the part uploaded KSeF processes it; without, it refuses and nothing was received.
+            match client.close_batch_session(session.as_str()).await {
+                Ok(()) => {
+                    let detail = format!("batch session {session} was left open by an earlier attempt; closed it");
+                    decided(await_batch(ports, &r, detail, wait, "BATCH_CLOSED", now).await)
+                }
+                Err(f)
+                    if matches!(
+                        f.class,
+                        ErrorClass::Transient | ErrorClass::RateLimited { .. } | ErrorClass::NeedsReauth
+                    ) =>
+                {
+                    if f.class == ErrorClass::NeedsReauth {
+                        client.forget_access_token().await;
+                    }
+                    decided(on_failure(ports, cfg, r, f, true, now).await)
+                }
+                Err(f) => {
+                    let detail = format!(
+                        "batch session {session} could not be closed ({}): KSeF did not take the earlier attempt; sending again",
+                        f.message
+                    );
+                    Ok(BatchCheck::NotReceived(
+                        ports.store.transition(&r, Change::Reconciled { detail }, now).await?,
+                    ))
+                }
+            }
+        }
+        _ => {
+            // Any copy with our hash is ours, whatever its status: the status stage accepts,
+            // rejects (with KSeF's words) or resends it. Absence means something only once the
+            // session is final (not 150): until then KSeF may not have listed it yet.
+            let list = match client.session_invoices(session.as_str()).await {
+                Ok(l) => l,
+                Err(f) => return decided(on_failure(ports, cfg, r, f, true, now).await),
+            };
+            let want = r.content_hash.to_base64();
+            match list
+                .into_iter()
+                .find(|i| i.invoice_hash == want)
+                .map(|i| KsefReference::parse(&i.reference_number))
+            {
+                Some(Ok(invoice_reference)) => {
+                    let r = ports
+                        .store
+                        .transition(
+                            &r,
+                            Change::Sent {
+                                session: session.clone(),
+                                invoice_reference: invoice_reference.clone(),
+                            },
+                            now,
+                        )
+                        .await?;
+                    queue_status(ports, cfg, &r, session.clone(), invoice_reference).await?;
+                    decided(done(QueueAction::Delete, "RECONCILED_SENT", Some(r)))
+                }
+                Some(Err(e)) => {
+                    let f = relay_failure(
+                        format!("KSeF listed our invoice under an unreadable reference: {e}"),
+                        "BAD_REFERENCE",
+                    );
+                    decided(on_failure(ports, cfg, r, f, true, now).await)
+                }
+                None if status.code == 150 => {
+                    let detail = format!(
+                        "batch session {session}: KSeF status {} ({}), our invoice not listed yet; checking again later",
+                        status.code, status.description
+                    );
+                    decided(await_batch(ports, &r, detail, wait, "BATCH_PROCESSING", now).await)
+                }
+                None => {
+                    // Charged, so a batch that keeps failing ends in FAILED rather than a loop.
+                    let mut message = format!(
+                        "batch session {session} ended with status {} ({}) without our invoice",
+                        status.code, status.description
+                    );
+                    if let Some(d) = status.details.as_ref().filter(|d| !d.is_empty()) {
+                        message.push_str(&format!(": {}", d.join("; ")));
+                    }
+                    let f = Failure::new(
+                        ErrorClass::Transient,
+                        ErrorSource::Ksef {
+                            operation: "batch_session".into(),
+                        },
+                        message,
+                    )
+                    .with_code(status.code.to_string());
+                    decided(on_failure(ports, cfg, r, f, false, now).await)
+                }
+            }
         }
     }
 }

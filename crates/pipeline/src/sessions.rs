@@ -1,7 +1,11 @@
 //! KSeF contexts: one authenticated client per seller NIP, and the online session it sends in.
 //!
-//! A session is reused until shortly before its `validUntil` (12 h), and dropped when KSeF says
-//! it is closed or broken (NeedsNewSession). Within one process it is shared by every task. With
+//! A session is reused until shortly before its `validUntil` (12 h), then replaced and closed by
+//! the instance that replaces it; it is dropped when KSeF says it is closed or broken
+//! (NeedsNewSession); and it is closed when the work is done: the send function calls
+//! [`KsefContexts::close_when_drained`] after each batch, which closes the session once the send
+//! queue is empty and the session is at least a few minutes old (so a trickle of invoices does
+//! not open and close a session for each, against KSeF's 120 session operations an hour). Within one process it is shared by every task. With
 //! a [`SharedCache`] (the store's, in Lambda), the access tokens and the open session (with its
 //! AES key) are shared across instances too, so a cold-start storm of many instances logs in and
 //! opens a session once rather than once each: KSeF limits authentication and session opening
@@ -14,12 +18,17 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use ksef_client::{KsefClient, OnlineSession, TokenSet};
-use relay_domain::ports::{Expect, SharedCache, StoreError};
+use relay_domain::ports::{Expect, Queue, QueueError, SharedCache, StoreError};
 use relay_domain::{ContentHash, ErrorClass, ErrorSource, Failure, KsefReference, Nip};
 use tokio::sync::Mutex;
 
 /// Stop using a session this long before KSeF's validUntil.
 const SESSION_MARGIN: Duration = Duration::from_secs(15 * 60);
+/// A drained session younger than this stays open: a trickle of invoices then shares one
+/// session rather than opening and closing one each (at most 12 opens an hour per seller).
+pub const DRAINED_SESSION_MIN_AGE: Duration = Duration::from_secs(5 * 60);
+/// How long KSeF keeps an online session open.
+const SESSION_LIFETIME: Duration = Duration::from_secs(12 * 3600);
 
 struct Context {
     client: Arc<KsefClient>,
@@ -133,7 +142,9 @@ impl KsefContexts {
         self.ensure_tokens(ctx, seller, now).await?;
         let Some(cache) = &self.cache else {
             let opened = Arc::new(ctx.client.open_online_session().await?);
-            *slot = Some((opened.clone(), None));
+            if let Some((old, _)) = slot.replace((opened.clone(), None)) {
+                close_replaced(&ctx.client, seller, &old, now).await;
+            }
             return Ok(opened);
         };
         let name = format!("ksef/session/{seller}");
@@ -148,9 +159,17 @@ impl KsefContexts {
             }
         }
         let opened = Arc::new(ctx.client.open_online_session().await?);
+        let replaced = current.as_ref().and_then(|e| OnlineSession::import_secret_json(&e.value).ok());
         let expect = current.map_or(Expect::Absent, |e| Expect::Version(e.version));
         match cache.put(&name, opened.export_secret_json(), opened.valid_until, expect, now).await {
-            Ok(entry) => *slot = Some((opened.clone(), Some(entry.version))),
+            Ok(entry) => {
+                *slot = Some((opened.clone(), Some(entry.version)));
+                // This instance replaced the shared session: it closes the old one (only one
+                // instance wins the version check, so it is closed once).
+                if let Some(old) = replaced {
+                    close_replaced(&ctx.client, seller, &old, now).await;
+                }
+            }
             Err(StoreError::VersionConflict { .. }) => {
                 // Another instance opened one first: send in that one, so all share one session.
                 if let Some(entry) = cache.get(&name, now).await.map_err(cache_failure)? {
@@ -172,17 +191,28 @@ impl KsefContexts {
     pub async fn drop_session(&self, seller: &Nip, reference: &str) {
         if let Ok(ctx) = self.context(seller) {
             let mut slot = ctx.session.lock().await;
-            if let Some((s, version)) = slot.as_ref() {
-                if s.reference == reference {
-                    if let (Some(cache), Some(v)) = (&self.cache, version) {
-                        if let Err(e) = cache.remove(&format!("ksef/session/{seller}"), *v).await {
-                            tracing::warn!(seller_nip = %seller, error = %e, "could not drop the shared session");
-                        }
-                    }
-                    *slot = None;
+            if slot.as_ref().is_some_and(|(s, _)| s.reference == reference) {
+                if let Err(e) = self.unshare(seller, reference, Utc::now()).await {
+                    tracing::warn!(seller_nip = %seller, error = %e, "could not drop the shared session");
                 }
+                *slot = None;
             }
         }
+    }
+
+    /// Takes `reference` out of the shared cache if the cache still names that very session (not
+    /// a newer one that another instance put there meanwhile). True if it was there.
+    async fn unshare(&self, seller: &Nip, reference: &str, now: DateTime<Utc>) -> Result<bool, StoreError> {
+        let Some(cache) = &self.cache else { return Ok(true) };
+        let name = format!("ksef/session/{seller}");
+        let Some(entry) = cache.get(&name, now).await? else {
+            return Ok(false);
+        };
+        if OnlineSession::import_secret_json(&entry.value).map(|s| s.reference) != Ok(reference.to_owned()) {
+            return Ok(false);
+        }
+        cache.remove(&name, entry.version).await?;
+        Ok(true)
     }
 
     /// Our invoice among `session`'s live ones (KSeF processing or accepted it), by content hash.
@@ -212,6 +242,53 @@ impl KsefContexts {
         })
     }
 
+    /// Closes the sessions this instance sends in once the work is done: `send_queue` holds no
+    /// message (visible, delayed or being handled by another instance) and the session is at
+    /// least `min_age` old. A shared session is taken out of the cache first (version-checked),
+    /// so no instance picks it up again; one that already holds it gets 21180 on its next send
+    /// and opens a new one. Returns how many sessions were closed.
+    pub async fn close_when_drained(&self, send_queue: &dyn Queue, now: DateTime<Utc>, min_age: Duration) -> Result<usize, QueueError> {
+        let old_enough = |s: &OnlineSession| {
+            let opened = s.valid_until - chrono::Duration::from_std(SESSION_LIFETIME).expect("small");
+            now - opened >= chrono::Duration::from_std(min_age).unwrap_or_default()
+        };
+        let mut candidates = false;
+        for ctx in self.contexts.values() {
+            candidates |= ctx.session.lock().await.as_ref().is_some_and(|(s, _)| old_enough(s));
+        }
+        if !candidates || send_queue.stats().await?.total() > 0 {
+            return Ok(0);
+        }
+        let mut closed = 0;
+        for (seller, ctx) in &self.contexts {
+            let mut slot = ctx.session.lock().await;
+            let Some((s, version)) = slot.as_ref().filter(|(s, _)| old_enough(s)).cloned() else {
+                continue;
+            };
+            *slot = None;
+            if version.is_some() {
+                match self.unshare(seller, &s.reference, now).await {
+                    Ok(true) => {}
+                    Ok(false) => continue, // replaced meanwhile: not ours to close
+                    Err(e) => {
+                        tracing::warn!(seller_nip = %seller, error = %e, "could not take the session out of the shared cache; leaving it open");
+                        continue;
+                    }
+                }
+            }
+            match ctx.client.close_online_session(&s.reference).await {
+                Ok(()) => {
+                    tracing::info!(seller_nip = %seller, session = %s.reference, "send queue drained: session closed");
+                    closed += 1;
+                }
+                Err(f) => {
+                    tracing::warn!(seller_nip = %seller, session = %s.reference, error = %f, "closing the drained session failed; KSeF closes it at validUntil")
+                }
+            }
+        }
+        Ok(closed)
+    }
+
     /// Closes every open session (KSeF then prepares the session UPO); failures are logged.
     pub async fn close_all(&self) {
         for (seller, ctx) in &self.contexts {
@@ -220,6 +297,19 @@ impl KsefContexts {
                     tracing::warn!(seller_nip = %seller, session = %s.reference, error = %f, "closing the session failed");
                 }
             }
+        }
+    }
+}
+
+/// Closes a session replaced near the end of its life, if KSeF has not closed it already.
+async fn close_replaced(client: &KsefClient, seller: &Nip, old: &OnlineSession, now: DateTime<Utc>) {
+    if old.valid_until <= now {
+        return;
+    }
+    match client.close_online_session(&old.reference).await {
+        Ok(()) => tracing::info!(seller_nip = %seller, session = %old.reference, "replaced session closed"),
+        Err(f) => {
+            tracing::warn!(seller_nip = %seller, session = %old.reference, error = %f, "closing the replaced session failed; KSeF closes it at validUntil")
         }
     }
 }

@@ -212,7 +212,7 @@ async fn a_duplicate_of_someone_elses_content_is_a_conflict() {
 async fn an_invoice_stuck_in_processing_is_polled_again_not_resent() {
     let w = world(10).await;
     let req = w.register(&invoice("ST/6")).await;
-    w.sim.faults().set(vec![Fault::StuckProcessing { rate: 1.0 }], 9);
+    w.sim.faults().set(vec![Fault::StuckProcessing { rate: 1.0, for_ms: None }], 9);
     assert_eq!(w.send(&req).await.outcome, "SENT");
     let cfg = w.status_cfg();
     let mut outcomes = Vec::new();

@@ -1,8 +1,9 @@
 //! # The intake function
 //!
 //! Triggered by the intake queue, which receives S3 ObjectCreated notifications for
-//! `inbox/{sellerNip}/{erpDocId}.xml`. For each created object it reads the bytes and the
-//! optional `trace-id` metadata and runs [`relay_pipeline::intake::intake`]. A record whose work
+//! `inbox/{sellerNip}/{erpDocId}.xml`. For each created object it runs
+//! [`relay_pipeline::intake::intake_created_object`] (read the bytes and the optional `trace-id`
+//! metadata, then the intake). A record whose work
 //! failed for a retryable reason (a store, queue or bucket error) is reported in
 //! `batchItemFailures`, so SQS redelivers only that one; the intake is idempotent, so a
 //! redelivery is harmless. A message that is not an S3 notification at all also fails, so it
@@ -12,10 +13,7 @@ use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMe
 use chrono::Utc;
 use relay_aws::settings::IntakeSettings;
 use relay_aws::{AwsClients, DynamoDocumentStore, S3Archive, SqsQueue};
-use relay_domain::ports::Archive;
-use relay_domain::storage_keys::parse_inbox_key;
-use relay_domain::TraceId;
-use relay_pipeline::intake::{intake, oversize, refuse, IntakePorts, Upload, HARD_SIZE_LIMIT};
+use relay_pipeline::intake::{intake_created_object, IntakePorts, ObjectIntake};
 use relay_pipeline::s3_event::created_objects;
 
 /// The function's adapters, built once per cold start.
@@ -78,52 +76,11 @@ async fn handle_message(message: &SqsMessage, deps: &IntakeDeps) -> bool {
     };
     let mut ok = true;
     for object in objects {
-        let (seller, erp) = match parse_inbox_key(&object.key) {
-            Ok(parts) => parts,
-            Err(e) => {
-                // Outside the inbox layout there is no seller to answer; the object stays where it is.
-                tracing::error!(key = %object.key, error = %e, "object key is not inbox/{{sellerNip}}/{{erpDocId}}.xml; not processed");
-                continue;
-            }
-        };
-        let mut upload = Upload {
-            bytes: &[],
-            source_key: object.key.clone(),
-            erp_document_id: erp.clone(),
-            expected_seller: Some(seller.clone()),
-            trace_id: None,
-        };
-        let now = Utc::now();
-        let result = if object.size.is_some_and(|s| s > HARD_SIZE_LIMIT) {
-            // Never read what KSeF could never accept.
-            refuse(&deps.ports(), &upload, vec![oversize(object.size.unwrap_or_default())], now).await
-        } else {
-            match deps.bucket.get(&object.key).await {
-                Ok(Some(found)) => {
-                    upload.trace_id = found.metadata.get("trace-id").and_then(|t| TraceId::parse(t).ok());
-                    let upload = Upload {
-                        bytes: &found.bytes,
-                        ..upload
-                    };
-                    intake(&deps.ports(), upload, now).await
-                }
-                Ok(None) => {
-                    tracing::warn!(key = %object.key, "object is gone (deleted after upload); nothing to do");
-                    continue;
-                }
-                Err(e) => {
-                    tracing::warn!(key = %object.key, error = %e, "cannot read the object; will retry");
-                    ok = false;
-                    continue;
-                }
-            }
-        };
-        match result {
-            Ok(outcome) => {
-                tracing::info!(seller_nip = %seller, erp_document_id = %erp, outcome = outcome.name(), "intake done");
-            }
-            Err(e) => {
-                tracing::warn!(seller_nip = %seller, erp_document_id = %erp, error = %e, "intake failed; will retry");
+        match intake_created_object(&deps.ports(), &object, Utc::now()).await {
+            ObjectIntake::Done(outcome) => tracing::info!(key = %object.key, outcome = outcome.name(), "intake done"),
+            ObjectIntake::Skipped(why) => tracing::warn!(key = %object.key, why, "not processed"),
+            ObjectIntake::Retry(why) => {
+                tracing::warn!(key = %object.key, why, "intake failed; will retry");
                 ok = false;
             }
         }

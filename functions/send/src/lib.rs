@@ -3,7 +3,8 @@
 //! Triggered by the send queue (ReportBatchItemFailures). For each message it runs
 //! [`relay_pipeline::send::send`] and carries out the decided action: delays become delayed
 //! copies, an exhausted budget a copy in the send DLQ, an infrastructure failure a batch item
-//! failure (redelivered after the visibility timeout).
+//! failure (redelivered after the visibility timeout). After the batch it closes the KSeF
+//! session if the send queue is drained ([`KsefContexts::close_when_drained`]).
 
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use chrono::Utc;
@@ -49,6 +50,15 @@ impl SendDeps {
 
 pub async fn handle(event: SqsEvent, deps: &SendDeps) -> SqsBatchResponse {
     let kept = futures::future::join_all(event.records.iter().map(|m| handle_message(m, deps))).await;
+    // The work is done when the send queue is empty: close the session rather than leave it to
+    // KSeF's 12-hour timeout (one GetQueueAttributes per batch, not per invoice).
+    if let Err(e) = deps
+        .ksef
+        .close_when_drained(&deps.send_queue, Utc::now(), relay_pipeline::sessions::DRAINED_SESSION_MIN_AGE)
+        .await
+    {
+        tracing::warn!(error = %e, "could not tell whether the send queue is drained; the session stays open");
+    }
     relay_lambda::batch_response(
         event
             .records
