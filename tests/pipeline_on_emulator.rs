@@ -1,8 +1,10 @@
 //! The four Lambda handlers end to end on the AWS emulator and the KSeF simulator, over HTTP on
 //! both sides: S3 uploads → intake → send → status → ACCEPTED with the UPO in S3; a repeat
 //! upload sends nothing; an invalid file is REJECTED and never reaches KSeF; an outage past the
-//! budget ends FAILED in the DLQ, and dlq-replay (dry run first) brings it home, once. Each
-//! function is built from its typed settings, with the KSeF token read from Secrets Manager.
+//! budget ends FAILED in the DLQ, and dlq-replay (dry run first) brings it home, once; every
+//! bundled sample (one with an attachment, sent in a batch session) ends ACCEPTED with its UPO and
+//! outbox result, and a changed file under an accepted number ends in CONFLICT. Each function is
+//! built from its typed settings, with the KSeF token read from Secrets Manager.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -34,6 +36,18 @@ where
         }
     }
     batch.len()
+}
+
+/// Runs the send and status functions until both queues are empty.
+async fn pump(send_q: &SqsQueue, status_q: &SqsQueue, send: &relay_fn_send::SendDeps, status: &relay_fn_status::StatusDeps) {
+    for _ in 0..200 {
+        let n = deliver(send_q, |e| relay_fn_send::handle(e, send)).await + deliver(status_q, |e| relay_fn_status::handle(e, status)).await;
+        if n == 0 && send_q.stats().await.unwrap().total() + status_q.stats().await.unwrap().total() == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the pipeline did not settle");
 }
 
 struct Env {
@@ -149,17 +163,6 @@ async fn uploads_travel_through_all_four_functions_to_accepted_once() {
     for _ in 0..5 {
         deliver(&intake_q, |e| relay_fn_intake::handle(e, &intake)).await;
     }
-    async fn pump(send_q: &SqsQueue, status_q: &SqsQueue, send: &relay_fn_send::SendDeps, status: &relay_fn_status::StatusDeps) {
-        for _ in 0..200 {
-            let n =
-                deliver(send_q, |e| relay_fn_send::handle(e, send)).await + deliver(status_q, |e| relay_fn_status::handle(e, status)).await;
-            if n == 0 && send_q.stats().await.unwrap().total() + status_q.stats().await.unwrap().total() == 0 {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!("the pipeline did not settle");
-    }
     pump(&send_q, &status_q, &send, &status).await;
 
     let doc = send.store.get(&sample_key("FV2026/02/150")).await.unwrap().unwrap();
@@ -252,4 +255,107 @@ async fn uploads_travel_through_all_four_functions_to_accepted_once() {
             .is_err(),
         "a typo is an error, not a no-op"
     );
+}
+
+async fn object(c: &relay_aws::AwsClients, bucket: &str, key: &str) -> Vec<u8> {
+    c.s3.get_object()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{key}: {e}"))
+        .body
+        .collect()
+        .await
+        .unwrap()
+        .into_bytes()
+        .to_vec()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_bundled_sample_reaches_accepted_through_the_four_functions() {
+    let sim = ksef_sim::start(ksef_sim::SimConfig {
+        accept_delay: Duration::from_millis(50),
+        processing_delay: Duration::from_millis(50),
+        auth_delay: Duration::from_millis(20),
+        ..ksef_sim::SimConfig::default()
+    })
+    .await;
+    let env = environment(&sim, 10).await;
+    let c = emulator::clients().await;
+    let intake = relay_fn_intake::IntakeDeps::new(&IntakeSettings::from_env(&env.vars).unwrap()).await;
+    let mut send = relay_fn_send::SendDeps::from_settings(&SendSettings::from_env(&env.vars).unwrap())
+        .await
+        .unwrap();
+    send.cfg.first_poll_delay = Duration::ZERO;
+    let mut status = relay_fn_status::StatusDeps::from_settings(&StatusSettings::from_env(&env.vars).unwrap())
+        .await
+        .unwrap();
+    status.cfg.schedule = vec![Duration::ZERO];
+    let sqs = |name: &str| SqsQueue::new(c.sqs.clone(), &env.queues[name]);
+    let (intake_q, send_q, status_q) = (sqs("intake"), sqs("send"), sqs("status"));
+
+    let samples = ksef_relay::bundled_samples::run_set();
+    for (name, bytes) in &samples {
+        let key = format!("inbox/9999999999/{name}");
+        c.s3.put_object()
+            .bucket(&env.bucket)
+            .key(key)
+            .body(ByteStream::from(bytes.clone()))
+            .send()
+            .await
+            .unwrap();
+    }
+    for _ in 0..5 {
+        deliver(&intake_q, |e| relay_fn_intake::handle(e, &intake)).await;
+    }
+    pump(&send_q, &status_q, &send, &status).await;
+
+    for (name, bytes) in &samples {
+        let key = relay_fa3::read_identity(bytes).unwrap().key;
+        let doc = send
+            .store
+            .get(&key)
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("{name} not registered"));
+        let r = &doc.record;
+        assert_eq!(r.state, DocumentState::Accepted, "{name}: {:?}", r.last_error);
+        let upo = object(&c, &env.bucket, r.storage.upo.as_deref().unwrap()).await;
+        assert!(
+            String::from_utf8_lossy(&upo).contains(&ContentHash::of(bytes).to_base64()),
+            "{name}: the UPO in S3 is this invoice's"
+        );
+        let outbox: serde_json::Value =
+            serde_json::from_slice(&object(&c, &env.bucket, &format!("outbox/9999999999/{}.json", r.erp_document_id)).await).unwrap();
+        assert_eq!(outbox["state"], "ACCEPTED", "{name}");
+        let session = r.ksef.session_reference.as_ref().unwrap();
+        let with_attachment = relay_fa3::read_identity(bytes).unwrap().has_attachment;
+        assert_eq!(session.kind() == "SB", with_attachment, "{name} went in {session}");
+        assert_eq!(sim.ledger().count_hash(&ContentHash::of(bytes)), 1, "{name} accepted exactly once");
+    }
+    assert_eq!(sim.ledger().len(), samples.len());
+
+    // Other content under an accepted number: CONFLICT, a person is told, KSeF hears nothing.
+    let changed = String::from_utf8(samples[0].1.clone())
+        .unwrap()
+        .replacen("</P_2>", "</P_2><!-- changed -->", 1);
+    c.s3.put_object()
+        .bucket(&env.bucket)
+        .key("inbox/9999999999/changed.xml")
+        .body(ByteStream::from(changed.into_bytes()))
+        .send()
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        deliver(&intake_q, |e| relay_fn_intake::handle(e, &intake)).await;
+    }
+    pump(&send_q, &status_q, &send, &status).await;
+    let first = relay_fa3::read_identity(&samples[0].1).unwrap().key;
+    let doc = send.store.get(&first).await.unwrap().unwrap();
+    assert_eq!(doc.record.state, DocumentState::Accepted, "the accepted original stays as it was");
+    let outbox: serde_json::Value = serde_json::from_slice(&object(&c, &env.bucket, "outbox/9999999999/changed.json").await).unwrap();
+    assert_eq!(outbox["state"], "CONFLICT", "{outbox}");
+    assert!(sqs("corrections").stats().await.unwrap().total() >= 1, "a person is told");
+    assert_eq!(sim.ledger().len(), samples.len(), "nothing more reached KSeF");
 }

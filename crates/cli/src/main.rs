@@ -8,7 +8,6 @@
 //!   file, status, UPO. The first thing to run when diagnosing a connection.
 //! - `sim`: start the KSeF simulator.
 
-mod bundled_samples;
 mod ksef_cmd;
 mod run_cmd;
 mod sim_cmd;

@@ -32,7 +32,7 @@ use relay_pipeline::send::SendConfig;
 use relay_pipeline::sessions::KsefContexts;
 use relay_pipeline::status::StatusConfig;
 
-use crate::bundled_samples;
+use ksef_relay::bundled_samples;
 
 #[derive(Debug, Args)]
 pub struct RunArgs {

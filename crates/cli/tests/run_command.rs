@@ -70,6 +70,30 @@ fn check_bundled_run(code: Option<i32>, text: &str, out: &std::path::Path, with_
     );
 }
 
+// Rates a careful deployment must survive within its retry budget (10 attempts): 503s,
+// resets, answers past the client's 3 s timeout (the send may or may not have landed), 429
+// bursts, invoices cancelled with 550 or stuck in 150 for a while, and session closes that
+// answer only after the timeout. Retries press against KSeF's 30 sends a minute; a minute
+// passes in a second.
+const FAULTS: &[&str] = &[
+    "--fault",
+    "unavailable:0.1@/invoices",
+    "--fault",
+    "status550:0.1",
+    "--fault",
+    "reset:0.03",
+    "--fault",
+    "slow:0.08:3500@/invoices",
+    "--fault",
+    "burst429:0.1:500",
+    "--fault",
+    "stuck150:0.2:2000",
+    "--fault",
+    "close-timeout::3500",
+    "--sim-time-scale",
+    "60",
+];
+
 #[test]
 fn run_over_the_bundled_samples_in_memory() {
     let out = out_dir("run");
@@ -81,39 +105,17 @@ fn run_over_the_bundled_samples_in_memory() {
 #[test]
 fn run_with_ksef_faults_still_accepts_each_invoice_exactly_once() {
     let out = out_dir("run-faults");
-    // Rates a careful deployment must survive within its retry budget (10 attempts): 503s,
-    // resets, answers past the client's 3 s timeout (the send may or may not have landed), 429
-    // bursts, invoices cancelled with 550 or stuck in 150 for a while, and session closes that
-    // answer only after the timeout. Retries press against KSeF's 30 sends a minute; a minute
-    // passes in a second.
-    let faults = [
-        "--fault",
-        "unavailable:0.1@/invoices",
-        "--fault",
-        "status550:0.1",
-        "--fault",
-        "reset:0.03",
-        "--fault",
-        "slow:0.08:3500@/invoices",
-        "--fault",
-        "burst429:0.1:500",
-        "--fault",
-        "stuck150:0.2:2000",
-        "--fault",
-        "close-timeout::3500",
-        "--sim-time-scale",
-        "60",
-    ];
-    let (code, text) = run(&faults, &out);
+    let (code, text) = run(FAULTS, &out);
     check_bundled_run(code, &text, &out, true);
     std::fs::remove_dir_all(&out).ok();
 }
 
 #[test]
-fn run_against_the_aws_emulator() {
+fn run_against_the_aws_emulator_with_ksef_faults() {
     let out = out_dir("run-aws");
     let endpoint = relay_tests::emulator::endpoint();
-    let (code, text) = run(&["--aws-endpoint", endpoint], &out);
+    let args: Vec<&str> = ["--aws-endpoint", endpoint].into_iter().chain(FAULTS.iter().copied()).collect();
+    let (code, text) = run(&args, &out);
     assert!(text.contains(&format!("AWS API at {endpoint}")), "{text}");
     check_bundled_run(code, &text, &out, false);
     // The deployed path: each file was uploaded to the inbox and taken in from the bucket's
