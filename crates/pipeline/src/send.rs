@@ -137,21 +137,7 @@ pub async fn send<S: SendStore + ?Sized>(
     }
     if let Some(session) = r.ksef.unconfirmed_send.clone() {
         match ksef.find_live_invoice(&seller, &session, &r.content_hash).await {
-            Ok(Some(invoice_reference)) => {
-                let r = ports
-                    .store
-                    .transition(
-                        &r,
-                        Change::Sent {
-                            session: session.clone(),
-                            invoice_reference: invoice_reference.clone(),
-                        },
-                        now,
-                    )
-                    .await?;
-                queue_status(ports, cfg, &r, session, invoice_reference).await?;
-                return done(QueueAction::Delete, "RECONCILED_SENT", Some(r));
-            }
+            Ok(Some(invoice_reference)) => return mark_sent(ports, cfg, &r, session, invoice_reference, "RECONCILED_SENT", now).await,
             Ok(None) => {
                 let detail = format!(
                     "session {session} holds no live invoice with hash {}: KSeF did not take the earlier attempt (or cancelled it); sending again",
@@ -192,12 +178,9 @@ pub async fn send<S: SendStore + ?Sized>(
         Ok(s) => s,
         Err(f) => return on_failure(ports, cfg, r, f, false, now).await,
     };
-    let Ok(session_ref) = KsefReference::parse(&session.reference) else {
-        let f = relay_failure(
-            format!("KSeF opened a session with an unreadable reference {:?}", session.reference),
-            "BAD_REFERENCE",
-        );
-        return on_failure(ports, cfg, r, f, false, now).await;
+    let session_ref = match opened_session(&session.reference) {
+        Ok(s) => s,
+        Err(f) => return on_failure(ports, cfg, r, f, false, now).await,
     };
 
     // 3. Record "about to send" before the POST.
@@ -224,19 +207,7 @@ pub async fn send<S: SendStore + ?Sized>(
                 );
                 return on_failure(ports, cfg, r, f, true, now).await;
             };
-            let r = ports
-                .store
-                .transition(
-                    &r,
-                    Change::Sent {
-                        session: session_ref.clone(),
-                        invoice_reference: invoice_reference.clone(),
-                    },
-                    now,
-                )
-                .await?;
-            queue_status(ports, cfg, &r, session_ref, invoice_reference).await?;
-            done(QueueAction::Delete, "SENT", Some(r))
+            mark_sent(ports, cfg, &r, session_ref, invoice_reference, "SENT", now).await
         }
         Err(f) => {
             if f.class == ErrorClass::NeedsNewSession {
@@ -300,12 +271,9 @@ async fn send_in_batch<S: SendStore + ?Sized>(
         Ok(b) => b,
         Err(f) => return on_failure(ports, cfg, r, f, false, now).await,
     };
-    let Ok(batch_ref) = KsefReference::parse(&batch.reference) else {
-        let f = relay_failure(
-            format!("KSeF opened a batch session with an unreadable reference {:?}", batch.reference),
-            "BAD_REFERENCE",
-        );
-        return on_failure(ports, cfg, r, f, false, now).await;
+    let batch_ref = match opened_session(&batch.reference) {
+        Ok(s) => s,
+        Err(f) => return on_failure(ports, cfg, r, f, false, now).await,
     };
     let r = ports
         .store
@@ -401,19 +369,7 @@ async fn reconcile_batch<S: SendStore + ?Sized>(
                 .map(|i| KsefReference::parse(&i.reference_number))
             {
                 Some(Ok(invoice_reference)) => {
-                    let r = ports
-                        .store
-                        .transition(
-                            &r,
-                            Change::Sent {
-                                session: session.clone(),
-                                invoice_reference: invoice_reference.clone(),
-                            },
-                            now,
-                        )
-                        .await?;
-                    queue_status(ports, cfg, &r, session.clone(), invoice_reference).await?;
-                    decided(done(QueueAction::Delete, "RECONCILED_SENT", Some(r)))
+                    decided(mark_sent(ports, cfg, &r, session.clone(), invoice_reference, "RECONCILED_SENT", now).await)
                 }
                 Some(Err(e)) => {
                     let f = relay_failure(
@@ -453,13 +409,31 @@ async fn reconcile_batch<S: SendStore + ?Sized>(
     }
 }
 
-async fn queue_status<S: SendStore + ?Sized>(
+/// KSeF's reference for a session it opened, or the failure to record.
+fn opened_session(raw: &str) -> Result<KsefReference, Failure> {
+    KsefReference::parse(raw).map_err(|_| {
+        relay_failure(
+            format!("KSeF opened a session with an unreadable reference {raw:?}"),
+            "BAD_REFERENCE",
+        )
+    })
+}
+
+/// KSeF has the invoice as `invoice_reference`: SENT, and a status check queued.
+async fn mark_sent<S: SendStore + ?Sized>(
     ports: &SendPorts<'_, S>,
     cfg: &SendConfig,
     r: &DocumentRecord,
     session: KsefReference,
     invoice_reference: KsefReference,
-) -> Result<(), StageError> {
+    outcome: &'static str,
+    now: DateTime<Utc>,
+) -> Result<StageResult, StageError> {
+    let change = Change::Sent {
+        session: session.clone(),
+        invoice_reference: invoice_reference.clone(),
+    };
+    let r = ports.store.transition(r, change, now).await?;
     let msg = StatusRequest {
         document: r.key.clone(),
         session,
@@ -475,7 +449,7 @@ async fn queue_status<S: SendStore + ?Sized>(
                 .delayed(cfg.first_poll_delay),
         )
         .await?;
-    Ok(())
+    done(QueueAction::Delete, outcome, Some(r))
 }
 
 /// Classifies `f` with the retry policy and records the decision.

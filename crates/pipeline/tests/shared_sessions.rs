@@ -15,8 +15,8 @@ use relay_domain::ports::{Queue, SharedCache};
 use relay_domain::Nip;
 use relay_pipeline::sessions::KsefContexts;
 
-#[tokio::test]
-async fn instances_share_one_login_and_one_session() {
+/// The simulator (recording its exchanges), one shared cache, the seller.
+async fn setup() -> (ksef_sim::SimHandle, Arc<dyn SharedCache>, Nip) {
     let sim = ksef_sim::start(SimConfig {
         time_scale: SCALE,
         record_exchanges: true,
@@ -24,8 +24,12 @@ async fn instances_share_one_login_and_one_session() {
         ..SimConfig::default()
     })
     .await;
-    let cache: Arc<dyn SharedCache> = Arc::new(MemorySharedCache::new());
-    let nip = Nip::parse("9999999999").unwrap();
+    (sim, Arc::new(MemorySharedCache::new()), Nip::parse("9999999999").unwrap())
+}
+
+#[tokio::test]
+async fn instances_share_one_login_and_one_session() {
+    let (sim, cache, nip) = setup().await;
     // Five cold instances, each with its own client (as separate Lambda instances would have).
     let instances: Vec<KsefContexts> = (0..5)
         .map(|_| KsefContexts::new().with(nip.clone(), client(&sim)).with_shared_cache(cache.clone()))
@@ -73,15 +77,7 @@ async fn closed_by_ksef(ctx: &KsefContexts, nip: &Nip, reference: &str) -> bool 
 
 #[tokio::test]
 async fn a_shared_session_is_closed_once_the_send_queue_is_drained() {
-    let sim = ksef_sim::start(SimConfig {
-        time_scale: SCALE,
-        record_exchanges: true,
-        auth_delay: Duration::from_millis(10),
-        ..SimConfig::default()
-    })
-    .await;
-    let cache: Arc<dyn SharedCache> = Arc::new(MemorySharedCache::new());
-    let nip = Nip::parse("9999999999").unwrap();
+    let (sim, cache, nip) = setup().await;
     let a = KsefContexts::new().with(nip.clone(), client(&sim)).with_shared_cache(cache.clone());
     let b = KsefContexts::new().with(nip.clone(), client(&sim)).with_shared_cache(cache.clone());
     let session = a.session(&nip, Utc::now()).await.unwrap();
@@ -115,14 +111,7 @@ async fn a_shared_session_is_closed_once_the_send_queue_is_drained() {
 
 #[tokio::test]
 async fn a_session_near_its_twelve_hours_is_replaced_and_closed() {
-    let sim = ksef_sim::start(SimConfig {
-        time_scale: SCALE,
-        auth_delay: Duration::from_millis(10),
-        ..SimConfig::default()
-    })
-    .await;
-    let cache: Arc<dyn SharedCache> = Arc::new(MemorySharedCache::new());
-    let nip = Nip::parse("9999999999").unwrap();
+    let (sim, cache, nip) = setup().await;
     let a = KsefContexts::new().with(nip.clone(), client(&sim)).with_shared_cache(cache.clone());
     let old = a.session(&nip, Utc::now()).await.unwrap();
     // Ten minutes before validUntil (inside the 15-minute margin) the session is replaced...
