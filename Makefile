@@ -1,5 +1,5 @@
 # ksef-relay: the obvious targets. `make run` and `make test` are the README's two commands.
-.PHONY: setup run test fmt fmt-check lint build check clean
+.PHONY: setup run test fmt fmt-check lint build check clean infra-lint sam-build infra-check
 
 CARGO ?= cargo
 
@@ -27,8 +27,22 @@ lint: fmt-check
 build:
 	$(CARGO) build --workspace --release
 
+## The SAM template: cfn-lint and `sam validate --lint`, offline (tools from PyPI in .venv).
+infra-lint: setup
+	.venv/bin/cfn-lint infra/template.yaml
+	SAM_CLI_TELEMETRY=0 .venv/bin/sam validate --lint --template infra/template.yaml
+
+## `sam build` of every function with cargo-lambda (from .venv). CI builds x86_64: the arm64
+## Rust std needs a rustup download outside the package registries (infra/README.md).
+## SAM_ARCH=arm64 builds what AWS runs when that target is installed.
+SAM_ARCH ?= x86_64
+sam-build: setup
+	scripts/sam_build.sh $(SAM_ARCH)
+
+infra-check: infra-lint sam-build
+
 ## What CI runs.
-check: test lint
+check: test lint infra-check
 
 clean:
 	$(CARGO) clean

@@ -1,17 +1,34 @@
 #!/usr/bin/env bash
 # Installs what the tests need beyond cargo, idempotently:
 #   - the AWS emulator (moto in server mode) into .venv inside the repo (git-ignored);
+#   - the template tools into the same .venv, all from PyPI: aws-sam-translator (SAM -> plain
+#     CloudFormation for the template tests), cfn-lint and aws-sam-cli (`make infra-check`),
+#     cargo-lambda and ziglang (what `sam build` uses to build the functions);
 #   - Debian packages the tests call (libxml2-utils for xmllint), when run as root with apt-get.
 # Safe to run again: it only installs what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-MOTO_VERSION="5.2.5"   # checked hands-on with this project (docs/local-aws.md)
+# Checked hands-on with this project (docs/local-aws.md). aws-sam-cli pins its own
+# aws-sam-translator; these are the versions it resolves to, installed together in one pip run.
+MOTO_VERSION="5.2.5"
+PY_TOOLS=(
+  "moto[server]==${MOTO_VERSION}"
+  "aws-sam-translator==1.115.0"
+  "cfn-lint==1.58.0"
+  "aws-sam-cli==1.170.0"
+  "cargo-lambda==1.9.2"
+  "ziglang==0.17.1"
+)
 
-if [ ! -x .venv/bin/moto_server ]; then
-  echo "setup: installing moto[server]==${MOTO_VERSION} into .venv (about 30 s)"
-  python3 -m venv .venv
-  .venv/bin/pip install --quiet --disable-pip-version-check "moto[server]==${MOTO_VERSION}"
+missing=0
+for tool in moto_server sam cfn-lint cargo-lambda python-zig; do
+  [ -x ".venv/bin/${tool}" ] || missing=1
+done
+if [ "$missing" = 1 ] || ! .venv/bin/python -c 'import samtranslator' 2>/dev/null; then
+  echo "setup: installing ${PY_TOOLS[*]} into .venv (about 1 to 3 minutes)"
+  [ -x .venv/bin/python ] || python3 -m venv .venv
+  .venv/bin/pip install --quiet --disable-pip-version-check "${PY_TOOLS[@]}"
 fi
 
 if ! command -v xmllint >/dev/null 2>&1; then
