@@ -1,0 +1,104 @@
+//! The SAM template (`infra/template.yaml`) as tests see it: translated to plain CloudFormation
+//! offline by `scripts/template_on_emulator.py` (aws-sam-translator from `.venv`), and deployed
+//! as a stack to the AWS emulator.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use serde_json::Value;
+
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ is inside the repo")
+        .to_path_buf()
+}
+
+fn python() -> PathBuf {
+    let bin = repo_root().join(".venv/bin/python");
+    assert!(
+        bin.exists(),
+        "the template tools are not installed: run `make test` (scripts/setup.sh installs aws-sam-translator into .venv)"
+    );
+    bin
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("ksef-relay-template-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("a scratch directory");
+    dir.join(name)
+}
+
+fn run_script(args: &[&str]) {
+    let out = Command::new(python())
+        .arg(repo_root().join("scripts/template_on_emulator.py"))
+        .args(args)
+        .env("AWS_DEFAULT_REGION", crate::emulator::REGION)
+        .output()
+        .expect("run scripts/template_on_emulator.py");
+    assert!(
+        out.status.success(),
+        "scripts/template_on_emulator.py {args:?} failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn read_json(path: &Path) -> Value {
+    serde_json::from_slice(&std::fs::read(path).expect("the script's output")).expect("JSON from the script")
+}
+
+/// The template translated from SAM to plain CloudFormation (once per test process).
+pub fn translated() -> &'static Value {
+    static TRANSLATED: OnceLock<Value> = OnceLock::new();
+    TRANSLATED.get_or_init(|| {
+        let out = scratch("translated.json");
+        let template = repo_root().join("infra/template.yaml");
+        run_script(&["translate", template.to_str().unwrap(), out.to_str().unwrap()]);
+        read_json(&out)
+    })
+}
+
+/// Deploys the translated template as stack `stack` to the emulator with these parameters and
+/// returns what was created: `outputs`, `resources` (logical id -> type and physical id),
+/// `functions` (logical id -> name and the environment as CloudFormation resolved it) and
+/// `event_source_mappings`.
+pub fn deploy_to_emulator(stack: &str, params: &[(&str, &str)]) -> Value {
+    let out = scratch(&format!("{stack}.json"));
+    let template = repo_root().join("infra/template.yaml");
+    let mut args: Vec<String> = vec![
+        "deploy".into(),
+        template.to_str().unwrap().into(),
+        "--endpoint".into(),
+        crate::emulator::endpoint().into(),
+        "--stack".into(),
+        stack.into(),
+        "--out".into(),
+        out.to_str().unwrap().into(),
+    ];
+    for (k, v) in params {
+        args.push("--param".into());
+        args.push(format!("{k}={v}"));
+    }
+    run_script(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    read_json(&out)
+}
+
+/// The resources of one type in the translated template: (logical id, resource).
+pub fn resources_of<'a>(template: &'a Value, kind: &str) -> Vec<(&'a str, &'a Value)> {
+    template["Resources"]
+        .as_object()
+        .expect("Resources")
+        .iter()
+        .filter(|(_, r)| r["Type"] == kind)
+        .map(|(k, r)| (k.as_str(), r))
+        .collect()
+}
+
+/// The logical id a `{"Ref": X}` or `{"Fn::GetAtt": [X, ...]}` points at.
+pub fn target(v: &Value) -> Option<&str> {
+    v.get("Ref")
+        .and_then(Value::as_str)
+        .or_else(|| v.get("Fn::GetAtt").and_then(|a| a.get(0)).and_then(Value::as_str))
+}

@@ -1,0 +1,351 @@
+//! The SAM template, translated offline and deployed as a CloudFormation stack to the AWS
+//! emulator; then the functions run against what the stack created, each built from its
+//! settings read from the environment CloudFormation resolved for it (every Ref, GetAtt and Sub
+//! replaced by the created resources). So the template and the code cannot drift apart: a
+//! missing or misnamed variable, a queue wired to the wrong DLQ, a notification on the wrong
+//! prefix or a table the store cannot use fails here.
+//!
+//! The emulator does not run Lambda code (no container runtime) and skips alarms, TTL,
+//! versioning, lifecycle and the bucket/queue policies: `template_translated.rs` asserts those
+//! on the translated template. It also ignores the bucket's NotificationConfiguration, so the
+//! deploy script applies exactly the template's notification through the S3 API
+//! (scripts/template_on_emulator.py). Lambda's SQS event source is played by `deliver` below.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_sqs::types::QueueAttributeName;
+use relay_aws::settings::{IntakeSettings, ReplaySettings, SendSettings, StatusSettings};
+use relay_aws::{provision, SqsQueue};
+use relay_domain::ports::{DocumentRegistry, Queue};
+use relay_domain::{ContentHash, DocumentKey, DocumentState, InvoiceKind, InvoiceNumber, Nip};
+use relay_tests::{emulator, template};
+use serde_json::Value;
+
+const SAMPLE_1: &[u8] = include_bytes!("../data/ksef/samples/FA_3_Przykład_1.xml");
+const NIP: &str = "9999999999";
+
+/// What Lambda's SQS event source does: receive a batch, invoke, delete what did not fail.
+async fn deliver<F, Fut>(queue: &SqsQueue, handler: F) -> usize
+where
+    F: Fn(aws_lambda_events::sqs::SqsEvent) -> Fut,
+    Fut: std::future::Future<Output = aws_lambda_events::sqs::SqsBatchResponse>,
+{
+    let batch = queue.receive(10, Duration::from_secs(30), Duration::ZERO).await.unwrap();
+    if batch.is_empty() {
+        return 0;
+    }
+    let response = handler(relay_tests::lambda_events::sqs_event(&batch)).await;
+    for m in &batch {
+        if !response.batch_item_failures.iter().any(|f| f.item_identifier == m.message_id) {
+            queue.delete(&m.receipt).await.unwrap();
+        }
+    }
+    batch.len()
+}
+
+struct Stack {
+    created: Value,
+}
+
+impl Stack {
+    fn physical(&self, logical: &str) -> String {
+        self.created["resources"][logical]["physical_id"]
+            .as_str()
+            .unwrap_or_else(|| panic!("the stack created no {logical}"))
+            .to_owned()
+    }
+
+    fn function(&self, logical: &str) -> &Value {
+        let f = &self.created["functions"][logical];
+        assert!(f.is_object(), "the stack created no function {logical}");
+        f
+    }
+
+    /// The function's environment as CloudFormation resolved it, plus what Lambda adds
+    /// (AWS_REGION) and the emulator's endpoint; KSEF_ENV (TEST from the parameter) is pointed
+    /// at the simulator instead.
+    fn env(&self, logical: &str, ksef: &str) -> HashMap<String, String> {
+        let mut env: HashMap<String, String> = self.function(logical)["environment"]
+            .as_object()
+            .unwrap()
+            .iter()
+            // Lambda environment values are strings; moto hands Number parameters back as numbers.
+            .map(|(k, v)| (k.clone(), v.as_str().map_or_else(|| v.to_string(), str::to_owned)))
+            .collect();
+        if let Some(k) = env.get("KSEF_ENV") {
+            assert_eq!(k, "TEST", "{logical}: KSEF_ENV comes from the KsefEnvironment parameter");
+            env.insert("KSEF_ENV".into(), ksef.into());
+        }
+        env.insert("AWS_REGION".into(), emulator::REGION.into());
+        env.insert(relay_aws::settings::ENDPOINT_VAR.into(), emulator::endpoint().into());
+        env
+    }
+}
+
+async fn queue_attributes(sqs: &aws_sdk_sqs::Client, url: &str) -> HashMap<QueueAttributeName, String> {
+    sqs.get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(QueueAttributeName::All)
+        .send()
+        .await
+        .unwrap()
+        .attributes
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_deployed_template_runs_an_upload_through_intake_send_and_status() {
+    let c = emulator::clients().await;
+    let name = relay_tests::unique_name("stack");
+    let prefix = format!("{name}/ksef-token/");
+    let stack = Stack {
+        created: template::deploy_to_emulator(
+            &name,
+            &[
+                ("KsefTokenSecretPrefix", &prefix),
+                ("KsefSellerNips", NIP),
+                ("EnableReport", "true"),
+            ],
+        ),
+    };
+
+    // Names: every function's settings load from what the stack gave it, and name the
+    // resources the stack created.
+    let sim = ksef_sim::start(ksef_sim::SimConfig {
+        accept_delay: Duration::from_millis(50),
+        processing_delay: Duration::from_millis(50),
+        auth_delay: Duration::from_millis(20),
+        ..ksef_sim::SimConfig::default()
+    })
+    .await;
+    let ksef = sim.api_url();
+    let intake_settings = IntakeSettings::from_env(&stack.env("IntakeFunction", &ksef)).expect("intake's settings");
+    let send_settings = SendSettings::from_env(&stack.env("SendFunction", &ksef)).expect("send's settings");
+    let status_settings = StatusSettings::from_env(&stack.env("StatusFunction", &ksef)).expect("status's settings");
+    let replay_settings = ReplaySettings::from_env(&stack.env("DlqReplayFunction", &ksef)).expect("dlq-replay's settings");
+    let report_env = stack.env("ReportFunction", &ksef);
+    for key in ["DOCUMENTS_TABLE", "ARCHIVE_BUCKET", "ALARM_TOPIC_ARN", "OVERDUE_AFTER_HOURS"] {
+        assert!(report_env.contains_key(key), "the report function's environment lacks {key}");
+    }
+    let (table, bucket) = (stack.physical("DocumentsTable"), stack.physical("ArchiveBucket"));
+    for r in [
+        &intake_settings.resources,
+        &send_settings.resources,
+        &status_settings.resources,
+        &replay_settings.resources,
+    ] {
+        assert_eq!((&r.table, &r.bucket), (&table, &bucket));
+    }
+    let url = |logical: &str| stack.physical(logical);
+    assert_eq!(
+        (&intake_settings.send_queue_url, &intake_settings.corrections_queue_url),
+        (&url("SendQueue"), &url("CorrectionsQueue"))
+    );
+    assert_eq!(
+        [
+            &send_settings.send_queue_url,
+            &send_settings.send_dlq_url,
+            &send_settings.status_queue_url
+        ],
+        [&url("SendQueue"), &url("SendDlq"), &url("StatusQueue")]
+    );
+    assert_eq!(
+        [
+            &status_settings.status_queue_url,
+            &status_settings.status_dlq_url,
+            &status_settings.send_queue_url
+        ],
+        [&url("StatusQueue"), &url("StatusDlq"), &url("SendQueue")]
+    );
+    let routes: Vec<(&str, &str, &str)> = replay_settings
+        .queues
+        .iter()
+        .map(|r| (r.name.as_str(), r.dlq_url.as_str(), r.target_url.as_str()))
+        .collect();
+    assert_eq!(
+        routes,
+        [
+            ("send", url("SendDlq").as_str(), url("SendQueue").as_str()),
+            ("status", url("StatusDlq").as_str(), url("StatusQueue").as_str())
+        ]
+    );
+    assert_eq!(send_settings.ksef.token_secret_prefix, prefix);
+    assert_eq!(send_settings.max_attempts, 10);
+
+    // Redrive: each queue to its own DLQ after at least 5 receives; visibility >= 6 x the
+    // timeout of the function its event source feeds.
+    let arn = |attrs: &HashMap<QueueAttributeName, String>| attrs[&QueueAttributeName::QueueArn].clone();
+    for (queue, dlq, consumer) in [
+        ("IntakeQueue", "IntakeDlq", Some("IntakeFunction")),
+        ("SendQueue", "SendDlq", Some("SendFunction")),
+        ("StatusQueue", "StatusDlq", Some("StatusFunction")),
+        ("CorrectionsQueue", "CorrectionsDlq", None),
+    ] {
+        let q = queue_attributes(&c.sqs, &url(queue)).await;
+        let d = queue_attributes(&c.sqs, &url(dlq)).await;
+        let redrive: Value = serde_json::from_str(&q[&QueueAttributeName::RedrivePolicy]).unwrap();
+        assert_eq!(redrive["deadLetterTargetArn"].as_str(), Some(arn(&d).as_str()), "{queue} -> {dlq}");
+        let max_receive = redrive["maxReceiveCount"]
+            .as_u64()
+            .or_else(|| redrive["maxReceiveCount"].as_str().and_then(|s| s.parse().ok()))
+            .unwrap();
+        assert!(max_receive >= 5, "{queue}: maxReceiveCount {max_receive}");
+        let retention = |a: &HashMap<QueueAttributeName, String>| a[&QueueAttributeName::MessageRetentionPeriod].parse::<u64>().unwrap();
+        assert!(retention(&d) > retention(&q), "{dlq} outlives {queue}'s messages");
+        assert_eq!(q[&QueueAttributeName::SqsManagedSseEnabled], "true");
+        if let Some(function) = consumer {
+            let timeout = stack.function(function)["timeout"].as_u64().unwrap();
+            let visibility: u64 = q[&QueueAttributeName::VisibilityTimeout].parse().unwrap();
+            assert!(
+                visibility >= 6 * timeout,
+                "{queue}: visibility {visibility} vs {function} timeout {timeout}"
+            );
+            let name = stack.function(function)["name"].as_str().unwrap();
+            let sources: Vec<&str> = stack.created["event_source_mappings"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|m| {
+                    m["function_arn"]
+                        .as_str()
+                        .is_some_and(|a| a.ends_with(&format!(":function:{name}")))
+                })
+                .map(|m| m["source_arn"].as_str().unwrap())
+                .collect();
+            assert_eq!(sources, [arn(&q).as_str()], "{function} is triggered by {queue}");
+        }
+    }
+
+    // The table: the same schema the code's provisioning creates (and the store expects).
+    let ours = format!("{name}-provisioned");
+    provision::create_documents_table(&c.dynamodb, &ours).await.unwrap();
+    let describe = |t: String| {
+        let db = c.dynamodb.clone();
+        async move { db.describe_table().table_name(t).send().await.unwrap().table.unwrap() }
+    };
+    let (deployed, provisioned) = (describe(table.clone()).await, describe(ours).await);
+    // What the store relies on, in a form both descriptions can be compared by.
+    macro_rules! schema {
+        ($t:expr) => {{
+            let t = &$t;
+            let mut attributes: Vec<String> = t
+                .attribute_definitions()
+                .iter()
+                .map(|d| format!("{}:{}", d.attribute_name(), d.attribute_type().as_str()))
+                .collect();
+            attributes.sort();
+            let indexes: Vec<String> = t
+                .global_secondary_indexes()
+                .iter()
+                .map(|g| {
+                    format!(
+                        "{:?} {:?} {:?}",
+                        g.index_name(),
+                        g.key_schema(),
+                        g.projection().and_then(|p| p.projection_type())
+                    )
+                })
+                .collect();
+            (
+                attributes,
+                format!("{:?}", t.key_schema()),
+                indexes,
+                format!("{:?}", t.billing_mode_summary().and_then(|b| b.billing_mode())),
+            )
+        }};
+    }
+    let (deployed, provisioned) = (schema!(deployed), schema!(provisioned));
+    assert!(!deployed.2.is_empty(), "the by-state index");
+    assert_eq!(deployed, provisioned, "the deployed table vs provision::create_documents_table");
+
+    // The operator's first-deploy step: one secret per seller NIP under the template's prefix.
+    c.secrets
+        .create_secret()
+        .name(format!("{prefix}{NIP}"))
+        .secret_string(ksef_sim::DEFAULT_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    let intake = relay_fn_intake::IntakeDeps::new(&intake_settings).await;
+    let send = relay_fn_send::SendDeps::from_settings(&send_settings).await.unwrap();
+    let mut status = relay_fn_status::StatusDeps::from_settings(&status_settings).await.unwrap();
+    status.cfg.schedule = vec![Duration::ZERO]; // the simulator decides in ~100 ms
+    relay_fn_dlq_replay::ReplayDeps::from_settings(&replay_settings)
+        .await
+        .expect("dlq-replay builds from its settings");
+    let sqs = |logical: &str| SqsQueue::new(c.sqs.clone(), url(logical));
+    let (intake_q, send_q, status_q) = (sqs("IntakeQueue"), sqs("SendQueue"), sqs("StatusQueue"));
+
+    // Notifications: an upload under inbox/ reaches the intake queue; a key elsewhere does not.
+    let put = |key: &str, bytes: &[u8]| {
+        c.s3.put_object()
+            .bucket(&bucket)
+            .key(key)
+            .body(ByteStream::from(bytes.to_vec()))
+            .send()
+    };
+    put("outbox/9999999999/not-an-upload.json", b"{}").await.unwrap();
+    put("inbox/9999999999/FV-150.xml", SAMPLE_1).await.unwrap();
+    let mut created = 0;
+    for _ in 0..5 {
+        let batch = intake_q.receive(10, Duration::from_secs(30), Duration::ZERO).await.unwrap();
+        for m in &batch {
+            if let Ok(objects) = relay_pipeline::s3_event::created_objects(&m.body) {
+                for o in objects {
+                    assert!(o.key.starts_with("inbox/"), "a notification for {} reached the intake queue", o.key);
+                    assert_eq!(o.bucket, bucket);
+                    created += 1;
+                }
+            }
+            intake_q.change_visibility(&m.receipt, Duration::ZERO).await.unwrap();
+        }
+        if created > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(created, 1, "the inbox upload, and only it, notified the intake queue");
+
+    // intake -> send -> status, as the event sources would run them.
+    for _ in 0..5 {
+        deliver(&intake_q, |e| relay_fn_intake::handle(e, &intake)).await;
+    }
+    let mut settled = false;
+    for _ in 0..200 {
+        let n =
+            deliver(&send_q, |e| relay_fn_send::handle(e, &send)).await + deliver(&status_q, |e| relay_fn_status::handle(e, &status)).await;
+        if n == 0 && send_q.stats().await.unwrap().total() + status_q.stats().await.unwrap().total() == 0 {
+            settled = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(settled, "the pipeline did not settle");
+    let key = DocumentKey::new(
+        Nip::parse(NIP).unwrap(),
+        InvoiceKind::Vat,
+        InvoiceNumber::parse("FV2026/02/150").unwrap(),
+    );
+    let doc = send.store.get(&key).await.unwrap().expect("registered in the stack's table");
+    assert_eq!(doc.record.state, DocumentState::Accepted, "{:?}", doc.record.last_error);
+    let upo_key = doc.record.storage.upo.clone().expect("a UPO");
+    assert!(upo_key.starts_with("upo/9999999999/"), "{upo_key}");
+    let get = |key: String| c.s3.get_object().bucket(&bucket).key(key).send();
+    let upo = get(upo_key.clone()).await.unwrap().body.collect().await.unwrap().into_bytes();
+    assert!(String::from_utf8_lossy(&upo).contains(&ContentHash::of(SAMPLE_1).to_base64()));
+    let outbox = get("outbox/9999999999/FV-150.json".into())
+        .await
+        .unwrap()
+        .body
+        .collect()
+        .await
+        .unwrap()
+        .into_bytes();
+    let outbox: Value = serde_json::from_slice(&outbox).unwrap();
+    assert_eq!(outbox["state"], "ACCEPTED");
+    assert_eq!(sim.ledger().count_hash(&ContentHash::of(SAMPLE_1)), 1, "accepted once");
+    let dlq = SqsQueue::new(c.sqs.clone(), url("SendDlq"));
+    assert_eq!(dlq.stats().await.unwrap().total(), 0);
+}

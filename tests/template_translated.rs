@@ -1,0 +1,320 @@
+//! What the emulator cannot show, asserted on the template translated to plain CloudFormation:
+//! alarms and the dashboard (moto skips them), TTL, versioning, lifecycle rules, bucket and
+//! queue policies (moto skips or ignores them), point-in-time recovery, deletion protection,
+//! encryption, and the queue/function timing rules.
+
+use relay_tests::template::{resources_of, target, translated};
+use serde_json::{json, Value};
+
+fn resource(logical: &str) -> &'static Value {
+    let r = &translated()["Resources"][logical];
+    assert!(r.is_object(), "the template has no {logical}");
+    r
+}
+
+fn props(logical: &str) -> &'static Value {
+    &resource(logical)["Properties"]
+}
+
+fn num(v: &Value) -> u64 {
+    v.as_u64()
+        .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+        .unwrap_or_else(|| panic!("not a number: {v}"))
+}
+
+const QUEUES: [(&str, &str); 4] = [
+    ("IntakeQueue", "IntakeDlq"),
+    ("SendQueue", "SendDlq"),
+    ("StatusQueue", "StatusDlq"),
+    ("CorrectionsQueue", "CorrectionsDlq"),
+];
+
+#[test]
+fn every_queue_has_a_dlq_with_redrive_and_longer_retention_and_encryption() {
+    for (queue, dlq) in QUEUES {
+        let q = props(queue);
+        let d = props(dlq);
+        assert_eq!(
+            target(&q["RedrivePolicy"]["deadLetterTargetArn"]),
+            Some(dlq),
+            "{queue} redrives to {dlq}"
+        );
+        assert!(num(&q["RedrivePolicy"]["maxReceiveCount"]) >= 5, "{queue}: maxReceiveCount >= 5");
+        assert!(
+            num(&d["MessageRetentionPeriod"]) > num(&q["MessageRetentionPeriod"]),
+            "{dlq} keeps messages longer than {queue}"
+        );
+        for p in [q, d] {
+            assert_eq!(p["SqsManagedSseEnabled"], json!(true), "{queue}/{dlq}: server-side encryption");
+        }
+    }
+}
+
+#[test]
+fn visibility_timeouts_are_at_least_six_times_the_consuming_functions_timeout() {
+    let mut consumed = Vec::new();
+    for (name, esm) in resources_of(translated(), "AWS::Lambda::EventSourceMapping") {
+        let p = &esm["Properties"];
+        let queue = target(&p["EventSourceArn"]).expect("a queue");
+        let function = target(&p["FunctionName"]).expect("a function");
+        let timeout = num(&props(function)["Timeout"]);
+        let visibility = num(&props(queue)["VisibilityTimeout"]);
+        assert!(
+            visibility >= 6 * timeout,
+            "{queue}: visibility {visibility} < 6 x {function} timeout {timeout}"
+        );
+        assert_eq!(p["FunctionResponseTypes"], json!(["ReportBatchItemFailures"]), "{name}");
+        consumed.push(queue.to_owned());
+    }
+    consumed.sort();
+    assert_eq!(consumed, ["IntakeQueue", "SendQueue", "StatusQueue"]);
+}
+
+#[test]
+fn send_concurrency_is_capped() {
+    let (_, esm) = resources_of(translated(), "AWS::Lambda::EventSourceMapping")
+        .into_iter()
+        .find(|(_, r)| target(&r["Properties"]["FunctionName"]) == Some("SendFunction"))
+        .expect("the send event source");
+    assert_eq!(
+        esm["Properties"]["ScalingConfig"]["MaximumConcurrency"],
+        json!({"Ref": "SendMaxConcurrency"})
+    );
+    let param = &translated()["Parameters"]["SendMaxConcurrency"];
+    assert_eq!(
+        (num(&param["Default"]), num(&param["MinValue"])),
+        (2, 2),
+        "2 is the least SQS allows"
+    );
+}
+
+#[test]
+fn functions_run_on_al2023_with_the_architecture_parameter_defaulting_to_arm64() {
+    let params = &translated()["Parameters"]["Architecture"];
+    assert_eq!(params["Default"], "arm64");
+    assert_eq!(params["AllowedValues"], json!(["arm64", "x86_64"]));
+    let functions = resources_of(translated(), "AWS::Lambda::Function");
+    assert!(functions.len() >= 4);
+    for (name, f) in functions {
+        let p = &f["Properties"];
+        assert_eq!(p["Runtime"], "provided.al2023", "{name}");
+        assert_eq!(p["Architectures"], json!([{"Ref": "Architecture"}]), "{name}");
+        assert!(p["Role"]["Fn::GetAtt"].is_array(), "{name} has its own role");
+    }
+}
+
+#[test]
+fn the_table_has_ttl_pitr_on_demand_and_deletion_protection_in_prod() {
+    let t = props("DocumentsTable");
+    assert_eq!(t["BillingMode"], "PAY_PER_REQUEST");
+    assert_eq!(
+        t["TimeToLiveSpecification"],
+        json!({"AttributeName": relay_aws::dynamodb_store::TTL_ATTRIBUTE, "Enabled": true})
+    );
+    assert_eq!(t["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"], json!(true));
+    assert_eq!(t["DeletionProtectionEnabled"], json!({"Fn::If": ["IsProd", true, false]}));
+    assert_eq!(
+        translated()["Conditions"]["IsProd"],
+        json!({"Fn::Equals": [{"Ref": "Stage"}, "prod"]})
+    );
+    assert_eq!(resource("DocumentsTable")["DeletionPolicy"], "Retain");
+}
+
+#[test]
+fn the_bucket_is_private_encrypted_versioned_and_tls_only() {
+    let b = props("ArchiveBucket");
+    assert_eq!(b["VersioningConfiguration"]["Status"], "Enabled");
+    for flag in ["BlockPublicAcls", "BlockPublicPolicy", "IgnorePublicAcls", "RestrictPublicBuckets"] {
+        assert_eq!(b["PublicAccessBlockConfiguration"][flag], json!(true), "{flag}");
+    }
+    assert!(b["BucketEncryption"]["ServerSideEncryptionConfiguration"][0]["ServerSideEncryptionByDefault"]["SSEAlgorithm"].is_string());
+    assert_eq!(resource("ArchiveBucket")["DeletionPolicy"], "Retain");
+    let policy = &props("ArchiveBucketPolicy")["PolicyDocument"]["Statement"];
+    let deny = policy
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["Effect"] == "Deny" && s["Condition"]["Bool"]["aws:SecureTransport"] == "false")
+        .expect("a statement denying non-TLS access");
+    assert_eq!(deny["Principal"], "*");
+    assert_eq!(deny["Resource"].as_array().map(Vec::len), Some(2), "the bucket and its objects");
+}
+
+#[test]
+fn lifecycle_rules_never_expire_current_objects_nor_anything_in_archive_or_upo() {
+    let rules = props("ArchiveBucket")["LifecycleConfiguration"]["Rules"]
+        .as_array()
+        .expect("lifecycle rules");
+    for rule in rules {
+        let id = rule["Id"].as_str().unwrap_or("?");
+        assert!(
+            rule.get("ExpirationInDays").is_none() && rule.get("ExpirationDate").is_none(),
+            "{id} expires current objects"
+        );
+        assert!(rule.get("ExpiredObjectDeleteMarker").is_none(), "{id}");
+        let prefix = rule["Prefix"].as_str().or_else(|| rule["Filter"]["Prefix"].as_str()).unwrap_or("");
+        let protected = prefix.is_empty() || "archive/".starts_with(prefix) || "upo/".starts_with(prefix);
+        if protected {
+            for deleting in ["NoncurrentVersionExpiration", "NoncurrentVersionExpirationInDays"] {
+                assert!(rule.get(deleting).is_none(), "{id} would delete versions under archive/ or upo/");
+            }
+        }
+    }
+    for kept in ["archive/", "upo/"] {
+        let rule = rules
+            .iter()
+            .find(|r| r["Prefix"] == kept)
+            .unwrap_or_else(|| panic!("a rule for {kept}"));
+        assert!(
+            rule["Transitions"].as_array().is_some_and(|t| !t.is_empty()),
+            "{kept} moves to cheaper storage"
+        );
+    }
+}
+
+#[test]
+fn inbox_uploads_notify_the_intake_queue_which_lets_only_this_bucket_send() {
+    let qc = &props("ArchiveBucket")["NotificationConfiguration"]["QueueConfigurations"];
+    assert_eq!(qc.as_array().map(Vec::len), Some(1));
+    assert_eq!(qc[0]["Event"], "s3:ObjectCreated:*");
+    assert_eq!(target(&qc[0]["Queue"]), Some("IntakeQueue"));
+    assert_eq!(
+        qc[0]["Filter"]["S3Key"]["Rules"],
+        json!([{"Name": "prefix", "Value": relay_domain::storage_keys::INBOX_PREFIX}])
+    );
+    let policy = props("IntakeQueuePolicy");
+    assert_eq!(policy["Queues"], json!([{"Ref": "IntakeQueue"}]));
+    let st = &policy["PolicyDocument"]["Statement"][0];
+    assert_eq!(
+        (st["Effect"].as_str(), st["Action"].as_str()),
+        (Some("Allow"), Some("sqs:SendMessage"))
+    );
+    assert_eq!(st["Principal"], json!({"Service": "s3.amazonaws.com"}));
+    let source_arn = st["Condition"]["ArnEquals"]["aws:SourceArn"]["Fn::Sub"]
+        .as_str()
+        .expect("aws:SourceArn");
+    let bucket_name = props("ArchiveBucket")["BucketName"]["Fn::Sub"]
+        .as_str()
+        .expect("a fixed bucket name");
+    assert_eq!(
+        source_arn,
+        format!("arn:${{AWS::Partition}}:s3:::{bucket_name}"),
+        "the condition names this bucket"
+    );
+    assert_eq!(
+        st["Condition"]["StringEquals"]["aws:SourceAccount"],
+        json!({"Ref": "AWS::AccountId"})
+    );
+    let depends = &resource("ArchiveBucket")["DependsOn"];
+    assert!(depends == "IntakeQueuePolicy" || depends.as_array().is_some_and(|d| d.contains(&json!("IntakeQueuePolicy"))));
+}
+
+fn alarms() -> Vec<(&'static str, &'static Value)> {
+    resources_of(translated(), "AWS::CloudWatch::Alarm")
+        .into_iter()
+        .map(|(k, r)| (k, &r["Properties"]))
+        .collect()
+}
+
+fn alarm_on(namespace: &str, metric: &str, dimension_target: Option<&str>) -> Option<&'static Value> {
+    alarms().into_iter().map(|(_, p)| p).find(|p| {
+        p["Namespace"] == namespace
+            && p["MetricName"] == metric
+            && dimension_target.is_none_or(|t| {
+                p["Dimensions"]
+                    .as_array()
+                    .is_some_and(|d| d.iter().any(|d| target(&d["Value"]) == Some(t)))
+            })
+    })
+}
+
+#[test]
+fn alarms_cover_queue_age_dead_letters_function_errors_and_throttles_and_overdue_documents() {
+    for (queue, dlq) in QUEUES {
+        assert!(
+            alarm_on("AWS/SQS", "ApproximateAgeOfOldestMessage", Some(queue)).is_some(),
+            "age alarm on {queue}"
+        );
+        let d = alarm_on("AWS/SQS", "ApproximateNumberOfMessagesVisible", Some(dlq)).unwrap_or_else(|| panic!("alarm on {dlq}"));
+        assert_eq!(
+            (d["ComparisonOperator"].as_str(), num(&d["Threshold"])),
+            (Some("GreaterThanThreshold"), 0),
+            "any message in {dlq}"
+        );
+    }
+    for (function, _) in resources_of(translated(), "AWS::Lambda::Function") {
+        for metric in ["Errors", "Throttles"] {
+            assert!(
+                alarm_on("AWS/Lambda", metric, Some(function)).is_some(),
+                "{metric} alarm on {function}"
+            );
+        }
+    }
+    let overdue = alarm_on("KsefRelay", "DocumentsOverdue", None).expect("the overdue documents alarm");
+    assert_eq!((overdue["Statistic"].as_str(), num(&overdue["Threshold"])), (Some("Maximum"), 0));
+    for (name, p) in alarms() {
+        assert_eq!(p["AlarmActions"], json!([{"Ref": "AlarmTopic"}]), "{name} notifies the alarm topic");
+    }
+}
+
+#[test]
+fn the_dashboard_shows_queues_states_and_ksef_calls() {
+    let body = props("Dashboard")["DashboardBody"]["Fn::Sub"][0]
+        .as_str()
+        .expect("a dashboard body");
+    for needle in [
+        "ApproximateNumberOfMessagesVisible",
+        "ApproximateAgeOfOldestMessage",
+        "DocumentsInState",
+        "KsefCallLatency",
+        "KsefCallErrors",
+        "DocumentsOverdue",
+    ] {
+        assert!(body.contains(needle), "the dashboard lacks {needle}");
+    }
+}
+
+#[test]
+fn the_ksef_environment_is_a_parameter_the_send_and_status_functions_read() {
+    assert_eq!(
+        translated()["Parameters"]["KsefEnvironment"]["AllowedValues"],
+        json!(["TEST", "DEMO", "PROD"])
+    );
+    for f in ["SendFunction", "StatusFunction", "DlqReplayFunction"] {
+        assert_eq!(
+            props(f)["Environment"]["Variables"]["KSEF_ENV"],
+            json!({"Ref": "KsefEnvironment"}),
+            "{f}"
+        );
+    }
+}
+
+#[test]
+fn samconfig_sets_only_template_parameters_with_allowed_values() {
+    let text = std::fs::read_to_string(relay_tests::template::repo_root().join("samconfig.toml")).unwrap();
+    assert!(text.contains("template_file = \"infra/template.yaml\""));
+    let params = &translated()["Parameters"];
+    let mut envs = 0;
+    for line in text.lines().filter(|l| l.starts_with("parameter_overrides")) {
+        envs += 1;
+        let value = line.split_once('=').unwrap().1.trim().trim_matches('"');
+        for pair in value.split_whitespace() {
+            let (key, v) = pair.split_once('=').unwrap_or_else(|| panic!("samconfig: {pair}"));
+            let p = &params[key];
+            assert!(p.is_object(), "samconfig sets {key}, which the template does not declare");
+            if let Some(allowed) = p["AllowedValues"].as_array() {
+                assert!(
+                    allowed
+                        .iter()
+                        .any(|a| a.as_str() == Some(v) || a.as_u64().map(|n| n.to_string()).as_deref() == Some(v)),
+                    "samconfig: {key}={v} is not one of {allowed:?}"
+                );
+            }
+        }
+        for required in ["Stage", "KsefEnvironment", "KsefSellerNips", "KsefTokenSecretPrefix"] {
+            assert!(value.contains(&format!("{required}=")), "samconfig: {line} does not set {required}");
+        }
+    }
+    assert_eq!(envs, 2, "dev and prod");
+    assert!(text.contains("KsefEnvironment=PROD") && text.contains("Stage=prod"));
+}
