@@ -1,0 +1,362 @@
+//! Least privilege, checked three ways against something concrete:
+//!
+//! 1. Each function's IAM role in the template grants exactly the (action, resource) pairs in
+//!    `functions/<name>/aws-access.txt`, where each resource is named through the function's own
+//!    environment (so a grant on a resource the function is not configured to use fails), its
+//!    event source queue or its log group; no action or resource is a wildcard `*`.
+//! 2. Each action in those lists is one the relay's code performs: the test reads the SDK calls
+//!    (`client.<op>()`) in the adapters and function crates and maps each to its IAM action(s);
+//!    an SDK call this test does not know fails it, so a new call cannot slip past the lists.
+//! 3. Per function, the queues it sends to are the `*_url` settings its `lib.rs` reads, and the
+//!    table, bucket and secrets appear exactly when its code builds the store, the bucket and
+//!    the KSeF clients.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use relay_tests::template::{repo_root, resources_of, target, translated};
+use serde_json::Value;
+
+/// Function directory -> logical id in the template.
+const FUNCTIONS: [(&str, &str); 5] = [
+    ("intake", "IntakeFunction"),
+    ("send", "SendFunction"),
+    ("status", "StatusFunction"),
+    ("dlq-replay", "DlqReplayFunction"),
+    ("report", "ReportFunction"),
+];
+
+/// The SDK operations the relay calls -> the IAM actions they need. `transact_write_items` is
+/// authorised per item: the store writes Put and ConditionCheck items.
+const SDK_TO_IAM: [(&str, &[&str]); 15] = [
+    ("get_item", &["dynamodb:GetItem"]),
+    ("query", &["dynamodb:Query"]),
+    ("put_item", &["dynamodb:PutItem"]),
+    ("update_item", &["dynamodb:UpdateItem"]),
+    ("delete_item", &["dynamodb:DeleteItem"]),
+    ("transact_write_items", &["dynamodb:PutItem", "dynamodb:ConditionCheckItem"]),
+    ("scan", &["dynamodb:Scan"]),
+    ("send_message", &["sqs:SendMessage"]),
+    ("receive_message", &["sqs:ReceiveMessage"]),
+    ("delete_message", &["sqs:DeleteMessage"]),
+    ("change_message_visibility", &["sqs:ChangeMessageVisibility"]),
+    ("get_queue_attributes", &["sqs:GetQueueAttributes"]),
+    ("put_object", &["s3:PutObject"]),
+    ("get_object", &["s3:GetObject"]),
+    ("get_secret_value", &["secretsmanager:GetSecretValue"]),
+];
+
+/// Actions Lambda itself performs with the function's role: polling the event source queue and
+/// writing the logs. They are not SDK calls in our code.
+const PLATFORM: [&str; 5] = [
+    "sqs:ReceiveMessage",
+    "sqs:DeleteMessage",
+    "sqs:GetQueueAttributes",
+    "logs:CreateLogStream",
+    "logs:PutLogEvents",
+];
+
+fn manifest_path(dir: &str) -> std::path::PathBuf {
+    let own = repo_root().join("functions").join(dir).join("aws-access.txt");
+    if dir == "report" && !own.exists() {
+        // Until functions/report lands (#7), its agreed access list lives with the template.
+        return repo_root().join("infra/report-aws-access.txt");
+    }
+    own
+}
+
+/// (action, resource token) lines of a manifest.
+fn manifest(dir: &str) -> BTreeSet<(String, String)> {
+    let path = manifest_path(dir);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    text.lines()
+        .map(|l| l.split('#').next().unwrap_or("").trim())
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            let mut parts = l.split_whitespace();
+            let (a, r) = (
+                parts.next().unwrap(),
+                parts
+                    .next()
+                    .unwrap_or_else(|| panic!("{}: {l:?} names no resource", path.display())),
+            );
+            assert!(parts.next().is_none(), "{}: {l:?}", path.display());
+            (a.to_owned(), r.to_owned())
+        })
+        .collect()
+}
+
+/// A policy resource as "Logical[/suffix]" or "secret:Param*"; anything else fails.
+fn canonical_resource(v: &Value, function: &str) -> String {
+    if let Some(t) = target(v) {
+        return t.to_owned();
+    }
+    if let Some(sub) = v.get("Fn::Sub").and_then(Value::as_str) {
+        if let Some(rest) = sub.strip_prefix("${") {
+            if let Some((logical, suffix)) = rest.split_once(".Arn}") {
+                return format!("{logical}{suffix}");
+            }
+        }
+        let secrets = "arn:${AWS::Partition}:secretsmanager:${AWS::Region}:${AWS::AccountId}:secret:${";
+        if let Some(param) = sub.strip_prefix(secrets).and_then(|r| r.strip_suffix("}*")) {
+            return format!("secret:{param}*");
+        }
+    }
+    panic!("{function}: a policy resource this test cannot tie to a resource: {v}");
+}
+
+fn as_list(v: &Value) -> Vec<Value> {
+    match v {
+        Value::Array(a) => a.clone(),
+        other => vec![other.clone()],
+    }
+}
+
+/// What the function's role grants, as (action, canonical resource).
+fn granted(function: &str) -> BTreeSet<(String, String)> {
+    let t = translated();
+    let f = &t["Resources"][function]["Properties"];
+    let role = target(&f["Role"]).unwrap_or_else(|| panic!("{function} has no role of its own"));
+    let users: Vec<&str> = resources_of(t, "AWS::Lambda::Function")
+        .into_iter()
+        .filter(|(_, r)| target(&r["Properties"]["Role"]) == Some(role))
+        .map(|(k, _)| k)
+        .collect();
+    assert_eq!(users, [function], "{role} is shared");
+    let role = &t["Resources"][role]["Properties"];
+    assert!(role.get("ManagedPolicyArns").is_none(), "{function}: managed policies grant on `*`");
+    let mut out = BTreeSet::new();
+    for policy in role["Policies"].as_array().expect("inline policies") {
+        for st in policy["PolicyDocument"]["Statement"].as_array().unwrap() {
+            assert_eq!(st["Effect"], "Allow", "{function}: {st}");
+            assert!(st.get("NotAction").is_none() && st.get("NotResource").is_none(), "{function}: {st}");
+            for action in as_list(&st["Action"]) {
+                let action = action.as_str().expect("an action").to_owned();
+                assert!(!action.contains('*'), "{function} grants the wildcard action {action}");
+                for resource in as_list(&st["Resource"]) {
+                    assert_ne!(resource, "*", "{function} grants {action} on every resource");
+                    out.insert((action.clone(), canonical_resource(&resource, function)));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// A manifest token resolved through the function's environment, event source and log group.
+fn resolve(token: &str, function: &str) -> String {
+    let t = translated();
+    let f = &t["Resources"][function]["Properties"];
+    let env = &f["Environment"]["Variables"];
+    match token {
+        "EVENT_SOURCE" => {
+            let (_, esm) = resources_of(t, "AWS::Lambda::EventSourceMapping")
+                .into_iter()
+                .find(|(_, r)| target(&r["Properties"]["FunctionName"]) == Some(function))
+                .unwrap_or_else(|| panic!("{function} has no event source"));
+            return target(&esm["Properties"]["EventSourceArn"]).unwrap().to_owned();
+        }
+        "LOG_GROUP" => return target(&f["LoggingConfig"]["LogGroup"]).expect("LoggingConfig.LogGroup").to_owned(),
+        _ => {}
+    }
+    if let Some(var) = token.strip_suffix('*').filter(|v| v.ends_with("_PREFIX")) {
+        let param = target(&env[var]).unwrap_or_else(|| panic!("{function} has no {var}"));
+        return format!("secret:{param}*");
+    }
+    if let Some(rest) = token.strip_prefix("REPLAY_QUEUES[") {
+        let (name, which) = rest.split_once("].").expect("REPLAY_QUEUES[name].dlq|target");
+        let sub = env["REPLAY_QUEUES"]["Fn::Sub"].as_str().expect("REPLAY_QUEUES from queue refs");
+        let entry = sub
+            .split(',')
+            .find_map(|e| e.strip_prefix(&format!("{name}=")))
+            .unwrap_or_else(|| panic!("REPLAY_QUEUES has no {name}="));
+        let (dlq, queue) = entry.split_once('>').unwrap();
+        let pick = if which == "dlq" { dlq } else { queue };
+        return pick.trim_start_matches("${").trim_end_matches('}').to_owned();
+    }
+    let (var, suffix) = token
+        .split_once('/')
+        .map(|(v, s)| (v, format!("/{s}")))
+        .unwrap_or((token, String::new()));
+    let logical = target(&env[var]).unwrap_or_else(|| panic!("{function}: {var} is not in its environment (as a Ref)"));
+    format!("{logical}{suffix}")
+}
+
+fn deployed_functions() -> Vec<(&'static str, &'static str)> {
+    FUNCTIONS
+        .into_iter()
+        .filter(|(_, logical)| translated()["Resources"].get(*logical).is_some())
+        .collect()
+}
+
+#[test]
+fn each_role_grants_exactly_what_its_function_uses_and_no_wildcard() {
+    let functions = deployed_functions();
+    assert_eq!(
+        functions.len(),
+        resources_of(translated(), "AWS::Lambda::Function").len(),
+        "a function this test does not know"
+    );
+    for (dir, function) in functions {
+        let wanted: BTreeSet<(String, String)> = manifest(dir).into_iter().map(|(a, r)| (a, resolve(&r, function))).collect();
+        let granted = granted(function);
+        let extra: Vec<_> = granted.difference(&wanted).collect();
+        let missing: Vec<_> = wanted.difference(&granted).collect();
+        assert!(
+            extra.is_empty() && missing.is_empty(),
+            "{function}: the role grants more than {} lists: {extra:?}; it lacks: {missing:?}",
+            manifest_path(dir).display()
+        );
+    }
+}
+
+fn rust_sources(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = entry.path();
+        if p.is_dir() && p.file_name().is_some_and(|n| n != "tests" && n != "target") {
+            rust_sources(&p, out);
+        } else if p.extension().is_some_and(|e| e == "rs") {
+            out.push(p);
+        }
+    }
+}
+
+/// The non-test code of a file, with whitespace removed so chained calls read `client.op()`.
+fn code_of(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap();
+    let code = text.split("#[cfg(test)]").next().unwrap_or("");
+    code.lines()
+        .map(|l| l.split("//").next().unwrap_or(""))
+        .collect::<String>()
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .collect()
+}
+
+/// SDK operations called on an AWS client (`client.op()`, `self.client.op()`, `clients.s3.op()`...).
+fn sdk_calls(code: &str) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    for marker in ["client.", "dynamodb.", "sqs.", "s3.", "secrets.", "sns."] {
+        for (i, _) in code.match_indices(marker) {
+            let rest = &code[i + marker.len()..];
+            let op: String = rest.chars().take_while(|c| c.is_ascii_lowercase() || *c == '_').collect();
+            if !op.is_empty() && rest[op.len()..].starts_with("()") && op != "clone" {
+                out.insert(op);
+            }
+        }
+    }
+    out
+}
+
+/// Which crates' code a deployed function runs (the adapters and the shared glue).
+fn code_roots() -> Vec<std::path::PathBuf> {
+    let root = repo_root();
+    let mut dirs = vec![
+        root.join("crates/aws/src"),
+        root.join("crates/lambda/src"),
+        root.join("crates/pipeline/src"),
+    ];
+    for (dir, _) in FUNCTIONS {
+        let src = root.join("functions").join(dir).join("src");
+        if src.exists() {
+            dirs.push(src);
+        }
+    }
+    dirs
+}
+
+#[test]
+fn every_listed_action_is_one_the_code_performs_and_every_sdk_call_is_known() {
+    let known: BTreeMap<&str, &[&str]> = SDK_TO_IAM.into_iter().collect();
+    let mut performed = BTreeSet::new();
+    for dir in code_roots() {
+        let mut files = Vec::new();
+        rust_sources(&dir, &mut files);
+        for file in files {
+            // Provisioning creates resources for tests and local runs, never in a function.
+            if file.ends_with("provision.rs") {
+                continue;
+            }
+            let code = code_of(&file);
+            // Only code that uses an AWS SDK crate can call one (the KSeF client has methods too).
+            if !code.contains("aws_sdk_") {
+                continue;
+            }
+            for op in sdk_calls(&code) {
+                let actions = known.get(op.as_str()).unwrap_or_else(|| {
+                    panic!(
+                        "{} calls the SDK operation {op}(), which this test does not know: add it to SDK_TO_IAM and to the aws-access.txt of every function that reaches it",
+                        file.display()
+                    )
+                });
+                performed.extend(actions.iter().map(|a| a.to_string()));
+            }
+        }
+    }
+    for (dir, _) in deployed_functions() {
+        if !manifest_path(dir).starts_with(repo_root().join("functions")) {
+            continue; // the report function's code is not in this workspace yet
+        }
+        for (action, resource) in manifest(dir) {
+            let platform = PLATFORM.contains(&action.as_str()) && (resource == "EVENT_SOURCE" || resource == "LOG_GROUP");
+            assert!(
+                platform || performed.contains(&action),
+                "functions/{dir}/aws-access.txt grants {action}, which no code performs (performed: {performed:?})"
+            );
+        }
+    }
+}
+
+#[test]
+fn each_function_is_granted_the_queues_and_services_its_code_uses() {
+    for (dir, function) in deployed_functions() {
+        let lib = repo_root().join("functions").join(dir).join("src/lib.rs");
+        if !lib.exists() {
+            continue; // the report function's code is not in this workspace yet
+        }
+        let code = code_of(&lib);
+        let env = &translated()["Resources"][function]["Properties"]["Environment"]["Variables"];
+        let list = manifest(dir);
+        // Queue URLs the code reads from its settings (`s.send_queue_url` -> SEND_QUEUE_URL).
+        let mut used_queues = BTreeSet::new();
+        for (i, _) in code.match_indices("_url") {
+            let start = code[..i]
+                .rfind(|c: char| !(c.is_ascii_lowercase() || c == '_'))
+                .map_or(0, |p| p + 1);
+            let var = code[start..i + 4].to_uppercase();
+            if env.get(&var).is_some() {
+                used_queues.insert(var);
+            }
+        }
+        if code.contains(".queues") {
+            used_queues.insert("REPLAY_QUEUES".to_owned());
+        }
+        let listed_queues: BTreeSet<String> = list
+            .iter()
+            .filter(|(a, r)| a.starts_with("sqs:") && r != "EVENT_SOURCE")
+            .map(|(_, r)| r.split('[').next().unwrap().to_owned())
+            .collect();
+        assert_eq!(
+            listed_queues, used_queues,
+            "{dir}: the queues in aws-access.txt vs those its lib.rs uses"
+        );
+        let uses = |service: &str| list.iter().any(|(a, _)| a.starts_with(service));
+        assert_eq!(
+            uses("s3:"),
+            code.contains("S3Archive::new"),
+            "{dir}: S3 access vs building the bucket adapter"
+        );
+        assert_eq!(
+            uses("dynamodb:"),
+            code.contains("DynamoDocumentStore::new"),
+            "{dir}: table access vs the store"
+        );
+        let ksef = code.contains("ksef_contexts(");
+        assert_eq!(uses("secretsmanager:"), ksef, "{dir}: token secrets vs building KSeF clients");
+        let cache = list.iter().any(|(a, _)| a == "dynamodb:UpdateItem" || a == "dynamodb:DeleteItem");
+        assert_eq!(
+            cache, ksef,
+            "{dir}: the shared KSeF cache (UpdateItem/DeleteItem) is for KSeF users only"
+        );
+    }
+}
