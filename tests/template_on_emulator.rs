@@ -10,6 +10,10 @@
 //! on the translated template. It also ignores the bucket's NotificationConfiguration, so the
 //! deploy script applies exactly the template's notification through the S3 API
 //! (scripts/template_on_emulator.py). Lambda's SQS event source is played by `deliver` below.
+//!
+//! Each function reaches the emulator through its own recording proxy, and at the end every AWS
+//! call it made must be allowed by its role in the template: a permission the code needs but
+//! the template forgot fails here, not in production.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -20,6 +24,7 @@ use relay_aws::settings::{IntakeSettings, ReplaySettings, SendSettings, StatusSe
 use relay_aws::{provision, SqsQueue};
 use relay_domain::ports::{DocumentRegistry, Queue};
 use relay_domain::{ContentHash, DocumentKey, DocumentState, InvoiceKind, InvoiceNumber, Nip};
+use relay_tests::recording_proxy::{AwsCall, RecordingProxy, Resource};
 use relay_tests::{emulator, template};
 use serde_json::Value;
 
@@ -66,7 +71,7 @@ impl Stack {
     /// The function's environment as CloudFormation resolved it, plus what Lambda adds
     /// (AWS_REGION) and the emulator's endpoint; KSEF_ENV (TEST from the parameter) is pointed
     /// at the simulator instead.
-    fn env(&self, logical: &str, ksef: &str) -> HashMap<String, String> {
+    fn env(&self, logical: &str, ksef: &str, endpoint: &str) -> HashMap<String, String> {
         let mut env: HashMap<String, String> = self.function(logical)["environment"]
             .as_object()
             .unwrap()
@@ -79,8 +84,54 @@ impl Stack {
             env.insert("KSEF_ENV".into(), ksef.into());
         }
         env.insert("AWS_REGION".into(), emulator::REGION.into());
-        env.insert(relay_aws::settings::ENDPOINT_VAR.into(), emulator::endpoint().into());
+        env.insert(relay_aws::settings::ENDPOINT_VAR.into(), endpoint.into());
         env
+    }
+
+    /// A recorded call as the template names resources: `DocumentsTable[/index/NAME]`,
+    /// a queue's logical id, `ArchiveBucket/KEY`, `secret:NAME`.
+    fn canonical(&self, call: &AwsCall) -> String {
+        let logical_of = |physical: &str| {
+            self.created["resources"]
+                .as_object()
+                .unwrap()
+                .iter()
+                .find(|(_, r)| r["physical_id"] == physical)
+                .map(|(k, _)| k.clone())
+                .unwrap_or_else(|| format!("(not in the stack: {physical})"))
+        };
+        match &call.resource {
+            Resource::Table { name, index: None } => logical_of(name),
+            Resource::Table { name, index: Some(i) } => format!("{}/index/{i}", logical_of(name)),
+            Resource::Queue { url } => logical_of(url),
+            Resource::Object { bucket, key } => format!("{}/{key}", logical_of(bucket)),
+            Resource::Bucket { bucket } => logical_of(bucket),
+            Resource::Secret { id } => format!("secret:{id}"),
+            Resource::Unknown(what) => format!("(unknown: {what})"),
+        }
+    }
+
+    /// Every call the function made is allowed by its role (the template's parameters
+    /// substituted: the secret prefix).
+    fn assert_allowed(&self, function: &str, calls: &[AwsCall], params: &[(&str, &str)]) {
+        assert!(!calls.is_empty(), "{function} made no AWS call through its proxy");
+        let grants: Vec<(String, String)> = template::granted(function)
+            .into_iter()
+            .map(|(a, mut r)| {
+                for (k, v) in params {
+                    r = r.replace(&format!("secret:{k}*"), &format!("secret:{v}*"));
+                }
+                (a, r)
+            })
+            .collect();
+        for call in calls {
+            let resource = self.canonical(call);
+            assert!(
+                grants.iter().any(|(a, r)| *a == call.action && template::covers(r, &resource)),
+                "{function} called {} on {resource}, which its role does not allow (grants: {grants:?})",
+                call.action
+            );
+        }
     }
 }
 
@@ -100,16 +151,18 @@ async fn the_deployed_template_runs_an_upload_through_intake_send_and_status() {
     let c = emulator::clients().await;
     let name = relay_tests::unique_name("stack");
     let prefix = format!("{name}/ksef-token/");
+    let params = [
+        ("KsefTokenSecretPrefix", prefix.as_str()),
+        ("KsefSellerNips", NIP),
+        ("EnableReport", "true"),
+    ];
     let stack = Stack {
-        created: template::deploy_to_emulator(
-            &name,
-            &[
-                ("KsefTokenSecretPrefix", &prefix),
-                ("KsefSellerNips", NIP),
-                ("EnableReport", "true"),
-            ],
-        ),
+        created: template::deploy_to_emulator(&name, &params),
     };
+    let proxies: HashMap<&str, RecordingProxy> = ["IntakeFunction", "SendFunction", "StatusFunction", "DlqReplayFunction"]
+        .into_iter()
+        .map(|f| (f, RecordingProxy::start(emulator::endpoint())))
+        .collect();
 
     // Names: every function's settings load from what the stack gave it, and name the
     // resources the stack created.
@@ -121,11 +174,12 @@ async fn the_deployed_template_runs_an_upload_through_intake_send_and_status() {
     })
     .await;
     let ksef = sim.api_url();
-    let intake_settings = IntakeSettings::from_env(&stack.env("IntakeFunction", &ksef)).expect("intake's settings");
-    let send_settings = SendSettings::from_env(&stack.env("SendFunction", &ksef)).expect("send's settings");
-    let status_settings = StatusSettings::from_env(&stack.env("StatusFunction", &ksef)).expect("status's settings");
-    let replay_settings = ReplaySettings::from_env(&stack.env("DlqReplayFunction", &ksef)).expect("dlq-replay's settings");
-    let report_env = stack.env("ReportFunction", &ksef);
+    let env = |f: &str| stack.env(f, &ksef, &proxies[f].url);
+    let intake_settings = IntakeSettings::from_env(&env("IntakeFunction")).expect("intake's settings");
+    let send_settings = SendSettings::from_env(&env("SendFunction")).expect("send's settings");
+    let status_settings = StatusSettings::from_env(&env("StatusFunction")).expect("status's settings");
+    let replay_settings = ReplaySettings::from_env(&env("DlqReplayFunction")).expect("dlq-replay's settings");
+    let report_env = stack.env("ReportFunction", &ksef, emulator::endpoint());
     for key in ["DOCUMENTS_TABLE", "ARCHIVE_BUCKET", "ALARM_TOPIC_ARN", "OVERDUE_AFTER_HOURS"] {
         assert!(report_env.contains_key(key), "the report function's environment lacks {key}");
     }
@@ -272,7 +326,7 @@ async fn the_deployed_template_runs_an_upload_through_intake_send_and_status() {
     let send = relay_fn_send::SendDeps::from_settings(&send_settings).await.unwrap();
     let mut status = relay_fn_status::StatusDeps::from_settings(&status_settings).await.unwrap();
     status.cfg.schedule = vec![Duration::ZERO]; // the simulator decides in ~100 ms
-    relay_fn_dlq_replay::ReplayDeps::from_settings(&replay_settings)
+    let replay = relay_fn_dlq_replay::ReplayDeps::from_settings(&replay_settings)
         .await
         .expect("dlq-replay builds from its settings");
     let sqs = |logical: &str| SqsQueue::new(c.sqs.clone(), url(logical));
@@ -348,4 +402,28 @@ async fn the_deployed_template_runs_an_upload_through_intake_send_and_status() {
     assert_eq!(sim.ledger().count_hash(&ContentHash::of(SAMPLE_1)), 1, "accepted once");
     let dlq = SqsQueue::new(c.sqs.clone(), url("SendDlq"));
     assert_eq!(dlq.stats().await.unwrap().total(), 0);
+    // Ops' dry run over both (empty) DLQs: the console event from events/.
+    for queue in ["send", "status"] {
+        let summary = relay_fn_dlq_replay::handle(serde_json::json!({"queue": queue, "limit": 50, "dry_run": true}), &replay)
+            .await
+            .unwrap();
+        assert_eq!(summary.examined, 0);
+    }
+
+    // Least privilege, the other way round: nothing any function did needs more than its role.
+    for (function, proxy) in &proxies {
+        let calls = proxy.calls();
+        stack.assert_allowed(function, &calls, &params);
+    }
+    let actions = |f: &str| -> std::collections::BTreeSet<String> { proxies[f].calls().into_iter().map(|c| c.action).collect() };
+    assert!(
+        actions("IntakeFunction").contains("s3:GetObject"),
+        "intake read the upload through its proxy"
+    );
+    assert!(actions("SendFunction").contains("secretsmanager:GetSecretValue"));
+    assert!(
+        actions("StatusFunction").contains("s3:PutObject"),
+        "status stored the UPO through its proxy"
+    );
+    assert!(actions("DlqReplayFunction").contains("sqs:ReceiveMessage"));
 }

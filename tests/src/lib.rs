@@ -5,6 +5,8 @@
 //!   `KSEF_RELAY_TEST_AWS_ENDPOINT`; when that is not set, the first test that needs AWS starts
 //!   `.venv/bin/moto_server` itself on a free port, and it stops when the test process exits.
 //! - [`lambda_events`]: Lambda SQS events built from received messages, for handler tests.
+//! - [`recording_proxy`]: an HTTP proxy before the emulator that notes each AWS call a function
+//!   makes (IAM action and resource), to check them against the function's role.
 //! - [`template`]: the SAM template translated offline and deployed as a stack to the emulator.
 //! - [`contract`]: ONE contract suite per port (document store, queue, archive). The test targets
 //!   `contract_memory.rs` and `contract_aws.rs` instantiate the same suites against the in-memory
@@ -13,6 +15,7 @@
 pub mod contract;
 pub mod emulator;
 pub mod lambda_events;
+pub mod recording_proxy;
 pub mod template;
 
 /// A name no other test uses: `{prefix}-{8 random hex}` (lowercase, valid for S3, SQS, DynamoDB).

@@ -2,6 +2,7 @@
 //! offline by `scripts/template_on_emulator.py` (aws-sam-translator from `.venv`), and deployed
 //! as a stack to the AWS emulator.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
@@ -101,4 +102,70 @@ pub fn target(v: &Value) -> Option<&str> {
     v.get("Ref")
         .and_then(Value::as_str)
         .or_else(|| v.get("Fn::GetAtt").and_then(|a| a.get(0)).and_then(Value::as_str))
+}
+
+/// A policy resource as "Logical[/suffix]" or "secret:Param*"; anything else fails.
+pub fn canonical_resource(v: &Value, function: &str) -> String {
+    if let Some(t) = target(v) {
+        return t.to_owned();
+    }
+    if let Some(sub) = v.get("Fn::Sub").and_then(Value::as_str) {
+        if let Some(rest) = sub.strip_prefix("${") {
+            if let Some((logical, suffix)) = rest.split_once(".Arn}") {
+                return format!("{logical}{suffix}");
+            }
+        }
+        let secrets = "arn:${AWS::Partition}:secretsmanager:${AWS::Region}:${AWS::AccountId}:secret:${";
+        if let Some(param) = sub.strip_prefix(secrets).and_then(|r| r.strip_suffix("}*")) {
+            return format!("secret:{param}*");
+        }
+    }
+    panic!("{function}: a policy resource this test cannot tie to a resource: {v}");
+}
+
+fn as_list(v: &Value) -> Vec<Value> {
+    match v {
+        Value::Array(a) => a.clone(),
+        other => vec![other.clone()],
+    }
+}
+
+/// What the function's role grants, as (action, canonical resource).
+pub fn granted(function: &str) -> BTreeSet<(String, String)> {
+    let t = translated();
+    let f = &t["Resources"][function]["Properties"];
+    let role = target(&f["Role"]).unwrap_or_else(|| panic!("{function} has no role of its own"));
+    let users: Vec<&str> = resources_of(t, "AWS::Lambda::Function")
+        .into_iter()
+        .filter(|(_, r)| target(&r["Properties"]["Role"]) == Some(role))
+        .map(|(k, _)| k)
+        .collect();
+    assert_eq!(users, [function], "{role} is shared");
+    let role = &t["Resources"][role]["Properties"];
+    assert!(role.get("ManagedPolicyArns").is_none(), "{function}: managed policies grant on `*`");
+    let mut out = BTreeSet::new();
+    for policy in role["Policies"].as_array().expect("inline policies") {
+        for st in policy["PolicyDocument"]["Statement"].as_array().unwrap() {
+            assert_eq!(st["Effect"], "Allow", "{function}: {st}");
+            assert!(st.get("NotAction").is_none() && st.get("NotResource").is_none(), "{function}: {st}");
+            for action in as_list(&st["Action"]) {
+                let action = action.as_str().expect("an action").to_owned();
+                assert!(!action.contains('*'), "{function} grants the wildcard action {action}");
+                for resource in as_list(&st["Resource"]) {
+                    assert_ne!(resource, "*", "{function} grants {action} on every resource");
+                    out.insert((action.clone(), canonical_resource(&resource, function)));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Whether a granted resource (as [`granted`] writes it, a trailing `*` matching any rest)
+/// covers `resource`.
+pub fn covers(granted: &str, resource: &str) -> bool {
+    match granted.strip_suffix('*') {
+        Some(prefix) => resource.starts_with(prefix),
+        None => granted == resource,
+    }
 }
