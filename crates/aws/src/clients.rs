@@ -12,6 +12,7 @@ pub struct AwsClients {
     pub sqs: aws_sdk_sqs::Client,
     pub s3: aws_sdk_s3::Client,
     pub secrets: aws_sdk_secretsmanager::Client,
+    pub sns: aws_sdk_sns::Client,
 }
 
 /// The shared SDK configuration. With an endpoint override (the emulator) the credentials are
@@ -42,6 +43,7 @@ impl AwsClients {
             sqs: aws_sdk_sqs::Client::new(conf),
             s3: aws_sdk_s3::Client::from_conf(s3_conf),
             secrets: aws_sdk_secretsmanager::Client::new(conf),
+            sns: aws_sdk_sns::Client::new(conf),
         }
     }
 }

@@ -351,4 +351,74 @@ impl DocumentQueries for DynamoDocumentStore {
         found.truncate(limit);
         Ok(found)
     }
+
+    async fn list_by_state_between(
+        &self,
+        state: DocumentState,
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<DocumentRecord>, StoreError> {
+        let mut found = Vec::new();
+        let mut start: Option<Item> = None;
+        // BETWEEN is inclusive at both ends; the window is [since, until).
+        let last = until.timestamp_micros() - 1;
+        if last < since.timestamp_micros() {
+            return Ok(found);
+        }
+        while found.len() < limit {
+            let page = (limit - found.len()).min(1000) as i32;
+            let out = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(BY_STATE_INDEX)
+                .key_condition_expression("#s = :s AND state_since BETWEEN :a AND :b")
+                .expression_attribute_names("#s", "state")
+                .expression_attribute_values(":s", s(state.code()))
+                .expression_attribute_values(":a", n(since.timestamp_micros()))
+                .expression_attribute_values(":b", n(last))
+                .scan_index_forward(false)
+                .limit(page)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| unavailable("Query by-state", e))?;
+            for item in out.items() {
+                found.push(record_from(item)?);
+            }
+            match out.last_evaluated_key() {
+                Some(k) if !k.is_empty() => start = Some(k.clone()),
+                _ => break,
+            }
+        }
+        found.truncate(limit);
+        Ok(found)
+    }
+
+    async fn count_by_state(&self, state: DocumentState) -> Result<u64, StoreError> {
+        // Select COUNT still reads the index partition (paid per KB read), but returns no items.
+        let mut total = 0u64;
+        let mut start: Option<Item> = None;
+        loop {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(BY_STATE_INDEX)
+                .key_condition_expression("#s = :s")
+                .expression_attribute_names("#s", "state")
+                .expression_attribute_values(":s", s(state.code()))
+                .select(aws_sdk_dynamodb::types::Select::Count)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| unavailable("Query by-state (count)", e))?;
+            total += out.count().max(0) as u64;
+            match out.last_evaluated_key() {
+                Some(k) if !k.is_empty() => start = Some(k.clone()),
+                _ => return Ok(total),
+            }
+        }
+    }
 }

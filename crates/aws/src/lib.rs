@@ -23,10 +23,12 @@ pub mod provision;
 pub mod s3_archive;
 pub mod secrets;
 pub mod settings;
+pub mod sns_topic;
 pub mod sqs_queue;
 
 pub use clients::AwsClients;
 pub use dynamodb_cache::DynamoSharedCache;
 pub use dynamodb_store::DynamoDocumentStore;
 pub use s3_archive::S3Archive;
+pub use sns_topic::SnsTopic;
 pub use sqs_queue::SqsQueue;

@@ -248,3 +248,16 @@ pub async fn notify_queue_on_create(
         .map_err(|e| fail(format!("notifications on {bucket}"), aws_sdk_s3::error::DisplayErrorContext(&e)))?;
     Ok(())
 }
+
+/// Creates an SNS topic (the alarm topic in tests and local runs); returns its ARN.
+pub async fn create_topic(client: &aws_sdk_sns::Client, name: &str) -> Result<String, ProvisionError> {
+    let out = client
+        .create_topic()
+        .name(name)
+        .send()
+        .await
+        .map_err(|e| fail(format!("topic {name}"), aws_sdk_sns::error::DisplayErrorContext(&e).to_string()))?;
+    out.topic_arn()
+        .map(str::to_owned)
+        .ok_or_else(|| fail(format!("topic {name}"), "no ARN in the answer"))
+}

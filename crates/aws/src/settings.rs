@@ -303,6 +303,37 @@ impl ReplaySettings {
     }
 }
 
+/// The report function (EventBridge schedules): the status page and metrics every 15 minutes,
+/// the weekly report. Reads the table, writes `reports/*` in the bucket, publishes to the topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReportSettings {
+    pub aws: AwsSettings,
+    pub resources: ResourceNames,
+    /// `ALARM_TOPIC_ARN`: the weekly summary goes there.
+    pub alarm_topic_arn: String,
+    /// `OVERDUE_AFTER_HOURS` (default 4): an open document older than this counts as overdue.
+    pub overdue_after_hours: u32,
+}
+
+impl ReportSettings {
+    pub fn from_env(env: &dyn EnvSource) -> Result<Self, SettingsError> {
+        let overdue_after_hours = parsed(env, "OVERDUE_AFTER_HOURS", 4u32)?;
+        if overdue_after_hours == 0 {
+            return Err(SettingsError::Invalid {
+                name: "OVERDUE_AFTER_HOURS",
+                value: "0".into(),
+                problem: "must be at least 1".into(),
+            });
+        }
+        Ok(ReportSettings {
+            aws: AwsSettings::from_env(env)?,
+            resources: ResourceNames::from_env(env)?,
+            alarm_topic_arn: required(env, "ALARM_TOPIC_ARN")?,
+            overdue_after_hours,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -327,6 +358,7 @@ mod tests {
             "REPLAY_QUEUES",
             "send=http://q/send-dlq>http://q/send,status=http://q/status-dlq>http://q/status",
         ),
+        ("ALARM_TOPIC_ARN", "arn:aws:sns:eu-central-1:123456789012:alarms"),
     ];
 
     #[test]
@@ -341,6 +373,10 @@ mod tests {
         let r = ReplaySettings::from_env(&e).unwrap();
         assert_eq!(r.queues.len(), 2);
         assert_eq!(r.queues[1].target_url, "http://q/status");
+        let rep = ReportSettings::from_env(&e).unwrap();
+        assert_eq!(rep.overdue_after_hours, 4);
+        assert_eq!(rep.alarm_topic_arn, "arn:aws:sns:eu-central-1:123456789012:alarms");
+        assert_eq!(rep.resources.table, "docs");
     }
 
     #[test]
@@ -352,6 +388,7 @@ mod tests {
                 SendSettings::from_env(&e).err(),
                 StatusSettings::from_env(&e).err(),
                 ReplaySettings::from_env(&e).err(),
+                ReportSettings::from_env(&e).err(),
             ];
             let named = errors.iter().flatten().any(|err| err.to_string().contains(name));
             assert!(named, "no binary named the missing {name}: {errors:?}");
@@ -383,5 +420,15 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("name=dlqUrl>targetUrl"));
+        let mut e = env(BASE);
+        e.insert("OVERDUE_AFTER_HOURS".into(), "four".into());
+        assert!(ReportSettings::from_env(&e)
+            .unwrap_err()
+            .to_string()
+            .contains("OVERDUE_AFTER_HOURS"));
+        e.insert("OVERDUE_AFTER_HOURS".into(), "0".into());
+        assert!(ReportSettings::from_env(&e).unwrap_err().to_string().contains("at least 1"));
+        e.insert("OVERDUE_AFTER_HOURS".into(), "12".into());
+        assert_eq!(ReportSettings::from_env(&e).unwrap().overdue_after_hours, 12);
     }
 }

@@ -7,10 +7,14 @@
 //! - `ksef ...`: talk to a KSeF environment (or the simulator) directly: auth check, send a
 //!   file, status, UPO. The first thing to run when diagnosing a connection.
 //! - `sim`: start the KSeF simulator.
+//! - `status ID`: a document's whole history from the store (DynamoDB, or the last run's
+//!   `store.json`), found by ERP document id, trace id, KSeF number or invoice number.
 
 mod ksef_cmd;
 mod run_cmd;
+mod run_reports;
 mod sim_cmd;
+mod status_cmd;
 mod validate_cmd;
 
 use std::process::ExitCode;
@@ -24,6 +28,10 @@ use clap::{Parser, Subcommand};
     about = "Deliver FA(3) invoices to KSeF reliably: local runs and diagnostics"
 )]
 struct Cli {
+    /// Log lines as JSON objects (the Lambda functions' format) instead of text; RUST_LOG sets
+    /// the level (warn by default).
+    #[arg(long, global = true)]
+    log_json: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -39,17 +47,20 @@ enum Command {
     Ksef(ksef_cmd::KsefCommand),
     /// Start the KSeF simulator.
     Sim(sim_cmd::SimArgs),
+    /// Print a document's whole history: by ERP document id, trace id, KSeF number or invoice number.
+    Status(status_cmd::StatusArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // Diagnostics go to stderr, quiet unless RUST_LOG asks for more; tables and reports to stdout.
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    // The format is the Lambda functions' own (relay-observe), as text or, with --log-json, JSON.
+    let format = if cli.log_json {
+        relay_observe::logging::LogFormat::Json
+    } else {
+        relay_observe::logging::LogFormat::Text
+    };
+    relay_observe::logging::init(format, "warn", std::io::stderr);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -63,6 +74,7 @@ fn main() -> ExitCode {
             Command::Validate(args) => validate_cmd::run(args),
             Command::Ksef(cmd) => ksef_cmd::run(cmd).await.map(|()| ExitCode::SUCCESS),
             Command::Sim(args) => sim_cmd::run(args).await.map(|()| ExitCode::SUCCESS),
+            Command::Status(args) => status_cmd::run(args).await,
         }
     });
     match result {

@@ -413,6 +413,7 @@ async fn intake_through_the_inbox(
 
 pub async fn run(args: RunArgs) -> Result<ExitCode> {
     let inputs = load_inputs(&args.inputs)?;
+    let metrics_path = crate::run_reports::metrics_to_file(&args.out)?;
     let ports = build_ports(&args).await?;
     let ksef = build_ksef(&args).await?;
     println!(
@@ -573,6 +574,17 @@ pub async fn run(args: RunArgs) -> Result<ExitCode> {
     } else {
         println!("Every document's history: {}", report_path.display());
     }
+    let local_files = |key: &str| ports.memory_archive.is_some() && ["archive/", "upo/", "outbox/"].iter().any(|p| key.starts_with(p));
+    let written = crate::run_reports::write(ports.store.as_ref(), &args.out, &ports.description, &local_files, Utc::now()).await?;
+    println!(
+        "Status page: {}; weekly report: {} and {}; store snapshot for `ksef-relay status ID`: {}; EMF metrics: {}",
+        written.status_page.display(),
+        written.weekly_html.display(),
+        written.weekly_csv.display(),
+        written.store.display(),
+        metrics_path.display()
+    );
+    print!("{}", written.summary);
     if unsettled > 0 {
         println!("{unsettled} document(s) did not reach a final state (ACCEPTED, REJECTED or CONFLICT).");
         return Ok(ExitCode::from(1));

@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::failure::Failure;
@@ -69,6 +69,10 @@ pub struct DocumentRecord {
     /// Issued offline (offline24, KSeF unavailable or failed): sent with `offlineMode: true`.
     pub offline: bool,
     pub last_error: Option<Failure>,
+    /// The invoice's issue date (`P_1`): the legal deadline for getting it into KSeF counts
+    /// from it. None for records written before the relay kept it.
+    #[serde(default)]
+    pub issue_date: Option<NaiveDate>,
 }
 
 /// Everything needed to register a document at intake.
@@ -81,6 +85,8 @@ pub struct NewDocument {
     pub erp_document_id: ErpDocumentId,
     pub storage: StorageKeys,
     pub offline: bool,
+    /// The issue date (`P_1`).
+    pub issue_date: Option<NaiveDate>,
     /// QUEUED for a valid document; REJECTED with the findings for an invalid one.
     pub initial: InitialState,
 }
@@ -179,6 +185,7 @@ pub enum Change {
         erp_document_id: ErpDocumentId,
         trace_id: TraceId,
         storage: StorageKeys,
+        issue_date: Option<NaiveDate>,
     },
 }
 
@@ -287,6 +294,7 @@ impl DocumentRecord {
             storage: new.storage.clone(),
             offline: new.offline,
             last_error,
+            issue_date: new.issue_date,
         };
         let mut history = vec![
             HistoryEntry {
@@ -457,6 +465,7 @@ impl DocumentRecord {
                 erp_document_id,
                 trace_id,
                 storage,
+                issue_date,
             } => {
                 reason = format!("corrected file {} replaces the rejected content {}", storage.source, r.content_hash);
                 history.push(HistoryEntry {
@@ -473,6 +482,7 @@ impl DocumentRecord {
                 r.erp_document_id = erp_document_id;
                 r.trace_id = trace_id;
                 r.storage = storage;
+                r.issue_date = issue_date;
                 r.attempts = 0;
                 r.next_attempt_at = None;
                 r.last_error = None;
@@ -564,6 +574,7 @@ mod tests {
                 ..Default::default()
             },
             offline: false,
+            issue_date: None,
             initial: InitialState::Queued,
         }
     }
@@ -745,6 +756,7 @@ mod tests {
                 source: "inbox/9999999999/erp-1-v2.xml".into(),
                 ..Default::default()
             },
+            issue_date: None,
         };
         let a = rejected.apply(fixed.clone(), t0).unwrap();
         assert_eq!(

@@ -213,6 +213,19 @@ impl Answer {
     }
 }
 
+/// One EMF line per call: latency and outcome per endpoint (relay-observe's technical level).
+fn record_call(operation: &str, started: std::time::Instant, status: Option<u16>, timed_out: bool, failure: Option<&Failure>) {
+    relay_observe::ksef_metrics::record_call(
+        operation,
+        started.elapsed(),
+        relay_observe::ksef_metrics::CallOutcome {
+            status,
+            timed_out,
+            error_class: failure.map(|f| f.class.name()),
+        },
+    );
+}
+
 impl KsefClient {
     pub fn new(cfg: ClientConfig, credentials: Option<Credentials>) -> Result<KsefClient> {
         let http = reqwest::Client::builder()
@@ -287,19 +300,31 @@ impl KsefClient {
             Some(Body::Xml(x)) => req = req.header(reqwest::header::CONTENT_TYPE, "application/xml").body(x.clone()),
             None => {}
         }
-        let resp = req.send().await.map_err(|e| from_transport(c.operation, &e))?;
+        let started = std::time::Instant::now();
+        let transport_failure = |e: reqwest::Error, status: Option<u16>| {
+            let f = from_transport(c.operation, &e);
+            record_call(c.operation, started, status, e.is_timeout(), Some(&f));
+            f
+        };
+        let resp = req.send().await.map_err(|e| transport_failure(e, None))?;
         let status = resp.status();
         let headers = resp.headers().clone();
         // Polish text arrives as UTF-8 bytes, which `to_str` (visible ASCII only) would drop.
         for w in headers.get_all("x-system-warning") {
             tracing::warn!(operation = c.operation, warning = %String::from_utf8_lossy(w.as_bytes()), "KSeF X-System-Warning");
         }
-        let body = resp.bytes().await.map_err(|e| from_transport(c.operation, &e))?.to_vec();
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|e| transport_failure(e, Some(status.as_u16())))?
+            .to_vec();
         if status.is_success() {
+            record_call(c.operation, started, Some(status.as_u16()), false, None);
             return Ok(Answer { headers, body });
         }
         let retry_after = headers.get(RETRY_AFTER).and_then(|v| v.to_str().ok());
         let f = from_response(c.operation, status.as_u16(), retry_after, &body, Utc::now());
+        record_call(c.operation, started, Some(status.as_u16()), false, Some(&f));
         tracing::info!(
             operation = c.operation,
             class = f.class.name(),

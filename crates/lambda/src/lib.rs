@@ -8,7 +8,7 @@
 //! - [`carry_out`]: a use case's [`QueueAction`] in a Lambda SQS invocation, where the event
 //!   source deletes every message not reported in `batchItemFailures`: delays and dead letters
 //!   are sent as copies, and only `Release` keeps the original for redelivery;
-//! - [`init_logging`]: JSON log lines on stdout for CloudWatch.
+//! - [`init_logging`]: JSON log lines and EMF metrics on stdout for CloudWatch.
 
 use std::collections::BTreeMap;
 
@@ -90,14 +90,8 @@ pub fn batch_response(kept: impl IntoIterator<Item = String>) -> SqsBatchRespons
     response
 }
 
-/// JSON log lines (CloudWatch); `RUST_LOG` sets the level, `info` by default.
+/// JSON log lines and EMF metric lines on stdout for CloudWatch (the format is
+/// `relay_observe::logging`'s, shared with the CLI); `RUST_LOG` sets the level, `info` by default.
 pub fn init_logging() {
-    tracing_subscriber::fmt()
-        .json()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_current_span(false)
-        .with_target(false)
-        .init();
+    relay_observe::logging::init_lambda();
 }

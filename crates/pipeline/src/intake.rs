@@ -98,12 +98,14 @@ fn finding(code: &str, message: impl Into<String>) -> Failure {
 }
 
 /// Runs the intake for one upload.
+#[tracing::instrument(name = "intake", skip_all, fields(erp_doc_id = %upload.erp_document_id, trace_id, seller_nip, document, state, error_class))]
 pub async fn intake<S: DocumentRegistry + DocumentUpdates + ?Sized>(
     ports: &IntakePorts<'_, S>,
     upload: Upload<'_>,
     now: DateTime<Utc>,
 ) -> Result<IntakeOutcome, IntakeError> {
     let trace_id = upload.trace_id.clone().unwrap_or_else(TraceId::generate);
+    tracing::Span::current().record("trace_id", trace_id.as_str());
     let size = upload.bytes.len() as u64;
     if size > HARD_SIZE_LIMIT {
         return not_registered(ports, &upload, trace_id, vec![oversize(size)], now).await;
@@ -112,6 +114,9 @@ pub async fn intake<S: DocumentRegistry + DocumentUpdates + ?Sized>(
         Ok(id) => id,
         Err(e) => return not_registered(ports, &upload, trace_id, vec![finding("FA3_UNREADABLE", e.to_string())], now).await,
     };
+    let span = tracing::Span::current();
+    span.record("seller_nip", tracing::field::display(&identity.key.seller_nip));
+    span.record("document", tracing::field::display(&identity.key));
     // Everything KSeF would refuse, found here instead of hours later as a 450: the structure
     // exactly as the XSD defines it, KSeF's file rules, and the business rules (all findings).
     let options = relay_fa3::ValidateOptions {
@@ -163,6 +168,7 @@ pub async fn intake<S: DocumentRegistry + DocumentUpdates + ?Sized>(
         erp_document_id: upload.erp_document_id.clone(),
         storage: storage.clone(),
         offline: false,
+        issue_date: Some(identity.issue_date),
         initial,
     };
     let outcome = match ports.store.register(new, now).await? {
@@ -195,6 +201,7 @@ pub async fn intake<S: DocumentRegistry + DocumentUpdates + ?Sized>(
                 erp_document_id: upload.erp_document_id.clone(),
                 trace_id: trace_id.clone(),
                 storage,
+                issue_date: Some(identity.issue_date),
             };
             let record = ports.store.transition(&doc.record, change, now).await?;
             queue_for_send(ports, &record).await?;
@@ -227,6 +234,9 @@ pub async fn intake<S: DocumentRegistry + DocumentUpdates + ?Sized>(
             }
         }
     };
+    if let IntakeOutcome::Queued(r) | IntakeOutcome::Resubmitted(r) | IntakeOutcome::Rejected(r) | IntakeOutcome::Repeat(r) = &outcome {
+        relay_observe::logging::note_state(r.erp_document_id.as_str(), r.state.code());
+    }
     report(ports, &upload, &trace_id, &outcome, now).await?;
     Ok(outcome)
 }

@@ -57,6 +57,13 @@ pub enum StageError {
 
 /// A finished stage step.
 pub fn done(action: QueueAction, outcome: &'static str, record: Option<DocumentRecord>) -> Result<StageResult, StageError> {
+    if let Some(r) = &record {
+        // The document span (send, status) carries the state the stage left the document in.
+        relay_observe::logging::note_state(r.erp_document_id.as_str(), r.state.code());
+        if let Some(f) = &r.last_error {
+            relay_observe::logging::note_error_class(f.class.name());
+        }
+    }
     Ok(StageResult { action, outcome, record })
 }
 

@@ -71,6 +71,7 @@ fn until(now: DateTime<Utc>, t: DateTime<Utc>) -> Duration {
 }
 
 /// Sends the document a [`SendRequest`] names.
+#[tracing::instrument(name = "send", skip_all, fields(trace_id = %req.trace_id, seller_nip = %req.document.seller_nip, document = %req.document, erp_doc_id, state, error_class))]
 pub async fn send<S: SendStore + ?Sized>(
     ports: &SendPorts<'_, S>,
     ksef: &KsefContexts,
@@ -83,6 +84,7 @@ pub async fn send<S: SendStore + ?Sized>(
         return done(QueueAction::DeadLetter, "UNKNOWN_DOCUMENT", None);
     };
     let r = doc.record;
+    relay_observe::logging::note_state(r.erp_document_id.as_str(), r.state.code());
     if r.state != DocumentState::Queued {
         return done(QueueAction::Delete, "NOT_QUEUED", Some(r));
     }
@@ -463,6 +465,7 @@ async fn on_failure<S: SendStore + ?Sized>(
 ) -> Result<StageResult, StageError> {
     let charged = RetryPolicy::costs_attempt(&f.class);
     let failed_attempts = r.attempts + u32::from(charged);
+    relay_observe::logging::note_error_class(f.class.name());
     tracing::warn!(document = %r.key, trace_id = %r.trace_id, class = f.class.name(), code = ?f.code, attempts = failed_attempts, "send attempt failed");
     let retry = |retry_at: DateTime<Utc>, charged: bool| Change::RetryScheduled {
         failure: f.clone(),

@@ -78,6 +78,7 @@ fn next(req: &StatusRequest, cfg: &StatusConfig) -> QueueAction {
 }
 
 /// Polls the invoice a [`StatusRequest`] names and acts on KSeF's answer.
+#[tracing::instrument(name = "status", skip_all, fields(trace_id = %req.trace_id, seller_nip = %req.document.seller_nip, document = %req.document, erp_doc_id, state, error_class))]
 pub async fn poll<S: StatusStore + ?Sized>(
     ports: &StatusPorts<'_, S>,
     ksef: &KsefContexts,
@@ -90,6 +91,7 @@ pub async fn poll<S: StatusStore + ?Sized>(
         return done(QueueAction::DeadLetter, "UNKNOWN_DOCUMENT", None);
     };
     let r = doc.record;
+    relay_observe::logging::note_state(r.erp_document_id.as_str(), r.state.code());
     if !matches!(r.state, DocumentState::Sent | DocumentState::Processing) {
         return done(QueueAction::Delete, "NOT_PENDING", Some(r));
     }
@@ -192,6 +194,7 @@ async fn poll_error<S: StatusStore + ?Sized>(
     f: Failure,
     now: DateTime<Utc>,
 ) -> Result<StageResult, StageError> {
+    relay_observe::logging::note_error_class(f.class.name());
     tracing::warn!(document = %r.key, trace_id = %r.trace_id, class = f.class.name(), code = ?f.code, "status poll failed");
     let delay = match &f.class {
         ErrorClass::RateLimited { until } => (*until - now).to_std().unwrap_or_default().max(cfg.delay(req.poll)),

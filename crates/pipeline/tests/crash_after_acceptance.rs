@@ -71,6 +71,18 @@ impl DocumentQueries for DiesOnceAfterAcceptance {
     ) -> Result<Vec<DocumentRecord>, StoreError> {
         self.inner.list_by_state(state, older_than, limit).await
     }
+    async fn list_by_state_between(
+        &self,
+        state: DocumentState,
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<DocumentRecord>, StoreError> {
+        self.inner.list_by_state_between(state, since, until, limit).await
+    }
+    async fn count_by_state(&self, state: DocumentState) -> Result<u64, StoreError> {
+        self.inner.count_by_state(state).await
+    }
 }
 
 #[tokio::test]
@@ -91,6 +103,7 @@ async fn dying_between_acceptance_and_the_state_write_still_ends_with_one_accept
         erp_document_id: doc.record.erp_document_id.clone(),
         storage: doc.record.storage.clone(),
         offline: false,
+        issue_date: doc.record.issue_date,
         initial: relay_domain::InitialState::Queued,
     };
     store.register(new, Utc::now()).await.unwrap();

@@ -26,6 +26,7 @@ macro_rules! document_store_contract {
                 a_transition_the_state_machine_forbids_writes_nothing,
                 append_history_appends_and_needs_the_document,
                 list_by_state_finds_the_old_ones_oldest_first,
+                windows_and_counts_by_state,
                 long_histories_are_kept_whole_and_in_order,
             );
         }
@@ -60,6 +61,7 @@ fn new_doc(number: &str, content: &[u8]) -> NewDocument {
             ..Default::default()
         },
         offline: false,
+        issue_date: None,
         initial: InitialState::Queued,
     }
 }
@@ -337,6 +339,41 @@ pub async fn list_by_state_finds_the_old_ones_oldest_first<S: DocumentStore>(sto
         store.list_by_state(DocumentState::Failed, t(500), 10).await.unwrap().is_empty(),
         "strictly older than T"
     );
+}
+
+pub async fn windows_and_counts_by_state<S: DocumentStore>(store: S) {
+    for i in 1..=5i64 {
+        let n = format!("W/{i}");
+        created(&store, new_doc(&n, n.as_bytes()), t(100 * i)).await;
+    }
+    let r = store.get(&key("W/5")).await.unwrap().unwrap().record;
+    store
+        .transition(
+            &r,
+            Change::Failed {
+                failure: transient("budget"),
+            },
+            t(600),
+        )
+        .await
+        .unwrap();
+    let names = |v: Vec<relay_domain::DocumentRecord>| v.into_iter().map(|r| r.key.invoice_number.to_string()).collect::<Vec<_>>();
+    // [200, 400): W/2 and W/3, newest first; the end is excluded, the start included.
+    let window = store
+        .list_by_state_between(DocumentState::Queued, t(200), t(400), 10)
+        .await
+        .unwrap();
+    assert_eq!(names(window), vec!["W/3", "W/2"]);
+    let one = store.list_by_state_between(DocumentState::Queued, t(0), t(1000), 1).await.unwrap();
+    assert_eq!(names(one), vec!["W/4"]);
+    assert!(store
+        .list_by_state_between(DocumentState::Queued, t(400), t(400), 10)
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(store.count_by_state(DocumentState::Queued).await.unwrap(), 4);
+    assert_eq!(store.count_by_state(DocumentState::Failed).await.unwrap(), 1);
+    assert_eq!(store.count_by_state(DocumentState::Accepted).await.unwrap(), 0);
 }
 
 pub async fn long_histories_are_kept_whole_and_in_order<S: DocumentStore>(store: S) {

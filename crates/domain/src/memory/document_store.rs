@@ -118,4 +118,29 @@ impl DocumentQueries for MemoryDocumentStore {
         found.truncate(limit);
         Ok(found)
     }
+
+    async fn list_by_state_between(
+        &self,
+        state: DocumentState,
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<DocumentRecord>, StoreError> {
+        let docs = self.docs.lock().expect("store lock");
+        let (from, to) = (since.timestamp_micros(), until.timestamp_micros());
+        let mut found: Vec<DocumentRecord> = docs
+            .values()
+            .map(|d| &d.record)
+            .filter(|r| r.state == state && (from..to).contains(&r.state_since.timestamp_micros()))
+            .cloned()
+            .collect();
+        found.sort_by(|a, b| b.state_since.cmp(&a.state_since).then_with(|| a.key.cmp(&b.key)));
+        found.truncate(limit);
+        Ok(found)
+    }
+
+    async fn count_by_state(&self, state: DocumentState) -> Result<u64, StoreError> {
+        let docs = self.docs.lock().expect("store lock");
+        Ok(docs.values().filter(|d| d.record.state == state).count() as u64)
+    }
 }

@@ -94,6 +94,19 @@ pub trait DocumentQueries: Send + Sync {
     /// Documents in `state` whose state began before `older_than`, oldest first, at most `limit`.
     async fn list_by_state(&self, state: DocumentState, older_than: DateTime<Utc>, limit: usize)
         -> Result<Vec<DocumentRecord>, StoreError>;
+
+    /// Documents in `state` whose state began in `[since, until)`, newest first, at most `limit`
+    /// (the status page's recent decisions, the weekly report).
+    async fn list_by_state_between(
+        &self,
+        state: DocumentState,
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<DocumentRecord>, StoreError>;
+
+    /// How many documents are in `state` now (the `DocumentsInState` metric).
+    async fn count_by_state(&self, state: DocumentState) -> Result<u64, StoreError>;
 }
 
 /// Every capability at once, for adapters and for the local runner.
