@@ -4,7 +4,8 @@
 #   - the template tools into the same .venv, all from PyPI: aws-sam-translator (SAM -> plain
 #     CloudFormation for the template tests), cfn-lint and aws-sam-cli (`make infra-check`),
 #     cargo-lambda and ziglang (what `sam build` uses to build the functions);
-#   - Debian packages the tests call (libxml2-utils for xmllint), when run as root with apt-get.
+#   - Debian packages the tests call, when run as root with apt-get: libxml2-utils (xmllint) and
+#     chromium + chromium-driver (the status page's headless-browser test).
 # Safe to run again: it only installs what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -38,5 +39,15 @@ if ! command -v xmllint >/dev/null 2>&1; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libxml2-utils >/dev/null
   else
     echo "setup: xmllint is missing; install libxml2-utils (Debian/Ubuntu) to run the validator agreement tests" >&2
+  fi
+fi
+
+if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
+  if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+    echo "setup: installing chromium and chromium-driver with apt-get (the status page's browser test)"
+    apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
+  else
+    echo "setup: chromium/chromedriver are missing; install the Debian packages chromium and chromium-driver (as root) to run the status page's browser test" >&2
   fi
 fi

@@ -214,7 +214,7 @@ impl Answer {
 }
 
 /// One EMF line per call: latency and outcome per endpoint (relay-observe's technical level).
-fn record_call(operation: &str, started: std::time::Instant, status: Option<u16>, timed_out: bool, failure: Option<&Failure>) {
+pub(crate) fn record_call(operation: &str, started: std::time::Instant, status: Option<u16>, timed_out: bool, failure: Option<&Failure>) {
     relay_observe::ksef_metrics::record_call(
         operation,
         started.elapsed(),
