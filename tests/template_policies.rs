@@ -30,7 +30,7 @@ const FUNCTIONS: [(&str, &str); 5] = [
 
 /// The SDK operations the relay calls -> the IAM actions they need. `transact_write_items` is
 /// authorised per item: the store writes Put and ConditionCheck items.
-const SDK_TO_IAM: [(&str, &[&str]); 15] = [
+const SDK_TO_IAM: [(&str, &[&str]); 16] = [
     ("get_item", &["dynamodb:GetItem"]),
     ("query", &["dynamodb:Query"]),
     ("put_item", &["dynamodb:PutItem"]),
@@ -46,6 +46,7 @@ const SDK_TO_IAM: [(&str, &[&str]); 15] = [
     ("put_object", &["s3:PutObject"]),
     ("get_object", &["s3:GetObject"]),
     ("get_secret_value", &["secretsmanager:GetSecretValue"]),
+    ("publish", &["sns:Publish"]),
 ];
 
 /// Actions Lambda itself performs with the function's role: polling the event source queue and
@@ -59,12 +60,7 @@ const PLATFORM: [&str; 5] = [
 ];
 
 fn manifest_path(dir: &str) -> std::path::PathBuf {
-    let own = repo_root().join("functions").join(dir).join("aws-access.txt");
-    if dir == "report" && !own.exists() {
-        // Until functions/report lands (#7), its agreed access list lives with the template.
-        return repo_root().join("infra/report-aws-access.txt");
-    }
-    own
+    repo_root().join("functions").join(dir).join("aws-access.txt")
 }
 
 /// (action, resource token) lines of a manifest.
