@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_sqs::types::QueueAttributeName;
-use relay_aws::settings::{IntakeSettings, ReplaySettings, SendSettings, StatusSettings};
+use relay_aws::settings::{IntakeSettings, ReplaySettings, ReportSettings, SendSettings, StatusSettings};
 use relay_aws::{provision, SqsQueue};
 use relay_domain::ports::{DocumentRegistry, Queue};
 use relay_domain::{ContentHash, DocumentKey, DocumentState, InvoiceKind, InvoiceNumber, Nip};
@@ -159,10 +159,16 @@ async fn the_deployed_template_runs_an_upload_through_intake_send_and_status() {
     let stack = Stack {
         created: template::deploy_to_emulator(&name, &params),
     };
-    let proxies: HashMap<&str, RecordingProxy> = ["IntakeFunction", "SendFunction", "StatusFunction", "DlqReplayFunction"]
-        .into_iter()
-        .map(|f| (f, RecordingProxy::start(emulator::endpoint())))
-        .collect();
+    let proxies: HashMap<&str, RecordingProxy> = [
+        "IntakeFunction",
+        "SendFunction",
+        "StatusFunction",
+        "DlqReplayFunction",
+        "ReportFunction",
+    ]
+    .into_iter()
+    .map(|f| (f, RecordingProxy::start(emulator::endpoint())))
+    .collect();
 
     // Names: every function's settings load from what the stack gave it, and name the
     // resources the stack created.
@@ -179,16 +185,15 @@ async fn the_deployed_template_runs_an_upload_through_intake_send_and_status() {
     let send_settings = SendSettings::from_env(&env("SendFunction")).expect("send's settings");
     let status_settings = StatusSettings::from_env(&env("StatusFunction")).expect("status's settings");
     let replay_settings = ReplaySettings::from_env(&env("DlqReplayFunction")).expect("dlq-replay's settings");
-    let report_env = stack.env("ReportFunction", &ksef, emulator::endpoint());
-    for key in ["DOCUMENTS_TABLE", "ARCHIVE_BUCKET", "ALARM_TOPIC_ARN", "OVERDUE_AFTER_HOURS"] {
-        assert!(report_env.contains_key(key), "the report function's environment lacks {key}");
-    }
+    let report_settings = ReportSettings::from_env(&env("ReportFunction")).expect("report's settings");
+    assert_eq!(report_settings.overdue_after_hours, 4);
     let (table, bucket) = (stack.physical("DocumentsTable"), stack.physical("ArchiveBucket"));
     for r in [
         &intake_settings.resources,
         &send_settings.resources,
         &status_settings.resources,
         &replay_settings.resources,
+        &report_settings.resources,
     ] {
         assert_eq!((&r.table, &r.bucket), (&table, &bucket));
     }
@@ -410,6 +415,25 @@ async fn the_deployed_template_runs_an_upload_through_intake_send_and_status() {
         assert_eq!(summary.examined, 0);
     }
 
+    // The report function's snapshot (the 15-minute schedule's event from the template) reads
+    // the stack's table and writes the status page into its bucket. (The weekly job's SNS
+    // publish is checked on the emulator in functions/report/tests; the recording proxy does not
+    // read SNS calls.)
+    let report = relay_fn_report::ReportDeps::from_settings(&report_settings).await;
+    let outcome = relay_fn_report::handle(serde_json::json!({"kind": "snapshot"}), &report, chrono::Utc::now())
+        .await
+        .unwrap();
+    assert_eq!(outcome.documents, 1);
+    let page = get("reports/status/index.html".into())
+        .await
+        .unwrap()
+        .body
+        .collect()
+        .await
+        .unwrap()
+        .into_bytes();
+    assert!(String::from_utf8_lossy(&page).contains("<td class=\"erp\">FV-150</td>"));
+
     // Least privilege, the other way round: nothing any function did needs more than its role.
     for (function, proxy) in &proxies {
         let calls = proxy.calls();
@@ -426,4 +450,9 @@ async fn the_deployed_template_runs_an_upload_through_intake_send_and_status() {
         "status stored the UPO through its proxy"
     );
     assert!(actions("DlqReplayFunction").contains("sqs:ReceiveMessage"));
+    assert_eq!(
+        actions("ReportFunction"),
+        ["dynamodb:Query", "s3:PutObject"].map(String::from).into(),
+        "the report function only queries the table and writes its page"
+    );
 }
