@@ -26,6 +26,31 @@ macro_rules! document_span {
     };
 }
 
+/// The span a Lambda handler opens around one message before it knows the document: the same
+/// fields as [`document_span!`], all empty until [`note_document`] and [`note_state`] fill them.
+#[macro_export]
+macro_rules! message_span {
+    ($name:expr) => {
+        tracing::info_span!(
+            $name,
+            trace_id = tracing::field::Empty,
+            seller_nip = tracing::field::Empty,
+            document = tracing::field::Empty,
+            erp_doc_id = tracing::field::Empty,
+            state = tracing::field::Empty,
+            error_class = tracing::field::Empty,
+        )
+    };
+}
+
+/// Records which document the current span is about (a no-op outside one).
+pub fn note_document(trace_id: &dyn std::fmt::Display, seller_nip: &dyn std::fmt::Display, document: &dyn std::fmt::Display) {
+    let span = tracing::Span::current();
+    span.record("trace_id", tracing::field::display(trace_id));
+    span.record("seller_nip", tracing::field::display(seller_nip));
+    span.record("document", tracing::field::display(document));
+}
+
 /// Records the document's ERP id and current state on the current span (a no-op outside one).
 pub fn note_state(erp_doc_id: &str, state: &str) {
     let span = tracing::Span::current();

@@ -12,6 +12,7 @@ use relay_pipeline::messages::StatusRequest;
 use relay_pipeline::queue_action::QueueAction;
 use relay_pipeline::sessions::KsefContexts;
 use relay_pipeline::status::{poll, StatusConfig, StatusPorts};
+use tracing::Instrument;
 
 pub struct StatusDeps {
     pub store: DynamoDocumentStore,
@@ -54,32 +55,44 @@ pub async fn handle(event: SqsEvent, deps: &StatusDeps) -> SqsBatchResponse {
 }
 
 async fn handle_message(m: &SqsMessage, deps: &StatusDeps) -> bool {
-    let ports = StatusPorts {
-        store: &deps.store,
-        archive: &deps.archive,
-        send_queue: &deps.send_queue,
-        corrections_queue: &deps.corrections_queue,
-    };
-    let action = match StatusRequest::from_json(m.body.as_deref().unwrap_or_default()) {
-        Err(e) => {
-            tracing::error!(message_id = ?m.message_id, error = %e, "not a status request; to the DLQ");
-            QueueAction::DeadLetter
-        }
-        Ok(req) => match poll(&ports, &deps.ksef, &deps.cfg, &req, Utc::now()).await {
-            Ok(res) => {
-                tracing::info!(document = %req.document, trace_id = %req.trace_id, outcome = res.outcome, poll = req.poll, "status");
-                res.action
-            }
+    // Every line written while this message is handled carries the document's fields.
+    let span = relay_observe::message_span!("status_message");
+    async move {
+        let ports = StatusPorts {
+            store: &deps.store,
+            archive: &deps.archive,
+            send_queue: &deps.send_queue,
+            corrections_queue: &deps.corrections_queue,
+        };
+        let action = match StatusRequest::from_json(m.body.as_deref().unwrap_or_default()) {
             Err(e) => {
-                tracing::warn!(document = %req.document, trace_id = %req.trace_id, error = %e, "status failed on the store or a queue; redelivered later");
-                QueueAction::Release
+                tracing::error!(message_id = ?m.message_id, error = %e, "not a status request; to the DLQ");
+                QueueAction::DeadLetter
             }
-        },
-    };
-    relay_lambda::carry_out(&action, m, &deps.status_queue, &deps.status_dlq)
-        .await
-        .unwrap_or_else(|e| {
-            tracing::warn!(error = %e, "could not carry out the queue action; redelivered later");
-            true
-        })
+            Ok(req) => {
+                relay_observe::logging::note_document(&req.trace_id, &req.document.seller_nip, &req.document);
+                match poll(&ports, &deps.ksef, &deps.cfg, &req, Utc::now()).await {
+                    Ok(res) => {
+                        if let Some(r) = &res.record {
+                            relay_observe::logging::note_state(r.erp_document_id.as_str(), r.state.code());
+                        }
+                        tracing::info!(document = %req.document, trace_id = %req.trace_id, outcome = res.outcome, poll = req.poll, "status");
+                        res.action
+                    }
+                    Err(e) => {
+                        tracing::warn!(document = %req.document, trace_id = %req.trace_id, error = %e, "status failed on the store or a queue; redelivered later");
+                        QueueAction::Release
+                    }
+                }
+            }
+        };
+        relay_lambda::carry_out(&action, m, &deps.status_queue, &deps.status_dlq)
+            .await
+            .unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "could not carry out the queue action; redelivered later");
+                true
+            })
+    }
+    .instrument(span)
+    .await
 }
