@@ -99,7 +99,10 @@ async fn with_histories<S: DocumentRegistry + ?Sized>(store: &S, records: Vec<Do
     Ok(out)
 }
 
-/// Reads the open documents and the recent decisions from the store.
+/// Reads the open documents and the recent decisions from the store. Histories are read for
+/// every document except the ACCEPTED ones (the bulk, and the least interesting to a person:
+/// `ksef-relay status ID` tells their story), so a snapshot costs one Query per document that
+/// is open or rejected, plus the index pages.
 pub async fn take<S: DocumentRegistry + DocumentQueries + ?Sized>(
     store: &S,
     now: DateTime<Utc>,
@@ -118,7 +121,14 @@ pub async fn take<S: DocumentRegistry + DocumentQueries + ?Sized>(
             .list_by_state_between(state, now - limits.recent, until, limits.per_state)
             .await?;
         truncated |= found.len() == limits.per_state;
-        documents.extend(with_histories(store, found).await?);
+        if state == DocumentState::Accepted {
+            documents.extend(found.into_iter().map(|record| StoredDocument {
+                record,
+                history: Vec::new(),
+            }));
+        } else {
+            documents.extend(with_histories(store, found).await?);
+        }
     }
     let mut counts = BTreeMap::new();
     for state in DocumentState::ALL {
@@ -132,8 +142,9 @@ pub async fn take<S: DocumentRegistry + DocumentQueries + ?Sized>(
     })
 }
 
-/// Every document whose current state began in `[from, to)` (the weekly report's week), with
-/// histories, plus the open ones (whatever their age: they belong in every week's backlog).
+/// Every document whose current state began in `[from, to)` (the weekly report's week), plus
+/// the ones still open that entered their state earlier (a document retrying all week keeps its
+/// state and `state_since`, yet its errors belong to the week), each with its history.
 pub async fn take_window<S: DocumentRegistry + DocumentQueries + ?Sized>(
     store: &S,
     from: DateTime<Utc>,
@@ -142,7 +153,11 @@ pub async fn take_window<S: DocumentRegistry + DocumentQueries + ?Sized>(
 ) -> Result<Vec<StoredDocument>, StoreError> {
     let mut documents = Vec::new();
     for state in DocumentState::ALL {
-        let found = store.list_by_state_between(state, from, to, per_state).await?;
+        let found = if OPEN_STATES.contains(&state) {
+            store.list_by_state(state, to, per_state).await?
+        } else {
+            store.list_by_state_between(state, from, to, per_state).await?
+        };
         documents.extend(with_histories(store, found).await?);
     }
     Ok(documents)

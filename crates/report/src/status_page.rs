@@ -195,14 +195,22 @@ fn row(d: &StoredDocument, links: Links<'_>, now: DateTime<Utc>) -> String {
         }
         _ => {}
     }
-    let _ = write!(
-        detail,
-        "<details{}><summary>history ({} entries{})</summary>{}</details>",
-        if r.state == DocumentState::Failed { " open" } else { "" },
-        d.history.len(),
-        if r.state == DocumentState::Failed { ": every attempt" } else { "" },
-        history_html(d)
-    );
+    if d.history.is_empty() && r.state == DocumentState::Accepted {
+        let _ = write!(
+            detail,
+            "<div class=\"meta\">history not loaded for accepted documents: <code>ksef-relay status {}</code></div>",
+            escape(r.erp_document_id.as_str())
+        );
+    } else {
+        let _ = write!(
+            detail,
+            "<details{}><summary>history ({} entries{})</summary>{}</details>",
+            if r.state == DocumentState::Failed { " open" } else { "" },
+            d.history.len(),
+            if r.state == DocumentState::Failed { ": every attempt" } else { "" },
+            history_html(d)
+        );
+    }
     let _ = write!(
         s,
         "<tr class=\"more st-{state}{open}\" data-state=\"{state}\" data-search=\"{search}\"><td colspan=\"8\">{detail}</td></tr>",
