@@ -361,7 +361,14 @@ impl KsefClient {
     /// Downloads a UPO from a pre-signed link (`upoDownloadUrl`): no token, no rate limit.
     pub async fn download_upo(&self, url: &str) -> Result<Upo> {
         let op = "upo_download";
-        let resp = self.http().get(url).send().await.map_err(|e| from_transport(op, &e))?;
+        // Measured like every other KSeF call (crate::client::record_call), though it bypasses call().
+        let started = std::time::Instant::now();
+        let transport = |e: reqwest::Error| {
+            let f = from_transport(op, &e);
+            crate::client::record_call(op, started, None, e.is_timeout(), Some(&f));
+            f
+        };
+        let resp = self.http().get(url).send().await.map_err(transport)?;
         let status = resp.status();
         let meta_hash = resp
             .headers()
@@ -373,21 +380,23 @@ impl KsefClient {
             .get(reqwest::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        let body = resp.bytes().await.map_err(|e| from_transport(op, &e))?.to_vec();
-        if status.is_success() {
-            return Ok(Upo { xml: body, meta_hash });
-        }
-        if status == reqwest::StatusCode::NOT_FOUND {
+        let body = resp.bytes().await.map_err(transport)?.to_vec();
+        let result = if status.is_success() {
+            Ok(Upo { xml: body, meta_hash })
+        } else if status == reqwest::StatusCode::NOT_FOUND {
             // Blob storage says 404 until the UPO is written: not yet, try later.
-            return Err(Failure::new(
+            Err(Failure::new(
                 ErrorClass::Transient,
                 ErrorSource::Ksef { operation: op.into() },
                 "UPO not available yet at its download link",
             )
-            .with_code("404"));
-        }
-        // A 429 here carries its own Retry-After, like every other KSeF answer.
-        Err(from_response(op, status.as_u16(), retry_after.as_deref(), &body, Utc::now()))
+            .with_code("404"))
+        } else {
+            // A 429 here carries its own Retry-After, like every other KSeF answer.
+            Err(from_response(op, status.as_u16(), retry_after.as_deref(), &body, Utc::now()))
+        };
+        crate::client::record_call(op, started, Some(status.as_u16()), false, result.as_ref().err());
+        result
     }
 
     async fn upo_at(&self, op: &str, path: String) -> Result<Upo> {
