@@ -252,8 +252,8 @@ fn every_listed_action_is_one_the_code_performs_and_every_sdk_call_is_known() {
 fn each_function_is_granted_the_queues_and_services_its_code_uses() {
     for (dir, function) in deployed_functions() {
         let lib = repo_root().join("functions").join(dir).join("src/lib.rs");
-        if !lib.exists() {
-            continue; // the report function's code is not in this workspace yet
+        if !lib.exists() || !manifest_path(dir).starts_with(repo_root().join("functions")) {
+            continue; // the report function: its code or its own aws-access.txt is not here yet
         }
         let code = code_of(&lib);
         let env = &translated()["Resources"][function]["Properties"]["Environment"]["Variables"];
