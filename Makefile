@@ -34,7 +34,8 @@ infra-lint: setup
 
 ## `sam build` of every function with cargo-lambda (from .venv). CI builds x86_64: the arm64
 ## Rust std needs a rustup download outside the package registries (infra/README.md).
-## SAM_ARCH=arm64 builds what AWS runs when that target is installed.
+## SAM_ARCH=arm64 builds what AWS runs when that target is installed. SAM_BUILD_MODE=debug
+## builds the dev profile (CI does: a cold release build of every function takes far longer).
 SAM_ARCH ?= x86_64
 sam-build: setup
 	scripts/sam_build.sh $(SAM_ARCH)

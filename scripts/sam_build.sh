@@ -11,9 +11,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 arch="${1:-x86_64}"
+# SAM_BUILD_MODE=debug makes cargo-lambda build the dev profile (SAM's own switch); the default
+# is the release profile that `sam deploy` ships.
+mode="${SAM_BUILD_MODE:-release}"
 export PATH="$PWD/.venv/bin:$PATH" SAM_CLI_TELEMETRY=0
 build=(sam build --beta-features --parameter-overrides "Architecture=${arch}"
-  --build-dir target/sam-build --cache-dir target/sam-cache)
+  --build-dir "target/sam-build-${mode}" --cache-dir "target/sam-cache-${mode}")
 
 # logical id and binary of each function in the template
 mapfile -t functions < <(.venv/bin/python - <<'PY'
@@ -35,13 +38,20 @@ for f in "${functions[@]}"; do
   if [[ " $bins " == *" $bin "* ]]; then present+=("$logical"); else missing+=("$logical($bin)"); fi
 done
 
+built() {
+  for logical in "$@"; do
+    test -x "target/sam-build-${mode}/${logical}/bootstrap" || { echo "sam-build: no bootstrap for ${logical}" >&2; exit 1; }
+  done
+}
 start=$(date +%s)
 if [ "${#missing[@]}" -eq 0 ]; then
   "${build[@]}"
+  built "${present[@]}"
 else
   echo "sam-build: no binary in the workspace for ${missing[*]}; building the others one by one" >&2
   for logical in "${present[@]}"; do
-    "${build[@]}" "$logical"
+    "${build[@]}" "$logical"   # a one-function build replaces the build directory
+    built "$logical"
   done
 fi
-echo "sam-build: ${#present[@]} functions built for ${arch} in $(( $(date +%s) - start )) s${missing:+; not built: ${missing[*]}}"
+echo "sam-build: ${#present[@]} functions built (${mode}) for ${arch} in $(( $(date +%s) - start )) s${missing:+; not built: ${missing[*]}}"
