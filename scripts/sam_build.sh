@@ -5,8 +5,8 @@
 #
 # When every function's binary is in the workspace this is one plain `sam build`, exactly what a
 # deployer runs. `sam build` ignores template Conditions and builds every function, so while a
-# function's crate has not landed yet (the report function, issue #7, behind EnableReport) the
-# others are built one by one instead and the missing one is named; nothing is skipped silently.
+# function's crate is not in the workspace (as the report function's was before issue #7 landed)
+# the others are built one by one instead and the missing one is named; nothing is skipped silently.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

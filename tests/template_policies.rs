@@ -235,9 +235,6 @@ fn every_listed_action_is_one_the_code_performs_and_every_sdk_call_is_known() {
         }
     }
     for (dir, _) in deployed_functions() {
-        if !manifest_path(dir).starts_with(repo_root().join("functions")) {
-            continue; // the report function's code is not in this workspace yet
-        }
         for (action, resource) in manifest(dir) {
             let platform = PLATFORM.contains(&action.as_str()) && (resource == "EVENT_SOURCE" || resource == "LOG_GROUP");
             assert!(
@@ -252,9 +249,6 @@ fn every_listed_action_is_one_the_code_performs_and_every_sdk_call_is_known() {
 fn each_function_is_granted_the_queues_and_services_its_code_uses() {
     for (dir, function) in deployed_functions() {
         let lib = repo_root().join("functions").join(dir).join("src/lib.rs");
-        if !lib.exists() || !manifest_path(dir).starts_with(repo_root().join("functions")) {
-            continue; // the report function: its code or its own aws-access.txt is not here yet
-        }
         let code = code_of(&lib);
         let env = &translated()["Resources"][function]["Properties"]["Environment"]["Variables"];
         let list = manifest(dir);

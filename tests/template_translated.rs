@@ -336,9 +336,7 @@ fn every_function_is_built_by_cargo_lambda_from_a_workspace_binary() {
         let declared = manifests
             .iter()
             .any(|m| m.contains("[[bin]]") && m.contains(&format!("name = \"{bin}\"")));
-        // The report function (#7) is behind EnableReport until its crate is in the workspace.
-        let pending = bin == "report" && f["Condition"] == "ReportEnabled" && !root.join("functions/report/Cargo.toml").exists();
-        assert!(declared || pending, "{name}: no [[bin]] named {bin} in functions/*/Cargo.toml");
+        assert!(declared, "{name}: no [[bin]] named {bin} in functions/*/Cargo.toml");
         bins.push(bin.to_owned());
     }
     bins.sort();
