@@ -15,8 +15,11 @@ arch="${1:-x86_64}"
 # is the release profile that `sam deploy` ships.
 mode="${SAM_BUILD_MODE:-release}"
 export PATH="$PWD/.venv/bin:$PATH" SAM_CLI_TELEMETRY=0
-build=(sam build --beta-features --parameter-overrides "Architecture=${arch}"
-  --build-dir "target/sam-build-${mode}" --cache-dir "target/sam-cache-${mode}")
+# --no-cached: SAM's cache hashes every file under CodeUri, which is the workspace root with
+# target/ (gigabytes, and changing under a concurrent cargo run: `sam build` then dies with
+# FileNotFoundError). cargo's own incremental build is the cache.
+build=(sam build --beta-features --no-cached --parameter-overrides "Architecture=${arch}"
+  --build-dir "target/sam-build-${mode}")
 
 # logical id and binary of each function in the template
 mapfile -t functions < <(.venv/bin/python - <<'PY'
