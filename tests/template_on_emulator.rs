@@ -107,6 +107,7 @@ impl Stack {
             Resource::Object { bucket, key } => format!("{}/{key}", logical_of(bucket)),
             Resource::Bucket { bucket } => logical_of(bucket),
             Resource::Secret { id } => format!("secret:{id}"),
+            Resource::Topic { arn } => logical_of(arn),
             Resource::Unknown(what) => format!("(unknown: {what})"),
         }
     }
@@ -416,9 +417,8 @@ async fn the_deployed_template_runs_an_upload_through_intake_send_and_status() {
     }
 
     // The report function's snapshot (the 15-minute schedule's event from the template) reads
-    // the stack's table and writes the status page into its bucket. (The weekly job's SNS
-    // publish is checked on the emulator in functions/report/tests; the recording proxy does not
-    // read SNS calls.)
+    // the stack's table and writes the status page into its bucket; the weekly job also
+    // publishes its summary to the stack's alarm topic.
     let report = relay_fn_report::ReportDeps::from_settings(&report_settings).await;
     let outcome = relay_fn_report::handle(serde_json::json!({"kind": "snapshot"}), &report, chrono::Utc::now())
         .await
@@ -433,6 +433,9 @@ async fn the_deployed_template_runs_an_upload_through_intake_send_and_status() {
         .unwrap()
         .into_bytes();
     assert!(String::from_utf8_lossy(&page).contains("<td class=\"erp\">FV-150</td>"));
+    relay_fn_report::handle(serde_json::json!({"kind": "weekly"}), &report, chrono::Utc::now())
+        .await
+        .unwrap();
 
     // Least privilege, the other way round: nothing any function did needs more than its role.
     for (function, proxy) in &proxies {
@@ -452,7 +455,7 @@ async fn the_deployed_template_runs_an_upload_through_intake_send_and_status() {
     assert!(actions("DlqReplayFunction").contains("sqs:ReceiveMessage"));
     assert_eq!(
         actions("ReportFunction"),
-        ["dynamodb:Query", "s3:PutObject"].map(String::from).into(),
-        "the report function only queries the table and writes its page"
+        ["dynamodb:Query", "s3:PutObject", "sns:Publish"].map(String::from).into(),
+        "the report function only queries the table, writes its pages and publishes the summary"
     );
 }

@@ -26,6 +26,7 @@ pub enum Resource {
     Object { bucket: String, key: String },
     Bucket { bucket: String },
     Secret { id: String },
+    Topic { arn: String },
     Unknown(String),
 }
 
@@ -97,7 +98,8 @@ fn relay(client: TcpStream, upstream: &str, sink: &Mutex<Vec<AwsCall>>) -> std::
 
     let mut parts = request_line.split_whitespace();
     let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-    let calls = classify(method, target, header("x-amz-target").as_deref(), &body);
+    let service = header("authorization").and_then(|a| signing_service(&a));
+    let calls = classify(method, target, header("x-amz-target").as_deref(), service.as_deref(), &body);
     sink.lock().unwrap().extend(calls);
 
     let mut upstream_conn = TcpStream::connect(upstream)?;
@@ -118,9 +120,31 @@ fn relay(client: TcpStream, upstream: &str, sink: &Mutex<Vec<AwsCall>>) -> std::
     Ok(())
 }
 
+/// The service a SigV4 request was signed for: `Credential=KEY/DATE/REGION/SERVICE/aws4_request`.
+fn signing_service(authorization: &str) -> Option<String> {
+    let credential = authorization.split("Credential=").nth(1)?;
+    credential.split(['/', ',']).nth(3).map(str::to_owned)
+}
+
 /// The IAM action(s) and resource(s) of one request, from the JSON protocols' `X-Amz-Target`
-/// (DynamoDB, SQS, Secrets Manager) or S3's REST method and path (path-style addressing).
-fn classify(method: &str, target: &str, amz_target: Option<&str>, body: &[u8]) -> Vec<AwsCall> {
+/// (DynamoDB, SQS, Secrets Manager), the query protocol's `Action=` form (SNS), or S3's REST
+/// method and path (path-style addressing).
+fn classify(method: &str, target: &str, amz_target: Option<&str>, service: Option<&str>, body: &[u8]) -> Vec<AwsCall> {
+    if amz_target.is_none() && service.is_some_and(|s| s != "s3") {
+        let form: Vec<(String, String)> = String::from_utf8_lossy(body)
+            .split('&')
+            .filter_map(|kv| kv.split_once('='))
+            .map(|(k, v)| (percent_decode(&k.replace('+', " ")), percent_decode(&v.replace('+', " "))))
+            .collect();
+        let param = |name: &str| form.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+        let service = service.unwrap_or_default();
+        let action = format!("{service}:{}", param("Action").unwrap_or_default());
+        let resource = match param("TopicArn") {
+            Some(arn) => Resource::Topic { arn },
+            None => Resource::Unknown(action.clone()),
+        };
+        return vec![AwsCall { action, resource }];
+    }
     let json: serde_json::Value = serde_json::from_slice(body).unwrap_or(serde_json::Value::Null);
     let s = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_owned();
     if let Some(t) = amz_target {
