@@ -37,13 +37,15 @@ infra-lint: setup
 ## SAM_ARCH=arm64 builds what AWS runs when that target is installed. SAM_BUILD_MODE=debug
 ## builds the dev profile (CI does: a cold release build of every function takes far longer).
 SAM_ARCH ?= x86_64
+SAM_BUILD_MODE ?= release
 sam-build: setup
-	scripts/sam_build.sh $(SAM_ARCH)
+	SAM_BUILD_MODE=$(SAM_BUILD_MODE) scripts/sam_build.sh $(SAM_ARCH)
 
 infra-check: infra-lint sam-build
 
-## What CI runs.
-check: test lint infra-check
+## What CI runs (.ci/run).
+check: test lint infra-lint
+	$(MAKE) sam-build SAM_BUILD_MODE=debug
 
 clean:
 	$(CARGO) clean
