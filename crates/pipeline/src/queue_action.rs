@@ -34,9 +34,10 @@ pub enum QueueAction {
 pub struct StageResult {
     pub action: QueueAction,
     /// Send: `SENT`, `RECONCILED_SENT`, `RETRY`, `PARKED`, `REJECTED`, `FAILED`, `CONFLICT`,
-    /// `NOT_YET`, `BUSY`, `NOT_QUEUED`, `STALE`, `UNKNOWN_DOCUMENT`. Status: `ACCEPTED`,
-    /// `ACCEPTED_DUPLICATE_OURS`, `PROCESSING`, `RESEND`, `REJECTED`, `CONFLICT`, `FAILED`,
-    /// `UPO_PENDING`, `POLL_ERROR`, `NOT_YET`, `NOT_PENDING`, `STALE`, `UNKNOWN_DOCUMENT`.
+    /// `NOT_YET`, `BUSY`, `NOT_QUEUED`, `STALE`, `UNKNOWN_DOCUMENT`, `BATCH_CLOSED`,
+    /// `BATCH_PROCESSING`, `FAILED_BACK_TO_DLQ`. Status: `ACCEPTED`, `ACCEPTED_DUPLICATE_OURS`,
+    /// `PROCESSING`, `RESEND`, `REJECTED`, `CONFLICT`, `FAILED`, `UPO_PENDING`, `POLL_ERROR`,
+    /// `NOT_YET`, `NOT_PENDING`, `STALE`, `UNKNOWN_DOCUMENT`, `FAILED_BACK_TO_DLQ`.
     pub outcome: &'static str,
     pub record: Option<DocumentRecord>,
 }

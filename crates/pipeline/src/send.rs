@@ -85,6 +85,11 @@ pub async fn send<S: SendStore + ?Sized>(
     };
     let r = doc.record;
     relay_observe::logging::note_state(r.erp_document_id.as_str(), r.state.code());
+    if r.state == DocumentState::Failed {
+        // Only a DLQ redrive that skipped dlq-replay (the console's native one) brings a FAILED
+        // document's message here: back to the DLQ with it, where dlq-replay can move it.
+        return done(QueueAction::DeadLetter, "FAILED_BACK_TO_DLQ", Some(r));
+    }
     if r.state != DocumentState::Queued {
         return done(QueueAction::Delete, "NOT_QUEUED", Some(r));
     }

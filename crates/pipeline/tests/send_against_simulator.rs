@@ -205,4 +205,14 @@ async fn an_exhausted_budget_ends_failed_in_the_dlq_with_an_outbox_result() {
     let v: serde_json::Value = serde_json::from_slice(&outbox.bytes).unwrap();
     assert_eq!(v["state"], "FAILED");
     assert_eq!(v["errors"][0]["class"], "TRANSIENT");
+    // The console's native DLQ redrive brings the message back without dlq-replay's checks:
+    // it goes back to the DLQ rather than vanishing, and nothing is sent.
+    let sent_before = w.sim.ledger().len();
+    let redriven = w.send(&req).await;
+    assert_eq!(
+        (redriven.outcome, &redriven.action),
+        ("FAILED_BACK_TO_DLQ", &QueueAction::DeadLetter)
+    );
+    assert_eq!(redriven.record.unwrap().state, DocumentState::Failed);
+    assert_eq!(w.sim.ledger().len(), sent_before);
 }

@@ -9,6 +9,7 @@ use ksef_client::SendOptions;
 use ksef_sim::Fault;
 use relay_domain::ports::{Archive, DocumentRegistry, Queue};
 use relay_domain::{ContentHash, DocumentState};
+use relay_pipeline::queue_action::QueueAction;
 use std::time::Duration;
 
 async fn send_raw_and_wait(w: &World, bytes: &[u8]) -> String {
@@ -241,4 +242,37 @@ async fn an_invoice_stuck_in_processing_is_polled_again_not_resent() {
         0,
         "nothing is resent while KSeF is still working"
     );
+}
+
+#[tokio::test]
+async fn past_the_poll_limit_it_fails_and_a_native_redrive_goes_back_to_the_dlq() {
+    let w = world(10).await;
+    let req = w.register(&invoice("ST/7")).await;
+    w.sim.faults().set(vec![Fault::StuckProcessing { rate: 1.0, for_ms: None }], 9);
+    assert_eq!(w.send(&req).await.outcome, "SENT");
+    let cfg = relay_pipeline::status::StatusConfig {
+        max_polls: 1,
+        ..w.status_cfg()
+    };
+    let m = w
+        .status_q
+        .receive(1, Duration::from_secs(30), Duration::ZERO)
+        .await
+        .unwrap()
+        .remove(0);
+    let first = relay_pipeline::messages::StatusRequest::from_json(&m.body).unwrap();
+    let polled = relay_pipeline::status::poll(&w.status_ports(), &w.ksef, &cfg, &first, Utc::now())
+        .await
+        .unwrap();
+    assert_eq!(polled.outcome, "PROCESSING");
+    let second = relay_pipeline::messages::StatusRequest { poll: 1, ..first };
+    let res = relay_pipeline::status::poll(&w.status_ports(), &w.ksef, &cfg, &second, Utc::now())
+        .await
+        .unwrap();
+    assert_eq!((res.outcome, &res.action), ("FAILED", &QueueAction::DeadLetter));
+    // The console's native redrive brings it back without dlq-replay's checks: back to the DLQ.
+    let again = relay_pipeline::status::poll(&w.status_ports(), &w.ksef, &cfg, &second, Utc::now())
+        .await
+        .unwrap();
+    assert_eq!((again.outcome, &again.action), ("FAILED_BACK_TO_DLQ", &QueueAction::DeadLetter));
 }
