@@ -59,7 +59,7 @@ fn no_secret_and_no_invoice_content_in_any_log_line() {
             "--fault",
             "reset:0.05",
             "--sim-time-scale",
-            "60",
+            "10",
         ],
         &[("RUST_LOG", "debug")],
     );
