@@ -15,28 +15,10 @@ use relay_aws::{provision, SqsQueue};
 use relay_domain::ports::{DocumentRegistry, Queue};
 use relay_domain::{ContentHash, DocumentKey, DocumentState, InvoiceKind, InvoiceNumber, Nip};
 use relay_tests::emulator;
+use relay_tests::lambda_events::deliver;
 
 const SAMPLE_1: &[u8] = include_bytes!("../data/ksef/samples/FA_3_Przykład_1.xml");
 const SAMPLE_10: &[u8] = include_bytes!("../data/ksef/samples/FA_3_Przykład_10.xml");
-
-/// What Lambda's SQS event source does: receive a batch, invoke, delete what did not fail.
-async fn deliver<F, Fut>(queue: &SqsQueue, handler: F) -> usize
-where
-    F: Fn(aws_lambda_events::sqs::SqsEvent) -> Fut,
-    Fut: std::future::Future<Output = aws_lambda_events::sqs::SqsBatchResponse>,
-{
-    let batch = queue.receive(10, Duration::from_secs(30), Duration::ZERO).await.unwrap();
-    if batch.is_empty() {
-        return 0;
-    }
-    let response = handler(relay_tests::lambda_events::sqs_event(&batch)).await;
-    for m in &batch {
-        if !response.batch_item_failures.iter().any(|f| f.item_identifier == m.message_id) {
-            queue.delete(&m.receipt).await.unwrap();
-        }
-    }
-    batch.len()
-}
 
 /// Runs the intake function until its queue is empty (a notification whose intake failed comes
 /// back after its visibility timeout, as in Lambda).

@@ -9,7 +9,7 @@
 //! versioning, lifecycle and the bucket/queue policies: `template_translated.rs` asserts those
 //! on the translated template. It also ignores the bucket's NotificationConfiguration, so the
 //! deploy script applies exactly the template's notification through the S3 API
-//! (scripts/template_on_emulator.py). Lambda's SQS event source is played by `deliver` below.
+//! (scripts/template_on_emulator.py). Lambda's SQS event source is played by `relay_tests::lambda_events::deliver`.
 //!
 //! Each function reaches the emulator through its own recording proxy, and at the end every AWS
 //! call it made must be allowed by its role in the template: a permission the code needs but
@@ -24,31 +24,13 @@ use relay_aws::settings::{IntakeSettings, ReplaySettings, ReportSettings, SendSe
 use relay_aws::{provision, SqsQueue};
 use relay_domain::ports::{DocumentRegistry, Queue};
 use relay_domain::{ContentHash, DocumentKey, DocumentState, InvoiceKind, InvoiceNumber, Nip};
+use relay_tests::lambda_events::deliver;
 use relay_tests::recording_proxy::{AwsCall, RecordingProxy, Resource};
 use relay_tests::{emulator, template};
 use serde_json::Value;
 
 const SAMPLE_1: &[u8] = include_bytes!("../data/ksef/samples/FA_3_Przykład_1.xml");
 const NIP: &str = "9999999999";
-
-/// What Lambda's SQS event source does: receive a batch, invoke, delete what did not fail.
-async fn deliver<F, Fut>(queue: &SqsQueue, handler: F) -> usize
-where
-    F: Fn(aws_lambda_events::sqs::SqsEvent) -> Fut,
-    Fut: std::future::Future<Output = aws_lambda_events::sqs::SqsBatchResponse>,
-{
-    let batch = queue.receive(10, Duration::from_secs(30), Duration::ZERO).await.unwrap();
-    if batch.is_empty() {
-        return 0;
-    }
-    let response = handler(relay_tests::lambda_events::sqs_event(&batch)).await;
-    for m in &batch {
-        if !response.batch_item_failures.iter().any(|f| f.item_identifier == m.message_id) {
-            queue.delete(&m.receipt).await.unwrap();
-        }
-    }
-    batch.len()
-}
 
 struct Stack {
     created: Value,

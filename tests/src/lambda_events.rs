@@ -29,3 +29,27 @@ pub fn sqs_event(messages: &[ReceivedMessage]) -> SqsEvent {
         .collect();
     serde_json::from_value(serde_json::json!({ "Records": records })).expect("a Lambda SQS event")
 }
+
+/// What Lambda's SQS event source does once: receive a batch (up to 10, hidden 30 s), invoke
+/// the handler, delete every message it did not name in `batchItemFailures`. Returns how many
+/// messages the batch held.
+pub async fn deliver<F, Fut>(queue: &dyn relay_domain::ports::Queue, handler: F) -> usize
+where
+    F: Fn(SqsEvent) -> Fut,
+    Fut: std::future::Future<Output = aws_lambda_events::sqs::SqsBatchResponse>,
+{
+    let batch = queue
+        .receive(10, std::time::Duration::from_secs(30), std::time::Duration::ZERO)
+        .await
+        .unwrap();
+    if batch.is_empty() {
+        return 0;
+    }
+    let response = handler(sqs_event(&batch)).await;
+    for m in &batch {
+        if !response.batch_item_failures.iter().any(|f| f.item_identifier == m.message_id) {
+            queue.delete(&m.receipt).await.unwrap();
+        }
+    }
+    batch.len()
+}

@@ -314,27 +314,30 @@ impl DocumentUpdates for DynamoDocumentStore {
     }
 }
 
-#[async_trait]
-impl DocumentQueries for DynamoDocumentStore {
-    async fn list_by_state(
+impl DynamoDocumentStore {
+    /// A query on the `by-state` index for one state (`#s = :s` bound; the caller adds the
+    /// condition on `state_since`).
+    fn by_state(&self, state: DocumentState) -> aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder {
+        self.client
+            .query()
+            .table_name(&self.table)
+            .index_name(BY_STATE_INDEX)
+            .expression_attribute_names("#s", "state")
+            .expression_attribute_values(":s", s(state.code()))
+    }
+
+    /// Up to `limit` records from `query`, page by page (at most 1,000 items a page).
+    async fn query_records(
         &self,
-        state: DocumentState,
-        older_than: DateTime<Utc>,
+        query: aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder,
         limit: usize,
     ) -> Result<Vec<DocumentRecord>, StoreError> {
         let mut found = Vec::new();
         let mut start: Option<Item> = None;
         while found.len() < limit {
             let page = (limit - found.len()).min(1000) as i32;
-            let out = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .index_name(BY_STATE_INDEX)
-                .key_condition_expression("#s = :s AND state_since < :t")
-                .expression_attribute_names("#s", "state")
-                .expression_attribute_values(":s", s(state.code()))
-                .expression_attribute_values(":t", n(older_than.timestamp_micros()))
+            let out = query
+                .clone()
                 .limit(page)
                 .set_exclusive_start_key(start.take())
                 .send()
@@ -351,6 +354,22 @@ impl DocumentQueries for DynamoDocumentStore {
         found.truncate(limit);
         Ok(found)
     }
+}
+
+#[async_trait]
+impl DocumentQueries for DynamoDocumentStore {
+    async fn list_by_state(
+        &self,
+        state: DocumentState,
+        older_than: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<DocumentRecord>, StoreError> {
+        let query = self
+            .by_state(state)
+            .key_condition_expression("#s = :s AND state_since < :t")
+            .expression_attribute_values(":t", n(older_than.timestamp_micros()));
+        self.query_records(query, limit).await
+    }
 
     async fn list_by_state_between(
         &self,
@@ -359,41 +378,18 @@ impl DocumentQueries for DynamoDocumentStore {
         until: DateTime<Utc>,
         limit: usize,
     ) -> Result<Vec<DocumentRecord>, StoreError> {
-        let mut found = Vec::new();
-        let mut start: Option<Item> = None;
         // BETWEEN is inclusive at both ends; the window is [since, until).
         let last = until.timestamp_micros() - 1;
         if last < since.timestamp_micros() {
-            return Ok(found);
+            return Ok(Vec::new());
         }
-        while found.len() < limit {
-            let page = (limit - found.len()).min(1000) as i32;
-            let out = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .index_name(BY_STATE_INDEX)
-                .key_condition_expression("#s = :s AND state_since BETWEEN :a AND :b")
-                .expression_attribute_names("#s", "state")
-                .expression_attribute_values(":s", s(state.code()))
-                .expression_attribute_values(":a", n(since.timestamp_micros()))
-                .expression_attribute_values(":b", n(last))
-                .scan_index_forward(false)
-                .limit(page)
-                .set_exclusive_start_key(start.take())
-                .send()
-                .await
-                .map_err(|e| unavailable("Query by-state", e))?;
-            for item in out.items() {
-                found.push(record_from(item)?);
-            }
-            match out.last_evaluated_key() {
-                Some(k) if !k.is_empty() => start = Some(k.clone()),
-                _ => break,
-            }
-        }
-        found.truncate(limit);
-        Ok(found)
+        let query = self
+            .by_state(state)
+            .key_condition_expression("#s = :s AND state_since BETWEEN :a AND :b")
+            .expression_attribute_values(":a", n(since.timestamp_micros()))
+            .expression_attribute_values(":b", n(last))
+            .scan_index_forward(false);
+        self.query_records(query, limit).await
     }
 
     async fn count_by_state(&self, state: DocumentState) -> Result<u64, StoreError> {
