@@ -54,6 +54,30 @@ pub struct StatusRequest {
 }
 
 impl StatusRequest {
+    /// The first status check for `record`'s invoice, known to KSeF as `invoice_reference` in
+    /// `session`.
+    pub fn first(
+        record: &relay_domain::DocumentRecord,
+        session: relay_domain::KsefReference,
+        invoice_reference: relay_domain::KsefReference,
+    ) -> Self {
+        StatusRequest {
+            document: record.key.clone(),
+            session,
+            invoice_reference,
+            trace_id: record.trace_id.clone(),
+            poll: 0,
+        }
+    }
+
+    /// The same check, one poll later.
+    pub fn next_poll(&self) -> Self {
+        StatusRequest {
+            poll: self.poll + 1,
+            ..self.clone()
+        }
+    }
+
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).expect("a StatusRequest always serialises")
     }

@@ -11,8 +11,9 @@
 
 use std::time::Duration;
 
+use relay_domain::ports::DocumentRegistry;
 use relay_domain::ports::{ArchiveError, OutgoingMessage, Queue, QueueError, ReceivedMessage, StoreError, MAX_DELAY};
-use relay_domain::DocumentRecord;
+use relay_domain::{Document, DocumentKey, DocumentRecord, DocumentState, TraceId};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum QueueAction {
@@ -66,6 +67,27 @@ pub fn done(action: QueueAction, outcome: &'static str, record: Option<DocumentR
         }
     }
     Ok(StageResult { action, outcome, record })
+}
+
+/// The document a send or status message names, or the stage's answer when it has nothing to
+/// do with it: an unknown document's message goes to the DLQ, and so does a FAILED document's.
+/// Only a DLQ redrive that skipped dlq-replay (the console's native one) brings a FAILED
+/// document's message to a stage; back in the DLQ, dlq-replay can still move it.
+pub async fn stage_document<S: DocumentRegistry + ?Sized>(
+    store: &S,
+    document: &DocumentKey,
+    trace_id: &TraceId,
+    stage: &str,
+) -> Result<Result<Document, StageResult>, StageError> {
+    let Some(doc) = store.get(document).await? else {
+        tracing::error!(%document, %trace_id, stage, "a message for a document the store does not know");
+        return done(QueueAction::DeadLetter, "UNKNOWN_DOCUMENT", None).map(Err);
+    };
+    relay_observe::logging::note_state(doc.record.erp_document_id.as_str(), doc.record.state.code());
+    if doc.record.state == DocumentState::Failed {
+        return done(QueueAction::DeadLetter, "FAILED_BACK_TO_DLQ", Some(doc.record)).map(Err);
+    }
+    Ok(Ok(doc))
 }
 
 /// Carries out `action` for `message` taken from `queue`.

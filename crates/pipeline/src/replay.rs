@@ -263,13 +263,7 @@ async fn decide<S: DocumentRegistry + DocumentUpdates + ?Sized>(
         DocumentState::Sent | DocumentState::Processing => match (r.ksef.session_reference.clone(), r.ksef.invoice_reference.clone()) {
             (Some(session), Some(inv)) => {
                 let reason = format!("{}: back to the status stage", r.state);
-                let status = StatusRequest {
-                    document: r.key.clone(),
-                    session,
-                    invoice_reference: inv,
-                    trace_id: r.trace_id.clone(),
-                    poll: 0,
-                };
+                let status = StatusRequest::first(&r, session, inv);
                 Ok((Some(key), Decision::Status(r, status, reason)))
             }
             _ => Ok((
@@ -280,13 +274,7 @@ async fn decide<S: DocumentRegistry + DocumentUpdates + ?Sized>(
         DocumentState::Failed => {
             // Ask KSeF before sending again: the failed attempts may have reached it after all.
             if let (Some(session), Some(inv)) = (r.ksef.session_reference.clone(), r.ksef.invoice_reference.clone()) {
-                let status = StatusRequest {
-                    document: r.key.clone(),
-                    session,
-                    invoice_reference: inv,
-                    trace_id: r.trace_id.clone(),
-                    poll: 0,
-                };
+                let status = StatusRequest::first(&r, session, inv);
                 return Ok((
                     Some(key),
                     Decision::Status(r, status, "FAILED while KSeF was processing it: status checked again".into()),
@@ -295,13 +283,7 @@ async fn decide<S: DocumentRegistry + DocumentUpdates + ?Sized>(
             if let Some(session) = r.ksef.unconfirmed_send.clone() {
                 match ksef.find_live_invoice(&r.key.seller_nip, &session, &r.content_hash).await {
                     Ok(Some(inv)) => {
-                        let status = StatusRequest {
-                            document: r.key.clone(),
-                            session,
-                            invoice_reference: inv,
-                            trace_id: r.trace_id.clone(),
-                            poll: 0,
-                        };
+                        let status = StatusRequest::first(&r, session, inv);
                         return Ok((
                             Some(key),
                             Decision::Status(

@@ -34,7 +34,7 @@ use relay_domain::{
 
 use crate::messages::{report_for_correction, SendRequest, StatusRequest};
 use crate::outbox::give_up;
-use crate::queue_action::{done, QueueAction, StageError, StageResult};
+use crate::queue_action::{done, stage_document, QueueAction, StageError, StageResult};
 use crate::sessions::KsefContexts;
 
 /// What the send use case needs of the document store.
@@ -79,21 +79,15 @@ pub async fn send<S: SendStore + ?Sized>(
     req: &SendRequest,
     now: DateTime<Utc>,
 ) -> Result<StageResult, StageError> {
-    let Some(doc) = ports.store.get(&req.document).await? else {
-        tracing::error!(document = %req.document, trace_id = %req.trace_id, "send request for a document the store does not know");
-        return done(QueueAction::DeadLetter, "UNKNOWN_DOCUMENT", None);
+    let doc = match stage_document(ports.store, &req.document, &req.trace_id, "send").await? {
+        Ok(doc) => doc,
+        Err(answer) => return Ok(answer),
     };
+    let last_send_started = last_send_started(&doc.history);
     let r = doc.record;
-    relay_observe::logging::note_state(r.erp_document_id.as_str(), r.state.code());
-    if r.state == DocumentState::Failed {
-        // Only a DLQ redrive that skipped dlq-replay (the console's native one) brings a FAILED
-        // document's message here: back to the DLQ with it, where dlq-replay can move it.
-        return done(QueueAction::DeadLetter, "FAILED_BACK_TO_DLQ", Some(r));
-    }
     if r.state != DocumentState::Queued {
         return done(QueueAction::Delete, "NOT_QUEUED", Some(r));
     }
-    let last_send_started = last_send_started(&doc.history);
     if r.content_hash != req.content_hash {
         // The document was resubmitted with new content; its own message is on the queue.
         return done(QueueAction::Delete, "STALE", Some(r));
@@ -441,13 +435,7 @@ async fn mark_sent<S: SendStore + ?Sized>(
         invoice_reference: invoice_reference.clone(),
     };
     let r = ports.store.transition(r, change, now).await?;
-    let msg = StatusRequest {
-        document: r.key.clone(),
-        session,
-        invoice_reference,
-        trace_id: r.trace_id.clone(),
-        poll: 0,
-    };
+    let msg = StatusRequest::first(&r, session, invoice_reference);
     ports
         .status_queue
         .send(

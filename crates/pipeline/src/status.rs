@@ -20,7 +20,7 @@ use relay_domain::{
 
 use crate::messages::{report_for_correction, SendRequest, StatusRequest};
 use crate::outbox::{give_up, OutboxResult};
-use crate::queue_action::{done, QueueAction, StageError, StageResult};
+use crate::queue_action::{done, stage_document, QueueAction, StageError, StageResult};
 use crate::sessions::KsefContexts;
 
 /// What the status use case needs of the document store.
@@ -66,11 +66,7 @@ impl StatusConfig {
 }
 
 fn next(req: &StatusRequest, cfg: &StatusConfig) -> QueueAction {
-    let body = StatusRequest {
-        poll: req.poll + 1,
-        ..req.clone()
-    }
-    .to_json();
+    let body = req.next_poll().to_json();
     QueueAction::Replace {
         body,
         delay: cfg.delay(req.poll),
@@ -86,17 +82,10 @@ pub async fn poll<S: StatusStore + ?Sized>(
     req: &StatusRequest,
     now: DateTime<Utc>,
 ) -> Result<StageResult, StageError> {
-    let Some(doc) = ports.store.get(&req.document).await? else {
-        tracing::error!(document = %req.document, trace_id = %req.trace_id, "status request for a document the store does not know");
-        return done(QueueAction::DeadLetter, "UNKNOWN_DOCUMENT", None);
+    let r = match stage_document(ports.store, &req.document, &req.trace_id, "status").await? {
+        Ok(doc) => doc.record,
+        Err(answer) => return Ok(answer),
     };
-    let r = doc.record;
-    relay_observe::logging::note_state(r.erp_document_id.as_str(), r.state.code());
-    if r.state == DocumentState::Failed {
-        // Only a DLQ redrive that skipped dlq-replay (the console's native one) brings a FAILED
-        // document's message here: back to the DLQ with it, where dlq-replay can move it.
-        return done(QueueAction::DeadLetter, "FAILED_BACK_TO_DLQ", Some(r));
-    }
     if !matches!(r.state, DocumentState::Sent | DocumentState::Processing) {
         return done(QueueAction::Delete, "NOT_PENDING", Some(r));
     }
@@ -215,11 +204,7 @@ async fn poll_error<S: StatusStore + ?Sized>(
             }],
         )
         .await?;
-    let body = StatusRequest {
-        poll: req.poll + 1,
-        ..req.clone()
-    }
-    .to_json();
+    let body = req.next_poll().to_json();
     done(QueueAction::Replace { body, delay }, "POLL_ERROR", Some(r))
 }
 
