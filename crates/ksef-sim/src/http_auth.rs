@@ -165,34 +165,7 @@ pub async fn ksef_token(State(sim): State<Arc<Sim>>, body: Bytes) -> Result<Resp
         _ => StatusInfo::new(450, "Uwierzytelnianie zakończone niepowodzeniem z powodu błędnego tokenu")
             .with_details(vec!["Nie udało się odszyfrować tokenu.".into()]),
     };
-    let reference = store.reference("AU");
-    let auth_token = secret("sim-authentication");
-    let valid_until = now + chrono::Duration::minutes(45);
-    store.auth_ops.insert(
-        reference.clone(),
-        AuthOp {
-            reference: reference.clone(),
-            context,
-            auth_token: auth_token.clone(),
-            auth_token_valid_until: valid_until,
-            started: now,
-            ready_at: Instant::now() + sim.cfg.auth_delay,
-            outcome,
-            redeemed: false,
-            document_hash: B64.encode(Sha256::digest(&body)),
-            last_refresh: None,
-            refresh_valid_until: None,
-            method: AuthMethod::Token,
-        },
-    );
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(json!({
-            "referenceNumber": reference,
-            "authenticationToken": {"token": auth_token, "validUntil": rfc3339(valid_until)},
-        })),
-    )
-        .into_response())
+    Ok(start_auth_op(&sim, &mut store, context, outcome, &body, AuthMethod::Token, now))
 }
 
 /// `POST /auth/xades-signature`: a XAdES-signed `AuthTokenRequest`, verified for real.
@@ -245,6 +218,28 @@ pub async fn xades_signature(State(sim): State<Arc<Sim>>, body: Bytes) -> Result
         )
         .with_details(vec![format!("Certyfikat {} nie ma uprawnień w kontekście {context}.", req.subject)])
     };
+    Ok(start_auth_op(
+        &sim,
+        &mut store,
+        context,
+        outcome,
+        &body,
+        AuthMethod::Certificate,
+        now,
+    ))
+}
+
+/// Records a started authentication (its outcome decided now, revealed after `auth_delay`) and
+/// answers 202 with its reference and authentication token.
+fn start_auth_op(
+    sim: &Sim,
+    store: &mut crate::state::Store,
+    context: Nip,
+    outcome: StatusInfo,
+    body: &[u8],
+    method: AuthMethod,
+    now: chrono::DateTime<Utc>,
+) -> Response {
     let reference = store.reference("AU");
     let auth_token = secret("sim-authentication");
     let valid_until = now + chrono::Duration::minutes(45);
@@ -259,20 +254,20 @@ pub async fn xades_signature(State(sim): State<Arc<Sim>>, body: Bytes) -> Result
             ready_at: Instant::now() + sim.cfg.auth_delay,
             outcome,
             redeemed: false,
-            document_hash: B64.encode(Sha256::digest(&body)),
+            document_hash: B64.encode(Sha256::digest(body)),
             last_refresh: None,
             refresh_valid_until: None,
-            method: AuthMethod::Certificate,
+            method,
         },
     );
-    Ok((
+    (
         StatusCode::ACCEPTED,
         Json(json!({
             "referenceNumber": reference,
             "authenticationToken": {"token": auth_token, "validUntil": rfc3339(valid_until)},
         })),
     )
-        .into_response())
+        .into_response()
 }
 
 /// The auth operation whose authentication token is the bearer.
