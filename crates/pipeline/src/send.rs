@@ -32,6 +32,7 @@ use relay_domain::{
     KsefReference, Nip, RetryDecision, RetryPolicy,
 };
 
+use crate::follow_up::{catch_up, FollowUpPorts, REDRIVE_GRACE};
 use crate::messages::{report_for_correction, SendRequest, StatusRequest};
 use crate::outbox::give_up;
 use crate::queue_action::{done, stage_document, QueueAction, StageError, StageResult};
@@ -45,8 +46,22 @@ impl<T: DocumentRegistry + DocumentClaims + DocumentUpdates + ?Sized> SendStore 
 pub struct SendPorts<'a, S: SendStore + ?Sized> {
     pub store: &'a S,
     pub archive: &'a dyn Archive,
+    /// Its own queue: a leftover message that finds its document's follow-up lost re-issues it.
+    pub send_queue: &'a dyn Queue,
     pub status_queue: &'a dyn Queue,
     pub corrections_queue: &'a dyn Queue,
+}
+
+impl<S: SendStore + ?Sized> SendPorts<'_, S> {
+    fn follow_up(&self) -> FollowUpPorts<'_, S> {
+        FollowUpPorts {
+            store: self.store,
+            archive: self.archive,
+            send_queue: self.send_queue,
+            status_queue: self.status_queue,
+            corrections_queue: self.corrections_queue,
+        }
+    }
 }
 
 /// Tunables, from the function's settings.
@@ -79,14 +94,16 @@ pub async fn send<S: SendStore + ?Sized>(
     req: &SendRequest,
     now: DateTime<Utc>,
 ) -> Result<StageResult, StageError> {
-    let doc = match stage_document(ports.store, &req.document, &req.trace_id, "send").await? {
+    let doc = match stage_document(ports.store, ports.archive, &req.document, &req.trace_id, "send").await? {
         Ok(doc) => doc,
         Err(answer) => return Ok(answer),
     };
     let last_send_started = last_send_started(&doc.history);
     let r = doc.record;
-    if r.state != DocumentState::Queued {
-        return done(QueueAction::Delete, "NOT_QUEUED", Some(r));
+    if r.state != DocumentState::Queued || req.is_behind(&r) {
+        // Not this message's work any more; but the write that moved the document on may have
+        // been the last thing an earlier handler did: make sure its follow-up exists.
+        return catch_up(&ports.follow_up(), r, REDRIVE_GRACE, now).await;
     }
     if r.content_hash != req.content_hash {
         // The document was resubmitted with new content; its own message is on the queue.
@@ -250,7 +267,7 @@ async fn await_batch<S: SendStore + ?Sized>(
 ) -> Result<StageResult, StageError> {
     let check_at = now + chrono::Duration::from_std(wait).unwrap_or_default();
     let r = ports.store.transition(r, Change::AwaitingBatch { detail, check_at }, now).await?;
-    done(QueueAction::Requeue { delay: wait }, outcome, Some(r))
+    done(again(&r, wait), outcome, Some(r))
 }
 
 /// Sends an invoice with an attachment in a batch session of its own.
@@ -447,6 +464,14 @@ async fn mark_sent<S: SendStore + ?Sized>(
     done(QueueAction::Delete, outcome, Some(r))
 }
 
+/// The same document's next send attempt, after `delay`, for the step just written.
+fn again(r: &DocumentRecord, delay: Duration) -> QueueAction {
+    QueueAction::Replace {
+        body: SendRequest::for_record(r).to_json(),
+        delay,
+    }
+}
+
 /// Classifies `f` with the retry policy and records the decision.
 async fn on_failure<S: SendStore + ?Sized>(
     ports: &SendPorts<'_, S>,
@@ -470,15 +495,15 @@ async fn on_failure<S: SendStore + ?Sized>(
         RetryDecision::RetryAfter { delay } => {
             let at = now + chrono::Duration::from_std(delay).unwrap_or_default();
             let r = ports.store.transition(&r, retry(at, charged), now).await?;
-            done(QueueAction::Requeue { delay }, "RETRY", Some(r))
+            done(again(&r, delay), "RETRY", Some(r))
         }
         RetryDecision::FixAndRetry => {
             let r = ports.store.transition(&r, retry(now, charged), now).await?;
-            done(QueueAction::Requeue { delay: Duration::ZERO }, "RETRY", Some(r))
+            done(again(&r, Duration::ZERO), "RETRY", Some(r))
         }
         RetryDecision::ParkUntil { until: t } => {
             let r = ports.store.transition(&r, retry(t, false), now).await?;
-            done(QueueAction::Requeue { delay: until(now, t) }, "PARKED", Some(r))
+            done(again(&r, until(now, t)), "PARKED", Some(r))
         }
         RetryDecision::Exhausted => give_up(ports.store, ports.archive, &r, f, now).await,
         RetryDecision::Reject => {
