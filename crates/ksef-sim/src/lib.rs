@@ -60,6 +60,7 @@ pub use rate_limit::{Group, Limit, RateLimits};
 /// A running simulator. Dropping it stops the server.
 pub struct SimHandle {
     base_url: String,
+    local: std::net::SocketAddr,
     sim: Arc<state::Sim>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -73,6 +74,12 @@ impl SimHandle {
     /// The API root the client talks to: `{base_url}/v2`.
     pub fn api_url(&self) -> String {
         format!("{}/v2", self.base_url)
+    }
+
+    /// Where the simulator itself listens (differs from [`SimHandle::api_url`] when a
+    /// `public_base_url` puts a proxy in front of it).
+    pub fn local_url(&self) -> String {
+        format!("http://{}", self.local)
     }
 
     pub fn ledger(&self) -> Ledger {
@@ -157,6 +164,7 @@ pub async fn try_start(config: SimConfig) -> anyhow::Result<SimHandle> {
     let task = server::serve(listener, server::router(sim.clone()), sim.clone());
     Ok(SimHandle {
         base_url,
+        local,
         sim,
         task: Some(task),
     })

@@ -1,0 +1,802 @@
+//! Crash-point enumeration: for each stage (intake, send online, send in a batch, status,
+//! dlq-replay, sweeper), the stage dies after each successful external write and after each
+//! KSeF call, at every numbered position in turn; then redelivery and the sweeper run, and
+//! every time the document must end ACCEPTED, KSeF's ledger must hold the invoice exactly once
+//! and the ERP's outbox must say what the store says.
+//!
+//! How a death is made: every port the stages write through (store, archive, queues) is wrapped,
+//! and KSeF is reached through a loopback proxy in front of the simulator (the simulator's
+//! links for UPOs and batch parts point at the proxy too). Each successful write or KSeF answer
+//! is a numbered position; at the chosen one the wrapper lets the write happen, then never
+//! returns, and the driver drops the stage's future: nothing after that point runs, the message
+//! is neither deleted nor re-queued, the instance's memory (its KSeF session) is gone. Time is a
+//! manual clock shared by the use cases and the in-memory queues, so visibility timeouts, leases
+//! and backoffs pass in an instant; the simulator runs at a 1000× clock with no processing delay.
+//!
+//! First each scenario runs without a crash to count its positions; then once per position.
+//! The closing line of each test names the positions it covered.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use axum::body::Bytes;
+use axum::response::IntoResponse;
+use chrono::{DateTime, TimeZone, Utc};
+use ksef_client::{ClientConfig, ClientLimits, Credentials, Environment, KsefClient, KsefToken};
+use ksef_sim::{Fault, SimConfig, SimHandle};
+use relay_domain::clock::{Clock, ManualClock};
+use relay_domain::memory::{MemoryArchive, MemoryDocumentStore, MemoryQueue};
+use relay_domain::ports::{
+    Archive, ArchiveError, DocumentClaims, DocumentQueries, DocumentRegistry, DocumentUpdates, ObjectBody, OutgoingMessage, PutOutcome,
+    Queue, QueueError, QueueStats, ReceivedMessage, Registration, StoreError,
+};
+use relay_domain::{
+    Change, ClaimPurpose, ContentHash, Document, DocumentKey, DocumentRecord, DocumentState, ErpDocumentId, HistoryEntry, NewDocument, Nip,
+    RetryPolicy,
+};
+use relay_pipeline::follow_up::FollowUpPorts;
+use relay_pipeline::intake::{intake, IntakePorts, Upload};
+use relay_pipeline::messages::{SendRequest, StatusRequest};
+use relay_pipeline::queue_action::{apply, QueueAction};
+use relay_pipeline::replay::{replay, ReplayPorts, ReplayRequest};
+use relay_pipeline::send::{send, SendConfig, SendPorts};
+use relay_pipeline::sessions::KsefContexts;
+use relay_pipeline::status::{poll, StatusConfig, StatusPorts};
+use relay_pipeline::sweeper::{sweep, SweepConfig};
+use tokio::sync::watch;
+
+const SCALE: f64 = 1000.0;
+const VISIBILITY: Duration = Duration::from_secs(300);
+
+// ---------------------------------------------------------------------------------------------
+// The crash plan: numbered positions, and the one to die at.
+
+#[derive(Default)]
+struct PlanState {
+    armed: bool,
+    count: usize,
+    crash_at: Option<usize>,
+    positions: Vec<String>,
+}
+
+struct Plan {
+    state: Mutex<PlanState>,
+    crashed: watch::Sender<bool>,
+}
+
+impl Plan {
+    fn new(crash_at: Option<usize>) -> Arc<Plan> {
+        Arc::new(Plan {
+            state: Mutex::new(PlanState {
+                crash_at,
+                ..Default::default()
+            }),
+            crashed: watch::channel(false).0,
+        })
+    }
+
+    fn arm(&self, on: bool) {
+        self.state.lock().unwrap().armed = on;
+    }
+
+    /// A write or KSeF call just succeeded: a numbered position while the target stage runs.
+    /// At the chosen position the caller never gets its answer.
+    async fn passed(&self, what: String) {
+        let die = {
+            let mut s = self.state.lock().unwrap();
+            if !s.armed {
+                return;
+            }
+            s.count += 1;
+            s.positions.push(what);
+            let die = s.crash_at == Some(s.count);
+            if die {
+                s.crash_at = None;
+                s.armed = false;
+            }
+            die
+        };
+        if die {
+            self.crashed.send_replace(true);
+            std::future::pending::<()>().await;
+        }
+    }
+
+    async fn wait_crash(&self) {
+        let mut rx = self.crashed.subscribe();
+        let _ = rx.wait_for(|c| *c).await;
+    }
+
+    fn take_crash(&self) -> bool {
+        self.crashed.send_replace(false)
+    }
+
+    fn positions(&self) -> Vec<String> {
+        self.state.lock().unwrap().positions.clone()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Ports that can die right after a successful write.
+
+struct CrashStore {
+    inner: MemoryDocumentStore,
+    plan: Arc<Plan>,
+}
+
+fn change_name(c: &Change) -> String {
+    format!("{c:?}").split([' ', '{']).next().unwrap_or_default().to_owned()
+}
+
+#[async_trait]
+impl DocumentRegistry for CrashStore {
+    async fn register(&self, new: NewDocument, now: DateTime<Utc>) -> Result<Registration, StoreError> {
+        let r = self.inner.register(new, now).await?;
+        self.plan.passed("store.register".into()).await;
+        Ok(r)
+    }
+    async fn get(&self, key: &DocumentKey) -> Result<Option<Document>, StoreError> {
+        self.inner.get(key).await
+    }
+}
+
+#[async_trait]
+impl DocumentClaims for CrashStore {
+    async fn claim(
+        &self,
+        key: &DocumentKey,
+        purpose: ClaimPurpose,
+        owner: &str,
+        now: DateTime<Utc>,
+        lease_for: Duration,
+    ) -> Result<DocumentRecord, StoreError> {
+        let r = self.inner.claim(key, purpose, owner, now, lease_for).await?;
+        self.plan.passed(format!("store.claim {purpose:?}")).await;
+        Ok(r)
+    }
+}
+
+#[async_trait]
+impl DocumentUpdates for CrashStore {
+    async fn transition(&self, current: &DocumentRecord, change: Change, now: DateTime<Utc>) -> Result<DocumentRecord, StoreError> {
+        let name = change_name(&change);
+        let r = self.inner.transition(current, change, now).await?;
+        self.plan.passed(format!("store.transition {name}")).await;
+        Ok(r)
+    }
+    async fn append_history(&self, key: &DocumentKey, entries: Vec<HistoryEntry>) -> Result<(), StoreError> {
+        self.inner.append_history(key, entries).await?;
+        self.plan.passed("store.append_history".into()).await;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl DocumentQueries for CrashStore {
+    async fn list_by_state(
+        &self,
+        state: DocumentState,
+        older_than: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<DocumentRecord>, StoreError> {
+        self.inner.list_by_state(state, older_than, limit).await
+    }
+    async fn list_by_state_between(
+        &self,
+        state: DocumentState,
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<DocumentRecord>, StoreError> {
+        self.inner.list_by_state_between(state, since, until, limit).await
+    }
+    async fn count_by_state(&self, state: DocumentState) -> Result<u64, StoreError> {
+        self.inner.count_by_state(state).await
+    }
+}
+
+struct CrashArchive {
+    inner: MemoryArchive,
+    plan: Arc<Plan>,
+}
+
+fn prefix(key: &str) -> &str {
+    key.split('/').next().unwrap_or(key)
+}
+
+#[async_trait]
+impl Archive for CrashArchive {
+    async fn put_if_absent(&self, key: &str, body: ObjectBody) -> Result<PutOutcome, ArchiveError> {
+        let r = self.inner.put_if_absent(key, body).await?;
+        self.plan.passed(format!("archive.put_if_absent {}", prefix(key))).await;
+        Ok(r)
+    }
+    async fn put(&self, key: &str, body: ObjectBody) -> Result<(), ArchiveError> {
+        self.inner.put(key, body).await?;
+        self.plan.passed(format!("archive.put {}", prefix(key))).await;
+        Ok(())
+    }
+    async fn get(&self, key: &str) -> Result<Option<ObjectBody>, ArchiveError> {
+        self.inner.get(key).await
+    }
+}
+
+struct CrashQueue {
+    inner: MemoryQueue,
+    plan: Arc<Plan>,
+}
+
+#[async_trait]
+impl Queue for CrashQueue {
+    async fn send(&self, message: OutgoingMessage) -> Result<String, QueueError> {
+        let id = self.inner.send(message).await?;
+        self.plan.passed(format!("queue.send {}", self.inner.name())).await;
+        Ok(id)
+    }
+    async fn receive(&self, max: u32, visibility: Duration, wait: Duration) -> Result<Vec<ReceivedMessage>, QueueError> {
+        self.inner.receive(max, visibility, wait).await
+    }
+    async fn change_visibility(&self, receipt: &str, timeout: Duration) -> Result<(), QueueError> {
+        self.inner.change_visibility(receipt, timeout).await?;
+        self.plan.passed(format!("queue.change_visibility {}", self.inner.name())).await;
+        Ok(())
+    }
+    async fn delete(&self, receipt: &str) -> Result<(), QueueError> {
+        self.inner.delete(receipt).await?;
+        self.plan.passed(format!("queue.delete {}", self.inner.name())).await;
+        Ok(())
+    }
+    async fn stats(&self) -> Result<QueueStats, QueueError> {
+        self.inner.stats().await
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// KSeF behind a proxy that can die right after KSeF answered.
+
+struct Ksef {
+    sim: SimHandle,
+    proxy_url: String,
+    plan: Arc<Mutex<Arc<Plan>>>,
+}
+
+/// `/v2/sessions/20251010-SO-.../invoices` → `/v2/sessions/{ref}/invoices`.
+fn route(path: &str) -> String {
+    path.split('/')
+        .map(|seg| if seg.len() > 16 { "{ref}" } else { seg })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+async fn start_ksef() -> Ksef {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let proxy_url = format!("http://{}", listener.local_addr().unwrap());
+    let sim = ksef_sim::start(SimConfig {
+        time_scale: SCALE,
+        auth_delay: Duration::ZERO,
+        accept_delay: Duration::ZERO,
+        processing_delay: Duration::ZERO,
+        public_base_url: Some(proxy_url.clone()),
+        attachments_allowed: true,
+        ..SimConfig::default()
+    })
+    .await;
+    let plan: Arc<Mutex<Arc<Plan>>> = Arc::new(Mutex::new(Plan::new(None)));
+    let upstream = sim.local_url();
+    let http = reqwest::Client::new();
+    let slot = plan.clone();
+    let app = axum::Router::new().fallback(move |req: axum::extract::Request| {
+        let (http, upstream, slot) = (http.clone(), upstream.clone(), slot.clone());
+        async move {
+            let (parts, body) = req.into_parts();
+            let body: Bytes = axum::body::to_bytes(body, usize::MAX).await.unwrap_or_default();
+            let path = parts.uri.path_and_query().map(|p| p.as_str().to_owned()).unwrap_or_default();
+            let mut out = http.request(parts.method.clone(), format!("{upstream}{path}")).body(body);
+            for (name, value) in parts.headers.iter() {
+                if name != axum::http::header::HOST && name != axum::http::header::CONTENT_LENGTH {
+                    out = out.header(name, value);
+                }
+            }
+            let answer = match out.send().await {
+                Ok(a) => a,
+                Err(e) => return (axum::http::StatusCode::BAD_GATEWAY, e.to_string()).into_response(),
+            };
+            let status = answer.status();
+            let headers = answer.headers().clone();
+            let bytes = answer.bytes().await.unwrap_or_default();
+            // KSeF has answered (and done whatever the call does): a numbered position.
+            let plan = slot.lock().unwrap().clone();
+            plan.passed(format!("ksef {} {}", parts.method, route(parts.uri.path()))).await;
+            let mut response = axum::http::Response::builder().status(status);
+            for (name, value) in headers.iter() {
+                if name != axum::http::header::CONTENT_LENGTH && name != axum::http::header::TRANSFER_ENCODING {
+                    response = response.header(name, value);
+                }
+            }
+            response.body(axum::body::Body::from(bytes)).unwrap()
+        }
+    });
+    tokio::spawn(async move {
+        axum::serve(listener, app).await.unwrap();
+    });
+    Ksef { sim, proxy_url, plan }
+}
+
+fn client(proxy_url: &str) -> KsefClient {
+    let cfg = ClientConfig {
+        timeout: Duration::from_secs(10),
+        connect_timeout: Duration::from_secs(2),
+        limits: ClientLimits::official().scaled(SCALE),
+        auth_poll_interval: Duration::from_millis(5),
+        auth_poll_timeout: Duration::from_secs(10),
+        ..ClientConfig::new(Environment::Custom(format!("{proxy_url}/v2")))
+    };
+    let creds = Credentials::Token {
+        context: seller(),
+        token: KsefToken::new(ksef_sim::DEFAULT_TOKEN),
+    };
+    KsefClient::new(cfg, Some(creds)).unwrap()
+}
+
+fn seller() -> Nip {
+    Nip::parse("9999999999").unwrap()
+}
+
+// ---------------------------------------------------------------------------------------------
+// One run: the relay's stores and queues, a manual clock, and a driver that lets a stage die.
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    Intake,
+    SendOnline,
+    SendBatch,
+    Status,
+    Replay,
+    Sweeper,
+}
+
+struct Run<'k> {
+    ksef: &'k Ksef,
+    plan: Arc<Plan>,
+    clock: ManualClock,
+    store: CrashStore,
+    archive: CrashArchive,
+    send_q: CrashQueue,
+    send_dlq: CrashQueue,
+    status_q: CrashQueue,
+    status_dlq: CrashQueue,
+    corrections_q: CrashQueue,
+    contexts: KsefContexts,
+    send_cfg: SendConfig,
+    status_cfg: StatusConfig,
+    bytes: Vec<u8>,
+    hash: ContentHash,
+    key: Option<DocumentKey>,
+    /// What happened, for the failure message.
+    log: Vec<String>,
+    crashed: bool,
+}
+
+impl<'k> Run<'k> {
+    fn new(ksef: &'k Ksef, plan: Arc<Plan>, bytes: Vec<u8>, max_attempts: u32) -> Self {
+        *ksef.plan.lock().unwrap() = plan.clone();
+        let clock = ManualClock::starting_at(Utc.with_ymd_and_hms(2026, 11, 27, 9, 0, 0).unwrap());
+        let c: Arc<dyn Clock> = Arc::new(clock.clone());
+        let queue = |name: &str| CrashQueue {
+            inner: MemoryQueue::with_clock(name, c.clone()),
+            plan: plan.clone(),
+        };
+        let policy = RetryPolicy::standard(max_attempts).unwrap();
+        Run {
+            ksef,
+            clock,
+            store: CrashStore {
+                inner: MemoryDocumentStore::new(),
+                plan: plan.clone(),
+            },
+            archive: CrashArchive {
+                inner: MemoryArchive::new(),
+                plan: plan.clone(),
+            },
+            send_q: queue("send"),
+            send_dlq: queue("send-dlq"),
+            status_q: queue("status"),
+            status_dlq: queue("status-dlq"),
+            corrections_q: queue("corrections"),
+            contexts: KsefContexts::new().with(seller(), client(&ksef.proxy_url)),
+            send_cfg: SendConfig {
+                policy: policy.clone(),
+                owner: "crash-test".into(),
+                lease: Duration::from_secs(120),
+                first_poll_delay: Duration::from_secs(2),
+            },
+            status_cfg: StatusConfig {
+                schedule: vec![Duration::from_secs(2)],
+                ..StatusConfig::standard(policy)
+            },
+            hash: ContentHash::of(&bytes),
+            bytes,
+            key: None,
+            plan,
+            log: Vec::new(),
+            crashed: false,
+        }
+    }
+
+    fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
+    }
+
+    fn follow_up_ports(&self) -> FollowUpPorts<'_, CrashStore> {
+        FollowUpPorts {
+            store: &self.store,
+            archive: &self.archive,
+            send_queue: &self.send_q,
+            status_queue: &self.status_q,
+            corrections_queue: &self.corrections_q,
+        }
+    }
+
+    fn after_crash(&mut self) {
+        // A new instance: no KSeF session or token in memory.
+        self.contexts = KsefContexts::new().with(seller(), client(&self.ksef.proxy_url));
+    }
+
+    async fn intake_once(&mut self, armed: bool) -> bool {
+        let now = self.now();
+        let bytes = self.bytes.clone();
+        let ports = IntakePorts {
+            store: &self.store,
+            archive: &self.archive,
+            send_queue: &self.send_q,
+            corrections_queue: &self.corrections_q,
+        };
+        let upload = Upload {
+            bytes: &bytes,
+            source_key: "inbox/9999999999/erp-1.xml".into(),
+            erp_document_id: ErpDocumentId::parse("erp-1").unwrap(),
+            expected_seller: Some(seller()),
+            trace_id: None,
+        };
+        let work = intake(&ports, upload, now);
+        self.plan.arm(armed);
+        let out = tokio::select! {
+            biased;
+            _ = self.plan.wait_crash() => None,
+            out = work => Some(out),
+        };
+        self.plan.arm(false);
+        match out {
+            None => {
+                self.plan.take_crash();
+                self.crashed = true;
+                self.log.push(format!("CRASH in intake at {:?}", self.plan.positions().last()));
+                self.after_crash();
+                false
+            }
+            Some(out) => {
+                let out = out.expect("intake on in-memory ports");
+                self.log.push(format!("intake {}", out.name()));
+                true
+            }
+        }
+    }
+
+    /// The S3 event until the intake finishes: a crashed intake's event comes back after the
+    /// intake queue's visibility timeout.
+    async fn intake(&mut self, armed: bool) {
+        while !self.intake_once(armed).await {
+            self.clock.advance(Duration::from_secs(360));
+        }
+        let doc = relay_fa3::read_identity(&self.bytes).unwrap();
+        self.key = Some(doc.key);
+    }
+
+    async fn handle_send(&mut self, armed: bool) -> bool {
+        let Some(m) = self.send_q.receive(1, VISIBILITY, Duration::ZERO).await.unwrap().pop() else {
+            return false;
+        };
+        let req = SendRequest::from_json(&m.body).unwrap();
+        let now = self.now();
+        let ports = SendPorts {
+            store: &self.store,
+            archive: &self.archive,
+            send_queue: &self.send_q,
+            status_queue: &self.status_q,
+            corrections_queue: &self.corrections_q,
+        };
+        let (contexts, cfg) = (&self.contexts, &self.send_cfg);
+        let (send_q, send_dlq) = (&self.send_q, &self.send_dlq);
+        let work = async move {
+            let res = send(&ports, contexts, cfg, &req, now).await;
+            let action = res.as_ref().map(|r| r.action.clone()).unwrap_or(QueueAction::Release);
+            apply(&action, &m, send_q, send_dlq).await.unwrap();
+            res.map(|r| r.outcome).unwrap_or("INFRASTRUCTURE_ERROR")
+        };
+        let plan = self.plan.clone();
+        plan.arm(armed);
+        let out = tokio::select! {
+            biased;
+            _ = plan.wait_crash() => None,
+            out = work => Some(out),
+        };
+        plan.arm(false);
+        self.settle(out, "send");
+        true
+    }
+
+    async fn handle_status(&mut self, armed: bool) -> bool {
+        let Some(m) = self.status_q.receive(1, VISIBILITY, Duration::ZERO).await.unwrap().pop() else {
+            return false;
+        };
+        let req = StatusRequest::from_json(&m.body).unwrap();
+        let now = self.now();
+        let ports = StatusPorts {
+            store: &self.store,
+            archive: &self.archive,
+            send_queue: &self.send_q,
+            status_queue: &self.status_q,
+            corrections_queue: &self.corrections_q,
+        };
+        let (contexts, cfg) = (&self.contexts, &self.status_cfg);
+        let (status_q, status_dlq) = (&self.status_q, &self.status_dlq);
+        let work = async move {
+            let res = poll(&ports, contexts, cfg, &req, now).await;
+            let action = res.as_ref().map(|r| r.action.clone()).unwrap_or(QueueAction::Release);
+            apply(&action, &m, status_q, status_dlq).await.unwrap();
+            res.map(|r| r.outcome).unwrap_or("INFRASTRUCTURE_ERROR")
+        };
+        let plan = self.plan.clone();
+        plan.arm(armed);
+        let out = tokio::select! {
+            biased;
+            _ = plan.wait_crash() => None,
+            out = work => Some(out),
+        };
+        plan.arm(false);
+        self.settle(out, "status");
+        true
+    }
+
+    fn settle(&mut self, out: Option<&'static str>, stage: &str) {
+        match out {
+            Some(outcome) => self.log.push(format!("{stage} {outcome}")),
+            None => {
+                self.plan.take_crash();
+                self.crashed = true;
+                self.log.push(format!("CRASH in {stage} at {:?}", self.plan.positions().last()));
+                self.after_crash();
+            }
+        }
+    }
+
+    async fn sweep(&mut self, armed: bool) {
+        let now = self.now();
+        let cfg = SweepConfig::standard();
+        let ports = self.follow_up_ports();
+        let work = async move { sweep(&ports, &cfg, now).await.expect("sweep on in-memory ports") };
+        let plan = self.plan.clone();
+        plan.arm(armed);
+        let out = tokio::select! {
+            biased;
+            _ = plan.wait_crash() => None,
+            out = work => Some(out),
+        };
+        plan.arm(false);
+        match out {
+            Some(report) if !report.redriven.is_empty() || !report.outbox_rewritten.is_empty() => self
+                .log
+                .push(format!("sweeper {:?} {:?}", report.redriven, report.outbox_rewritten)),
+            Some(_) => {}
+            None => self.settle(None, "sweeper"),
+        }
+    }
+
+    async fn replay(&mut self, armed: bool) -> bool {
+        let now = self.now();
+        let ports = ReplayPorts {
+            store: &self.store,
+            send_dlq: &self.send_dlq,
+            status_dlq: &self.status_dlq,
+            send_queue: &self.send_q,
+            status_queue: &self.status_q,
+        };
+        let req: ReplayRequest = serde_json::from_value(serde_json::json!({"queue": "send"})).unwrap();
+        let contexts = &self.contexts;
+        let work = async move { replay(&ports, contexts, &req, now).await };
+        let plan = self.plan.clone();
+        plan.arm(armed);
+        let out = tokio::select! {
+            biased;
+            _ = plan.wait_crash() => None,
+            out = work => Some(out),
+        };
+        plan.arm(false);
+        match out {
+            Some(summary) => {
+                self.log
+                    .push(format!("replay {:?}", summary.map(|s| (s.requeued, s.dropped, s.skipped))));
+                true
+            }
+            None => {
+                self.settle(None, "dlq-replay");
+                false
+            }
+        }
+    }
+
+    async fn record(&self) -> DocumentRecord {
+        self.store.get(self.key.as_ref().unwrap()).await.unwrap().unwrap().record
+    }
+
+    async fn quiet(&self) -> bool {
+        let r = self.record().await;
+        let queues = self.send_q.stats().await.unwrap().total() + self.status_q.stats().await.unwrap().total();
+        !relay_pipeline::follow_up::is_open(&r) && queues == 0
+    }
+
+    /// Delivers messages (the stage `armed` may die) until the document is done and the queues
+    /// are empty; when nothing is visible, time passes and, every five minutes, the sweeper runs.
+    async fn drive(&mut self, armed: Option<Stage>) {
+        for round in 0..3000 {
+            let send_armed = matches!(armed, Some(Stage::SendOnline | Stage::SendBatch));
+            let status_armed = armed == Some(Stage::Status);
+            let worked = self.handle_send(send_armed).await | self.handle_status(status_armed).await;
+            if worked {
+                continue;
+            }
+            if self.quiet().await {
+                return;
+            }
+            self.clock.advance(Duration::from_secs(30));
+            tokio::time::sleep(Duration::from_millis(2)).await;
+            if round % 10 == 9 {
+                self.sweep(armed == Some(Stage::Sweeper)).await;
+            }
+        }
+        panic!("the document never settled: {:#?}\n{:?}", self.log, self.record().await);
+    }
+
+    /// What every run must end with.
+    async fn check(&self, what: &str) {
+        let r = self.record().await;
+        assert_eq!(r.state, DocumentState::Accepted, "{what}: {:#?}", self.log);
+        assert!(r.storage.upo.is_some(), "{what}: the UPO is archived: {:#?}", self.log);
+        assert_eq!(
+            self.ksef.sim.ledger().count_hash(&self.hash),
+            1,
+            "{what}: KSeF has it exactly once: {:#?}",
+            self.log
+        );
+        let outbox = self
+            .archive
+            .get("outbox/9999999999/erp-1.json")
+            .await
+            .unwrap()
+            .expect("an outbox result");
+        let v: serde_json::Value = serde_json::from_slice(&outbox.bytes).unwrap();
+        assert_eq!(v["state"], "ACCEPTED", "{what}: the outbox agrees with the store: {v}");
+        assert_eq!(
+            v["ksefNumber"].as_str(),
+            r.ksef.ksef_number.as_ref().map(|k| k.as_str()),
+            "{what}: the outbox has the KSeF number"
+        );
+        assert_eq!(v["upoKey"].as_str(), r.storage.upo.as_deref(), "{what}: the outbox names the UPO");
+    }
+}
+
+fn invoice(number: &str, with_attachment: bool) -> Vec<u8> {
+    let sample: &[u8] = if with_attachment {
+        include_bytes!("../../../data/ksef/samples/FA_3_Przykład_24.xml")
+    } else {
+        include_bytes!("../../../data/ksef/samples/FA_3_Przykład_1.xml")
+    };
+    String::from_utf8(sample.to_vec())
+        .unwrap()
+        .replace("<P_2>FV2026/02/150</P_2>", &format!("<P_2>{number}</P_2>"))
+        .into_bytes()
+}
+
+/// One scenario for `stage`, dying at `crash_at` (None: count the positions). Returns the
+/// positions the stage passed and whether it died.
+async fn scenario(ksef: &Ksef, stage: Stage, crash_at: Option<usize>, n: usize) -> (Vec<String>, bool) {
+    let plan = Plan::new(crash_at);
+    let number = format!("CP/{stage:?}/{n}");
+    let bytes = invoice(&number, stage == Stage::SendBatch);
+    let max_attempts = if stage == Stage::Replay { 1 } else { 10 };
+    let mut run = Run::new(ksef, plan.clone(), bytes, max_attempts);
+    match stage {
+        Stage::Intake => {
+            run.intake(true).await;
+            run.drive(None).await;
+        }
+        Stage::SendOnline | Stage::SendBatch | Stage::Status => {
+            run.intake(false).await;
+            run.drive(Some(stage)).await;
+        }
+        Stage::Replay => {
+            // One transient failure spends a budget of one: FAILED, in the send DLQ.
+            ksef.sim.faults().set(
+                vec![Fault::Unavailable {
+                    rate: 1.0,
+                    on: Some("/invoices".into()),
+                }],
+                1,
+            );
+            run.intake(false).await;
+            while run.handle_send(false).await {}
+            ksef.sim.faults().clear();
+            assert_eq!(run.record().await.state, DocumentState::Failed, "{:#?}", run.log);
+            // Ops replays the DLQ; if the replay dies, ops runs it again.
+            run.send_cfg.policy = RetryPolicy::standard(10).unwrap();
+            while !run.replay(true).await {
+                run.clock.advance(Duration::from_secs(180));
+            }
+            run.drive(None).await;
+        }
+        Stage::Sweeper => {
+            run.intake(false).await;
+            while run.handle_send(false).await {}
+            assert_eq!(run.record().await.state, DocumentState::Sent, "{:#?}", run.log);
+            // The status message (due in two seconds) is lost.
+            run.clock.advance(Duration::from_secs(5));
+            let lost = run.status_q.receive(10, VISIBILITY, Duration::ZERO).await.unwrap();
+            assert_eq!(lost.len(), 1);
+            run.status_q.inner.delete(&lost[0].receipt).await.unwrap();
+            run.clock.advance(Duration::from_secs(300));
+            run.sweep(true).await;
+            run.drive(None).await;
+        }
+    }
+    run.check(&format!("{stage:?} crashing at {crash_at:?}")).await;
+    (plan.positions(), run.crashed)
+}
+
+/// Counts `stage`'s positions, then dies at each in turn; returns how many were covered.
+async fn enumerate(stage: Stage) -> usize {
+    let ksef = start_ksef().await;
+    let (positions, crashed) = scenario(&ksef, stage, None, 0).await;
+    assert!(!crashed);
+    assert!(!positions.is_empty(), "{stage:?} passed no position");
+    let mut covered = Vec::new();
+    for k in 1..=positions.len() {
+        let (seen, crashed) = scenario(&ksef, stage, Some(k), k).await;
+        assert!(crashed, "{stage:?}: position {k} ({}) was not reached: {seen:?}", positions[k - 1]);
+        covered.push(format!("{k}: {}", seen[k - 1]));
+    }
+    println!("{stage:?}: {} crash points covered:\n  {}", covered.len(), covered.join("\n  "));
+    covered.len()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_crash_point_of_the_intake() {
+    assert!(enumerate(Stage::Intake).await >= 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_crash_point_of_an_online_send() {
+    assert!(enumerate(Stage::SendOnline).await >= 6);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_crash_point_of_a_batch_send() {
+    assert!(enumerate(Stage::SendBatch).await >= 8);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_crash_point_of_the_status_stage() {
+    assert!(enumerate(Stage::Status).await >= 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_crash_point_of_a_dlq_replay() {
+    assert!(enumerate(Stage::Replay).await >= 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_crash_point_of_the_sweeper() {
+    assert!(enumerate(Stage::Sweeper).await >= 2);
+}
