@@ -237,6 +237,7 @@ async fn uploads_travel_through_all_four_functions_to_accepted_once() {
         .await
         .unwrap();
     assert_eq!(done.requeued, 1, "{done:?}");
+    assert_eq!(done.items, dry.items, "the dry run said exactly what the real run did");
     pump(&send_q, &status_q, &send, &status).await;
     assert_eq!(send.store.get(&zal).await.unwrap().unwrap().record.state, DocumentState::Accepted);
     assert_eq!(sim.ledger().count_hash(&ContentHash::of(SAMPLE_10)), 1, "accepted exactly once");

@@ -30,7 +30,7 @@ const FUNCTIONS: [(&str, &str); 5] = [
 
 /// The SDK operations the relay calls -> the IAM actions they need. `transact_write_items` is
 /// authorised per item: the store writes Put and ConditionCheck items.
-const SDK_TO_IAM: [(&str, &[&str]); 16] = [
+const SDK_TO_IAM: [(&str, &[&str]); 17] = [
     ("get_item", &["dynamodb:GetItem"]),
     ("query", &["dynamodb:Query"]),
     ("put_item", &["dynamodb:PutItem"]),
@@ -44,7 +44,10 @@ const SDK_TO_IAM: [(&str, &[&str]); 16] = [
     ("change_message_visibility", &["sqs:ChangeMessageVisibility"]),
     ("get_queue_attributes", &["sqs:GetQueueAttributes"]),
     ("put_object", &["s3:PutObject"]),
-    ("get_object", &["s3:GetObject"]),
+    // GetObject of a named version needs s3:GetObjectVersion too (the intake reads the one an
+    // S3 event names); HeadObject is authorised by s3:GetObject.
+    ("get_object", &["s3:GetObject", "s3:GetObjectVersion"]),
+    ("head_object", &["s3:GetObject"]),
     ("get_secret_value", &["secretsmanager:GetSecretValue"]),
     ("publish", &["sns:Publish"]),
 ];

@@ -1,5 +1,6 @@
 //! The archive port on S3. Put-if-absent is S3's conditional write (`If-None-Match: *`), so two
-//! writers racing for one key cannot both win and nothing is ever overwritten.
+//! writers racing for one key cannot both win and nothing is ever overwritten. The bucket is
+//! versioned: a read may name the version an S3 event announced.
 
 use async_trait::async_trait;
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
@@ -41,6 +42,45 @@ impl S3Archive {
     }
 }
 
+impl S3Archive {
+    /// GetObject, of one version or the current one; a missing key or version is None.
+    async fn read(&self, key: &str, version_id: Option<&str>) -> Result<Option<ObjectBody>, ArchiveError> {
+        let request = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .set_version_id(version_id.map(str::to_owned));
+        let out = match request.send().await {
+            Ok(out) => out,
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_no_such_key() || s.code() == Some("NoSuchVersion")) =>
+            {
+                return Ok(None)
+            }
+            Err(e) => return Err(unavailable("GetObject", e)),
+        };
+        let content_type = out.content_type().unwrap_or("application/octet-stream").to_owned();
+        let metadata = out
+            .metadata()
+            .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default();
+        let bytes = out
+            .body
+            .collect()
+            .await
+            .map_err(|e| ArchiveError::Unavailable(format!("S3 GetObject body: {e}")))?
+            .into_bytes()
+            .to_vec();
+        Ok(Some(ObjectBody {
+            bytes,
+            content_type,
+            metadata,
+        }))
+    }
+}
+
 #[async_trait]
 impl Archive for S3Archive {
     async fn put_if_absent(&self, key: &str, body: ObjectBody) -> Result<PutOutcome, ArchiveError> {
@@ -70,27 +110,20 @@ impl Archive for S3Archive {
 
     async fn get(&self, key: &str) -> Result<Option<ObjectBody>, ArchiveError> {
         check_key(key)?;
-        let out = match self.client.get_object().bucket(&self.bucket).key(key).send().await {
-            Ok(out) => out,
-            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => return Ok(None),
-            Err(e) => return Err(unavailable("GetObject", e)),
-        };
-        let content_type = out.content_type().unwrap_or("application/octet-stream").to_owned();
-        let metadata = out
-            .metadata()
-            .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
-            .unwrap_or_default();
-        let bytes = out
-            .body
-            .collect()
-            .await
-            .map_err(|e| ArchiveError::Unavailable(format!("S3 GetObject body: {e}")))?
-            .into_bytes()
-            .to_vec();
-        Ok(Some(ObjectBody {
-            bytes,
-            content_type,
-            metadata,
-        }))
+        self.read(key, None).await
+    }
+
+    async fn get_version(&self, key: &str, version_id: &str) -> Result<Option<ObjectBody>, ArchiveError> {
+        check_key(key)?;
+        self.read(key, Some(version_id)).await
+    }
+
+    async fn current_version(&self, key: &str) -> Result<Option<String>, ArchiveError> {
+        check_key(key)?;
+        match self.client.head_object().bucket(&self.bucket).key(key).send().await {
+            Ok(out) => Ok(out.version_id().filter(|v| *v != "null").map(str::to_owned)),
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_not_found()) => Ok(None),
+            Err(e) => Err(unavailable("HeadObject", e)),
+        }
     }
 }

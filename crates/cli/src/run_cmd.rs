@@ -83,6 +83,12 @@ impl Archive for SharedArchive {
     async fn get(&self, key: &str) -> Result<Option<ObjectBody>, ArchiveError> {
         self.0.get(key).await
     }
+    async fn get_version(&self, key: &str, version_id: &str) -> Result<Option<ObjectBody>, ArchiveError> {
+        self.0.get_version(key, version_id).await
+    }
+    async fn current_version(&self, key: &str) -> Result<Option<String>, ArchiveError> {
+        self.0.current_version(key).await
+    }
 }
 
 struct Ports {

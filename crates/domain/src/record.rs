@@ -203,6 +203,13 @@ pub enum Change {
         storage: StorageKeys,
         issue_date: Option<NaiveDate>,
     },
+    /// dlq-replay: a FAILED document that KSeF holds after all (`invoice_reference` in
+    /// `session`) goes back to status polling, with a fresh budget; it is never sent again.
+    Resumed {
+        session: KsefReference,
+        invoice_reference: KsefReference,
+        reason: String,
+    },
 }
 
 impl Change {
@@ -222,6 +229,7 @@ impl Change {
             Change::Failed { .. } => DocumentState::Failed,
             Change::Conflict { .. } => DocumentState::Conflict,
             Change::Requeued { .. } | Change::Resubmitted { .. } => DocumentState::Queued,
+            Change::Resumed { .. } => DocumentState::Sent,
         }
     }
 
@@ -236,6 +244,9 @@ impl Change {
             Change::PollFailed { .. } => matches!(from, Sent | Processing | Accepted),
             Change::Redriven { .. } => matches!(from, Queued | Sent | Processing),
             Change::UpoArchived { .. } => from == Accepted,
+            // KSeF's 202 is taken while sending; out of FAILED only a replay's checked resume leads.
+            Change::Sent { .. } => from != Failed,
+            Change::Resumed { .. } => from == Failed,
             _ => true,
         }
     }
@@ -552,6 +563,18 @@ impl DocumentRecord {
                 r.last_error = None;
                 r.ksef = KsefRefs::default();
             }
+            Change::Resumed {
+                session,
+                invoice_reference,
+                reason: why,
+            } => {
+                reason = format!("{why}: status polling resumes for {invoice_reference} in session {session}");
+                r.ksef.session_reference = Some(session);
+                r.ksef.invoice_reference = Some(invoice_reference);
+                r.ksef.unconfirmed_send = None;
+                r.attempts = 0;
+                r.next_attempt_at = None;
+            }
         }
         if moves || !reason.is_empty() {
             history.push(HistoryEntry {
@@ -833,6 +856,36 @@ mod tests {
         assert!(a.history.iter().any(|h| matches!(h.event, HistoryEvent::Registered { .. })));
         let queued = DocumentRecord::register(new_doc(), t0).record;
         assert!(queued.apply(fixed, t0).is_err(), "only a REJECTED document may be replaced");
+    }
+
+    #[test]
+    fn a_failed_document_that_ksef_holds_resumes_polling_and_only_through_resumed() {
+        let t0 = Utc::now();
+        let inv = KsefReference::parse("20250625-EE-319D7EE000-B67F415CDC-2C").unwrap();
+        let f = Failure::new(ErrorClass::Transient, ErrorSource::Relay, "poll limit");
+        let failed = DocumentRecord::register(new_doc(), t0)
+            .record
+            .apply(Change::Failed { failure: f }, t0)
+            .unwrap()
+            .record;
+        let sent = Change::Sent {
+            session: session(),
+            invoice_reference: inv.clone(),
+        };
+        assert!(failed.apply(sent, t0).is_err(), "a FAILED document is not 'sent' again");
+        let resumed = Change::Resumed {
+            session: session(),
+            invoice_reference: inv.clone(),
+            reason: "dlq-replay".into(),
+        };
+        let a = failed.apply(resumed.clone(), t0).unwrap();
+        assert_eq!(
+            (a.record.state, a.record.attempts, a.record.ksef.invoice_reference.clone()),
+            (DocumentState::Sent, 0, Some(inv))
+        );
+        assert!(a.history.iter().any(|h| matches!(&h.event,
+            HistoryEvent::StateChanged { from: Some(DocumentState::Failed), to: DocumentState::Sent, reason } if reason.contains("dlq-replay"))));
+        assert!(a.record.apply(resumed, t0).is_err(), "only out of FAILED");
     }
 
     #[test]

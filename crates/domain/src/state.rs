@@ -7,6 +7,7 @@
 //!    |  ^             |                |
 //!    |  |             +----------------+--4xx--> REJECTED --corrected file--> QUEUED
 //!    |  +-- replay -- FAILED <---- budget spent (any in-flight state)
+//!    |                  +--replay, KSeF has it--> SENT (status polling resumes)
 //!    +--- 440 not ours / changed content --> CONFLICT --a person resolves--> QUEUED | ACCEPTED | REJECTED
 //! ```
 //!
@@ -90,7 +91,7 @@ impl DocumentState {
             Processing => &[Processing, Accepted, Rejected, Failed, Conflict, Queued],
             Accepted => &[],
             Rejected => &[Queued],
-            Failed => &[Queued, Accepted, Rejected, Conflict],
+            Failed => &[Queued, Sent, Accepted, Rejected, Conflict],
             Conflict => &[Queued, Accepted, Rejected],
         }
     }

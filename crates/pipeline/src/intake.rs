@@ -11,7 +11,7 @@
 
 use chrono::{DateTime, Utc};
 use relay_domain::ports::{Archive, DocumentRegistry, DocumentUpdates, ObjectBody, OutgoingMessage, Queue, Registration};
-use relay_domain::storage_keys::archive_key;
+use relay_domain::storage_keys::{archive_key, classify_inbox_key, outbox_key, InboxObject};
 use relay_domain::{
     Change, ContentHash, DocumentRecord, DocumentState, ErpDocumentId, ErrorClass, ErrorSource, Failure, HistoryEntry, HistoryEvent,
     InitialState, NewDocument, Nip, StorageKeys, TraceId,
@@ -123,19 +123,21 @@ pub async fn intake<S: DocumentRegistry + DocumentUpdates + ?Sized>(
         today: Some(relay_fa3::date_in_poland(now)),
         ..Default::default()
     };
-    let mut findings = relay_fa3::validate_with(upload.bytes, &options).failures();
+    let findings = relay_fa3::validate_with(upload.bytes, &options).failures();
     if let Some(expected) = &upload.expected_seller {
         if *expected != identity.key.seller_nip {
-            findings.push(
-                finding(
-                    "SELLER_FOLDER",
-                    format!(
-                        "the invoice's seller NIP {} is not the NIP of its inbox folder {expected}",
-                        identity.key.seller_nip
-                    ),
-                )
-                .at("/Faktura/Podmiot1/DaneIdentyfikacyjne/NIP"),
-            );
+            // Answered in the uploader's folder only: nothing is archived, registered or
+            // published under the invoice's NIP, so another seller's records stay untouched.
+            let mut failures = vec![finding(
+                "SELLER_FOLDER",
+                format!(
+                    "the invoice's seller NIP {} is not the NIP of its inbox folder {expected}; upload it to inbox/{}/",
+                    identity.key.seller_nip, identity.key.seller_nip
+                ),
+            )
+            .at("/Faktura/Podmiot1/DaneIdentyfikacyjne/NIP")];
+            failures.extend(findings);
+            return not_registered(ports, &upload, trace_id, failures, now).await;
         }
     }
     let hash = ContentHash::of(upload.bytes);
@@ -484,24 +486,16 @@ mod tests {
     async fn a_rejected_document_is_recorded_reported_and_replaceable() {
         let w = World::new();
         let now = Utc::now();
-        let original = invoice();
-        let wrong_folder = Upload {
-            expected_seller: Some(Nip::parse("5265877635").unwrap()),
-            ..upload(original.as_bytes(), "erp-1")
-        };
-        let IntakeOutcome::Rejected(r) = intake(&w.ports(), wrong_folder, now).await.unwrap() else {
+        let wrong_rate = invoice().replacen("<P_12>23</P_12>", "<P_12>24</P_12>", 1);
+        let IntakeOutcome::Rejected(r) = intake(&w.ports(), upload(wrong_rate.as_bytes(), "erp-1"), now).await.unwrap() else {
             panic!()
         };
         assert_eq!(r.state, DocumentState::Rejected);
         assert_eq!(w.send.stats().await.unwrap().total(), 0, "never sent");
         let notes = World::bodies(&w.corrections).await;
-        assert!(
-            notes[0].contains("SELLER_FOLDER") && notes[0].contains("/Faktura/Podmiot1/DaneIdentyfikacyjne/NIP"),
-            "{}",
-            notes[0]
-        );
-        assert_eq!(w.outbox("erp-1").await["errors"][0]["code"], "SELLER_FOLDER");
-        // The corrected file (here: uploaded to the right folder, with a fixed date) replaces it.
+        assert!(notes[0].contains("\"outcome\":\"REJECTED\""), "{}", notes[0]);
+        assert_eq!(w.outbox("erp-1").await["state"], "REJECTED");
+        // The corrected file (here: with a fixed date) replaces it.
         let fixed = invoice().replace("<P_1>2026-02-15</P_1>", "<P_1>2026-02-13</P_1>");
         let IntakeOutcome::Resubmitted(r2) = intake(&w.ports(), upload(fixed.as_bytes(), "erp-1b"), now).await.unwrap() else {
             panic!()
@@ -511,6 +505,184 @@ mod tests {
             (DocumentState::Queued, ContentHash::of(fixed.as_bytes()))
         );
         assert_eq!(World::bodies(&w.send).await.len(), 1);
+    }
+
+    /// Failed on main: the upload was handled under the invoice's NIP (9999999999): the same
+    /// invoice became a note on that seller's record with a result in that seller's outbox, a
+    /// changed one an IDENTITY_CONFLICT on that seller's record.
+    #[tokio::test]
+    async fn a_folder_seller_mismatch_is_answered_in_the_uploaders_folder_and_touches_no_other_seller() {
+        let w = World::new();
+        let now = Utc::now();
+        let IntakeOutcome::Queued(theirs) = intake(&w.ports(), upload(invoice().as_bytes(), "theirs"), now).await.unwrap() else {
+            panic!()
+        };
+        let before = w.store.get(&theirs.key).await.unwrap().unwrap();
+        let outbox_before = w.outbox("theirs").await;
+        let objects_before = w.archive.snapshot().len();
+        let other_folder = Nip::parse("5265877635").unwrap();
+        // The same invoice, and a changed one, put into seller 5265877635's folder.
+        let changed = invoice().replace("<P_1>2026-02-15</P_1>", "<P_1>2026-02-14</P_1>");
+        for (bytes, erp) in [(invoice(), "mine-1"), (changed, "mine-2")] {
+            let wrong_folder = Upload {
+                source_key: format!("inbox/5265877635/{erp}.xml"),
+                expected_seller: Some(other_folder.clone()),
+                ..upload(bytes.as_bytes(), erp)
+            };
+            let IntakeOutcome::NotRegistered(f) = intake(&w.ports(), wrong_folder, now).await.unwrap() else {
+                panic!("{erp}")
+            };
+            assert_eq!(f[0].code.as_deref(), Some("SELLER_FOLDER"));
+            let answer = w
+                .archive
+                .get(&format!("outbox/5265877635/{erp}.json"))
+                .await
+                .unwrap()
+                .expect("answered in the uploader's folder");
+            let answer: serde_json::Value = serde_json::from_slice(&answer.bytes).unwrap();
+            assert_eq!(
+                (answer["state"].as_str(), answer["errors"][0]["code"].as_str()),
+                (Some("NOT_REGISTERED"), Some("SELLER_FOLDER"))
+            );
+            assert!(answer["errors"][0]["message"].as_str().unwrap().contains("inbox/9999999999/"));
+        }
+        assert_eq!(
+            w.store.get(&theirs.key).await.unwrap().unwrap(),
+            before,
+            "the other seller's record and history are untouched"
+        );
+        assert_eq!(w.outbox("theirs").await, outbox_before);
+        assert_eq!(w.store.all().len(), 1, "nothing registered");
+        assert_eq!(w.archive.snapshot().len(), objects_before + 2, "only the two answers were written");
+        assert!(w.archive.get("outbox/9999999999/mine-1.json").await.unwrap().is_none());
+        assert_eq!(w.send.stats().await.unwrap().total(), 1, "only the right-folder upload was queued");
+        let notes = World::bodies(&w.corrections).await;
+        assert_eq!(notes.len(), 2);
+        assert!(
+            notes.iter().all(|n| n.contains("SELLER_FOLDER") && n.contains("\"document\":null")),
+            "{notes:?}"
+        );
+    }
+
+    fn created(key: &str, version_id: Option<&str>) -> crate::s3_event::CreatedObject {
+        crate::s3_event::CreatedObject {
+            bucket: "b".into(),
+            key: key.into(),
+            size: None,
+            event_name: "ObjectCreated:Put".into(),
+            version_id: version_id.map(str::to_owned),
+        }
+    }
+
+    async fn put(w: &World, key: &str, bytes: &[u8]) -> String {
+        w.archive
+            .put(key, ObjectBody::new(bytes.to_vec(), "application/xml"))
+            .await
+            .unwrap();
+        w.archive.current_version(key).await.unwrap().unwrap()
+    }
+
+    /// Failed on main: the event's version was ignored, so the second upload's bytes were read
+    /// for both events and the first invoice was never taken in.
+    #[tokio::test]
+    async fn the_version_an_event_names_is_the_one_taken_in() {
+        let w = World::new();
+        let now = Utc::now();
+        let key = "inbox/9999999999/erp-1.xml";
+        let second = invoice().replace("<P_2>FV2026/02/150</P_2>", "<P_2>FV2026/02/151</P_2>");
+        let v1 = put(&w, key, invoice().as_bytes()).await;
+        let v2 = put(&w, key, second.as_bytes()).await;
+        let mut numbers = Vec::new();
+        for v in [v1, v2] {
+            let ObjectIntake::Done(outcome) = intake_created_object(&w.ports(), &created(key, Some(&v)), now).await else {
+                panic!()
+            };
+            let IntakeOutcome::Queued(r) = *outcome else {
+                panic!("{outcome:?}")
+            };
+            numbers.push(r.key.invoice_number.to_string());
+        }
+        assert_eq!(numbers, ["FV2026/02/150", "FV2026/02/151"]);
+        assert_eq!(w.store.all().len(), 2, "both versions registered");
+    }
+
+    /// Failed on main: these keys were skipped with a warning and nobody was told.
+    #[tokio::test]
+    async fn every_object_under_the_inbox_is_answered() {
+        let w = World::new();
+        let now = Utc::now();
+        // `.XML` is an upload like `.xml`.
+        put(&w, "inbox/9999999999/upper.XML", invoice().as_bytes()).await;
+        let ObjectIntake::Done(o) = intake_created_object(&w.ports(), &created("inbox/9999999999/upper.XML", None), now).await else {
+            panic!()
+        };
+        assert_eq!(o.name(), "QUEUED");
+        assert_eq!(w.outbox("upper").await["state"], "QUEUED");
+        // A subfolder and another extension: refused in the seller's outbox, nothing registered.
+        for (key, answer) in [
+            ("inbox/9999999999/2026/sub.xml", "outbox/9999999999/2026/sub.json"),
+            ("inbox/9999999999/scan.pdf", "outbox/9999999999/scan.pdf.json"),
+        ] {
+            put(&w, key, invoice().as_bytes()).await;
+            let ObjectIntake::Done(o) = intake_created_object(&w.ports(), &created(key, None), now).await else {
+                panic!("{key}")
+            };
+            assert_eq!(o.name(), "NOT_REGISTERED", "{key}");
+            let body = w
+                .archive
+                .get(answer)
+                .await
+                .unwrap()
+                .unwrap_or_else(|| panic!("no answer at {answer}"));
+            let body: serde_json::Value = serde_json::from_slice(&body.bytes).unwrap();
+            assert_eq!(
+                (body["state"].as_str(), body["errors"][0]["code"].as_str()),
+                (Some("NOT_REGISTERED"), Some("INBOX_KEY"))
+            );
+        }
+        // A refusal never replaces a registered document's answer (`a.txt` would answer at a.txt.json).
+        put(&w, "inbox/9999999999/upper", b"x").await;
+        assert!(matches!(
+            intake_created_object(&w.ports(), &created("inbox/9999999999/upper", None), now).await,
+            ObjectIntake::Done(_)
+        ));
+        assert_eq!(
+            w.archive
+                .get("outbox/9999999999/upper.json")
+                .await
+                .unwrap()
+                .map(|b| serde_json::from_slice::<serde_json::Value>(&b.bytes).unwrap()["state"].clone()),
+            Some("QUEUED".into())
+        );
+        // No readable seller (a NIP with a wrong checksum): a corrections notice, no outbox.
+        World::bodies(&w.corrections).await;
+        let outboxes = w.archive.snapshot().iter().filter(|(k, _)| k.starts_with("outbox/")).count();
+        let ObjectIntake::Done(o) = intake_created_object(&w.ports(), &created("inbox/1234567890/erp-9.xml", None), now).await else {
+            panic!()
+        };
+        assert_eq!(o.name(), "NOT_REGISTERED");
+        let notes = World::bodies(&w.corrections).await;
+        assert!(
+            notes.len() == 1 && notes[0].contains("INBOX_KEY") && notes[0].contains("inbox/1234567890/erp-9.xml"),
+            "{notes:?}"
+        );
+        assert_eq!(
+            w.archive.snapshot().iter().filter(|(k, _)| k.starts_with("outbox/")).count(),
+            outboxes
+        );
+        assert!(relay_observe::emf::check_line(&upload_without_seller_metric(now).to_line().unwrap()).is_ok());
+        // An object deleted before it was read is answered, without replacing an answer.
+        let ObjectIntake::Done(o) = intake_created_object(&w.ports(), &created("inbox/9999999999/gone.xml", None), now).await else {
+            panic!()
+        };
+        assert_eq!(o.name(), "NOT_REGISTERED");
+        assert_eq!(w.outbox("gone").await["errors"][0]["code"], "OBJECT_GONE");
+        // A folder marker is no file.
+        assert!(matches!(
+            intake_created_object(&w.ports(), &created("inbox/9999999999/", None), now).await,
+            ObjectIntake::Skipped(_)
+        ));
+        assert_eq!(w.store.all().len(), 1, "only the .XML upload is registered");
     }
 
     #[tokio::test]
@@ -539,54 +711,118 @@ mod tests {
 /// What became of one object an S3 notification announced.
 #[derive(Debug)]
 pub enum ObjectIntake {
-    /// Intake ran (whatever its outcome, answered in the outbox).
+    /// Answered (whatever the outcome): in the outbox, and a corrections notice for what a
+    /// person must act on.
     Done(Box<IntakeOutcome>),
-    /// Nothing to do: the key is outside `inbox/{sellerNip}/{erpDocId}.xml`, or the object is
-    /// gone. The reason is for the log.
+    /// Nothing to answer: the key is outside `inbox/`, or a folder marker. The reason is for
+    /// the log.
     Skipped(String),
     /// A store, queue or bucket failed: the notification must be redelivered (intake is
     /// idempotent, so that is harmless).
     Retry(String),
 }
 
+/// The metric for an object under `inbox/` that names no seller (so no outbox can answer it,
+/// only a corrections notice): an alarm watches it.
+pub fn upload_without_seller_metric(now: DateTime<Utc>) -> relay_observe::emf::MetricLine {
+    relay_observe::emf::MetricLine::new(relay_observe::NAMESPACE, now)
+        .group(&[], &[("InboxUploadsWithoutSeller", relay_observe::emf::Unit::Count, 1.0)])
+}
+
 /// The intake of one created object, as the intake function and the local runner (with the AWS
-/// emulator) do it: the key names the seller and the ERP document; an object larger than KSeF
-/// could ever accept is refused unread; the optional `trace-id` metadata is the trace id.
+/// emulator) do it. Every object under `inbox/` is answered (see
+/// [`relay_domain::storage_keys::classify_inbox_key`]): an upload is read at the very version
+/// the event names (an overwrite before the read loses nothing) and taken in; an object larger
+/// than KSeF could ever accept is refused unread; a misplaced one is refused in its seller's
+/// outbox; one without a readable seller gets a corrections notice and a metric. The optional
+/// `trace-id` metadata is the trace id.
 pub async fn intake_created_object<S: DocumentRegistry + DocumentUpdates + ?Sized>(
     ports: &IntakePorts<'_, S>,
     object: &crate::s3_event::CreatedObject,
     now: DateTime<Utc>,
 ) -> ObjectIntake {
-    let (seller, erp) = match relay_domain::storage_keys::parse_inbox_key(&object.key) {
-        Ok(parts) => parts,
-        // Outside the inbox layout there is no seller to answer; the object stays where it is.
-        Err(e) => return ObjectIntake::Skipped(format!("key is not inbox/{{sellerNip}}/{{erpDocId}}.xml: {e}")),
-    };
-    let upload = Upload {
+    let unread = |erp: ErpDocumentId, seller: Option<Nip>| Upload {
         bytes: &[],
         source_key: object.key.clone(),
         erp_document_id: erp,
-        expected_seller: Some(seller),
+        expected_seller: seller,
         trace_id: None,
     };
-    let result = if let Some(size) = object.size.filter(|s| *s > HARD_SIZE_LIMIT) {
-        refuse(ports, &upload, vec![oversize(size)], now).await
-    } else {
-        match ports.archive.get(&object.key).await {
-            Ok(Some(found)) => {
-                let upload = Upload {
-                    bytes: &found.bytes,
-                    trace_id: found.metadata.get("trace-id").and_then(|t| TraceId::parse(t).ok()),
-                    ..upload
-                };
-                intake(ports, upload, now).await
-            }
-            Ok(None) => return ObjectIntake::Skipped("the object is gone (deleted after upload)".into()),
-            Err(e) => return ObjectIntake::Retry(format!("cannot read the object: {e}")),
+    let (seller, erp) = match classify_inbox_key(&object.key) {
+        Ok(InboxObject::Upload { seller, erp }) => (seller, erp),
+        Ok(InboxObject::Misplaced {
+            seller,
+            erp,
+            answer,
+            reason,
+        }) => {
+            let upload = unread(erp, None);
+            return finish(refuse_at(ports, &upload, seller, &answer, vec![finding("INBOX_KEY", reason)], now).await);
         }
+        Ok(InboxObject::NoSeller { erp, reason }) => {
+            tracing::error!(key = %object.key, reason, "an upload names no seller: answered by a corrections notice only");
+            upload_without_seller_metric(now).emit();
+            let upload = unread(erp, None);
+            return finish(refuse(ports, &upload, vec![finding("INBOX_KEY", reason)], now).await);
+        }
+        Ok(InboxObject::Folder) => return ObjectIntake::Skipped("a folder marker, not a file".into()),
+        Err(e) => return ObjectIntake::Skipped(format!("not an inbox object: {e}")),
     };
+    let upload = unread(erp, Some(seller.clone()));
+    if let Some(size) = object.size.filter(|s| *s > HARD_SIZE_LIMIT) {
+        return finish(refuse(ports, &upload, vec![oversize(size)], now).await);
+    }
+    let read = match &object.version_id {
+        Some(version) => ports.archive.get_version(&object.key, version).await,
+        None => ports.archive.get(&object.key).await,
+    };
+    let result = match read {
+        Ok(Some(found)) => {
+            let upload = Upload {
+                bytes: &found.bytes,
+                trace_id: found.metadata.get("trace-id").and_then(|t| TraceId::parse(t).ok()),
+                ..upload
+            };
+            intake(ports, upload, now).await
+        }
+        Ok(None) => {
+            let gone = finding(
+                "OBJECT_GONE",
+                format!("{} was deleted before the relay could read it; upload it again", object.key),
+            );
+            let answer = outbox_key(&seller, &upload.erp_document_id);
+            let upload = Upload {
+                expected_seller: None,
+                ..upload
+            };
+            refuse_at(ports, &upload, seller, &answer, vec![gone], now).await
+        }
+        Err(e) => return ObjectIntake::Retry(format!("cannot read the object: {e}")),
+    };
+    finish(result)
+}
+
+fn finish(result: Result<IntakeOutcome, IntakeError>) -> ObjectIntake {
     match result {
         Ok(outcome) => ObjectIntake::Done(Box::new(outcome)),
         Err(e) => ObjectIntake::Retry(e.to_string()),
     }
+}
+
+/// Refuses an object unread, answering at `answer` in `seller`'s outbox without replacing an
+/// answer already there, plus a corrections notice.
+async fn refuse_at<S: DocumentRegistry + DocumentUpdates + ?Sized>(
+    ports: &IntakePorts<'_, S>,
+    upload: &Upload<'_>,
+    seller: Nip,
+    answer: &str,
+    failures: Vec<Failure>,
+    now: DateTime<Utc>,
+) -> Result<IntakeOutcome, IntakeError> {
+    let trace_id = upload.trace_id.clone().unwrap_or_else(TraceId::generate);
+    OutboxResult::not_registered(seller, upload.erp_document_id.clone(), trace_id.clone(), failures.clone(), now)
+        .publish_if_absent(ports.archive, answer)
+        .await?;
+    // `upload` names no folder, so `not_registered` adds only the corrections notice.
+    not_registered(ports, upload, trace_id, failures, now).await
 }

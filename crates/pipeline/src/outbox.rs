@@ -78,15 +78,21 @@ impl OutboxResult {
         outbox_key(&self.seller_nip, &self.erp_document_id)
     }
 
+    fn body(&self) -> ObjectBody {
+        let body = serde_json::to_vec_pretty(self).expect("an outbox result always serialises");
+        ObjectBody::new(body, "application/json").with_metadata("trace-id", self.trace_id.as_str())
+    }
+
     /// Writes (replaces) the result.
     pub async fn publish(&self, archive: &dyn Archive) -> Result<(), ArchiveError> {
-        let body = serde_json::to_vec_pretty(self).expect("an outbox result always serialises");
-        archive
-            .put(
-                &self.key(),
-                ObjectBody::new(body, "application/json").with_metadata("trace-id", self.trace_id.as_str()),
-            )
-            .await
+        archive.put(&self.key(), self.body()).await
+    }
+
+    /// Writes the result at `key` unless something is there already: the answer to an object the
+    /// relay could not take in (a misplaced file, one gone before it was read) never replaces a
+    /// registered document's result.
+    pub async fn publish_if_absent(&self, archive: &dyn Archive, key: &str) -> Result<(), ArchiveError> {
+        archive.put_if_absent(key, self.body()).await.map(|_| ())
     }
 }
 

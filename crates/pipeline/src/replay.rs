@@ -7,9 +7,13 @@
 //! - KSeF is asked before a resend: a FAILED document whose last send's result is unknown is
 //!   looked up by hash in that session; if KSeF has it, it goes to the status stage, not back to
 //!   sending;
-//! - a FAILED document gets a fresh retry budget;
+//! - a FAILED document gets a fresh retry budget; one that KSeF holds goes back to status
+//!   polling through the state machine's own `Resumed` change (FAILED → SENT), never resent;
 //! - filters (seller NIP, error class, minimum age) and a limit pick what moves; a dry run
-//!   reports what would happen and changes nothing.
+//!   computes the very decisions a real run would carry out (a second message for a document
+//!   already moved is a duplicate in both) and changes nothing;
+//! - a message whose decision cannot be carried out (a store or queue error) is reported as
+//!   `FAILED` with its reason and left in the DLQ; the replay goes on with the rest.
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -49,13 +53,29 @@ fn default_limit() -> usize {
     10
 }
 
+/// What became of one message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ReplayAction {
+    /// Back to the send queue (a FAILED document with a fresh budget).
+    RequeuedSend,
+    /// Back to the status queue (a FAILED document that KSeF holds resumes polling).
+    RequeuedStatus,
+    /// Deleted from the DLQ: the document is final or needs a person, or another message for
+    /// it was already moved by this replay.
+    Dropped,
+    /// Left in the DLQ (a filter, or nothing safe to do yet).
+    Skipped,
+    /// Carrying out the decision failed (a store or queue error); left in the DLQ, the rest of
+    /// the replay went on. A dry run never reports this.
+    Failed,
+}
+
 /// What happened to one message.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ReplayItem {
     pub document: Option<String>,
-    /// `REQUEUED_SEND`, `REQUEUED_STATUS`, `DROPPED` (obsolete: document final or needs a
-    /// person), or `SKIPPED` (left in the DLQ).
-    pub action: &'static str,
+    pub action: ReplayAction,
     pub reason: String,
 }
 
@@ -67,6 +87,8 @@ pub struct ReplaySummary {
     pub requeued: usize,
     pub dropped: usize,
     pub skipped: usize,
+    /// Items whose decision could not be carried out (left in the DLQ).
+    pub failed: usize,
     pub items: Vec<ReplayItem>,
 }
 
@@ -88,6 +110,8 @@ pub struct ReplayPorts<'a, S: DocumentRegistry + DocumentUpdates + ?Sized> {
     pub status_queue: &'a dyn Queue,
 }
 
+/// One message's decision. A dry run stops here; a real run carries it out with
+/// [`carry_out`], so both report the very same decisions.
 enum Decision {
     Send(DocumentRecord, String),
     Status(DocumentRecord, StatusRequest, String),
@@ -95,7 +119,25 @@ enum Decision {
     Skip(String),
 }
 
-/// Replays up to `req.limit` messages from the chosen DLQ.
+impl Decision {
+    fn action(&self) -> ReplayAction {
+        match self {
+            Decision::Send(..) => ReplayAction::RequeuedSend,
+            Decision::Status(..) => ReplayAction::RequeuedStatus,
+            Decision::Drop(_) => ReplayAction::Dropped,
+            Decision::Skip(_) => ReplayAction::Skipped,
+        }
+    }
+
+    fn reason(&self) -> &str {
+        match self {
+            Decision::Send(_, r) | Decision::Status(_, _, r) | Decision::Drop(r) | Decision::Skip(r) => r,
+        }
+    }
+}
+
+/// Replays up to `req.limit` messages from the chosen DLQ. One message whose decision cannot be
+/// carried out is reported as [`ReplayAction::Failed`] and left in the DLQ; the others go on.
 pub async fn replay<S: DocumentRegistry + DocumentUpdates + ?Sized>(
     ports: &ReplayPorts<'_, S>,
     ksef: &KsefContexts,
@@ -112,6 +154,9 @@ pub async fn replay<S: DocumentRegistry + DocumentUpdates + ?Sized>(
         ..Default::default()
     };
     let mut seen = HashSet::new();
+    // Documents this replay moved: a second message for one of them is a duplicate, in a dry
+    // run and a real run alike (the real run would otherwise find the state it just wrote).
+    let mut moved: HashSet<DocumentKey> = HashSet::new();
     let mut held: Vec<ReceivedMessage> = Vec::new();
     while summary.requeued < req.limit {
         let batch = dlq.receive(10, Duration::from_secs(120), Duration::ZERO).await?;
@@ -126,78 +171,52 @@ pub async fn replay<S: DocumentRegistry + DocumentUpdates + ?Sized>(
             }
             fresh = true;
             summary.examined += 1;
-            let (document, decision) = decide(ports, ksef, req, &m, now).await?;
-            let document = document.map(|k| k.to_string());
-            let item = |action, reason: String| ReplayItem {
-                document: document.clone(),
-                action,
-                reason,
-            };
-            match decision {
-                Decision::Skip(reason) => {
-                    summary.skipped += 1;
-                    summary.items.push(item("SKIPPED", reason));
+            let (key, decision) = match decide(ports, ksef, req, &m, &moved, now).await {
+                Ok(decided) => decided,
+                Err(e) => {
+                    summary.failed += 1;
+                    summary.items.push(ReplayItem {
+                        document: None,
+                        action: ReplayAction::Failed,
+                        reason: format!("cannot decide: {e}; left in the DLQ"),
+                    });
                     held.push(m);
+                    continue;
                 }
-                Decision::Drop(reason) => {
-                    summary.dropped += 1;
-                    summary.items.push(item("DROPPED", reason));
-                    if req.dry_run {
-                        held.push(m)
-                    } else {
-                        dlq.delete(&m.receipt).await?
+            };
+            let document = key.as_ref().map(|k| k.to_string());
+            let action = decision.action();
+            let reason = decision.reason().to_owned();
+            let keep = matches!(decision, Decision::Skip(_)) || req.dry_run;
+            let carried = if req.dry_run {
+                Ok(())
+            } else {
+                carry_out(ports, dlq, &m, decision, now).await
+            };
+            match carried {
+                Ok(()) => {
+                    match action {
+                        ReplayAction::RequeuedSend | ReplayAction::RequeuedStatus => {
+                            summary.requeued += 1;
+                            moved.extend(key);
+                        }
+                        ReplayAction::Dropped => summary.dropped += 1,
+                        ReplayAction::Skipped | ReplayAction::Failed => summary.skipped += 1,
                     }
-                }
-                Decision::Send(r, reason) => {
-                    summary.requeued += 1;
-                    summary.items.push(item("REQUEUED_SEND", reason.clone()));
-                    if req.dry_run {
+                    summary.items.push(ReplayItem { document, action, reason });
+                    if keep {
                         held.push(m);
-                    } else {
-                        let r = if r.state == DocumentState::Failed {
-                            ports
-                                .store
-                                .transition(
-                                    &r,
-                                    Change::Requeued {
-                                        reason: format!("dlq-replay: {reason}"),
-                                        reset_budget: true,
-                                    },
-                                    now,
-                                )
-                                .await?
-                        } else {
-                            r
-                        };
-                        let msg = SendRequest::for_record(&r);
-                        ports
-                            .send_queue
-                            .send(OutgoingMessage::new(msg.to_json()).with_trace_id(&r.trace_id))
-                            .await?;
-                        dlq.delete(&m.receipt).await?;
                     }
                 }
-                Decision::Status(r, status, reason) => {
-                    summary.requeued += 1;
-                    summary.items.push(item("REQUEUED_STATUS", reason.clone()));
-                    if req.dry_run {
-                        held.push(m);
-                    } else {
-                        let r = if r.state == DocumentState::Failed {
-                            let change = Change::Sent {
-                                session: status.session.clone(),
-                                invoice_reference: status.invoice_reference.clone(),
-                            };
-                            ports.store.transition(&r, change, now).await?
-                        } else {
-                            r
-                        };
-                        ports
-                            .status_queue
-                            .send(OutgoingMessage::new(status.to_json()).with_trace_id(&r.trace_id))
-                            .await?;
-                        dlq.delete(&m.receipt).await?;
-                    }
+                Err(e) => {
+                    tracing::warn!(document = ?document, error = %e, "dlq-replay: one message failed; going on");
+                    summary.failed += 1;
+                    summary.items.push(ReplayItem {
+                        document,
+                        action: ReplayAction::Failed,
+                        reason: format!("{reason}, but that failed: {e}; left in the DLQ"),
+                    });
+                    held.push(m);
                 }
             }
             if summary.requeued >= req.limit {
@@ -212,8 +231,60 @@ pub async fn replay<S: DocumentRegistry + DocumentUpdates + ?Sized>(
     for m in held {
         dlq.change_visibility(&m.receipt, Duration::ZERO).await?;
     }
-    tracing::info!(queue = %req.queue, dry_run = req.dry_run, examined = summary.examined, requeued = summary.requeued, dropped = summary.dropped, skipped = summary.skipped, "dlq-replay done");
+    tracing::info!(queue = %req.queue, dry_run = req.dry_run, examined = summary.examined, requeued = summary.requeued, dropped = summary.dropped, skipped = summary.skipped, failed = summary.failed, "dlq-replay done");
     Ok(summary)
+}
+
+/// Carries out one decision of a real run: the state change, the new message, then the DLQ
+/// message's deletion (so a failure part-way leaves the message to replay again).
+async fn carry_out<S: DocumentRegistry + DocumentUpdates + ?Sized>(
+    ports: &ReplayPorts<'_, S>,
+    dlq: &dyn Queue,
+    m: &ReceivedMessage,
+    decision: Decision,
+    now: DateTime<Utc>,
+) -> Result<(), ReplayError> {
+    match decision {
+        Decision::Skip(_) => {}
+        Decision::Drop(_) => dlq.delete(&m.receipt).await?,
+        Decision::Send(r, reason) => {
+            let r = if r.state == DocumentState::Failed {
+                let change = Change::Requeued {
+                    reason: format!("dlq-replay: {reason}"),
+                    reset_budget: true,
+                };
+                ports.store.transition(&r, change, now).await?
+            } else {
+                r
+            };
+            let msg = SendRequest::for_record(&r);
+            ports
+                .send_queue
+                .send(OutgoingMessage::new(msg.to_json()).with_trace_id(&r.trace_id))
+                .await?;
+            dlq.delete(&m.receipt).await?;
+        }
+        Decision::Status(r, status, reason) => {
+            let r = if r.state == DocumentState::Failed {
+                let change = Change::Resumed {
+                    session: status.session.clone(),
+                    invoice_reference: status.invoice_reference.clone(),
+                    reason: format!("dlq-replay: {reason}"),
+                };
+                ports.store.transition(&r, change, now).await?
+            } else {
+                r
+            };
+            // For the step the resume just wrote (or the record's current one).
+            let status = StatusRequest { step: r.step, ..status };
+            ports
+                .status_queue
+                .send(OutgoingMessage::new(status.to_json()).with_trace_id(&r.trace_id))
+                .await?;
+            dlq.delete(&m.receipt).await?;
+        }
+    }
+    Ok(())
 }
 
 async fn decide<S: DocumentRegistry + DocumentUpdates + ?Sized>(
@@ -221,6 +292,7 @@ async fn decide<S: DocumentRegistry + DocumentUpdates + ?Sized>(
     ksef: &KsefContexts,
     req: &ReplayRequest,
     m: &ReceivedMessage,
+    moved: &HashSet<DocumentKey>,
     now: DateTime<Utc>,
 ) -> Result<(Option<DocumentKey>, Decision), ReplayError> {
     let key = SendRequest::from_json(&m.body)
@@ -229,6 +301,12 @@ async fn decide<S: DocumentRegistry + DocumentUpdates + ?Sized>(
     let Ok(key) = key else {
         return Ok((None, Decision::Skip("not a send or status request; left for a person".into())));
     };
+    if moved.contains(&key) {
+        return Ok((
+            Some(key),
+            Decision::Drop("a duplicate: this replay already moved another message for this document".into()),
+        ));
+    }
     let Some(doc) = ports.store.get(&key).await? else {
         return Ok((Some(key), Decision::Skip("the store does not know this document".into())));
     };

@@ -222,6 +222,12 @@ impl Archive for CrashArchive {
     async fn get(&self, key: &str) -> Result<Option<ObjectBody>, ArchiveError> {
         self.inner.get(key).await
     }
+    async fn get_version(&self, key: &str, version: &str) -> Result<Option<ObjectBody>, ArchiveError> {
+        self.inner.get_version(key, version).await
+    }
+    async fn current_version(&self, key: &str) -> Result<Option<String>, ArchiveError> {
+        self.inner.current_version(key).await
+    }
 }
 
 struct CrashQueue {

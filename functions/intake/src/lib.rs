@@ -1,9 +1,11 @@
 //! # The intake function
 //!
-//! Triggered by the intake queue, which receives S3 ObjectCreated notifications for
-//! `inbox/{sellerNip}/{erpDocId}.xml`. For each created object it runs
-//! [`relay_pipeline::intake::intake_created_object`] (read the bytes and the optional `trace-id`
-//! metadata, then the intake). A record whose work
+//! Triggered by the intake queue, which receives S3 ObjectCreated notifications for every key
+//! under `inbox/`. For each created object it runs
+//! [`relay_pipeline::intake::intake_created_object`], which answers every object: an upload
+//! (`inbox/{sellerNip}/{erpDocId}.xml`, read at the version the event names) is taken in; a
+//! misplaced one is refused in its seller's outbox; one without a seller folder gets a
+//! corrections notice and the `InboxUploadsWithoutSeller` metric. A record whose work
 //! failed for a retryable reason (a store, queue or bucket error) is reported in
 //! `batchItemFailures`, so SQS redelivers only that one; the intake is idempotent, so a
 //! redelivery is harmless. A message that is not an S3 notification at all also fails, so it
@@ -78,7 +80,7 @@ async fn handle_message(message: &SqsMessage, deps: &IntakeDeps) -> bool {
     for object in objects {
         match intake_created_object(&deps.ports(), &object, Utc::now()).await {
             ObjectIntake::Done(outcome) => tracing::info!(key = %object.key, outcome = outcome.name(), "intake done"),
-            ObjectIntake::Skipped(why) => tracing::warn!(key = %object.key, why, "not processed"),
+            ObjectIntake::Skipped(why) => tracing::info!(key = %object.key, why, "nothing to answer"),
             ObjectIntake::Retry(why) => {
                 tracing::warn!(key = %object.key, why, "intake failed; will retry");
                 ok = false;

@@ -62,6 +62,10 @@ async fn uploads_become_documents_repeats_do_nothing_and_bad_files_are_answered(
     )
     .await
     .unwrap();
+    // Misplaced: a subfolder (answered in the seller's outbox) and a folder that is no NIP
+    // (a corrections notice only).
+    put("inbox/9999999999/2026/sub.xml", SAMPLE_1, None).await.unwrap();
+    put("inbox/1234567890/nip.xml", SAMPLE_1, None).await.unwrap();
 
     let deps = IntakeDeps {
         store: DynamoDocumentStore::new(c.dynamodb.clone(), &name),
@@ -71,7 +75,7 @@ async fn uploads_become_documents_repeats_do_nothing_and_bad_files_are_answered(
     };
     let intake_queue = SqsQueue::new(c.sqs.clone(), &intake_q.url);
     let messages = drain(&intake_queue).await;
-    assert!(messages.len() >= 5, "4 uploads and the s3:TestEvent, got {}", messages.len());
+    assert!(messages.len() >= 7, "6 uploads and the s3:TestEvent, got {}", messages.len());
     // Deliver the first upload alone first, so "first" and "repeat" are well defined.
     let (first, rest): (Vec<_>, Vec<_>) = messages.into_iter().partition(|m| m.body.contains("FV-1.xml"));
     for batch in [first, rest] {
@@ -113,7 +117,10 @@ async fn uploads_become_documents_repeats_do_nothing_and_bad_files_are_answered(
     assert_eq!(sends.len(), 1, "one document to send: the repeat and the conflict are not sent");
     assert_eq!(sends[0].trace_id().map(|t| t.to_string()).as_deref(), Some("erp-trace-0001"));
     let corrections: Vec<String> = drain(&deps.corrections_queue).await.into_iter().map(|m| m.body).collect();
-    assert_eq!(corrections.len(), 2, "{corrections:?}");
+    assert_eq!(corrections.len(), 4, "{corrections:?}");
+    assert!(corrections
+        .iter()
+        .any(|b| b.contains("INBOX_KEY") && b.contains("inbox/1234567890/nip.xml")));
     assert!(corrections.iter().any(|b| b.contains("\"outcome\":\"CONFLICT\"")));
     assert!(corrections
         .iter()
@@ -128,6 +135,11 @@ async fn uploads_become_documents_repeats_do_nothing_and_bad_files_are_answered(
     assert_eq!(outbox("FV-21").await["state"], "CONFLICT");
     assert_eq!(outbox("junk").await["state"], "NOT_REGISTERED");
     assert_eq!(outbox("FV-1").await["traceId"], "erp-trace-0001");
+    let sub = outbox("2026/sub").await;
+    assert_eq!(
+        (sub["state"].as_str(), sub["errors"][0]["code"].as_str()),
+        (Some("NOT_REGISTERED"), Some("INBOX_KEY"))
+    );
 }
 
 #[tokio::test]

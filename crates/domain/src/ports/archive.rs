@@ -80,5 +80,15 @@ pub trait Archive: Send + Sync {
     /// Stores the object, replacing what was there (outbox results, reports).
     async fn put(&self, key: &str, body: ObjectBody) -> Result<(), ArchiveError>;
 
+    /// The current version of the object.
     async fn get(&self, key: &str) -> Result<Option<ObjectBody>, ArchiveError>;
+
+    /// The object as one version left it (the version an S3 event names, so an upload that was
+    /// overwritten before it was read is still the one processed); None when that version does
+    /// not exist.
+    async fn get_version(&self, key: &str, version_id: &str) -> Result<Option<ObjectBody>, ArchiveError>;
+
+    /// The id of the object's current version; None for a missing object or a store that keeps
+    /// no versions.
+    async fn current_version(&self, key: &str) -> Result<Option<String>, ArchiveError>;
 }
