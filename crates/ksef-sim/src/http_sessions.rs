@@ -473,10 +473,11 @@ pub fn xml_response(xml: String) -> Response {
     r
 }
 
-/// The UPO of one invoice, if it exists and its (fault-delayed) time has come.
+/// The UPO of one invoice, if it exists and its (fault-delayed) time has come. Clearing the
+/// `upo-late` fault ends every delay at once (KSeF's UPO service is back).
 fn invoice_upo(sim: &Sim, s: &Session, inv: &Invoice) -> Option<String> {
     let a = inv.accepted.as_ref()?;
-    if Instant::now() < a.upo_ready_at {
+    if Instant::now() < a.upo_ready_at && !sim.faults.upo_delay().is_zero() {
         return None;
     }
     Some(upo::render(&upo_header(sim, s, None), &[upo_doc(inv)?]))

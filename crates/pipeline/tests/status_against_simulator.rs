@@ -284,3 +284,173 @@ async fn past_the_poll_limit_it_fails_and_a_native_redrive_goes_back_to_the_dlq(
         .unwrap();
     assert_eq!((again.outcome, &again.action), ("FAILED_BACK_TO_DLQ", &QueueAction::DeadLetter));
 }
+
+/// Issue 11: a KSeF number already known was dropped when the UPO download kept failing (200,
+/// then poll errors until the poll limit, then FAILED without the number). Now the number
+/// reaches the record and the outbox at once, the poll limit does not apply to fetching the
+/// UPO, and the UPO is archived once KSeF serves it.
+#[tokio::test]
+async fn a_known_ksef_number_is_kept_while_the_upo_cannot_be_fetched() {
+    let w = world(10).await;
+    let req = w.register(&invoice("ST/UPO")).await;
+    // KSeF will not serve this invoice's UPO for as long as this test runs.
+    w.sim.faults().set(vec![Fault::UpoNotReady { delay_ms: 3_600_000_000 }], 3);
+    assert_eq!(w.send(&req).await.outcome, "SENT");
+    let cfg = relay_pipeline::status::StatusConfig {
+        max_polls: 2,
+        ..w.status_cfg()
+    };
+    let client = w.ksef.client(&World::nip()).unwrap();
+    let r = w.store.get(&req.document).await.unwrap().unwrap().record;
+    client
+        .wait_for_invoice(
+            r.ksef.session_reference.as_ref().unwrap().as_str(),
+            r.ksef.invoice_reference.as_ref().unwrap().as_str(),
+            Duration::from_millis(20),
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+    let m = w
+        .status_q
+        .receive(1, Duration::from_secs(30), Duration::from_secs(1))
+        .await
+        .unwrap()
+        .remove(0);
+    let mut req_status = relay_pipeline::messages::StatusRequest::from_json(&m.body).unwrap();
+    let first = relay_pipeline::status::poll(&w.status_ports(), &w.ksef, &cfg, &req_status, Utc::now())
+        .await
+        .unwrap();
+    assert_eq!(first.outcome, "ACCEPTED_UPO_PENDING");
+    let r = first.record.clone().unwrap();
+    assert_eq!(r.state, DocumentState::Accepted, "numbered: the invoice legally exists");
+    let number = r.ksef.ksef_number.clone().expect("the number is recorded at once");
+    assert!(r.storage.upo.is_none());
+    let outbox: serde_json::Value =
+        serde_json::from_slice(&w.archive.get("outbox/9999999999/erp.json").await.unwrap().unwrap().bytes).unwrap();
+    assert_eq!(outbox["state"], "ACCEPTED");
+    assert_eq!(outbox["ksefNumber"], number.as_str(), "the ERP has the number before the UPO");
+    let QueueAction::Replace { body, .. } = &first.action else {
+        panic!("{:?}", first.action)
+    };
+    req_status = relay_pipeline::messages::StatusRequest::from_json(body).unwrap();
+    // Past the poll limit, still fetching, never FAILED.
+    for _ in 0..4 {
+        let QueueAction::Replace { body, .. } = w.status_action_after(&req_status, &cfg).await else {
+            panic!("the UPO is fetched again later")
+        };
+        req_status = relay_pipeline::messages::StatusRequest::from_json(&body).unwrap();
+    }
+    assert!(req_status.poll > cfg.max_polls);
+    let r = w.store.get(&req.document).await.unwrap().unwrap().record;
+    assert_eq!(
+        (r.state, r.ksef.ksef_number.clone()),
+        (DocumentState::Accepted, Some(number.clone()))
+    );
+    // KSeF serves the UPO: archived, the outbox names it.
+    w.sim.faults().clear();
+    let done = relay_pipeline::status::poll(&w.status_ports(), &w.ksef, &cfg, &req_status, Utc::now())
+        .await
+        .unwrap();
+    assert_eq!((done.outcome, &done.action), ("UPO_ARCHIVED", &QueueAction::Delete));
+    let r = done.record.unwrap();
+    let upo = r.storage.upo.clone().expect("archived");
+    assert!(w.archive.get(&upo).await.unwrap().is_some());
+    let outbox: serde_json::Value =
+        serde_json::from_slice(&w.archive.get("outbox/9999999999/erp.json").await.unwrap().unwrap().bytes).unwrap();
+    assert_eq!(outbox["upoKey"], upo.as_str());
+    assert_eq!(w.sim.ledger().count_hash(&req.content_hash), 1);
+}
+
+/// Issue 11: a 440 whose proof UPO could not be fetched became a CONFLICT saying another invoice
+/// holds the number. No answer is no proof: the status stage asks again later.
+#[tokio::test]
+async fn a_duplicate_whose_proof_cannot_be_read_yet_is_no_conflict() {
+    let w = world(10).await;
+    let bytes = invoice("ST/440");
+    let req = w.register(&bytes).await;
+    send_raw_and_wait(&w, &bytes).await;
+    assert_eq!(w.send(&req).await.outcome, "SENT");
+    // The original's UPO (read by KSeF number) answers 503 for now.
+    w.sim.faults().set(
+        vec![Fault::Unavailable {
+            rate: 1.0,
+            on: Some("/invoices/ksef/".into()),
+        }],
+        5,
+    );
+    let cfg = w.status_cfg();
+    let mut outcomes = Vec::new();
+    let mut unproven = None;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let Some(m) = w.status_q.receive(1, Duration::from_secs(30), Duration::ZERO).await.unwrap().pop() else {
+            continue;
+        };
+        let sreq = relay_pipeline::messages::StatusRequest::from_json(&m.body).unwrap();
+        let res = relay_pipeline::status::poll(&w.status_ports(), &w.ksef, &cfg, &sreq, Utc::now())
+            .await
+            .unwrap();
+        outcomes.push(res.outcome);
+        relay_pipeline::queue_action::apply(&res.action, &m, &w.status_q, &relay_domain::memory::MemoryQueue::new("dlq"))
+            .await
+            .unwrap();
+        if res.outcome == "DUPLICATE_UNPROVEN" {
+            unproven = res.record;
+            break;
+        }
+    }
+    let r = unproven.unwrap_or_else(|| panic!("{outcomes:?}"));
+    assert!(
+        matches!(r.state, DocumentState::Sent | DocumentState::Processing),
+        "still being polled, not a CONFLICT: {:?} {outcomes:?}",
+        r.state
+    );
+    assert!(r.last_error.unwrap().message.contains("could not be read"));
+    // Once the proof can be read, it is ours: ACCEPTED under the original number.
+    w.sim.faults().clear();
+    assert_eq!(w.poll_until_decided().await.outcome, "ACCEPTED_DUPLICATE_OURS");
+    assert_eq!(w.sim.ledger().count_hash(&req.content_hash), 1);
+}
+
+/// Issue 11: status polling honours a Retry-After longer than the queue's 15-minute delay: the
+/// next poll time is kept in the record and the message hops until then.
+#[tokio::test]
+async fn a_retry_after_longer_than_fifteen_minutes_is_honoured_by_status_polling() {
+    let w = world(10).await;
+    let req = w.register(&invoice("ST/429")).await;
+    assert_eq!(w.send(&req).await.outcome, "SENT");
+    w.sim.faults().set(
+        vec![Fault::TooManyRequests {
+            rate: 1.0,
+            retry_after_s: 3600,
+            on: Some("/invoices/".into()),
+        }],
+        1,
+    );
+    let cfg = w.status_cfg();
+    let m = w
+        .status_q
+        .receive(1, Duration::from_secs(30), Duration::from_secs(1))
+        .await
+        .unwrap()
+        .remove(0);
+    let sreq = relay_pipeline::messages::StatusRequest::from_json(&m.body).unwrap();
+    let now = Utc::now();
+    let res = relay_pipeline::status::poll(&w.status_ports(), &w.ksef, &cfg, &sreq, now)
+        .await
+        .unwrap();
+    assert_eq!(res.outcome, "POLL_ERROR");
+    let r = res.record.unwrap();
+    let next = r.next_attempt_at.expect("the next poll time is recorded");
+    assert!(next - now >= chrono::Duration::minutes(59), "{next} vs {now}");
+    let QueueAction::Replace { body, .. } = res.action else { panic!() };
+    let hop = relay_pipeline::messages::StatusRequest::from_json(&body).unwrap();
+    // The message comes back after the queue's 15 minutes: too early, it hops again.
+    let early = relay_pipeline::status::poll(&w.status_ports(), &w.ksef, &cfg, &hop, now + chrono::Duration::minutes(15))
+        .await
+        .unwrap();
+    assert_eq!(early.outcome, "NOT_YET");
+    let QueueAction::Requeue { delay } = early.action else { panic!() };
+    assert!(delay >= Duration::from_secs(44 * 60), "{delay:?}");
+}

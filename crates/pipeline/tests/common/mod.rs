@@ -177,6 +177,18 @@ impl World {
 }
 
 impl World {
+    /// The action the status stage takes on `req` now.
+    pub async fn status_action_after(
+        &self,
+        req: &relay_pipeline::messages::StatusRequest,
+        cfg: &StatusConfig,
+    ) -> relay_pipeline::queue_action::QueueAction {
+        relay_pipeline::status::poll(&self.status_ports(), &self.ksef, cfg, req, Utc::now())
+            .await
+            .unwrap()
+            .action
+    }
+
     /// Polls the status queue's messages until the use case stops asking to poll again.
     pub async fn poll_until_decided(&self) -> relay_pipeline::queue_action::StageResult {
         use relay_pipeline::queue_action::{apply, QueueAction};
