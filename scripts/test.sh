@@ -8,7 +8,8 @@ scripts/setup.sh
 
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')
 mkdir -p target
-.venv/bin/moto_server -H 127.0.0.1 -p "$port" >target/moto.log 2>&1 &
+# moto with its SQS delete/receive race fixed (scripts/moto_server.py says why).
+.venv/bin/python scripts/moto_server.py -H 127.0.0.1 -p "$port" >target/moto.log 2>&1 &
 moto_pid=$!
 trap 'kill "$moto_pid" 2>/dev/null || true; wait "$moto_pid" 2>/dev/null || true' EXIT
 

@@ -40,10 +40,12 @@ fn wait_until_listening(port: u16) {
     panic!("moto_server did not start listening on 127.0.0.1:{port} within 30 s");
 }
 
-/// Starts `.venv/bin/moto_server` from a thread that lives as long as the test process; the
-/// server gets SIGTERM when that thread (and so the process) ends.
+/// Starts moto's server (`scripts/moto_server.py`: moto with its SQS delete race fixed) from a
+/// thread that lives as long as the test process; the server gets SIGTERM when that thread (and
+/// so the process) ends.
 fn start_moto() -> String {
-    let bin = repo_root().join(".venv/bin/moto_server");
+    let bin = repo_root().join(".venv/bin/python");
+    let script = repo_root().join("scripts/moto_server.py");
     assert!(
         bin.exists(),
         "the AWS emulator is not installed: run `make test` (it installs moto into .venv), or set {ENDPOINT_ENV} to a running moto server"
@@ -54,7 +56,8 @@ fn start_moto() -> String {
         .name("moto-server".into())
         .spawn(move || {
             let mut cmd = Command::new(&bin);
-            cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            cmd.arg(&script)
+                .args(["-H", "127.0.0.1", "-p", &port.to_string()])
                 .stdout(Stdio::null())
                 .stderr(Stdio::null());
             // SAFETY: prctl is async-signal-safe; this only asks the kernel to signal the child

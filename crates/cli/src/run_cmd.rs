@@ -375,11 +375,17 @@ async fn intake_through_the_inbox(
         files.insert(key, name);
     }
     let mut rows = Vec::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    // S3 sends each notification when the upload completes, so they are all on the queue
+    // already; taking them in is what takes time (hundreds of files on a loaded emulator take
+    // longer than a minute). The run gives up only when a whole minute passes with none of
+    // the awaited notifications arriving.
+    let quiet_limit = Duration::from_secs(60);
+    let mut last_progress = tokio::time::Instant::now();
     while !files.is_empty() {
-        if tokio::time::Instant::now() > deadline {
+        if last_progress.elapsed() > quiet_limit {
             bail!(
-                "no S3 notification arrived on the intake queue for: {:?}",
+                "no S3 notification arrived on the intake queue for {} s for: {:?}",
+                quiet_limit.as_secs(),
                 files.values().collect::<Vec<_>>()
             );
         }
@@ -393,6 +399,7 @@ async fn intake_through_the_inbox(
                     ObjectIntake::Done(outcome) => {
                         rows.push(row_for(name, &outcome));
                         files.remove(&object.key);
+                        last_progress = tokio::time::Instant::now();
                         pb.inc(1);
                     }
                     ObjectIntake::Skipped(why) => bail!("{name}: not taken in: {why}"),
@@ -449,6 +456,14 @@ pub async fn run(args: RunArgs) -> Result<ExitCode> {
         send_cfg: &ksef.send_cfg,
         status_cfg: &ksef.status_cfg,
         visibility: Duration::from_secs(30),
+        clock: &relay_domain::clock::SystemClock,
+        // The run ends when nothing is left to do: with every queue empty, an open document has
+        // no message at all, so it is re-driven after a short grace rather than the deployed
+        // sweeper's minute.
+        sweep: relay_pipeline::sweeper::SweepConfig {
+            grace: Duration::from_secs(2),
+            ..relay_pipeline::sweeper::SweepConfig::standard()
+        },
     };
     let tracked: Vec<&DocumentKey> = rows.iter().filter(|r| r.owns_record).filter_map(|r| r.key.as_ref()).collect();
     let pb = bar(tracked.len(), "KSeF");

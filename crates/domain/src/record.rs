@@ -73,6 +73,13 @@ pub struct DocumentRecord {
     /// from it. None for records written before the relay kept it.
     #[serde(default)]
     pub issue_date: Option<NaiveDate>,
+    /// Which follow-up message is the live one. Every change that hands the document to a new
+    /// message (a send, a poll, a retry, a re-drive, a final state) moves it on; the message
+    /// carries the step it was sent for. A message behind its record's step is a leftover: it
+    /// does no work of its own and only re-emits the record's follow-up if that is overdue
+    /// (the crash between a state write and the message write). 0 for records written before.
+    #[serde(default)]
+    pub step: u64,
     /// Recoveries spent: new sessions, new logins and failed reconciliation reads. They sent
     /// nothing, so they are not charged to `attempts`; their own limit ends an endless loop.
     #[serde(default)]
@@ -166,11 +173,12 @@ pub enum Change {
     },
     /// KSeF reports processing (100/150); poll again at `next_poll_at`.
     Processing { detail: String, next_poll_at: DateTime<Utc> },
-    /// KSeF assigned a number and the UPO is archived.
+    /// KSeF assigned a number: the invoice legally exists. `upo_key` is None when the UPO could
+    /// not be fetched yet (the status stage fetches it later, see [`Change::UpoArchived`]).
     Accepted {
         ksef_number: KsefNumber,
         acquisition_date: DateTime<Utc>,
-        upo_key: String,
+        upo_key: Option<String>,
         reason: String,
     },
     /// Permanent: our validation or KSeF's 4xx. Every finding is recorded.
@@ -179,6 +187,14 @@ pub enum Change {
     Failed { failure: Failure },
     /// Needs a person: other content under the same identity, or a duplicate that is not ours.
     Conflict { failure: Failure },
+    /// A status poll got no answer (network, 5xx, 429, the UPO not ready): recorded, and the
+    /// next poll is due at `next_poll_at`.
+    PollFailed { failure: Failure, next_poll_at: DateTime<Utc> },
+    /// The document's next step was overdue and no message was handling it (a crash between a
+    /// state write and its message, or a lost message): a new follow-up is issued now.
+    Redriven { reason: String },
+    /// The UPO of an ACCEPTED document (numbered before its UPO could be fetched) is archived.
+    UpoArchived { upo_key: String },
     /// Back to the queue: resend in a new session (405, 550), a DLQ replay, a resolved conflict.
     Requeued { reason: String, reset_budget: bool },
     /// A corrected file under the same identity replaces a REJECTED one (a rejected invoice never
@@ -207,6 +223,9 @@ impl Change {
             | Change::RetryScheduled { .. }
             | Change::Reconciled { .. }
             | Change::AwaitingBatch { .. }
+            | Change::PollFailed { .. }
+            | Change::Redriven { .. }
+            | Change::UpoArchived { .. }
             | Change::RecoveryScheduled { .. } => current,
             Change::Sent { .. } => DocumentState::Sent,
             Change::Processing { .. } => DocumentState::Processing,
@@ -225,6 +244,10 @@ impl Change {
             Change::SendStarted { .. } | Change::Reconciled { .. } | Change::AwaitingBatch { .. } => from == Queued,
             Change::RetryScheduled { .. } | Change::RecoveryScheduled { .. } => matches!(from, Queued | Sent | Processing),
             Change::Resubmitted { .. } => from == Rejected,
+            // ACCEPTED too: the number is recorded, the UPO is still to be fetched.
+            Change::PollFailed { .. } => matches!(from, Sent | Processing | Accepted),
+            Change::Redriven { .. } => matches!(from, Queued | Sent | Processing),
+            Change::UpoArchived { .. } => from == Accepted,
             _ => true,
         }
     }
@@ -300,6 +323,7 @@ impl DocumentRecord {
             created_at: now,
             updated_at: now,
             version: 1,
+            step: 1,
             attempts: 0,
             next_attempt_at: None,
             lease: None,
@@ -340,16 +364,21 @@ impl DocumentRecord {
         let to = change.target(from);
         let moves = to != from;
         // SendStarted and RetryScheduled stay put; a state change goes through the one check.
-        if moves
-            || !matches!(
-                change,
-                Change::SendStarted { .. }
-                    | Change::RetryScheduled { .. }
-                    | Change::Reconciled { .. }
-                    | Change::AwaitingBatch { .. }
-                    | Change::RecoveryScheduled { .. }
-            )
-        {
+        let stays = matches!(
+            change,
+            Change::SendStarted { .. }
+                | Change::RetryScheduled { .. }
+                | Change::Reconciled { .. }
+                | Change::AwaitingBatch { .. }
+                | Change::PollFailed { .. }
+                | Change::Redriven { .. }
+                | Change::UpoArchived { .. }
+                | Change::RecoveryScheduled { .. }
+        );
+        // An attempt's own bookkeeping (about to send, reconciled) stays with its message; every
+        // other change hands the document to a new follow-up.
+        let next_step = !matches!(change, Change::SendStarted { .. } | Change::Reconciled { .. });
+        if moves || !stays {
             from.check_transition(to)?;
         }
         if !change.admits(from) {
@@ -430,8 +459,8 @@ impl DocumentRecord {
                 r.ksef.session_reference = Some(session);
                 r.ksef.invoice_reference = Some(invoice_reference);
                 r.ksef.unconfirmed_send = None;
-                r.ksef.unconfirmed_send = None;
-                r.next_attempt_at = None;
+                // The first status poll: the send stage's message says when exactly.
+                r.next_attempt_at = Some(now);
             }
             Change::Processing { detail, next_poll_at } => {
                 reason = detail;
@@ -446,9 +475,40 @@ impl DocumentRecord {
                 reason = format!("KSeF number {ksef_number}: {why}");
                 r.ksef.ksef_number = Some(ksef_number);
                 r.ksef.acquisition_date = Some(acquisition_date);
+                r.storage.upo = upo_key;
+                r.last_error = None;
+                // Without its UPO the document still has a step to come: fetching it.
+                r.next_attempt_at = if r.storage.upo.is_none() { Some(now) } else { None };
+            }
+            Change::UpoArchived { upo_key } => {
+                reason = format!("UPO archived at {upo_key}");
                 r.storage.upo = Some(upo_key);
                 r.next_attempt_at = None;
-                r.last_error = None;
+            }
+            Change::PollFailed { failure, next_poll_at } => {
+                reason = String::new();
+                history.push(HistoryEntry {
+                    at: now,
+                    event: HistoryEvent::Error { failure: failure.clone() },
+                });
+                history.push(HistoryEntry {
+                    at: now,
+                    event: HistoryEvent::Note {
+                        message: format!("next status poll at {}", next_poll_at.to_rfc3339()),
+                    },
+                });
+                r.next_attempt_at = Some(next_poll_at);
+                r.last_error = Some(failure);
+            }
+            Change::Redriven { reason: why } => {
+                reason = String::new();
+                history.push(HistoryEntry {
+                    at: now,
+                    event: HistoryEvent::Note {
+                        message: format!("re-driven: {why}"),
+                    },
+                });
+                r.next_attempt_at = Some(now);
             }
             Change::Rejected { failures } => {
                 reason = format!("{} finding(s)", failures.len());
@@ -555,6 +615,9 @@ impl DocumentRecord {
             r.lease = None;
         }
         r.version = self.version + 1;
+        if next_step {
+            r.step = self.step + 1;
+        }
         r.updated_at = now;
         Ok(Applied { record: r, history })
     }
@@ -706,7 +769,7 @@ mod tests {
                 Change::Accepted {
                     ksef_number: n.clone(),
                     acquisition_date: t0,
-                    upo_key: "upo/x.xml".into(),
+                    upo_key: Some("upo/x.xml".into()),
                     reason: "status 200".into(),
                 },
                 t0,

@@ -5,14 +5,17 @@
 
 use std::time::Duration;
 
-use chrono::Utc;
+use relay_domain::clock::Clock;
 use relay_domain::ports::{Archive, DocumentStore, Queue, QueueError, ReceivedMessage};
+use relay_domain::DocumentState;
 
+use crate::follow_up::FollowUpPorts;
 use crate::messages::{SendRequest, StatusRequest};
 use crate::queue_action::{apply, QueueAction};
 use crate::send::{send, SendConfig, SendPorts};
 use crate::sessions::KsefContexts;
 use crate::status::{poll, StatusConfig, StatusPorts};
+use crate::sweeper::{sweep, SweepConfig};
 
 /// Everything the two stages need.
 pub struct Stages<'a, S: DocumentStore + ?Sized> {
@@ -28,6 +31,11 @@ pub struct Stages<'a, S: DocumentStore + ?Sized> {
     pub status_cfg: &'a StatusConfig,
     /// How long a received message stays hidden while it is worked on.
     pub visibility: Duration,
+    /// The stages' `now` (a manual clock in tests that live through hours of backoff).
+    pub clock: &'a dyn Clock,
+    /// The sweeper's settings: `run_until_quiet` sweeps whenever the queues run dry while
+    /// documents are still open, as the scheduled sweeper function does in AWS.
+    pub sweep: SweepConfig,
 }
 
 /// One handled message, for progress displays and logs.
@@ -64,10 +72,11 @@ impl<S: DocumentStore + ?Sized> Stages<'_, S> {
         let ports = SendPorts {
             store: self.store,
             archive: self.archive,
+            send_queue: self.send_queue,
             status_queue: self.status_queue,
             corrections_queue: self.corrections_queue,
         };
-        let (action, outcome) = match send(&ports, self.ksef, self.send_cfg, &req, Utc::now()).await {
+        let (action, outcome) = match send(&ports, self.ksef, self.send_cfg, &req, self.clock.now()).await {
             Ok(res) => (res.action, res.outcome),
             Err(e) => {
                 tracing::warn!(document = %req.document, error = %e, "send stage failed; the message comes back after its visibility timeout");
@@ -95,9 +104,10 @@ impl<S: DocumentStore + ?Sized> Stages<'_, S> {
             store: self.store,
             archive: self.archive,
             send_queue: self.send_queue,
+            status_queue: self.status_queue,
             corrections_queue: self.corrections_queue,
         };
-        let (action, outcome) = match poll(&ports, self.ksef, self.status_cfg, &req, Utc::now()).await {
+        let (action, outcome) = match poll(&ports, self.ksef, self.status_cfg, &req, self.clock.now()).await {
             Ok(res) => (res.action, res.outcome),
             Err(e) => {
                 tracing::warn!(document = %req.document, error = %e, "status stage failed; the message comes back after its visibility timeout");
@@ -117,16 +127,67 @@ impl<S: DocumentStore + ?Sized> Stages<'_, S> {
         Ok(self.send_queue.stats().await?.total() + self.status_queue.stats().await?.total())
     }
 
-    /// Pumps until both queues are empty or `limit` passes; `on_step` sees every handled message.
-    /// Returns false if it stopped at the limit with work left.
-    pub async fn run_until_quiet(&self, limit: Duration, idle_sleep: Duration, mut on_step: impl FnMut(&Step)) -> Result<bool, QueueError> {
+    /// Documents a stage still has work on (QUEUED, SENT, PROCESSING).
+    pub async fn open_documents(&self) -> Result<u64, relay_domain::ports::StoreError> {
+        let mut n = 0;
+        for state in [DocumentState::Queued, DocumentState::Sent, DocumentState::Processing] {
+            n += self.store.count_by_state(state).await?;
+        }
+        Ok(n)
+    }
+
+    /// One sweep (see [`crate::sweeper`]); each re-driven document is reported as a step.
+    pub async fn sweep_once(&self) -> Result<Vec<Step>, SweepFailed> {
+        let ports = FollowUpPorts {
+            store: self.store,
+            archive: self.archive,
+            send_queue: self.send_queue,
+            status_queue: self.status_queue,
+            corrections_queue: self.corrections_queue,
+        };
+        let report = sweep(&ports, &self.sweep, self.clock.now()).await?;
+        Ok(report
+            .redriven
+            .into_iter()
+            .chain(report.outbox_rewritten)
+            .map(|s| Step {
+                stage: "sweeper",
+                outcome: if s.stage == "outbox" { "OUTBOX_REWRITTEN" } else { "REDRIVEN" },
+                document: Some(s.document),
+            })
+            .collect())
+    }
+
+    /// Pumps until both queues are empty and no document is open, or `limit` passes; `on_step`
+    /// sees every handled message. When the queues run dry with documents still open, it sweeps
+    /// (at most once per `sweep_every`), as the scheduled sweeper does in AWS: a document whose
+    /// follow-up was lost is re-driven rather than left behind. Returns false if it stopped at
+    /// the limit with work left.
+    pub async fn run_until_quiet(
+        &self,
+        limit: Duration,
+        idle_sleep: Duration,
+        mut on_step: impl FnMut(&Step),
+    ) -> Result<bool, SweepFailed> {
         let deadline = tokio::time::Instant::now() + limit;
+        let sweep_every = Duration::from_secs(1);
+        let mut last_sweep: Option<tokio::time::Instant> = None;
         loop {
             let steps = self.pump_once().await?;
             steps.iter().for_each(&mut on_step);
             if steps.is_empty() {
                 if self.pending().await? == 0 {
-                    return Ok(true);
+                    if self.open_documents().await? == 0 {
+                        return Ok(true);
+                    }
+                    if last_sweep.is_none_or(|t| t.elapsed() >= sweep_every) {
+                        last_sweep = Some(tokio::time::Instant::now());
+                        let swept = self.sweep_once().await?;
+                        swept.iter().for_each(&mut on_step);
+                        if !swept.is_empty() {
+                            continue;
+                        }
+                    }
                 }
                 if tokio::time::Instant::now() >= deadline {
                     return Ok(false);
@@ -135,4 +196,15 @@ impl<S: DocumentStore + ?Sized> Stages<'_, S> {
             }
         }
     }
+}
+
+/// Why driving the stages stopped: a queue, the store or the archive failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SweepFailed {
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+    #[error(transparent)]
+    Store(#[from] relay_domain::ports::StoreError),
+    #[error(transparent)]
+    Stage(#[from] crate::queue_action::StageError),
 }

@@ -213,7 +213,19 @@ pub async fn intake<S: DocumentRegistry + DocumentUpdates + ?Sized>(
                     }],
                 )
                 .await?;
-            IntakeOutcome::Repeat(doc.record)
+            // The intake that registered it may have died before queueing it (or its message
+            // was lost): a QUEUED document whose next step is overdue is queued again (the step
+            // check drops the old message if it turns up). A redelivered S3 event comes back
+            // after the intake queue's visibility timeout, well past the grace.
+            let r = doc.record;
+            if r.state == DocumentState::Queued && crate::follow_up::is_overdue(&r, crate::follow_up::REDRIVE_GRACE, now) {
+                let why = format!("the same file arrived again as {} while the document was QUEUED", upload.source_key);
+                let r = ports.store.transition(&r, Change::Redriven { reason: why }, now).await?;
+                queue_for_send(ports, &r).await?;
+                IntakeOutcome::Repeat(r)
+            } else {
+                IntakeOutcome::Repeat(r)
+            }
         }
         Registration::Existing(doc) if doc.record.state == DocumentState::Rejected && findings.is_empty() => {
             let change = Change::Resubmitted {
@@ -266,11 +278,7 @@ async fn queue_for_send<S: DocumentRegistry + DocumentUpdates + ?Sized>(
     ports: &IntakePorts<'_, S>,
     record: &DocumentRecord,
 ) -> Result<(), IntakeError> {
-    let message = SendRequest {
-        document: record.key.clone(),
-        content_hash: record.content_hash,
-        trace_id: record.trace_id.clone(),
-    };
+    let message = SendRequest::for_record(record);
     ports
         .send_queue
         .send(OutgoingMessage::new(message.to_json()).with_trace_id(&record.trace_id))

@@ -14,6 +14,9 @@
 //!   duplicate proven ours (or a CONFLICT), a resend, or REJECTED with KSeF's words.
 //! - [`replay`]: dlq-replay: dead-lettered messages checked one by one (the document's state,
 //!   KSeF's records) and moved back, with filters, a limit and a dry run.
+//! - [`follow_up`]: no document without a next step: a message that finds its record moved on
+//!   re-issues the follow-up a crash may have cost; [`sweeper`] re-drives what is overdue on a
+//!   schedule and rewrites outbox results that lag.
 //! - [`drive`]: pumps the send and status queues through their use cases like the Lambda event
 //!   source does; the local runner and the end-to-end tests run on it.
 //! - [`queue_action`]: what a handler does with its message (delete, requeue with a delay,
@@ -27,6 +30,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod drive;
+pub mod follow_up;
 pub mod intake;
 pub mod messages;
 pub mod outbox;
@@ -37,4 +41,5 @@ pub mod seller_block;
 pub mod send;
 pub mod sessions;
 pub mod status;
+pub mod sweeper;
 mod upo_read;

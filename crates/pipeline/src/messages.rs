@@ -10,9 +10,28 @@ pub struct SendRequest {
     pub document: DocumentKey,
     pub content_hash: ContentHash,
     pub trace_id: TraceId,
+    /// The record's step this message was sent for (see `DocumentRecord::step`); 0 in messages
+    /// from before the relay kept steps, which count as current.
+    #[serde(default)]
+    pub step: u64,
 }
 
 impl SendRequest {
+    /// "Send `record`", for its current step.
+    pub fn for_record(record: &relay_domain::DocumentRecord) -> Self {
+        SendRequest {
+            document: record.key.clone(),
+            content_hash: record.content_hash,
+            trace_id: record.trace_id.clone(),
+            step: record.step,
+        }
+    }
+
+    /// Whether the record has moved past the step this message was sent for.
+    pub fn is_behind(&self, record: &relay_domain::DocumentRecord) -> bool {
+        self.step != 0 && self.step < record.step
+    }
+
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).expect("a SendRequest always serialises")
     }
@@ -51,6 +70,9 @@ pub struct StatusRequest {
     pub trace_id: TraceId,
     /// How many polls came before this one (drives the growing delay).
     pub poll: u32,
+    /// The record's step this message was sent for (see [`SendRequest::step`]).
+    #[serde(default)]
+    pub step: u64,
 }
 
 impl StatusRequest {
@@ -67,15 +89,22 @@ impl StatusRequest {
             invoice_reference,
             trace_id: record.trace_id.clone(),
             poll: 0,
+            step: record.step,
         }
     }
 
-    /// The same check, one poll later.
-    pub fn next_poll(&self) -> Self {
+    /// The same check, one poll later, for `record`'s new step.
+    pub fn next_poll(&self, record: &relay_domain::DocumentRecord) -> Self {
         StatusRequest {
             poll: self.poll + 1,
+            step: record.step,
             ..self.clone()
         }
+    }
+
+    /// Whether the record has moved past the step this message was sent for.
+    pub fn is_behind(&self, record: &relay_domain::DocumentRecord) -> bool {
+        self.step != 0 && self.step < record.step
     }
 
     pub fn to_json(&self) -> String {

@@ -12,7 +12,7 @@
 use std::time::Duration;
 
 use relay_domain::ports::DocumentRegistry;
-use relay_domain::ports::{ArchiveError, OutgoingMessage, Queue, QueueError, ReceivedMessage, StoreError, MAX_DELAY};
+use relay_domain::ports::{Archive, ArchiveError, OutgoingMessage, Queue, QueueError, ReceivedMessage, StoreError, MAX_DELAY};
 use relay_domain::{Document, DocumentKey, DocumentRecord, DocumentState, TraceId};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,6 +75,7 @@ pub fn done(action: QueueAction, outcome: &'static str, record: Option<DocumentR
 /// document's message to a stage; back in the DLQ, dlq-replay can still move it.
 pub async fn stage_document<S: DocumentRegistry + ?Sized>(
     store: &S,
+    archive: &dyn Archive,
     document: &DocumentKey,
     trace_id: &TraceId,
     stage: &str,
@@ -85,6 +86,11 @@ pub async fn stage_document<S: DocumentRegistry + ?Sized>(
     };
     relay_observe::logging::note_state(doc.record.erp_document_id.as_str(), doc.record.state.code());
     if doc.record.state == DocumentState::Failed {
+        // The stage that gave up may have died before telling the ERP: tell it (again).
+        let errors = doc.record.last_error.iter().cloned().collect();
+        crate::outbox::OutboxResult::for_record(&doc.record, errors)
+            .publish(archive)
+            .await?;
         return done(QueueAction::DeadLetter, "FAILED_BACK_TO_DLQ", Some(doc.record)).map(Err);
     }
     Ok(Ok(doc))

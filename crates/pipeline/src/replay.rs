@@ -169,11 +169,7 @@ pub async fn replay<S: DocumentRegistry + DocumentUpdates + ?Sized>(
                         } else {
                             r
                         };
-                        let msg = SendRequest {
-                            document: r.key.clone(),
-                            content_hash: r.content_hash,
-                            trace_id: r.trace_id.clone(),
-                        };
+                        let msg = SendRequest::for_record(&r);
                         ports
                             .send_queue
                             .send(OutgoingMessage::new(msg.to_json()).with_trace_id(&r.trace_id))

@@ -35,6 +35,7 @@ use relay_domain::{
     HistoryEvent, KsefReference, Nip, RetryDecision, RetryPolicy,
 };
 
+use crate::follow_up::{catch_up, FollowUpPorts, REDRIVE_GRACE};
 use crate::messages::{report_for_correction, SendRequest, StatusRequest};
 use crate::outbox::give_up;
 use crate::queue_action::{done, stage_document, QueueAction, StageError, StageResult};
@@ -49,8 +50,22 @@ impl<T: DocumentRegistry + DocumentClaims + DocumentUpdates + ?Sized> SendStore 
 pub struct SendPorts<'a, S: SendStore + ?Sized> {
     pub store: &'a S,
     pub archive: &'a dyn Archive,
+    /// Its own queue: a leftover message that finds its document's follow-up lost re-issues it.
+    pub send_queue: &'a dyn Queue,
     pub status_queue: &'a dyn Queue,
     pub corrections_queue: &'a dyn Queue,
+}
+
+impl<S: SendStore + ?Sized> SendPorts<'_, S> {
+    fn follow_up(&self) -> FollowUpPorts<'_, S> {
+        FollowUpPorts {
+            store: self.store,
+            archive: self.archive,
+            send_queue: self.send_queue,
+            status_queue: self.status_queue,
+            corrections_queue: self.corrections_queue,
+        }
+    }
 }
 
 /// Tunables, from the function's settings.
@@ -97,7 +112,7 @@ pub async fn send<S: SendStore + ?Sized>(
         if res.outcome == OPERATOR_PARKED {
             if let Some(f) = res.record.as_ref().and_then(|r| r.last_error.clone()) {
                 let block = ksef.park_seller(seller, &f, now).await;
-                if let QueueAction::Requeue { delay } = &mut res.action {
+                if let QueueAction::Requeue { delay } | QueueAction::Replace { delay, .. } = &mut res.action {
                     *delay = (*delay).max(until(now, block.until));
                 }
             }
@@ -117,14 +132,16 @@ async fn send_document<S: SendStore + ?Sized>(
     now: DateTime<Utc>,
     probing: &mut bool,
 ) -> Result<StageResult, StageError> {
-    let doc = match stage_document(ports.store, &req.document, &req.trace_id, "send").await? {
+    let doc = match stage_document(ports.store, ports.archive, &req.document, &req.trace_id, "send").await? {
         Ok(doc) => doc,
         Err(answer) => return Ok(answer),
     };
     let last_send_started = last_send_started(&doc.history);
     let r = doc.record;
-    if r.state != DocumentState::Queued {
-        return done(QueueAction::Delete, "NOT_QUEUED", Some(r));
+    if r.state != DocumentState::Queued || req.is_behind(&r) {
+        // Not this message's work any more; but the write that moved the document on may have
+        // been the last thing an earlier handler did: make sure its follow-up exists.
+        return catch_up(&ports.follow_up(), r, REDRIVE_GRACE, now).await;
     }
     if r.content_hash != req.content_hash {
         // The document was resubmitted with new content; its own message is on the queue.
@@ -297,7 +314,7 @@ async fn await_batch<S: SendStore + ?Sized>(
 ) -> Result<StageResult, StageError> {
     let check_at = now + chrono::Duration::from_std(wait).unwrap_or_default();
     let r = ports.store.transition(r, Change::AwaitingBatch { detail, check_at }, now).await?;
-    done(QueueAction::Requeue { delay: wait }, outcome, Some(r))
+    done(again(&r, wait), outcome, Some(r))
 }
 
 /// Sends an invoice with an attachment in a batch session of its own.
@@ -494,6 +511,14 @@ async fn mark_sent<S: SendStore + ?Sized>(
     done(QueueAction::Delete, outcome, Some(r))
 }
 
+/// The same document's next send attempt, after `delay`, for the step just written.
+fn again(r: &DocumentRecord, delay: Duration) -> QueueAction {
+    QueueAction::Replace {
+        body: SendRequest::for_record(r).to_json(),
+        delay,
+    }
+}
+
 /// The seller's work is parked: the document waits for the block to end, not charged.
 async fn park_for_seller<S: SendStore + ?Sized>(
     ports: &SendPorts<'_, S>,
@@ -514,7 +539,7 @@ async fn park_for_seller<S: SendStore + ?Sized>(
         maybe_received: r.ksef.unconfirmed_send.is_some(),
     };
     match ports.store.transition(&r, change, now).await {
-        Ok(r) => done(QueueAction::Requeue { delay }, SELLER_PARKED, Some(r)),
+        Ok(r) => done(again(&r, delay), SELLER_PARKED, Some(r)),
         Err(StoreError::VersionConflict { .. }) => done(
             QueueAction::Requeue {
                 delay: Duration::from_secs(1),
@@ -564,7 +589,7 @@ async fn on_read_failure<S: SendStore + ?Sized>(
         maybe_received: true,
     };
     let r = ports.store.transition(&r, change, now).await?;
-    done(QueueAction::Requeue { delay }, outcome, Some(r))
+    done(again(&r, delay), outcome, Some(r))
 }
 
 /// Classifies `f` with the retry policy and records the decision.
@@ -595,7 +620,7 @@ async fn on_failure<S: SendStore + ?Sized>(
         RetryDecision::RetryAfter { delay } => {
             let at = now + chrono::Duration::from_std(delay).unwrap_or_default();
             let r = ports.store.transition(&r, retry(at, charged), now).await?;
-            done(QueueAction::Requeue { delay }, "RETRY", Some(r))
+            done(again(&r, delay), "RETRY", Some(r))
         }
         RetryDecision::FixAndRetry => {
             // A new session or login: nothing was sent, so the recovery limit pays, not the budget.
@@ -605,18 +630,18 @@ async fn on_failure<S: SendStore + ?Sized>(
                 maybe_received,
             };
             let r = ports.store.transition(&r, change, now).await?;
-            done(QueueAction::Requeue { delay: Duration::ZERO }, "RETRY", Some(r))
+            done(again(&r, Duration::ZERO), "RETRY", Some(r))
         }
         RetryDecision::ParkUntil { until: t } => {
             let r = ports.store.transition(&r, retry(t, false), now).await?;
-            done(QueueAction::Requeue { delay: until(now, t) }, "PARKED", Some(r))
+            done(again(&r, until(now, t)), "PARKED", Some(r))
         }
         RetryDecision::ParkForOperator => {
             // Not the invoice's fault and not charged; `send` parks the seller's work (the wait
             // grows with the seller's strikes) and the alarm fires.
             let t = now + chrono::Duration::from_std(RetryPolicy::operator_wait(1, 0.0)).unwrap_or_default();
             let r = ports.store.transition(&r, retry(t, false), now).await?;
-            done(QueueAction::Requeue { delay: until(now, t) }, OPERATOR_PARKED, Some(r))
+            done(again(&r, until(now, t)), OPERATOR_PARKED, Some(r))
         }
         RetryDecision::Exhausted => {
             let f = match charge {

@@ -13,11 +13,9 @@ use chrono::{DateTime, Utc};
 use ksef_client::{InvoiceOutcome, KsefClient};
 use relay_domain::ports::{Archive, DocumentRegistry, DocumentUpdates, ObjectBody, OutgoingMessage, Queue};
 use relay_domain::storage_keys::upo_key;
-use relay_domain::{
-    Change, DocumentRecord, DocumentState, ErrorClass, ErrorSource, Failure, HistoryEntry, HistoryEvent, KsefNumber, RetryDecision,
-    RetryPolicy,
-};
+use relay_domain::{Change, DocumentRecord, DocumentState, ErrorClass, ErrorSource, Failure, KsefNumber, RetryDecision, RetryPolicy};
 
+use crate::follow_up::{catch_up, FollowUpPorts, REDRIVE_GRACE};
 use crate::messages::{report_for_correction, SendRequest, StatusRequest};
 use crate::outbox::{give_up, OutboxResult};
 use crate::queue_action::{done, stage_document, QueueAction, StageError, StageResult};
@@ -31,7 +29,21 @@ pub struct StatusPorts<'a, S: StatusStore + ?Sized> {
     pub store: &'a S,
     pub archive: &'a dyn Archive,
     pub send_queue: &'a dyn Queue,
+    /// Its own queue: a leftover message that finds its document's follow-up lost re-issues it.
+    pub status_queue: &'a dyn Queue,
     pub corrections_queue: &'a dyn Queue,
+}
+
+impl<S: StatusStore + ?Sized> StatusPorts<'_, S> {
+    fn follow_up(&self) -> FollowUpPorts<'_, S> {
+        FollowUpPorts {
+            store: self.store,
+            archive: self.archive,
+            send_queue: self.send_queue,
+            status_queue: self.status_queue,
+            corrections_queue: self.corrections_queue,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -65,11 +77,11 @@ impl StatusConfig {
     }
 }
 
-fn next(req: &StatusRequest, cfg: &StatusConfig) -> QueueAction {
-    let body = req.next_poll().to_json();
+/// The next poll, for the step `r` is now at.
+fn next(req: &StatusRequest, r: &DocumentRecord, delay: Duration) -> QueueAction {
     QueueAction::Replace {
-        body,
-        delay: cfg.delay(req.poll),
+        body: req.next_poll(r).to_json(),
+        delay,
     }
 }
 
@@ -82,15 +94,16 @@ pub async fn poll<S: StatusStore + ?Sized>(
     req: &StatusRequest,
     now: DateTime<Utc>,
 ) -> Result<StageResult, StageError> {
-    let r = match stage_document(ports.store, &req.document, &req.trace_id, "status").await? {
+    let r = match stage_document(ports.store, ports.archive, &req.document, &req.trace_id, "status").await? {
         Ok(doc) => doc.record,
         Err(answer) => return Ok(answer),
     };
-    if !matches!(r.state, DocumentState::Sent | DocumentState::Processing) {
-        return done(QueueAction::Delete, "NOT_PENDING", Some(r));
-    }
-    if r.ksef.invoice_reference.as_ref() != Some(&req.invoice_reference) {
-        return done(QueueAction::Delete, "STALE", Some(r));
+    let upo_pending = r.state == DocumentState::Accepted && r.storage.upo.is_none();
+    let polling = matches!(r.state, DocumentState::Sent | DocumentState::Processing) || upo_pending;
+    if !polling || req.is_behind(&r) || r.ksef.invoice_reference.as_ref() != Some(&req.invoice_reference) {
+        // Not this message's work any more; but the write that moved the document on may have
+        // been the last thing an earlier handler did: make sure its follow-up exists.
+        return catch_up(&ports.follow_up(), r, REDRIVE_GRACE, now).await;
     }
     if let Some(t) = r.next_attempt_at.filter(|t| *t > now) {
         return done(
@@ -101,7 +114,7 @@ pub async fn poll<S: StatusStore + ?Sized>(
             Some(r),
         );
     }
-    if req.poll >= cfg.max_polls {
+    if req.poll >= cfg.max_polls && !upo_pending {
         let f = Failure::new(
             ErrorClass::Transient,
             ErrorSource::Relay,
@@ -117,6 +130,9 @@ pub async fn poll<S: StatusStore + ?Sized>(
         Ok(c) => c,
         Err(f) => return poll_error(ports, cfg, req, r, f, now).await,
     };
+    if upo_pending {
+        return fetch_upo(ports, &client, cfg, req, r, now).await;
+    }
     let status = match client.invoice_status(req.session.as_str(), req.invoice_reference.as_str()).await {
         Ok(s) => s,
         Err(f) => {
@@ -131,7 +147,7 @@ pub async fn poll<S: StatusStore + ?Sized>(
             let detail = format!("KSeF status {} ({})", status.status.code, status.status.description);
             let next_poll_at = now + chrono::Duration::from_std(cfg.delay(req.poll)).unwrap_or_default();
             let r = ports.store.transition(&r, Change::Processing { detail, next_poll_at }, now).await?;
-            done(next(req, cfg), "PROCESSING", Some(r))
+            done(next(req, &r, cfg.delay(req.poll)), "PROCESSING", Some(r))
         }
         InvoiceOutcome::Accepted {
             ksef_number,
@@ -141,30 +157,35 @@ pub async fn poll<S: StatusStore + ?Sized>(
                 Some(url) => client.download_upo(url).await,
                 None => client.invoice_upo(req.session.as_str(), req.invoice_reference.as_str()).await,
             };
-            let upo = match upo {
-                Ok(u) => u,
-                // The number is assigned but the receipt is not ready yet: come back for it.
+            let acquisition_date = acquisition_date.unwrap_or(now);
+            match upo {
+                Ok(upo) => {
+                    let r = accept(
+                        ports,
+                        r,
+                        ksef_number,
+                        acquisition_date,
+                        Some(upo.xml),
+                        "KSeF status 200".into(),
+                        now,
+                    )
+                    .await?;
+                    done(QueueAction::Delete, "ACCEPTED", Some(r))
+                }
+                // The number is assigned: the invoice legally exists, and the record and the ERP
+                // get the number now. The receipt is not ready: come back for it.
                 Err(f) => {
-                    return poll_error(ports, cfg, req, r, f, now).await.map(|res| StageResult {
-                        outcome: "UPO_PENDING",
+                    let reason = "KSeF status 200; the UPO is not ready yet and will be fetched later".to_owned();
+                    let r = accept(ports, r, ksef_number, acquisition_date, None, reason, now).await?;
+                    poll_error(ports, cfg, req, r, f, now).await.map(|res| StageResult {
+                        outcome: "ACCEPTED_UPO_PENDING",
                         ..res
                     })
                 }
-            };
-            let r = accept(
-                ports,
-                r,
-                ksef_number,
-                acquisition_date.unwrap_or(now),
-                upo.xml,
-                "KSeF status 200".into(),
-                now,
-            )
-            .await?;
-            done(QueueAction::Delete, "ACCEPTED", Some(r))
+            }
         }
         InvoiceOutcome::Failed(f) => match f.class.clone() {
-            ErrorClass::Duplicate { original } => resolve_duplicate(ports, &client, r, f, original, now).await,
+            ErrorClass::Duplicate { original } => resolve_duplicate(ports, &client, cfg, req, r, f, original, now).await,
             ErrorClass::Permanent => {
                 let r = ports
                     .store
@@ -185,6 +206,32 @@ pub async fn poll<S: StatusStore + ?Sized>(
     }
 }
 
+/// An ACCEPTED document whose UPO could not be fetched when KSeF numbered it: fetch it now.
+async fn fetch_upo<S: StatusStore + ?Sized>(
+    ports: &StatusPorts<'_, S>,
+    client: &KsefClient,
+    cfg: &StatusConfig,
+    req: &StatusRequest,
+    r: DocumentRecord,
+    now: DateTime<Utc>,
+) -> Result<StageResult, StageError> {
+    let Some(number) = r.ksef.ksef_number.clone() else {
+        return done(QueueAction::Delete, "LEFTOVER", Some(r));
+    };
+    match client.invoice_upo(req.session.as_str(), req.invoice_reference.as_str()).await {
+        Ok(upo) => {
+            let key = archive_upo(ports, &r, &number, upo.xml).await?;
+            let r = ports.store.transition(&r, Change::UpoArchived { upo_key: key }, now).await?;
+            OutboxResult::for_record(&r, Vec::new()).publish(ports.archive).await?;
+            done(QueueAction::Delete, "UPO_ARCHIVED", Some(r))
+        }
+        Err(f) => poll_error(ports, cfg, req, r, f, now).await.map(|res| StageResult {
+            outcome: "UPO_PENDING",
+            ..res
+        }),
+    }
+}
+
 /// A poll that could not get an answer: note it in the history and poll again later.
 async fn poll_error<S: StatusStore + ?Sized>(
     ports: &StatusPorts<'_, S>,
@@ -196,22 +243,33 @@ async fn poll_error<S: StatusStore + ?Sized>(
 ) -> Result<StageResult, StageError> {
     relay_observe::logging::note_error_class(f.class.name());
     tracing::warn!(document = %r.key, trace_id = %r.trace_id, class = f.class.name(), code = ?f.code, "status poll failed");
+    // A Retry-After longer than the queue's 15-minute delay is kept in the record: the message
+    // hops in 15-minute steps until then (the NOT_YET check).
     let delay = match &f.class {
         ErrorClass::RateLimited { until } => (*until - now).to_std().unwrap_or_default().max(cfg.delay(req.poll)),
         _ => cfg.delay(req.poll),
     };
-    ports
+    let next_poll_at = now + chrono::Duration::from_std(delay).unwrap_or_default();
+    let r = ports
         .store
-        .append_history(
-            &r.key,
-            vec![HistoryEntry {
-                at: now,
-                event: HistoryEvent::Error { failure: f },
-            }],
-        )
+        .transition(&r, Change::PollFailed { failure: f, next_poll_at }, now)
         .await?;
-    let body = req.next_poll().to_json();
-    done(QueueAction::Replace { body, delay }, "POLL_ERROR", Some(r))
+    done(next(req, &r, delay), "POLL_ERROR", Some(r))
+}
+
+/// Archives a UPO at `upo/{sellerNip}/{ksefNumber}.xml`; returns its key.
+async fn archive_upo<S: StatusStore + ?Sized>(
+    ports: &StatusPorts<'_, S>,
+    r: &DocumentRecord,
+    ksef_number: &KsefNumber,
+    upo_xml: Vec<u8>,
+) -> Result<String, StageError> {
+    let key = upo_key(&r.key.seller_nip, ksef_number);
+    let body = ObjectBody::new(upo_xml, "application/xml")
+        .with_metadata("trace-id", r.trace_id.as_str())
+        .with_metadata("ksef-number", ksef_number.as_str());
+    ports.archive.put_if_absent(&key, body).await?;
+    Ok(key)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -220,15 +278,14 @@ async fn accept<S: StatusStore + ?Sized>(
     r: DocumentRecord,
     ksef_number: KsefNumber,
     acquisition_date: DateTime<Utc>,
-    upo_xml: Vec<u8>,
+    upo_xml: Option<Vec<u8>>,
     reason: String,
     now: DateTime<Utc>,
 ) -> Result<DocumentRecord, StageError> {
-    let key = upo_key(&r.key.seller_nip, &ksef_number);
-    let body = ObjectBody::new(upo_xml, "application/xml")
-        .with_metadata("trace-id", r.trace_id.as_str())
-        .with_metadata("ksef-number", ksef_number.as_str());
-    ports.archive.put_if_absent(&key, body).await?;
+    let key = match upo_xml {
+        Some(xml) => Some(archive_upo(ports, &r, &ksef_number, xml).await?),
+        None => None,
+    };
     let r = ports
         .store
         .transition(
@@ -248,9 +305,12 @@ async fn accept<S: StatusStore + ?Sized>(
 
 /// 440: the same seller + kind + number is already in KSeF. Ours only if the original's UPO
 /// carries our content hash.
+#[allow(clippy::too_many_arguments)]
 async fn resolve_duplicate<S: StatusStore + ?Sized>(
     ports: &StatusPorts<'_, S>,
     client: &KsefClient,
+    cfg: &StatusConfig,
+    req: &StatusRequest,
     r: DocumentRecord,
     f: Failure,
     original: KsefNumber,
@@ -263,7 +323,23 @@ async fn resolve_duplicate<S: StatusStore + ?Sized>(
         .map(str::to_owned)
         .filter(|s| s != "null");
     let proof = match &original_session {
-        Some(session) => client.invoice_upo_by_ksef_number(session, original.as_str()).await.ok(),
+        Some(session) => match client.invoice_upo_by_ksef_number(session, original.as_str()).await {
+            Ok(upo) => Some(upo),
+            // No answer is no proof either way: ask again later, never call it a conflict.
+            Err(e) => {
+                let f = Failure {
+                    message: format!(
+                        "{}; the original's UPO could not be read to check whose it is: {}",
+                        f.message, e.message
+                    ),
+                    ..e
+                };
+                return poll_error(ports, cfg, req, r, f, now).await.map(|res| StageResult {
+                    outcome: "DUPLICATE_UNPROVEN",
+                    ..res
+                });
+            }
+        },
         None => None,
     };
     let ours = proof.as_ref().is_some_and(|upo| {
@@ -273,7 +349,7 @@ async fn resolve_duplicate<S: StatusStore + ?Sized>(
     });
     if let (true, Some(upo)) = (ours, proof) {
         let reason = format!("KSeF reported a duplicate of {original}, whose UPO carries this document's hash: it is ours");
-        let r = accept(ports, r, original, now, upo.xml, reason, now).await?;
+        let r = accept(ports, r, original, now, Some(upo.xml), reason, now).await?;
         return done(QueueAction::Delete, "ACCEPTED_DUPLICATE_OURS", Some(r));
     }
     let why = if original_session.is_none() {
@@ -330,11 +406,7 @@ async fn resend<S: StatusStore + ?Sized>(
                     now,
                 )
                 .await?;
-            let msg = SendRequest {
-                document: r.key.clone(),
-                content_hash: r.content_hash,
-                trace_id: r.trace_id.clone(),
-            };
+            let msg = SendRequest::for_record(&r);
             ports
                 .send_queue
                 .send(

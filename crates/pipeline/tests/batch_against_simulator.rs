@@ -27,6 +27,7 @@ async fn send_at(w: &common::World, req: &SendRequest, now: DateTime<Utc>) -> St
     let ports = SendPorts {
         store: &w.store,
         archive: &w.archive,
+        send_queue: &w.send_q,
         status_queue: &w.status_q,
         corrections_queue: &w.corrections_q,
     };
@@ -37,11 +38,16 @@ async fn send_at(w: &common::World, req: &SendRequest, now: DateTime<Utc>) -> St
 /// document leaves QUEUED; returns the outcomes seen on the way.
 async fn until_sent(w: &common::World, req: &SendRequest, mut now: DateTime<Utc>) -> Vec<&'static str> {
     let mut outcomes = Vec::new();
+    // The message as it comes back: a stage that wrote a new step sends a copy for that step.
+    let mut req = w.current_request(req).await;
     for _ in 0..200 {
-        let res = send_at(w, req, now).await;
+        let res = send_at(w, &req, now).await;
         outcomes.push(res.outcome);
         if res.record.as_ref().is_some_and(|r| r.state != DocumentState::Queued) {
             return outcomes;
+        }
+        if let QueueAction::Replace { body, .. } = &res.action {
+            req = SendRequest::from_json(body).unwrap();
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
         let due = w.store.get(&req.document).await.unwrap().unwrap().record.next_attempt_at;
@@ -75,7 +81,7 @@ async fn an_invoice_with_an_attachment_is_sent_in_a_batch_and_found_there() {
     let req = w.register(WITH_ATTACHMENT).await;
     let first = send_at(&w, &req, Utc::now()).await;
     assert_eq!(first.outcome, "BATCH_CLOSED");
-    assert!(matches!(first.action, QueueAction::Requeue { .. }));
+    assert!(matches!(first.action, QueueAction::Replace { .. }));
     let r = first.record.unwrap();
     assert_eq!(r.state, DocumentState::Queued, "nothing is known until KSeF processed the batch");
     let batch = r.ksef.unconfirmed_send.clone().expect("the send stays unconfirmed");

@@ -128,6 +128,8 @@ async fn dying_between_acceptance_and_the_state_write_still_ends_with_one_accept
         send_cfg: &send_cfg,
         status_cfg: &status_cfg,
         visibility: Duration::from_secs(1),
+        clock: &relay_domain::clock::SystemClock,
+        sweep: relay_pipeline::sweeper::SweepConfig::standard(),
     };
     let mut outcomes = Vec::new();
     assert!(stages

@@ -50,7 +50,7 @@ async fn a_refused_login_parks_the_sellers_work_instead_of_rejecting_the_backlog
 
     let res = w.send(&first).await;
     assert_eq!(res.outcome, "OPERATOR_PARKED");
-    let QueueAction::Requeue { delay } = res.action else {
+    let (QueueAction::Requeue { delay } | QueueAction::Replace { delay, .. }) = res.action else {
         panic!("{:?}", res.action)
     };
     assert!(delay >= Duration::from_secs(299), "a delayed message, minutes away: {delay:?}");
@@ -76,6 +76,7 @@ async fn a_refused_login_parks_the_sellers_work_instead_of_rejecting_the_backlog
         .with(World::nip(), client(&w.sim))
         .with_shared_cache(cache.clone());
     let later = Utc::now() + chrono::Duration::hours(2);
+    let second = w.current_request(&second).await;
     let res = send(&w.send_ports(), &w.ksef, &w.cfg, &second, later).await.unwrap();
     assert_eq!(res.outcome, "SENT");
     assert_eq!(
@@ -83,6 +84,7 @@ async fn a_refused_login_parks_the_sellers_work_instead_of_rejecting_the_backlog
         SellerGate::Open,
         "the probe cleared the block"
     );
+    let first = w.current_request(&first).await;
     let res = send(&w.send_ports(), &w.ksef, &w.cfg, &first, later).await.unwrap();
     assert_eq!(res.outcome, "SENT");
     assert_eq!(res.record.unwrap().attempts, 0);
@@ -134,6 +136,7 @@ async fn failed_reconciliation_reads_spend_their_own_limit_not_the_send_budget()
     let max_recoveries = w.cfg.policy.max_recoveries();
     for i in 1..max_recoveries {
         let at = t0 + chrono::Duration::hours(2 * i64::from(i));
+        let req = w.current_request(&req).await;
         let res = send(&w.send_ports(), &w.ksef, &w.cfg, &req, at).await.unwrap();
         assert_eq!(res.outcome, "RETRY", "read {i}");
         let r = res.record.unwrap();
@@ -142,6 +145,7 @@ async fn failed_reconciliation_reads_spend_their_own_limit_not_the_send_budget()
     }
     // An endless loop of failed reads still ends, FAILED, saying why.
     let at = t0 + chrono::Duration::hours(2 * i64::from(max_recoveries));
+    let req = w.current_request(&req).await;
     let res = send(&w.send_ports(), &w.ksef, &w.cfg, &req, at).await.unwrap();
     assert_eq!(res.outcome, "FAILED");
     let r = res.record.unwrap();
@@ -198,7 +202,7 @@ async fn re_uploading_a_file_rejected_for_something_other_than_its_content_sends
     let IntakeOutcome::Resubmitted(r) = out else { panic!("{out:?}") };
     assert_eq!((r.state, r.attempts), (DocumentState::Queued, 0));
     assert_eq!(w.send_q.stats().await.unwrap().total(), 1, "queued for sending");
-    assert_eq!(w.send(&req).await.outcome, "SENT");
+    assert_eq!(w.send(&w.current_request(&req).await).await.outcome, "SENT");
 
     // A rejection for the content stays: the same bytes again are a repeat.
     let bytes = invoice("OP/6");

@@ -36,6 +36,8 @@ async fn an_outage_past_the_budget_fails_and_a_replay_after_recovery_delivers_on
         send_cfg: &w.cfg,
         status_cfg: &status_cfg,
         visibility: Duration::from_secs(30),
+        clock: &relay_domain::clock::SystemClock,
+        sweep: relay_pipeline::sweeper::SweepConfig::standard(),
     };
     let mut docs = Vec::new();
     for n in ["RP/1", "RP/2"] {

@@ -11,7 +11,7 @@ use ksef_client::SendOptions;
 use ksef_sim::Fault;
 use relay_domain::ports::{Archive, DocumentClaims, DocumentRegistry, DocumentUpdates, Queue};
 use relay_domain::{Change, ClaimPurpose, DocumentState, KsefReference, Nip};
-use relay_pipeline::messages::StatusRequest;
+use relay_pipeline::messages::{SendRequest, StatusRequest};
 use relay_pipeline::queue_action::QueueAction;
 use relay_pipeline::send::{send, SendPorts};
 
@@ -33,9 +33,10 @@ async fn a_queued_document_is_sent_once_and_a_repeated_message_sends_nothing() {
         StatusRequest::from_json(&checks[0].body).unwrap().invoice_reference,
         r.ksef.invoice_reference.clone().unwrap()
     );
-    // The same message again (SQS delivers at least once): nothing is sent.
+    // The same message again (SQS delivers at least once): nothing is sent. The document is a
+    // step ahead of it and its follow-up (the status check) is not overdue: a leftover.
     let again = w.send(&req).await;
-    assert_eq!((again.outcome, &again.action), ("NOT_QUEUED", &QueueAction::Delete));
+    assert_eq!((again.outcome, &again.action), ("LEFTOVER", &QueueAction::Delete));
     assert_eq!(w.copies_in_session(&session, &req).await, 1);
     // And KSeF accepts it: the simulator's ledger has it exactly once.
     let client = w.ksef.client(&Nip::parse("9999999999").unwrap()).unwrap();
@@ -97,6 +98,7 @@ async fn a_crash_after_ksef_took_the_invoice_is_reconciled_not_resent() {
     let ports = SendPorts {
         store: &w.store,
         archive: &w.archive,
+        send_queue: &w.send_q,
         status_queue: &w.status_q,
         corrections_queue: &w.corrections_q,
     };
@@ -129,10 +131,15 @@ async fn a_503_is_retried_after_checking_that_ksef_did_not_take_it() {
     );
     let res = w.send(&req).await;
     assert_eq!(res.outcome, "RETRY");
+    let QueueAction::Replace { body, delay } = &res.action else {
+        panic!("{:?}", res.action)
+    };
+    assert_eq!(*delay, Duration::ZERO, "the first retry is immediate");
+    let req = SendRequest::from_json(body).unwrap();
     assert_eq!(
-        res.action,
-        QueueAction::Requeue { delay: Duration::ZERO },
-        "the first retry is immediate"
+        req.step,
+        res.record.as_ref().unwrap().step,
+        "the retry's message is for the step just written"
     );
     let r = res.record.unwrap();
     assert_eq!((r.state, r.attempts), (DocumentState::Queued, 1));
@@ -172,10 +179,11 @@ async fn a_429_parks_without_charging_the_budget() {
     );
     let res = w.send(&req).await;
     assert_eq!(res.outcome, "PARKED");
-    let QueueAction::Requeue { delay } = res.action else {
+    let QueueAction::Replace { body, delay } = res.action else {
         panic!("{:?}", res.action)
     };
     assert!(delay >= Duration::from_secs(29) && delay <= Duration::from_secs(33), "{delay:?}");
+    let req = SendRequest::from_json(&body).unwrap();
     let r = res.record.unwrap();
     assert_eq!(r.attempts, 0, "rate limits cost no attempt");
     assert_eq!(r.ksef.unconfirmed_send, None, "KSeF refused it outright: nothing to reconcile");
@@ -199,21 +207,16 @@ async fn an_exhausted_budget_ends_failed_in_the_dlq_with_an_outbox_result() {
     // Every later attempt first looks for the earlier one in its session, and that read fails
     // too: the reads spend the recovery limit (not the send budget) until it ends.
     let t0 = Utc::now();
+    let mut req = w.current_request(&req).await;
     let mut res = w.send(&req).await;
     for hours in 1..=w.cfg.policy.max_recoveries() {
         if res.outcome == "FAILED" {
             break;
         }
         assert_eq!(res.outcome, "RETRY");
-        res = send(
-            &w.send_ports(),
-            &w.ksef,
-            &w.cfg,
-            &req,
-            t0 + chrono::Duration::hours(2 * i64::from(hours)),
-        )
-        .await
-        .unwrap();
+        req = w.current_request(&req).await;
+        let at = t0 + chrono::Duration::hours(2 * i64::from(hours));
+        res = send(&w.send_ports(), &w.ksef, &w.cfg, &req, at).await.unwrap();
     }
     assert_eq!((res.outcome, &res.action), ("FAILED", &QueueAction::DeadLetter));
     let r = res.record.unwrap();

@@ -175,7 +175,11 @@ async fn a_550_sends_it_again_and_it_is_accepted_once() {
     w.sim.faults().clear();
     let m = w.send_q.receive(1, Duration::from_secs(30), Duration::from_secs(1)).await.unwrap();
     assert_eq!(m.len(), 1, "back on the send queue");
-    assert_eq!(w.send(&req).await.outcome, "SENT");
+    let resend = relay_pipeline::messages::SendRequest::from_json(&m[0].body).unwrap();
+    assert_eq!(resend.step, r.step, "for the step the resend wrote");
+    // The original send message, were it delivered again, is a leftover: it sends nothing.
+    assert_eq!(w.send(&req).await.outcome, "LEFTOVER");
+    assert_eq!(w.send(&resend).await.outcome, "SENT");
     assert_eq!(w.poll_until_decided().await.outcome, "ACCEPTED");
     assert_eq!(w.sim.ledger().count_hash(&req.content_hash), 1);
 }
@@ -277,7 +281,11 @@ async fn past_the_poll_limit_it_fails_and_a_native_redrive_goes_back_to_the_dlq(
         .await
         .unwrap();
     assert_eq!(polled.outcome, "PROCESSING");
-    let second = relay_pipeline::messages::StatusRequest { poll: 1, ..first };
+    let QueueAction::Replace { body, .. } = &polled.action else {
+        panic!("{:?}", polled.action)
+    };
+    let second = relay_pipeline::messages::StatusRequest::from_json(body).unwrap();
+    assert_eq!(second.poll, 1);
     let res = relay_pipeline::status::poll(&w.status_ports(), &w.ksef, &cfg, &second, Utc::now())
         .await
         .unwrap();

@@ -93,7 +93,7 @@ async fn the_week_counts_errors_of_documents_queued_before_it_and_snapshots_skip
             Change::Accepted {
                 ksef_number: number,
                 acquisition_date: now - Duration::hours(1),
-                upo_key: "upo/5265877635/x.xml".into(),
+                upo_key: Some("upo/5265877635/x.xml".into()),
                 reason: "200".into(),
             },
             now - Duration::hours(1),

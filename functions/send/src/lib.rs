@@ -77,6 +77,7 @@ async fn handle_message(m: &SqsMessage, deps: &SendDeps) -> bool {
         let ports = SendPorts {
             store: &deps.store,
             archive: &deps.archive,
+            send_queue: &deps.send_queue,
             status_queue: &deps.status_queue,
             corrections_queue: &deps.corrections_queue,
         };

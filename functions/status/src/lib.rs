@@ -62,6 +62,7 @@ async fn handle_message(m: &SqsMessage, deps: &StatusDeps) -> bool {
             store: &deps.store,
             archive: &deps.archive,
             send_queue: &deps.send_queue,
+            status_queue: &deps.status_queue,
             corrections_queue: &deps.corrections_queue,
         };
         let action = match StatusRequest::from_json(m.body.as_deref().unwrap_or_default()) {

@@ -108,10 +108,22 @@ impl World {
         SendRequest::from_json(&m.body).unwrap()
     }
 
+    /// `req` for the step its document is at now: the copy a stage that wrote a new step
+    /// (a retry, a batch check) put back on the queue.
+    pub async fn current_request(&self, req: &SendRequest) -> SendRequest {
+        let r = relay_domain::ports::DocumentRegistry::get(&self.store, &req.document)
+            .await
+            .unwrap()
+            .unwrap()
+            .record;
+        SendRequest::for_record(&r)
+    }
+
     pub async fn send(&self, req: &SendRequest) -> relay_pipeline::queue_action::StageResult {
         let ports = SendPorts {
             store: &self.store,
             archive: &self.archive,
+            send_queue: &self.send_q,
             status_queue: &self.status_q,
             corrections_queue: &self.corrections_q,
         };
@@ -144,6 +156,7 @@ impl World {
             store: &self.store,
             archive: &self.archive,
             send_queue: &self.send_q,
+            status_queue: &self.status_q,
             corrections_queue: &self.corrections_q,
         }
     }
@@ -152,6 +165,7 @@ impl World {
         SendPorts {
             store: &self.store,
             archive: &self.archive,
+            send_queue: &self.send_q,
             status_queue: &self.status_q,
             corrections_queue: &self.corrections_q,
         }

@@ -1,0 +1,99 @@
+"""Shows the SQS race in moto's server that scripts/moto_server.py fixes.
+
+Ten threads each take one message, send a follow-up and delete the message they took (what the
+relay's stages do), 40 times. The queue must end with exactly ten messages. Run against the plain
+`moto_server` and the patched `scripts/moto_server.py`, each started here on a free port:
+
+    .venv/bin/python scripts/moto_race.py [TRIALS]
+
+It prints, per server, how many trials ended with messages lost or deleted ones back.
+"""
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import boto3
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+VENV_BIN = os.path.join(os.path.dirname(HERE), ".venv", "bin")
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def start(cmd):
+    port = free_port()
+    proc = subprocess.Popen(cmd + ["-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(300):
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            return proc, port
+        except OSError:
+            time.sleep(0.1)
+    raise SystemExit(f"{cmd} did not start")
+
+
+def client(port):
+    return boto3.client(
+        "sqs",
+        endpoint_url=f"http://127.0.0.1:{port}",
+        region_name="eu-central-1",
+        aws_access_key_id="test",
+        aws_secret_access_key="test",
+    )
+
+
+def trial(port, threads=10, rounds=40):
+    sqs = client(port)
+    q = sqs.create_queue(QueueName=f"race{time.time_ns()}")["QueueUrl"]
+    for i in range(threads):
+        sqs.send_message(QueueUrl=q, MessageBody=f"seed{i}")
+
+    def worker():
+        c = client(port)
+        for _ in range(rounds):
+            for m in c.receive_message(QueueUrl=q, MaxNumberOfMessages=1, VisibilityTimeout=120).get("Messages", []):
+                c.send_message(QueueUrl=q, MessageBody="follow-up")
+                c.delete_message(QueueUrl=q, ReceiptHandle=m["ReceiptHandle"])
+
+    ts = [threading.Thread(target=worker) for _ in range(threads)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    a = sqs.get_queue_attributes(QueueUrl=q, AttributeNames=["All"])["Attributes"]
+    left = sum(
+        int(a[k])
+        for k in ("ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible", "ApproximateNumberOfMessagesDelayed")
+    )
+    return left - threads
+
+
+def main():
+    trials = int(sys.argv[1]) if len(sys.argv) > 1 else 10
+    for name, cmd in (
+        ("moto_server (plain)", [os.path.join(VENV_BIN, "moto_server")]),
+        ("scripts/moto_server.py", [os.path.join(VENV_BIN, "python"), os.path.join(HERE, "moto_server.py")]),
+    ):
+        proc, port = start(cmd)
+        try:
+            diffs = [trial(port) for _ in range(trials)]
+        finally:
+            proc.terminate()
+            proc.wait()
+        lost = sum(1 for d in diffs if d < 0)
+        back = sum(1 for d in diffs if d > 0)
+        print(f"{name}: {trials} trials, {lost} lost messages, {back} brought deleted messages back ({diffs})")
+
+
+if __name__ == "__main__":
+    main()

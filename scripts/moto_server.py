@@ -1,0 +1,53 @@
+"""moto's server, with one fix: SQS deletes that cannot lose a message.
+
+moto 5.2.5's `Queue.delete_message` rebuilds the queue's message list without holding the
+queue's lock, while `add_message` appends under it. The server is threaded, so a SendMessage to
+a queue that lands while another request's DeleteMessage on the same queue is rebuilding the
+list is lost (the rebuilt list, taken before the append, replaces the list that had it), two
+concurrent deletes can bring a deleted message back, and two concurrent receives can both take
+the same message. Real SQS does neither. The relay's
+stages send a follow-up and then delete the message they handled, ten at a time per batch, so
+under load the emulator lost status messages (a document left SENT with no message on any
+queue: issue 11). `scripts/moto_race.py` shows the race on the unpatched server.
+
+Usage: the same arguments as `moto_server` (`-H 127.0.0.1 -p PORT`).
+"""
+
+import functools
+import sys
+
+from moto.sqs import models
+
+
+def _locked(method):
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        # The queue's Condition wraps an RLock: the add_message it may wait on is not reached
+        # from a delete, so holding it here cannot deadlock.
+        with self._messages_lock:
+            return method(self, *args, **kwargs)
+
+    return wrapper
+
+
+models.Queue.delete_message = _locked(models.Queue.delete_message)
+
+
+def _receive_locked(method):
+    @functools.wraps(method)
+    def wrapper(self, queue_name, *args, **kwargs):
+        # Two concurrent receives could both take the same visible message (each marks it
+        # received outside any lock); the queue's lock makes taking a message atomic. A long
+        # poll waits on the same Condition, which releases the lock while it waits.
+        with self.get_queue(queue_name)._messages_lock:
+            return method(self, queue_name, *args, **kwargs)
+
+    return wrapper
+
+
+models.SQSBackend.receive_message = _receive_locked(models.SQSBackend.receive_message)
+
+if __name__ == "__main__":
+    from moto.server import main
+
+    sys.exit(main())
