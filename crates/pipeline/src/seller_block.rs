@@ -217,6 +217,22 @@ mod tests {
         .with_code("403 ip-not-allowed")
     }
 
+    #[test]
+    fn the_parked_line_is_valid_emf_with_the_alarmed_metric() {
+        let now = Utc::now();
+        let block = SellerBlock {
+            until: now,
+            since: now,
+            strikes: 2,
+            failure: forbidden(),
+            probing: false,
+        };
+        let line = parked_line(&Nip::parse("9999999999").unwrap(), &block, now).to_line().unwrap();
+        let metrics = relay_observe::emf::check_line(&line).unwrap();
+        assert!(metrics.iter().any(|(name, _)| name == "SellerParked"), "{line}");
+        assert!(line.contains("403 ip-not-allowed") && line.contains("9999999999"), "{line}");
+    }
+
     #[tokio::test]
     async fn a_block_parks_every_instance_then_one_probe_and_success_clears_it() {
         let cache: Arc<dyn SharedCache> = Arc::new(MemorySharedCache::new());
