@@ -252,6 +252,8 @@ fn alarms_cover_queue_age_dead_letters_function_errors_and_throttles_and_overdue
     }
     let overdue = alarm_on("KsefRelay", "DocumentsOverdue", None).expect("the overdue documents alarm");
     assert_eq!((overdue["Statistic"].as_str(), num(&overdue["Threshold"])), (Some("Maximum"), 0));
+    let operator = alarm_on("KsefRelay", "SellerParked", None).expect("the operator problem alarm");
+    assert_eq!((operator["Statistic"].as_str(), num(&operator["Threshold"])), (Some("Sum"), 0));
     for (name, p) in alarms() {
         assert_eq!(p["AlarmActions"], json!([{"Ref": "AlarmTopic"}]), "{name} notifies the alarm topic");
     }

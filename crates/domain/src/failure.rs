@@ -26,6 +26,12 @@ pub enum ErrorClass {
     /// KSeF 440: the same seller NIP + kind + number exists, under `original`. Success only if
     /// the original is provably ours (same content hash); otherwise a conflict.
     Duplicate { original: KsefNumber },
+    /// Needs an operator, not a corrected invoice: credentials (a wrong or revoked token, a
+    /// login KSeF refuses), permissions, an IP block, a status whose meaning KSeF does not
+    /// document, or the relay's own configuration. Never REJECTED and never charged to the
+    /// invoice: the seller's work is parked with growing waits, an alarm fires, and when a wait
+    /// ends one attempt probes whether it is fixed.
+    Operator,
 }
 
 impl ErrorClass {
@@ -38,6 +44,7 @@ impl ErrorClass {
             ErrorClass::NeedsReauth => "NEEDS_REAUTH",
             ErrorClass::Permanent => "PERMANENT",
             ErrorClass::Duplicate { .. } => "DUPLICATE",
+            ErrorClass::Operator => "OPERATOR",
         }
     }
 }
@@ -122,6 +129,32 @@ impl Failure {
     pub fn at(mut self, location: impl Into<String>) -> Self {
         self.location = Some(location.into());
         self
+    }
+
+    /// Whether this failure blames the invoice's own content: our validation, or KSeF refusing
+    /// the invoice itself. Only such failures may leave a document REJECTED; any other rejection
+    /// (an operator's problem recorded as PERMANENT before the [`ErrorClass::Operator`] class
+    /// existed: a 403, an unknown status, a failed login) is worth sending again.
+    pub fn is_content_failure(&self) -> bool {
+        if self.class != ErrorClass::Permanent {
+            return false;
+        }
+        match &self.source {
+            ErrorSource::Validation => true,
+            ErrorSource::Ksef { operation } => {
+                // Records written before the Operator class: a 403, an unknown 400, an HTTP
+                // status without a documented meaning, a failed login, a permission (410) or
+                // taxpayer-setting (415) invoice status were never about the content.
+                let code = self.code.as_deref().unwrap_or("");
+                let operator = operation.starts_with("auth")
+                    || code.starts_with("403")
+                    || code == "400"
+                    || self.message.starts_with("HTTP ")
+                    || (operation == "invoice_status" && matches!(code, "410" | "415"));
+                !operator
+            }
+            ErrorSource::Storage { .. } | ErrorSource::Relay => false,
+        }
     }
 }
 

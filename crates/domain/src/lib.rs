@@ -36,5 +36,5 @@ pub use record::{
     Applied, Change, ClaimPurpose, ClaimRefused, Document, DocumentRecord, HistoryEntry, HistoryEvent, InitialState, KsefRefs, Lease,
     NewDocument, StorageKeys,
 };
-pub use retry_policy::{RetryDecision, RetryPolicy};
+pub use retry_policy::{Charge, RetryDecision, RetryPolicy};
 pub use state::{DocumentState, TransitionError};

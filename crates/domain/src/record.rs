@@ -80,6 +80,10 @@ pub struct DocumentRecord {
     /// (the crash between a state write and the message write). 0 for records written before.
     #[serde(default)]
     pub step: u64,
+    /// Recoveries spent: new sessions, new logins and failed reconciliation reads. They sent
+    /// nothing, so they are not charged to `attempts`; their own limit ends an endless loop.
+    #[serde(default)]
+    pub recoveries: u32,
 }
 
 /// Everything needed to register a document at intake.
@@ -210,6 +214,13 @@ pub enum Change {
         invoice_reference: KsefReference,
         reason: String,
     },
+    /// Like `RetryScheduled`, but spends the recovery limit, not the send budget: a new session
+    /// or login KSeF asked for, or a reconciliation read that failed. Nothing was sent.
+    RecoveryScheduled {
+        failure: Failure,
+        retry_at: DateTime<Utc>,
+        maybe_received: bool,
+    },
 }
 
 impl Change {
@@ -221,7 +232,8 @@ impl Change {
             | Change::AwaitingBatch { .. }
             | Change::PollFailed { .. }
             | Change::Redriven { .. }
-            | Change::UpoArchived { .. } => current,
+            | Change::UpoArchived { .. }
+            | Change::RecoveryScheduled { .. } => current,
             Change::Sent { .. } => DocumentState::Sent,
             Change::Processing { .. } => DocumentState::Processing,
             Change::Accepted { .. } => DocumentState::Accepted,
@@ -238,7 +250,7 @@ impl Change {
         use DocumentState::*;
         match self {
             Change::SendStarted { .. } | Change::Reconciled { .. } | Change::AwaitingBatch { .. } => from == Queued,
-            Change::RetryScheduled { .. } => matches!(from, Queued | Sent | Processing),
+            Change::RetryScheduled { .. } | Change::RecoveryScheduled { .. } => matches!(from, Queued | Sent | Processing),
             Change::Resubmitted { .. } => from == Rejected,
             // ACCEPTED too: the number is recorded, the UPO is still to be fetched.
             Change::PollFailed { .. } => matches!(from, Sent | Processing | Accepted),
@@ -331,6 +343,7 @@ impl DocumentRecord {
             offline: new.offline,
             last_error,
             issue_date: new.issue_date,
+            recoveries: 0,
         };
         let mut history = vec![
             HistoryEntry {
@@ -371,6 +384,7 @@ impl DocumentRecord {
                 | Change::PollFailed { .. }
                 | Change::Redriven { .. }
                 | Change::UpoArchived { .. }
+                | Change::RecoveryScheduled { .. }
         );
         // An attempt's own bookkeeping (about to send, reconciled) stays with its message; every
         // other change hands the document to a new follow-up.
@@ -528,6 +542,7 @@ impl DocumentRecord {
             Change::Requeued { reason: why, reset_budget } => {
                 if reset_budget {
                     r.attempts = 0;
+                    r.recoveries = 0;
                 }
                 reason = why;
                 r.next_attempt_at = None;
@@ -559,6 +574,7 @@ impl DocumentRecord {
                 r.storage = storage;
                 r.issue_date = issue_date;
                 r.attempts = 0;
+                r.recoveries = 0;
                 r.next_attempt_at = None;
                 r.last_error = None;
                 r.ksef = KsefRefs::default();
@@ -574,6 +590,35 @@ impl DocumentRecord {
                 r.ksef.unconfirmed_send = None;
                 r.attempts = 0;
                 r.next_attempt_at = None;
+                r.recoveries = 0;
+            }
+            Change::RecoveryScheduled {
+                failure,
+                retry_at,
+                maybe_received,
+            } => {
+                r.recoveries += 1;
+                if !maybe_received {
+                    r.ksef.unconfirmed_send = None;
+                }
+                r.next_attempt_at = Some(retry_at);
+                reason = String::new();
+                history.push(HistoryEntry {
+                    at: now,
+                    event: HistoryEvent::Error { failure: failure.clone() },
+                });
+                history.push(HistoryEntry {
+                    at: now,
+                    event: HistoryEvent::Note {
+                        message: format!(
+                            "retry at {} (recovery {}; not charged to the send budget, {} of it used)",
+                            retry_at.to_rfc3339(),
+                            r.recoveries,
+                            r.attempts
+                        ),
+                    },
+                });
+                r.last_error = Some(failure);
             }
         }
         if moves || !reason.is_empty() {
@@ -827,6 +872,50 @@ mod tests {
             .unwrap()
             .record;
         assert_eq!(r.attempts, 0);
+    }
+
+    #[test]
+    fn recoveries_have_their_own_count_and_a_replay_resets_both() {
+        let t0 = Utc::now();
+        let r = DocumentRecord::register(new_doc(), t0).record;
+        let f = Failure::new(
+            ErrorClass::Transient,
+            ErrorSource::Ksef {
+                operation: "session_invoices".into(),
+            },
+            "HTTP 503",
+        );
+        let a = r
+            .apply(
+                Change::RecoveryScheduled {
+                    failure: f,
+                    retry_at: t0,
+                    maybe_received: true,
+                },
+                t0,
+            )
+            .unwrap();
+        assert_eq!((a.record.attempts, a.record.recoveries), (0, 1));
+        assert!(a
+            .history
+            .iter()
+            .any(|h| matches!(&h.event, HistoryEvent::Note { message } if message.contains("not charged"))));
+        let r = a
+            .record
+            .apply(
+                Change::Requeued {
+                    reason: "replay".into(),
+                    reset_budget: true,
+                },
+                t0,
+            )
+            .unwrap()
+            .record;
+        assert_eq!(r.recoveries, 0);
+        // Records stored before the field existed read as no recoveries.
+        let mut json = serde_json::to_value(&r).unwrap();
+        json.as_object_mut().unwrap().remove("recoveries");
+        assert_eq!(serde_json::from_value::<DocumentRecord>(json).unwrap().recoveries, 0);
     }
 
     #[test]

@@ -2,6 +2,13 @@
 //! growing by a factor (10 min, 50 min, ...) up to a cap, with jitter so that many documents that
 //! failed together do not all come back together. A rate limit parks the document until KSeF's
 //! Retry-After and costs no attempt.
+//!
+//! The budget counts sends. Opening a new session or logging in again after KSeF said so
+//! ([`Charge::Recovery`]), and a reconciliation read that failed ([`RetryPolicy::decide_read`]),
+//! sent nothing: they spend a separate, larger recovery limit, so an endless recovery loop still
+//! ends FAILED but never eats the invoice's send budget. An operator's problem
+//! ([`ErrorClass::Operator`]) spends neither: it parks the seller's work with growing waits
+//! ([`RetryPolicy::operator_wait`]) until someone fixes it.
 
 use std::time::Duration;
 
@@ -24,7 +31,26 @@ pub enum RetryDecision {
     Reject,
     /// Duplicate: prove the original is ours (ACCEPTED) or raise a CONFLICT. Never resend.
     ResolveDuplicate,
+    /// An operator's problem: park the document and the seller's other work for
+    /// [`RetryPolicy::operator_wait`], raise the alarm; costs nothing, never REJECTED.
+    ParkForOperator,
 }
+
+/// What a failure spends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Charge {
+    /// A send attempt that failed: the invoice's budget ([`RetryPolicy::max_attempts`]).
+    Attempt,
+    /// A session or login to renew, or a reconciliation read that failed: nothing was sent, so
+    /// it spends the separate recovery limit ([`RetryPolicy::max_recoveries`]).
+    Recovery,
+    /// Nothing: a rate limit, an operator's problem, a final verdict.
+    Nothing,
+}
+
+/// The first wait of a seller parked for an operator, and the longest.
+pub const OPERATOR_FIRST_WAIT: Duration = Duration::from_secs(5 * 60);
+pub const OPERATOR_MAX_WAIT: Duration = Duration::from_secs(3600);
 
 /// Why a policy could not be built.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -35,6 +61,7 @@ pub struct PolicyError(String);
 #[derive(Debug, Clone, PartialEq)]
 pub struct RetryPolicy {
     max_attempts: u32,
+    max_recoveries: u32,
     schedule: Vec<Duration>,
     growth: f64,
     cap: Duration,
@@ -82,6 +109,7 @@ impl RetryPolicy {
         }
         Ok(RetryPolicy {
             max_attempts,
+            max_recoveries: max_attempts.saturating_mul(2),
             schedule,
             growth,
             cap,
@@ -91,6 +119,27 @@ impl RetryPolicy {
 
     pub fn max_attempts(&self) -> u32 {
         self.max_attempts
+    }
+
+    /// How many recoveries (new sessions, logins, failed reconciliation reads) a document may
+    /// take before it is FAILED. Twice the send budget unless set.
+    pub fn max_recoveries(&self) -> u32 {
+        self.max_recoveries
+    }
+
+    /// The same policy with another recovery limit (at least 1).
+    pub fn with_max_recoveries(mut self, max_recoveries: u32) -> Self {
+        self.max_recoveries = max_recoveries.max(1);
+        self
+    }
+
+    /// How long a seller's work stays parked after its `strikes`-th operator failure in a row:
+    /// 5 min, doubling, up to 1 h; `unit` in [0, 1) adds up to +10 % so the parked documents do
+    /// not all wake in the same second.
+    pub fn operator_wait(strikes: u32, unit: f64) -> Duration {
+        let doubled = OPERATOR_FIRST_WAIT.as_secs_f64() * 2f64.powi(strikes.clamp(1, 16) as i32 - 1);
+        let base = doubled.min(OPERATOR_MAX_WAIT.as_secs_f64());
+        Duration::from_secs_f64(base * (1.0 + 0.1 * unit.clamp(0.0, 1.0)))
     }
 
     /// The delay before the next try after `failed_attempts` failed attempts (1-based), before jitter.
@@ -116,9 +165,10 @@ impl RetryPolicy {
         Duration::from_secs_f64(base.as_secs_f64() * factor).min(self.cap)
     }
 
-    /// Decides what follows a failure. `failed_attempts` counts the attempts already charged,
-    /// including this one unless it was rate limited; `unit` is a uniform sample in [0, 1).
-    pub fn decide(&self, class: &ErrorClass, failed_attempts: u32, now: DateTime<Utc>, unit: f64) -> RetryDecision {
+    /// Decides what follows a failure. `spent` counts what [`RetryPolicy::charge`] charges the
+    /// class to, including this failure: the failed send attempts for a transient failure, the
+    /// recoveries for a new session or login; `unit` is a uniform sample in [0, 1).
+    pub fn decide(&self, class: &ErrorClass, spent: u32, now: DateTime<Utc>, unit: f64) -> RetryDecision {
         match class {
             ErrorClass::RateLimited { until } => {
                 // A little positive jitter so parked documents do not all wake in the same second.
@@ -128,17 +178,48 @@ impl RetryPolicy {
             }
             ErrorClass::Permanent => RetryDecision::Reject,
             ErrorClass::Duplicate { .. } => RetryDecision::ResolveDuplicate,
-            _ if failed_attempts >= self.max_attempts => RetryDecision::Exhausted,
+            ErrorClass::Operator => RetryDecision::ParkForOperator,
+            ErrorClass::NeedsNewSession | ErrorClass::NeedsReauth if spent >= self.max_recoveries => RetryDecision::Exhausted,
             ErrorClass::NeedsNewSession | ErrorClass::NeedsReauth => RetryDecision::FixAndRetry,
+            ErrorClass::Transient if spent >= self.max_attempts => RetryDecision::Exhausted,
             ErrorClass::Transient => RetryDecision::RetryAfter {
-                delay: self.jittered(self.base_delay(failed_attempts), unit),
+                delay: self.jittered(self.base_delay(spent), unit),
             },
         }
     }
 
-    /// Whether this class charges an attempt to the budget.
+    /// Decides what follows a failed reconciliation read (is our invoice in that session?).
+    /// The read sent nothing and says nothing about the invoice, so it is never a rejection and
+    /// never spends the send budget: `recoveries` (including this one) is checked against the
+    /// recovery limit; transient failures wait on the usual schedule.
+    pub fn decide_read(&self, class: &ErrorClass, recoveries: u32, now: DateTime<Utc>, unit: f64) -> RetryDecision {
+        match class {
+            ErrorClass::RateLimited { .. } | ErrorClass::Operator => self.decide(class, recoveries, now, unit),
+            _ if recoveries >= self.max_recoveries => RetryDecision::Exhausted,
+            ErrorClass::NeedsNewSession | ErrorClass::NeedsReauth => RetryDecision::FixAndRetry,
+            _ => RetryDecision::RetryAfter {
+                delay: self.jittered(self.base_delay(recoveries), unit),
+            },
+        }
+    }
+
+    /// What a failure of this class spends.
+    pub fn charge(class: &ErrorClass) -> Charge {
+        match class {
+            ErrorClass::Transient => Charge::Attempt,
+            ErrorClass::NeedsNewSession | ErrorClass::NeedsReauth => Charge::Recovery,
+            ErrorClass::RateLimited { .. } | ErrorClass::Operator | ErrorClass::Permanent | ErrorClass::Duplicate { .. } => Charge::Nothing,
+        }
+    }
+
+    /// Whether this class charges an attempt to the send budget.
     pub fn costs_attempt(class: &ErrorClass) -> bool {
-        !matches!(class, ErrorClass::RateLimited { .. })
+        Self::charge(class) == Charge::Attempt
+    }
+
+    /// [`RetryPolicy::decide_read`] with a random jitter sample.
+    pub fn decide_read_now(&self, class: &ErrorClass, recoveries: u32, now: DateTime<Utc>) -> RetryDecision {
+        self.decide_read(class, recoveries, now, rand::random::<f64>())
     }
 
     /// [`RetryPolicy::decide`] with a random jitter sample.
@@ -172,7 +253,6 @@ mod tests {
             RetryDecision::RetryAfter { .. }
         ));
         assert_eq!(p.decide(&ErrorClass::Transient, 3, now, 0.5), RetryDecision::Exhausted);
-        assert_eq!(p.decide(&ErrorClass::NeedsNewSession, 3, now, 0.5), RetryDecision::Exhausted);
         assert_eq!(p.decide(&ErrorClass::NeedsReauth, 1, now, 0.5), RetryDecision::FixAndRetry);
         let until = now + chrono::Duration::seconds(2700);
         match p.decide(&ErrorClass::RateLimited { until }, 99, now, 0.0) {
@@ -182,6 +262,56 @@ mod tests {
         assert!(!RetryPolicy::costs_attempt(&ErrorClass::RateLimited { until }));
         assert!(RetryPolicy::costs_attempt(&ErrorClass::Transient));
         assert_eq!(p.decide(&ErrorClass::Permanent, 0, now, 0.5), RetryDecision::Reject);
+    }
+
+    /// Failed on main: NeedsNewSession/NeedsReauth were charged to the send budget and exhausted
+    /// it like failed sends (costs_attempt was true for them).
+    #[test]
+    fn sessions_and_logins_spend_the_recovery_limit_not_the_send_budget() {
+        let p = RetryPolicy::standard(3).unwrap();
+        let now = Utc::now();
+        assert_eq!(p.max_recoveries(), 6);
+        for class in [ErrorClass::NeedsNewSession, ErrorClass::NeedsReauth] {
+            assert!(!RetryPolicy::costs_attempt(&class), "{class}");
+            assert_eq!(RetryPolicy::charge(&class), Charge::Recovery);
+            assert_eq!(p.decide(&class, 3, now, 0.5), RetryDecision::FixAndRetry, "{class}");
+            assert_eq!(
+                p.decide(&class, 6, now, 0.5),
+                RetryDecision::Exhausted,
+                "{class}: the loop still ends"
+            );
+        }
+        assert_eq!(
+            p.clone().with_max_recoveries(2).decide(&ErrorClass::NeedsReauth, 2, now, 0.5),
+            RetryDecision::Exhausted
+        );
+    }
+
+    #[test]
+    fn a_failed_reconciliation_read_spends_recoveries_and_is_never_a_rejection() {
+        let p = RetryPolicy::standard(3).unwrap();
+        let now = Utc::now();
+        for class in [ErrorClass::Transient, ErrorClass::Permanent] {
+            assert!(
+                matches!(p.decide_read(&class, 5, now, 0.5), RetryDecision::RetryAfter { .. }),
+                "{class}"
+            );
+            assert_eq!(p.decide_read(&class, 6, now, 0.5), RetryDecision::Exhausted);
+        }
+        assert_eq!(p.decide_read(&ErrorClass::NeedsReauth, 1, now, 0.5), RetryDecision::FixAndRetry);
+        assert_eq!(p.decide_read(&ErrorClass::Operator, 99, now, 0.5), RetryDecision::ParkForOperator);
+    }
+
+    /// Failed on main: there was no operator class; 403s and failed logins were PERMANENT.
+    #[test]
+    fn an_operators_problem_parks_with_a_growing_wait_and_costs_nothing() {
+        let p = RetryPolicy::standard(1).unwrap();
+        assert_eq!(p.decide(&ErrorClass::Operator, 99, Utc::now(), 0.5), RetryDecision::ParkForOperator);
+        assert_eq!(RetryPolicy::charge(&ErrorClass::Operator), Charge::Nothing);
+        let waits: Vec<u64> = (1..=6).map(|n| RetryPolicy::operator_wait(n, 0.0).as_secs()).collect();
+        assert_eq!(waits, vec![300, 600, 1200, 2400, 3600, 3600]);
+        assert!(RetryPolicy::operator_wait(1, 0.99).as_secs() <= 330);
+        assert_eq!(RetryPolicy::operator_wait(0, 0.0).as_secs(), 300);
     }
 
     #[test]

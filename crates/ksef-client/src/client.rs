@@ -455,7 +455,22 @@ impl KsefClient {
 
     /// The whole login: challenge, then the encrypted KSeF token or the XAdES-signed request,
     /// status polling, redeem.
+    ///
+    /// A login that KSeF refuses (bad or revoked token, no permission, a blocked context, a
+    /// refused certificate, missing credentials) is an operator's problem, never an invoice's:
+    /// logging in again cannot help, so it is [`ErrorClass::Operator`]. Only transient failures
+    /// and rate limits keep their class.
     pub async fn authenticate(&self) -> Result<TokenSet> {
+        self.login().await.map_err(|f| match f.class {
+            ErrorClass::Transient | ErrorClass::RateLimited { .. } => f,
+            _ => Failure {
+                class: ErrorClass::Operator,
+                ..f
+            },
+        })
+    }
+
+    async fn login(&self) -> Result<TokenSet> {
         let init: AuthInit = match self.inner.credentials.clone() {
             None => {
                 return Err(Failure::new(

@@ -32,7 +32,8 @@ pub fn parse_retry_after(value: &str, now: DateTime<Utc>) -> Option<DateTime<Utc
 pub fn class_of_exception(code: i32) -> ErrorClass {
     match code {
         // The session is closed, gone, over its invoice limit or cancelled: open a new one.
-        21173 | 21180 | 21155 | 21208 => ErrorClass::NeedsNewSession,
+        // 21205: a batch part never arrived (its upload failed): the package needs a new session.
+        21173 | 21180 | 21155 | 21208 | 21205 => ErrorClass::NeedsNewSession,
         // Not authorised (redeemed, revoked, bad status), unknown auth operation, bad challenge.
         21301 | 21304 | 21111 => ErrorClass::NeedsReauth,
         // UPO or invoice not generated yet.
@@ -40,8 +41,12 @@ pub fn class_of_exception(code: i32) -> ErrorClass {
         // Unknown public key: the client refreshes its keys and retries once; if that still
         // fails, later is the best hope.
         21470 => ErrorClass::Transient,
-        // 21402/21403 hashing or encryption bugs, 21405 input validation, the rest: a person must look.
-        _ => ErrorClass::Permanent,
+        // The request as built from this invoice: its size or hash (21402, 21403), input
+        // validation (21405), part sizes and counts (21157, 21161): the invoice cannot go as is.
+        21402 | 21403 | 21405 | 21157 | 21161 => ErrorClass::Permanent,
+        // A code we do not know says nothing about the invoice: an operator looks, the seller's
+        // work is parked meanwhile, and nothing is REJECTED on a guess.
+        _ => ErrorClass::Operator,
     }
 }
 
@@ -95,7 +100,8 @@ pub fn from_response(operation: &str, status: u16, retry_after: Option<&str>, bo
                         .with_details(details);
                 }
             }
-            Failure::new(ErrorClass::Permanent, source(operation), "HTTP 400 Bad Request")
+            // A 400 KSeF did not explain: an operator looks; the invoice is not to blame.
+            Failure::new(ErrorClass::Operator, source(operation), "HTTP 400 Bad Request")
                 .with_code("400")
                 .with_details(non_empty(text))
         }
@@ -109,11 +115,12 @@ pub fn from_response(operation: &str, status: u16, retry_after: Option<&str>, bo
             .with_code("401")
         }
         403 => {
-            // missing-permissions, ip-not-allowed, security-service-blocked...: a person must act.
+            // missing-permissions, ip-not-allowed, security-service-blocked...: an operator must
+            // act, and every invoice of the seller would get the same answer meanwhile.
             let p = serde_json::from_slice::<ProblemDetails>(body).unwrap_or_default();
             let code = p.reason_code.map(|r| format!("403 {r}")).unwrap_or_else(|| "403".into());
             Failure::new(
-                ErrorClass::Permanent,
+                ErrorClass::Operator,
                 source(operation),
                 p.detail.unwrap_or_else(|| "Forbidden".into()),
             )
@@ -131,7 +138,8 @@ pub fn from_response(operation: &str, status: u16, retry_after: Option<&str>, bo
         500..=599 => Failure::new(ErrorClass::Transient, source(operation), format!("HTTP {status} from KSeF"))
             .with_code(status.to_string())
             .with_details(non_empty(text)),
-        _ => Failure::new(ErrorClass::Permanent, source(operation), format!("HTTP {status} from KSeF"))
+        // A status KSeF documents no meaning for here (404, 405, 409, a 410 outside auth, 3xx...).
+        _ => Failure::new(ErrorClass::Operator, source(operation), format!("HTTP {status} from KSeF"))
             .with_code(status.to_string())
             .with_details(non_empty(text)),
     }
@@ -237,8 +245,13 @@ pub fn invoice_outcome(operation: &str, inv: &InvoiceStatus) -> InvoiceOutcome {
         }
         // Unknown error: retry, then the retry budget escalates.
         500 | 550 => ErrorClass::Transient,
-        // 410 permissions, 415 attachments, 430 verification, 435 decryption, 450 validation.
-        _ => ErrorClass::Permanent,
+        // The invoice file itself: 450 validation (XSD, semantics, UTF-8), 430 file verification,
+        // 435 decryption of this file, 415 an attachment the taxpayer may not send (drop it or
+        // enable attachments; parking the seller would hold back its invoices without one).
+        415 | 430 | 435 | 450 => ErrorClass::Permanent,
+        // 410 the context may not issue for this seller (permissions), and any code KSeF has not
+        // documented: an operator's problem.
+        _ => ErrorClass::Operator,
     };
     InvoiceOutcome::Failed(status_failure(class, operation, s))
 }
@@ -250,8 +263,9 @@ pub fn auth_outcome(operation: &str, s: &Status) -> Result<bool, Failure> {
         200 => Ok(true),
         // Cancelled by the system or unknown: try again.
         500 | 550 => Err(status_failure(ErrorClass::Transient, operation, s)),
-        // 415 no permissions, 425 revoked, 450 bad token, 460 certificate, 470, 480 blocked.
-        _ => Err(status_failure(ErrorClass::Permanent, operation, s)),
+        // 415 no permissions, 425 revoked, 450 bad token, 460 certificate, 470, 480 blocked: the
+        // credentials, never an invoice, are at fault.
+        _ => Err(status_failure(ErrorClass::Operator, operation, s)),
     }
 }
 
@@ -322,6 +336,7 @@ mod tests {
             (21403, ErrorClass::Permanent),
             (21405, ErrorClass::Permanent),
             (21178, ErrorClass::Transient),
+            (21999, ErrorClass::Operator),
         ] {
             let f = from_response("op", 400, None, &ksef400(code), now());
             assert_eq!(f.class, class, "{code}");
@@ -343,7 +358,52 @@ mod tests {
             br#"{"title":"Forbidden","detail":"x","reasonCode":"ip-not-allowed"}"#,
             now(),
         );
-        assert_eq!((f.class, f.code.as_deref()), (ErrorClass::Permanent, Some("403 ip-not-allowed")));
+        assert_eq!((f.class, f.code.as_deref()), (ErrorClass::Operator, Some("403 ip-not-allowed")));
+    }
+
+    /// Failed on main: a 403, an unexplained 400, an undocumented status and a refused login
+    /// were PERMANENT, so an IP block or a revoked token turned the whole backlog REJECTED.
+    #[test]
+    fn credentials_permissions_and_unknown_answers_are_an_operators_problem() {
+        for reason in ["missing-permissions", "ip-not-allowed", "security-service-blocked"] {
+            let body = format!(r#"{{"title":"Forbidden","detail":"x","reasonCode":"{reason}"}}"#);
+            assert_eq!(
+                from_response("send_invoice", 403, None, body.as_bytes(), now()).class,
+                ErrorClass::Operator,
+                "{reason}"
+            );
+        }
+        assert_eq!(
+            from_response("send_invoice", 400, None, b"<html>", now()).class,
+            ErrorClass::Operator
+        );
+        for status in [404, 405, 409, 410, 418] {
+            assert_eq!(
+                from_response("send_invoice", status, None, b"", now()).class,
+                ErrorClass::Operator,
+                "{status}"
+            );
+        }
+        let status = |code: i32| Status {
+            code,
+            description: "d".into(),
+            details: None,
+            extensions: None,
+        };
+        for code in [415, 425, 450, 460, 470, 480] {
+            assert_eq!(
+                auth_outcome("auth_status", &status(code)).unwrap_err().class,
+                ErrorClass::Operator,
+                "{code}"
+            );
+        }
+        let class = |c| match invoice_outcome("s", &inv(c, None)) {
+            InvoiceOutcome::Failed(f) => f.class,
+            o => panic!("{o:?}"),
+        };
+        for c in [410, 499] {
+            assert_eq!(class(c), ErrorClass::Operator, "{c}");
+        }
     }
 
     fn inv(code: i32, ext: Option<serde_json::Value>) -> InvoiceStatus {
@@ -365,7 +425,7 @@ mod tests {
         };
         assert_eq!(class(405), ErrorClass::NeedsNewSession);
         assert_eq!(class(550), ErrorClass::Transient);
-        for c in [410, 415, 430, 435, 450] {
+        for c in [415, 430, 435, 450] {
             assert_eq!(class(c), ErrorClass::Permanent, "{c}");
         }
         let dup = inv(

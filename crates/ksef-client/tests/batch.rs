@@ -72,7 +72,7 @@ async fn a_missing_part_keeps_the_session_from_closing_and_bad_invoices_fail_alo
     let last = session.uploads.pop().unwrap();
     c.upload_batch_parts(&session).await.unwrap();
     let f = c.close_batch_session(&session.reference).await.unwrap_err();
-    assert_eq!((f.class, f.code.as_deref()), (ErrorClass::Permanent, Some("21205")));
+    assert_eq!((f.class, f.code.as_deref()), (ErrorClass::NeedsNewSession, Some("21205")));
     // Upload the last part too; now it closes. One bad invoice does not reject the package.
     session.uploads = vec![last];
     c.upload_batch_parts(&session).await.unwrap();

@@ -29,7 +29,7 @@ async fn token_auth_caches_refreshes_and_logs_in_again() {
 }
 
 #[tokio::test]
-async fn a_wrong_token_is_a_permanent_auth_failure_with_ksef_s_words() {
+async fn a_wrong_token_is_an_operators_auth_failure_with_ksef_s_words() {
     let sim = sim().await;
     let bad = Credentials::Token {
         context: Nip::parse("9999999999").unwrap(),
@@ -37,7 +37,8 @@ async fn a_wrong_token_is_a_permanent_auth_failure_with_ksef_s_words() {
     };
     let c = KsefClient::new(client_config(&sim), Some(bad)).unwrap();
     let f = c.authenticate().await.unwrap_err();
-    assert_eq!(f.class, ErrorClass::Permanent);
+    // Never the invoice's fault: the seller's work is parked for an operator, nothing REJECTED.
+    assert_eq!(f.class, ErrorClass::Operator);
     assert_eq!(f.code.as_deref(), Some("450"));
     assert!(f.message.contains("tokenu"), "{f}");
     assert!(!format!("{f} {c_cfg:?}", c_cfg = c.config()).contains("not-the-token"));
@@ -207,7 +208,7 @@ async fn an_invoice_of_another_seller_is_410_in_this_context() {
     let sent = c.send_invoice(&s, &foreign, &SendOptions::default()).await.unwrap();
     let (_, o) = c.wait_for_invoice(&s.reference, &sent.reference, POLL, WAIT).await.unwrap();
     let InvoiceOutcome::Failed(f) = o else { panic!("{o:?}") };
-    assert_eq!((f.class, f.code.as_deref()), (ErrorClass::Permanent, Some("410")));
+    assert_eq!((f.class, f.code.as_deref()), (ErrorClass::Operator, Some("410")));
     assert!(sim.ledger().is_empty());
 }
 

@@ -61,7 +61,7 @@ async fn ec_p256_and_rsa_2048_certificates_log_in_and_send() {
 }
 
 #[tokio::test]
-async fn a_certificate_without_rights_to_the_context_is_refused_with_415() {
+async fn a_certificate_without_rights_to_the_context_is_refused_with_415_an_operators_problem() {
     let sim = sim().await;
     let creds = Credentials::Certificate {
         context: nip(),
@@ -70,7 +70,7 @@ async fn a_certificate_without_rights_to_the_context_is_refused_with_415() {
     };
     let c = KsefClient::new(client_config(&sim), Some(creds)).unwrap();
     let f = c.authenticate().await.unwrap_err();
-    assert_eq!((f.class, f.code.as_deref()), (ErrorClass::Permanent, Some("415")));
+    assert_eq!((f.class, f.code.as_deref()), (ErrorClass::Operator, Some("415")));
 }
 
 #[tokio::test]
@@ -106,7 +106,7 @@ async fn tampered_or_unsigned_requests_are_refused() {
     .unwrap();
     let (status, f) = post(signed.replace("<Nip>9999999999</Nip>", "<Nip>5265877635</Nip>")).await;
     assert_eq!(status, 400);
-    assert_eq!((f.class.clone(), f.code.as_deref()), (ErrorClass::Permanent, Some("9105")));
+    assert_eq!((f.class.clone(), f.code.as_deref()), (ErrorClass::Operator, Some("9105")));
     assert!(f.details[0].contains("digest"), "{f}");
     // The signature value changed: the signature no longer verifies.
     let sv = signed.find("<ds:SignatureValue>").unwrap() + "<ds:SignatureValue>".len();

@@ -59,6 +59,14 @@ pub enum Fault {
     Decryption435 { rate: f64 },
     /// The UPO is not available for `delay_ms` after acceptance (21178, storage 404).
     UpoNotReady { delay_ms: u64 },
+    /// HTTP 403 problem+json with this `reasonCode` (`ip-not-allowed`, `missing-permissions`,
+    /// `security-service-blocked`...): an IP block or a permission taken away.
+    Forbidden {
+        rate: f64,
+        reason_code: String,
+        #[serde(default)]
+        on: Option<String>,
+    },
 }
 
 impl Fault {
@@ -74,6 +82,7 @@ impl Fault {
             Fault::StuckProcessing { .. } => "stuck150",
             Fault::Decryption435 { .. } => "decrypt435",
             Fault::UpoNotReady { .. } => "upo-late",
+            Fault::Forbidden { .. } => "forbidden",
         }
     }
 }
@@ -115,9 +124,14 @@ impl FromStr for Fault {
             },
             "decrypt435" => Fault::Decryption435 { rate },
             "upo-late" => Fault::UpoNotReady { delay_ms: ms },
+            "forbidden" => Fault::Forbidden {
+                rate,
+                reason_code: "ip-not-allowed".into(),
+                on,
+            },
             other => {
                 return Err(format!(
-                    "unknown fault {other:?}; known: unavailable, slow, reset, burst429, close-timeout, status550, stuck150, decrypt435, upo-late"
+                    "unknown fault {other:?}; known: unavailable, slow, reset, burst429, close-timeout, status550, stuck150, decrypt435, upo-late, forbidden"
                 ))
             }
         })
@@ -131,6 +145,7 @@ pub enum RequestFault {
     Delay(Duration),
     Reset,
     TooManyRequests { retry_after_s: u64 },
+    Forbidden { reason_code: String },
 }
 
 /// How an invoice that passed every check ends.
@@ -186,6 +201,9 @@ impl FaultSwitch {
                         retry_after_s: *retry_after_s,
                     })
                 }
+                Fault::Forbidden { rate, reason_code, on } if applies(on) && rng.random_bool(*rate) => out.push(RequestFault::Forbidden {
+                    reason_code: reason_code.clone(),
+                }),
                 Fault::CloseTimeout { delay_ms } if is_close => out.push(RequestFault::Delay(Duration::from_millis(*delay_ms))),
                 _ => {}
             }

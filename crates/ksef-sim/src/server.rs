@@ -115,6 +115,23 @@ async fn gate(State(sim): State<Arc<Sim>>, req: Request, next: Next) -> Response
             RequestFault::Unavailable => {
                 early.get_or_insert_with(|| (StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable").into_response());
             }
+            RequestFault::Forbidden { reason_code } => {
+                early.get_or_insert_with(|| {
+                    let body = serde_json::json!({
+                        "title": "Forbidden",
+                        "status": 403,
+                        "detail": format!("Brak dostępu ({reason_code})."),
+                        "instance": path.as_str(),
+                        "reasonCode": reason_code,
+                    });
+                    (
+                        StatusCode::FORBIDDEN,
+                        [(header::CONTENT_TYPE, "application/problem+json")],
+                        body.to_string(),
+                    )
+                        .into_response()
+                });
+            }
             RequestFault::TooManyRequests { retry_after_s } => {
                 early.get_or_insert_with(|| {
                     let msg = format!("Przekroczono limit żądań. Spróbuj ponownie po {retry_after_s} sekundach.");

@@ -7,7 +7,9 @@
 //!   queue it for sending. (Full FA(3) validation and the corrections queue join it in the
 //!   pipeline issue.)
 //! - [`send`]: one queued document to KSeF, at most once (claim, reconcile, record "about to
-//!   send", POST, classify); [`sessions`] holds the KSeF clients and online sessions per seller.
+//!   send", POST, classify); [`sessions`] holds the KSeF clients and online sessions per seller;
+//!   [`seller_block`] parks a seller's work while an operator's problem (credentials, permissions,
+//!   an IP block) stands, so it is never blamed on the invoices.
 //! - [`status`]: follow a sent invoice to KSeF's decision: UPO archived and ACCEPTED, a
 //!   duplicate proven ours (or a CONFLICT), a resend, or REJECTED with KSeF's words.
 //! - [`replay`]: dlq-replay: dead-lettered messages checked one by one (the document's state,
@@ -35,6 +37,7 @@ pub mod outbox;
 pub mod queue_action;
 pub mod replay;
 pub mod s3_event;
+pub mod seller_block;
 pub mod send;
 pub mod sessions;
 pub mod status;

@@ -18,8 +18,11 @@
 //! is processing they wait, a session left open by a crash is closed, and only a final session
 //! that does not list our hash counts as "not received" (charged, then sent in a new batch). Every failure goes through the one taxonomy and the
 //! retry policy: transient → retry later (charged), 429 → park until Retry-After (not charged),
-//! new session / re-auth → fix and retry, permanent → REJECTED and the corrections queue, budget
-//! spent → FAILED and the DLQ.
+//! new session / re-auth → fix and retry (the recovery limit, not the send budget), a failed
+//! reconciliation read → retry later (the recovery limit too: it sent nothing), an operator's
+//! problem (credentials, permissions, IP block, unknown status) → park the seller's work
+//! ([`crate::seller_block`], not charged, never REJECTED), permanent (the invoice's content) →
+//! REJECTED and the corrections queue, budget spent → FAILED and the DLQ.
 
 use std::time::Duration;
 
@@ -28,14 +31,15 @@ use ksef_client::batch::MAX_PART_SIZE;
 use ksef_client::{BatchArchive, KsefClient, SendOptions};
 use relay_domain::ports::{Archive, DocumentClaims, DocumentRegistry, DocumentUpdates, OutgoingMessage, Queue, StoreError};
 use relay_domain::{
-    Change, ClaimPurpose, ClaimRefused, DocumentRecord, DocumentState, ErrorClass, ErrorSource, Failure, HistoryEntry, HistoryEvent,
-    KsefReference, Nip, RetryDecision, RetryPolicy,
+    Change, Charge, ClaimPurpose, ClaimRefused, DocumentRecord, DocumentState, ErrorClass, ErrorSource, Failure, HistoryEntry,
+    HistoryEvent, KsefReference, Nip, RetryDecision, RetryPolicy,
 };
 
 use crate::follow_up::{catch_up, FollowUpPorts, REDRIVE_GRACE};
 use crate::messages::{report_for_correction, SendRequest, StatusRequest};
 use crate::outbox::give_up;
 use crate::queue_action::{done, stage_document, QueueAction, StageError, StageResult};
+use crate::seller_block::{parked_failure, SellerBlock, SellerGate};
 use crate::sessions::KsefContexts;
 
 /// What the send use case needs of the document store.
@@ -85,14 +89,48 @@ fn until(now: DateTime<Utc>, t: DateTime<Utc>) -> Duration {
     (t - now).to_std().unwrap_or_default()
 }
 
-/// Sends the document a [`SendRequest`] names.
-#[tracing::instrument(name = "send", skip_all, fields(trace_id = %req.trace_id, seller_nip = %req.document.seller_nip, document = %req.document, erp_doc_id, state, error_class))]
+/// The outcome of a document parked for an operator's problem it met itself.
+const OPERATOR_PARKED: &str = "OPERATOR_PARKED";
+/// The outcome of a document parked because its seller's work is parked.
+const SELLER_PARKED: &str = "SELLER_PARKED";
+/// Outcomes that prove KSeF took our call: a probe that ends so clears the seller's block.
+const GOT_THROUGH: [&str; 5] = ["SENT", "RECONCILED_SENT", "BATCH_CLOSED", "BATCH_PROCESSING", "REJECTED"];
+
+/// Sends the document a [`SendRequest`] names; parks the seller's work when the attempt met an
+/// operator's problem, and clears that block when a probe got through.
 pub async fn send<S: SendStore + ?Sized>(
     ports: &SendPorts<'_, S>,
     ksef: &KsefContexts,
     cfg: &SendConfig,
     req: &SendRequest,
     now: DateTime<Utc>,
+) -> Result<StageResult, StageError> {
+    let mut probing = false;
+    let mut result = send_document(ports, ksef, cfg, req, now, &mut probing).await;
+    if let Ok(res) = &mut result {
+        let seller = &req.document.seller_nip;
+        if res.outcome == OPERATOR_PARKED {
+            if let Some(f) = res.record.as_ref().and_then(|r| r.last_error.clone()) {
+                let block = ksef.park_seller(seller, &f, now).await;
+                if let QueueAction::Requeue { delay } | QueueAction::Replace { delay, .. } = &mut res.action {
+                    *delay = (*delay).max(until(now, block.until));
+                }
+            }
+        } else if probing && GOT_THROUGH.contains(&res.outcome) {
+            ksef.clear_seller_block(seller, now).await;
+        }
+    }
+    result
+}
+
+#[tracing::instrument(name = "send", skip_all, fields(trace_id = %req.trace_id, seller_nip = %req.document.seller_nip, document = %req.document, erp_doc_id, state, error_class))]
+async fn send_document<S: SendStore + ?Sized>(
+    ports: &SendPorts<'_, S>,
+    ksef: &KsefContexts,
+    cfg: &SendConfig,
+    req: &SendRequest,
+    now: DateTime<Utc>,
+    probing: &mut bool,
 ) -> Result<StageResult, StageError> {
     let doc = match stage_document(ports.store, ports.archive, &req.document, &req.trace_id, "send").await? {
         Ok(doc) => doc,
@@ -111,6 +149,13 @@ pub async fn send<S: SendStore + ?Sized>(
     }
     if let Some(t) = r.next_attempt_at.filter(|t| *t > now) {
         return done(QueueAction::Requeue { delay: until(now, t) }, "NOT_YET", Some(r));
+    }
+    // The seller's work is parked for an operator: wait without calling KSeF, unless this
+    // attempt is the one that probes.
+    match ksef.seller_gate(&req.document.seller_nip, now).await {
+        SellerGate::Open => {}
+        SellerGate::Probe(_) => *probing = true,
+        SellerGate::Parked(block) => return park_for_seller(ports, r, &block, now).await,
     }
     let r = match ports
         .store
@@ -142,7 +187,9 @@ pub async fn send<S: SendStore + ?Sized>(
     let seller = r.key.seller_nip.clone();
     let client = match ksef.client_ready(&seller, now).await {
         Ok(c) => c,
-        Err(f) => return on_failure(ports, cfg, r, relay_failure(f.message, "NO_CREDENTIALS"), false, now).await,
+        // Classified by the client: a refused login or missing credentials is an operator's
+        // problem, a network failure transient.
+        Err(f) => return on_failure(ports, cfg, r, f, false, now).await,
     };
 
     // 2. An earlier attempt may have reached KSeF: look before sending again.
@@ -163,7 +210,7 @@ pub async fn send<S: SendStore + ?Sized>(
                 );
                 r = ports.store.transition(&r, Change::Reconciled { detail }, now).await?;
             }
-            Err(f) => return on_failure(ports, cfg, r, f, true, now).await,
+            Err(f) => return on_read_failure(ports, cfg, r, f, now).await,
         }
     }
 
@@ -339,7 +386,7 @@ async fn reconcile_batch<S: SendStore + ?Sized>(
     let wait = batch_wait(cfg, sent_at, now);
     let status = match client.session_status(session.as_str()).await {
         Ok(s) => s.status,
-        Err(f) => return decided(on_failure(ports, cfg, r, f, true, now).await),
+        Err(f) => return decided(on_read_failure(ports, cfg, r, f, now).await),
     };
     match status.code {
         100 => {
@@ -378,7 +425,7 @@ async fn reconcile_batch<S: SendStore + ?Sized>(
             // session is final (not 150): until then KSeF may not have listed it yet.
             let list = match client.session_invoices(session.as_str()).await {
                 Ok(l) => l,
-                Err(f) => return decided(on_failure(ports, cfg, r, f, true, now).await),
+                Err(f) => return decided(on_read_failure(ports, cfg, r, f, now).await),
             };
             let want = r.content_hash.to_base64();
             match list
@@ -472,6 +519,79 @@ fn again(r: &DocumentRecord, delay: Duration) -> QueueAction {
     }
 }
 
+/// The seller's work is parked: the document waits for the block to end, not charged.
+async fn park_for_seller<S: SendStore + ?Sized>(
+    ports: &SendPorts<'_, S>,
+    r: DocumentRecord,
+    block: &SellerBlock,
+    now: DateTime<Utc>,
+) -> Result<StageResult, StageError> {
+    let delay = until(now, block.until).max(Duration::from_secs(1));
+    if r.lease.as_ref().is_some_and(|l| l.until > now) {
+        // Another instance holds it; it will meet the block itself.
+        return done(QueueAction::Requeue { delay }, SELLER_PARKED, None);
+    }
+    let change = Change::RetryScheduled {
+        failure: parked_failure(block),
+        retry_at: block.until,
+        charged: false,
+        // Keep an unconfirmed send unconfirmed: it is reconciled when the seller resumes.
+        maybe_received: r.ksef.unconfirmed_send.is_some(),
+    };
+    match ports.store.transition(&r, change, now).await {
+        Ok(r) => done(again(&r, delay), SELLER_PARKED, Some(r)),
+        Err(StoreError::VersionConflict { .. }) => done(
+            QueueAction::Requeue {
+                delay: Duration::from_secs(1),
+            },
+            "BUSY",
+            None,
+        ),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// A reconciliation read failed (is our invoice in that session?). It sent nothing and says
+/// nothing about the invoice: it spends the recovery limit, never the send budget, and is
+/// never a rejection. The unconfirmed send stays unconfirmed.
+async fn on_read_failure<S: SendStore + ?Sized>(
+    ports: &SendPorts<'_, S>,
+    cfg: &SendConfig,
+    r: DocumentRecord,
+    f: Failure,
+    now: DateTime<Utc>,
+) -> Result<StageResult, StageError> {
+    let recoveries = r.recoveries + 1;
+    let (delay, outcome) = match cfg.policy.decide_read_now(&f.class, recoveries, now) {
+        RetryDecision::RetryAfter { delay } => (delay, "RETRY"),
+        RetryDecision::FixAndRetry => (Duration::ZERO, "RETRY"),
+        RetryDecision::Exhausted => {
+            let f = Failure {
+                message: format!(
+                    "{} (reconciliation read; {} recoveries spent, the limit is {})",
+                    f.message,
+                    r.recoveries,
+                    cfg.policy.max_recoveries()
+                ),
+                ..f
+            };
+            return give_up(ports.store, ports.archive, &r, f, now).await;
+        }
+        // A rate limit or an operator's problem: the same as for any call, uncharged.
+        _ => return on_failure(ports, cfg, r, f, true, now).await,
+    };
+    relay_observe::logging::note_error_class(f.class.name());
+    tracing::warn!(document = %r.key, trace_id = %r.trace_id, class = f.class.name(), code = ?f.code, recoveries, "reconciliation read failed");
+    let retry_at = now + chrono::Duration::from_std(delay).unwrap_or_default();
+    let change = Change::RecoveryScheduled {
+        failure: f,
+        retry_at,
+        maybe_received: true,
+    };
+    let r = ports.store.transition(&r, change, now).await?;
+    done(again(&r, delay), outcome, Some(r))
+}
+
 /// Classifies `f` with the retry policy and records the decision.
 async fn on_failure<S: SendStore + ?Sized>(
     ports: &SendPorts<'_, S>,
@@ -481,31 +601,63 @@ async fn on_failure<S: SendStore + ?Sized>(
     maybe_received: bool,
     now: DateTime<Utc>,
 ) -> Result<StageResult, StageError> {
-    let charged = RetryPolicy::costs_attempt(&f.class);
-    let failed_attempts = r.attempts + u32::from(charged);
+    let charge = RetryPolicy::charge(&f.class);
+    let charged = charge == Charge::Attempt;
+    let spent = match charge {
+        Charge::Attempt => r.attempts + 1,
+        Charge::Recovery => r.recoveries + 1,
+        Charge::Nothing => r.attempts,
+    };
     relay_observe::logging::note_error_class(f.class.name());
-    tracing::warn!(document = %r.key, trace_id = %r.trace_id, class = f.class.name(), code = ?f.code, attempts = failed_attempts, "send attempt failed");
+    tracing::warn!(document = %r.key, trace_id = %r.trace_id, class = f.class.name(), code = ?f.code, attempts = r.attempts + u32::from(charged), recoveries = r.recoveries, "send attempt failed");
     let retry = |retry_at: DateTime<Utc>, charged: bool| Change::RetryScheduled {
         failure: f.clone(),
         retry_at,
         charged,
         maybe_received,
     };
-    match cfg.policy.decide_now(&f.class, failed_attempts, now) {
+    match cfg.policy.decide_now(&f.class, spent, now) {
         RetryDecision::RetryAfter { delay } => {
             let at = now + chrono::Duration::from_std(delay).unwrap_or_default();
             let r = ports.store.transition(&r, retry(at, charged), now).await?;
             done(again(&r, delay), "RETRY", Some(r))
         }
         RetryDecision::FixAndRetry => {
-            let r = ports.store.transition(&r, retry(now, charged), now).await?;
+            // A new session or login: nothing was sent, so the recovery limit pays, not the budget.
+            let change = Change::RecoveryScheduled {
+                failure: f.clone(),
+                retry_at: now,
+                maybe_received,
+            };
+            let r = ports.store.transition(&r, change, now).await?;
             done(again(&r, Duration::ZERO), "RETRY", Some(r))
         }
         RetryDecision::ParkUntil { until: t } => {
             let r = ports.store.transition(&r, retry(t, false), now).await?;
             done(again(&r, until(now, t)), "PARKED", Some(r))
         }
-        RetryDecision::Exhausted => give_up(ports.store, ports.archive, &r, f, now).await,
+        RetryDecision::ParkForOperator => {
+            // Not the invoice's fault and not charged; `send` parks the seller's work (the wait
+            // grows with the seller's strikes) and the alarm fires.
+            let t = now + chrono::Duration::from_std(RetryPolicy::operator_wait(1, 0.0)).unwrap_or_default();
+            let r = ports.store.transition(&r, retry(t, false), now).await?;
+            done(again(&r, until(now, t)), OPERATOR_PARKED, Some(r))
+        }
+        RetryDecision::Exhausted => {
+            let f = match charge {
+                Charge::Recovery => Failure {
+                    message: format!(
+                        "{} ({} recoveries (new sessions, logins, reconciliation reads) spent, the limit is {})",
+                        f.message,
+                        r.recoveries,
+                        cfg.policy.max_recoveries()
+                    ),
+                    ..f
+                },
+                _ => f,
+            };
+            give_up(ports.store, ports.archive, &r, f, now).await
+        }
         RetryDecision::Reject => {
             let r = ports
                 .store

@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use ksef_client::{KsefClient, OnlineSession, TokenSet};
+use relay_domain::memory::MemorySharedCache;
 use relay_domain::ports::{Expect, Queue, QueueError, SharedCache, StoreError};
 use relay_domain::{ContentHash, ErrorClass, ErrorSource, Failure, KsefReference, Nip};
 use tokio::sync::Mutex;
@@ -41,6 +42,8 @@ struct Context {
 pub struct KsefContexts {
     contexts: HashMap<Nip, Context>,
     cache: Option<Arc<dyn SharedCache>>,
+    /// Seller blocks when no shared cache is set (one process: the local driver, tests).
+    local_blocks: MemorySharedCache,
 }
 
 fn cache_failure(e: StoreError) -> Failure {
@@ -80,10 +83,19 @@ impl KsefContexts {
         self
     }
 
+    pub(crate) fn shared_cache(&self) -> Option<&dyn SharedCache> {
+        self.cache.as_deref()
+    }
+
+    pub(crate) fn local_blocks(&self) -> &dyn SharedCache {
+        &self.local_blocks
+    }
+
     fn context(&self, seller: &Nip) -> Result<&Context, Failure> {
         self.contexts.get(seller).ok_or_else(|| {
+            // Our own configuration: an operator adds the credentials; the invoice is not at fault.
             Failure::new(
-                ErrorClass::Permanent,
+                ErrorClass::Operator,
                 ErrorSource::Relay,
                 format!("no KSeF credentials are configured for seller NIP {seller}"),
             )

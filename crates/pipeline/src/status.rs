@@ -194,6 +194,12 @@ pub async fn poll<S: StatusStore + ?Sized>(
                 report_for_correction(ports.archive, ports.corrections_queue, &r, "REJECTED", f).await?;
                 done(QueueAction::Delete, "REJECTED", Some(r))
             }
+            // 410 (permissions) or a status KSeF does not explain: not the invoice's fault. Park
+            // the seller's work and send it again when the block ends, not charged.
+            ErrorClass::Operator => {
+                ksef.park_seller(&r.key.seller_nip, &f, now).await;
+                resend(ports, cfg, r, f, now).await
+            }
             // 405 (session error), 500, 550: KSeF did not keep the invoice; send it again.
             _ => resend(ports, cfg, r, f, now).await,
         },
@@ -371,9 +377,11 @@ async fn resend<S: StatusStore + ?Sized>(
     f: Failure,
     now: DateTime<Utc>,
 ) -> Result<StageResult, StageError> {
-    let failed_attempts = r.attempts + 1;
+    // An operator's problem is not charged; the send stage waits for the seller's block.
+    let charged = f.class != ErrorClass::Operator;
+    let failed_attempts = r.attempts + u32::from(charged);
     match cfg.policy.decide_now(&ErrorClass::Transient, failed_attempts, now) {
-        RetryDecision::Exhausted => give_up(ports.store, ports.archive, &r, f, now).await,
+        RetryDecision::Exhausted if charged => give_up(ports.store, ports.archive, &r, f, now).await,
         decision => {
             let delay = match decision {
                 RetryDecision::RetryAfter { delay } => delay,
@@ -383,7 +391,7 @@ async fn resend<S: StatusStore + ?Sized>(
             let change = Change::RetryScheduled {
                 failure: f,
                 retry_at,
-                charged: true,
+                charged,
                 maybe_received: false,
             };
             let r = ports.store.transition(&r, change, now).await?;

@@ -57,10 +57,12 @@ async fn an_accepted_invoice_gets_its_number_and_its_upo_archived() {
 }
 
 #[tokio::test]
-async fn a_ksef_rejection_is_recorded_verbatim_and_sent_for_correction() {
+async fn a_permission_refusal_is_kept_verbatim_and_parks_the_seller_instead_of_rejecting() {
     let w = world(10).await;
     // Valid FA(3) for seller 5265877635, but the relay is (mis)configured to send that seller's
     // invoices with credentials for context 9999999999: KSeF answers 410 (wrong permissions).
+    // That is the configuration's fault, not the invoice's: before the operator class it was
+    // REJECTED with a corrections notice blaming the invoice.
     let text = String::from_utf8(invoice("ST/2")).unwrap();
     let bytes = text.replacen("<NIP>9999999999</NIP>", "<NIP>5265877635</NIP>", 1).into_bytes();
     let req = w.register(&bytes).await;
@@ -97,13 +99,23 @@ async fn a_ksef_rejection_is_recorded_verbatim_and_sent_for_correction() {
         }
     }
     let res = last.expect("a decision");
-    assert_eq!(res.outcome, "REJECTED");
-    let f = res.record.unwrap().last_error.unwrap();
-    assert_eq!(f.code.as_deref(), Some("410"));
+    assert_eq!(res.outcome, "RESEND");
+    let r = res.record.unwrap();
+    assert_eq!((r.state, r.attempts), (DocumentState::Queued, 0), "back to the queue, not charged");
+    let f = r.last_error.unwrap();
+    assert_eq!(
+        (f.class.clone(), f.code.as_deref()),
+        (relay_domain::ErrorClass::Operator, Some("410"))
+    );
     assert!(!f.message.is_empty(), "KSeF's words are kept: {f:?}");
     let notices = w.corrections_q.receive(10, Duration::from_secs(30), Duration::ZERO).await.unwrap();
-    assert_eq!(notices.len(), 1);
-    assert!(notices[0].body.contains("\"outcome\":\"REJECTED\""));
+    assert!(notices.is_empty(), "nothing blamed on the invoice");
+    assert!(matches!(
+        misconfigured
+            .seller_gate(&relay_domain::Nip::parse("5265877635").unwrap(), Utc::now())
+            .await,
+        relay_pipeline::seller_block::SellerGate::Parked(_)
+    ));
     assert_eq!(w.sim.ledger().count_hash(&req.content_hash), 0);
 }
 
