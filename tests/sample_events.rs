@@ -107,7 +107,7 @@ fn the_sweeper_sample_is_the_input_of_its_schedule_and_a_sweep_event() {
     let sample: serde_json::Value = serde_json::from_str(&sample("sweeper-schedule.json")).unwrap();
     assert_eq!(
         schedule_inputs("SweeperFunction"),
-        [sample.clone()],
+        std::slice::from_ref(&sample),
         "events/sweeper-schedule.json must be what its schedule delivers"
     );
     let event: relay_fn_sweeper::SweepEvent = serde_json::from_value(sample).expect("a SweepEvent");
