@@ -1,7 +1,8 @@
 //! The sample events in `events/` parse with the very code the handlers use, so they cannot go
 //! stale: the Lambda SQS event type, then the S3 notification reader and the inbox key layout
 //! (intake), `SendRequest` (send), `StatusRequest` (status), `ReplayRequest` (dlq-replay); the
-//! report samples are exactly the `Input` of the template's two schedules.
+//! report and sweeper samples are exactly the `Input` of the template's schedules for them, and
+//! the sweeper's parses as its `SweepEvent`.
 
 use aws_lambda_events::sqs::SqsEvent;
 use relay_domain::storage_keys::parse_inbox_key;
@@ -74,21 +75,49 @@ fn the_dlq_replay_samples_are_replay_requests() {
     assert!(filtered.seller_nip.is_some() && filtered.error_class.is_some() && filtered.min_age_minutes.is_some());
 }
 
-#[test]
-fn the_report_samples_are_the_inputs_of_the_templates_schedules() {
+/// The constant `Input` of every schedule that targets `function`, sorted.
+fn schedule_inputs(function: &str) -> Vec<serde_json::Value> {
     let t = template::translated();
     let mut inputs: Vec<serde_json::Value> = template::resources_of(t, "AWS::Events::Rule")
         .into_iter()
         .flat_map(|(_, r)| r["Properties"]["Targets"].as_array().cloned().unwrap_or_default())
+        .filter(|target| template::target(&target["Arn"]) == Some(function))
         .map(|target| serde_json::from_str(target["Input"].as_str().expect("a constant Input")).unwrap())
         .collect();
     inputs.sort_by_key(|v| v.to_string());
+    inputs
+}
+
+#[test]
+fn the_report_samples_are_the_inputs_of_the_templates_schedules() {
     let mut samples: Vec<serde_json::Value> = ["report-snapshot.json", "report-weekly.json"]
         .iter()
         .map(|n| serde_json::from_str(&sample(n)).unwrap())
         .collect();
     samples.sort_by_key(|v| v.to_string());
-    assert_eq!(inputs, samples, "events/report-*.json must be what the schedules deliver");
+    assert_eq!(
+        schedule_inputs("ReportFunction"),
+        samples,
+        "events/report-*.json must be what the schedules deliver"
+    );
+}
+
+#[test]
+fn the_sweeper_sample_is_the_input_of_its_schedule_and_a_sweep_event() {
+    let sample: serde_json::Value = serde_json::from_str(&sample("sweeper-schedule.json")).unwrap();
+    assert_eq!(
+        schedule_inputs("SweeperFunction"),
+        std::slice::from_ref(&sample),
+        "events/sweeper-schedule.json must be what its schedule delivers"
+    );
+    let event: relay_fn_sweeper::SweepEvent = serde_json::from_value(sample).expect("a SweepEvent");
+    assert_eq!(event.trigger.as_deref(), Some("schedule"));
+    // Every schedule targets one of the two scheduled functions.
+    let all = template::resources_of(template::translated(), "AWS::Events::Rule").len();
+    assert_eq!(
+        all,
+        schedule_inputs("ReportFunction").len() + schedule_inputs("SweeperFunction").len()
+    );
 }
 
 #[test]

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_sqs::types::QueueAttributeName;
-use relay_aws::settings::{IntakeSettings, ReplaySettings, ReportSettings, SendSettings, StatusSettings};
+use relay_aws::settings::{IntakeSettings, ReplaySettings, ReportSettings, SendSettings, StatusSettings, SweeperSettings};
 use relay_aws::{provision, SqsQueue};
 use relay_domain::ports::{DocumentRegistry, Queue};
 use relay_domain::{ContentHash, DocumentKey, DocumentState, InvoiceKind, InvoiceNumber, Nip};
@@ -118,6 +118,10 @@ impl Stack {
     }
 }
 
+fn json_str(s: &str) -> Value {
+    Value::String(s.to_owned())
+}
+
 async fn queue_attributes(sqs: &aws_sdk_sqs::Client, url: &str) -> HashMap<QueueAttributeName, String> {
     sqs.get_queue_attributes()
         .queue_url(url)
@@ -148,6 +152,7 @@ async fn the_deployed_template_runs_an_upload_through_intake_send_and_status() {
         "StatusFunction",
         "DlqReplayFunction",
         "ReportFunction",
+        "SweeperFunction",
     ]
     .into_iter()
     .map(|f| (f, RecordingProxy::start(emulator::endpoint())))
@@ -169,6 +174,7 @@ async fn the_deployed_template_runs_an_upload_through_intake_send_and_status() {
     let status_settings = StatusSettings::from_env(&env("StatusFunction")).expect("status's settings");
     let replay_settings = ReplaySettings::from_env(&env("DlqReplayFunction")).expect("dlq-replay's settings");
     let report_settings = ReportSettings::from_env(&env("ReportFunction")).expect("report's settings");
+    let sweeper_settings = SweeperSettings::from_env(&env("SweeperFunction")).expect("the sweeper's settings");
     assert_eq!(report_settings.overdue_after_hours, 4);
     let (table, bucket) = (stack.physical("DocumentsTable"), stack.physical("ArchiveBucket"));
     for r in [
@@ -177,6 +183,7 @@ async fn the_deployed_template_runs_an_upload_through_intake_send_and_status() {
         &status_settings.resources,
         &replay_settings.resources,
         &report_settings.resources,
+        &sweeper_settings.resources,
     ] {
         assert_eq!((&r.table, &r.bucket), (&table, &bucket));
     }
@@ -200,6 +207,14 @@ async fn the_deployed_template_runs_an_upload_through_intake_send_and_status() {
             &status_settings.send_queue_url
         ],
         [&url("StatusQueue"), &url("StatusDlq"), &url("SendQueue")]
+    );
+    assert_eq!(
+        [
+            &sweeper_settings.send_queue_url,
+            &sweeper_settings.status_queue_url,
+            &sweeper_settings.corrections_queue_url
+        ],
+        [&url("SendQueue"), &url("StatusQueue"), &url("CorrectionsQueue")]
     );
     let routes: Vec<(&str, &str, &str)> = replay_settings
         .queues
@@ -419,6 +434,89 @@ async fn the_deployed_template_runs_an_upload_through_intake_send_and_status() {
         .await
         .unwrap();
 
+    // The sweeper: a second invoice is sent, then its status message vanishes (the queue is
+    // purged), leaving it SENT with nothing to move it on; and the first invoice's outbox result
+    // is lost. One sweep (the schedule's event) re-drives the one and rewrites the other; the
+    // status function then takes the re-driven document to ACCEPTED.
+    let mut sweeper = relay_fn_sweeper::SweeperDeps::from_settings(&sweeper_settings).await;
+    sweeper.cfg.grace = Duration::ZERO; // overdue at once: the test does not wait out the grace
+    let second = String::from_utf8_lossy(SAMPLE_1).replace("FV2026/02/150", "FV2026/02/151");
+    let second_key = DocumentKey::new(
+        Nip::parse(NIP).unwrap(),
+        InvoiceKind::Vat,
+        InvoiceNumber::parse("FV2026/02/151").unwrap(),
+    );
+    put("inbox/9999999999/FV-151.xml", second.as_bytes()).await.unwrap();
+    let mut state = None;
+    for _ in 0..100 {
+        deliver(&intake_q, |e| relay_fn_intake::handle(e, &intake)).await;
+        deliver(&send_q, |e| relay_fn_send::handle(e, &send)).await;
+        state = send.store.get(&second_key).await.unwrap().map(|d| d.record.state);
+        if state == Some(DocumentState::Sent) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(state, Some(DocumentState::Sent), "the second invoice was sent");
+    c.sqs.purge_queue().queue_url(url("StatusQueue")).send().await.unwrap();
+    assert_eq!(status_q.stats().await.unwrap().total(), 0, "its status message is gone");
+    c.s3.delete_object()
+        .bucket(&bucket)
+        .key("outbox/9999999999/FV-150.json")
+        .send()
+        .await
+        .unwrap();
+    let schedule: Value = serde_json::from_str(include_str!("../events/sweeper-schedule.json")).unwrap();
+    let swept = relay_fn_sweeper::handle(schedule, &sweeper, chrono::Utc::now())
+        .await
+        .expect("a sweep");
+    let redriven: Vec<(&str, DocumentState, &str)> = swept.redriven.iter().map(|s| (s.document.as_str(), s.state, s.stage)).collect();
+    assert_eq!(
+        redriven,
+        [(second_key.to_string().as_str(), DocumentState::Sent, "status")],
+        "{swept:?}"
+    );
+    let rewritten: Vec<(&str, DocumentState)> = swept.outbox_rewritten.iter().map(|s| (s.document.as_str(), s.state)).collect();
+    assert_eq!(rewritten, [(key.to_string().as_str(), DocumentState::Accepted)], "{swept:?}");
+    assert!(swept.held_back.is_empty(), "{swept:?}");
+    let outbox = get("outbox/9999999999/FV-150.json".into())
+        .await
+        .expect("the outbox result is back")
+        .body
+        .collect()
+        .await
+        .unwrap()
+        .into_bytes();
+    let outbox: Value = serde_json::from_slice(&outbox).unwrap();
+    assert_eq!(
+        (&outbox["state"], &outbox["ksefNumber"]),
+        (
+            &json_str("ACCEPTED"),
+            &json_str(doc.record.ksef.ksef_number.as_ref().unwrap().as_str())
+        )
+    );
+    let mut state = None;
+    for _ in 0..100 {
+        deliver(&status_q, |e| relay_fn_status::handle(e, &status)).await;
+        state = send.store.get(&second_key).await.unwrap().map(|d| d.record.state);
+        if state == Some(DocumentState::Accepted) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        state,
+        Some(DocumentState::Accepted),
+        "the re-driven document reached KSeF's decision"
+    );
+    let history = send.store.get(&second_key).await.unwrap().unwrap().history;
+    let history = serde_json::to_string(&history).unwrap();
+    assert!(
+        history.contains("re-driven: the sweeper found it SENT since"),
+        "its history says why: {history}"
+    );
+    assert_eq!(sim.ledger().count_hash(&ContentHash::of(second.as_bytes())), 1, "sent once");
+
     // Least privilege, the other way round: nothing any function did needs more than its role.
     for (function, proxy) in &proxies {
         let calls = proxy.calls();
@@ -439,5 +537,19 @@ async fn the_deployed_template_runs_an_upload_through_intake_send_and_status() {
         actions("ReportFunction"),
         ["dynamodb:Query", "s3:PutObject", "sns:Publish"].map(String::from).into(),
         "the report function only queries the table, writes its pages and publishes the summary"
+    );
+    assert_eq!(
+        actions("SweeperFunction"),
+        [
+            "dynamodb:PutItem",
+            "dynamodb:Query",
+            "s3:GetObject",
+            "s3:PutObject",
+            "sqs:GetQueueAttributes",
+            "sqs:SendMessage"
+        ]
+        .map(String::from)
+        .into(),
+        "the sweeper lists by state, re-drives, reads and rewrites the outbox, checks the backlogs, sends follow-ups"
     );
 }

@@ -20,12 +20,13 @@ use std::path::Path;
 use relay_tests::template::{granted, repo_root, resources_of, target, translated};
 
 /// Function directory -> logical id in the template.
-const FUNCTIONS: [(&str, &str); 5] = [
+const FUNCTIONS: [(&str, &str); 6] = [
     ("intake", "IntakeFunction"),
     ("send", "SendFunction"),
     ("status", "StatusFunction"),
     ("dlq-replay", "DlqReplayFunction"),
     ("report", "ReportFunction"),
+    ("sweeper", "SweeperFunction"),
 ];
 
 /// The SDK operations the relay calls -> the IAM actions they need. `transact_write_items` is

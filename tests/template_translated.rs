@@ -254,6 +254,21 @@ fn alarms_cover_queue_age_dead_letters_function_errors_and_throttles_and_overdue
     assert_eq!((overdue["Statistic"].as_str(), num(&overdue["Threshold"])), (Some("Maximum"), 0));
     let operator = alarm_on("KsefRelay", "SellerParked", None).expect("the operator problem alarm");
     assert_eq!((operator["Statistic"].as_str(), num(&operator["Threshold"])), (Some("Sum"), 0));
+    // The sweeper's re-drives, not per stage: any for three 5-minute periods in a row.
+    let redriven = alarm_on("KsefRelay", "DocumentsRedriven", None).expect("the re-driven documents alarm");
+    assert!(redriven.get("Dimensions").is_none(), "on the total, not one stage");
+    assert_eq!(
+        (
+            redriven["Statistic"].as_str(),
+            num(&redriven["Period"]),
+            num(&redriven["EvaluationPeriods"]),
+            num(&redriven["DatapointsToAlarm"]),
+            num(&redriven["Threshold"]),
+            redriven["ComparisonOperator"].as_str(),
+            redriven["TreatMissingData"].as_str(),
+        ),
+        (Some("Sum"), 300, 3, 3, 0, Some("GreaterThanThreshold"), Some("notBreaching"))
+    );
     for (name, p) in alarms() {
         assert_eq!(p["AlarmActions"], json!([{"Ref": "AlarmTopic"}]), "{name} notifies the alarm topic");
     }
@@ -271,9 +286,36 @@ fn the_dashboard_shows_queues_states_and_ksef_calls() {
         "KsefCallLatency",
         "KsefCallErrors",
         "DocumentsOverdue",
+        "DocumentsRedriven",
     ] {
         assert!(body.contains(needle), "the dashboard lacks {needle}");
     }
+}
+
+#[test]
+fn the_sweeper_runs_every_five_minutes_one_at_a_time_and_finishes_before_the_next() {
+    let p = props("SweeperFunction");
+    assert_eq!(num(&p["ReservedConcurrentExecutions"]), 1, "a sweep never races another");
+    assert!(num(&p["Timeout"]) < 300, "a sweep ends before the next one is due");
+    let rules: Vec<&Value> = resources_of(translated(), "AWS::Events::Rule")
+        .into_iter()
+        .map(|(_, r)| &r["Properties"])
+        .filter(|r| {
+            r["Targets"]
+                .as_array()
+                .is_some_and(|t| t.iter().any(|t| target(&t["Arn"]) == Some("SweeperFunction")))
+        })
+        .collect();
+    assert_eq!(rules.len(), 1, "one schedule");
+    assert_eq!(rules[0]["ScheduleExpression"], "rate(5 minutes)");
+    assert!(
+        rules[0].get("State").is_none_or(|s| s == "ENABLED"),
+        "the schedule is enabled (EventBridge's default)"
+    );
+    assert!(
+        resource("SweeperFunction").get("Condition").is_none(),
+        "the sweeper is part of delivery: always deployed"
+    );
 }
 
 #[test]
@@ -342,5 +384,5 @@ fn every_function_is_built_by_cargo_lambda_from_a_workspace_binary() {
         bins.push(bin.to_owned());
     }
     bins.sort();
-    assert_eq!(bins, ["dlq-replay", "intake", "report", "send", "status"]);
+    assert_eq!(bins, ["dlq-replay", "intake", "report", "send", "status", "sweeper"]);
 }

@@ -334,6 +334,31 @@ impl ReportSettings {
     }
 }
 
+/// The sweeper (an EventBridge schedule every 5 minutes): re-drives open documents whose next
+/// step is overdue with no attempt holding them, rewrites outbox results that lag a final state.
+/// Reads and writes the table, reads and writes `outbox/*`, sends to the send and status queues
+/// (the follow-ups) and the corrections queue (a REJECTED or CONFLICT notice rewritten).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SweeperSettings {
+    pub aws: AwsSettings,
+    pub resources: ResourceNames,
+    pub send_queue_url: String,
+    pub status_queue_url: String,
+    pub corrections_queue_url: String,
+}
+
+impl SweeperSettings {
+    pub fn from_env(env: &dyn EnvSource) -> Result<Self, SettingsError> {
+        Ok(SweeperSettings {
+            aws: AwsSettings::from_env(env)?,
+            resources: ResourceNames::from_env(env)?,
+            send_queue_url: required(env, "SEND_QUEUE_URL")?,
+            status_queue_url: required(env, "STATUS_QUEUE_URL")?,
+            corrections_queue_url: required(env, "CORRECTIONS_QUEUE_URL")?,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -377,6 +402,15 @@ mod tests {
         assert_eq!(rep.overdue_after_hours, 4);
         assert_eq!(rep.alarm_topic_arn, "arn:aws:sns:eu-central-1:123456789012:alarms");
         assert_eq!(rep.resources.table, "docs");
+        let sw = SweeperSettings::from_env(&e).unwrap();
+        assert_eq!(
+            (
+                sw.send_queue_url.as_str(),
+                sw.status_queue_url.as_str(),
+                sw.corrections_queue_url.as_str()
+            ),
+            ("http://q/send", "http://q/status", "http://q/corr")
+        );
     }
 
     #[test]
@@ -389,6 +423,7 @@ mod tests {
                 StatusSettings::from_env(&e).err(),
                 ReplaySettings::from_env(&e).err(),
                 ReportSettings::from_env(&e).err(),
+                SweeperSettings::from_env(&e).err(),
             ];
             let named = errors.iter().flatten().any(|err| err.to_string().contains(name));
             assert!(named, "no binary named the missing {name}: {errors:?}");
@@ -430,5 +465,20 @@ mod tests {
         assert!(ReportSettings::from_env(&e).unwrap_err().to_string().contains("at least 1"));
         e.insert("OVERDUE_AFTER_HOURS".into(), "12".into());
         assert_eq!(ReportSettings::from_env(&e).unwrap().overdue_after_hours, 12);
+    }
+
+    #[test]
+    fn the_sweeper_names_each_variable_it_needs() {
+        for name in [
+            "AWS_REGION",
+            "DOCUMENTS_TABLE",
+            "ARCHIVE_BUCKET",
+            "SEND_QUEUE_URL",
+            "STATUS_QUEUE_URL",
+            "CORRECTIONS_QUEUE_URL",
+        ] {
+            let e: HashMap<String, String> = env(BASE).into_iter().filter(|(k, _)| k != name).collect();
+            assert_eq!(SweeperSettings::from_env(&e), Err(SettingsError::Missing(name)));
+        }
     }
 }

@@ -254,7 +254,8 @@ impl Change {
             Change::Resubmitted { .. } => from == Rejected,
             // ACCEPTED too: the number is recorded, the UPO is still to be fetched.
             Change::PollFailed { .. } => matches!(from, Sent | Processing | Accepted),
-            Change::Redriven { .. } => matches!(from, Queued | Sent | Processing),
+            // ACCEPTED too: numbered, its UPO still to be fetched (the sweeper re-drives that).
+            Change::Redriven { .. } => matches!(from, Queued | Sent | Processing | Accepted),
             Change::UpoArchived { .. } => from == Accepted,
             // KSeF's 202 is taken while sending; out of FAILED only a replay's checked resume leads.
             Change::Sent { .. } => from != Failed,

@@ -1,0 +1,67 @@
+//! # The sweeper function
+//!
+//! Invoked by an EventBridge schedule every 5 minutes (its constant input is
+//! `{"trigger": "schedule"}`), or by a person from the Lambda console with any JSON object
+//! (`{"trigger": "console"}`). Runs one [`relay_pipeline::sweeper::sweep`]: open documents
+//! (QUEUED, SENT, PROCESSING, ACCEPTED without its UPO) whose next step is overdue with no lease
+//! live are re-driven (a history line says why, then the follow-up message), while their
+//! stage's queue has no visible backlog; final documents whose outbox result lags the record get
+//! it rewritten. The answer is the [`SweepReport`]; the EMF metrics `DocumentsRedriven` (per
+//! `Stage` and overall) and `OutboxResultsRewritten` go to stdout.
+//!
+//! Never talks to KSeF: it only issues the message a stage would have issued, and the stages
+//! reconcile with KSeF before any resend.
+
+use chrono::{DateTime, Utc};
+use relay_aws::settings::SweeperSettings;
+use relay_aws::{DynamoDocumentStore, S3Archive, SqsQueue};
+use relay_pipeline::follow_up::FollowUpPorts;
+use relay_pipeline::sweeper::{sweep, SweepConfig, SweepReport};
+use serde::Deserialize;
+
+pub struct SweeperDeps {
+    pub store: DynamoDocumentStore,
+    pub archive: S3Archive,
+    pub send_queue: SqsQueue,
+    pub status_queue: SqsQueue,
+    pub corrections_queue: SqsQueue,
+    pub cfg: SweepConfig,
+}
+
+impl SweeperDeps {
+    /// Everything from the function's settings: the table, the bucket, the three queues.
+    pub async fn from_settings(s: &SweeperSettings) -> Self {
+        let clients = relay_aws::AwsClients::new(&s.aws).await;
+        SweeperDeps {
+            store: DynamoDocumentStore::new(clients.dynamodb.clone(), &s.resources.table),
+            archive: S3Archive::new(clients.s3.clone(), &s.resources.bucket),
+            send_queue: SqsQueue::new(clients.sqs.clone(), &s.send_queue_url),
+            status_queue: SqsQueue::new(clients.sqs.clone(), &s.status_queue_url),
+            corrections_queue: SqsQueue::new(clients.sqs.clone(), &s.corrections_queue_url),
+            cfg: SweepConfig::standard(),
+        }
+    }
+}
+
+/// What invoked the sweep: the schedule's constant input, or a person's JSON from the console.
+/// Nothing in it changes what a sweep does; other fields are ignored.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct SweepEvent {
+    #[serde(default)]
+    pub trigger: Option<String>,
+}
+
+/// Runs one sweep at `now` and answers with its report.
+pub async fn handle(event: serde_json::Value, deps: &SweeperDeps, now: DateTime<Utc>) -> Result<SweepReport, String> {
+    let event: SweepEvent = serde_json::from_value(event)
+        .map_err(|e| format!("not a sweeper event ({e}); expected a JSON object such as {{\"trigger\":\"console\"}}"))?;
+    tracing::info!(trigger = event.trigger.as_deref().unwrap_or("unnamed"), "sweep started");
+    let ports = FollowUpPorts {
+        store: &deps.store,
+        archive: &deps.archive,
+        send_queue: &deps.send_queue,
+        status_queue: &deps.status_queue,
+        corrections_queue: &deps.corrections_queue,
+    };
+    sweep(&ports, &deps.cfg, now).await.map_err(|e| e.to_string())
+}
