@@ -42,4 +42,4 @@ pub mod send;
 pub mod sessions;
 pub mod status;
 pub mod sweeper;
-mod upo_read;
+pub mod upo_read;

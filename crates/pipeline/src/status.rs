@@ -342,14 +342,16 @@ async fn resolve_duplicate<S: StatusStore + ?Sized>(
         },
         None => None,
     };
-    let ours = proof.as_ref().is_some_and(|upo| {
+    let ours = proof.as_ref().and_then(|upo| {
         crate::upo_read::documents(&upo.xml)
-            .iter()
-            .any(|(n, h)| n == original.as_str() && h == &r.content_hash.to_base64())
+            .into_iter()
+            .find(|d| d.ksef_number == original.as_str() && d.hash == r.content_hash.to_base64())
     });
-    if let (true, Some(upo)) = (ours, proof) {
+    if let (Some(doc), Some(upo)) = (ours, proof) {
         let reason = format!("KSeF reported a duplicate of {original}, whose UPO carries this document's hash: it is ours");
-        let r = accept(ports, r, original, now, Some(upo.xml), reason, now).await?;
+        // The invoice was received when the original was numbered, not now.
+        let acquired = doc.numbered_at.unwrap_or(now);
+        let r = accept(ports, r, original, acquired, Some(upo.xml), reason, now).await?;
         return done(QueueAction::Delete, "ACCEPTED_DUPLICATE_OURS", Some(r));
     }
     let why = if original_session.is_none() {

@@ -197,6 +197,12 @@ async fn a_duplicate_whose_original_is_ours_is_accepted_under_the_original_numbe
     assert_eq!(res.outcome, "ACCEPTED_DUPLICATE_OURS");
     let r = res.record.unwrap();
     assert_eq!(r.ksef.ksef_number.as_ref().map(|n| n.as_str()), Some(original.as_str()));
+    // Legally received when the original was numbered: its UPO's date, not the time of this poll.
+    let upo = w.archive.get(r.storage.upo.as_deref().unwrap()).await.unwrap().unwrap();
+    let numbered_at = relay_pipeline::upo_read::documents(&upo.bytes)[0]
+        .numbered_at
+        .expect("the UPO's DataNadaniaNumeruKSeF");
+    assert_eq!(r.ksef.acquisition_date, Some(numbered_at));
     assert!(w.archive.get(r.storage.upo.as_deref().unwrap()).await.unwrap().is_some());
     assert_eq!(
         w.sim.ledger().count_hash(&ContentHash::of(&bytes)),
