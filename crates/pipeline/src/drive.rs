@@ -127,12 +127,17 @@ impl<S: DocumentStore + ?Sized> Stages<'_, S> {
         Ok(self.send_queue.stats().await?.total() + self.status_queue.stats().await?.total())
     }
 
-    /// Documents a stage still has work on (QUEUED, SENT, PROCESSING).
+    /// Documents a stage still has work on: QUEUED, SENT, PROCESSING, and ACCEPTED ones whose
+    /// UPO is still to be fetched. (Listing ACCEPTED documents reads them all: meant for the
+    /// local runner and tests, not for a production table.)
     pub async fn open_documents(&self) -> Result<u64, relay_domain::ports::StoreError> {
         let mut n = 0;
         for state in [DocumentState::Queued, DocumentState::Sent, DocumentState::Processing] {
             n += self.store.count_by_state(state).await?;
         }
+        let later = self.clock.now() + chrono::Duration::days(1);
+        let accepted = self.store.list_by_state(DocumentState::Accepted, later, usize::MAX).await?;
+        n += accepted.iter().filter(|r| crate::follow_up::is_open(r)).count() as u64;
         Ok(n)
     }
 

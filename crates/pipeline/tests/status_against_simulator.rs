@@ -472,3 +472,58 @@ async fn a_retry_after_longer_than_fifteen_minutes_is_honoured_by_status_polling
     let QueueAction::Requeue { delay } = early.action else { panic!() };
     assert!(delay >= Duration::from_secs(44 * 60), "{delay:?}");
 }
+
+/// The runner's end condition (a CI run stopped with a document ACCEPTED but without its UPO and
+/// no message left for it): an ACCEPTED document still waiting for its UPO is open work, so
+/// `run_until_quiet` does not stop while one has no message, and its sweep re-drives it.
+#[tokio::test]
+async fn the_runner_does_not_stop_while_an_accepted_document_waits_for_its_upo() {
+    let w = world(10).await;
+    let req = w.register(&invoice("ST/RUN")).await;
+    w.sim.faults().set(vec![Fault::UpoNotReady { delay_ms: 3_600_000_000 }], 3);
+    assert_eq!(w.send(&req).await.outcome, "SENT");
+    let cfg = w.status_cfg();
+    let res = w.poll_until_decided_or(&cfg, "ACCEPTED_UPO_PENDING").await;
+    assert_eq!(res.outcome, "ACCEPTED_UPO_PENDING");
+    // Its next message is lost.
+    let lost = w
+        .status_q
+        .receive(10, Duration::from_secs(30), Duration::from_secs(2))
+        .await
+        .unwrap();
+    assert_eq!(lost.len(), 1);
+    w.status_q.delete(&lost[0].receipt).await.unwrap();
+    w.sim.faults().clear();
+    let (send_dlq, status_dlq) = (
+        relay_domain::memory::MemoryQueue::new("send-dlq"),
+        relay_domain::memory::MemoryQueue::new("status-dlq"),
+    );
+    let stages = relay_pipeline::drive::Stages {
+        store: &w.store,
+        archive: &w.archive,
+        send_queue: &w.send_q,
+        send_dlq: &send_dlq,
+        status_queue: &w.status_q,
+        status_dlq: &status_dlq,
+        corrections_queue: &w.corrections_q,
+        ksef: &w.ksef,
+        send_cfg: &w.cfg,
+        status_cfg: &cfg,
+        visibility: Duration::from_secs(30),
+        clock: &relay_domain::clock::SystemClock,
+        sweep: relay_pipeline::sweeper::SweepConfig {
+            grace: Duration::ZERO,
+            ..relay_pipeline::sweeper::SweepConfig::standard()
+        },
+    };
+    let mut outcomes = Vec::new();
+    let quiet = stages
+        .run_until_quiet(Duration::from_secs(20), Duration::from_millis(20), |s| outcomes.push(s.outcome))
+        .await
+        .unwrap();
+    assert!(quiet, "{outcomes:?}");
+    assert_eq!(outcomes.first(), Some(&"REDRIVEN"), "{outcomes:?}");
+    let r = w.store.get(&req.document).await.unwrap().unwrap().record;
+    assert_eq!(r.state, DocumentState::Accepted);
+    assert!(r.storage.upo.is_some(), "the UPO was fetched after the re-drive: {outcomes:?}");
+}

@@ -189,6 +189,33 @@ impl World {
             .action
     }
 
+    /// Polls the status queue's messages until `outcome` (or a decision).
+    pub async fn poll_until_decided_or(&self, cfg: &StatusConfig, outcome: &str) -> relay_pipeline::queue_action::StageResult {
+        use relay_pipeline::queue_action::{apply, QueueAction};
+        let dlq = MemoryQueue::new("status-dlq");
+        for _ in 0..400 {
+            let Some(m) = self
+                .status_q
+                .receive(1, Duration::from_secs(30), Duration::ZERO)
+                .await
+                .unwrap()
+                .pop()
+            else {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            };
+            let req = relay_pipeline::messages::StatusRequest::from_json(&m.body).unwrap();
+            let res = relay_pipeline::status::poll(&self.status_ports(), &self.ksef, cfg, &req, Utc::now())
+                .await
+                .unwrap();
+            apply(&res.action, &m, &self.status_q, &dlq).await.unwrap();
+            if res.outcome == outcome || !matches!(res.action, QueueAction::Replace { .. } | QueueAction::Requeue { .. }) {
+                return res;
+            }
+        }
+        panic!("no {outcome} after 400 polls");
+    }
+
     /// Polls the status queue's messages until the use case stops asking to poll again.
     pub async fn poll_until_decided(&self) -> relay_pipeline::queue_action::StageResult {
         use relay_pipeline::queue_action::{apply, QueueAction};
