@@ -1,12 +1,19 @@
-"""Shows the SQS race in moto's server that scripts/moto_server.py fixes.
+"""Shows the two races in moto's server that scripts/moto_server.py fixes.
 
-Ten threads each take one message, send a follow-up and delete the message they took (what the
-relay's stages do), 40 times. The queue must end with exactly ten messages. Run against the plain
-`moto_server` and the patched `scripts/moto_server.py`, each started here on a free port:
+SQS: ten threads each take one message, send a follow-up and delete the message they took (what
+the relay's stages do), 40 times. The queue must end with exactly ten messages.
+
+DynamoDB: four threads each commit 40 conditional TransactWriteItems on new items while four
+others send transactions whose condition fails (what a refused claim or a second registration of
+one invoice does), all on one table. Every committed item must be there at the end.
+
+Run against the plain `moto_server` and the patched `scripts/moto_server.py`, each started here on
+a free port:
 
     .venv/bin/python scripts/moto_race.py [TRIALS]
 
-It prints, per server, how many trials ended with messages lost or deleted ones back.
+It prints, per server, how many trials ended with messages lost or deleted ones back, and how
+many committed DynamoDB writes were undone.
 """
 
 import os
@@ -42,9 +49,9 @@ def start(cmd):
     raise SystemExit(f"{cmd} did not start")
 
 
-def client(port):
+def client(port, service="sqs"):
     return boto3.client(
-        "sqs",
+        service,
         endpoint_url=f"http://127.0.0.1:{port}",
         region_name="eu-central-1",
         aws_access_key_id="test",
@@ -78,6 +85,56 @@ def trial(port, threads=10, rounds=40):
     return left - threads
 
 
+def dynamodb_trial(port, threads=4, rounds=40):
+    """Committed writes that were undone by a concurrent failed transaction (0 on a right server)."""
+    d = client(port, "dynamodb")
+    table = f"race{time.time_ns()}"
+    d.create_table(
+        TableName=table,
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    # A table of some size, so the failed transactions' copy of it takes a while (as in a run).
+    for i in range(300):
+        d.put_item(TableName=table, Item={"pk": {"S": f"bulk{i}"}, "v": {"S": "x" * 200}})
+
+    def put(c, key):
+        c.transact_write_items(
+            TransactItems=[
+                {"Put": {"TableName": table, "Item": {"pk": {"S": key}}, "ConditionExpression": "attribute_not_exists(pk)"}}
+            ]
+        )
+
+    def commits(n):
+        c = client(port, "dynamodb")
+        for i in range(rounds):
+            put(c, f"new{n}-{i}")
+
+    def refusals():
+        c = client(port, "dynamodb")
+        for _ in range(rounds):
+            try:
+                put(c, "bulk1")
+            except c.exceptions.TransactionCanceledException:
+                pass
+
+    ts = [threading.Thread(target=commits, args=(n,)) for n in range(threads)]
+    ts += [threading.Thread(target=refusals) for _ in range(threads)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    present, kwargs = 0, {}
+    while True:
+        page = d.scan(TableName=table, Select="COUNT", **kwargs)
+        present += page["Count"]
+        if "LastEvaluatedKey" not in page:
+            break
+        kwargs = {"ExclusiveStartKey": page["LastEvaluatedKey"]}
+    return threads * rounds - (present - 300)
+
+
 def main():
     trials = int(sys.argv[1]) if len(sys.argv) > 1 else 10
     for name, cmd in (
@@ -87,12 +144,14 @@ def main():
         proc, port = start(cmd)
         try:
             diffs = [trial(port) for _ in range(trials)]
+            undone = [dynamodb_trial(port) for _ in range(trials)]
         finally:
             proc.terminate()
             proc.wait()
         lost = sum(1 for d in diffs if d < 0)
         back = sum(1 for d in diffs if d > 0)
         print(f"{name}: {trials} trials, {lost} lost messages, {back} brought deleted messages back ({diffs})")
+        print(f"{name}: {trials} DynamoDB trials, {sum(1 for u in undone if u)} with committed writes undone ({undone})")
 
 
 if __name__ == "__main__":

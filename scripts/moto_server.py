@@ -1,4 +1,5 @@
-"""moto's server, with one fix: SQS deletes that cannot lose a message.
+"""moto's server, with two fixes: SQS deletes that cannot lose a message, and DynamoDB
+transactions that cannot undo other requests' writes.
 
 moto 5.2.5's `Queue.delete_message` rebuilds the queue's message list without holding the
 queue's lock, while `add_message` appends under it. The server is threaded, so a SendMessage to
@@ -10,10 +11,21 @@ stages send a follow-up and then delete the message they handled, ten at a time 
 under load the emulator lost status messages (a document left SENT with no message on any
 queue: issue 11). `scripts/moto_race.py` shows the race on the unpatched server.
 
+moto 5.2.5's DynamoDB `transact_write_items` takes a deep copy of every table it touches before
+it starts and, when any condition fails, puts those copies back: every write another request made
+to the same table in the meantime is undone, although its caller was told it succeeded. Nothing
+in moto's DynamoDB backend holds a lock. The relay's stages write one document while another
+request's conditional write on the same table fails (two uploads of one invoice registering at
+once, a refused claim), so under load a committed state change vanished (a document back in
+SENT after its ACCEPTED was written and its message deleted: issue 11). Real DynamoDB isolates
+every request. Here every DynamoDB backend operation holds one lock, so requests to it run one at
+a time. `scripts/moto_race.py` shows both races on the unpatched server.
+
 Usage: the same arguments as `moto_server` (`-H 127.0.0.1 -p PORT`).
 """
 
 import functools
+import inspect
 import sys
 
 from moto.sqs import models
@@ -46,6 +58,31 @@ def _receive_locked(method):
 
 
 models.SQSBackend.receive_message = _receive_locked(models.SQSBackend.receive_message)
+
+
+def _serialize_dynamodb():
+    import threading
+
+    from moto.dynamodb.models import DynamoDBBackend
+
+    # Re-entrant: a transaction calls the backend's own get_item/put_item while holding it.
+    lock = threading.RLock()
+
+    def serialized(method):
+        @functools.wraps(method)
+        def wrapper(*args, **kwargs):
+            with lock:
+                return method(*args, **kwargs)
+
+        return wrapper
+
+    for name, attr in list(vars(DynamoDBBackend).items()):
+        # Plain methods only: static methods and properties keep their own binding.
+        if inspect.isfunction(attr) and not name.startswith("_"):
+            setattr(DynamoDBBackend, name, serialized(attr))
+
+
+_serialize_dynamodb()
 
 if __name__ == "__main__":
     from moto.server import main

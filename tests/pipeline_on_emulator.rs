@@ -159,7 +159,7 @@ async fn uploads_travel_through_all_four_functions_to_accepted_once() {
     pump(&send_q, &status_q, &send, &status).await;
 
     let doc = send.store.get(&sample_key("FV2026/02/150")).await.unwrap().unwrap();
-    assert_eq!(doc.record.state, DocumentState::Accepted, "{:?}", doc.record.last_error);
+    assert_eq!(doc.record.state, DocumentState::Accepted, "{:?}\n{:#?}", doc.record, doc.history);
     let upo_key = doc.record.storage.upo.clone().unwrap();
     let upo =
         c.s3.get_object()

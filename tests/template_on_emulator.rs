@@ -386,7 +386,7 @@ async fn the_deployed_template_runs_an_upload_through_intake_send_and_status() {
         InvoiceNumber::parse("FV2026/02/150").unwrap(),
     );
     let doc = send.store.get(&key).await.unwrap().expect("registered in the stack's table");
-    assert_eq!(doc.record.state, DocumentState::Accepted, "{:?}", doc.record.last_error);
+    assert_eq!(doc.record.state, DocumentState::Accepted, "{:?}\n{:#?}", doc.record, doc.history);
     let upo_key = doc.record.storage.upo.clone().expect("a UPO");
     assert!(upo_key.starts_with("upo/9999999999/"), "{upo_key}");
     let get = |key: String| c.s3.get_object().bucket(&bucket).key(key).send();
