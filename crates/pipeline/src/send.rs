@@ -29,7 +29,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use ksef_client::batch::MAX_PART_SIZE;
 use ksef_client::{BatchArchive, KsefClient, SendOptions};
-use relay_domain::ports::{Archive, DocumentClaims, DocumentRegistry, DocumentUpdates, OutgoingMessage, Queue, StoreError};
+use relay_domain::ports::{DocumentClaims, DocumentRegistry, DocumentUpdates, OutgoingMessage, StoreError};
 use relay_domain::{
     Change, Charge, ClaimPurpose, ClaimRefused, DocumentRecord, DocumentState, ErrorClass, ErrorSource, Failure, HistoryEntry,
     HistoryEvent, KsefReference, Nip, RetryDecision, RetryPolicy,
@@ -46,27 +46,9 @@ use crate::sessions::KsefContexts;
 pub trait SendStore: DocumentRegistry + DocumentClaims + DocumentUpdates {}
 impl<T: DocumentRegistry + DocumentClaims + DocumentUpdates + ?Sized> SendStore for T {}
 
-/// The ports the send use case needs.
-pub struct SendPorts<'a, S: SendStore + ?Sized> {
-    pub store: &'a S,
-    pub archive: &'a dyn Archive,
-    /// Its own queue: a leftover message that finds its document's follow-up lost re-issues it.
-    pub send_queue: &'a dyn Queue,
-    pub status_queue: &'a dyn Queue,
-    pub corrections_queue: &'a dyn Queue,
-}
-
-impl<S: SendStore + ?Sized> SendPorts<'_, S> {
-    fn follow_up(&self) -> FollowUpPorts<'_, S> {
-        FollowUpPorts {
-            store: self.store,
-            archive: self.archive,
-            send_queue: self.send_queue,
-            status_queue: self.status_queue,
-            corrections_queue: self.corrections_queue,
-        }
-    }
-}
+/// The ports the send use case needs: a stage's store, outbox and queues (its own queue too: a
+/// leftover message that finds its document's follow-up lost re-issues it).
+pub type SendPorts<'a, S> = FollowUpPorts<'a, S>;
 
 /// Tunables, from the function's settings.
 #[derive(Debug, Clone)]
@@ -141,7 +123,7 @@ async fn send_document<S: SendStore + ?Sized>(
     if r.state != DocumentState::Queued || req.is_behind(&r) {
         // Not this message's work any more; but the write that moved the document on may have
         // been the last thing an earlier handler did: make sure its follow-up exists.
-        return catch_up(&ports.follow_up(), r, REDRIVE_GRACE, now).await;
+        return catch_up(ports, r, REDRIVE_GRACE, now).await;
     }
     if r.content_hash != req.content_hash {
         // The document was resubmitted with new content; its own message is on the queue.

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use ksef_client::{InvoiceOutcome, KsefClient};
-use relay_domain::ports::{Archive, DocumentRegistry, DocumentUpdates, ObjectBody, OutgoingMessage, Queue};
+use relay_domain::ports::{DocumentRegistry, DocumentUpdates, ObjectBody, OutgoingMessage};
 use relay_domain::storage_keys::upo_key;
 use relay_domain::{Change, DocumentRecord, DocumentState, ErrorClass, ErrorSource, Failure, KsefNumber, RetryDecision, RetryPolicy};
 
@@ -25,26 +25,9 @@ use crate::sessions::KsefContexts;
 pub trait StatusStore: DocumentRegistry + DocumentUpdates {}
 impl<T: DocumentRegistry + DocumentUpdates + ?Sized> StatusStore for T {}
 
-pub struct StatusPorts<'a, S: StatusStore + ?Sized> {
-    pub store: &'a S,
-    pub archive: &'a dyn Archive,
-    pub send_queue: &'a dyn Queue,
-    /// Its own queue: a leftover message that finds its document's follow-up lost re-issues it.
-    pub status_queue: &'a dyn Queue,
-    pub corrections_queue: &'a dyn Queue,
-}
-
-impl<S: StatusStore + ?Sized> StatusPorts<'_, S> {
-    fn follow_up(&self) -> FollowUpPorts<'_, S> {
-        FollowUpPorts {
-            store: self.store,
-            archive: self.archive,
-            send_queue: self.send_queue,
-            status_queue: self.status_queue,
-            corrections_queue: self.corrections_queue,
-        }
-    }
-}
+/// The ports the status use case needs: a stage's store, outbox and queues (its own queue too: a
+/// leftover message that finds its document's follow-up lost re-issues it).
+pub type StatusPorts<'a, S> = FollowUpPorts<'a, S>;
 
 #[derive(Debug, Clone)]
 pub struct StatusConfig {
@@ -103,7 +86,7 @@ pub async fn poll<S: StatusStore + ?Sized>(
     if !polling || req.is_behind(&r) || r.ksef.invoice_reference.as_ref() != Some(&req.invoice_reference) {
         // Not this message's work any more; but the write that moved the document on may have
         // been the last thing an earlier handler did: make sure its follow-up exists.
-        return catch_up(&ports.follow_up(), r, REDRIVE_GRACE, now).await;
+        return catch_up(ports, r, REDRIVE_GRACE, now).await;
     }
     if let Some(t) = r.next_attempt_at.filter(|t| *t > now) {
         return done(
