@@ -21,7 +21,8 @@ pub struct SimArgs {
     #[arg(long, default_value = "9999999999")]
     pub nip: String,
     /// A fault scenario, repeatable: NAME[:RATE][:MS][@PATH]. Names: unavailable, slow, reset,
-    /// burst429, close-timeout, status550, stuck150, decrypt435, upo-late.
+    /// burst429, close-timeout, status550, stuck150, decrypt435, upo-late, forbidden,
+    /// session21184 (an online send answered 21184: open a new session).
     /// Example: --fault unavailable:0.2@/invoices --fault upo-late::5000
     #[arg(long = "fault", value_name = "SCENARIO")]
     pub faults: Vec<String>,

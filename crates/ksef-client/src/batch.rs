@@ -204,7 +204,7 @@ impl KsefClient {
     pub async fn close_batch_session(&self, reference: &str) -> Result<()> {
         self.call(Call {
             operation: "close_batch_session",
-            group: EndpointGroup::BatchSession,
+            group: EndpointGroup::BatchSessionClose,
             method: Method::POST,
             path: format!("/sessions/batch/{reference}/close"),
             body: None,

@@ -33,7 +33,8 @@ pub fn class_of_exception(code: i32) -> ErrorClass {
     match code {
         // The session is closed, gone, over its invoice limit or cancelled: open a new one.
         // 21205: a batch part never arrived (its upload failed): the package needs a new session.
-        21173 | 21180 | 21155 | 21208 | 21205 => ErrorClass::NeedsNewSession,
+        // 21184 (2026): the session is "temporarily unavailable": open a new one and go on.
+        21173 | 21180 | 21155 | 21208 | 21205 | 21184 => ErrorClass::NeedsNewSession,
         // Not authorised (redeemed, revoked, bad status), unknown auth operation, bad challenge.
         21301 | 21304 | 21111 => ErrorClass::NeedsReauth,
         // UPO or invoice not generated yet.
@@ -331,6 +332,7 @@ mod tests {
         for (code, class) in [
             (21180, ErrorClass::NeedsNewSession),
             (21173, ErrorClass::NeedsNewSession),
+            (21184, ErrorClass::NeedsNewSession),
             (21301, ErrorClass::NeedsReauth),
             (21402, ErrorClass::Permanent),
             (21403, ErrorClass::Permanent),

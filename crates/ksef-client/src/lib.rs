@@ -44,7 +44,7 @@ pub use batch::{BatchArchive, BatchSession, Compression};
 pub use client::{pick_key, ClientConfig, Credentials, KeyUsage, KsefClient, PublicKey, Result, TokenSet};
 pub use environment::Environment;
 pub use failure_map::InvoiceOutcome;
-pub use limiter::{ClientLimits, EndpointGroup, Limit};
+pub use limiter::{ClientLimits, EffectiveRateLimits, EndpointGroup, Limit};
 pub use model::{InvoiceStatus, SessionStatus, SessionSummary, Status};
 pub use secret::{BearerToken, KsefToken, SessionKey};
 pub use sessions::{send_invoice_body, OnlineSession, SendOptions, SentInvoice, Upo};

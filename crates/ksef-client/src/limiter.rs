@@ -21,9 +21,15 @@ pub enum EndpointGroup {
     Public,
     /// Auth steps after the challenge: 60/s.
     Auth,
+    /// Opening online sessions.
     OnlineSession,
+    /// Closing online sessions: its own group since 14.09.2026 (ksef-api#863).
+    OnlineSessionClose,
     InvoiceSend,
+    /// Opening batch sessions.
     BatchSession,
+    /// Closing batch sessions: its own group since 14.09.2026.
+    BatchSessionClose,
     InvoiceStatus,
     SessionList,
     SessionInvoiceList,
@@ -70,15 +76,17 @@ pub struct ClientLimits {
 }
 
 impl ClientLimits {
-    /// The published PRD/DEMO/TEST defaults.
+    /// The published PRD/DEMO/TEST defaults (API-NOTES §7, with the close groups of §15).
     pub fn official() -> ClientLimits {
         use EndpointGroup::*;
         let groups = HashMap::from([
             (Public, Limit::per_second_only(60)),
             (Auth, Limit::per_second_only(60)),
             (OnlineSession, Limit::new(10, 30, 120)),
+            (OnlineSessionClose, Limit::new(20, 60, 240)),
             (InvoiceSend, Limit::new(10, 30, 180)),
             (BatchSession, Limit::new(10, 20, 60)),
+            (BatchSessionClose, Limit::new(20, 40, 120)),
             (InvoiceStatus, Limit::new(30, 120, 1200)),
             (SessionList, Limit::new(5, 10, 60)),
             (SessionInvoiceList, Limit::new(10, 20, 200)),
@@ -114,6 +122,71 @@ impl ClientLimits {
 
     pub fn with_margin(mut self, margin: f64) -> ClientLimits {
         self.margin = margin;
+        self
+    }
+}
+
+/// `GET /rate-limits` (`EffectiveApiRateLimits`): the limits KSeF applies to this context, by
+/// group name. Groups the client does not know (exports, downloads) are kept by name.
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(from = "HashMap<String, EffectiveValues>")]
+pub struct EffectiveRateLimits {
+    pub groups: HashMap<String, Limit>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct EffectiveValues {
+    per_second: u32,
+    per_minute: u32,
+    per_hour: u32,
+}
+
+impl From<HashMap<String, EffectiveValues>> for EffectiveRateLimits {
+    fn from(raw: HashMap<String, EffectiveValues>) -> Self {
+        EffectiveRateLimits {
+            groups: raw
+                .into_iter()
+                .map(|(name, v)| (name, Limit::new(v.per_second, v.per_minute, v.per_hour)))
+                .collect(),
+        }
+    }
+}
+
+impl EffectiveRateLimits {
+    /// The limit KSeF reports for one of the client's groups, if it reports that group. Before
+    /// September 2026 closing shared the opening groups: a report without the close groups
+    /// means that.
+    pub fn limit(&self, group: EndpointGroup) -> Option<Limit> {
+        let name = match group {
+            EndpointGroup::Public | EndpointGroup::Auth => return None,
+            EndpointGroup::OnlineSession => "onlineSession",
+            EndpointGroup::OnlineSessionClose => {
+                return self.groups.get("onlineSessionClose").or(self.groups.get("onlineSession")).copied()
+            }
+            EndpointGroup::InvoiceSend => "invoiceSend",
+            EndpointGroup::BatchSession => "batchSession",
+            EndpointGroup::BatchSessionClose => return self.groups.get("batchSessionClose").or(self.groups.get("batchSession")).copied(),
+            EndpointGroup::InvoiceStatus => "invoiceStatus",
+            EndpointGroup::SessionList => "sessionList",
+            EndpointGroup::SessionInvoiceList => "sessionInvoiceList",
+            EndpointGroup::SessionMisc => "sessionMisc",
+            EndpointGroup::Other => "other",
+        };
+        self.groups.get(name).copied()
+    }
+}
+
+impl ClientLimits {
+    /// These limits with every group KSeF reported replaced by its reported value (API-NOTES
+    /// §15: trust `GET /rate-limits` over any table). Groups it did not report keep theirs.
+    pub fn seeded_from(mut self, effective: &EffectiveRateLimits) -> ClientLimits {
+        let groups: Vec<EndpointGroup> = self.groups.keys().copied().collect();
+        for g in groups {
+            if let Some(l) = effective.limit(g) {
+                self.groups.insert(g, l);
+            }
+        }
         self
     }
 }

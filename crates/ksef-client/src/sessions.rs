@@ -188,7 +188,7 @@ impl KsefClient {
     pub async fn close_online_session(&self, reference: &str) -> Result<()> {
         self.call(Call {
             operation: "close_online_session",
-            group: EndpointGroup::OnlineSession,
+            group: EndpointGroup::OnlineSessionClose,
             method: Method::POST,
             path: format!("/sessions/online/{reference}/close"),
             body: None,
@@ -197,6 +197,22 @@ impl KsefClient {
         })
         .await
         .map(|_| ())
+    }
+
+    /// `GET /rate-limits`: the limits KSeF applies to this context now.
+    pub async fn effective_rate_limits(&self) -> Result<crate::limiter::EffectiveRateLimits> {
+        let a = self
+            .call(Call {
+                operation: "rate_limits",
+                group: EndpointGroup::Other,
+                method: Method::GET,
+                path: "/rate-limits".into(),
+                body: None,
+                auth: Auth::Access,
+                headers: Vec::new(),
+            })
+            .await?;
+        a.json("rate_limits")
     }
 
     pub async fn session_status(&self, reference: &str) -> Result<SessionStatus> {

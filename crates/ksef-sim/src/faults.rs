@@ -59,6 +59,9 @@ pub enum Fault {
     Decryption435 { rate: f64 },
     /// The UPO is not available for `delay_ms` after acceptance (21178, storage 404).
     UpoNotReady { delay_ms: u64 },
+    /// An online send answers 400 with exception 21184, "session temporarily unavailable"
+    /// (since 2026, ksef-api#864): the invoice is not taken; open a new session and go on.
+    SessionUnavailable { rate: f64 },
     /// HTTP 403 problem+json with this `reasonCode` (`ip-not-allowed`, `missing-permissions`,
     /// `security-service-blocked`...): an IP block or a permission taken away.
     Forbidden {
@@ -83,6 +86,7 @@ impl Fault {
             Fault::Decryption435 { .. } => "decrypt435",
             Fault::UpoNotReady { .. } => "upo-late",
             Fault::Forbidden { .. } => "forbidden",
+            Fault::SessionUnavailable { .. } => "session21184",
         }
     }
 }
@@ -123,6 +127,7 @@ impl FromStr for Fault {
                 for_ms: third.filter(|t| !t.is_empty()).map(|_| ms),
             },
             "decrypt435" => Fault::Decryption435 { rate },
+            "session21184" => Fault::SessionUnavailable { rate },
             "upo-late" => Fault::UpoNotReady { delay_ms: ms },
             "forbidden" => Fault::Forbidden {
                 rate,
@@ -131,7 +136,7 @@ impl FromStr for Fault {
             },
             other => {
                 return Err(format!(
-                    "unknown fault {other:?}; known: unavailable, slow, reset, burst429, close-timeout, status550, stuck150, decrypt435, upo-late, forbidden"
+                    "unknown fault {other:?}; known: unavailable, slow, reset, burst429, close-timeout, status550, stuck150, decrypt435, upo-late, forbidden, session21184"
                 ))
             }
         })
@@ -209,6 +214,20 @@ impl FaultSwitch {
             }
         }
         out
+    }
+
+    /// Rolls the dice for one online send: whether its session is "temporarily unavailable".
+    pub fn session_unavailable(&self) -> bool {
+        let mut g = self.inner.lock().expect("fault lock");
+        let (faults, rng) = &mut *g;
+        let rates: Vec<f64> = faults
+            .iter()
+            .filter_map(|f| match f {
+                Fault::SessionUnavailable { rate } => Some(*rate),
+                _ => None,
+            })
+            .collect();
+        rates.into_iter().any(|rate| rng.random_bool(rate))
     }
 
     /// Rolls the dice for one invoice that passed every check.

@@ -24,6 +24,8 @@ use crate::state::{secret, Batch, Compression, DeclaredPart, Invoice, Session, S
 
 const MAX_PART: u64 = 100_000_000;
 const MAX_PARTS: usize = 50;
+/// The whole package before encryption: 5 GB.
+const MAX_PACKAGE: u64 = 5_000_000_000;
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -63,11 +65,20 @@ pub async fn open_batch(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: B
         Some("TarGz") => Compression::TarGz,
         Some(other) => return Err(ApiError::validation(format!("Nieznany typ kompresji {other}."))),
     };
-    if f.file_parts.is_empty() || f.file_parts.len() > MAX_PARTS {
-        return Err(ApiError::BadRequest {
-            code: Code::InputValidation,
-            details: vec![format!("Paczka musi mieć od 1 do {MAX_PARTS} części.")],
-        });
+    if f.file_parts.is_empty() {
+        return Err(ApiError::validation("Paczka musi mieć co najmniej jedną część."));
+    }
+    if f.file_parts.len() > MAX_PARTS {
+        return Err(ApiError::bad(
+            Code::TooManyParts,
+            format!("Paczka ma {} części; dozwolone najwyżej {MAX_PARTS}.", f.file_parts.len()),
+        ));
+    }
+    if f.file_size > MAX_PACKAGE {
+        return Err(ApiError::validation(format!(
+            "Paczka ma {} B; dozwolone najwyżej {MAX_PACKAGE} B.",
+            f.file_size
+        )));
     }
     ContentHash::parse(&f.file_hash).map_err(|e| ApiError::validation(e.to_string()))?;
     for (i, p) in f.file_parts.iter().enumerate() {
@@ -86,6 +97,7 @@ pub async fn open_batch(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: B
         ContentHash::parse(&p.file_hash).map_err(|e| ApiError::validation(e.to_string()))?;
     }
     let key = unwrap_key(&sim, &req.encryption)?;
+    let base = sim.link_base(&headers);
     let mut store = sim.store.lock().expect("store lock");
     let seq = store.next_seq();
     let reference = store.reference("SB");
@@ -106,7 +118,7 @@ pub async fn open_batch(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: B
             json!({
                 "ordinalNumber": p.ordinal,
                 "method": "PUT",
-                "url": format!("{}/storage/batch/{}/{}?sig={}", sim.base_url, reference, p.ordinal, p.upload_token),
+                "url": format!("{base}/storage/batch/{}/{}?sig={}", reference, p.ordinal, p.upload_token),
                 "headers": {"x-ms-blob-type": "BlockBlob"},
             })
         })

@@ -229,6 +229,12 @@ pub async fn send_invoice(
             return Err(ApiError::no_session(&reference));
         }
         let status = s.status();
+        if !s.closed && sim.faults.session_unavailable() {
+            return Err(ApiError::bad(
+                Code::SessionUnavailable,
+                format!("Sesja {reference} jest tymczasowo niedostępna; otwórz nową sesję."),
+            ));
+        }
         let key = match (s.closed, s.key) {
             (false, Some(k)) => k,
             _ => {
@@ -321,8 +327,15 @@ pub async fn close_online(State(sim): State<Arc<Sim>>, Path(reference): Path<Str
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
+/// `GET /rate-limits`: the effective limits for the caller's context (`EffectiveApiRateLimits`).
+pub async fn rate_limits(State(sim): State<Arc<Sim>>, headers: HeaderMap) -> Result<Response, ApiError> {
+    sim.authorize(&headers, "/v2/rate-limits")?;
+    Ok(Json(sim.limiter.effective_json()).into_response())
+}
+
 pub async fn session_status(State(sim): State<Arc<Sim>>, Path(reference): Path<String>, headers: HeaderMap) -> Result<Response, ApiError> {
     let context = sim.authorize(&headers, &format!("/v2/sessions/{reference}"))?;
+    let base = sim.link_base(&headers);
     let mut store = sim.store.lock().expect("store lock");
     let s = session_mut(&mut store, &reference, &context)?;
     let status = s.status();
@@ -345,7 +358,7 @@ pub async fn session_status(State(sim): State<Arc<Sim>>, Path(reference): Path<S
                 let r = s.upo_page_reference(p);
                 json!({
                     "referenceNumber": r,
-                    "downloadUrl": format!("{}/storage/session-upo/{}/{}", sim.base_url, reference, r),
+                    "downloadUrl": format!("{base}/storage/session-upo/{}/{}", reference, r),
                     "downloadUrlExpirationDate": expires,
                 })
             })
@@ -384,6 +397,7 @@ fn list_invoices(sim: &Sim, reference: &str, headers: &HeaderMap, paging: &Pagin
             })?,
     };
     let now = Instant::now();
+    let base = sim.link_base(headers);
     let mut store = sim.store.lock().expect("store lock");
     let s = session_mut(&mut store, reference, &context)?;
     let selected: Vec<&Invoice> = s
@@ -395,7 +409,7 @@ fn list_invoices(sim: &Sim, reference: &str, headers: &HeaderMap, paging: &Pagin
         .iter()
         .skip(offset)
         .take(page_size)
-        .map(|i| sim.invoice_json(i, now))
+        .map(|i| sim.invoice_json(i, now, &base))
         .collect();
     let mut body = json!({"invoices": page});
     if offset + page_size < selected.len() {
@@ -435,7 +449,7 @@ pub async fn invoice_status(
             "Faktura o numerze referencyjnym {invoice} nie została znaleziona w sesji {reference}."
         ))
     })?;
-    Ok(Json(sim.invoice_json(inv, Instant::now())).into_response())
+    Ok(Json(sim.invoice_json(inv, Instant::now(), &sim.link_base(&headers))).into_response())
 }
 
 fn upo_header<'a>(sim: &'a Sim, s: &'a Session, page: Option<(usize, usize, usize, usize, usize)>) -> UpoHeader<'a> {

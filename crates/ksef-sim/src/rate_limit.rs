@@ -38,9 +38,15 @@ pub enum Group {
     Public,
     /// The auth steps after the challenge: 60/s (spec `x-rate-limits`).
     Auth,
+    /// Opening an online session (closing had this group too until September 2026).
     OnlineSession,
+    /// `POST /sessions/online/{ref}/close`: its own group since 14.09.2026 (ksef-api#863).
+    OnlineSessionClose,
     InvoiceSend,
+    /// Opening a batch session.
     BatchSession,
+    /// `POST /sessions/batch/{ref}/close`: its own group since 14.09.2026.
+    BatchSessionClose,
     InvoiceStatus,
     SessionList,
     SessionInvoiceList,
@@ -58,9 +64,11 @@ impl Group {
                 _,
                 "/auth/ksef-token" | "/auth/xades-signature" | "/auth/{referenceNumber}" | "/auth/token/redeem" | "/auth/token/refresh",
             ) => Group::Auth,
-            ("POST", "/sessions/online" | "/sessions/online/{referenceNumber}/close") => Group::OnlineSession,
+            ("POST", "/sessions/online") => Group::OnlineSession,
+            ("POST", "/sessions/online/{referenceNumber}/close") => Group::OnlineSessionClose,
             ("POST", "/sessions/online/{referenceNumber}/invoices") => Group::InvoiceSend,
-            ("POST", "/sessions/batch" | "/sessions/batch/{referenceNumber}/close") => Group::BatchSession,
+            ("POST", "/sessions/batch") => Group::BatchSession,
+            ("POST", "/sessions/batch/{referenceNumber}/close") => Group::BatchSessionClose,
             ("GET", "/sessions/{referenceNumber}/invoices/{invoiceReferenceNumber}") => Group::InvoiceStatus,
             ("GET", "/sessions") => Group::SessionList,
             ("GET", "/sessions/{referenceNumber}/invoices" | "/sessions/{referenceNumber}/invoices/failed") => Group::SessionInvoiceList,
@@ -74,8 +82,10 @@ impl Group {
             Group::Public => "public",
             Group::Auth => "auth",
             Group::OnlineSession => "onlineSession",
+            Group::OnlineSessionClose => "onlineSessionClose",
             Group::InvoiceSend => "invoiceSend",
             Group::BatchSession => "batchSession",
+            Group::BatchSessionClose => "batchSessionClose",
             Group::InvoiceStatus => "invoiceStatus",
             Group::SessionList => "sessionList",
             Group::SessionInvoiceList => "sessionInvoiceList",
@@ -101,8 +111,10 @@ impl RateLimits {
             (Group::Public, Limit::per_second_only(60)),
             (Group::Auth, Limit::per_second_only(60)),
             (Group::OnlineSession, Limit::new(10, 30, 120)),
+            (Group::OnlineSessionClose, Limit::new(20, 60, 240)),
             (Group::InvoiceSend, Limit::new(10, 30, 180)),
             (Group::BatchSession, Limit::new(10, 20, 60)),
+            (Group::BatchSessionClose, Limit::new(20, 40, 120)),
             (Group::InvoiceStatus, Limit::new(30, 120, 1200)),
             (Group::SessionList, Limit::new(5, 10, 60)),
             (Group::SessionInvoiceList, Limit::new(10, 20, 200)),
@@ -127,6 +139,32 @@ impl RateLimits {
     pub fn with(mut self, group: Group, limit: Limit) -> RateLimits {
         self.limits.insert(group, limit);
         self
+    }
+
+    /// `GET /rate-limits`: the effective limits of every group that has all three windows, by
+    /// the spec's names (`EffectiveApiRateLimits`, with the close groups of September 2026).
+    /// Groups KSeF has and the simulator does not serve (metadata, exports, downloads) are
+    /// reported with their published values.
+    pub fn effective_json(&self) -> serde_json::Value {
+        let mut out = serde_json::Map::new();
+        for (group, l) in &self.limits {
+            if let (Some(s), Some(m), Some(h)) = (l.per_second, l.per_minute, l.per_hour) {
+                out.insert(
+                    group.name().to_owned(),
+                    serde_json::json!({"perSecond": s, "perMinute": m, "perHour": h}),
+                );
+            }
+        }
+        for (name, s, m, h) in [
+            ("invoiceMetadata", 8, 16, 20),
+            ("invoiceExport", 8, 16, 20),
+            ("invoiceExportStatus", 10, 60, 600),
+            ("invoiceDownload", 8, 16, 64),
+        ] {
+            out.entry(name)
+                .or_insert(serde_json::json!({"perSecond": s, "perMinute": m, "perHour": h}));
+        }
+        serde_json::Value::Object(out)
     }
 }
 
@@ -158,6 +196,16 @@ pub struct RateLimiter {
 }
 
 impl RateLimiter {
+    /// What `GET /rate-limits` answers: the limits in force or, when the simulator enforces
+    /// none, KSeF's published ones (a client reading them must still see real values).
+    pub fn effective_json(&self) -> serde_json::Value {
+        if self.limits.enabled {
+            self.limits.effective_json()
+        } else {
+            RateLimits::production().effective_json()
+        }
+    }
+
     pub fn new(limits: RateLimits, time_scale: f64) -> RateLimiter {
         RateLimiter {
             limits,
@@ -253,10 +301,17 @@ mod tests {
             Group::of("POST", "/v2/sessions/online/{referenceNumber}/invoices"),
             Group::InvoiceSend
         );
+        // Closing has its own groups since 14.09.2026 (API-NOTES §15).
         assert_eq!(
             Group::of("POST", "/v2/sessions/online/{referenceNumber}/close"),
-            Group::OnlineSession
+            Group::OnlineSessionClose
         );
+        assert_eq!(Group::of("POST", "/v2/sessions/online"), Group::OnlineSession);
+        assert_eq!(
+            Group::of("POST", "/v2/sessions/batch/{referenceNumber}/close"),
+            Group::BatchSessionClose
+        );
+        assert_eq!(Group::of("POST", "/v2/sessions/batch"), Group::BatchSession);
         assert_eq!(
             Group::of("GET", "/v2/sessions/{referenceNumber}/invoices/{invoiceReferenceNumber}"),
             Group::InvoiceStatus

@@ -47,6 +47,7 @@ pub fn router(sim: Arc<Sim>) -> Router {
         .route("/v2/sessions/batch", post(batch::open_batch))
         .route("/v2/sessions/batch/{referenceNumber}/close", post(batch::close_batch))
         .route("/v2/sessions", get(sessions::list_sessions))
+        .route("/v2/rate-limits", get(sessions::rate_limits))
         .route("/v2/sessions/{referenceNumber}", get(sessions::session_status))
         .route("/v2/sessions/{referenceNumber}/invoices", get(sessions::session_invoices))
         .route(

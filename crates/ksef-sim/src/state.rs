@@ -363,7 +363,23 @@ impl Sim {
     }
 
     /// The `SessionInvoiceStatusResponse` of one invoice.
-    pub fn invoice_json(&self, inv: &Invoice, now: Instant) -> Value {
+    /// Where the links the simulator hands out (UPO downloads, batch part uploads) point: the
+    /// configured public base URL, else the host the client called (as KSeF's pre-signed links
+    /// name a host the caller can reach), else the bound address.
+    pub fn link_base(&self, headers: &axum::http::HeaderMap) -> String {
+        if self.cfg.public_base_url.is_some() {
+            return self.base_url.clone();
+        }
+        headers
+            .get(axum::http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .filter(|h| !h.is_empty() && h.chars().all(|c| c.is_ascii_alphanumeric() || ".-:[]".contains(c)))
+            .map(|h| format!("http://{h}"))
+            .unwrap_or_else(|| self.base_url.clone())
+    }
+
+    /// An invoice's status as KSeF reports it, its links under `base` ([`Sim::link_base`]).
+    pub fn invoice_json(&self, inv: &Invoice, now: Instant, base: &str) -> Value {
         let status = inv.status(now, &self.cfg);
         let mut v = json!({
             "ordinalNumber": inv.ordinal,
@@ -383,7 +399,7 @@ impl Sim {
             v["ksefNumber"] = json!(a.ksef_number.as_str());
             v["acquisitionDate"] = json!(rfc3339(a.acquired));
             v["permanentStorageDate"] = json!(rfc3339(a.acquired + chrono::Duration::milliseconds(50)));
-            v["upoDownloadUrl"] = json!(format!("{}/storage/upo/{}", self.base_url, inv.upo_token));
+            v["upoDownloadUrl"] = json!(format!("{base}/storage/upo/{}", inv.upo_token));
             v["upoDownloadUrlExpirationDate"] = json!(rfc3339(Utc::now() + chrono::Duration::days(3)));
         }
         v

@@ -192,6 +192,41 @@ async fn a_429_parks_without_charging_the_budget() {
     assert_eq!(early.outcome, "NOT_YET");
 }
 
+/// KSeF's 2026 error 21184 ("session temporarily unavailable"): a new session and on, charged
+/// to the recovery limit, never to the invoice's budget.
+#[tokio::test]
+async fn error_21184_opens_a_new_session_without_charging_the_budget() {
+    let w = world(10).await;
+    let req = w.register(&invoice("SEND/21184")).await;
+    w.sim.faults().set(vec![Fault::SessionUnavailable { rate: 1.0 }], 1);
+    let res = w.send(&req).await;
+    assert_eq!(res.outcome, "RETRY");
+    let r = res.record.clone().unwrap();
+    assert_eq!((r.attempts, r.recoveries), (0, 1), "a recovery, not an attempt");
+    assert_eq!(r.ksef.unconfirmed_send, None, "KSeF refused it outright: nothing to reconcile");
+    let first_session = r.last_error.as_ref().map(|f| f.code.clone());
+    assert_eq!(first_session, Some(Some("21184".to_owned())));
+    w.sim.faults().clear();
+    let QueueAction::Replace { body, .. } = res.action else {
+        panic!("{:?}", res.action)
+    };
+    let res = w.send(&SendRequest::from_json(&body).unwrap()).await;
+    assert_eq!(res.outcome, "SENT");
+    let doc = w.store.get(&req.document).await.unwrap().unwrap();
+    let sessions: Vec<_> = doc
+        .history
+        .iter()
+        .filter_map(|h| match &h.event {
+            relay_domain::HistoryEvent::SendStarted { session, .. } => Some(session.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(sessions.len(), 2, "{sessions:?}");
+    assert_ne!(sessions[0], sessions[1], "the second try went in a new session");
+    assert_eq!(w.poll_until_decided().await.outcome, "ACCEPTED");
+    assert_eq!(w.sim.ledger().count_hash(&req.content_hash), 1);
+}
+
 #[tokio::test]
 async fn an_exhausted_budget_ends_failed_in_the_dlq_with_an_outbox_result() {
     let w = world(2).await;

@@ -78,3 +78,16 @@ pub fn invoice(number: &str) -> Vec<u8> {
     assert_ne!(out, text);
     out.into_bytes()
 }
+
+/// Polls an invoice's status until KSeF decides (not 100/150), within [`WAIT`].
+pub async fn until_decided(c: &KsefClient, session: &str, invoice: &str) -> ksef_client::InvoiceStatus {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let status = c.invoice_status(session, invoice).await.unwrap();
+        if !matches!(status.status.code, 100 | 150) {
+            return status;
+        }
+        assert!(std::time::Instant::now() < deadline, "no decision within {WAIT:?}");
+        tokio::time::sleep(POLL).await;
+    }
+}
