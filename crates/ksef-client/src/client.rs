@@ -41,6 +41,12 @@ pub struct ClientConfig {
     /// Ask for errors as problem+json (`X-Error-Format: problem-details`); KSeF marks its
     /// default `ExceptionResponse` deprecated. Both forms map to the same failures.
     pub problem_details: bool,
+    /// The limits shared by every instance calling KSeF for this context (issue 12). With one,
+    /// the process limiter steps aside, a wait longer than the governor's `max_inline_wait`
+    /// fails the call as `RateLimited` (the caller's message waits, not the process), and a
+    /// 429 stops the whole fleet for that group. None: the process limiter, which waits in
+    /// place (fine for the CLI, not for a Lambda).
+    pub governor: Option<crate::governor::FleetGovernor>,
 }
 
 impl ClientConfig {
@@ -55,6 +61,7 @@ impl ClientConfig {
             auth_poll_timeout: Duration::from_secs(30),
             key_refresh_interval: Duration::from_secs(6 * 3600),
             problem_details: false,
+            governor: None,
         }
     }
 }
@@ -247,7 +254,7 @@ impl KsefClient {
             inner: Arc::new(Inner {
                 http,
                 base,
-                limiter: Limiter::new(&cfg.limits),
+                limiter: Limiter::new(&cfg.limits, cfg.governor.clone()),
                 cfg,
                 keys: tokio::sync::Mutex::new(None),
                 credentials,
@@ -283,7 +290,7 @@ impl KsefClient {
             Auth::Access => Some(Box::pin(self.access_token()).await?),
             Auth::Bearer(b) => Some(b.clone()),
         };
-        self.inner.limiter.acquire(c.group).await;
+        self.inner.limiter.acquire(c.group, c.operation).await?;
         let url = format!("{}{}", self.inner.base, c.path);
         let mut req = self.inner.http.request(c.method.clone(), &url);
         if let Some(b) = &bearer {
@@ -324,6 +331,9 @@ impl KsefClient {
         }
         let retry_after = headers.get(RETRY_AFTER).and_then(|v| v.to_str().ok());
         let f = from_response(c.operation, status.as_u16(), retry_after, &body, Utc::now());
+        if let ErrorClass::RateLimited { until } = &f.class {
+            self.inner.limiter.blocked(c.group, *until).await;
+        }
         record_call(c.operation, started, Some(status.as_u16()), false, Some(&f));
         tracing::info!(
             operation = c.operation,

@@ -34,6 +34,7 @@ pub mod client;
 mod crypto;
 pub mod environment;
 pub mod failure_map;
+pub mod governor;
 pub mod limiter;
 pub mod model;
 pub mod secret;

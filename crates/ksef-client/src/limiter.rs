@@ -194,29 +194,72 @@ impl ClientLimits {
 pub(crate) struct Limiter {
     limits: Option<ClientLimits>,
     log: tokio::sync::Mutex<HashMap<EndpointGroup, VecDeque<Instant>>>,
+    fleet: Option<crate::governor::FleetGovernor>,
+    /// Where the process log's instants count from (the sliding-log arithmetic is in µs).
+    origin: Instant,
 }
 
 impl Limiter {
-    pub fn new(limits: &ClientLimits) -> Limiter {
+    pub fn new(limits: &ClientLimits, fleet: Option<crate::governor::FleetGovernor>) -> Limiter {
         Limiter {
             limits: limits.enabled.then(|| limits.clone()),
             log: tokio::sync::Mutex::new(HashMap::new()),
+            fleet,
+            origin: Instant::now(),
         }
     }
 
-    /// Waits until a request of this group may go, and counts it.
-    pub async fn acquire(&self, group: EndpointGroup) {
+    /// Waits until a request of this group may go, and counts it. With a fleet governor, a
+    /// wait longer than its `max_inline_wait` is not waited: the call fails `RateLimited`.
+    pub async fn acquire(&self, group: EndpointGroup, operation: &str) -> Result<(), relay_domain::Failure> {
+        if let Some(fleet) = &self.fleet {
+            loop {
+                let now = chrono::Utc::now();
+                match fleet.reserve(group, now).await {
+                    Ok(crate::governor::Reservation::Go) => return Ok(()),
+                    Ok(crate::governor::Reservation::WaitUntil(until)) => {
+                        let wait = (until - now).to_std().unwrap_or_default();
+                        if wait > fleet.max_inline_wait {
+                            return Err(relay_domain::Failure::new(
+                                relay_domain::ErrorClass::RateLimited { until },
+                                relay_domain::ErrorSource::Ksef {
+                                    operation: operation.to_owned(),
+                                },
+                                format!(
+                                    "KSeF's {group:?} limit for this context is used up across the relay's instances until {}; not called",
+                                    until.to_rfc3339()
+                                ),
+                            )
+                            .with_code("GOVERNOR"));
+                        }
+                        tokio::time::sleep(wait).await;
+                    }
+                    Err(e) => {
+                        // The shared log cannot be read: keep to this process's own limits
+                        // rather than stop delivering.
+                        tracing::warn!(error = %e, "the shared rate governor is unavailable; using the process limiter");
+                        break;
+                    }
+                }
+            }
+        }
+        self.acquire_in_process(group).await;
+        Ok(())
+    }
+
+    /// KSeF answered 429 until `until`: with a fleet governor, every instance learns it.
+    pub async fn blocked(&self, group: EndpointGroup, until: chrono::DateTime<chrono::Utc>) {
+        if let Some(fleet) = &self.fleet {
+            if let Err(e) = fleet.block(group, until, chrono::Utc::now()).await {
+                tracing::warn!(error = %e, "could not share a KSeF rate-limit block");
+            }
+        }
+    }
+
+    async fn acquire_in_process(&self, group: EndpointGroup) {
         let Some(limits) = &self.limits else { return };
         let Some(l) = limits.groups.get(&group).copied() else { return };
-        let scale = limits.time_scale.max(1e-6);
-        let margin = limits.margin.max(0.0);
-        let windows: Vec<(usize, Duration)> = [(l.per_second, 1.0), (l.per_minute, 60.0), (l.per_hour, 3600.0)]
-            .into_iter()
-            .filter_map(|(n, secs)| {
-                n.filter(|n| *n > 0)
-                    .map(|n| (n as usize, Duration::from_secs_f64(secs * (1.0 + margin) / scale)))
-            })
-            .collect();
+        let windows = crate::governor::windows_us(l, limits);
         let longest = windows.iter().map(|w| w.1).max().unwrap_or_default();
         loop {
             let wait = {
@@ -224,17 +267,12 @@ impl Limiter {
                 let mut log = self.log.lock().await;
                 let q = log.entry(group).or_default();
                 let now = Instant::now();
-                while q.front().is_some_and(|t| now.duration_since(*t) >= longest) {
+                let us = |t: Instant| t.duration_since(self.origin).as_micros() as i64;
+                while q.front().is_some_and(|t| us(now) - us(*t) >= longest) {
                     q.pop_front();
                 }
-                let wait = windows
-                    .iter()
-                    .filter_map(|(n, len)| {
-                        let in_window: Vec<&Instant> = q.iter().filter(|t| now.duration_since(**t) < *len).collect();
-                        // Full: wait until the oldest request that counts leaves the window.
-                        (in_window.len() >= *n).then(|| len.saturating_sub(now.duration_since(*in_window[in_window.len() - n])))
-                    })
-                    .max();
+                let times: VecDeque<i64> = q.iter().map(|t| us(*t)).collect();
+                let wait = crate::governor::wait_needed(&times, us(now), &windows);
                 if wait.is_none() {
                     q.push_back(now);
                 }
@@ -242,7 +280,7 @@ impl Limiter {
             };
             match wait {
                 None => return,
-                Some(w) => tokio::time::sleep(w.max(Duration::from_micros(50))).await,
+                Some(w) => tokio::time::sleep(Duration::from_micros(w.max(50) as u64)).await,
             }
         }
     }
@@ -254,11 +292,11 @@ mod tests {
 
     /// Request times in simulated seconds, for `n` requests of a group at 3600x.
     async fn times(group: EndpointGroup, n: usize) -> Vec<f64> {
-        let l = Limiter::new(&ClientLimits::official().scaled(3600.0));
+        let l = Limiter::new(&ClientLimits::official().scaled(3600.0), None);
         let start = Instant::now();
         let mut out = Vec::new();
         for _ in 0..n {
-            l.acquire(group).await;
+            l.acquire(group, "test").await.unwrap();
             // The instant the limiter counted, not a later reading of the clock.
             let counted = *l.log.lock().await[&group].back().unwrap();
             out.push(counted.duration_since(start).as_secs_f64() * 3600.0);
@@ -287,10 +325,10 @@ mod tests {
 
     #[tokio::test]
     async fn disabled_limits_never_wait() {
-        let l = Limiter::new(&ClientLimits::disabled());
+        let l = Limiter::new(&ClientLimits::disabled(), None);
         let start = Instant::now();
         for _ in 0..1000 {
-            l.acquire(EndpointGroup::InvoiceSend).await;
+            l.acquire(EndpointGroup::InvoiceSend, "test").await.unwrap();
         }
         assert!(start.elapsed() < Duration::from_secs(1));
     }
