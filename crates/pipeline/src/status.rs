@@ -19,6 +19,7 @@ use crate::follow_up::{catch_up, FollowUpPorts, REDRIVE_GRACE};
 use crate::messages::{report_for_correction, SendRequest, StatusRequest};
 use crate::outbox::{give_up, OutboxResult};
 use crate::queue_action::{done, stage_document, QueueAction, StageError, StageResult};
+use crate::seller_block::SellerGate;
 use crate::sessions::KsefContexts;
 
 /// What the status use case needs of the document store.
@@ -108,6 +109,13 @@ pub async fn poll<S: StatusStore + ?Sized>(
         )
         .with_code("POLL_LIMIT");
         return give_up(ports.store, ports.archive, &r, f, now).await;
+    }
+    // The seller's work is parked for an operator's problem (a refused login, an IP block):
+    // polling would meet it too. The message waits for the block's end, unchanged; the sends'
+    // probe clears the block.
+    if let SellerGate::Parked(block) = ksef.seller_gate(&r.key.seller_nip, now).await {
+        let delay = (block.until - now).to_std().unwrap_or_default().max(Duration::from_secs(1));
+        return done(QueueAction::Requeue { delay }, "SELLER_PARKED", Some(r));
     }
     let client = match ksef.client_ready(&r.key.seller_nip, now).await {
         Ok(c) => c,

@@ -114,6 +114,62 @@ async fn a_403_ip_block_is_never_a_rejection() {
     assert!(matches!(w.ksef.seller_gate(&World::nip(), Utc::now()).await, SellerGate::Parked(_)));
 }
 
+/// Issue 11: status polling ignored the seller's block and kept calling KSeF into the same
+/// refusal. A parked seller's status message waits for the block's end without a KSeF call.
+#[tokio::test]
+async fn a_parked_sellers_status_polls_wait_without_calling_ksef() {
+    let w = world(3).await;
+    let req = w.register(&invoice("OP/POLL")).await;
+    assert_eq!(w.send(&req).await.outcome, "SENT");
+    let block = w
+        .ksef
+        .park_seller(
+            &World::nip(),
+            &Failure::new(ErrorClass::Operator, ErrorSource::Relay, "test: the seller's token was revoked").with_code("TEST"),
+            Utc::now(),
+        )
+        .await;
+    // A call now would be refused: every status read answers 403.
+    w.sim.faults().set(
+        vec![Fault::Forbidden {
+            rate: 1.0,
+            reason_code: "ip-not-allowed".into(),
+            on: None,
+        }],
+        1,
+    );
+    let m = w
+        .status_q
+        .receive(1, Duration::from_secs(30), Duration::from_secs(5))
+        .await
+        .unwrap();
+    let status = relay_pipeline::messages::StatusRequest::from_json(&m[0].body).unwrap();
+    let res = relay_pipeline::status::poll(&w.status_ports(), &w.ksef, &w.status_cfg(), &status, Utc::now())
+        .await
+        .unwrap();
+    assert_eq!(res.outcome, "SELLER_PARKED");
+    let QueueAction::Requeue { delay } = res.action else {
+        panic!("{:?}", res.action)
+    };
+    assert!(delay >= Duration::from_secs(1) && block.until > Utc::now(), "{delay:?}");
+    let r = res.record.unwrap();
+    assert_eq!(
+        (r.state, r.last_error),
+        (DocumentState::Sent, None),
+        "nothing written, no KSeF error met"
+    );
+    // Once the block is gone, the same message (back from its delay) polls and the invoice is
+    // decided.
+    w.status_q.delete(&m[0].receipt).await.unwrap();
+    w.status_q
+        .send(relay_domain::ports::OutgoingMessage::new(m[0].body.clone()))
+        .await
+        .unwrap();
+    w.ksef.clear_seller_block(&World::nip(), Utc::now()).await;
+    w.sim.faults().clear();
+    assert_eq!(w.poll_until_decided().await.outcome, "ACCEPTED");
+}
+
 /// Failed on main: each failed `session_invoices` read was charged like a send, so the
 /// invoice reached FAILED after max_attempts reads that sent nothing.
 #[tokio::test]
