@@ -252,7 +252,7 @@ async fn ours<S: DocumentRegistry + DocumentUpdates + ?Sized>(
         _ => None,
     });
     let Some(number) = req.ksef_number.clone().or(named) else {
-        return refuse("KSeF named no original for this CONFLICT: give its KSeF number (ksef_number)");
+        return refuse("KSeF named no original for this CONFLICT: give its KSeF number (ksef_number; the CLI's --ksef-number)");
     };
     let session = req.original_session.clone().or_else(|| {
         conflict?
@@ -263,7 +263,7 @@ async fn ours<S: DocumentRegistry + DocumentUpdates + ?Sized>(
     });
     let Some(session) = session else {
         return refuse(format!(
-            "the session that holds {number} is not known, so its UPO cannot be fetched: give it (original_session)"
+            "the session that holds {number} is not known, so its UPO cannot be fetched: give it (original_session; the CLI's --original-session)"
         ));
     };
     if r.ksef.session_reference.is_none() || r.ksef.invoice_reference.is_none() {
@@ -304,7 +304,7 @@ async fn ours<S: DocumentRegistry + DocumentUpdates + ?Sized>(
             None if req.dry_run => (now, None),
             None => {
                 return refuse(format!(
-                    "{why_not}: give the acquisition date KSeF shows for {number} (acquisition_date); the status stage fetches the UPO"
+                    "{why_not}: give the acquisition date KSeF shows for {number} (acquisition_date; the CLI's --acquisition-date); the status stage fetches the UPO"
                 ))
             }
         },
