@@ -158,11 +158,13 @@ async fn follow_up<S: DocumentRegistry + DocumentUpdates + ?Sized>(
     Ok(())
 }
 
-/// Whether a person already resolved this document's CONFLICT (its history says so).
-fn resolved_before(history: &[relay_domain::HistoryEntry]) -> bool {
-    history.iter().any(|h| {
-        matches!(&h.event, HistoryEvent::StateChanged { from: Some(DocumentState::Conflict), reason, .. } if reason.starts_with("resolved by "))
-    })
+/// Whether the document ever left `from` for `to` (any `to` if None). Only a person's
+/// resolution leads out of CONFLICT (the state machine admits nothing else), so a move out of
+/// it is a resolution.
+fn left(history: &[relay_domain::HistoryEntry], from: DocumentState, to: Option<DocumentState>) -> bool {
+    history
+        .iter()
+        .any(|h| matches!(&h.event, HistoryEvent::StateChanged { from: Some(f), to: t, .. } if *f == from && to.is_none_or(|to| to == *t)))
 }
 
 /// Resolves a CONFLICT as a person decided. `ksef` (when given) fetches the original's UPO for
@@ -183,7 +185,7 @@ pub async fn resolve_conflict<S: DocumentRegistry + DocumentUpdates + ?Sized>(
         detail,
     };
     if r.state != DocumentState::Conflict {
-        if !resolved_before(&history) {
+        if !left(&history, DocumentState::Conflict, None) {
             return refuse(format!("{} is {}, not CONFLICT: nothing to resolve", req.document, r.state));
         }
         if !req.dry_run {
@@ -224,6 +226,24 @@ pub async fn resolve_conflict<S: DocumentRegistry + DocumentUpdates + ?Sized>(
         Resolution::Withdrawn => "REJECTED (WITHDRAWN): it will not be sent".into(),
     };
     if req.dry_run {
+        let detail = match (&resolution, ksef) {
+            // A dry run does not call KSeF: say what the real run will try.
+            (Resolution::Ours { ksef_number, .. }, Some(_)) => format!(
+                "ACCEPTED under {ksef_number}, with the original's UPO and acquisition date fetched from KSeF{}",
+                req.acquisition_date
+                    .map(|d| format!(
+                        " (if it cannot be fetched: acquired {}, the UPO fetched by the status stage)",
+                        d.to_rfc3339()
+                    ))
+                    .unwrap_or_else(|| " (if it cannot be fetched, the run is refused: give acquisition_date)".into())
+            ),
+            (Resolution::Ours { .. }, None) if req.acquisition_date.is_none() => {
+                return refuse(
+                    "without KSeF access here, give the acquisition date KSeF shows (acquisition_date; the CLI's --acquisition-date)",
+                )
+            }
+            _ => detail,
+        };
         return Ok(report(DecisionOutcome::Done, r.state, format!("would be {detail}")));
     }
     let change = Change::Resolved {
@@ -333,10 +353,8 @@ pub async fn send_again<S: DocumentRegistry + DocumentUpdates + ?Sized>(
         detail,
     };
     if r.state != DocumentState::Rejected {
-        let sent_again_before = history.iter().any(|h| {
-            matches!(&h.event, HistoryEvent::StateChanged { from: Some(DocumentState::Rejected), to: DocumentState::Queued, reason } if reason.contains("was not about its content"))
-        });
-        if !sent_again_before {
+        // Sent again already (or replaced by a corrected file): it is on its way.
+        if !left(&history, DocumentState::Rejected, Some(DocumentState::Queued)) {
             return refuse(format!("{} is {}, not REJECTED: nothing to send again", req.document, r.state));
         }
         if !req.dry_run {

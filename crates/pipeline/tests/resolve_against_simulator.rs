@@ -167,6 +167,17 @@ async fn without_ksef_access_the_person_gives_the_date_and_the_status_stage_fetc
         matches!(&refused, Err(DecisionError::Refused(why)) if why.contains("acquisition_date")),
         "{refused:?}"
     );
+    let dry = resolve_conflict(
+        &ports(&w),
+        None,
+        &decision(&req, serde_json::json!({"decision": "ours", "dry_run": true})),
+        Utc::now(),
+    )
+    .await;
+    assert!(
+        matches!(&dry, Err(DecisionError::Refused(_))),
+        "the dry run refuses as the real run would: {dry:?}"
+    );
     let unnamed = resolve_conflict(
         &ports(&w),
         None,
