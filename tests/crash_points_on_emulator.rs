@@ -380,7 +380,7 @@ impl<'k> Run<'k> {
             }
             self.clock.advance(Duration::from_secs(30));
             idle += 1;
-            if idle % 10 == 0 {
+            if idle.is_multiple_of(10) {
                 self.sweep(armed == Some(Stage::Sweeper)).await;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
