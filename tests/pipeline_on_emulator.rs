@@ -226,6 +226,8 @@ async fn uploads_travel_through_all_four_functions_to_accepted_once() {
     sim.faults().clear();
     let dry = relay_fn_dlq_replay::handle(serde_json::json!({"queue": "send", "dry_run": true}), &replay)
         .await
+        .unwrap()
+        .into_replay()
         .unwrap();
     assert_eq!((dry.examined, dry.requeued), (1, 1), "{dry:?}");
     assert_eq!(
@@ -235,6 +237,8 @@ async fn uploads_travel_through_all_four_functions_to_accepted_once() {
     );
     let done = relay_fn_dlq_replay::handle(serde_json::json!({"queue": "send", "limit": 10}), &replay)
         .await
+        .unwrap()
+        .into_replay()
         .unwrap();
     assert_eq!(done.requeued, 1, "{done:?}");
     assert_eq!(done.items, dry.items, "the dry run said exactly what the real run did");
@@ -346,4 +350,185 @@ async fn every_bundled_sample_reaches_accepted_through_the_four_functions() {
     assert_eq!(outbox["state"], "CONFLICT", "{outbox}");
     assert!(sqs("corrections").stats().await.unwrap().total() >= 1, "a person is told");
     assert_eq!(sim.ledger().len(), samples.len(), "nothing more reached KSeF");
+}
+
+/// A real CONFLICT on the emulator (KSeF holds other content under the number: sent by hand),
+/// resolved by a person through dlq-replay's console event: a dry run changes nothing; `ours`
+/// fetches the original's UPO from KSeF into S3, records its number and KSeF's acquisition date,
+/// and the ERP's outbox says so; the same event again does no harm. A REJECTED document whose
+/// rejection was not about its content is sent again by `send_again`, a content one refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_resolves_a_conflict_and_sends_a_rejection_again_through_dlq_replay() {
+    let sim = ksef_sim::start(ksef_sim::SimConfig {
+        accept_delay: Duration::from_millis(20),
+        processing_delay: Duration::from_millis(20),
+        auth_delay: Duration::from_millis(20),
+        ..ksef_sim::SimConfig::default()
+    })
+    .await;
+    let env = environment(&sim, 10).await;
+    let c = emulator::clients().await;
+    let intake = relay_fn_intake::IntakeDeps::new(&IntakeSettings::from_env(&env.vars).unwrap()).await;
+    let mut send = relay_fn_send::SendDeps::from_settings(&SendSettings::from_env(&env.vars).unwrap())
+        .await
+        .unwrap();
+    send.cfg.first_poll_delay = Duration::ZERO;
+    let mut status = relay_fn_status::StatusDeps::from_settings(&StatusSettings::from_env(&env.vars).unwrap())
+        .await
+        .unwrap();
+    status.cfg.schedule = vec![Duration::ZERO];
+    let replay = relay_fn_dlq_replay::ReplayDeps::from_settings(&ReplaySettings::from_env(&env.vars).unwrap())
+        .await
+        .unwrap();
+    let sqs = |name: &str| SqsQueue::new(c.sqs.clone(), &env.queues[name]);
+    let (intake_q, send_q, status_q) = (sqs("intake"), sqs("send"), sqs("status"));
+
+    let ours = String::from_utf8(SAMPLE_1.to_vec())
+        .unwrap()
+        .replace("<P_2>FV2026/02/150</P_2>", "<P_2>RES/1</P_2>");
+    let theirs = ours.replace("<P_1>2026-02-15</P_1>", "<P_1>2026-02-14</P_1>");
+    assert_ne!(ours, theirs);
+    // Theirs reaches KSeF first, by hand.
+    let client = send.ksef.client(&Nip::parse("9999999999").unwrap()).unwrap();
+    let session = client.open_online_session().await.unwrap();
+    let sent = client
+        .send_invoice(&session, theirs.as_bytes(), &ksef_client::SendOptions::default())
+        .await
+        .unwrap();
+    let original = client
+        .wait_for_invoice(
+            &session.reference,
+            &sent.reference,
+            Duration::from_millis(20),
+            Duration::from_secs(30),
+        )
+        .await
+        .unwrap()
+        .0
+        .ksef_number
+        .expect("numbered");
+    c.s3.put_object()
+        .bucket(&env.bucket)
+        .key("inbox/9999999999/RES-1.xml")
+        .body(ByteStream::from(ours.clone().into_bytes()))
+        .send()
+        .await
+        .unwrap();
+    take_in(&intake_q, &intake).await;
+    pump(&send_q, &status_q, &send, &status).await;
+    let key = sample_key("RES/1");
+    let before = send.store.get(&key).await.unwrap().unwrap().record;
+    assert_eq!(before.state, DocumentState::Conflict, "{before:?}");
+
+    let resolve = |dry_run: bool| serde_json::json!({"resolve": {"document": key.storage_id(), "decision": "ours", "by": "jan.kowalski", "reason": "ticket 42", "dry_run": dry_run}});
+    let dry = relay_fn_dlq_replay::handle(resolve(true), &replay)
+        .await
+        .unwrap()
+        .into_decision()
+        .unwrap();
+    assert_eq!(dry.state, DocumentState::Conflict, "{dry:?}");
+    assert_eq!(
+        send.store.get(&key).await.unwrap().unwrap().record,
+        before,
+        "a dry run changes nothing"
+    );
+    let done = relay_fn_dlq_replay::handle(resolve(false), &replay)
+        .await
+        .unwrap()
+        .into_decision()
+        .unwrap();
+    assert_eq!(done.state, DocumentState::Accepted, "{done:?}");
+    let doc = send.store.get(&key).await.unwrap().unwrap();
+    let r = &doc.record;
+    assert_eq!(r.ksef.ksef_number.as_ref().map(|n| n.as_str()), Some(original.as_str()));
+    let upo = object(&c, &env.bucket, r.storage.upo.as_deref().expect("the original's UPO archived")).await;
+    let numbered_at = relay_pipeline::upo_read::documents(&upo)[0].numbered_at;
+    assert_eq!(r.ksef.acquisition_date, numbered_at, "KSeF's acquisition date");
+    assert!(
+        doc.history.iter().any(|h| matches!(&h.event, relay_domain::HistoryEvent::StateChanged { reason, .. } if reason == "resolved by jan.kowalski (ours): ticket 42")),
+        "{:#?}",
+        doc.history
+    );
+    let outbox: serde_json::Value = serde_json::from_slice(&object(&c, &env.bucket, "outbox/9999999999/RES-1.json").await).unwrap();
+    assert_eq!(
+        (outbox["state"].as_str(), outbox["ksefNumber"].as_str(), outbox["upoKey"].as_str()),
+        (Some("ACCEPTED"), Some(original.as_str()), r.storage.upo.as_deref())
+    );
+    let again = relay_fn_dlq_replay::handle(resolve(false), &replay)
+        .await
+        .unwrap()
+        .into_decision()
+        .unwrap();
+    assert_eq!(again.outcome, relay_pipeline::resolve::DecisionOutcome::AlreadyDone);
+    assert_eq!(
+        send.store.get(&key).await.unwrap().unwrap().record.version,
+        r.version,
+        "the second run wrote nothing"
+    );
+    assert_eq!(
+        sim.ledger().count_hash(&ContentHash::of(ours.as_bytes())),
+        0,
+        "our bytes were never numbered"
+    );
+
+    // Rejected before the Operator class existed, by a 403 (not the content): sent again.
+    let refused = String::from_utf8(SAMPLE_1.to_vec())
+        .unwrap()
+        .replace("<P_2>FV2026/02/150</P_2>", "<P_2>RES/2</P_2>");
+    c.s3.put_object()
+        .bucket(&env.bucket)
+        .key("inbox/9999999999/RES-2.xml")
+        .body(ByteStream::from(refused.clone().into_bytes()))
+        .send()
+        .await
+        .unwrap();
+    take_in(&intake_q, &intake).await;
+    let key2 = sample_key("RES/2");
+    let queued = send.store.get(&key2).await.unwrap().unwrap().record;
+    let f = relay_domain::Failure::new(
+        relay_domain::ErrorClass::Permanent,
+        relay_domain::ErrorSource::Ksef {
+            operation: "send_invoice".into(),
+        },
+        "ip-not-allowed",
+    )
+    .with_code("403");
+    use relay_domain::ports::DocumentUpdates;
+    send.store
+        .transition(&queued, relay_domain::Change::Rejected { failures: vec![f] }, chrono::Utc::now())
+        .await
+        .unwrap();
+    // Its send message finds it REJECTED and does nothing.
+    pump(&send_q, &status_q, &send, &status).await;
+    assert_eq!(sim.ledger().count_hash(&ContentHash::of(refused.as_bytes())), 0);
+    let again = serde_json::json!({"send_again": {"document": key2.storage_id(), "by": "ops", "reason": "allow-list fixed"}});
+    let done = relay_fn_dlq_replay::handle(again, &replay).await.unwrap().into_decision().unwrap();
+    assert_eq!(done.state, DocumentState::Queued, "{done:?}");
+    pump(&send_q, &status_q, &send, &status).await;
+    assert_eq!(send.store.get(&key2).await.unwrap().unwrap().record.state, DocumentState::Accepted);
+    assert_eq!(
+        sim.ledger().count_hash(&ContentHash::of(refused.as_bytes())),
+        1,
+        "sent again, accepted once"
+    );
+    // A content rejection (our validation) is refused with the reason.
+    let invalid = String::from_utf8(SAMPLE_1.to_vec())
+        .unwrap()
+        .replace("<P_2>FV2026/02/150</P_2>", "<P_2>RES/3</P_2>")
+        .replacen("<P_12>23</P_12>", "<P_12>24</P_12>", 1);
+    c.s3.put_object()
+        .bucket(&env.bucket)
+        .key("inbox/9999999999/RES-3.xml")
+        .body(ByteStream::from(invalid.into_bytes()))
+        .send()
+        .await
+        .unwrap();
+    take_in(&intake_q, &intake).await;
+    let bad = serde_json::json!({"send_again": {"document": sample_key("RES/3").storage_id(), "by": "ops", "reason": "try"}});
+    let err = relay_fn_dlq_replay::handle(bad, &replay).await.unwrap_err().to_string();
+    assert!(err.contains("for its content"), "{err}");
+    assert_eq!(
+        send.store.get(&sample_key("RES/3")).await.unwrap().unwrap().record.state,
+        DocumentState::Rejected
+    );
 }

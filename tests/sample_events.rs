@@ -73,6 +73,18 @@ fn the_dlq_replay_samples_are_replay_requests() {
     assert!(dry.dry_run && dry.queue == "send");
     let filtered: ReplayRequest = serde_json::from_str(&sample("dlq-replay-filtered.json")).expect("a ReplayRequest");
     assert!(filtered.seller_nip.is_some() && filtered.error_class.is_some() && filtered.min_age_minutes.is_some());
+    // The person's decisions, decoded as the handler decodes them.
+    use relay_fn_dlq_replay::ConsoleEvent;
+    let event = |name: &str| ConsoleEvent::from_json(serde_json::from_str(&sample(name)).unwrap()).expect(name);
+    assert!(matches!(event("dlq-replay-resolve.json"), ConsoleEvent::Resolve(r) if r.dry_run && r.document.starts_with("9999999999|")));
+    assert!(matches!(event("dlq-replay-send-again.json"), ConsoleEvent::SendAgain(r) if r.dry_run));
+    assert!(matches!(event("dlq-replay-dry-run.json"), ConsoleEvent::Replay(_)));
+    let typo =
+        serde_json::json!({"resolve": {"document": "9999999999|VAT|X", "decision": "ours", "by": "a", "reason": "b", "dryrun": true}});
+    assert!(
+        ConsoleEvent::from_json(typo).is_err(),
+        "a misspelt field is an error, not a real run"
+    );
 }
 
 /// The constant `Input` of every schedule that targets `function`, sorted.

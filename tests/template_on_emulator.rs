@@ -409,6 +409,8 @@ async fn the_deployed_template_runs_an_upload_through_intake_send_and_status() {
     for queue in ["send", "status"] {
         let summary = relay_fn_dlq_replay::handle(serde_json::json!({"queue": queue, "limit": 50, "dry_run": true}), &replay)
             .await
+            .unwrap()
+            .into_replay()
             .unwrap();
         assert_eq!(summary.examined, 0);
     }

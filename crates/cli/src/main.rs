@@ -9,7 +9,10 @@
 //! - `sim`: start the KSeF simulator.
 //! - `status ID`: a document's whole history from the store (DynamoDB, or the last run's
 //!   `store.json`), found by ERP document id, trace id, KSeF number or invoice number.
+//! - `resolve ID --decision ours|recheck|withdraw` and `send-again ID`: a person's decision on a
+//!   CONFLICT, or a REJECTED document not rejected for its content sent again (DynamoDB table).
 
+mod decide_cmd;
 mod ksef_cmd;
 mod run_cmd;
 mod run_reports;
@@ -49,6 +52,11 @@ enum Command {
     Sim(sim_cmd::SimArgs),
     /// Print a document's whole history: by ERP document id, trace id, KSeF number or invoice number.
     Status(status_cmd::StatusArgs),
+    /// Resolve a CONFLICT as a person decided: ours (ACCEPTED under the original's number),
+    /// recheck (send again, KSeF answers again), withdraw (REJECTED, never sent).
+    Resolve(decide_cmd::ResolveArgs),
+    /// Send again a REJECTED document whose rejection was not about its content.
+    SendAgain(decide_cmd::SendAgainArgs),
 }
 
 fn main() -> ExitCode {
@@ -75,6 +83,8 @@ fn main() -> ExitCode {
             Command::Ksef(cmd) => ksef_cmd::run(cmd).await.map(|()| ExitCode::SUCCESS),
             Command::Sim(args) => sim_cmd::run(args).await.map(|()| ExitCode::SUCCESS),
             Command::Status(args) => status_cmd::run(args).await,
+            Command::Resolve(args) => decide_cmd::resolve(args).await,
+            Command::SendAgain(args) => decide_cmd::send_again_cmd(args).await,
         }
     });
     match result {

@@ -10,7 +10,7 @@ use std::time::Duration;
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::failure::Failure;
+use crate::failure::{ErrorClass, ErrorSource, Failure};
 use crate::ids::{ContentHash, DocumentKey, ErpDocumentId, KsefNumber, KsefReference, TraceId};
 use crate::state::{DocumentState, TransitionError};
 
@@ -33,6 +33,11 @@ pub struct KsefRefs {
     /// before sending again, the session's invoice list must be checked for our hash.
     #[serde(default)]
     pub unconfirmed_send: Option<KsefReference>,
+    /// The session that holds the KSeF original this document was resolved to (a duplicate a
+    /// person confirmed as ours, [`Resolution::Ours`]): its UPO is fetched there by KSeF number,
+    /// since our own send of it was answered 440 and has no receipt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub original_session: Option<KsefReference>,
 }
 
 /// Where the document's objects live in the archive.
@@ -214,6 +219,13 @@ pub enum Change {
         invoice_reference: KsefReference,
         reason: String,
     },
+    /// A person resolved a CONFLICT (the only way out of it): `by` and `reason` go into the
+    /// history line.
+    Resolved {
+        resolution: Resolution,
+        by: String,
+        reason: String,
+    },
     /// Like `RetryScheduled`, but spends the recovery limit, not the send budget: a new session
     /// or login KSeF asked for, or a reconciliation read that failed. Nothing was sent.
     RecoveryScheduled {
@@ -222,6 +234,41 @@ pub enum Change {
         maybe_received: bool,
     },
 }
+
+/// What a person decided about a CONFLICT.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resolution {
+    /// The KSeF original is this invoice: ACCEPTED under its number and acquisition date.
+    /// `original_session` is where KSeF holds it (its UPO is fetched there by number); `upo_key`
+    /// when the UPO is already archived, else the status stage fetches it.
+    Ours {
+        ksef_number: KsefNumber,
+        acquisition_date: DateTime<Utc>,
+        original_session: Option<KsefReference>,
+        upo_key: Option<String>,
+    },
+    /// Ask KSeF again: QUEUED with a fresh budget. KSeF never keeps a second invoice under the
+    /// same identity (it answers 440 again), and the status stage then tries the proof anew: for
+    /// a CONFLICT recorded when the original's receipt could not be read.
+    Recheck,
+    /// This document will not be sent: REJECTED with the person's reason (code `WITHDRAWN`).
+    /// Neither the same file again nor dlq-replay sends it; a corrected file may replace it.
+    Withdrawn,
+}
+
+impl Resolution {
+    /// The name in events, the CLI and history lines.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Resolution::Ours { .. } => "ours",
+            Resolution::Recheck => "recheck",
+            Resolution::Withdrawn => "withdraw",
+        }
+    }
+}
+
+/// The failure a withdrawn document is REJECTED with.
+pub const WITHDRAWN: &str = "WITHDRAWN";
 
 impl Change {
     fn target(&self, current: DocumentState) -> DocumentState {
@@ -242,6 +289,11 @@ impl Change {
             Change::Conflict { .. } => DocumentState::Conflict,
             Change::Requeued { .. } | Change::Resubmitted { .. } => DocumentState::Queued,
             Change::Resumed { .. } => DocumentState::Sent,
+            Change::Resolved { resolution, .. } => match resolution {
+                Resolution::Ours { .. } => DocumentState::Accepted,
+                Resolution::Recheck => DocumentState::Queued,
+                Resolution::Withdrawn => DocumentState::Rejected,
+            },
         }
     }
 
@@ -260,6 +312,9 @@ impl Change {
             // KSeF's 202 is taken while sending; out of FAILED only a replay's checked resume leads.
             Change::Sent { .. } => from != Failed,
             Change::Resumed { .. } => from == Failed,
+            // Out of CONFLICT only a person's resolution leads, and it leads nowhere else.
+            Change::Resolved { .. } => from == Conflict,
+            Change::Accepted { .. } | Change::Rejected { .. } | Change::Requeued { .. } => from != Conflict,
             _ => true,
         }
     }
@@ -308,6 +363,18 @@ pub enum ClaimRefused {
 }
 
 impl DocumentRecord {
+    /// A REJECTED document whose rejection was not about its content (an operator's problem
+    /// recorded before such failures had their own class: a 403, an unknown status, a refused
+    /// login) and that no person withdrew: worth sending again, by the same file uploaded again
+    /// or by dlq-replay.
+    pub fn may_send_again(&self) -> bool {
+        self.state == DocumentState::Rejected
+            && self
+                .last_error
+                .as_ref()
+                .is_some_and(|f| !f.is_content_failure() && f.code.as_deref() != Some(WITHDRAWN))
+    }
+
     /// The record a registration writes, with its first history lines.
     pub fn register(new: NewDocument, now: DateTime<Utc>) -> Applied {
         let (state, last_error, mut extra) = match new.initial {
@@ -592,6 +659,54 @@ impl DocumentRecord {
                 r.attempts = 0;
                 r.next_attempt_at = None;
                 r.recoveries = 0;
+            }
+            Change::Resolved {
+                resolution,
+                by,
+                reason: why,
+            } => {
+                reason = format!("resolved by {by} ({}): {why}", resolution.name());
+                r.next_attempt_at = None;
+                match resolution {
+                    Resolution::Ours {
+                        ksef_number,
+                        acquisition_date,
+                        original_session,
+                        upo_key,
+                    } => {
+                        history.push(HistoryEntry {
+                            at: now,
+                            event: HistoryEvent::Note {
+                                message: format!(
+                                    "KSeF number {ksef_number} (acquired {}) confirmed as this invoice's by {by}",
+                                    acquisition_date.to_rfc3339()
+                                ),
+                            },
+                        });
+                        r.ksef.ksef_number = Some(ksef_number);
+                        r.ksef.acquisition_date = Some(acquisition_date);
+                        r.ksef.original_session = original_session;
+                        r.storage.upo = upo_key;
+                        r.last_error = None;
+                        // Without its UPO the document still has a step to come: fetching it.
+                        r.next_attempt_at = r.storage.upo.is_none().then_some(now);
+                    }
+                    Resolution::Recheck => {
+                        r.attempts = 0;
+                        r.recoveries = 0;
+                        r.ksef.invoice_reference = None;
+                        r.ksef.unconfirmed_send = None;
+                    }
+                    Resolution::Withdrawn => {
+                        let failure = Failure::new(ErrorClass::Permanent, ErrorSource::Relay, format!("withdrawn by {by}: {why}"))
+                            .with_code(WITHDRAWN);
+                        history.push(HistoryEntry {
+                            at: now,
+                            event: HistoryEvent::Error { failure: failure.clone() },
+                        });
+                        r.last_error = Some(failure);
+                    }
+                }
             }
             Change::RecoveryScheduled {
                 failure,
@@ -976,6 +1091,125 @@ mod tests {
         assert!(a.history.iter().any(|h| matches!(&h.event,
             HistoryEvent::StateChanged { from: Some(DocumentState::Failed), to: DocumentState::Sent, reason } if reason.contains("dlq-replay"))));
         assert!(a.record.apply(resumed, t0).is_err(), "only out of FAILED");
+    }
+
+    fn conflict(t0: DateTime<Utc>) -> DocumentRecord {
+        let original = KsefNumber::parse("5265877635-20250626-010080DD2B5E-26").unwrap();
+        let f = Failure::new(
+            ErrorClass::Duplicate { original },
+            ErrorSource::Ksef {
+                operation: "invoice_status".into(),
+            },
+            "440",
+        );
+        DocumentRecord::register(new_doc(), t0)
+            .record
+            .apply(Change::Conflict { failure: f }, t0)
+            .unwrap()
+            .record
+    }
+
+    fn resolved(resolution: Resolution) -> Change {
+        Change::Resolved {
+            resolution,
+            by: "jan.kowalski".into(),
+            reason: "ticket 42".into(),
+        }
+    }
+
+    #[test]
+    fn a_person_resolves_a_conflict_and_only_a_person_and_only_a_conflict() {
+        let t0 = Utc::now();
+        let n = KsefNumber::parse("5265877635-20250626-010080DD2B5E-26").unwrap();
+        let acquired = t0 - chrono::Duration::days(3);
+        let ours = resolved(Resolution::Ours {
+            ksef_number: n.clone(),
+            acquisition_date: acquired,
+            original_session: Some(session()),
+            upo_key: None,
+        });
+        let a = conflict(t0).apply(ours.clone(), t0).unwrap();
+        assert_eq!(a.record.state, DocumentState::Accepted);
+        assert_eq!(
+            (
+                a.record.ksef.ksef_number.clone(),
+                a.record.ksef.acquisition_date,
+                a.record.ksef.original_session.clone()
+            ),
+            (Some(n.clone()), Some(acquired), Some(session()))
+        );
+        assert_eq!(a.record.next_attempt_at, Some(t0), "its UPO is still to be fetched");
+        assert!(a.record.last_error.is_none());
+        assert!(a.history.iter().any(|h| matches!(&h.event,
+            HistoryEvent::StateChanged { from: Some(DocumentState::Conflict), to: DocumentState::Accepted, reason }
+                if reason == "resolved by jan.kowalski (ours): ticket 42")));
+
+        let w = conflict(t0).apply(resolved(Resolution::Withdrawn), t0).unwrap().record;
+        assert_eq!(w.state, DocumentState::Rejected);
+        assert_eq!(w.last_error.as_ref().and_then(|f| f.code.as_deref()), Some(WITHDRAWN));
+        assert!(
+            !w.may_send_again(),
+            "a withdrawn document is not sent again by a replay or the same file"
+        );
+
+        let q = conflict(t0).apply(resolved(Resolution::Recheck), t0).unwrap().record;
+        assert_eq!(
+            (q.state, q.attempts, q.ksef.invoice_reference.clone()),
+            (DocumentState::Queued, 0, None)
+        );
+
+        // Nothing else leads out of CONFLICT ...
+        let c = conflict(t0);
+        let accepted = Change::Accepted {
+            ksef_number: n,
+            acquisition_date: t0,
+            upo_key: None,
+            reason: "x".into(),
+        };
+        assert!(c.apply(accepted, t0).is_err());
+        assert!(c.apply(Change::Rejected { failures: vec![] }, t0).is_err());
+        assert!(c
+            .apply(
+                Change::Requeued {
+                    reason: "x".into(),
+                    reset_budget: true
+                },
+                t0
+            )
+            .is_err());
+        // ... and a resolution applies to nothing else (a second one finds the state moved on).
+        assert!(a.record.apply(ours, t0).is_err());
+        assert!(w.apply(resolved(Resolution::Withdrawn), t0).is_err());
+        assert!(DocumentRecord::register(new_doc(), t0)
+            .record
+            .apply(resolved(Resolution::Recheck), t0)
+            .is_err());
+    }
+
+    #[test]
+    fn only_a_rejection_not_about_the_content_may_be_sent_again() {
+        let t0 = Utc::now();
+        let rejected = |f: Failure| {
+            DocumentRecord::register(new_doc(), t0)
+                .record
+                .apply(Change::Rejected { failures: vec![f] }, t0)
+                .unwrap()
+                .record
+        };
+        let ksef = |code: &str, message: &str| {
+            Failure::new(
+                ErrorClass::Permanent,
+                ErrorSource::Ksef {
+                    operation: "send_invoice".into(),
+                },
+                message,
+            )
+            .with_code(code)
+        };
+        assert!(rejected(ksef("403", "ip-not-allowed")).may_send_again());
+        assert!(!rejected(ksef("21405", "schema")).may_send_again());
+        assert!(!rejected(Failure::new(ErrorClass::Permanent, ErrorSource::Validation, "bad sum")).may_send_again());
+        assert!(!DocumentRecord::register(new_doc(), t0).record.may_send_again(), "only REJECTED");
     }
 
     #[test]

@@ -179,23 +179,15 @@ pub async fn intake<S: DocumentRegistry + DocumentUpdates + ?Sized>(
             queue_for_send(ports, &record).await?;
             IntakeOutcome::Queued(record)
         }
-        Registration::Existing(doc)
-            if doc.record.content_hash == hash
-                && doc.record.state == DocumentState::Rejected
-                && findings.is_empty()
-                && !doc.record.last_error.as_ref().is_none_or(Failure::is_content_failure) =>
-        {
+        Registration::Existing(doc) if doc.record.content_hash == hash && findings.is_empty() && doc.record.may_send_again() => {
             // Rejected for something that was not its content (an IP block, a revoked token, an
             // unknown status, before such failures had their own class): the same file again is
             // the ERP asking to send it once more.
-            let reason = format!(
-                "the same file arrived again as {} (ERP id {}); its rejection was not about its content, so it is sent again",
+            let why = format!(
+                "the same file arrived again as {} (ERP id {})",
                 upload.source_key, upload.erp_document_id
             );
-            let change = Change::Requeued {
-                reason,
-                reset_budget: true,
-            };
+            let change = crate::resolve::send_again_change(&doc.record, &why).expect("may_send_again");
             let record = ports.store.transition(&doc.record, change, now).await?;
             queue_for_send(ports, &record).await?;
             IntakeOutcome::Resubmitted(record)

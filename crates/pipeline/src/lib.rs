@@ -14,6 +14,8 @@
 //!   duplicate proven ours (or a CONFLICT), a resend, or REJECTED with KSeF's words.
 //! - [`replay`]: dlq-replay: dead-lettered messages checked one by one (the document's state,
 //!   KSeF's records) and moved back, with filters, a limit and a dry run.
+//! - [`resolve`]: a person's decisions on one document: a CONFLICT resolved (ours, recheck,
+//!   withdraw), a REJECTED document whose rejection was not about its content sent again.
 //! - [`follow_up`]: no document without a next step: a message that finds its record moved on
 //!   re-issues the follow-up a crash may have cost; [`sweeper`] re-drives what is overdue on a
 //!   schedule and rewrites outbox results that lag.
@@ -36,6 +38,7 @@ pub mod messages;
 pub mod outbox;
 pub mod queue_action;
 pub mod replay;
+pub mod resolve;
 pub mod s3_event;
 pub mod seller_block;
 pub mod send;

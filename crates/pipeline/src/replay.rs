@@ -3,7 +3,9 @@
 //! needs the checks below:
 //!
 //! - the document is re-read: an ACCEPTED one is never requeued (its message is dropped), a
-//!   REJECTED or CONFLICT one needs a person, not a retry;
+//!   REJECTED one is sent again only if its rejection was not about its content (the rule of a
+//!   re-uploaded file, [`crate::resolve::send_again_change`]), a CONFLICT needs a person
+//!   ([`crate::resolve`], the `resolve` event);
 //! - KSeF is asked before a resend: a FAILED document whose last send's result is unknown is
 //!   looked up by hash in that session; if KSeF has it, it goes to the status stage, not back to
 //!   sending;
@@ -248,14 +250,17 @@ async fn carry_out<S: DocumentRegistry + DocumentUpdates + ?Sized>(
         Decision::Skip(_) => {}
         Decision::Drop(_) => dlq.delete(&m.receipt).await?,
         Decision::Send(r, reason) => {
-            let r = if r.state == DocumentState::Failed {
-                let change = Change::Requeued {
+            let change = match r.state {
+                DocumentState::Failed => Some(Change::Requeued {
                     reason: format!("dlq-replay: {reason}"),
                     reset_budget: true,
-                };
-                ports.store.transition(&r, change, now).await?
-            } else {
-                r
+                }),
+                DocumentState::Rejected => crate::resolve::send_again_change(&r, "dlq-replay"),
+                _ => None,
+            };
+            let r = match change {
+                Some(change) => ports.store.transition(&r, change, now).await?,
+                None => r,
             };
             let msg = SendRequest::for_record(&r);
             ports
@@ -329,9 +334,21 @@ async fn decide<S: DocumentRegistry + DocumentUpdates + ?Sized>(
     }
     match r.state {
         DocumentState::Accepted => Ok((Some(key), Decision::Drop("already ACCEPTED: never sent again".into()))),
+        // Rejected for something other than its content (an operator's problem recorded before
+        // it had its own class): sent again, as when the ERP uploads the same file again.
+        DocumentState::Rejected if r.may_send_again() => Ok((
+            Some(key),
+            Decision::Send(
+                r,
+                "REJECTED, but not for its content: fresh retry budget, back to the send stage".into(),
+            ),
+        )),
         DocumentState::Rejected | DocumentState::Conflict => Ok((
             Some(key),
-            Decision::Drop(format!("{}: needs a correction or a person, not a retry", r.state)),
+            Decision::Drop(format!(
+                "{}: needs a correction or a person, not a retry (a CONFLICT is resolved with {{\"resolve\": ...}})",
+                r.state
+            )),
         )),
         DocumentState::Queued => Ok((Some(key), Decision::Send(r, "still QUEUED: back to the send stage".into()))),
         DocumentState::Sent | DocumentState::Processing => match (r.ksef.session_reference.clone(), r.ksef.invoice_reference.clone()) {

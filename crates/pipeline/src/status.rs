@@ -209,7 +209,13 @@ async fn fetch_upo<S: StatusStore + ?Sized>(
     let Some(number) = r.ksef.ksef_number.clone() else {
         return done(QueueAction::Delete, "LEFTOVER", Some(r));
     };
-    match client.invoice_upo(req.session.as_str(), req.invoice_reference.as_str()).await {
+    // A duplicate a person confirmed as ours has no receipt of its own send (KSeF answered 440):
+    // the UPO is the original's, fetched by number in the session that holds it.
+    let upo = match &r.ksef.original_session {
+        Some(original) => client.invoice_upo_by_ksef_number(original.as_str(), number.as_str()).await,
+        None => client.invoice_upo(req.session.as_str(), req.invoice_reference.as_str()).await,
+    };
+    match upo {
         Ok(upo) => {
             let key = archive_upo(ports, &r, &number, upo.xml).await?;
             let r = ports.store.transition(&r, Change::UpoArchived { upo_key: key }, now).await?;

@@ -4,12 +4,13 @@
 //! every time the document must end ACCEPTED, KSeF's ledger must hold the invoice exactly once
 //! and the ERP's outbox must say what the store says.
 //!
-//! How a death is made: every port the stages write through (store, archive, queues) is wrapped,
-//! and KSeF is reached through a loopback proxy in front of the simulator (the simulator's
-//! links for UPOs and batch parts point at the proxy too). Each successful write or KSeF answer
-//! is a numbered position; at the chosen one the wrapper lets the write happen, then never
-//! returns, and the driver drops the stage's future: nothing after that point runs, the message
-//! is neither deleted nor re-queued, the instance's memory (its KSeF session) is gone. Time is a
+//! How a death is made (`relay-crash-injection`, shared with `tests/crash_points_on_emulator.rs`):
+//! every port the stages write through (store, archive, queues) is wrapped, and KSeF is reached
+//! through a loopback proxy in front of the simulator (the simulator's links for UPOs and batch
+//! parts point at the proxy too). Each successful write or KSeF answer is a numbered position;
+//! at the chosen one the wrapper lets the write happen, then never returns, and the driver drops
+//! the stage's future: nothing after that point runs, the message is neither deleted nor
+//! re-queued, the instance's memory (its KSeF session) is gone. Time is a
 //! manual clock shared by the use cases and the in-memory queues, so visibility timeouts, leases
 //! and backoffs pass in an instant; the simulator runs at a 1000× clock with no processing delay.
 //!
@@ -18,25 +19,16 @@
 
 mod common;
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
-use axum::body::Bytes;
-use axum::response::IntoResponse;
 use chrono::{DateTime, TimeZone, Utc};
-use ksef_client::{ClientConfig, ClientLimits, Credentials, Environment, KsefClient, KsefToken};
-use ksef_sim::{Fault, SimConfig, SimHandle};
+use ksef_sim::{Fault, SimConfig};
+use relay_crash_injection::{until_crash, CrashArchive, CrashKsef, CrashQueue, CrashStore, Plan};
 use relay_domain::clock::{Clock, ManualClock};
 use relay_domain::memory::{MemoryArchive, MemoryDocumentStore, MemoryQueue};
-use relay_domain::ports::{
-    Archive, ArchiveError, DocumentClaims, DocumentQueries, DocumentRegistry, DocumentUpdates, ObjectBody, OutgoingMessage, PutOutcome,
-    Queue, QueueError, QueueStats, ReceivedMessage, Registration, StoreError,
-};
-use relay_domain::{
-    Change, ClaimPurpose, ContentHash, Document, DocumentKey, DocumentRecord, DocumentState, ErpDocumentId, HistoryEntry, NewDocument, Nip,
-    RetryPolicy,
-};
+use relay_domain::ports::{Archive, DocumentRegistry, Queue};
+use relay_domain::{ContentHash, DocumentKey, DocumentRecord, DocumentState, ErpDocumentId, Nip, RetryPolicy};
 use relay_pipeline::follow_up::FollowUpPorts;
 use relay_pipeline::intake::{intake, IntakePorts, Upload};
 use relay_pipeline::messages::{SendRequest, StatusRequest};
@@ -46,309 +38,28 @@ use relay_pipeline::send::{send, SendConfig, SendPorts};
 use relay_pipeline::sessions::KsefContexts;
 use relay_pipeline::status::{poll, StatusConfig, StatusPorts};
 use relay_pipeline::sweeper::{sweep, SweepConfig};
-use tokio::sync::watch;
 
 const SCALE: f64 = 1000.0;
 const VISIBILITY: Duration = Duration::from_secs(300);
 
-// ---------------------------------------------------------------------------------------------
-// The crash plan: numbered positions, and the one to die at.
-
-#[derive(Default)]
-struct PlanState {
-    armed: bool,
-    count: usize,
-    crash_at: Option<usize>,
-    positions: Vec<String>,
+fn seller() -> Nip {
+    Nip::parse("9999999999").unwrap()
 }
 
-struct Plan {
-    state: Mutex<PlanState>,
-    crashed: watch::Sender<bool>,
+fn client(proxy_url: &str) -> ksef_client::KsefClient {
+    relay_crash_injection::client(proxy_url, seller(), SCALE)
 }
 
-impl Plan {
-    fn new(crash_at: Option<usize>) -> Arc<Plan> {
-        Arc::new(Plan {
-            state: Mutex::new(PlanState {
-                crash_at,
-                ..Default::default()
-            }),
-            crashed: watch::channel(false).0,
-        })
-    }
-
-    fn arm(&self, on: bool) {
-        self.state.lock().unwrap().armed = on;
-    }
-
-    /// A write or KSeF call just succeeded: a numbered position while the target stage runs.
-    /// At the chosen position the caller never gets its answer.
-    async fn passed(&self, what: String) {
-        let die = {
-            let mut s = self.state.lock().unwrap();
-            if !s.armed {
-                return;
-            }
-            s.count += 1;
-            s.positions.push(what);
-            let die = s.crash_at == Some(s.count);
-            if die {
-                s.crash_at = None;
-                s.armed = false;
-            }
-            die
-        };
-        if die {
-            self.crashed.send_replace(true);
-            std::future::pending::<()>().await;
-        }
-    }
-
-    async fn wait_crash(&self) {
-        let mut rx = self.crashed.subscribe();
-        let _ = rx.wait_for(|c| *c).await;
-    }
-
-    fn take_crash(&self) -> bool {
-        self.crashed.send_replace(false)
-    }
-
-    fn positions(&self) -> Vec<String> {
-        self.state.lock().unwrap().positions.clone()
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Ports that can die right after a successful write.
-
-struct CrashStore {
-    inner: MemoryDocumentStore,
-    plan: Arc<Plan>,
-}
-
-fn change_name(c: &Change) -> String {
-    format!("{c:?}").split([' ', '{']).next().unwrap_or_default().to_owned()
-}
-
-#[async_trait]
-impl DocumentRegistry for CrashStore {
-    async fn register(&self, new: NewDocument, now: DateTime<Utc>) -> Result<Registration, StoreError> {
-        let r = self.inner.register(new, now).await?;
-        self.plan.passed("store.register".into()).await;
-        Ok(r)
-    }
-    async fn get(&self, key: &DocumentKey) -> Result<Option<Document>, StoreError> {
-        self.inner.get(key).await
-    }
-}
-
-#[async_trait]
-impl DocumentClaims for CrashStore {
-    async fn claim(
-        &self,
-        key: &DocumentKey,
-        purpose: ClaimPurpose,
-        owner: &str,
-        now: DateTime<Utc>,
-        lease_for: Duration,
-    ) -> Result<DocumentRecord, StoreError> {
-        let r = self.inner.claim(key, purpose, owner, now, lease_for).await?;
-        self.plan.passed(format!("store.claim {purpose:?}")).await;
-        Ok(r)
-    }
-}
-
-#[async_trait]
-impl DocumentUpdates for CrashStore {
-    async fn transition(&self, current: &DocumentRecord, change: Change, now: DateTime<Utc>) -> Result<DocumentRecord, StoreError> {
-        let name = change_name(&change);
-        let r = self.inner.transition(current, change, now).await?;
-        self.plan.passed(format!("store.transition {name}")).await;
-        Ok(r)
-    }
-    async fn append_history(&self, key: &DocumentKey, entries: Vec<HistoryEntry>) -> Result<(), StoreError> {
-        self.inner.append_history(key, entries).await?;
-        self.plan.passed("store.append_history".into()).await;
-        Ok(())
-    }
-}
-
-#[async_trait]
-impl DocumentQueries for CrashStore {
-    async fn list_by_state(
-        &self,
-        state: DocumentState,
-        older_than: DateTime<Utc>,
-        limit: usize,
-    ) -> Result<Vec<DocumentRecord>, StoreError> {
-        self.inner.list_by_state(state, older_than, limit).await
-    }
-    async fn list_by_state_between(
-        &self,
-        state: DocumentState,
-        since: DateTime<Utc>,
-        until: DateTime<Utc>,
-        limit: usize,
-    ) -> Result<Vec<DocumentRecord>, StoreError> {
-        self.inner.list_by_state_between(state, since, until, limit).await
-    }
-    async fn count_by_state(&self, state: DocumentState) -> Result<u64, StoreError> {
-        self.inner.count_by_state(state).await
-    }
-}
-
-struct CrashArchive {
-    inner: MemoryArchive,
-    plan: Arc<Plan>,
-}
-
-fn prefix(key: &str) -> &str {
-    key.split('/').next().unwrap_or(key)
-}
-
-#[async_trait]
-impl Archive for CrashArchive {
-    async fn put_if_absent(&self, key: &str, body: ObjectBody) -> Result<PutOutcome, ArchiveError> {
-        let r = self.inner.put_if_absent(key, body).await?;
-        self.plan.passed(format!("archive.put_if_absent {}", prefix(key))).await;
-        Ok(r)
-    }
-    async fn put(&self, key: &str, body: ObjectBody) -> Result<(), ArchiveError> {
-        self.inner.put(key, body).await?;
-        self.plan.passed(format!("archive.put {}", prefix(key))).await;
-        Ok(())
-    }
-    async fn get(&self, key: &str) -> Result<Option<ObjectBody>, ArchiveError> {
-        self.inner.get(key).await
-    }
-    async fn get_version(&self, key: &str, version: &str) -> Result<Option<ObjectBody>, ArchiveError> {
-        self.inner.get_version(key, version).await
-    }
-    async fn current_version(&self, key: &str) -> Result<Option<String>, ArchiveError> {
-        self.inner.current_version(key).await
-    }
-}
-
-struct CrashQueue {
-    inner: MemoryQueue,
-    plan: Arc<Plan>,
-}
-
-#[async_trait]
-impl Queue for CrashQueue {
-    async fn send(&self, message: OutgoingMessage) -> Result<String, QueueError> {
-        let id = self.inner.send(message).await?;
-        self.plan.passed(format!("queue.send {}", self.inner.name())).await;
-        Ok(id)
-    }
-    async fn receive(&self, max: u32, visibility: Duration, wait: Duration) -> Result<Vec<ReceivedMessage>, QueueError> {
-        self.inner.receive(max, visibility, wait).await
-    }
-    async fn change_visibility(&self, receipt: &str, timeout: Duration) -> Result<(), QueueError> {
-        self.inner.change_visibility(receipt, timeout).await?;
-        self.plan.passed(format!("queue.change_visibility {}", self.inner.name())).await;
-        Ok(())
-    }
-    async fn delete(&self, receipt: &str) -> Result<(), QueueError> {
-        self.inner.delete(receipt).await?;
-        self.plan.passed(format!("queue.delete {}", self.inner.name())).await;
-        Ok(())
-    }
-    async fn stats(&self) -> Result<QueueStats, QueueError> {
-        self.inner.stats().await
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// KSeF behind a proxy that can die right after KSeF answered.
-
-struct Ksef {
-    sim: SimHandle,
-    proxy_url: String,
-    plan: Arc<Mutex<Arc<Plan>>>,
-}
-
-/// `/v2/sessions/20251010-SO-.../invoices` → `/v2/sessions/{ref}/invoices`.
-fn route(path: &str) -> String {
-    path.split('/')
-        .map(|seg| if seg.len() > 16 { "{ref}" } else { seg })
-        .collect::<Vec<_>>()
-        .join("/")
-}
-
-async fn start_ksef() -> Ksef {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let proxy_url = format!("http://{}", listener.local_addr().unwrap());
-    let sim = ksef_sim::start(SimConfig {
+async fn start_ksef() -> CrashKsef {
+    relay_crash_injection::start_ksef(SimConfig {
         time_scale: SCALE,
         auth_delay: Duration::ZERO,
         accept_delay: Duration::ZERO,
         processing_delay: Duration::ZERO,
-        public_base_url: Some(proxy_url.clone()),
         attachments_allowed: true,
         ..SimConfig::default()
     })
-    .await;
-    let plan: Arc<Mutex<Arc<Plan>>> = Arc::new(Mutex::new(Plan::new(None)));
-    let upstream = sim.local_url();
-    let http = reqwest::Client::new();
-    let slot = plan.clone();
-    let app = axum::Router::new().fallback(move |req: axum::extract::Request| {
-        let (http, upstream, slot) = (http.clone(), upstream.clone(), slot.clone());
-        async move {
-            let (parts, body) = req.into_parts();
-            let body: Bytes = axum::body::to_bytes(body, usize::MAX).await.unwrap_or_default();
-            let path = parts.uri.path_and_query().map(|p| p.as_str().to_owned()).unwrap_or_default();
-            let mut out = http.request(parts.method.clone(), format!("{upstream}{path}")).body(body);
-            for (name, value) in parts.headers.iter() {
-                if name != axum::http::header::HOST && name != axum::http::header::CONTENT_LENGTH {
-                    out = out.header(name, value);
-                }
-            }
-            let answer = match out.send().await {
-                Ok(a) => a,
-                Err(e) => return (axum::http::StatusCode::BAD_GATEWAY, e.to_string()).into_response(),
-            };
-            let status = answer.status();
-            let headers = answer.headers().clone();
-            let bytes = answer.bytes().await.unwrap_or_default();
-            // KSeF has answered (and done whatever the call does): a numbered position.
-            let plan = slot.lock().unwrap().clone();
-            plan.passed(format!("ksef {} {}", parts.method, route(parts.uri.path()))).await;
-            let mut response = axum::http::Response::builder().status(status);
-            for (name, value) in headers.iter() {
-                if name != axum::http::header::CONTENT_LENGTH && name != axum::http::header::TRANSFER_ENCODING {
-                    response = response.header(name, value);
-                }
-            }
-            response.body(axum::body::Body::from(bytes)).unwrap()
-        }
-    });
-    tokio::spawn(async move {
-        axum::serve(listener, app).await.unwrap();
-    });
-    Ksef { sim, proxy_url, plan }
-}
-
-fn client(proxy_url: &str) -> KsefClient {
-    let cfg = ClientConfig {
-        timeout: Duration::from_secs(10),
-        connect_timeout: Duration::from_secs(2),
-        limits: ClientLimits::official().scaled(SCALE),
-        auth_poll_interval: Duration::from_millis(5),
-        auth_poll_timeout: Duration::from_secs(10),
-        ..ClientConfig::new(Environment::Custom(format!("{proxy_url}/v2")))
-    };
-    let creds = Credentials::Token {
-        context: seller(),
-        token: KsefToken::new(ksef_sim::DEFAULT_TOKEN),
-    };
-    KsefClient::new(cfg, Some(creds)).unwrap()
-}
-
-fn seller() -> Nip {
-    Nip::parse("9999999999").unwrap()
+    .await
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -365,16 +76,16 @@ enum Stage {
 }
 
 struct Run<'k> {
-    ksef: &'k Ksef,
+    ksef: &'k CrashKsef,
     plan: Arc<Plan>,
     clock: ManualClock,
-    store: CrashStore,
-    archive: CrashArchive,
-    send_q: CrashQueue,
-    send_dlq: CrashQueue,
-    status_q: CrashQueue,
-    status_dlq: CrashQueue,
-    corrections_q: CrashQueue,
+    store: CrashStore<MemoryDocumentStore>,
+    archive: CrashArchive<MemoryArchive>,
+    send_q: CrashQueue<MemoryQueue>,
+    send_dlq: CrashQueue<MemoryQueue>,
+    status_q: CrashQueue<MemoryQueue>,
+    status_dlq: CrashQueue<MemoryQueue>,
+    corrections_q: CrashQueue<MemoryQueue>,
     contexts: KsefContexts,
     send_cfg: SendConfig,
     status_cfg: StatusConfig,
@@ -387,11 +98,12 @@ struct Run<'k> {
 }
 
 impl<'k> Run<'k> {
-    fn new(ksef: &'k Ksef, plan: Arc<Plan>, bytes: Vec<u8>, max_attempts: u32) -> Self {
-        *ksef.plan.lock().unwrap() = plan.clone();
+    fn new(ksef: &'k CrashKsef, plan: Arc<Plan>, bytes: Vec<u8>, max_attempts: u32) -> Self {
+        ksef.follow(plan.clone());
         let clock = ManualClock::starting_at(Utc.with_ymd_and_hms(2026, 11, 27, 9, 0, 0).unwrap());
         let c: Arc<dyn Clock> = Arc::new(clock.clone());
         let queue = |name: &str| CrashQueue {
+            name: name.to_owned(),
             inner: MemoryQueue::with_clock(name, c.clone()),
             plan: plan.clone(),
         };
@@ -436,7 +148,7 @@ impl<'k> Run<'k> {
         self.clock.now()
     }
 
-    fn follow_up_ports(&self) -> FollowUpPorts<'_, CrashStore> {
+    fn follow_up_ports(&self) -> FollowUpPorts<'_, CrashStore<MemoryDocumentStore>> {
         FollowUpPorts {
             store: &self.store,
             archive: &self.archive,
@@ -468,27 +180,10 @@ impl<'k> Run<'k> {
             trace_id: None,
         };
         let work = intake(&ports, upload, now);
-        self.plan.arm(armed);
-        let out = tokio::select! {
-            biased;
-            _ = self.plan.wait_crash() => None,
-            out = work => Some(out),
-        };
-        self.plan.arm(false);
-        match out {
-            None => {
-                self.plan.take_crash();
-                self.crashed = true;
-                self.log.push(format!("CRASH in intake at {:?}", self.plan.positions().last()));
-                self.after_crash();
-                false
-            }
-            Some(out) => {
-                let out = out.expect("intake on in-memory ports");
-                self.log.push(format!("intake {}", out.name()));
-                true
-            }
-        }
+        let out = until_crash(&self.plan, armed, work).await;
+        let done = out.is_some();
+        self.settle(out.map(|o| o.expect("intake on in-memory ports").name()), "intake");
+        done
     }
 
     /// The S3 event until the intake finishes: a crashed intake's event comes back after the
@@ -523,13 +218,7 @@ impl<'k> Run<'k> {
             res.map(|r| r.outcome).unwrap_or("INFRASTRUCTURE_ERROR")
         };
         let plan = self.plan.clone();
-        plan.arm(armed);
-        let out = tokio::select! {
-            biased;
-            _ = plan.wait_crash() => None,
-            out = work => Some(out),
-        };
-        plan.arm(false);
+        let out = until_crash(&plan, armed, work).await;
         self.settle(out, "send");
         true
     }
@@ -556,13 +245,7 @@ impl<'k> Run<'k> {
             res.map(|r| r.outcome).unwrap_or("INFRASTRUCTURE_ERROR")
         };
         let plan = self.plan.clone();
-        plan.arm(armed);
-        let out = tokio::select! {
-            biased;
-            _ = plan.wait_crash() => None,
-            out = work => Some(out),
-        };
-        plan.arm(false);
+        let out = until_crash(&plan, armed, work).await;
         self.settle(out, "status");
         true
     }
@@ -571,7 +254,6 @@ impl<'k> Run<'k> {
         match out {
             Some(outcome) => self.log.push(format!("{stage} {outcome}")),
             None => {
-                self.plan.take_crash();
                 self.crashed = true;
                 self.log.push(format!("CRASH in {stage} at {:?}", self.plan.positions().last()));
                 self.after_crash();
@@ -585,13 +267,7 @@ impl<'k> Run<'k> {
         let ports = self.follow_up_ports();
         let work = async move { sweep(&ports, &cfg, now).await.expect("sweep on in-memory ports") };
         let plan = self.plan.clone();
-        plan.arm(armed);
-        let out = tokio::select! {
-            biased;
-            _ = plan.wait_crash() => None,
-            out = work => Some(out),
-        };
-        plan.arm(false);
+        let out = until_crash(&plan, armed, work).await;
         match out {
             Some(report) if !report.redriven.is_empty() || !report.outbox_rewritten.is_empty() => self
                 .log
@@ -614,13 +290,7 @@ impl<'k> Run<'k> {
         let contexts = &self.contexts;
         let work = async move { replay(&ports, contexts, &req, now).await };
         let plan = self.plan.clone();
-        plan.arm(armed);
-        let out = tokio::select! {
-            biased;
-            _ = plan.wait_crash() => None,
-            out = work => Some(out),
-        };
-        plan.arm(false);
+        let out = until_crash(&plan, armed, work).await;
         match out {
             Some(summary) => {
                 self.log
@@ -708,7 +378,7 @@ fn invoice(number: &str, with_attachment: bool) -> Vec<u8> {
 
 /// One scenario for `stage`, dying at `crash_at` (None: count the positions). Returns the
 /// positions the stage passed and whether it died.
-async fn scenario(ksef: &Ksef, stage: Stage, crash_at: Option<usize>, n: usize) -> (Vec<String>, bool) {
+async fn scenario(ksef: &CrashKsef, stage: Stage, crash_at: Option<usize>, n: usize) -> (Vec<String>, bool) {
     let plan = Plan::new(crash_at);
     let number = format!("CP/{stage:?}/{n}");
     let bytes = invoice(&number, stage == Stage::SendBatch);

@@ -1,17 +1,30 @@
 //! # The dlq-replay function
 //!
-//! Invoked by ops from the Lambda console with a JSON event such as
-//! `{"queue": "send", "limit": 50, "dry_run": true}` (filters: `seller_nip`, `error_class`,
-//! `min_age_minutes`). Runs [`relay_pipeline::replay::replay`] and returns its summary: what was
-//! moved, what was dropped (already ACCEPTED, or waiting for a person) and what was left, and why.
+//! Invoked by ops from the Lambda console with a JSON event, one of:
+//!
+//! - `{"queue": "send", "limit": 50, "dry_run": true}` (filters: `seller_nip`, `error_class`,
+//!   `min_age_minutes`): runs [`relay_pipeline::replay::replay`] and returns its summary: what was
+//!   moved, what was dropped (already ACCEPTED, or waiting for a person) and what was left, and why;
+//! - `{"resolve": {"document": "{nip}|{kind}|{P_2}", "decision": "ours"|"recheck"|"withdraw",
+//!   "by": "...", "reason": "...", "dry_run": true}}`: a person's decision on a CONFLICT
+//!   ([`relay_pipeline::resolve::resolve_conflict`]; for `ours` the original's UPO is fetched
+//!   from KSeF, so its acquisition date is KSeF's own);
+//! - `{"send_again": {"document": "...", "by": "...", "reason": "..."}}`: a REJECTED document
+//!   whose rejection was not about its content sent again ([`relay_pipeline::resolve::send_again`]).
 
 use chrono::Utc;
-use relay_aws::{DynamoDocumentStore, SqsQueue};
+use relay_aws::{DynamoDocumentStore, S3Archive, SqsQueue};
 use relay_pipeline::replay::{replay, ReplayError, ReplayPorts, ReplayRequest, ReplaySummary};
+use relay_pipeline::resolve::{
+    resolve_conflict, send_again, DecisionError, DecisionPorts, DecisionReport, ResolveRequest, SendAgainRequest,
+};
 use relay_pipeline::sessions::KsefContexts;
+use serde::Serialize;
 
 pub struct ReplayDeps {
     pub store: DynamoDocumentStore,
+    /// The ERP's outbox (and a resolved duplicate's UPO).
+    pub archive: S3Archive,
     pub send_queue: SqsQueue,
     pub send_dlq: SqsQueue,
     pub status_queue: SqsQueue,
@@ -33,6 +46,7 @@ impl ReplayDeps {
         let (send, status) = (route("send")?, route("status")?);
         Ok(ReplayDeps {
             store: DynamoDocumentStore::new(clients.dynamodb.clone(), &s.resources.table),
+            archive: S3Archive::new(clients.s3.clone(), &s.resources.bucket),
             send_queue: SqsQueue::new(clients.sqs.clone(), &send.target_url),
             send_dlq: SqsQueue::new(clients.sqs.clone(), &send.dlq_url),
             status_queue: SqsQueue::new(clients.sqs.clone(), &status.target_url),
@@ -42,22 +56,82 @@ impl ReplayDeps {
     }
 }
 
-pub async fn handle(event: serde_json::Value, deps: &ReplayDeps) -> Result<ReplaySummary, HandlerError> {
-    let req: ReplayRequest = serde_json::from_value(event).map_err(|e| HandlerError::BadEvent(e.to_string()))?;
-    let ports = ReplayPorts {
+/// The console event, decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConsoleEvent {
+    Replay(ReplayRequest),
+    Resolve(ResolveRequest),
+    SendAgain(SendAgainRequest),
+}
+
+impl ConsoleEvent {
+    /// `{"resolve": {...}}` or `{"send_again": {...}}` (the only key), else a replay request;
+    /// every shape refuses unknown fields, so a typo is an error, not a silent real run.
+    pub fn from_json(event: serde_json::Value) -> Result<Self, HandlerError> {
+        let bad = |e: serde_json::Error| HandlerError::BadEvent(e.to_string());
+        let single = event.as_object().filter(|o| o.len() == 1).and_then(|o| o.iter().next());
+        match single {
+            Some((k, v)) if k == "resolve" => Ok(ConsoleEvent::Resolve(serde_json::from_value(v.clone()).map_err(bad)?)),
+            Some((k, v)) if k == "send_again" => Ok(ConsoleEvent::SendAgain(serde_json::from_value(v.clone()).map_err(bad)?)),
+            _ => Ok(ConsoleEvent::Replay(serde_json::from_value(event).map_err(bad)?)),
+        }
+    }
+}
+
+/// The answer: the replay's summary or the decision's report (as JSON, one or the other).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum ConsoleAnswer {
+    Replay(ReplaySummary),
+    Decision(DecisionReport),
+}
+
+impl ConsoleAnswer {
+    pub fn into_replay(self) -> Option<ReplaySummary> {
+        match self {
+            ConsoleAnswer::Replay(s) => Some(s),
+            ConsoleAnswer::Decision(_) => None,
+        }
+    }
+
+    pub fn into_decision(self) -> Option<DecisionReport> {
+        match self {
+            ConsoleAnswer::Decision(d) => Some(d),
+            ConsoleAnswer::Replay(_) => None,
+        }
+    }
+}
+
+/// Runs one console event.
+pub async fn handle(event: serde_json::Value, deps: &ReplayDeps) -> Result<ConsoleAnswer, HandlerError> {
+    let decisions = DecisionPorts {
         store: &deps.store,
-        send_dlq: &deps.send_dlq,
-        status_dlq: &deps.status_dlq,
+        archive: &deps.archive,
         send_queue: &deps.send_queue,
         status_queue: &deps.status_queue,
     };
-    Ok(replay(&ports, &deps.ksef, &req, Utc::now()).await?)
+    Ok(match ConsoleEvent::from_json(event)? {
+        ConsoleEvent::Replay(req) => {
+            let ports = ReplayPorts {
+                store: &deps.store,
+                send_dlq: &deps.send_dlq,
+                status_dlq: &deps.status_dlq,
+                send_queue: &deps.send_queue,
+                status_queue: &deps.status_queue,
+            };
+            ConsoleAnswer::Replay(replay(&ports, &deps.ksef, &req, Utc::now()).await?)
+        }
+        ConsoleEvent::Resolve(req) => ConsoleAnswer::Decision(resolve_conflict(&decisions, Some(&deps.ksef), &req, Utc::now()).await?),
+        ConsoleEvent::SendAgain(req) => ConsoleAnswer::Decision(send_again(&decisions, &req, Utc::now()).await?),
+    })
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum HandlerError {
-    #[error("bad event (expected {{\"queue\": \"send\"|\"status\", \"limit\": N, \"dry_run\": bool, ...}}): {0}")]
+    #[error("bad event (expected {{\"queue\": \"send\"|\"status\", \"limit\": N, \"dry_run\": bool, ...}}, {{\"resolve\": {{\"document\", \"decision\", \"by\", \"reason\", ...}}}} or {{\"send_again\": {{\"document\", \"by\", \"reason\"}}}}): {0}")]
     BadEvent(String),
     #[error(transparent)]
     Replay(#[from] ReplayError),
+    #[error(transparent)]
+    Decision(#[from] DecisionError),
 }

@@ -9,8 +9,8 @@ async fn main() -> Result<(), Error> {
     let deps = relay_fn_dlq_replay::ReplayDeps::from_settings(&settings).await?;
     let deps = &deps;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<serde_json::Value>| async move {
-        let summary = relay_fn_dlq_replay::handle(event.payload, deps).await?;
-        Ok::<_, Error>(serde_json::to_value(summary)?)
+        let answer = relay_fn_dlq_replay::handle(event.payload, deps).await?;
+        Ok::<_, Error>(serde_json::to_value(answer)?)
     }))
     .await
 }
