@@ -389,7 +389,7 @@ async fn a_person_resolves_a_conflict_and_sends_a_rejection_again_through_dlq_re
     let theirs = ours.replace("<P_1>2026-02-15</P_1>", "<P_1>2026-02-14</P_1>");
     assert_ne!(ours, theirs);
     // Theirs reaches KSeF first, by hand.
-    let client = send.ksef.client(&Nip::parse("9999999999").unwrap()).unwrap();
+    let client = send.ksef.client(&Nip::parse("9999999999").unwrap()).await.unwrap();
     let session = client.open_online_session().await.unwrap();
     let sent = client
         .send_invoice(&session, theirs.as_bytes(), &ksef_client::SendOptions::default())

@@ -269,6 +269,26 @@ fn alarms_cover_queue_age_dead_letters_function_errors_and_throttles_and_overdue
         ),
         (Some("Sum"), 300, 3, 3, 0, Some("GreaterThanThreshold"), Some("notBreaching"))
     );
+    // A seller's login ends (certificate notAfter, or the end of token logins): 30 and 7 days
+    // ahead, on the minimum over sellers; a quiet hour keeps the state.
+    let mut thresholds: Vec<u64> = alarms()
+        .into_iter()
+        .filter(|(_, p)| p["Namespace"] == "KsefRelay" && p["MetricName"] == "CredentialDaysLeft")
+        .map(|(_, p)| {
+            assert!(p.get("Dimensions").is_none(), "over all sellers");
+            assert_eq!(
+                (
+                    p["Statistic"].as_str(),
+                    p["ComparisonOperator"].as_str(),
+                    p["TreatMissingData"].as_str()
+                ),
+                (Some("Minimum"), Some("LessThanThreshold"), Some("ignore"))
+            );
+            num(&p["Threshold"])
+        })
+        .collect();
+    thresholds.sort();
+    assert_eq!(thresholds, vec![7, 30], "credential expiry alarms at 30 and 7 days");
     for (name, p) in alarms() {
         assert_eq!(p["AlarmActions"], json!([{"Ref": "AlarmTopic"}]), "{name} notifies the alarm topic");
     }

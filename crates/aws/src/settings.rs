@@ -138,10 +138,14 @@ pub struct KsefSettings {
     /// `KSEF_ENV`: TEST, DEMO, PROD, or a base URL (the simulator).
     pub environment: String,
     /// `KSEF_TOKEN_SECRET_PREFIX`: the Secrets Manager name prefix; one secret per seller NIP,
-    /// named `{prefix}{nip}`, holding that context's KSeF token.
+    /// named `{prefix}{nip}`, holding that context's credentials: a KSeF token or a certificate
+    /// with its key (the format: `ksef_client::stored_credentials`, docs/runbook.md).
     pub token_secret_prefix: String,
     /// `KSEF_SELLER_NIPS`: the sellers (KSeF contexts) this deployment sends for, comma-separated.
     pub seller_nips: Vec<relay_domain::Nip>,
+    /// `KSEF_CREDENTIALS_TTL_SECONDS` (default 900): a seller's secret, read on first use, is read
+    /// again after this long, so a rotation needs no redeploy.
+    pub credentials_ttl: std::time::Duration,
 }
 
 impl KsefSettings {
@@ -177,6 +181,7 @@ impl KsefSettings {
             environment,
             token_secret_prefix: required(env, "KSEF_TOKEN_SECRET_PREFIX")?,
             seller_nips,
+            credentials_ttl: std::time::Duration::from_secs(parsed(env, "KSEF_CREDENTIALS_TTL_SECONDS", 900u64)?),
         })
     }
 }

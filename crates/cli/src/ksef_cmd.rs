@@ -7,8 +7,13 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use chrono::Utc;
 use ksef_client::failure_map::InvoiceOutcome;
-use ksef_client::{ClientConfig, Credentials, Environment, KsefClient, KsefToken, SendOptions, SigningIdentity, SubjectIdentifierType};
+use ksef_client::stored_credentials::Login;
+use ksef_client::{
+    ClientConfig, Environment, KsefClient, KsefToken, SendOptions, SigningIdentity, StoredCredentials, SubjectIdentifierType,
+};
+use relay_aws::settings::AwsSettings;
 use relay_domain::{ContentHash, Failure, Nip};
 
 /// Where and as whom to connect.
@@ -18,25 +23,37 @@ pub struct Connection {
     /// (what `ksef-relay sim` prints).
     #[arg(long = "env", env = "KSEF_ENV", default_value = "test")]
     pub environment: String,
-    /// The context NIP to log into.
+    /// The context NIP to log into (with --secret: by default the NIP that ends the secret's
+    /// name, `{prefix}{nip}`).
     #[arg(long, env = "KSEF_NIP")]
-    pub nip: String,
+    pub nip: Option<String>,
     /// The KSeF token. Prefer the environment variable: command lines are visible to others.
     #[arg(
         long,
         env = "KSEF_TOKEN",
         hide_env_values = true,
-        required_unless_present = "cert",
-        conflicts_with = "cert"
+        required_unless_present_any = ["cert", "secret"],
+        conflicts_with_all = ["cert", "secret"]
     )]
     pub token: Option<String>,
     /// Log in with a certificate instead (XAdES): its PEM file. In production, a KSeF
     /// certificate of type Authentication; TEST also accepts self-signed ones.
-    #[arg(long, env = "KSEF_CERT", requires = "key")]
+    #[arg(long, env = "KSEF_CERT", requires = "key", conflicts_with = "secret")]
     pub cert: Option<PathBuf>,
-    /// The certificate's private key: a PKCS#8 PEM file (RSA-2048 or EC P-256).
+    /// The certificate's private key: PEM (PKCS#8, PKCS#1 or SEC1; RSA or EC P-256).
     #[arg(long, env = "KSEF_KEY", requires = "cert")]
     pub key: Option<PathBuf>,
+    /// Log in with a deployed seller's credentials: the Secrets Manager secret of this name (the
+    /// relay's format, docs/runbook.md "KSeF credentials"), read with your AWS credentials.
+    /// Nothing of its value is printed.
+    #[arg(long, value_name = "NAME")]
+    pub secret: Option<String>,
+    /// With --secret: the AWS API at this URL instead of AWS (e.g. a local moto server).
+    #[arg(long, env = "KSEF_RELAY_AWS_ENDPOINT", value_name = "URL", requires = "secret")]
+    pub aws_endpoint: Option<String>,
+    /// With --secret: the secret's region.
+    #[arg(long, env = "AWS_REGION", default_value = "eu-central-1")]
+    pub region: String,
     /// With --cert: identify the subject by the certificate's fingerprint rather than its subject.
     #[arg(long, requires = "cert")]
     pub by_fingerprint: bool,
@@ -45,36 +62,95 @@ pub struct Connection {
     pub timeout_secs: u64,
 }
 
+/// The NIP a secret named `{prefix}{nip}` is for.
+fn nip_of_secret(name: &str) -> Option<Nip> {
+    let digits: String = name.chars().rev().take_while(char::is_ascii_digit).collect();
+    Nip::parse(&digits.chars().rev().collect::<String>()).ok()
+}
+
 impl Connection {
-    fn client(&self) -> anyhow::Result<KsefClient> {
-        let env = Environment::parse(&self.environment).map_err(anyhow::Error::msg)?;
-        let nip = Nip::parse(&self.nip).with_context(|| format!("--nip {}", self.nip))?;
-        let cfg = ClientConfig {
-            timeout: Duration::from_secs(self.timeout_secs),
-            ..ClientConfig::new(env)
+    /// The credentials from the token, the certificate files or the deployed secret.
+    async fn credentials(&self) -> anyhow::Result<(Nip, StoredCredentials)> {
+        let nip = match (&self.nip, &self.secret) {
+            (Some(n), _) => Nip::parse(n).with_context(|| format!("--nip {n}"))?,
+            (None, Some(name)) => {
+                nip_of_secret(name).with_context(|| format!("the secret name {name} does not end with a NIP: give --nip"))?
+            }
+            (None, None) => anyhow::bail!("give --nip (or KSEF_NIP)"),
         };
-        let creds = match (&self.token, &self.cert, &self.key) {
-            (Some(token), _, _) => Credentials::Token {
-                context: nip,
-                token: KsefToken::new(token.clone()),
+        let subject = if self.by_fingerprint {
+            SubjectIdentifierType::CertificateFingerprint
+        } else {
+            SubjectIdentifierType::CertificateSubject
+        };
+        let stored = match (&self.token, &self.cert, &self.key, &self.secret) {
+            (Some(token), _, _, _) => StoredCredentials {
+                login: Login::Token(KsefToken::new(token.clone())),
+                offline: None,
             },
-            (None, Some(cert), Some(key)) => {
+            (None, Some(cert), Some(key), _) => {
                 let read = |p: &PathBuf| std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()));
                 let identity = SigningIdentity::from_pem(&read(cert)?, &read(key)?).map_err(explain)?;
-                let subject = if self.by_fingerprint {
-                    SubjectIdentifierType::CertificateFingerprint
-                } else {
-                    SubjectIdentifierType::CertificateSubject
-                };
-                Credentials::Certificate {
-                    context: nip,
-                    identity,
-                    subject,
+                StoredCredentials {
+                    login: Login::Certificate { identity, subject },
+                    offline: None,
                 }
             }
-            _ => anyhow::bail!("give --token, or --cert with --key"),
+            (None, None, _, Some(name)) => {
+                let clients = relay_aws::AwsClients::new(&AwsSettings {
+                    region: self.region.clone(),
+                    endpoint_url: self.aws_endpoint.clone(),
+                })
+                .await;
+                let text = relay_aws::secrets::read_secret(&clients.secrets, name).await?;
+                println!("secret: {name}, version {}", text.version.as_deref().unwrap_or("-"));
+                StoredCredentials::parse(&text.value).with_context(|| format!("the secret {name} cannot be used"))?
+            }
+            _ => anyhow::bail!("give --token, --cert with --key, or --secret"),
         };
-        KsefClient::new(cfg, Some(creds)).map_err(explain)
+        Ok((nip, stored))
+    }
+
+    fn config(&self) -> anyhow::Result<ClientConfig> {
+        let env = Environment::parse(&self.environment).map_err(anyhow::Error::msg)?;
+        Ok(ClientConfig {
+            timeout: Duration::from_secs(self.timeout_secs),
+            ..ClientConfig::new(env)
+        })
+    }
+
+    async fn client(&self) -> anyhow::Result<KsefClient> {
+        let (nip, stored) = self.credentials().await?;
+        KsefClient::new(self.config()?, Some(stored.credentials(nip))).map_err(explain)
+    }
+}
+
+/// What may be said about credentials: never the token, the key or the password.
+fn print_facts(nip: &Nip, stored: &StoredCredentials) {
+    let facts = stored.facts();
+    let now = Utc::now();
+    println!("context: NIP {nip}");
+    println!("credential: {}", facts.kind);
+    if let Some(subject) = &facts.subject {
+        println!("subject: {subject}");
+    }
+    if let Some(key_type) = &facts.key_type {
+        println!("key: {key_type}");
+    }
+    if let Some(fingerprint) = &facts.fingerprint {
+        println!("certificate SHA-256: {fingerprint}");
+    }
+    let ends = match facts.kind {
+        ksef_client::CredentialKind::Token => "token logins end",
+        ksef_client::CredentialKind::Certificate => "notAfter",
+    };
+    println!("{ends}: {} ({} days left)", facts.not_after.to_rfc3339(), facts.days_left(now));
+    if let Some(offline) = facts.offline_not_after {
+        println!(
+            "offline certificate notAfter: {} ({} days left)",
+            offline.to_rfc3339(),
+            (offline - now).num_days()
+        );
     }
 }
 
@@ -137,7 +213,9 @@ fn explain(f: Failure) -> anyhow::Error {
 pub async fn run(cmd: KsefCommand) -> anyhow::Result<()> {
     match cmd {
         KsefCommand::AuthCheck { conn } => {
-            let c = conn.client()?;
+            let (nip, stored) = conn.credentials().await?;
+            print_facts(&nip, &stored);
+            let c = KsefClient::new(conn.config()?, Some(stored.credentials(nip))).map_err(explain)?;
             let keys = c.public_keys().await.map_err(explain).context("reading KSeF's public keys")?;
             println!(
                 "public keys: {}",
@@ -146,11 +224,14 @@ pub async fn run(cmd: KsefCommand) -> anyhow::Result<()> {
                     .collect::<Vec<_>>()
                     .join(", ")
             );
-            let t = c
-                .authenticate()
-                .await
-                .map_err(explain)
-                .context("authenticating with the KSeF token")?;
+            let t = match c.authenticate().await {
+                Ok(t) => t,
+                Err(f) => {
+                    println!("login: FAILED ({})", f.class);
+                    return Err(explain(f).context("logging in"));
+                }
+            };
+            println!("login: ok");
             println!("authenticated: operation {}", t.auth_reference);
             println!(
                 "access token valid until {}, refresh token until {}",
@@ -168,7 +249,7 @@ pub async fn run(cmd: KsefCommand) -> anyhow::Result<()> {
             let bytes = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
             let hash = ContentHash::of(&bytes);
             println!("{}: {} bytes, invoiceHash {hash}", file.display(), bytes.len());
-            let c = conn.client()?;
+            let c = conn.client().await?;
             let s = c
                 .open_online_session()
                 .await
@@ -229,7 +310,7 @@ pub async fn run(cmd: KsefCommand) -> anyhow::Result<()> {
             }
         }
         KsefCommand::Status { conn, session, invoice } => {
-            let c = conn.client()?;
+            let c = conn.client().await?;
             match invoice {
                 None => {
                     let s = c.session_status(&session).await.map_err(explain)?;
@@ -280,7 +361,7 @@ pub async fn run(cmd: KsefCommand) -> anyhow::Result<()> {
             ksef_number,
             out,
         } => {
-            let c = conn.client()?;
+            let c = conn.client().await?;
             let upo = match (invoice, ksef_number) {
                 (Some(i), _) => c.invoice_upo(&session, &i).await,
                 (None, Some(n)) => c.invoice_upo_by_ksef_number(&session, &n).await,

@@ -20,16 +20,17 @@ use chrono::Utc;
 use clap::Args;
 use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
 use indicatif::{ProgressBar, ProgressStyle};
-use ksef_client::{ClientConfig, ClientLimits, Credentials, Environment, KsefClient, KsefToken};
+use ksef_client::{ClientConfig, ClientLimits, Environment};
 use relay_aws::settings::AwsSettings;
 use relay_aws::{provision, AwsClients, DynamoDocumentStore, S3Archive, SqsQueue};
 use relay_domain::memory::{MemoryArchive, MemoryDocumentStore, MemoryQueue};
 use relay_domain::ports::{Archive, ArchiveError, DocumentStore, ObjectBody, PutOutcome, Queue};
 use relay_domain::{DocumentKey, DocumentState, ErpDocumentId, Nip, RetryPolicy, SystemClock};
+use relay_pipeline::credentials::MemoryCredentials;
 use relay_pipeline::drive::Stages;
 use relay_pipeline::intake::{intake, intake_created_object, IntakeOutcome, IntakePorts, ObjectIntake, Upload};
 use relay_pipeline::send::SendConfig;
-use relay_pipeline::sessions::KsefContexts;
+use relay_pipeline::sessions::{KsefContexts, DEFAULT_CREDENTIALS_TTL};
 use relay_pipeline::status::StatusConfig;
 
 use ksef_relay::bundled_samples;
@@ -181,17 +182,11 @@ async fn build_ksef(args: &RunArgs) -> Result<Ksef> {
             let nip = Nip::parse(args.nip.as_deref().context("--ksef-env needs --nip (or KSEF_NIP)")?)?;
             let token = std::env::var("KSEF_TOKEN").context("--ksef-env needs the KSEF_TOKEN environment variable")?;
             let environment = Environment::parse(env).map_err(anyhow::Error::msg)?;
-            let client = KsefClient::new(
-                ClientConfig::new(environment),
-                Some(Credentials::Token {
-                    context: nip.clone(),
-                    token: KsefToken::new(token),
-                }),
-            )
-            .map_err(|f| anyhow::anyhow!("{f}"))?;
+            // The token read like a deployed seller's secret (the same on-demand path).
+            let secrets = Arc::new(MemoryCredentials::new().with(nip.clone(), token));
             let policy = RetryPolicy::standard(10)?;
             Ok(Ksef {
-                contexts: KsefContexts::new().with(nip.clone(), client),
+                contexts: KsefContexts::new().with_credentials(secrets, ClientConfig::new(environment), DEFAULT_CREDENTIALS_TTL),
                 sim: None,
                 send_cfg: SendConfig {
                     policy: policy.clone(),
@@ -225,20 +220,13 @@ async fn build_ksef(args: &RunArgs) -> Result<Ksef> {
                 ..ClientConfig::new(Environment::Custom(sim.api_url()))
             };
             let nip = Nip::parse("9999999999")?;
-            let client = KsefClient::new(
-                cfg,
-                Some(Credentials::Token {
-                    context: nip.clone(),
-                    token: KsefToken::new(ksef_sim::DEFAULT_TOKEN),
-                }),
-            )
-            .map_err(|f| anyhow::anyhow!("{f}"))?;
+            let secrets = Arc::new(MemoryCredentials::new().with(nip, ksef_sim::DEFAULT_TOKEN));
             // The same policies with a simulator's sense of time: milliseconds where KSeF takes
             // seconds, so a run with faults still finishes in seconds.
             let ms = Duration::from_millis;
             let policy = RetryPolicy::new(10, vec![ms(0), ms(200), ms(500)], 2.0, ms(3000), 0.2)?;
             Ok(Ksef {
-                contexts: KsefContexts::new().with(nip, client),
+                contexts: KsefContexts::new().with_credentials(secrets, cfg, DEFAULT_CREDENTIALS_TTL),
                 description: format!("the embedded KSeF simulator at {}", sim.api_url()),
                 sim: Some(sim),
                 send_cfg: SendConfig {

@@ -1,5 +1,6 @@
 //! Every log line of a whole run (debug level, JSON, with KSeF faults so the error paths log
-//! too) and every metric line: none carries the KSeF token, an access token or invoice content
+//! too; the seller's credentials read from its secret as in Lambda) and every metric line: none
+//! carries the KSeF token, an access token or invoice content
 //! (names, addresses, line items, amounts, the XML itself). And the lines written while a
 //! document is handled carry its trace id, seller NIP and identity.
 
@@ -100,6 +101,17 @@ fn no_secret_and_no_invoice_content_in_any_log_line() {
         with_class += usize::from(span["error_class"].is_string());
     }
     assert!(in_span > 20, "lines inside document spans: {in_span}");
+    // The seller's secret was read on first use and described without its content (the token
+    // is among the forbidden strings above): kind and days left, in the log and as a metric.
+    assert!(
+        logs.lines()
+            .any(|l| l.contains("KSeF credentials read") && l.contains("\"credential_kind\":\"token\"")),
+        "the credentials read is logged"
+    );
+    assert!(
+        metrics.lines().any(|l| l.contains("\"CredentialDaysLeft\"")),
+        "and its days left emitted"
+    );
     assert!(with_state > 0 && with_class > 0, "state {with_state}, error class {with_class}");
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -17,7 +17,9 @@
 //! - [`failure_map`]: the ONE place where HTTP statuses, KSeF exception codes, transport errors
 //!   and final statuses become a [`relay_domain::Failure`] with its [`relay_domain::ErrorClass`],
 //!   KSeF's own codes and details kept verbatim;
-//! - [`secret`]: the KSeF token, bearer tokens and AES keys, in types that never print.
+//! - [`secret`]: the KSeF token, bearer tokens and AES keys, in types that never print;
+//! - [`stored_credentials`]: the relay's one secret format per seller (a token, or a certificate
+//!   and key as PEM or PKCS#12), parsed with errors that never quote the secret.
 //!
 //! Every fallible call returns `Result<T, relay_domain::Failure>`: callers decide retries from
 //! the class alone. The key design decision: the client never retries on its own, except where
@@ -39,6 +41,7 @@ pub mod limiter;
 pub mod model;
 pub mod secret;
 pub mod sessions;
+pub mod stored_credentials;
 pub mod xades;
 
 pub use batch::{BatchArchive, BatchSession, Compression};
@@ -49,4 +52,5 @@ pub use limiter::{ClientLimits, EffectiveRateLimits, EndpointGroup, Limit};
 pub use model::{InvoiceStatus, SessionStatus, SessionSummary, Status};
 pub use secret::{BearerToken, KsefToken, SessionKey};
 pub use sessions::{send_invoice_body, OnlineSession, SendOptions, SentInvoice, Upo};
+pub use stored_credentials::{CredentialFacts, CredentialKind, CredentialsError, StoredCredentials};
 pub use xades::{SigningIdentity, SigningKey, SubjectIdentifierType};

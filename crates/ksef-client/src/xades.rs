@@ -77,18 +77,21 @@ impl SigningIdentity {
         SigningIdentity { certificate_der, key }
     }
 
-    /// From PEM files: an X.509 certificate and a PKCS#8 private key (RSA or EC P-256).
+    /// From PEM files: an X.509 certificate and its private key (PKCS#8, PKCS#1 or SEC1; RSA or
+    /// EC P-256), checked to belong together.
     pub fn from_pem(certificate_pem: &str, key_pem: &str) -> Result<SigningIdentity> {
-        use rsa::pkcs8::DecodePrivateKey;
-        let (label, der) = x509_cert::der::pem::decode_vec(certificate_pem.as_bytes()).map_err(failure)?;
-        if label != "CERTIFICATE" {
-            return Err(failure(format!("expected a CERTIFICATE PEM, got {label}")));
+        crate::stored_credentials::identity_from_pem(certificate_pem, key_pem, "the certificate", "the key").map_err(failure)
+    }
+
+    /// `RSA-2048`, `EC P-256`, ...: the key's kind, for logs and the CLI.
+    pub fn key_type(&self) -> String {
+        match &self.key {
+            SigningKey::Rsa(k) => {
+                use rsa::traits::PublicKeyParts;
+                format!("RSA-{}", k.size() * 8)
+            }
+            SigningKey::EcP256(_) => "EC P-256".to_owned(),
         }
-        let key = match rsa::RsaPrivateKey::from_pkcs8_pem(key_pem) {
-            Ok(k) => SigningKey::Rsa(Box::new(k)),
-            Err(_) => SigningKey::EcP256(p256::ecdsa::SigningKey::from_pkcs8_pem(key_pem).map_err(failure)?),
-        };
-        Ok(SigningIdentity { certificate_der: der, key })
     }
 
     /// A self-signed certificate for `subject` (an RFC 4514 name such as

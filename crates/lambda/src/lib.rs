@@ -3,52 +3,106 @@
 //! The functions in `functions/` stay thin: decode the event, call one use case from
 //! `relay-pipeline`, encode the answer. What they have in common lives here:
 //!
-//! - [`ksef_contexts`]: one KSeF client per seller NIP, with the tokens read from Secrets Manager
-//!   at cold start, sharing logins and sessions across instances through the store's cache;
+//! - [`ksef_contexts`]: one KSeF client per seller NIP, made on the seller's first use from its
+//!   credentials secret in Secrets Manager ([`SecretsManagerCredentials`]: a token or a
+//!   certificate, read again on rotation), sharing logins and sessions across instances through
+//!   the store's cache;
 //! - [`carry_out`]: a use case's [`QueueAction`] in a Lambda SQS invocation, where the event
 //!   source deletes every message not reported in `batchItemFailures`: delays and dead letters
 //!   are sent as copies, and only `Release` keeps the original for redelivery;
 //! - [`init_logging`]: JSON log lines and EMF metrics on stdout for CloudWatch.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsMessage};
-use ksef_client::{ClientConfig, Credentials, Environment, KsefClient, KsefToken};
+use ksef_client::{ClientConfig, Environment, StoredCredentials};
+use relay_aws::secrets::{read_secret, secret_name, SecretsError};
 use relay_aws::settings::KsefSettings;
 use relay_aws::AwsClients;
 use relay_domain::ports::{OutgoingMessage, Queue, QueueError, MAX_DELAY};
+use relay_domain::{ErrorClass, ErrorSource, Failure, Nip};
+use relay_pipeline::credentials::{invalid, CredentialsProvider, ProvidedCredentials, CREDENTIALS_UNREADABLE};
 use relay_pipeline::queue_action::QueueAction;
 use relay_pipeline::sessions::KsefContexts;
 
 #[derive(Debug, thiserror::Error)]
 pub enum GlueError {
-    #[error(transparent)]
-    Secrets(#[from] relay_aws::secrets::SecretsError),
     #[error("KSEF_ENV: {0}")]
     Environment(String),
-    #[error("KSeF client for {nip}: {message}")]
-    Client { nip: String, message: String },
 }
 
-/// One KSeF client per configured seller NIP, authenticating with that context's token, sharing
-/// tokens and open sessions with the other instances through the documents table.
-pub async fn ksef_contexts(settings: &KsefSettings, clients: &AwsClients, table: &str) -> Result<KsefContexts, GlueError> {
-    let tokens = relay_aws::secrets::ksef_tokens(&clients.secrets, &settings.token_secret_prefix, &settings.seller_nips).await?;
+/// The KSeF contexts of the configured sellers: each seller's client is made on its first use
+/// from its secret (so one unreadable secret parks only that seller), and shares tokens and
+/// open sessions with the other instances through the documents table.
+pub fn ksef_contexts(settings: &KsefSettings, clients: &AwsClients, table: &str) -> Result<KsefContexts, GlueError> {
     let environment = Environment::parse(&settings.environment).map_err(GlueError::Environment)?;
-    let cache = std::sync::Arc::new(relay_aws::DynamoSharedCache::new(clients.dynamodb.clone(), table));
-    let mut contexts = KsefContexts::new().with_shared_cache(cache);
-    for (nip, token) in tokens {
-        let credentials = Credentials::Token {
-            context: nip.clone(),
-            token: KsefToken::new(token),
-        };
-        let client = KsefClient::new(ClientConfig::new(environment.clone()), Some(credentials)).map_err(|f| GlueError::Client {
-            nip: nip.to_string(),
-            message: f.to_string(),
-        })?;
-        contexts = contexts.with(nip, client);
+    let cache = Arc::new(relay_aws::DynamoSharedCache::new(clients.dynamodb.clone(), table));
+    let provider = Arc::new(SecretsManagerCredentials::new(
+        clients.secrets.clone(),
+        &settings.token_secret_prefix,
+        &settings.seller_nips,
+    ));
+    Ok(KsefContexts::new()
+        .with_credentials(provider, ClientConfig::new(environment), settings.credentials_ttl)
+        .with_shared_cache(cache))
+}
+
+/// Each configured seller's credentials from the secret `{prefix}{nip}` (the format:
+/// `ksef_client::stored_credentials`). A seller not configured has none: the relay reads no
+/// secret a document's NIP names unless the deployment sends for that seller.
+pub struct SecretsManagerCredentials {
+    client: aws_sdk_secretsmanager::Client,
+    prefix: String,
+    sellers: Vec<Nip>,
+}
+
+impl SecretsManagerCredentials {
+    pub fn new(client: aws_sdk_secretsmanager::Client, prefix: &str, sellers: &[Nip]) -> Self {
+        SecretsManagerCredentials {
+            client,
+            prefix: prefix.to_owned(),
+            sellers: sellers.to_vec(),
+        }
     }
-    Ok(contexts)
+}
+
+/// The failure for a secret that could not be read: an operator's when it is missing or denied,
+/// transient when Secrets Manager did not answer.
+pub fn unreadable(e: SecretsError) -> Failure {
+    let class = match e {
+        SecretsError::Unusable { .. } => ErrorClass::Operator,
+        SecretsError::Transient { .. } => ErrorClass::Transient,
+    };
+    Failure::new(
+        class,
+        ErrorSource::Storage {
+            operation: "secrets_manager".into(),
+        },
+        e.to_string(),
+    )
+    .with_code(CREDENTIALS_UNREADABLE)
+}
+
+#[async_trait::async_trait]
+impl CredentialsProvider for SecretsManagerCredentials {
+    async fn read(&self, seller: &Nip) -> Result<ProvidedCredentials, Failure> {
+        if !self.sellers.contains(seller) {
+            return Err(Failure::new(
+                ErrorClass::Operator,
+                ErrorSource::Relay,
+                format!("seller NIP {seller} is not in KSEF_SELLER_NIPS: this deployment has no KSeF credentials for it"),
+            )
+            .with_code("NO_CREDENTIALS"));
+        }
+        let name = secret_name(&self.prefix, seller);
+        let text = read_secret(&self.client, &name).await.map_err(unreadable)?;
+        let stored = StoredCredentials::parse(&text.value).map_err(|e| invalid(&name, e))?;
+        Ok(ProvidedCredentials {
+            stored,
+            version: text.version,
+        })
+    }
 }
 
 fn attributes(m: &SqsMessage) -> BTreeMap<String, String> {

@@ -7,7 +7,8 @@
 //!   queue it for sending. (Full FA(3) validation and the corrections queue join it in the
 //!   pipeline issue.)
 //! - [`send`]: one queued document to KSeF, at most once (claim, reconcile, record "about to
-//!   send", POST, classify); [`sessions`] holds the KSeF clients and online sessions per seller;
+//!   send", POST, classify); [`sessions`] holds the KSeF clients and online sessions per seller,
+//!   each client made on first use from the seller's secret ([`credentials`]);
 //!   [`seller_block`] parks a seller's work while an operator's problem (credentials, permissions,
 //!   an IP block) stands, so it is never blamed on the invoices.
 //! - [`status`]: follow a sent invoice to KSeF's decision: UPO archived and ACCEPTED, a
@@ -31,6 +32,7 @@
 // ksef-client, so every caller matches on the same type; a failure costs a network call anyway.
 #![allow(clippy::result_large_err)]
 
+pub mod credentials;
 pub mod drive;
 pub mod follow_up;
 pub mod intake;

@@ -134,6 +134,8 @@ impl KsefContexts {
     /// Parks `seller`'s work after an operator failure: a new block, or the next strike of the
     /// current one with a longer wait. Returns the block in force.
     pub async fn park_seller(&self, seller: &Nip, failure: &Failure, now: DateTime<Utc>) -> SellerBlock {
+        // The fix may be a rotated secret: the probe that ends the block reads it afresh.
+        self.forget_credentials(seller);
         let cache = self.blocks();
         let name = cache_name(seller);
         let mut tries = 0;

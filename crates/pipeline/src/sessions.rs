@@ -11,17 +11,27 @@
 //! opens a session once rather than once each: KSeF limits authentication and session opening
 //! as well as sending. The cache holds secrets; it lives in the documents table, encrypted at
 //! rest and reachable only by the relay's functions.
+//!
+//! A seller's client is made on first use from its credentials ([`CredentialsProvider`]), so one
+//! seller's unreadable secret fails only that seller's work (an operator's problem, which parks
+//! it) and the others keep sending. The credentials are read again when their time to live ends
+//! (a rotated certificate is picked up without a redeploy; an unchanged secret version keeps the
+//! client and its tokens) and after an operator's problem ([`KsefContexts::forget_credentials`],
+//! called when a seller is parked), so the probe that ends a block reads the secret afresh.
+//! Clients given up front with [`KsefContexts::with`] are used as they are.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use ksef_client::{KsefClient, OnlineSession, TokenSet};
+use ksef_client::{ClientConfig, KsefClient, OnlineSession, TokenSet};
 use relay_domain::memory::MemorySharedCache;
 use relay_domain::ports::{Expect, Queue, QueueError, SharedCache, StoreError};
 use relay_domain::{ContentHash, ErrorClass, ErrorSource, Failure, KsefReference, Nip};
 use tokio::sync::Mutex;
+
+use crate::credentials::{days_left_line, CredentialsProvider};
 
 /// Stop using a session this long before KSeF's validUntil.
 const SESSION_MARGIN: Duration = Duration::from_secs(15 * 60);
@@ -30,17 +40,45 @@ const SESSION_MARGIN: Duration = Duration::from_secs(15 * 60);
 pub const DRAINED_SESSION_MIN_AGE: Duration = Duration::from_secs(5 * 60);
 /// How long KSeF keeps an online session open.
 const SESSION_LIFETIME: Duration = Duration::from_secs(12 * 3600);
+/// How long credentials read from a provider are used before they are read again.
+pub const DEFAULT_CREDENTIALS_TTL: Duration = Duration::from_secs(15 * 60);
 
 struct Context {
     client: Arc<KsefClient>,
     /// The session, and the version of its shared-cache entry when it came from or went to one.
     session: Mutex<Option<(Arc<OnlineSession>, Option<u64>)>>,
+    /// Where the client's credentials came from; `None` for a client given up front.
+    loaded: Option<std::sync::Mutex<Loaded>>,
+}
+
+#[derive(Clone)]
+struct Loaded {
+    version: Option<String>,
+    /// Read again at or after this time.
+    fresh_until: DateTime<Utc>,
+}
+
+impl Context {
+    fn fresh(&self, now: DateTime<Utc>) -> bool {
+        self.loaded
+            .as_ref()
+            .is_none_or(|l| l.lock().expect("loaded lock").fresh_until > now)
+    }
+}
+
+struct Provided {
+    provider: Arc<dyn CredentialsProvider>,
+    config: ClientConfig,
+    ttl: chrono::Duration,
 }
 
 /// The clients and open sessions, per seller NIP.
 #[derive(Default)]
 pub struct KsefContexts {
-    contexts: HashMap<Nip, Context>,
+    contexts: std::sync::Mutex<HashMap<Nip, Arc<Context>>>,
+    /// One credentials read at a time per seller.
+    loading: std::sync::Mutex<HashMap<Nip, Arc<Mutex<()>>>>,
+    provided: Option<Provided>,
     cache: Option<Arc<dyn SharedCache>>,
     /// Seller blocks when no shared cache is set (one process: the local driver, tests).
     local_blocks: MemorySharedCache,
@@ -65,16 +103,43 @@ impl KsefContexts {
         Self::default()
     }
 
-    /// Adds the client that authenticates in `seller`'s context.
-    pub fn with(mut self, seller: Nip, client: KsefClient) -> Self {
-        self.contexts.insert(
+    /// Adds the client that authenticates in `seller`'s context, used as it is.
+    pub fn with(self, seller: Nip, client: KsefClient) -> Self {
+        self.contexts.lock().expect("contexts lock").insert(
             seller,
-            Context {
+            Arc::new(Context {
                 client: Arc::new(client),
                 session: Mutex::new(None),
-            },
+                loaded: None,
+            }),
         );
         self
+    }
+
+    /// Makes a seller's client on first use from the credentials `provider` reads, with
+    /// `config`; they are read again after `ttl`.
+    pub fn with_credentials(mut self, provider: Arc<dyn CredentialsProvider>, config: ClientConfig, ttl: Duration) -> Self {
+        self.provided = Some(Provided {
+            provider,
+            config,
+            ttl: chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::minutes(15)),
+        });
+        self
+    }
+
+    /// Reads `seller`'s credentials again on its next use (after a refused login or another
+    /// operator's problem: the secret may have been rotated since).
+    pub fn forget_credentials(&self, seller: &Nip) {
+        let ctx = self.contexts.lock().expect("contexts lock").get(seller).cloned();
+        if let Some(loaded) = ctx.as_ref().and_then(|c| c.loaded.as_ref()) {
+            loaded.lock().expect("loaded lock").fresh_until = DateTime::<Utc>::MIN_UTC;
+        }
+    }
+
+    /// The contexts made so far.
+    fn loaded_contexts(&self) -> Vec<(Nip, Arc<Context>)> {
+        let map = self.contexts.lock().expect("contexts lock");
+        map.iter().map(|(n, c)| (n.clone(), c.clone())).collect()
     }
 
     /// Shares tokens and sessions with other instances through `cache`.
@@ -91,28 +156,87 @@ impl KsefContexts {
         &self.local_blocks
     }
 
-    fn context(&self, seller: &Nip) -> Result<&Context, Failure> {
-        self.contexts.get(seller).ok_or_else(|| {
-            // Our own configuration: an operator adds the credentials; the invoice is not at fault.
-            Failure::new(
-                ErrorClass::Operator,
-                ErrorSource::Relay,
-                format!("no KSeF credentials are configured for seller NIP {seller}"),
-            )
-            .with_code("NO_CREDENTIALS")
-        })
+    /// `seller`'s context: made now from its credentials if there is none yet or they are due
+    /// to be read again.
+    async fn context(&self, seller: &Nip, now: DateTime<Utc>) -> Result<Arc<Context>, Failure> {
+        let current = self.contexts.lock().expect("contexts lock").get(seller).cloned();
+        let Some(provided) = &self.provided else {
+            return current.ok_or_else(|| no_credentials(seller));
+        };
+        if let Some(ctx) = current.as_ref().filter(|c| c.fresh(now)) {
+            return Ok(ctx.clone());
+        }
+        let gate = self
+            .loading
+            .lock()
+            .expect("loading lock")
+            .entry(seller.clone())
+            .or_default()
+            .clone();
+        let _reading = gate.lock().await;
+        // Another task may have read them while this one waited.
+        let current = self.contexts.lock().expect("contexts lock").get(seller).cloned();
+        if let Some(ctx) = current.as_ref().filter(|c| c.fresh(now)) {
+            return Ok(ctx.clone());
+        }
+        let fresh_until = now + provided.ttl;
+        let read = match provided.provider.read(seller).await {
+            Ok(read) => read,
+            Err(f) => {
+                let Some(ctx) = current else { return Err(f) };
+                // The credentials in use may still work: keep them, and try reading again later.
+                tracing::warn!(seller_nip = %seller, error = %f, "could not read the KSeF credentials again; using the ones read before");
+                if let Some(l) = &ctx.loaded {
+                    l.lock().expect("loaded lock").fresh_until = fresh_until;
+                }
+                return Ok(ctx);
+            }
+        };
+        let facts = read.stored.facts();
+        days_left_line(seller, &facts, now).emit();
+        if let Some(ctx) = current.filter(|c| {
+            read.version.is_some()
+                && c.loaded
+                    .as_ref()
+                    .is_some_and(|l| l.lock().expect("loaded lock").version == read.version)
+        }) {
+            // The same secret version: keep the client and its tokens.
+            if let Some(l) = &ctx.loaded {
+                l.lock().expect("loaded lock").fresh_until = fresh_until;
+            }
+            return Ok(ctx);
+        }
+        let client = KsefClient::new(provided.config.clone(), Some(read.stored.credentials(seller.clone())))?;
+        tracing::info!(
+            seller_nip = %seller,
+            credential_kind = %facts.kind,
+            subject = facts.subject.as_deref().unwrap_or("-"),
+            not_after = %facts.not_after.to_rfc3339(),
+            days_left = facts.days_left(now),
+            "KSeF credentials read"
+        );
+        let ctx = Arc::new(Context {
+            client: Arc::new(client),
+            session: Mutex::new(None),
+            loaded: Some(std::sync::Mutex::new(Loaded {
+                version: read.version,
+                fresh_until,
+            })),
+        });
+        self.contexts.lock().expect("contexts lock").insert(seller.clone(), ctx.clone());
+        Ok(ctx)
     }
 
     /// The client, without touching the shared cache (it logs in by itself when it must).
-    pub fn client(&self, seller: &Nip) -> Result<Arc<KsefClient>, Failure> {
-        Ok(self.context(seller)?.client.clone())
+    pub async fn client(&self, seller: &Nip) -> Result<Arc<KsefClient>, Failure> {
+        Ok(self.context(seller, Utc::now()).await?.client.clone())
     }
 
     /// The client with tokens: its own, or another instance's from the shared cache, or a fresh
     /// login that it then shares.
     pub async fn client_ready(&self, seller: &Nip, now: DateTime<Utc>) -> Result<Arc<KsefClient>, Failure> {
-        let ctx = self.context(seller)?;
-        self.ensure_tokens(ctx, seller, now).await?;
+        let ctx = self.context(seller, now).await?;
+        self.ensure_tokens(&ctx, seller, now).await?;
         Ok(ctx.client.clone())
     }
 
@@ -129,7 +253,16 @@ impl KsefContexts {
                 return Ok(());
             }
         }
-        let fresh = ctx.client.authenticate().await?;
+        let fresh = match ctx.client.authenticate().await {
+            Ok(t) => t,
+            Err(f) => {
+                if f.class == ErrorClass::Operator {
+                    // A refused login: the secret may have been rotated since it was read.
+                    self.forget_credentials(seller);
+                }
+                return Err(f);
+            }
+        };
         ctx.client.set_tokens(fresh.clone()).await;
         // If another instance logged in meanwhile, its tokens stay shared; ours are valid too.
         match cache
@@ -144,14 +277,14 @@ impl KsefContexts {
     /// The open session for `seller`: this instance's, another instance's from the shared cache,
     /// or a new one (then shared). A session about to expire is replaced.
     pub async fn session(&self, seller: &Nip, now: DateTime<Utc>) -> Result<Arc<OnlineSession>, Failure> {
-        let ctx = self.context(seller)?;
+        let ctx = self.context(seller, now).await?;
         let mut slot = ctx.session.lock().await;
         if let Some((s, _)) = slot.as_ref() {
             if usable(s, now) {
                 return Ok(s.clone());
             }
         }
-        self.ensure_tokens(ctx, seller, now).await?;
+        self.ensure_tokens(&ctx, seller, now).await?;
         let Some(cache) = &self.cache else {
             let opened = Arc::new(ctx.client.open_online_session().await?);
             if let Some((old, _)) = slot.replace((opened.clone(), None)) {
@@ -201,7 +334,8 @@ impl KsefContexts {
     /// Forgets `reference` if it is the current session (KSeF said it is closed or broken), here
     /// and in the shared cache.
     pub async fn drop_session(&self, seller: &Nip, reference: &str) {
-        if let Ok(ctx) = self.context(seller) {
+        let ctx = self.contexts.lock().expect("contexts lock").get(seller).cloned();
+        if let Some(ctx) = ctx {
             let mut slot = ctx.session.lock().await;
             if slot.as_ref().is_some_and(|(s, _)| s.reference == reference) {
                 if let Err(e) = self.unshare(seller, reference, Utc::now()).await {
@@ -264,15 +398,16 @@ impl KsefContexts {
             let opened = s.valid_until - chrono::Duration::from_std(SESSION_LIFETIME).expect("small");
             now - opened >= chrono::Duration::from_std(min_age).unwrap_or_default()
         };
+        let contexts = self.loaded_contexts();
         let mut candidates = false;
-        for ctx in self.contexts.values() {
+        for (_, ctx) in &contexts {
             candidates |= ctx.session.lock().await.as_ref().is_some_and(|(s, _)| old_enough(s));
         }
         if !candidates || send_queue.stats().await?.total() > 0 {
             return Ok(0);
         }
         let mut closed = 0;
-        for (seller, ctx) in &self.contexts {
+        for (seller, ctx) in &contexts {
             let mut slot = ctx.session.lock().await;
             let Some((s, version)) = slot.as_ref().filter(|(s, _)| old_enough(s)).cloned() else {
                 continue;
@@ -303,7 +438,7 @@ impl KsefContexts {
 
     /// Closes every open session (KSeF then prepares the session UPO); failures are logged.
     pub async fn close_all(&self) {
-        for (seller, ctx) in &self.contexts {
+        for (seller, ctx) in &self.loaded_contexts() {
             if let Some((s, _)) = ctx.session.lock().await.take() {
                 if let Err(f) = ctx.client.close_online_session(&s.reference).await {
                     tracing::warn!(seller_nip = %seller, session = %s.reference, error = %f, "closing the session failed");
@@ -311,6 +446,16 @@ impl KsefContexts {
             }
         }
     }
+}
+
+fn no_credentials(seller: &Nip) -> Failure {
+    // Our own configuration: an operator adds the credentials; the invoice is not at fault.
+    Failure::new(
+        ErrorClass::Operator,
+        ErrorSource::Relay,
+        format!("no KSeF credentials are configured for seller NIP {seller}"),
+    )
+    .with_code("NO_CREDENTIALS")
 }
 
 /// Closes a session replaced near the end of its life, if KSeF has not closed it already.

@@ -61,7 +61,7 @@ async fn accepted_once(w: &common::World, req: &SendRequest) {
     assert_eq!(r.state, DocumentState::Sent);
     let session = r.ksef.session_reference.clone().unwrap();
     assert_eq!(session.kind(), "SB", "sent in a batch session");
-    let client = w.ksef.client(&seller()).unwrap();
+    let client = w.ksef.client(&seller()).await.unwrap();
     let status = client
         .wait_for_invoice(
             session.as_str(),

@@ -21,7 +21,7 @@ use relay_pipeline::resolve::{
 
 /// Sends `bytes` straight to KSeF (not through the relay) and waits for its number.
 async fn send_raw(w: &World, bytes: &[u8]) -> String {
-    let client = w.ksef.client(&World::nip()).unwrap();
+    let client = w.ksef.client(&World::nip()).await.unwrap();
     let session = client.open_online_session().await.unwrap();
     let sent = client.send_invoice(&session, bytes, &SendOptions::default()).await.unwrap();
     let st = client

@@ -39,7 +39,7 @@ async fn a_queued_document_is_sent_once_and_a_repeated_message_sends_nothing() {
     assert_eq!((again.outcome, &again.action), ("LEFTOVER", &QueueAction::Delete));
     assert_eq!(w.copies_in_session(&session, &req).await, 1);
     // And KSeF accepts it: the simulator's ledger has it exactly once.
-    let client = w.ksef.client(&Nip::parse("9999999999").unwrap()).unwrap();
+    let client = w.ksef.client(&Nip::parse("9999999999").unwrap()).await.unwrap();
     let inv = r.ksef.invoice_reference.unwrap();
     client
         .wait_for_invoice(session.as_str(), inv.as_str(), Duration::from_millis(20), Duration::from_secs(10))
@@ -87,6 +87,7 @@ async fn a_crash_after_ksef_took_the_invoice_is_reconciled_not_resent() {
         .unwrap();
     w.ksef
         .client(&seller)
+        .await
         .unwrap()
         .send_invoice(&session, &bytes, &SendOptions::default())
         .await

@@ -49,7 +49,13 @@ async fn instances_share_one_login_and_one_session() {
     assert_eq!(count("POST", "/auth/ksef-token"), 1, "one login for five instances");
     assert_eq!(count("POST", "/sessions/online"), 1, "one session for five instances");
     // All five invoices are in that session, each decrypted with the shared key.
-    let listed = instances[4].client(&nip).unwrap().session_invoices(&references[0]).await.unwrap();
+    let listed = instances[4]
+        .client(&nip)
+        .await
+        .unwrap()
+        .session_invoices(&references[0])
+        .await
+        .unwrap();
     assert_eq!(listed.len(), 5);
 
     // KSeF says the session is broken: dropped for everyone; the next instance opens a new one.

@@ -13,7 +13,7 @@ use relay_pipeline::queue_action::QueueAction;
 use std::time::Duration;
 
 async fn send_raw_and_wait(w: &World, bytes: &[u8]) -> String {
-    let client = w.ksef.client(&World::nip()).unwrap();
+    let client = w.ksef.client(&World::nip()).await.unwrap();
     let session = client.open_online_session().await.unwrap();
     let sent = client.send_invoice(&session, bytes, &SendOptions::default()).await.unwrap();
     let st = client
@@ -318,7 +318,7 @@ async fn a_known_ksef_number_is_kept_while_the_upo_cannot_be_fetched() {
         max_polls: 2,
         ..w.status_cfg()
     };
-    let client = w.ksef.client(&World::nip()).unwrap();
+    let client = w.ksef.client(&World::nip()).await.unwrap();
     let r = w.store.get(&req.document).await.unwrap().unwrap().record;
     client
         .wait_for_invoice(

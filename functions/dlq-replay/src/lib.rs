@@ -51,7 +51,7 @@ impl ReplayDeps {
             send_dlq: SqsQueue::new(clients.sqs.clone(), &send.dlq_url),
             status_queue: SqsQueue::new(clients.sqs.clone(), &status.target_url),
             status_dlq: SqsQueue::new(clients.sqs.clone(), &status.dlq_url),
-            ksef: relay_lambda::ksef_contexts(&s.ksef, &clients, &s.resources.table).await?,
+            ksef: relay_lambda::ksef_contexts(&s.ksef, &clients, &s.resources.table)?,
         })
     }
 }

@@ -38,7 +38,7 @@ impl SendDeps {
             send_dlq: SqsQueue::new(clients.sqs.clone(), &s.send_dlq_url),
             status_queue: SqsQueue::new(clients.sqs.clone(), &s.status_queue_url),
             corrections_queue: SqsQueue::new(clients.sqs.clone(), &s.corrections_queue_url),
-            ksef: relay_lambda::ksef_contexts(&s.ksef, &clients, &s.resources.table).await?,
+            ksef: relay_lambda::ksef_contexts(&s.ksef, &clients, &s.resources.table)?,
             cfg: SendConfig {
                 policy: relay_domain::RetryPolicy::standard(s.max_attempts)?,
                 owner: std::env::var("AWS_LAMBDA_LOG_STREAM_NAME").unwrap_or_else(|_| "send".into()),

@@ -36,7 +36,7 @@ impl StatusDeps {
             status_dlq: SqsQueue::new(clients.sqs.clone(), &s.status_dlq_url),
             send_queue: SqsQueue::new(clients.sqs.clone(), &s.send_queue_url),
             corrections_queue: SqsQueue::new(clients.sqs.clone(), &s.corrections_queue_url),
-            ksef: relay_lambda::ksef_contexts(&s.ksef, &clients, &s.resources.table).await?,
+            ksef: relay_lambda::ksef_contexts(&s.ksef, &clients, &s.resources.table)?,
             cfg: StatusConfig::standard(relay_domain::RetryPolicy::standard(s.max_attempts)?),
         })
     }

@@ -31,27 +31,37 @@ pub struct World {
 }
 
 pub fn client(sim: &SimHandle) -> KsefClient {
-    let cfg = ClientConfig {
+    let creds = Credentials::Token {
+        context: Nip::parse("9999999999").unwrap(),
+        token: KsefToken::new(ksef_sim::DEFAULT_TOKEN),
+    };
+    KsefClient::new(client_config(sim), Some(creds)).unwrap()
+}
+
+/// The client settings the tests use against `sim`.
+pub fn client_config(sim: &SimHandle) -> ClientConfig {
+    ClientConfig {
         timeout: Duration::from_secs(3),
         connect_timeout: Duration::from_secs(2),
         limits: ClientLimits::official().scaled(SCALE),
         auth_poll_interval: Duration::from_millis(10),
         auth_poll_timeout: Duration::from_secs(5),
         ..ClientConfig::new(Environment::Custom(sim.api_url()))
-    };
-    let creds = Credentials::Token {
-        context: Nip::parse("9999999999").unwrap(),
-        token: KsefToken::new(ksef_sim::DEFAULT_TOKEN),
-    };
-    KsefClient::new(cfg, Some(creds)).unwrap()
+    }
 }
 
 pub async fn world(max_attempts: u32) -> World {
+    world_with(max_attempts, false).await
+}
+
+/// A world whose simulator keeps every exchange (`sim.exchanges()`) when `record` is set.
+pub async fn world_with(max_attempts: u32, record: bool) -> World {
     let sim = ksef_sim::start(SimConfig {
         time_scale: SCALE,
         auth_delay: Duration::from_millis(10),
         accept_delay: Duration::from_millis(10),
         processing_delay: Duration::from_millis(10),
+        record_exchanges: record,
         ..SimConfig::default()
     })
     .await;
@@ -132,7 +142,7 @@ impl World {
 
     /// How many invoices KSeF holds in `session` with our hash.
     pub async fn copies_in_session(&self, session: &KsefReference, req: &SendRequest) -> usize {
-        let client = self.ksef.client(&Nip::parse("9999999999").unwrap()).unwrap();
+        let client = self.ksef.client(&Nip::parse("9999999999").unwrap()).await.unwrap();
         client
             .session_invoices(session.as_str())
             .await

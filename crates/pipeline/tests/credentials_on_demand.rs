@@ -1,0 +1,130 @@
+//! Credentials read on demand, per seller, against the simulator: a seller whose secret cannot
+//! be used parks only its own work; a refused login is fixed by rotating the secret (here from a
+//! token to a certificate), which the probe that ends the block reads without a new deployment;
+//! an unchanged secret keeps its client and tokens when its time to live ends, a changed one
+//! logs in anew.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use common::{client_config, invoice, world_with, World};
+use relay_domain::memory::MemorySharedCache;
+use relay_domain::ports::{Queue, SharedCache};
+use relay_domain::{DocumentState, ErrorClass};
+use relay_pipeline::credentials::{MemoryCredentials, CREDENTIALS_INVALID};
+use relay_pipeline::seller_block::SellerGate;
+use relay_pipeline::send::send;
+use relay_pipeline::sessions::KsefContexts;
+
+const EC_CERT: &str = include_str!("../../ksef-client/tests/fixtures/openssl-ec-cert.pem");
+const EC_KEY: &str = include_str!("../../ksef-client/tests/fixtures/openssl-ec-key.pem");
+
+fn certificate_secret() -> String {
+    serde_json::json!({"certificate_pem": EC_CERT, "private_key_pem": EC_KEY}).to_string()
+}
+
+fn logins(w: &World, route: &str) -> usize {
+    w.sim.exchanges().iter().filter(|e| e.route == route).count()
+}
+
+fn contexts(w: &World, secrets: &Arc<MemoryCredentials>, cache: &Arc<dyn SharedCache>) -> KsefContexts {
+    KsefContexts::new()
+        .with_credentials(secrets.clone(), client_config(&w.sim), Duration::from_secs(15 * 60))
+        .with_shared_cache(cache.clone())
+}
+
+#[tokio::test]
+async fn an_unusable_secret_parks_its_seller_and_a_rotation_is_read_by_the_probe() {
+    let mut w = world_with(3, true).await;
+    let cache: Arc<dyn SharedCache> = Arc::new(MemorySharedCache::new());
+    // Not a token the simulator knows, and a secret that is not even readable JSON.
+    let secrets = Arc::new(MemoryCredentials::new().with(World::nip(), "{\"token\": \"revoked\""));
+    w.ksef = contexts(&w, &secrets, &cache);
+    let first = w.register(&invoice("CRED/1")).await;
+    let second = w.register(&invoice("CRED/2")).await;
+
+    let res = w.send(&first).await;
+    assert_eq!(res.outcome, "OPERATOR_PARKED");
+    let f = res.record.unwrap().last_error.unwrap();
+    assert_eq!(
+        (f.class.clone(), f.code.as_deref()),
+        (ErrorClass::Operator, Some(CREDENTIALS_INVALID))
+    );
+    assert!(
+        f.message.contains("memory:9999999999") && f.message.contains("not valid JSON"),
+        "{f}"
+    );
+    assert!(!f.message.contains("revoked"), "the secret's content never shows: {f}");
+    assert!(matches!(w.ksef.seller_gate(&World::nip(), Utc::now()).await, SellerGate::Parked(_)));
+    assert_eq!(w.corrections_q.stats().await.unwrap().total(), 0, "nothing blamed on the invoice");
+
+    // The operator fixes it to a token KSeF refuses: the probe reads it and parks again (450).
+    let later = Utc::now() + chrono::Duration::hours(2);
+    secrets.set(World::nip(), "{\"token\": \"revoked\"}");
+    let res = send(&w.send_ports(), &w.ksef, &w.cfg, &w.current_request(&second).await, later)
+        .await
+        .unwrap();
+    assert_eq!(res.outcome, "OPERATOR_PARKED");
+    assert_eq!(res.record.unwrap().last_error.unwrap().code.as_deref(), Some("450"));
+
+    // Then rotates it to a certificate: the next probe reads it (no new KsefContexts, no
+    // redeploy), logs in with XAdES and sends; the block clears and the backlog flows.
+    secrets.set(World::nip(), certificate_secret());
+    let much_later = later + chrono::Duration::hours(3);
+    let res = send(&w.send_ports(), &w.ksef, &w.cfg, &w.current_request(&second).await, much_later)
+        .await
+        .unwrap();
+    assert_eq!(res.outcome, "SENT");
+    assert_eq!(w.ksef.seller_gate(&World::nip(), much_later).await, SellerGate::Open);
+    let res = send(&w.send_ports(), &w.ksef, &w.cfg, &w.current_request(&first).await, much_later)
+        .await
+        .unwrap();
+    assert_eq!(res.outcome, "SENT");
+    assert_eq!(res.record.unwrap().state, DocumentState::Sent);
+    assert_eq!(logins(&w, "/auth/xades-signature"), 1, "one certificate login for both");
+}
+
+#[tokio::test]
+async fn an_unchanged_secret_keeps_its_client_and_a_changed_one_logs_in_anew() {
+    let mut w = world_with(3, true).await;
+    let cache: Arc<dyn SharedCache> = Arc::new(MemorySharedCache::new());
+    let secrets = Arc::new(MemoryCredentials::new().with(World::nip(), certificate_secret()));
+    w.ksef = contexts(&w, &secrets, &cache);
+    let now = Utc::now();
+    let a = w.ksef.client_ready(&World::nip(), now).await.unwrap();
+    // Past the time to live, the same version: the same client, no second login.
+    let b = w
+        .ksef
+        .client_ready(&World::nip(), now + chrono::Duration::minutes(20))
+        .await
+        .unwrap();
+    assert!(Arc::ptr_eq(&a, &b));
+    assert_eq!(logins(&w, "/auth/xades-signature"), 1);
+    // Rotated (a new version): a new client, which takes the shared login rather than its own.
+    secrets.set(World::nip(), certificate_secret());
+    let c = w
+        .ksef
+        .client_ready(&World::nip(), now + chrono::Duration::minutes(40))
+        .await
+        .unwrap();
+    assert!(!Arc::ptr_eq(&a, &c));
+    assert!(c.tokens().await.is_some());
+    // Within the time to live nothing is read: a broken secret is not seen yet.
+    secrets.set(World::nip(), "{");
+    let d = w
+        .ksef
+        .client_ready(&World::nip(), now + chrono::Duration::minutes(41))
+        .await
+        .unwrap();
+    assert!(Arc::ptr_eq(&c, &d));
+    // Past it, a secret that cannot be read again leaves the working client in use.
+    let e = w
+        .ksef
+        .client_ready(&World::nip(), now + chrono::Duration::minutes(60))
+        .await
+        .unwrap();
+    assert!(Arc::ptr_eq(&c, &e));
+}
