@@ -20,6 +20,15 @@ use relay_tests::lambda_events::deliver;
 const SAMPLE_1: &[u8] = include_bytes!("../data/ksef/samples/FA_3_Przykład_1.xml");
 const SAMPLE_10: &[u8] = include_bytes!("../data/ksef/samples/FA_3_Przykład_10.xml");
 
+/// The functions' log lines, shown with a failing test's output (libtest captures them per
+/// test, from the runtime's threads too), so a failure says what each handler decided.
+fn capture_logs() {
+    let _ = tracing_subscriber::fmt()
+        .with_test_writer()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .try_init();
+}
+
 /// Runs the intake function until its queue is empty (a notification whose intake failed comes
 /// back after its visibility timeout, as in Lambda).
 async fn take_in(intake_q: &SqsQueue, intake: &relay_fn_intake::IntakeDeps) {
@@ -125,6 +134,7 @@ fn sample_key(number: &str) -> DocumentKey {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn uploads_travel_through_all_four_functions_to_accepted_once() {
+    capture_logs();
     let sim = ksef_sim::start(ksef_sim::SimConfig {
         accept_delay: Duration::from_millis(50),
         processing_delay: Duration::from_millis(50),
@@ -270,6 +280,7 @@ async fn object(c: &relay_aws::AwsClients, bucket: &str, key: &str) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_bundled_sample_reaches_accepted_through_the_four_functions() {
+    capture_logs();
     let sim = ksef_sim::start(ksef_sim::SimConfig {
         accept_delay: Duration::from_millis(50),
         processing_delay: Duration::from_millis(50),
@@ -359,6 +370,7 @@ async fn every_bundled_sample_reaches_accepted_through_the_four_functions() {
 /// rejection was not about its content is sent again by `send_again`, a content one refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_person_resolves_a_conflict_and_sends_a_rejection_again_through_dlq_replay() {
+    capture_logs();
     let sim = ksef_sim::start(ksef_sim::SimConfig {
         accept_delay: Duration::from_millis(20),
         processing_delay: Duration::from_millis(20),

@@ -33,27 +33,38 @@ async fn service_unavailable_is_transient() {
 
 #[tokio::test]
 async fn a_slow_answer_past_the_client_timeout_is_transient_and_reconciled_by_hash() {
-    let sim = sim_with("slow:1:1500@/invoices").await;
-    let c = KsefClient::new(
+    // The send's answer comes 6 s late; only the send is made by a client whose patience (3 s)
+    // ends first (a short timeout on every call made the login time out on a loaded machine).
+    let sim = sim_with("slow:1:6000@/invoices").await;
+    let c = client(&sim);
+    let s = c.open_online_session().await.unwrap();
+    let impatient = KsefClient::new(
         ksef_client::ClientConfig {
-            timeout: Duration::from_millis(500),
+            timeout: Duration::from_secs(3),
             ..client_config(&sim)
         },
         Some(credentials()),
     )
     .unwrap();
-    let s = c.open_online_session().await.unwrap();
+    impatient.set_tokens(c.tokens().await.expect("logged in")).await;
     let xml = invoice("F/SLOW");
-    let f = c.send_invoice(&s, &xml, &SendOptions::default()).await.unwrap_err();
+    let f = impatient.send_invoice(&s, &xml, &SendOptions::default()).await.unwrap_err();
     assert_eq!((f.class, f.code.as_deref()), (ErrorClass::Transient, Some("timeout")));
     // The request did arrive: the session's list shows it by hash, so no resend is needed.
     sim.faults().clear();
-    tokio::time::sleep(Duration::from_millis(1200)).await;
-    let found = c
+    let deadline = std::time::Instant::now() + WAIT;
+    while c
         .find_invoice_by_hash(&s.reference, &relay_domain::ContentHash::of(&xml))
         .await
-        .unwrap();
-    assert!(found.is_some(), "the slow send was processed and is found by its hash");
+        .unwrap()
+        .is_none()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the slow send was processed and is found by its hash"
+        );
+        tokio::time::sleep(POLL).await;
+    }
 }
 
 #[tokio::test]
@@ -105,20 +116,31 @@ async fn an_invoice_stuck_in_150_stays_pending() {
 
 #[tokio::test]
 async fn a_close_that_times_out_did_close_and_a_retry_says_so() {
-    let sim = sim_with("close-timeout::1500").await;
-    let c = KsefClient::new(
+    // The close's answer comes 6 s late; only the close is made by a client whose patience
+    // (3 s) ends first. (Giving every call a short timeout made the login itself time out on a
+    // loaded machine.)
+    let sim = sim_with("close-timeout::6000").await;
+    let c = client(&sim);
+    let s = c.open_online_session().await.unwrap();
+    let impatient = KsefClient::new(
         ksef_client::ClientConfig {
-            timeout: Duration::from_millis(500),
+            timeout: Duration::from_secs(3),
             ..client_config(&sim)
         },
         Some(credentials()),
     )
     .unwrap();
-    let s = c.open_online_session().await.unwrap();
-    let f = c.close_online_session(&s.reference).await.unwrap_err();
+    impatient.set_tokens(c.tokens().await.expect("logged in")).await;
+    let f = impatient.close_online_session(&s.reference).await.unwrap_err();
     assert_eq!((f.class, f.code.as_deref()), (ErrorClass::Transient, Some("timeout")));
     sim.faults().clear();
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    // KSeF did close it (the simulator answers late, after doing the work): no longer 100
+    // (open); an empty session closes as 440.
+    let deadline = std::time::Instant::now() + WAIT;
+    while c.session_status(&s.reference).await.unwrap().status.code == 100 {
+        assert!(std::time::Instant::now() < deadline, "the session never closed");
+        tokio::time::sleep(POLL).await;
+    }
     // Closing is safe to retry: 21180 means it is closed already.
     let f = c.close_online_session(&s.reference).await.unwrap_err();
     assert_eq!((f.class, f.code.as_deref()), (ErrorClass::NeedsNewSession, Some("21180")));
