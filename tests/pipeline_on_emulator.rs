@@ -212,6 +212,16 @@ async fn uploads_travel_through_all_four_functions_to_accepted_once() {
     let bad = send.store.get(&sample_key("BAD/1")).await.unwrap().unwrap();
     assert_eq!(bad.record.state, DocumentState::Rejected);
     assert_eq!(sim.ledger().len(), 1, "the invalid file never reached KSeF");
+    // The send went through the seller's fleet rate governor, kept in the documents table.
+    let governed = relay_domain::ports::SharedCache::get(
+        &relay_aws::DynamoSharedCache::new(c.dynamodb.clone(), &env.bucket),
+        "ratelog/9999999999@nat/InvoiceSend",
+        chrono::Utc::now(),
+    )
+    .await
+    .unwrap()
+    .expect("the governor's log of online sends");
+    assert!(governed.value.contains("\"t\":["), "{}", governed.value);
 
     // An outage longer than the budget (1 attempt here): FAILED, the message in the send DLQ.
     sim.faults().set(

@@ -32,6 +32,10 @@ pub enum GlueError {
     Environment(String),
 }
 
+/// The egress every function's KSeF calls leave from, as the rate governor counts it: one per
+/// deployment (the runbook's NAT gateway with an Elastic IP).
+pub const EGRESS: &str = "nat";
+
 /// The KSeF contexts of the configured sellers: each seller's client is made on its first use
 /// from its secret (so one unreadable secret parks only that seller), and shares tokens and
 /// open sessions with the other instances through the documents table.
@@ -45,7 +49,8 @@ pub fn ksef_contexts(settings: &KsefSettings, clients: &AwsClients, table: &str)
     ));
     Ok(KsefContexts::new()
         .with_credentials(provider, ClientConfig::new(environment), settings.credentials_ttl)
-        .with_shared_cache(cache))
+        .with_shared_cache(cache)
+        .with_fleet_governor(EGRESS))
 }
 
 /// Each configured seller's credentials from the secret `{prefix}{nip}` (the format:

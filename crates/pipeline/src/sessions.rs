@@ -80,6 +80,9 @@ pub struct KsefContexts {
     loading: std::sync::Mutex<HashMap<Nip, Arc<Mutex<()>>>>,
     provided: Option<Provided>,
     cache: Option<Arc<dyn SharedCache>>,
+    /// With a shared cache: clients made from credentials keep to one rate governor per seller
+    /// and this egress, shared by every instance (`ksef_client::governor`).
+    governed_egress: Option<String>,
     /// Seller blocks when no shared cache is set (one process: the local driver, tests).
     local_blocks: MemorySharedCache,
 }
@@ -148,6 +151,14 @@ impl KsefContexts {
         self
     }
 
+    /// Clients made from credentials (with [`KsefContexts::with_credentials`]) share one rate
+    /// governor per seller through the shared cache: KSeF counts per seller context and client
+    /// IP, so `egress` names the IP the calls leave from (one NAT address per deployment).
+    pub fn with_fleet_governor(mut self, egress: impl Into<String>) -> Self {
+        self.governed_egress = Some(egress.into());
+        self
+    }
+
     pub(crate) fn shared_cache(&self) -> Option<&dyn SharedCache> {
         self.cache.as_deref()
     }
@@ -206,7 +217,16 @@ impl KsefContexts {
             }
             return Ok(ctx);
         }
-        let client = KsefClient::new(provided.config.clone(), Some(read.stored.credentials(seller.clone())))?;
+        let mut config = provided.config.clone();
+        if let (Some(egress), Some(cache)) = (&self.governed_egress, &self.cache) {
+            // KSeF's limits hold per seller and client IP across every instance: one governor.
+            config.governor = Some(ksef_client::governor::FleetGovernor::new(
+                cache.clone(),
+                format!("{seller}@{egress}"),
+                config.limits.clone(),
+            ));
+        }
+        let client = KsefClient::new(config, Some(read.stored.credentials(seller.clone())))?;
         tracing::info!(
             seller_nip = %seller,
             credential_kind = %facts.kind,
