@@ -20,6 +20,7 @@ done
 export KSEF_RELAY_TEST_AWS_ENDPOINT="http://127.0.0.1:${port}"
 echo "test: moto server at ${KSEF_RELAY_TEST_AWS_ENDPOINT} (log: target/moto.log)"
 
-# Arguments replace the default selection, e.g. `scripts/test.sh -p relay-domain`.
-if [ "$#" -eq 0 ]; then set -- --workspace; fi
-cargo test --all-targets "$@"
+# Arguments replace the default selection, e.g. `scripts/test.sh -p relay-domain` or
+# `scripts/test.sh -p relay-tests --test pipeline_on_emulator` (then only what they name runs).
+if [ "$#" -eq 0 ]; then set -- --workspace --all-targets; fi
+cargo test "$@"
