@@ -32,7 +32,7 @@ use ksef_client::{BatchArchive, KsefClient, SendOptions};
 use relay_domain::ports::{DocumentClaims, DocumentRegistry, DocumentUpdates, OutgoingMessage, StoreError};
 use relay_domain::{
     Change, Charge, ClaimPurpose, ClaimRefused, DocumentRecord, DocumentState, ErrorClass, ErrorSource, Failure, HistoryEntry,
-    HistoryEvent, KsefReference, Nip, RetryDecision, RetryPolicy,
+    HistoryEvent, KsefReference, Nip, RetryDecision, RetryPolicy, SendMode,
 };
 
 use crate::follow_up::{catch_up, FollowUpPorts, REDRIVE_GRACE};
@@ -176,7 +176,7 @@ async fn send_document<S: SendStore + ?Sized>(
 
     // 2. An earlier attempt may have reached KSeF: look before sending again.
     let mut r = r;
-    if let Some(session) = r.ksef.unconfirmed_send.clone().filter(|s| s.kind() == "SB") {
+    if let Some((session, SendMode::Batch)) = r.unconfirmed_send() {
         match reconcile_batch(ports, cfg, &client, r, &session, last_send_started, now).await? {
             BatchCheck::Decided(result) => return Ok(result),
             BatchCheck::NotReceived(back) => r = back,
@@ -218,7 +218,11 @@ async fn send_document<S: SendStore + ?Sized>(
         )
         .await;
     };
-    if relay_fa3::read_identity(&object.bytes).is_ok_and(|i| i.has_attachment) {
+    // Chosen at intake; a record registered before the relay kept the mode is read here.
+    let mode = r
+        .send_mode()
+        .unwrap_or_else(|| SendMode::for_invoice(relay_fa3::read_identity(&object.bytes).is_ok_and(|i| i.has_attachment)));
+    if mode == SendMode::Batch {
         return send_in_batch(ports, cfg, &client, &seller, r, &object.bytes, now).await;
     }
     let session = match ksef.session(&seller, now).await {
