@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use ksef_client::batch::MAX_PART_SIZE;
-use ksef_client::{BatchArchive, KsefClient, SendOptions};
+use ksef_client::{BatchArchive, BatchInvoice, KsefClient, SendOptions};
 use relay_domain::ports::{DocumentClaims, DocumentRegistry, DocumentUpdates, OutgoingMessage, StoreError};
 use relay_domain::{
     Change, Charge, ClaimPurpose, ClaimRefused, DocumentRecord, DocumentState, ErrorClass, ErrorSource, Failure, HistoryEntry,
@@ -370,12 +370,12 @@ async fn reconcile_batch<S: SendStore + ?Sized>(
 ) -> Result<BatchCheck, StageError> {
     let decided = |res: Result<StageResult, StageError>| res.map(BatchCheck::Decided);
     let wait = batch_wait(cfg, sent_at, now);
-    let status = match client.session_status(session.as_str()).await {
-        Ok(s) => s.status,
+    let found = match client.find_in_batch(session.as_str(), &r.content_hash).await {
+        Ok(found) => found,
         Err(f) => return decided(on_read_failure(ports, cfg, r, f, now).await),
     };
-    match status.code {
-        100 => {
+    match found {
+        BatchInvoice::SessionOpen => {
             // Opened but never closed (a crash or a failed upload or close): close it now. With
             // the part uploaded KSeF processes it; without, it refuses and nothing was received.
             match client.close_batch_session(session.as_str()).await {
@@ -405,58 +405,19 @@ async fn reconcile_batch<S: SendStore + ?Sized>(
                 }
             }
         }
-        _ => {
-            // Any copy with our hash is ours, whatever its status: the status stage accepts,
-            // rejects (with KSeF's words) or resends it. Absence means something only once the
-            // session is final (not 150): until then KSeF may not have listed it yet.
-            let list = match client.session_invoices(session.as_str()).await {
-                Ok(l) => l,
-                Err(f) => return decided(on_read_failure(ports, cfg, r, f, now).await),
-            };
-            let want = r.content_hash.to_base64();
-            match list
-                .into_iter()
-                .find(|i| i.invoice_hash == want)
-                .map(|i| KsefReference::parse(&i.reference_number))
-            {
-                Some(Ok(invoice_reference)) => {
-                    decided(mark_sent(ports, cfg, &r, session.clone(), invoice_reference, "RECONCILED_SENT", now).await)
-                }
-                Some(Err(e)) => {
-                    let f = relay_failure(
-                        format!("KSeF listed our invoice under an unreadable reference: {e}"),
-                        "BAD_REFERENCE",
-                    );
-                    decided(on_failure(ports, cfg, r, f, true, now).await)
-                }
-                None if status.code == 150 => {
-                    let detail = format!(
-                        "batch session {session}: KSeF status {} ({}), our invoice not listed yet; checking again later",
-                        status.code, status.description
-                    );
-                    decided(await_batch(ports, &r, detail, wait, "BATCH_PROCESSING", now).await)
-                }
-                None => {
-                    // Charged, so a batch that keeps failing ends in FAILED rather than a loop.
-                    let mut message = format!(
-                        "batch session {session} ended with status {} ({}) without our invoice",
-                        status.code, status.description
-                    );
-                    if let Some(d) = status.details.as_ref().filter(|d| !d.is_empty()) {
-                        message.push_str(&format!(": {}", d.join("; ")));
-                    }
-                    let f = Failure::new(
-                        ErrorClass::Transient,
-                        ErrorSource::Ksef {
-                            operation: "batch_session".into(),
-                        },
-                        message,
-                    )
-                    .with_code(status.code.to_string());
-                    decided(on_failure(ports, cfg, r, f, false, now).await)
-                }
-            }
+        // Any copy with our hash is ours, whatever its status: the status stage accepts,
+        // rejects (with KSeF's words) or resends it.
+        BatchInvoice::Listed(invoice_reference) => {
+            decided(mark_sent(ports, cfg, &r, session.clone(), invoice_reference, "RECONCILED_SENT", now).await)
         }
+        BatchInvoice::ListedUnreadable(f) => decided(on_failure(ports, cfg, r, f, true, now).await),
+        // Absence means something only once the session is final: KSeF may not have listed it yet.
+        BatchInvoice::NotYet { status } => {
+            let detail = format!("batch session {session}: {status}, our invoice not listed yet; checking again later");
+            decided(await_batch(ports, &r, detail, wait, "BATCH_PROCESSING", now).await)
+        }
+        // Charged, so a batch that keeps failing ends in FAILED rather than a loop.
+        BatchInvoice::Missing(f) => decided(on_failure(ports, cfg, r, f, false, now).await),
     }
 }
 
