@@ -12,7 +12,7 @@ use ksef_client::batch::MAX_PART_SIZE;
 use ksef_client::{BatchArchive, BatchInvoice};
 use relay_domain::{Change, DocumentRecord, ErrorClass, KsefReference};
 
-use super::{again, opened_session, until, Attempt, Channel, Reconciled, SendStore};
+use super::attempt::{again, opened_session, until, Attempt, Channel, Reconciled, SendStore};
 use crate::queue_action::{done, StageError, StageResult};
 
 pub(super) struct Batch;

@@ -6,7 +6,7 @@
 use ksef_client::SendOptions;
 use relay_domain::{Change, DocumentRecord, ErrorClass, KsefReference};
 
-use super::{opened_session, relay_failure, Attempt, Channel, Reconciled, SendStore};
+use super::attempt::{opened_session, relay_failure, Attempt, Channel, Reconciled, SendStore};
 use crate::queue_action::{StageError, StageResult};
 
 pub(super) struct Online;
