@@ -100,6 +100,26 @@ impl<S: SendStore + ?Sized> Attempt<'_, S> {
         done(QueueAction::Delete, outcome, Some(r))
     }
 
+    /// Records "about to send" in the session KSeF opened (`raw`: its reference) before KSeF
+    /// can receive anything. The record and the session, or the stage's answer when the
+    /// reference does not parse.
+    pub async fn send_started(
+        &self,
+        r: DocumentRecord,
+        raw: &str,
+    ) -> Result<Result<(DocumentRecord, KsefReference), StageResult>, StageError> {
+        let Ok(session) = KsefReference::parse(raw) else {
+            let f = relay_failure(
+                format!("KSeF opened a session with an unreadable reference {raw:?}"),
+                "BAD_REFERENCE",
+            );
+            return self.fail(r, f, false).await.map(Err);
+        };
+        let change = Change::SendStarted { session: session.clone() };
+        let r = self.ports.store.transition(&r, change, self.now).await?;
+        Ok(Ok((r, session)))
+    }
+
     /// The attempt failed with `f`: the retry policy decides ([`on_failure`]).
     pub async fn fail(&self, r: DocumentRecord, f: Failure, maybe_received: bool) -> Result<StageResult, StageError> {
         on_failure(self.ports, self.cfg, r, f, maybe_received, self.now).await
@@ -150,16 +170,6 @@ pub(super) fn relay_failure(message: impl Into<String>, code: &str) -> Failure {
 
 pub(super) fn until(now: DateTime<Utc>, t: DateTime<Utc>) -> Duration {
     (t - now).to_std().unwrap_or_default()
-}
-
-/// KSeF's reference for a session it opened, or the failure to record.
-pub(super) fn opened_session(raw: &str) -> Result<KsefReference, Failure> {
-    KsefReference::parse(raw).map_err(|_| {
-        relay_failure(
-            format!("KSeF opened a session with an unreadable reference {raw:?}"),
-            "BAD_REFERENCE",
-        )
-    })
 }
 
 /// The same document's next send attempt, after `delay`, for the step just written.

@@ -12,7 +12,7 @@ use ksef_client::batch::MAX_PART_SIZE;
 use ksef_client::{BatchArchive, BatchInvoice};
 use relay_domain::{Change, DocumentRecord, ErrorClass, KsefReference};
 
-use super::attempt::{again, opened_session, until, Attempt, Channel, Reconciled, SendStore};
+use super::attempt::{again, until, Attempt, Channel, Reconciled, SendStore};
 use crate::queue_action::{done, StageError, StageResult};
 
 pub(super) struct Batch;
@@ -57,14 +57,10 @@ impl Channel for Batch {
             Ok(b) => b,
             Err(f) => return a.fail(r, f, false).await,
         };
-        let batch_ref = match opened_session(&batch.reference) {
-            Ok(s) => s,
-            Err(f) => return a.fail(r, f, false).await,
+        let (r, batch_ref) = match a.send_started(r, &batch.reference).await? {
+            Ok(started) => started,
+            Err(answer) => return Ok(answer),
         };
-        let change = Change::SendStarted {
-            session: batch_ref.clone(),
-        };
-        let r = a.ports.store.transition(&r, change, a.now).await?;
         tracing::info!(document = %r.key, trace_id = %r.trace_id, seller_nip = %r.key.seller_nip, session = %batch_ref, "invoice with an attachment: sending in a batch session");
         // From here on KSeF may end up with the invoice. A refused upload (429, 4xx) left the
         // batch without its part, so it can never carry the invoice: the next attempt opens a new

@@ -26,8 +26,8 @@
 //! (the recovery limit, not the send budget), a failed reconciliation read → retry later (the
 //! recovery limit too: it sent nothing), an operator's problem (credentials, permissions, IP
 //! block, unknown status) → park the seller's work ([`crate::seller_block`], not charged, never
-//! REJECTED), permanent (the invoice's content) →
-//! REJECTED and the corrections queue, budget spent → FAILED and the DLQ.
+//! REJECTED), permanent (the invoice's content) → REJECTED and the corrections queue, budget
+//! spent → FAILED and the DLQ.
 
 mod attempt;
 mod batch;

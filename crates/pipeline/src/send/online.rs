@@ -6,7 +6,7 @@
 use ksef_client::SendOptions;
 use relay_domain::{Change, DocumentRecord, ErrorClass, KsefReference};
 
-use super::attempt::{opened_session, relay_failure, Attempt, Channel, Reconciled, SendStore};
+use super::attempt::{relay_failure, Attempt, Channel, Reconciled, SendStore};
 use crate::queue_action::{StageError, StageResult};
 
 pub(super) struct Online;
@@ -39,15 +39,11 @@ impl Channel for Online {
             Ok(s) => s,
             Err(f) => return a.fail(r, f, false).await,
         };
-        let session_ref = match opened_session(&session.reference) {
-            Ok(s) => s,
-            Err(f) => return a.fail(r, f, false).await,
-        };
         // Record "about to send" before the POST.
-        let change = Change::SendStarted {
-            session: session_ref.clone(),
+        let (r, session_ref) = match a.send_started(r, &session.reference).await? {
+            Ok(started) => started,
+            Err(answer) => return Ok(answer),
         };
-        let r = a.ports.store.transition(&r, change, a.now).await?;
         let opts = SendOptions {
             offline_mode: r.offline,
             hash_of_corrected_invoice: None,
