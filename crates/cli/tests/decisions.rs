@@ -38,6 +38,7 @@ async fn conflict(store: &DynamoDocumentStore, number: &str) -> DocumentKey {
         },
         offline: false,
         issue_date: None,
+        send_mode: relay_domain::SendMode::Online,
         initial: InitialState::Queued,
     };
     let now = Utc::now();

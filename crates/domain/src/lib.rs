@@ -34,7 +34,7 @@ pub use failure::{ErrorClass, ErrorSource, Failure};
 pub use ids::{ContentHash, DocumentKey, ErpDocumentId, InvoiceKind, InvoiceNumber, KsefNumber, KsefReference, Nip, ParseError, TraceId};
 pub use record::{
     Applied, Change, ClaimPurpose, ClaimRefused, Document, DocumentRecord, HistoryEntry, HistoryEvent, InitialState, KsefRefs, Lease,
-    NewDocument, Resolution, StorageKeys, WITHDRAWN,
+    NewDocument, Resolution, SendMode, StorageKeys, WITHDRAWN,
 };
 pub use retry_policy::{Charge, RetryDecision, RetryPolicy};
 pub use state::{DocumentState, TransitionError};

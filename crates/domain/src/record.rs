@@ -40,6 +40,36 @@ pub struct KsefRefs {
     pub original_session: Option<KsefReference>,
 }
 
+/// The channel a document goes to KSeF by. Chosen once, at intake (an invoice with an attachment
+/// goes in a batch session: KSeF takes attachments only there), and stored on the record, so
+/// every attempt sends and reconciles by the same channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SendMode {
+    /// One invoice at a time in the seller's online session.
+    Online,
+    /// In a batch session: an archive of invoices uploaded in encrypted parts.
+    Batch,
+}
+
+impl SendMode {
+    /// The mode for an invoice as intake reads it.
+    pub fn for_invoice(has_attachment: bool) -> SendMode {
+        if has_attachment {
+            SendMode::Batch
+        } else {
+            SendMode::Online
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            SendMode::Online => "online",
+            SendMode::Batch => "batch",
+        }
+    }
+}
+
 /// Where the document's objects live in the archive.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StorageKeys {
@@ -89,6 +119,10 @@ pub struct DocumentRecord {
     /// nothing, so they are not charged to `attempts`; their own limit ends an endless loop.
     #[serde(default)]
     pub recoveries: u32,
+    /// The channel chosen at intake; read it with [`DocumentRecord::send_mode`]. None for records
+    /// registered before the relay kept it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    send_mode: Option<SendMode>,
 }
 
 /// Everything needed to register a document at intake.
@@ -103,6 +137,8 @@ pub struct NewDocument {
     pub offline: bool,
     /// The issue date (`P_1`).
     pub issue_date: Option<NaiveDate>,
+    /// The channel it goes to KSeF by.
+    pub send_mode: SendMode,
     /// QUEUED for a valid document; REJECTED with the findings for an invalid one.
     pub initial: InitialState,
 }
@@ -211,6 +247,7 @@ pub enum Change {
         trace_id: TraceId,
         storage: StorageKeys,
         issue_date: Option<NaiveDate>,
+        send_mode: SendMode,
     },
     /// dlq-replay: a FAILED document that KSeF holds after all (`invoice_reference` in
     /// `session`) goes back to status polling, with a fresh budget; it is never sent again.
@@ -363,6 +400,25 @@ pub enum ClaimRefused {
 }
 
 impl DocumentRecord {
+    /// The channel chosen at intake; None for a record registered before the relay kept it (its
+    /// sender reads the mode from the invoice).
+    pub fn send_mode(&self) -> Option<SendMode> {
+        self.send_mode
+    }
+
+    /// The send whose result is unknown ([`KsefRefs::unconfirmed_send`]) and the channel it went
+    /// by, which is the one that can reconcile it. A record registered before the mode was kept
+    /// tells by the session: KSeF names batch sessions `…-SB-…`.
+    pub fn unconfirmed_send(&self) -> Option<(KsefReference, SendMode)> {
+        let session = self.ksef.unconfirmed_send.clone()?;
+        let mode = self.send_mode.unwrap_or(if session.kind() == "SB" {
+            SendMode::Batch
+        } else {
+            SendMode::Online
+        });
+        Some((session, mode))
+    }
+
     /// A REJECTED document whose rejection was not about its content (an operator's problem
     /// recorded before such failures had their own class: a 403, an unknown status, a refused
     /// login) and that no person withdrew: worth sending again, by the same file uploaded again
@@ -412,6 +468,7 @@ impl DocumentRecord {
             last_error,
             issue_date: new.issue_date,
             recoveries: 0,
+            send_mode: Some(new.send_mode),
         };
         let mut history = vec![
             HistoryEntry {
@@ -624,6 +681,7 @@ impl DocumentRecord {
                 trace_id,
                 storage,
                 issue_date,
+                send_mode,
             } => {
                 reason = format!("corrected file {} replaces the rejected content {}", storage.source, r.content_hash);
                 history.push(HistoryEntry {
@@ -641,6 +699,7 @@ impl DocumentRecord {
                 r.trace_id = trace_id;
                 r.storage = storage;
                 r.issue_date = issue_date;
+                r.send_mode = Some(send_mode);
                 r.attempts = 0;
                 r.recoveries = 0;
                 r.next_attempt_at = None;
@@ -826,6 +885,7 @@ mod tests {
             },
             offline: false,
             issue_date: None,
+            send_mode: SendMode::Online,
             initial: InitialState::Queued,
         }
     }
@@ -1052,6 +1112,7 @@ mod tests {
                 ..Default::default()
             },
             issue_date: None,
+            send_mode: SendMode::Batch,
         };
         let a = rejected.apply(fixed.clone(), t0).unwrap();
         assert_eq!(
@@ -1059,8 +1120,49 @@ mod tests {
             (DocumentState::Queued, ContentHash::of(b"fixed"), None)
         );
         assert!(a.history.iter().any(|h| matches!(h.event, HistoryEvent::Registered { .. })));
+        assert_eq!(a.record.send_mode(), Some(SendMode::Batch), "the corrected file's mode");
         let queued = DocumentRecord::register(new_doc(), t0).record;
         assert!(queued.apply(fixed, t0).is_err(), "only a REJECTED document may be replaced");
+    }
+
+    #[test]
+    fn the_send_mode_is_stored_and_names_the_channel_of_an_unconfirmed_send() {
+        let t0 = Utc::now();
+        let mut d = new_doc();
+        d.send_mode = SendMode::Batch;
+        let r = DocumentRecord::register(d, t0).record;
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(json["send_mode"], "batch");
+        let back: DocumentRecord = serde_json::from_value(json).unwrap();
+        assert_eq!(back.send_mode(), Some(SendMode::Batch));
+        let batch = KsefReference::parse("20250625-SB-2C3E6C8000-B675CF5D68-87").unwrap();
+        let sent = r.apply(Change::SendStarted { session: batch.clone() }, t0).unwrap().record;
+        assert_eq!(sent.unconfirmed_send(), Some((batch, SendMode::Batch)));
+        assert_eq!(DocumentRecord::register(new_doc(), t0).record.unconfirmed_send(), None);
+    }
+
+    /// Records stored before the mode was kept have no `send_mode`: they still read, and an
+    /// unconfirmed send in a batch session (`…-SB-…`) is still reconciled as batch.
+    #[test]
+    fn a_record_stored_without_a_send_mode_still_reads_and_reconciles_by_its_session() {
+        let t0 = Utc::now();
+        let stored = |session: Option<&str>| {
+            let mut json = serde_json::to_value(DocumentRecord::register(new_doc(), t0).record).unwrap();
+            json.as_object_mut().unwrap().remove("send_mode");
+            json["ksef"]["unconfirmed_send"] = serde_json::json!(session);
+            serde_json::from_value::<DocumentRecord>(json).unwrap()
+        };
+        let plain = stored(None);
+        assert_eq!((plain.send_mode(), plain.unconfirmed_send()), (None, None));
+        assert!(
+            !serde_json::to_string(&plain).unwrap().contains("send_mode"),
+            "written back as it was"
+        );
+        let batch = stored(Some("20250625-SB-2C3E6C8000-B675CF5D68-87"));
+        assert_eq!(batch.send_mode(), None);
+        assert_eq!(batch.unconfirmed_send().map(|(_, m)| m), Some(SendMode::Batch));
+        let online = stored(Some("20250625-SO-2C3E6C8000-B675CF5D68-07"));
+        assert_eq!(online.unconfirmed_send().map(|(_, m)| m), Some(SendMode::Online));
     }
 
     #[test]

@@ -5,7 +5,7 @@
 
 use std::io::Write;
 
-use relay_domain::{ContentHash, ErrorClass, ErrorSource, Failure};
+use relay_domain::{ContentHash, ErrorClass, ErrorSource, Failure, KsefReference};
 use reqwest::Method;
 use serde_json::json;
 
@@ -13,7 +13,7 @@ use crate::client::{Auth, Body, Call, KeyUsage, KsefClient, Result};
 use crate::crypto;
 use crate::failure_map::{from_response, from_transport};
 use crate::limiter::EndpointGroup;
-use crate::model::{OpenBatchResponse, PartUploadRequest, FA3};
+use crate::model::{InvoiceStatus, OpenBatchResponse, PartUploadRequest, Status, FA3};
 use crate::secret::SessionKey;
 
 /// KSeF's limits: a part ≤ 100 MB before encryption, ≤ 50 parts, ≤ 5 GB in all.
@@ -116,6 +116,72 @@ pub fn encrypt_parts(archive: &[u8], key: &SessionKey, part_size: usize) -> Resu
     Ok(parts)
 }
 
+/// What a batch session says about one invoice sent in it: how a send whose result is unknown
+/// is reconciled. Nothing about the invoice is known until KSeF has processed the session, so
+/// "not listed" means "not received" only once the session is final.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BatchInvoice {
+    /// The session was opened and never closed (a crash, a failed upload or close): closing it
+    /// now lets KSeF process what was uploaded, or refuse if the part never arrived.
+    SessionOpen,
+    /// KSeF lists the invoice under this reference, whatever its status (the status stage reads
+    /// the verdict).
+    Listed(KsefReference),
+    /// KSeF lists it under a reference that does not parse: it broke its contract.
+    ListedUnreadable(Failure),
+    /// Not listed while KSeF is still processing the session (`status`: its words): it may be yet.
+    NotYet { status: String },
+    /// Not listed and the session is final: KSeF did not take it. The failure says how the
+    /// session ended, in KSeF's words.
+    Missing(Failure),
+}
+
+impl BatchInvoice {
+    /// The verdict from the session's status and, unless the session is open, its listing of
+    /// our invoice.
+    fn of(session: &str, status: &Status, listed: Option<&InvoiceStatus>) -> BatchInvoice {
+        if status.code == 100 {
+            return BatchInvoice::SessionOpen;
+        }
+        match (listed, status.code) {
+            (Some(i), _) => match KsefReference::parse(&i.reference_number) {
+                Ok(reference) => BatchInvoice::Listed(reference),
+                Err(e) => BatchInvoice::ListedUnreadable(
+                    Failure::new(
+                        ErrorClass::Transient,
+                        ErrorSource::Relay,
+                        format!("KSeF listed our invoice under an unreadable reference: {e}"),
+                    )
+                    .with_code("BAD_REFERENCE"),
+                ),
+            },
+            (None, 150) => BatchInvoice::NotYet {
+                status: format!("KSeF status {} ({})", status.code, status.description),
+            },
+            (None, code) => {
+                let mut message = format!(
+                    "batch session {session} ended with status {code} ({}) without our invoice",
+                    status.description
+                );
+                if let Some(d) = status.details.as_ref().filter(|d| !d.is_empty()) {
+                    message.push_str(&format!(": {}", d.join("; ")));
+                }
+                // Transient and charged: a batch that keeps failing ends in FAILED, not a loop.
+                BatchInvoice::Missing(
+                    Failure::new(
+                        ErrorClass::Transient,
+                        ErrorSource::Ksef {
+                            operation: "batch_session".into(),
+                        },
+                        message,
+                    )
+                    .with_code(code.to_string()),
+                )
+            }
+        }
+    }
+}
+
 /// An open batch session with its parts and where to upload them.
 #[derive(Debug)]
 pub struct BatchSession {
@@ -200,6 +266,17 @@ impl KsefClient {
         futures::future::try_join_all(uploads).await.map(|_| ())
     }
 
+    /// Where the invoice with content `hash` stands in batch session `session`: the session's
+    /// status, then (unless it is still open) its invoice list.
+    pub async fn find_in_batch(&self, session: &str, hash: &ContentHash) -> Result<BatchInvoice> {
+        let status = self.session_status(session).await?.status;
+        if status.code == 100 {
+            return Ok(BatchInvoice::of(session, &status, None));
+        }
+        let listed = self.find_invoice_by_hash(session, hash).await?;
+        Ok(BatchInvoice::of(session, &status, listed.as_ref()))
+    }
+
     /// Closes a batch session: KSeF starts processing the archive.
     pub async fn close_batch_session(&self, reference: &str) -> Result<()> {
         self.call(Call {
@@ -213,5 +290,63 @@ impl KsefClient {
         })
         .await
         .map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SESSION: &str = "20250625-SB-2C3E6C8000-B675CF5D68-87";
+
+    fn status(code: i32, details: Option<Vec<String>>) -> Status {
+        Status {
+            code,
+            description: "Opis".into(),
+            details,
+            extensions: None,
+        }
+    }
+
+    fn listed(reference: &str) -> InvoiceStatus {
+        serde_json::from_value(serde_json::json!({
+            "ordinalNumber": 1, "referenceNumber": reference,
+            "invoiceHash": "mkht+3m5trnfxlTYhq3QFn74LkEO69MFNlsMAkCDSPA=", "invoicingDate": "2026-03-01T12:00:00Z",
+            "status": {"code": 450, "description": "d"}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_batch_session_says_open_listed_not_yet_or_missing() {
+        assert_eq!(BatchInvoice::of(SESSION, &status(100, None), None), BatchInvoice::SessionOpen);
+        let reference = "20250625-EE-319D7EE000-B67F415CDC-2C";
+        for code in [150, 200, 445] {
+            assert_eq!(
+                BatchInvoice::of(SESSION, &status(code, None), Some(&listed(reference))),
+                BatchInvoice::Listed(KsefReference::parse(reference).unwrap()),
+                "any listed copy is ours, whatever its status ({code})"
+            );
+        }
+        match BatchInvoice::of(SESSION, &status(200, None), Some(&listed("not-a-reference"))) {
+            BatchInvoice::ListedUnreadable(f) => assert_eq!(f.code.as_deref(), Some("BAD_REFERENCE")),
+            o => panic!("{o:?}"),
+        }
+        assert_eq!(
+            BatchInvoice::of(SESSION, &status(150, None), None),
+            BatchInvoice::NotYet {
+                status: "KSeF status 150 (Opis)".into()
+            }
+        );
+        for code in [200, 445, 440, 170] {
+            let BatchInvoice::Missing(f) = BatchInvoice::of(SESSION, &status(code, Some(vec!["a".into(), "b".into()])), None) else {
+                panic!("{code}")
+            };
+            assert_eq!((f.class, f.code), (ErrorClass::Transient, Some(code.to_string())));
+            assert_eq!(
+                f.message,
+                format!("batch session {SESSION} ended with status {code} (Opis) without our invoice: a; b")
+            );
+        }
     }
 }

@@ -6,7 +6,7 @@
 //! descriptions and details are kept verbatim in the [`Failure`] for the document's history.
 
 use chrono::{DateTime, Duration, Utc};
-use relay_domain::{ErrorClass, ErrorSource, Failure, KsefNumber};
+use relay_domain::{ErrorClass, ErrorSource, Failure, KsefNumber, KsefReference};
 
 use crate::model::{ExceptionResponse, InvoiceStatus, ProblemDetails, Status, TooManyRequests};
 
@@ -257,6 +257,37 @@ pub fn invoice_outcome(operation: &str, inv: &InvoiceStatus) -> InvoiceOutcome {
     InvoiceOutcome::Failed(status_failure(class, operation, s))
 }
 
+/// KSeF's 440: the invoice duplicates `original`, held in `original_session` (where its UPO is
+/// fetched by number). Read from the classified failure, whose details keep KSeF's extensions
+/// verbatim (also in failures stored before this type existed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Duplicate {
+    pub original: KsefNumber,
+    /// None when KSeF named no session (or an unreadable one): the original cannot be checked.
+    pub original_session: Option<KsefReference>,
+}
+
+/// The extension that names the original's session in a 440.
+const ORIGINAL_SESSION: &str = "originalSessionReferenceNumber";
+
+impl Duplicate {
+    /// The duplicate `f` reports, if it is one.
+    pub fn of(f: &Failure) -> Option<Duplicate> {
+        let ErrorClass::Duplicate { original } = &f.class else {
+            return None;
+        };
+        let original_session = f
+            .details
+            .iter()
+            .find_map(|d| d.strip_prefix(ORIGINAL_SESSION)?.strip_prefix(": "))
+            .and_then(|s| KsefReference::parse(s).ok());
+        Some(Duplicate {
+            original: original.clone(),
+            original_session,
+        })
+    }
+}
+
 /// Where an auth operation stands: Ok(true) done, Ok(false) pending, Err classified.
 pub fn auth_outcome(operation: &str, s: &Status) -> Result<bool, Failure> {
     match s.code {
@@ -445,10 +476,53 @@ mod tests {
                     }
                 );
                 assert!(f.details.iter().any(|d| d.contains("originalSessionReferenceNumber")));
+                assert_eq!(
+                    Duplicate::of(&f),
+                    Some(Duplicate {
+                        original: KsefNumber::parse("5265877635-20250626-010080DD2B5E-26").unwrap(),
+                        original_session: Some(KsefReference::parse("20250626-SO-2F14610000-242991F8C9-B4").unwrap()),
+                    })
+                );
             }
             o => panic!("{o:?}"),
         }
         // A 440 without a parsable original cannot be proven ours.
         assert_eq!(class(440), ErrorClass::Permanent);
+    }
+
+    #[test]
+    fn a_duplicate_names_its_original_and_the_session_only_when_ksef_does() {
+        let original = KsefNumber::parse("5265877635-20250626-010080DD2B5E-26").unwrap();
+        let dup = |details: Vec<String>| {
+            Failure::new(
+                ErrorClass::Duplicate {
+                    original: original.clone(),
+                },
+                source("invoice_status"),
+                "Duplikat",
+            )
+            .with_details(details)
+        };
+        for details in [
+            vec![],
+            vec!["originalSessionReferenceNumber: null".to_owned()],
+            vec!["originalSessionReferenceNumber: garbage".to_owned()],
+        ] {
+            assert_eq!(
+                Duplicate::of(&dup(details.clone())),
+                Some(Duplicate {
+                    original: original.clone(),
+                    original_session: None
+                }),
+                "{details:?}"
+            );
+        }
+        let named = Duplicate::of(&dup(vec![
+            "Duplikat".into(),
+            "originalSessionReferenceNumber: 20250626-SO-2F14610000-242991F8C9-B4".into(),
+        ]))
+        .unwrap();
+        assert_eq!(named.original_session.unwrap().as_str(), "20250626-SO-2F14610000-242991F8C9-B4");
+        assert_eq!(Duplicate::of(&Failure::new(ErrorClass::Permanent, source("s"), "x")), None);
     }
 }

@@ -13,10 +13,12 @@
 //!   invoice status, the session list and each session's invoice list (reconciliation by hash),
 //!   UPOs by link and by reference; tokens and open sessions export to a shared cache as
 //!   secret JSON; [`batch`]: ZIP or tar.gz archives split into encrypted parts, uploaded to the
-//!   pre-signed URLs without the token;
+//!   pre-signed URLs without the token, and what a batch session says about one invoice sent in
+//!   it ([`BatchInvoice`]: open, listed, not yet, missing), so callers never read its codes;
 //! - [`failure_map`]: the ONE place where HTTP statuses, KSeF exception codes, transport errors
 //!   and final statuses become a [`relay_domain::Failure`] with its [`relay_domain::ErrorClass`],
-//!   KSeF's own codes and details kept verbatim;
+//!   KSeF's own codes and details kept verbatim, and a 440's original and its session read back
+//!   typed ([`failure_map::Duplicate`]);
 //! - [`secret`]: the KSeF token, bearer tokens and AES keys, in types that never print;
 //! - [`stored_credentials`]: the relay's one secret format per seller (a token, or a certificate
 //!   and key as PEM or PKCS#12), parsed with errors that never quote the secret.
@@ -44,10 +46,10 @@ pub mod sessions;
 pub mod stored_credentials;
 pub mod xades;
 
-pub use batch::{BatchArchive, BatchSession, Compression};
+pub use batch::{BatchArchive, BatchInvoice, BatchSession, Compression};
 pub use client::{pick_key, ClientConfig, Credentials, KeyUsage, KsefClient, PublicKey, Result, TokenSet};
 pub use environment::Environment;
-pub use failure_map::InvoiceOutcome;
+pub use failure_map::{Duplicate, InvoiceOutcome};
 pub use limiter::{ClientLimits, EffectiveRateLimits, EndpointGroup, Limit};
 pub use model::{InvoiceStatus, SessionStatus, SessionSummary, Status};
 pub use secret::{BearerToken, KsefToken, SessionKey};

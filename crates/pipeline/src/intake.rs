@@ -14,7 +14,7 @@ use relay_domain::ports::{Archive, DocumentRegistry, DocumentUpdates, ObjectBody
 use relay_domain::storage_keys::{archive_key, classify_inbox_key, outbox_key, InboxObject};
 use relay_domain::{
     Change, ContentHash, DocumentRecord, DocumentState, ErpDocumentId, ErrorClass, ErrorSource, Failure, HistoryEntry, HistoryEvent,
-    InitialState, NewDocument, Nip, StorageKeys, TraceId,
+    InitialState, NewDocument, Nip, SendMode, StorageKeys, TraceId,
 };
 
 use crate::messages::{CorrectionNotice, SendRequest};
@@ -171,6 +171,7 @@ pub async fn intake<S: DocumentRegistry + DocumentUpdates + ?Sized>(
         storage: storage.clone(),
         offline: false,
         issue_date: Some(identity.issue_date),
+        send_mode: SendMode::for_invoice(identity.has_attachment),
         initial,
     };
     let outcome = match ports.store.register(new, now).await? {
@@ -229,6 +230,7 @@ pub async fn intake<S: DocumentRegistry + DocumentUpdates + ?Sized>(
                 trace_id: trace_id.clone(),
                 storage,
                 issue_date: Some(identity.issue_date),
+                send_mode: SendMode::for_invoice(identity.has_attachment),
             };
             let record = ports.store.transition(&doc.record, change, now).await?;
             queue_for_send(ports, &record).await?;
@@ -493,6 +495,22 @@ mod tests {
         let doc = w.store.get(&r.key).await.unwrap().unwrap();
         assert_eq!(doc.record, r, "repeats and conflicts do not touch the record");
         assert_eq!(doc.history.len(), 4, "registered, queued, repeat note, conflict error");
+    }
+
+    #[tokio::test]
+    async fn the_send_mode_is_chosen_at_intake_from_the_invoice() {
+        let now = Utc::now();
+        let with_attachment = include_bytes!("../../../data/ksef/samples/FA_3_Przykład_24.xml");
+        for (bytes, erp, mode) in [
+            (SAMPLE, "erp-1", SendMode::Online),
+            (&with_attachment[..], "erp-24", SendMode::Batch),
+        ] {
+            // Both samples carry the same number: one store each.
+            let w = World::new();
+            let o = intake(&w.ports(), upload(bytes, erp), now).await.unwrap();
+            let IntakeOutcome::Queued(r) = o else { panic!("{erp}: {o:?}") };
+            assert_eq!(r.send_mode(), Some(mode), "{erp}");
+        }
     }
 
     #[tokio::test]

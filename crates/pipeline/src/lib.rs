@@ -7,7 +7,8 @@
 //!   queue it for sending. (Full FA(3) validation and the corrections queue join it in the
 //!   pipeline issue.)
 //! - [`send`]: one queued document to KSeF, at most once (claim, reconcile, record "about to
-//!   send", POST, classify); [`sessions`] holds the KSeF clients and online sessions per seller,
+//!   send", send, classify), by the channel its send mode names (online or batch, each a module
+//!   of its own behind one interface); [`sessions`] holds the KSeF clients and online sessions per seller,
 //!   each client made on first use from the seller's secret ([`credentials`]);
 //!   [`seller_block`] parks a seller's work while an operator's problem (credentials, permissions,
 //!   an IP block) stands, so it is never blamed on the invoices.

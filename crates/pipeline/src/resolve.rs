@@ -10,9 +10,10 @@
 //! document is open and overdue), as after any stage's write.
 
 use chrono::{DateTime, Utc};
+use ksef_client::Duplicate;
 use relay_domain::ports::{Archive, DocumentRegistry, DocumentUpdates, ObjectBody, Queue, StoreError};
 use relay_domain::storage_keys::upo_key;
-use relay_domain::{Change, DocumentKey, DocumentRecord, DocumentState, ErrorClass, HistoryEvent, KsefNumber, KsefReference, Resolution};
+use relay_domain::{Change, DocumentKey, DocumentRecord, DocumentState, HistoryEvent, KsefNumber, KsefReference, Resolution};
 use serde::{Deserialize, Serialize};
 
 use crate::follow_up::NextMessage;
@@ -266,21 +267,11 @@ async fn ours<S: DocumentRegistry + DocumentUpdates + ?Sized>(
     r: &DocumentRecord,
     now: DateTime<Utc>,
 ) -> Result<Resolution, DecisionError> {
-    let conflict = r.last_error.as_ref();
-    let named = conflict.and_then(|f| match &f.class {
-        ErrorClass::Duplicate { original } => Some(original.clone()),
-        _ => None,
-    });
-    let Some(number) = req.ksef_number.clone().or(named) else {
+    let named = r.last_error.as_ref().and_then(Duplicate::of);
+    let Some(number) = req.ksef_number.clone().or(named.as_ref().map(|d| d.original.clone())) else {
         return refuse("KSeF named no original for this CONFLICT: give its KSeF number (ksef_number; the CLI's --ksef-number)");
     };
-    let session = req.original_session.clone().or_else(|| {
-        conflict?
-            .details
-            .iter()
-            .find_map(|d| d.strip_prefix("originalSessionReferenceNumber: "))
-            .and_then(|s| KsefReference::parse(s).ok())
-    });
+    let session = req.original_session.clone().or(named.and_then(|d| d.original_session));
     let Some(session) = session else {
         return refuse(format!(
             "the session that holds {number} is not known, so its UPO cannot be fetched: give it (original_session; the CLI's --original-session)"

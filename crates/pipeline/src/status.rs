@@ -10,7 +10,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use ksef_client::{InvoiceOutcome, KsefClient};
+use ksef_client::{Duplicate, InvoiceOutcome, KsefClient};
 use relay_domain::ports::{DocumentRegistry, DocumentUpdates, ObjectBody, OutgoingMessage};
 use relay_domain::storage_keys::upo_key;
 use relay_domain::{Change, DocumentRecord, DocumentState, ErrorClass, ErrorSource, Failure, KsefNumber, RetryDecision, RetryPolicy};
@@ -175,9 +175,9 @@ pub async fn poll<S: StatusStore + ?Sized>(
                 }
             }
         }
-        InvoiceOutcome::Failed(f) => match f.class.clone() {
-            ErrorClass::Duplicate { original } => resolve_duplicate(ports, &client, cfg, req, r, f, original, now).await,
-            ErrorClass::Permanent => {
+        InvoiceOutcome::Failed(f) => match (Duplicate::of(&f), f.class.clone()) {
+            (Some(duplicate), _) => resolve_duplicate(ports, &client, cfg, req, r, f, duplicate, now).await,
+            (None, ErrorClass::Permanent) => {
                 let r = ports
                     .store
                     .transition(&r, Change::Rejected { failures: vec![f.clone()] }, now)
@@ -187,7 +187,7 @@ pub async fn poll<S: StatusStore + ?Sized>(
             }
             // 410 (permissions) or a status KSeF does not explain: not the invoice's fault. Park
             // the seller's work and send it again when the block ends, not charged.
-            ErrorClass::Operator => {
+            (None, ErrorClass::Operator) => {
                 ksef.park_seller(&r.key.seller_nip, &f, now).await;
                 resend(ports, cfg, r, f, now).await
             }
@@ -310,17 +310,15 @@ async fn resolve_duplicate<S: StatusStore + ?Sized>(
     req: &StatusRequest,
     r: DocumentRecord,
     f: Failure,
-    original: KsefNumber,
+    duplicate: Duplicate,
     now: DateTime<Utc>,
 ) -> Result<StageResult, StageError> {
-    let original_session = f
-        .details
-        .iter()
-        .find_map(|d| d.strip_prefix("originalSessionReferenceNumber: "))
-        .map(str::to_owned)
-        .filter(|s| s != "null");
+    let Duplicate {
+        original,
+        original_session,
+    } = duplicate;
     let proof = match &original_session {
-        Some(session) => match client.invoice_upo_by_ksef_number(session, original.as_str()).await {
+        Some(session) => match client.invoice_upo_by_ksef_number(session.as_str(), original.as_str()).await {
             Ok(upo) => Some(upo),
             // No answer is no proof either way: ask again later, never call it a conflict.
             Err(e) => {

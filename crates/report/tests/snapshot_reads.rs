@@ -28,6 +28,7 @@ fn new_doc(n: u32) -> NewDocument {
         },
         offline: false,
         issue_date: None,
+        send_mode: relay_domain::SendMode::Online,
         initial: InitialState::Queued,
     }
 }

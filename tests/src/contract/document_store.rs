@@ -62,6 +62,7 @@ fn new_doc(number: &str, content: &[u8]) -> NewDocument {
         },
         offline: false,
         issue_date: None,
+        send_mode: relay_domain::SendMode::Online,
         initial: InitialState::Queued,
     }
 }
