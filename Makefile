@@ -1,5 +1,5 @@
 # ksef-relay: the obvious targets. `make run` and `make test` are the README's two commands.
-.PHONY: setup run test fmt fmt-check lint build check clean infra-lint sam-build infra-check
+.PHONY: setup run load test fmt fmt-check lint build check clean infra-lint sam-build infra-check
 
 CARGO ?= cargo
 
@@ -10,6 +10,12 @@ setup:
 ## The main job: the relay locally over the bundled sample invoices, with a final table.
 run:
 	$(CARGO) run --quiet -p ksef-relay -- run
+
+## The load bench: a release build, then `ksef-relay load` over 1000 generated invoices at time
+## scale 3600 in memory (LOAD_INVOICES, LOAD_SELLERS, LOAD_SCALE, LOAD_JSON=1 to change); prints
+## throughput, KSeF calls by kind, 429s, sessions and latency percentiles (docs/performance.md).
+load:
+	scripts/load_bench.sh
 
 ## Every test (installs and starts the AWS emulator itself).
 test:

@@ -2,6 +2,8 @@
 //!
 //! - `run`: the local job over the bundled sample invoices (or your own files), with a progress
 //!   bar and a final table.
+//! - `load --invoices N --sellers K`: the load test; `run`'s machinery over N generated
+//!   invoices, reporting throughput, KSeF calls by kind, 429s, sessions and latency percentiles.
 //! - `validate FILE...`: the FA(3) check (XSD-equal structure and business rules), for
 //!   accountants and ERP teams' CI; exit code 0 valid, 1 invalid, 2 unreadable.
 //! - `ksef ...`: talk to a KSeF environment (or the simulator) directly: auth check, send a
@@ -14,6 +16,7 @@
 
 mod decide_cmd;
 mod ksef_cmd;
+mod load_cmd;
 mod run_cmd;
 mod run_reports;
 mod sim_cmd;
@@ -43,6 +46,9 @@ struct Cli {
 enum Command {
     /// Run the relay locally over the bundled sample invoices (or --input files) and print a table.
     Run(run_cmd::RunArgs),
+    /// The load test: N distinct generated invoices for K sellers through the whole relay and
+    /// the simulator; reports throughput, KSeF calls by kind, 429s, sessions and latencies.
+    Load(load_cmd::LoadArgs),
     /// Validate FA(3) invoice files (XSD-equal structure and business rules).
     Validate(validate_cmd::ValidateArgs),
     /// Talk to KSeF (TEST, DEMO, PROD or the simulator): auth check, send, status, UPO.
@@ -79,6 +85,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Run(args) => run_cmd::run(args).await,
+            Command::Load(args) => load_cmd::run(args).await,
             Command::Validate(args) => validate_cmd::run(args),
             Command::Ksef(cmd) => ksef_cmd::run(cmd).await.map(|()| ExitCode::SUCCESS),
             Command::Sim(args) => sim_cmd::run(args).await.map(|()| ExitCode::SUCCESS),

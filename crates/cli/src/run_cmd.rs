@@ -39,35 +39,35 @@ use ksef_relay::bundled_samples;
 pub struct RunArgs {
     /// Invoice files or directories of *.xml to run instead of the bundled samples.
     #[arg(long = "input", value_name = "PATH")]
-    inputs: Vec<PathBuf>,
+    pub(crate) inputs: Vec<PathBuf>,
     /// Use the AWS API at this URL (e.g. a local moto server) instead of in-memory stores;
     /// a fresh table, queues and bucket are created for the run.
     #[arg(long, env = "KSEF_RELAY_AWS_ENDPOINT", value_name = "URL")]
-    aws_endpoint: Option<String>,
+    pub(crate) aws_endpoint: Option<String>,
     /// The AWS region for --aws-endpoint.
     #[arg(long, env = "AWS_REGION", default_value = "eu-central-1")]
-    region: String,
+    pub(crate) region: String,
     /// Send to a real KSeF environment (test, demo, prod or an API URL) instead of the embedded
     /// simulator; needs --nip and the KSEF_TOKEN environment variable.
     #[arg(long, value_name = "ENV")]
-    ksef_env: Option<String>,
+    pub(crate) ksef_env: Option<String>,
     /// The context NIP for --ksef-env.
     #[arg(long, env = "KSEF_NIP")]
-    nip: Option<String>,
+    pub(crate) nip: Option<String>,
     /// A simulator fault scenario, repeatable (see `ksef-relay sim --help`), e.g.
     /// `--fault unavailable:0.3@/invoices --fault burst429:0.2:2000`.
     #[arg(long = "fault", value_name = "SCENARIO")]
-    faults: Vec<String>,
+    pub(crate) faults: Vec<String>,
     /// Simulated seconds per real second in the simulator's rate-limit windows (and the client's
     /// limiter): 60 lets a run live through a minute of KSeF's limits in a second.
     #[arg(long, default_value_t = 1.0)]
-    sim_time_scale: f64,
+    pub(crate) sim_time_scale: f64,
     /// Give up waiting for KSeF's decisions after this many seconds.
     #[arg(long, default_value_t = 180)]
-    timeout_secs: u64,
+    pub(crate) timeout_secs: u64,
     /// Where to write the archive, UPOs, outbox results and report.json.
     #[arg(long, default_value = "local-run")]
-    out: PathBuf,
+    pub(crate) out: PathBuf,
 }
 
 /// Lets a shared in-memory archive be both a port and readable afterwards.
@@ -92,17 +92,17 @@ impl Archive for SharedArchive {
     }
 }
 
-struct Ports {
-    store: Box<dyn DocumentStore>,
-    archive: Box<dyn Archive>,
-    queues: HashMap<&'static str, Box<dyn Queue>>,
+pub(crate) struct Ports {
+    pub(crate) store: Box<dyn DocumentStore>,
+    pub(crate) archive: Box<dyn Archive>,
+    pub(crate) queues: HashMap<&'static str, Box<dyn Queue>>,
     /// With the emulator: the queue the bucket's `inbox/` notifications arrive on.
-    intake_queue: Option<Box<dyn Queue>>,
-    memory_archive: Option<Arc<MemoryArchive>>,
-    description: String,
+    pub(crate) intake_queue: Option<Box<dyn Queue>>,
+    pub(crate) memory_archive: Option<Arc<MemoryArchive>>,
+    pub(crate) description: String,
 }
 
-async fn build_ports(args: &RunArgs) -> Result<Ports> {
+pub(crate) async fn build_ports(args: &RunArgs) -> Result<Ports> {
     match &args.aws_endpoint {
         None => {
             let archive = Arc::new(MemoryArchive::new());
@@ -164,15 +164,25 @@ async fn build_ports(args: &RunArgs) -> Result<Ports> {
 }
 
 /// The KSeF side: the embedded simulator (fast timings) or a real environment (standard ones).
-struct Ksef {
-    contexts: KsefContexts,
-    sim: Option<ksef_sim::SimHandle>,
-    send_cfg: SendConfig,
-    status_cfg: StatusConfig,
-    description: String,
+pub(crate) struct Ksef {
+    pub(crate) contexts: KsefContexts,
+    pub(crate) sim: Option<ksef_sim::SimHandle>,
+    pub(crate) send_cfg: SendConfig,
+    pub(crate) status_cfg: StatusConfig,
+    pub(crate) description: String,
 }
 
-async fn build_ksef(args: &RunArgs) -> Result<Ksef> {
+/// The embedded simulator's sellers: a NIP and the KSeF token it accepts for that context.
+pub(crate) type SimSeller = (Nip, String);
+
+/// The one seller of the bundled samples (NIP 9999999999, the simulator's default token).
+pub(crate) fn sample_seller() -> Result<SimSeller> {
+    Ok((Nip::parse("9999999999")?, ksef_sim::DEFAULT_TOKEN.to_owned()))
+}
+
+/// The KSeF side. With the embedded simulator, `sim_sellers` are the contexts it accepts (and
+/// the relay's credentials for them).
+pub(crate) async fn build_ksef(args: &RunArgs, sim_sellers: &[SimSeller]) -> Result<Ksef> {
     let owner = format!("local-runner-{}", std::process::id());
     match &args.ksef_env {
         Some(env) => {
@@ -210,6 +220,13 @@ async fn build_ksef(args: &RunArgs) -> Result<Ksef> {
                 auth_delay: Duration::from_millis(50),
                 time_scale: args.sim_time_scale,
                 faults,
+                tokens: sim_sellers
+                    .iter()
+                    .map(|(nip, token)| ksef_sim::SimToken {
+                        token: token.clone(),
+                        context: nip.clone(),
+                    })
+                    .collect(),
                 ..ksef_sim::SimConfig::default()
             })
             .await;
@@ -219,8 +236,11 @@ async fn build_ksef(args: &RunArgs) -> Result<Ksef> {
                 limits: ClientLimits::official().scaled(args.sim_time_scale),
                 ..ClientConfig::new(Environment::Custom(sim.api_url()))
             };
-            let nip = Nip::parse("9999999999")?;
-            let secrets = Arc::new(MemoryCredentials::new().with(nip, ksef_sim::DEFAULT_TOKEN));
+            let secrets = MemoryCredentials::new();
+            for (nip, token) in sim_sellers {
+                secrets.set(nip.clone(), token.clone());
+            }
+            let secrets = Arc::new(secrets);
             // The same policies with a simulator's sense of time: milliseconds where KSeF takes
             // seconds, so a run with faults still finishes in seconds.
             let ms = Duration::from_millis;
@@ -277,7 +297,7 @@ fn load_inputs(inputs: &[PathBuf]) -> Result<Vec<(String, Vec<u8>)>> {
         .collect()
 }
 
-fn bar(len: usize, what: &str) -> ProgressBar {
+pub(crate) fn bar(len: usize, what: &str) -> ProgressBar {
     let pb = ProgressBar::new(len as u64);
     pb.set_style(
         ProgressStyle::with_template("{prefix:>8} [{bar:32}] {pos}/{len} {msg}")
@@ -288,12 +308,12 @@ fn bar(len: usize, what: &str) -> ProgressBar {
     pb
 }
 
-struct Row {
-    file: String,
-    key: Option<DocumentKey>,
+pub(crate) struct Row {
+    pub(crate) file: String,
+    pub(crate) key: Option<DocumentKey>,
     /// Whether the stored record describes this file (not a repeat or a conflict).
-    owns_record: bool,
-    intake: String,
+    pub(crate) owns_record: bool,
+    pub(crate) intake: String,
 }
 
 fn row_for(file: &str, outcome: &IntakeOutcome) -> Row {
@@ -412,17 +432,9 @@ async fn intake_through_the_inbox(
     Ok(rows)
 }
 
-pub async fn run(args: RunArgs) -> Result<ExitCode> {
-    let inputs = load_inputs(&args.inputs)?;
-    let metrics_path = crate::run_reports::metrics_to_file(&args.out)?;
-    let ports = build_ports(&args).await?;
-    let ksef = build_ksef(&args).await?;
-    println!(
-        "ksef-relay run: {} invoice(s); {}; {}",
-        inputs.len(),
-        ports.description,
-        ksef.description
-    );
+/// Takes every input in, as the deployment would (straight into intake in memory, through the
+/// bucket's inbox and its notifications on the emulator), with a progress bar.
+pub(crate) async fn intake_all(ports: &Ports, inputs: &[(String, Vec<u8>)]) -> Result<Vec<Row>> {
     let q = |name: &str| ports.queues[name].as_ref();
     let intake_ports = IntakePorts {
         store: ports.store.as_ref(),
@@ -430,14 +442,20 @@ pub async fn run(args: RunArgs) -> Result<ExitCode> {
         send_queue: q("send"),
         corrections_queue: q("corrections"),
     };
-
     let pb = bar(inputs.len(), "intake");
     let rows = match &ports.intake_queue {
-        None => intake_directly(&intake_ports, &inputs, &pb).await?,
-        Some(queue) => intake_through_the_inbox(&intake_ports, queue.as_ref(), &inputs, &pb).await?,
+        None => intake_directly(&intake_ports, inputs, &pb).await?,
+        Some(queue) => intake_through_the_inbox(&intake_ports, queue.as_ref(), inputs, &pb).await?,
     };
     pb.finish_with_message("done");
+    Ok(rows)
+}
 
+/// Pumps the send and status stages (and the sweeper) until nothing is left to do or `limit`
+/// passes, as the Lambda event sources would, moving `pb` as documents reach a final state;
+/// then closes the open sessions. Returns false if it stopped at the limit with work left.
+pub(crate) async fn drive(ports: &Ports, ksef: &Ksef, limit: Duration, pb: &ProgressBar) -> Result<bool> {
+    let q = |name: &str| ports.queues[name].as_ref();
     let stages = Stages {
         store: ports.store.as_ref(),
         archive: ports.archive.as_ref(),
@@ -459,11 +477,9 @@ pub async fn run(args: RunArgs) -> Result<ExitCode> {
             ..relay_pipeline::sweeper::SweepConfig::standard()
         },
     };
-    let tracked: Vec<&DocumentKey> = rows.iter().filter(|r| r.owns_record).filter_map(|r| r.key.as_ref()).collect();
-    let pb = bar(tracked.len(), "KSeF");
     let mut finished: HashMap<String, &'static str> = HashMap::new();
     let quiet = stages
-        .run_until_quiet(Duration::from_secs(args.timeout_secs), Duration::from_millis(25), |step| {
+        .run_until_quiet(limit, Duration::from_millis(25), |step| {
             if let Some(doc) = &step.document {
                 pb.set_message(format!("{} {} {}", step.stage, step.outcome, doc));
                 if matches!(
@@ -482,6 +498,24 @@ pub async fn run(args: RunArgs) -> Result<ExitCode> {
         "stopped at --timeout-secs with work left"
     });
     ksef.contexts.close_all().await;
+    Ok(quiet)
+}
+
+pub async fn run(args: RunArgs) -> Result<ExitCode> {
+    let inputs = load_inputs(&args.inputs)?;
+    let metrics_path = crate::run_reports::metrics_to_file(&args.out)?;
+    let ports = build_ports(&args).await?;
+    let ksef = build_ksef(&args, &[sample_seller()?]).await?;
+    println!(
+        "ksef-relay run: {} invoice(s); {}; {}",
+        inputs.len(),
+        ports.description,
+        ksef.description
+    );
+    let q = |name: &str| ports.queues[name].as_ref();
+    let rows = intake_all(&ports, &inputs).await?;
+    let tracked = rows.iter().filter(|r| r.owns_record && r.key.is_some()).count();
+    drive(&ports, &ksef, Duration::from_secs(args.timeout_secs), &bar(tracked, "KSeF")).await?;
 
     let mut table = Table::new();
     table.load_preset(UTF8_FULL_CONDENSED).set_header(vec![

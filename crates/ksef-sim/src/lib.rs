@@ -43,6 +43,7 @@ mod http_sessions;
 pub mod invoice_check;
 pub mod keys;
 pub mod ledger;
+pub mod operation_counts;
 pub mod rate_limit;
 mod server;
 mod state;
@@ -55,6 +56,7 @@ pub use config::{KeySource, SimConfig, SimToken, DEFAULT_TOKEN};
 pub use exchange_log::Exchange;
 pub use faults::{Fault, FaultSwitch};
 pub use ledger::{Ledger, LedgerEntry};
+pub use operation_counts::{OperationCount, OperationCounts};
 pub use rate_limit::{Group, Limit, RateLimits};
 
 /// A running simulator. Dropping it stops the server.
@@ -88,6 +90,11 @@ impl SimHandle {
 
     pub fn faults(&self) -> FaultSwitch {
         self.sim.faults.clone()
+    }
+
+    /// How many requests were answered, per operation and status (always kept).
+    pub fn operation_counts(&self) -> OperationCounts {
+        self.sim.operations.clone()
     }
 
     /// Every response so far (only when `record_exchanges` was set).
@@ -159,6 +166,7 @@ pub async fn try_start(config: SimConfig) -> anyhow::Result<SimHandle> {
         faults: FaultSwitch::new(config.faults.clone(), config.seed),
         limiter: rate_limit::RateLimiter::new(config.rate_limits.clone(), config.time_scale),
         exchanges: exchange_log::ExchangeLog::new(config.record_exchanges),
+        operations: OperationCounts::default(),
         cfg: config,
     });
     let task = server::serve(listener, server::router(sim.clone()), sim.clone());

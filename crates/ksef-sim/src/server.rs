@@ -1,6 +1,6 @@
 //! The HTTP layer: the route table (the spec's paths under `/v2`), the middleware that plays
-//! faults, enforces rate limits and records exchanges, and an accept loop of our own so a
-//! "connection reset" fault can really reset the TCP connection.
+//! faults, enforces rate limits, counts operations and records exchanges, and an accept loop of
+//! our own so a "connection reset" fault can really reset the TCP connection.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -177,6 +177,7 @@ async fn gate(State(sim): State<Arc<Sim>>, req: Request, next: Next) -> Response
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
+    sim.operations.record(&method, &route, response.status().as_u16());
     if !sim.exchanges.enabled() {
         return response;
     }

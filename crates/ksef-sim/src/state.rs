@@ -30,6 +30,7 @@ pub struct Sim {
     pub faults: FaultSwitch,
     pub limiter: RateLimiter,
     pub exchanges: ExchangeLog,
+    pub operations: crate::operation_counts::OperationCounts,
 }
 
 pub struct ChallengeRec {
