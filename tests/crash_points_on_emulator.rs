@@ -25,9 +25,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, TimeZone, Utc};
 use ksef_sim::{Fault, SimConfig};
 use relay_aws::{provision, DynamoDocumentStore, S3Archive, SqsQueue};
-use relay_crash_injection::{until_crash, CrashArchive, CrashKsef, CrashQueue, CrashStore, Plan};
+use relay_crash_injection::{check_delivered_once, invoice, until_crash, CrashArchive, CrashKsef, CrashQueue, CrashStore, Plan};
 use relay_domain::clock::{Clock, ManualClock};
-use relay_domain::ports::{Archive, DocumentRegistry, OutgoingMessage, Queue, QueueError, QueueStats, ReceivedMessage};
+use relay_domain::ports::{DocumentRegistry, OutgoingMessage, Queue, QueueError, QueueStats, ReceivedMessage};
 use relay_domain::{ContentHash, DocumentKey, DocumentRecord, DocumentState, ErpDocumentId, Nip, RetryPolicy};
 use relay_pipeline::follow_up::FollowUpPorts;
 use relay_pipeline::intake::{intake, IntakePorts, Upload};
@@ -391,45 +391,17 @@ impl<'k> Run<'k> {
     /// What every run must end with.
     async fn check(&self, what: &str) {
         let r = self.record().await;
-        assert_eq!(r.state, DocumentState::Accepted, "{what}: {:#?}\n{r:?}", self.log);
-        assert!(r.storage.upo.is_some(), "{what}: the UPO is archived: {:#?}", self.log);
-        assert!(
-            self.archive.get(r.storage.upo.as_deref().unwrap()).await.unwrap().is_some(),
-            "{what}: the UPO is in S3"
-        );
-        assert_eq!(
-            self.ksef.sim.ledger().count_hash(&self.hash),
-            1,
-            "{what}: KSeF has it exactly once: {:#?}",
-            self.log
-        );
-        let outbox = self
-            .archive
-            .get("outbox/9999999999/erp-1.json")
-            .await
-            .unwrap()
-            .expect("an outbox result");
-        let v: serde_json::Value = serde_json::from_slice(&outbox.bytes).unwrap();
-        assert_eq!(v["state"], "ACCEPTED", "{what}: the outbox agrees with the store: {v}");
-        assert_eq!(
-            v["ksefNumber"].as_str(),
-            r.ksef.ksef_number.as_ref().map(|k| k.as_str()),
-            "{what}: the outbox has the KSeF number"
-        );
-        assert_eq!(v["upoKey"].as_str(), r.storage.upo.as_deref(), "{what}: the outbox names the UPO");
+        check_delivered_once(
+            what,
+            &r,
+            &self.archive,
+            self.ksef,
+            &self.hash,
+            "outbox/9999999999/erp-1.json",
+            &self.log,
+        )
+        .await;
     }
-}
-
-fn invoice(number: &str, with_attachment: bool) -> Vec<u8> {
-    let sample: &[u8] = if with_attachment {
-        include_bytes!("../data/ksef/samples/FA_3_Przykład_24.xml")
-    } else {
-        include_bytes!("../data/ksef/samples/FA_3_Przykład_1.xml")
-    };
-    String::from_utf8(sample.to_vec())
-        .unwrap()
-        .replace("<P_2>FV2026/02/150</P_2>", &format!("<P_2>{number}</P_2>"))
-        .into_bytes()
 }
 
 /// One scenario for `stage`, dying at `crash_at` (None: count the positions). Returns the

@@ -353,3 +353,51 @@ pub fn client(proxy_url: &str, seller: relay_domain::Nip, scale: f64) -> ksef_cl
     };
     KsefClient::new(cfg, Some(creds)).unwrap()
 }
+
+// ---------------------------------------------------------------------------------------------
+// What every crash-point run uses and must end with.
+
+/// The invoice a crash-point run sends: official sample 1 (or 24, with an attachment: KSeF takes
+/// it only in a batch session) under invoice number `number`.
+pub fn invoice(number: &str, with_attachment: bool) -> Vec<u8> {
+    let sample: &[u8] = if with_attachment {
+        include_bytes!("../../../data/ksef/samples/FA_3_Przykład_24.xml")
+    } else {
+        include_bytes!("../../../data/ksef/samples/FA_3_Przykład_1.xml")
+    };
+    String::from_utf8(sample.to_vec())
+        .expect("the official samples are UTF-8")
+        .replace("<P_2>FV2026/02/150</P_2>", &format!("<P_2>{number}</P_2>"))
+        .into_bytes()
+}
+
+/// What every crash-point run must end with, wherever it died: the document ACCEPTED with its
+/// UPO archived (and readable), KSeF holding the invoice exactly once, and the ERP's outbox
+/// result (`outbox_key`) agreeing with the store. `log` (what the run did) is printed on failure.
+pub async fn check_delivered_once(
+    what: &str,
+    r: &DocumentRecord,
+    archive: &dyn Archive,
+    ksef: &CrashKsef,
+    hash: &relay_domain::ContentHash,
+    outbox_key: &str,
+    log: &dyn std::fmt::Debug,
+) {
+    assert_eq!(r.state, DocumentState::Accepted, "{what}: {log:#?}\n{r:?}");
+    let upo = r
+        .storage
+        .upo
+        .as_deref()
+        .unwrap_or_else(|| panic!("{what}: the UPO is archived: {log:#?}"));
+    assert!(archive.get(upo).await.unwrap().is_some(), "{what}: the UPO is in the archive");
+    assert_eq!(ksef.sim.ledger().count_hash(hash), 1, "{what}: KSeF has it exactly once: {log:#?}");
+    let outbox = archive.get(outbox_key).await.unwrap().expect("an outbox result");
+    let v: serde_json::Value = serde_json::from_slice(&outbox.bytes).unwrap();
+    assert_eq!(v["state"], "ACCEPTED", "{what}: the outbox agrees with the store: {v}");
+    assert_eq!(
+        v["ksefNumber"].as_str(),
+        r.ksef.ksef_number.as_ref().map(|k| k.as_str()),
+        "{what}: the outbox has the KSeF number"
+    );
+    assert_eq!(v["upoKey"].as_str(), Some(upo), "{what}: the outbox names the UPO");
+}
