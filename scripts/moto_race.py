@@ -7,6 +7,10 @@ DynamoDB: four threads each commit 40 conditional TransactWriteItems on new item
 others send transactions whose condition fails (what a refused claim or a second registration of
 one invoice does), all on one table. Every committed item must be there at the end.
 
+Queue counts: 20 messages sent with a one-second delay, then four threads ask GetQueueAttributes for
+the three counts the relay's runners add up (visible, in flight, delayed) for two seconds, never
+receiving. Every answer must add up to 20.
+
 Run against the plain `moto_server` and the patched `scripts/moto_server.py`, each started here on
 a free port:
 
@@ -85,6 +89,36 @@ def trial(port, threads=10, rounds=40):
     return left - threads
 
 
+COUNTS = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible", "ApproximateNumberOfMessagesDelayed"]
+
+
+def counts_trial(port, messages=20, threads=4, seconds=2.0):
+    """(answers whose counts do not add up to what the queue holds, answers in all)."""
+    sqs = client(port)
+    q = sqs.create_queue(QueueName=f"counts{time.time_ns()}")["QueueUrl"]
+    for i in range(messages):
+        sqs.send_message(QueueUrl=q, MessageBody=f"m{i}", DelaySeconds=1)
+    wrong, answers = [0], [0]
+    lock = threading.Lock()
+
+    def ask():
+        c = client(port)
+        end = time.time() + seconds
+        while time.time() < end:
+            a = c.get_queue_attributes(QueueUrl=q, AttributeNames=COUNTS)["Attributes"]
+            total = sum(int(a.get(k, 0)) for k in COUNTS)
+            with lock:
+                answers[0] += 1
+                wrong[0] += total != messages
+
+    ts = [threading.Thread(target=ask) for _ in range(threads)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    return wrong[0], answers[0]
+
+
 def dynamodb_trial(port, threads=4, rounds=40):
     """Committed writes that were undone by a concurrent failed transaction (0 on a right server)."""
     d = client(port, "dynamodb")
@@ -145,12 +179,16 @@ def main():
         try:
             diffs = [trial(port) for _ in range(trials)]
             undone = [dynamodb_trial(port) for _ in range(trials)]
+            counts = [counts_trial(port) for _ in range(trials)]
         finally:
             proc.terminate()
             proc.wait()
         lost = sum(1 for d in diffs if d < 0)
         back = sum(1 for d in diffs if d > 0)
         print(f"{name}: {trials} trials, {lost} lost messages, {back} brought deleted messages back ({diffs})")
+        wrong = sum(w for w, _ in counts)
+        asked = sum(a for _, a in counts)
+        print(f"{name}: {trials} queue-count trials, {wrong} of {asked} answers undercounting a queue whose messages never left")
         print(f"{name}: {trials} DynamoDB trials, {sum(1 for u in undone if u)} with committed writes undone ({undone})")
 
 

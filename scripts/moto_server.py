@@ -1,5 +1,5 @@
-"""moto's server, with two fixes: SQS deletes that cannot lose a message, and DynamoDB
-transactions that cannot undo other requests' writes.
+"""moto's server, with three fixes: SQS deletes that cannot lose a message, queue counts taken at
+one instant, and DynamoDB transactions that cannot undo other requests' writes.
 
 moto 5.2.5's `Queue.delete_message` rebuilds the queue's message list without holding the
 queue's lock, while `add_message` appends under it. The server is threaded, so a SendMessage to
@@ -11,6 +11,15 @@ stages send a follow-up and then delete the message they handled, ten at a time 
 under load the emulator lost status messages (a document left SENT with no message on any
 queue: issue 11). `scripts/moto_race.py` shows the race on the unpatched server.
 
+moto 5.2.5's GetQueueAttributes computes each requested count in its own pass over the queue,
+each at its own clock reading. A message whose delay (or visibility timeout) ends between the pass
+for ApproximateNumberOfMessages and the one for ApproximateNumberOfMessagesDelayed is counted in
+neither, so a queue holding one delayed status check could answer 0/0/0: a test pump waiting for
+empty queues stopped while a document's follow-up was still on its way (a document left SENT, no
+message anywhere: issue 11's CI failure). Here the counts are taken under the queue's lock at one
+instant. (Real SQS's counts are approximate too: the relay never decides anything from them; the
+local runner also waits until no document is open, and sweeps.)
+
 moto 5.2.5's DynamoDB `transact_write_items` takes a deep copy of every table it touches before
 it starts and, when any condition fails, puts those copies back: every write another request made
 to the same table in the meantime is undone, although its caller was told it succeeded. Nothing
@@ -19,7 +28,7 @@ request's conditional write on the same table fails (two uploads of one invoice 
 once, a refused claim), so under load a committed state change vanished (a document back in
 SENT after its ACCEPTED was written and its message deleted: issue 11). Real DynamoDB isolates
 every request. Here every DynamoDB backend operation holds one lock, so requests to it run one at
-a time. `scripts/moto_race.py` shows both races on the unpatched server.
+a time. `scripts/moto_race.py` shows all three on the unpatched server.
 
 Usage: the same arguments as `moto_server` (`-H 127.0.0.1 -p PORT`).
 """
@@ -27,6 +36,7 @@ Usage: the same arguments as `moto_server` (`-H 127.0.0.1 -p PORT`).
 import functools
 import inspect
 import sys
+import threading
 
 from moto.sqs import models
 
@@ -60,9 +70,42 @@ def _receive_locked(method):
 models.SQSBackend.receive_message = _receive_locked(models.SQSBackend.receive_message)
 
 
-def _serialize_dynamodb():
-    import threading
+_clock = threading.local()
+_real_unix_time_millis = models.unix_time_millis
 
+
+def _unix_time_millis(*args, **kwargs):
+    # Inside a GetQueueAttributes snapshot every message is judged at one instant.
+    frozen = getattr(_clock, "frozen", None)
+    return frozen if frozen is not None else _real_unix_time_millis(*args, **kwargs)
+
+
+models.unix_time_millis = _unix_time_millis
+
+
+def _attributes_at_one_instant(method):
+    @functools.wraps(method)
+    def wrapper(self, queue_name, *args, **kwargs):
+        # moto computes each requested attribute from a separate pass over the queue, each at its
+        # own clock reading (ApproximateNumberOfMessages, then ...NotVisible, then ...Delayed),
+        # so a message whose delay or visibility timeout ends between two passes is counted in
+        # none of them: a queue holding one delayed message could answer 0, 0, 0, and a runner
+        # waiting for empty queues stopped with a document's follow-up still on its way (issue
+        # 11). Here the counts are taken under the queue's lock at one instant.
+        _clock.frozen = _real_unix_time_millis()
+        try:
+            with self.get_queue(queue_name)._messages_lock:
+                return method(self, queue_name, *args, **kwargs)
+        finally:
+            _clock.frozen = None
+
+    return wrapper
+
+
+models.SQSBackend.get_queue_attributes = _attributes_at_one_instant(models.SQSBackend.get_queue_attributes)
+
+
+def _serialize_dynamodb():
     from moto.dynamodb.models import DynamoDBBackend
 
     # Re-entrant: a transaction calls the backend's own get_item/put_item while holding it.

@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use relay_domain::clock::Clock;
 use relay_domain::ports::{Archive, DocumentStore, Queue, QueueError, ReceivedMessage};
-use relay_domain::DocumentState;
 
 use crate::follow_up::FollowUpPorts;
 use crate::messages::{SendRequest, StatusRequest};
@@ -127,18 +126,9 @@ impl<S: DocumentStore + ?Sized> Stages<'_, S> {
         Ok(self.send_queue.stats().await?.total() + self.status_queue.stats().await?.total())
     }
 
-    /// Documents a stage still has work on: QUEUED, SENT, PROCESSING, and ACCEPTED ones whose
-    /// UPO is still to be fetched. (Listing ACCEPTED documents reads them all: meant for the
-    /// local runner and tests, not for a production table.)
+    /// Documents a stage still has work on ([`crate::follow_up::count_open`]).
     pub async fn open_documents(&self) -> Result<u64, relay_domain::ports::StoreError> {
-        let mut n = 0;
-        for state in [DocumentState::Queued, DocumentState::Sent, DocumentState::Processing] {
-            n += self.store.count_by_state(state).await?;
-        }
-        let later = self.clock.now() + chrono::Duration::days(1);
-        let accepted = self.store.list_by_state(DocumentState::Accepted, later, usize::MAX).await?;
-        n += accepted.iter().filter(|r| crate::follow_up::is_open(r)).count() as u64;
-        Ok(n)
+        crate::follow_up::count_open(self.store, self.clock.now()).await
     }
 
     /// One sweep (see [`crate::sweeper`]); each re-driven document is reported as a step.

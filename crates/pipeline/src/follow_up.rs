@@ -19,7 +19,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use relay_domain::ports::{Archive, DocumentUpdates, OutgoingMessage, Queue, MAX_DELAY};
+use relay_domain::ports::{Archive, DocumentQueries, DocumentUpdates, OutgoingMessage, Queue, StoreError, MAX_DELAY};
 use relay_domain::{Change, DocumentRecord, DocumentState};
 
 use crate::messages::{SendRequest, StatusRequest};
@@ -95,6 +95,22 @@ fn status_request(r: &DocumentRecord) -> Option<StatusRequest> {
 pub fn is_open(r: &DocumentRecord) -> bool {
     matches!(r.state, DocumentState::Queued | DocumentState::Sent | DocumentState::Processing)
         || (r.state == DocumentState::Accepted && r.storage.upo.is_none())
+}
+
+/// How many documents are open ([`is_open`]): QUEUED, SENT, PROCESSING, and ACCEPTED ones whose
+/// UPO is still to be fetched. Read from the store, which is consistent, unlike a queue's
+/// approximate counts: "every queue looks empty" is not "every document has arrived" (a delayed
+/// message can be on its way, and SQS's counts lag). Listing ACCEPTED documents reads them all:
+/// meant for the local runner and tests, not for a production table.
+pub async fn count_open<S: DocumentQueries + ?Sized>(store: &S, now: DateTime<Utc>) -> Result<u64, StoreError> {
+    let mut n = 0;
+    for state in [DocumentState::Queued, DocumentState::Sent, DocumentState::Processing] {
+        n += store.count_by_state(state).await?;
+    }
+    let later = now + chrono::Duration::days(1);
+    let accepted = store.list_by_state(DocumentState::Accepted, later, usize::MAX).await?;
+    n += accepted.iter().filter(|r| is_open(r)).count() as u64;
+    Ok(n)
 }
 
 /// When `r`'s next step was due: its `next_attempt_at`, else when it entered its state.
