@@ -380,10 +380,7 @@ async fn the_deployed_template_runs_an_upload_through_intake_send_and_status() {
         // may be on its way; queue counts are approximate): the store says.
         if n == 0
             && send_q.stats().await.unwrap().total() + status_q.stats().await.unwrap().total() == 0
-            && relay_pipeline::follow_up::count_open(&observer, chrono::Utc::now())
-                .await
-                .unwrap()
-                == 0
+            && relay_pipeline::follow_up::count_open(&observer, chrono::Utc::now()).await.unwrap() == 0
         {
             settled = true;
             break;

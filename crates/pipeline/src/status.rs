@@ -111,21 +111,35 @@ pub async fn poll<S: StatusStore + ?Sized>(
         return give_up(ports.store, ports.archive, &r, f, now).await;
     }
     // The seller's work is parked for an operator's problem (a refused login, an IP block):
-    // polling would meet it too. The message waits for the block's end, unchanged; the sends'
-    // probe clears the block.
-    if let SellerGate::Parked(block) = ksef.seller_gate(&r.key.seller_nip, now).await {
-        let delay = (block.until - now).to_std().unwrap_or_default().max(Duration::from_secs(1));
-        return done(QueueAction::Requeue { delay }, "SELLER_PARKED", Some(r));
-    }
+    // polling would meet it too. The message waits for the block's end, unchanged. When the
+    // block has ended, this poll may be the probe: a KSeF answer clears the block.
+    let probing = match ksef.seller_gate(&r.key.seller_nip, now).await {
+        SellerGate::Parked(block) => {
+            let delay = (block.until - now).to_std().unwrap_or_default().max(Duration::from_secs(1));
+            return done(QueueAction::Requeue { delay }, "SELLER_PARKED", Some(r));
+        }
+        SellerGate::Probe(_) => true,
+        SellerGate::Open => false,
+    };
     let client = match ksef.client_ready(&r.key.seller_nip, now).await {
         Ok(c) => c,
+        // The seller's secret cannot be read or used, or KSeF refused the login: our
+        // configuration, not the invoice's, and not worth a poll. Park the seller's work (as a
+        // send would) and check again when the block ends, the poll count unspent.
+        Err(f) if f.class == ErrorClass::Operator => return parked(ports, ksef, req, r, f, now).await,
         Err(f) => return poll_error(ports, cfg, req, r, f, now).await,
     };
     if upo_pending {
-        return fetch_upo(ports, &client, cfg, req, r, now).await;
+        let res = fetch_upo(ports, &client, cfg, req, r, now).await?;
+        if probing && res.outcome == "UPO_ARCHIVED" {
+            ksef.clear_seller_block(&req.document.seller_nip, now).await;
+        }
+        return Ok(res);
     }
     let status = match client.invoice_status(req.session.as_str(), req.invoice_reference.as_str()).await {
         Ok(s) => s,
+        // A 403 (an IP block) or 410 on the read itself: the seller's problem, not a poll's.
+        Err(f) if f.class == ErrorClass::Operator => return parked(ports, ksef, req, r, f, now).await,
         Err(f) => {
             if f.class == ErrorClass::NeedsReauth {
                 client.forget_access_token().await;
@@ -133,6 +147,11 @@ pub async fn poll<S: StatusStore + ?Sized>(
             return poll_error(ports, cfg, req, r, f, now).await;
         }
     };
+    // KSeF answered: whatever parked the seller is fixed (the probe that ends the block may be a
+    // status poll when the seller has nothing left to send).
+    if probing {
+        ksef.clear_seller_block(&req.document.seller_nip, now).await;
+    }
     match ksef_client::failure_map::invoice_outcome("invoice_status", &status) {
         InvoiceOutcome::Pending => {
             let detail = format!("KSeF status {} ({})", status.status.code, status.status.description);
@@ -252,6 +271,40 @@ async fn poll_error<S: StatusStore + ?Sized>(
         .transition(&r, Change::PollFailed { failure: f, next_poll_at }, now)
         .await?;
     done(next(req, &r, delay), "POLL_ERROR", Some(r))
+}
+
+/// An operator's problem met by a poll (credentials, a refused login, an IP block): the seller's
+/// work is parked, the document's history says why, and the same poll (its count unspent) comes
+/// back when the block ends.
+async fn parked<S: StatusStore + ?Sized>(
+    ports: &StatusPorts<'_, S>,
+    ksef: &KsefContexts,
+    req: &StatusRequest,
+    r: DocumentRecord,
+    f: Failure,
+    now: DateTime<Utc>,
+) -> Result<StageResult, StageError> {
+    relay_observe::logging::note_error_class(f.class.name());
+    tracing::warn!(document = %r.key, trace_id = %r.trace_id, class = f.class.name(), code = ?f.code, "status poll parked: the seller's credentials");
+    let block = ksef.park_seller(&r.key.seller_nip, &f, now).await;
+    let delay = (block.until - now).to_std().unwrap_or_default().max(Duration::from_secs(1));
+    let next_poll_at = now + chrono::Duration::from_std(delay).unwrap_or_default();
+    let r = ports
+        .store
+        .transition(&r, Change::PollFailed { failure: f, next_poll_at }, now)
+        .await?;
+    let again = StatusRequest {
+        step: r.step,
+        ..req.clone()
+    };
+    done(
+        QueueAction::Replace {
+            body: again.to_json(),
+            delay,
+        },
+        "SELLER_PARKED",
+        Some(r),
+    )
 }
 
 /// Archives a UPO at `upo/{sellerNip}/{ksefNumber}.xml`; returns its key.

@@ -128,3 +128,72 @@ async fn an_unchanged_secret_keeps_its_client_and_a_changed_one_logs_in_anew() {
         .unwrap();
     assert!(Arc::ptr_eq(&c, &e));
 }
+
+/// Failed on main: a secret that broke after the send made every status poll fail and spend a
+/// poll (100 of them end FAILED with POLL_LIMIT), while the seller's work was never parked.
+#[tokio::test]
+async fn a_secret_broken_after_the_send_parks_the_seller_at_the_status_stage_without_spending_polls() {
+    let mut w = world_with(3, true).await;
+    let cache: Arc<dyn SharedCache> = Arc::new(MemorySharedCache::new());
+    let token = serde_json::json!({"token": ksef_sim::DEFAULT_TOKEN}).to_string();
+    let secrets = Arc::new(MemoryCredentials::new().with(World::nip(), token.clone()));
+    w.ksef = contexts(&w, &secrets, &cache);
+    let req = w.register(&invoice("CRED/POLL")).await;
+    assert_eq!(w.send(&req).await.outcome, "SENT");
+
+    // The secret breaks; a new status instance reads it on first use.
+    secrets.set(World::nip(), "{\"token\": ");
+    w.ksef = contexts(&w, &secrets, &cache);
+    let m = w
+        .status_q
+        .receive(1, Duration::from_secs(30), Duration::from_secs(5))
+        .await
+        .unwrap();
+    let status = relay_pipeline::messages::StatusRequest::from_json(&m[0].body).unwrap();
+    let now = Utc::now();
+    let res = relay_pipeline::status::poll(&w.status_ports(), &w.ksef, &w.status_cfg(), &status, now)
+        .await
+        .unwrap();
+    assert_eq!(res.outcome, "SELLER_PARKED");
+    let relay_pipeline::queue_action::QueueAction::Replace { body, delay } = &res.action else {
+        panic!("{:?}", res.action)
+    };
+    let again = relay_pipeline::messages::StatusRequest::from_json(body).unwrap();
+    let r = res.record.clone().unwrap();
+    assert_eq!(again.poll, status.poll, "no poll spent on our configuration");
+    assert!(!again.is_behind(&r), "the message follows the record's step");
+    let SellerGate::Parked(block) = w.ksef.seller_gate(&World::nip(), now).await else {
+        panic!("the seller's work is parked")
+    };
+    assert!(*delay >= Duration::from_secs(1) && block.until > now, "{delay:?}");
+    assert_eq!(r.state, DocumentState::Sent, "nothing blamed on the invoice");
+    let f = r.last_error.unwrap();
+    assert_eq!(
+        (f.class.clone(), f.code.as_deref()),
+        (ErrorClass::Operator, Some(CREDENTIALS_INVALID))
+    );
+    assert!(!f.message.contains(ksef_sim::DEFAULT_TOKEN), "the secret never shows: {f}");
+
+    // The operator fixes the secret; once the block has ended the same poll decides the invoice.
+    secrets.set(World::nip(), token);
+    let later = block.until + chrono::Duration::seconds(1);
+    let mut res = relay_pipeline::status::poll(&w.status_ports(), &w.ksef, &w.status_cfg(), &again, later)
+        .await
+        .unwrap();
+    for _ in 0..50 {
+        let relay_pipeline::queue_action::QueueAction::Replace { body, .. } = &res.action else {
+            break;
+        };
+        let next = relay_pipeline::messages::StatusRequest::from_json(body).unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        res = relay_pipeline::status::poll(&w.status_ports(), &w.ksef, &w.status_cfg(), &next, later)
+            .await
+            .unwrap();
+    }
+    assert_eq!(res.outcome, "ACCEPTED", "{:?}", res.record);
+    assert_eq!(
+        w.ksef.seller_gate(&World::nip(), later).await,
+        SellerGate::Open,
+        "the block has ended"
+    );
+}

@@ -170,6 +170,47 @@ async fn a_parked_sellers_status_polls_wait_without_calling_ksef() {
     assert_eq!(w.poll_until_decided().await.outcome, "ACCEPTED");
 }
 
+/// Failed on main: a 403 on a status read was a failed poll like any other (spent, the seller's
+/// other work not parked), so an IP block ran a SENT invoice's polls down to POLL_LIMIT.
+#[tokio::test]
+async fn a_403_on_a_status_read_parks_the_seller_without_spending_a_poll() {
+    let w = world(3).await;
+    let req = w.register(&invoice("OP/POLL403")).await;
+    assert_eq!(w.send(&req).await.outcome, "SENT");
+    w.sim.faults().set(
+        vec![Fault::Forbidden {
+            rate: 1.0,
+            reason_code: "ip-not-allowed".into(),
+            on: None,
+        }],
+        1,
+    );
+    let m = w
+        .status_q
+        .receive(1, Duration::from_secs(30), Duration::from_secs(5))
+        .await
+        .unwrap();
+    let status = relay_pipeline::messages::StatusRequest::from_json(&m[0].body).unwrap();
+    let now = Utc::now();
+    let res = relay_pipeline::status::poll(&w.status_ports(), &w.ksef, &w.status_cfg(), &status, now)
+        .await
+        .unwrap();
+    assert_eq!(res.outcome, "SELLER_PARKED");
+    let QueueAction::Replace { body, delay } = &res.action else {
+        panic!("{:?}", res.action)
+    };
+    let again = relay_pipeline::messages::StatusRequest::from_json(body).unwrap();
+    assert_eq!(again.poll, status.poll, "no poll spent on an IP block");
+    assert!(*delay >= Duration::from_secs(1), "{delay:?}");
+    let r = res.record.unwrap();
+    assert_eq!(r.state, DocumentState::Sent);
+    assert_eq!(r.last_error.unwrap().code.as_deref(), Some("403 ip-not-allowed"));
+    assert!(matches!(
+        w.ksef.seller_gate(&World::nip(), now).await,
+        relay_pipeline::seller_block::SellerGate::Parked(_)
+    ));
+}
+
 /// Failed on main: each failed `session_invoices` read was charged like a send, so the
 /// invoice reached FAILED after max_attempts reads that sent nothing.
 #[tokio::test]
