@@ -254,7 +254,7 @@ impl KsefClient {
             inner: Arc::new(Inner {
                 http,
                 base,
-                limiter: Limiter::new(&cfg.limits, cfg.governor.clone()),
+                limiter: Limiter::new(&cfg.limits, cfg.governor.clone(), cfg.timeout + cfg.connect_timeout),
                 cfg,
                 keys: tokio::sync::Mutex::new(None),
                 credentials,
@@ -290,7 +290,6 @@ impl KsefClient {
             Auth::Access => Some(Box::pin(self.access_token()).await?),
             Auth::Bearer(b) => Some(b.clone()),
         };
-        self.inner.limiter.acquire(c.group, c.operation).await?;
         let url = format!("{}{}", self.inner.base, c.path);
         let mut req = self.inner.http.request(c.method.clone(), &url);
         if let Some(b) = &bearer {
@@ -307,13 +306,19 @@ impl KsefClient {
             Some(Body::Xml(x)) => req = req.header(reqwest::header::CONTENT_TYPE, "application/xml").body(x.clone()),
             None => {}
         }
+        let req = req.build().map_err(|e| from_transport(c.operation, &e))?;
+        // The slot is taken once the request is ready to write, and held as "on its way" until
+        // the answer comes: KSeF counts it on arrival, somewhere in between (`sliding_log`).
+        let slot = self.inner.limiter.acquire(c.group, c.operation).await?;
         let started = std::time::Instant::now();
         let transport_failure = |e: reqwest::Error, status: Option<u16>| {
             let f = from_transport(c.operation, &e);
             record_call(c.operation, started, status, e.is_timeout(), Some(&f));
             f
         };
-        let resp = req.send().await.map_err(|e| transport_failure(e, None))?;
+        let sent = self.inner.http.execute(req).await;
+        self.inner.limiter.answered(c.group, slot).await;
+        let resp = sent.map_err(|e| transport_failure(e, None))?;
         let status = resp.status();
         let headers = resp.headers().clone();
         // Polish text arrives as UTF-8 bytes, which `to_str` (visible ASCII only) would drop.

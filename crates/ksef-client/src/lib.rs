@@ -43,6 +43,7 @@ pub mod limiter;
 pub mod model;
 pub mod secret;
 pub mod sessions;
+mod sliding_log;
 pub mod stored_credentials;
 pub mod xades;
 
