@@ -267,6 +267,24 @@ impl KsefClient {
         &self.inner.cfg
     }
 
+    /// The limits this client keeps to now: the configured ones, or as seeded from KSeF.
+    pub fn rate_limits(&self) -> ClientLimits {
+        self.inner.limiter.limits().unwrap_or_else(|| self.inner.cfg.limits.clone())
+    }
+
+    /// Keeps to what KSeF reports for this context (`GET /rate-limits`,
+    /// [`KsefClient::effective_rate_limits`]) from now on, in this client and its fleet
+    /// governor: the configured limits with every group KSeF reported replaced (time scale and
+    /// margin kept). Disabled limits stay disabled.
+    pub fn seed_rate_limits(&self, effective: &crate::limiter::EffectiveRateLimits) -> ClientLimits {
+        if !self.inner.cfg.limits.enabled {
+            return self.inner.cfg.limits.clone();
+        }
+        let seeded = self.inner.cfg.limits.clone().seeded_from(effective);
+        self.inner.limiter.set_limits(&seeded);
+        seeded
+    }
+
     pub(crate) fn http(&self) -> &reqwest::Client {
         &self.inner.http
     }

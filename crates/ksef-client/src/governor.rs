@@ -67,7 +67,8 @@ fn from_micros(us: i64) -> DateTime<Utc> {
 pub struct FleetGovernor {
     cache: Arc<dyn SharedCache>,
     scope: String,
-    limits: ClientLimits,
+    /// Replaced once KSeF says what it applies to this context (`GET /rate-limits`).
+    limits: Arc<std::sync::RwLock<ClientLimits>>,
     /// The longest a call waits in place for its slot; past it the call fails `RateLimited`.
     pub max_inline_wait: Duration,
 }
@@ -85,7 +86,7 @@ impl FleetGovernor {
         FleetGovernor {
             cache,
             scope: scope.into(),
-            limits,
+            limits: Arc::new(std::sync::RwLock::new(limits)),
             max_inline_wait: Duration::from_secs(2),
         }
     }
@@ -95,8 +96,13 @@ impl FleetGovernor {
         self
     }
 
-    pub fn limits(&self) -> &ClientLimits {
-        &self.limits
+    pub fn limits(&self) -> ClientLimits {
+        self.limits.read().expect("limits lock").clone()
+    }
+
+    /// Keeps to `limits` from now on (every clone of this governor).
+    pub fn set_limits(&self, limits: ClientLimits) {
+        *self.limits.write().expect("limits lock") = limits;
     }
 
     fn entry_name(&self, group: EndpointGroup) -> String {
@@ -133,13 +139,14 @@ impl FleetGovernor {
         let ticket = Ticket {
             id: rand_core::RngCore::next_u64(&mut rand_core::OsRng),
         };
-        if !self.limits.enabled {
+        let limits = self.limits();
+        if !limits.enabled {
             return Ok(Reservation::Go(ticket));
         }
-        let Some(limit) = self.limits.groups.get(&group).copied() else {
+        let Some(limit) = limits.groups.get(&group).copied() else {
             return Ok(Reservation::Go(ticket));
         };
-        let windows = windows_us(limit, &self.limits);
+        let windows = windows_us(limit, &limits);
         let longest = windows.iter().map(|w| w.1).max().unwrap_or(0);
         let flight_us = i64::try_from(in_flight_for.as_micros()).unwrap_or(i64::MAX / 4);
         let name = self.entry_name(group);
@@ -166,7 +173,8 @@ impl FleetGovernor {
     /// no longer as on its way. Unsettled (a store failure here), it keeps counting as on its
     /// way until its `in_flight_for` ends: later, never earlier, than it counts settled.
     pub async fn answered(&self, group: EndpointGroup, ticket: Ticket, at: DateTime<Utc>) -> Result<(), StoreError> {
-        if !self.limits.enabled || !self.limits.groups.contains_key(&group) {
+        let limits = self.limits();
+        if !limits.enabled || !limits.groups.contains_key(&group) {
             return Ok(());
         }
         let name = self.entry_name(group);
@@ -175,12 +183,7 @@ impl FleetGovernor {
             if !log.slots.answered(ticket.id, micros(at)) {
                 return Ok(());
             }
-            let windows = self
-                .limits
-                .groups
-                .get(&group)
-                .map(|l| windows_us(*l, &self.limits))
-                .unwrap_or_default();
+            let windows = limits.groups.get(&group).map(|l| windows_us(*l, &limits)).unwrap_or_default();
             let longest = windows.iter().map(|w| w.1).max().unwrap_or(0);
             let keep_until = from_micros(log.slots.last_time().max(micros(at)) + longest) + chrono::Duration::minutes(1);
             let keep_until = log.blocked_until.map(from_micros).map_or(keep_until, |b| keep_until.max(b));
@@ -203,11 +206,11 @@ impl FleetGovernor {
                 return Ok(());
             }
             log.blocked_until = Some(until_us);
-            let longest = self
-                .limits
+            let limits = self.limits();
+            let longest = limits
                 .groups
                 .get(&group)
-                .and_then(|l| windows_us(*l, &self.limits).iter().map(|w| w.1).max())
+                .and_then(|l| windows_us(*l, &limits).iter().map(|w| w.1).max())
                 .unwrap_or(0);
             let keep_until = until.max(now).max(from_micros(log.slots.last_time().max(micros(now)) + longest)) + chrono::Duration::hours(1);
             if self.write(&name, &log, keep_until, expect, now).await? {

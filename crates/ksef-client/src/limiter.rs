@@ -137,7 +137,7 @@ pub struct EffectiveRateLimits {
     pub groups: HashMap<String, Limit>,
 }
 
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
 struct EffectiveValues {
     per_second: u32,
@@ -157,6 +157,26 @@ impl From<HashMap<String, EffectiveValues>> for EffectiveRateLimits {
 }
 
 impl EffectiveRateLimits {
+    /// The report in KSeF's own form (`EffectiveApiRateLimits`), e.g. to share it with other
+    /// instances; groups without all three windows are left out, as KSeF never sends those.
+    pub fn to_json(&self) -> String {
+        let raw: std::collections::BTreeMap<&str, EffectiveValues> = self
+            .groups
+            .iter()
+            .filter_map(|(name, l)| {
+                Some((
+                    name.as_str(),
+                    EffectiveValues {
+                        per_second: l.per_second?,
+                        per_minute: l.per_minute?,
+                        per_hour: l.per_hour?,
+                    },
+                ))
+            })
+            .collect();
+        serde_json::to_string(&raw).expect("numbers serialise")
+    }
+
     /// The limit KSeF reports for one of the client's groups, if it reports that group. Before
     /// September 2026 closing shared the opening groups: a report without the close groups
     /// means that.
@@ -195,7 +215,8 @@ impl ClientLimits {
 }
 
 pub(crate) struct Limiter {
-    limits: Option<ClientLimits>,
+    /// None when disabled. Replaced once KSeF says what it applies (`GET /rate-limits`).
+    limits: std::sync::RwLock<Option<ClientLimits>>,
     log: std::sync::Mutex<HashMap<EndpointGroup, SlidingLog>>,
     fleet: Option<crate::governor::FleetGovernor>,
     /// Where the process log's instants count from (the sliding-log arithmetic is in µs).
@@ -220,7 +241,7 @@ pub(crate) enum Slot {
 impl Limiter {
     pub fn new(limits: &ClientLimits, fleet: Option<crate::governor::FleetGovernor>, in_flight_for: Duration) -> Limiter {
         Limiter {
-            limits: limits.enabled.then(|| limits.clone()),
+            limits: std::sync::RwLock::new(limits.enabled.then(|| limits.clone())),
             log: std::sync::Mutex::new(HashMap::new()),
             fleet,
             origin: Instant::now(),
@@ -303,12 +324,25 @@ impl Limiter {
         t.duration_since(self.origin).as_micros() as i64
     }
 
+    /// Keeps to `limits` from now on, here and in the fleet governor.
+    pub fn set_limits(&self, limits: &ClientLimits) {
+        *self.limits.write().expect("limits lock") = limits.enabled.then(|| limits.clone());
+        if let Some(fleet) = &self.fleet {
+            fleet.set_limits(limits.clone());
+        }
+    }
+
+    /// The limits kept to now.
+    pub fn limits(&self) -> Option<ClientLimits> {
+        self.limits.read().expect("limits lock").clone()
+    }
+
     async fn acquire_in_process(&self, group: EndpointGroup) -> Slot {
-        let Some(limits) = &self.limits else { return Slot::Free };
+        let Some(limits) = self.limits() else { return Slot::Free };
         let Some(l) = limits.groups.get(&group).copied() else {
             return Slot::Free;
         };
-        let windows = crate::sliding_log::windows_us(l, limits);
+        let windows = crate::sliding_log::windows_us(l, &limits);
         let flight = i64::try_from(self.in_flight_for.as_micros()).unwrap_or(i64::MAX / 4);
         let id = self.next_id.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         loop {
