@@ -55,6 +55,8 @@ struct Context {
     /// Set once the client keeps to the limits KSeF reports for this seller (or, failing that,
     /// to the published ones): once per client, i.e. per cold start and credentials.
     limits_seeded: tokio::sync::OnceCell<()>,
+    /// Held while this instance looks for or obtains tokens.
+    login: Mutex<()>,
 }
 
 #[derive(Clone)]
@@ -121,6 +123,7 @@ impl KsefContexts {
                 session: Mutex::new(None),
                 loaded: None,
                 limits_seeded: tokio::sync::OnceCell::new(),
+                login: Mutex::new(()),
             }),
         );
         self
@@ -250,6 +253,7 @@ impl KsefContexts {
                 fresh_until,
             })),
             limits_seeded: tokio::sync::OnceCell::new(),
+            login: Mutex::new(()),
         });
         self.contexts.lock().expect("contexts lock").insert(seller.clone(), ctx.clone());
         Ok(ctx)
@@ -319,6 +323,11 @@ impl KsefContexts {
         let Some(cache) = &self.cache else { return Ok(()) };
         if ctx.client.tokens().await.is_some() {
             // This instance has tokens and refreshes them itself.
+            return Ok(());
+        }
+        // One login per instance: the concurrent tasks of a batch wait for the first.
+        let _one_login = ctx.login.lock().await;
+        if ctx.client.tokens().await.is_some() {
             return Ok(());
         }
         let name = format!("ksef/tokens/{seller}");
