@@ -178,7 +178,7 @@ pub async fn run(args: LoadArgs) -> Result<ExitCode> {
         out: PathBuf::from("local-load"),
     };
     let ports = run_cmd::build_ports(&run_args).await?;
-    let ksef = run_cmd::build_ksef(&run_args, &sellers).await?;
+    let ksef = run_cmd::build_ksef(&run_args, &sellers, ports.shared_cache.clone()).await?;
     let sim = ksef.sim.as_ref().context("a load run sends to the embedded simulator")?;
     let header = format!(
         "ksef-relay load: {} invoice(s) for {} seller(s); {}; {} (time scale {})",

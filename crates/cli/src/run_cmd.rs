@@ -22,9 +22,9 @@ use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
 use indicatif::{ProgressBar, ProgressStyle};
 use ksef_client::{ClientConfig, ClientLimits, Environment};
 use relay_aws::settings::AwsSettings;
-use relay_aws::{provision, AwsClients, DynamoDocumentStore, S3Archive, SqsQueue};
-use relay_domain::memory::{MemoryArchive, MemoryDocumentStore, MemoryQueue};
-use relay_domain::ports::{Archive, ArchiveError, DocumentStore, ObjectBody, PutOutcome, Queue};
+use relay_aws::{provision, AwsClients, DynamoDocumentStore, DynamoSharedCache, S3Archive, SqsQueue};
+use relay_domain::memory::{MemoryArchive, MemoryDocumentStore, MemoryQueue, MemorySharedCache};
+use relay_domain::ports::{Archive, ArchiveError, DocumentStore, ObjectBody, PutOutcome, Queue, SharedCache};
 use relay_domain::{DocumentKey, DocumentState, ErpDocumentId, Nip, RetryPolicy, SystemClock};
 use relay_pipeline::credentials::MemoryCredentials;
 use relay_pipeline::drive::Stages;
@@ -99,6 +99,9 @@ pub(crate) struct Ports {
     /// With the emulator: the queue the bucket's `inbox/` notifications arrive on.
     pub(crate) intake_queue: Option<Box<dyn Queue>>,
     pub(crate) memory_archive: Option<Arc<MemoryArchive>>,
+    /// What the deployed functions share through the documents table (KSeF tokens, sessions,
+    /// the rate governor's logs): in memory, or the run's table on the emulator.
+    pub(crate) shared_cache: Arc<dyn SharedCache>,
     pub(crate) description: String,
 }
 
@@ -123,6 +126,7 @@ pub(crate) async fn build_ports(args: &RunArgs) -> Result<Ports> {
                 queues,
                 intake_queue: None,
                 memory_archive: Some(archive),
+                shared_cache: Arc::new(MemorySharedCache::new()),
                 description: "in-memory stores".into(),
             })
         }
@@ -157,6 +161,7 @@ pub(crate) async fn build_ports(args: &RunArgs) -> Result<Ports> {
                 queues,
                 intake_queue: Some(Box::new(SqsQueue::new(clients.sqs.clone(), intake.url))),
                 memory_archive: None,
+                shared_cache: Arc::new(DynamoSharedCache::new(clients.dynamodb.clone(), &run)),
                 description: format!("AWS API at {endpoint} (table, bucket and queues {run}*)"),
             })
         }
@@ -180,9 +185,23 @@ pub(crate) fn sample_seller() -> Result<SimSeller> {
     Ok((Nip::parse("9999999999")?, ksef_sim::DEFAULT_TOKEN.to_owned()))
 }
 
+/// The egress the local run's KSeF calls leave from, as its rate governor counts them.
+const LOCAL_EGRESS: &str = "local";
+
+/// The KSeF contexts as a deployed function has them: credentials read on demand, tokens and
+/// sessions shared through `cache`, and one rate governor per seller over it. A wait for KSeF's
+/// limits longer than the governor's `max_inline_wait` is not slept in the client: the send
+/// becomes a delayed message in the local queues, as in Lambda, so `--timeout-secs` holds.
+fn contexts(secrets: Arc<MemoryCredentials>, cfg: ClientConfig, cache: Arc<dyn SharedCache>) -> KsefContexts {
+    KsefContexts::new()
+        .with_credentials(secrets, cfg, DEFAULT_CREDENTIALS_TTL)
+        .with_shared_cache(cache)
+        .with_fleet_governor(LOCAL_EGRESS)
+}
+
 /// The KSeF side. With the embedded simulator, `sim_sellers` are the contexts it accepts (and
 /// the relay's credentials for them).
-pub(crate) async fn build_ksef(args: &RunArgs, sim_sellers: &[SimSeller]) -> Result<Ksef> {
+pub(crate) async fn build_ksef(args: &RunArgs, sim_sellers: &[SimSeller], cache: Arc<dyn SharedCache>) -> Result<Ksef> {
     let owner = format!("local-runner-{}", std::process::id());
     match &args.ksef_env {
         Some(env) => {
@@ -196,7 +215,7 @@ pub(crate) async fn build_ksef(args: &RunArgs, sim_sellers: &[SimSeller]) -> Res
             let secrets = Arc::new(MemoryCredentials::new().with(nip.clone(), token));
             let policy = RetryPolicy::standard(10)?;
             Ok(Ksef {
-                contexts: KsefContexts::new().with_credentials(secrets, ClientConfig::new(environment), DEFAULT_CREDENTIALS_TTL),
+                contexts: contexts(secrets, ClientConfig::new(environment), cache),
                 sim: None,
                 send_cfg: SendConfig {
                     policy: policy.clone(),
@@ -246,7 +265,7 @@ pub(crate) async fn build_ksef(args: &RunArgs, sim_sellers: &[SimSeller]) -> Res
             let ms = Duration::from_millis;
             let policy = RetryPolicy::new(10, vec![ms(0), ms(200), ms(500)], 2.0, ms(3000), 0.2)?;
             Ok(Ksef {
-                contexts: KsefContexts::new().with_credentials(secrets, cfg, DEFAULT_CREDENTIALS_TTL),
+                contexts: contexts(secrets, cfg, cache),
                 description: format!("the embedded KSeF simulator at {}", sim.api_url()),
                 sim: Some(sim),
                 send_cfg: SendConfig {
@@ -505,7 +524,7 @@ pub async fn run(args: RunArgs) -> Result<ExitCode> {
     let inputs = load_inputs(&args.inputs)?;
     let metrics_path = crate::run_reports::metrics_to_file(&args.out)?;
     let ports = build_ports(&args).await?;
-    let ksef = build_ksef(&args, &[sample_seller()?]).await?;
+    let ksef = build_ksef(&args, &[sample_seller()?], ports.shared_cache.clone()).await?;
     println!(
         "ksef-relay run: {} invoice(s); {}; {}",
         inputs.len(),

@@ -20,7 +20,7 @@ pub struct SimArgs {
     /// The context (NIP) that token logs into; the official samples' seller is 9999999999.
     #[arg(long, default_value = "9999999999")]
     pub nip: String,
-    /// A fault scenario, repeatable: NAME[:RATE][:MS][@PATH]. Names: unavailable, slow, reset,
+    /// A fault scenario, repeatable: NAME[:RATE][:MS][@PATH]. Names: unavailable, slow, lag, reset,
     /// burst429, close-timeout, status550, stuck150, decrypt435, upo-late, forbidden,
     /// session21184 (an online send answered 21184: open a new session).
     /// Example: --fault unavailable:0.2@/invoices --fault upo-late::5000

@@ -91,3 +91,30 @@ fn a_run_that_cannot_finish_fails_with_the_ledger_check() {
     assert_eq!(r["ledger_entries"], 0);
     assert!(ran.stderr.contains("load run FAILED"), "{}", ran.stderr);
 }
+
+#[test]
+fn at_production_limits_a_send_that_must_wait_a_minute_waits_as_a_message_not_in_the_client() {
+    // 35 invoices for one seller at real time: KSeF takes 30 sends a minute, so the 31st cannot
+    // go until about 61 s after the first. The run has 8 s. The relay's rate governor (the same
+    // as the deployed functions', over the in-memory shared cache) does not sleep in the client
+    // for that: the send fails RateLimited before calling KSeF and waits as a delayed message,
+    // and the run stops at its timeout, long before the window could open (a client that slept
+    // for its slot would end after 61 s at the earliest).
+    let started = std::time::Instant::now();
+    let ran = support::ksef_relay(
+        &["load", "--invoices", "35", "--sim-time-scale", "1", "--timeout-secs", "8", "--json"],
+        &[],
+    );
+    let took = started.elapsed();
+    assert_eq!(ran.code, Some(1), "{}", ran.text());
+    let r: serde_json::Value = serde_json::from_str(&ran.stdout).unwrap_or_else(|e| panic!("{e}: {}", ran.text()));
+    assert_eq!(r["finished"], false, "{}", ran.stdout);
+    assert_eq!(r["too_many_requests"], 0, "nothing reached KSeF past its limit: {}", ran.stdout);
+    let in_ledger = r["ledger_entries"].as_u64().unwrap();
+    assert!(in_ledger <= 30, "{in_ledger} sends in KSeF's first minute");
+    assert_eq!(r["each_exactly_once"], false, "not all were sent");
+    assert!(
+        took < std::time::Duration::from_secs(60),
+        "the run ended after {took:?}: something waited for the minute window"
+    );
+}

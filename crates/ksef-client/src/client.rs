@@ -254,7 +254,7 @@ impl KsefClient {
             inner: Arc::new(Inner {
                 http,
                 base,
-                limiter: Limiter::new(&cfg.limits, cfg.governor.clone()),
+                limiter: Limiter::new(&cfg.limits, cfg.governor.clone(), cfg.timeout + cfg.connect_timeout),
                 cfg,
                 keys: tokio::sync::Mutex::new(None),
                 credentials,
@@ -265,6 +265,24 @@ impl KsefClient {
 
     pub fn config(&self) -> &ClientConfig {
         &self.inner.cfg
+    }
+
+    /// The limits this client keeps to now: the configured ones, or as seeded from KSeF.
+    pub fn rate_limits(&self) -> ClientLimits {
+        self.inner.limiter.limits().unwrap_or_else(|| self.inner.cfg.limits.clone())
+    }
+
+    /// Keeps to what KSeF reports for this context (`GET /rate-limits`,
+    /// [`KsefClient::effective_rate_limits`]) from now on, in this client and its fleet
+    /// governor: the configured limits with every group KSeF reported replaced (time scale and
+    /// margin kept). Disabled limits stay disabled.
+    pub fn seed_rate_limits(&self, effective: &crate::limiter::EffectiveRateLimits) -> ClientLimits {
+        if !self.inner.cfg.limits.enabled {
+            return self.inner.cfg.limits.clone();
+        }
+        let seeded = self.inner.cfg.limits.clone().seeded_from(effective);
+        self.inner.limiter.set_limits(&seeded);
+        seeded
     }
 
     pub(crate) fn http(&self) -> &reqwest::Client {
@@ -290,7 +308,6 @@ impl KsefClient {
             Auth::Access => Some(Box::pin(self.access_token()).await?),
             Auth::Bearer(b) => Some(b.clone()),
         };
-        self.inner.limiter.acquire(c.group, c.operation).await?;
         let url = format!("{}{}", self.inner.base, c.path);
         let mut req = self.inner.http.request(c.method.clone(), &url);
         if let Some(b) = &bearer {
@@ -307,13 +324,19 @@ impl KsefClient {
             Some(Body::Xml(x)) => req = req.header(reqwest::header::CONTENT_TYPE, "application/xml").body(x.clone()),
             None => {}
         }
+        let req = req.build().map_err(|e| from_transport(c.operation, &e))?;
+        // The slot is taken once the request is ready to write, and held as "on its way" until
+        // the answer comes: KSeF counts it on arrival, somewhere in between (`sliding_log`).
+        let slot = self.inner.limiter.acquire(c.group, c.operation).await?;
         let started = std::time::Instant::now();
         let transport_failure = |e: reqwest::Error, status: Option<u16>| {
             let f = from_transport(c.operation, &e);
             record_call(c.operation, started, status, e.is_timeout(), Some(&f));
             f
         };
-        let resp = req.send().await.map_err(|e| transport_failure(e, None))?;
+        let sent = self.inner.http.execute(req).await;
+        self.inner.limiter.answered(c.group, slot).await;
+        let resp = sent.map_err(|e| transport_failure(e, None))?;
         let status = resp.status();
         let headers = resp.headers().clone();
         // Polish text arrives as UTF-8 bytes, which `to_str` (visible ASCII only) would drop.

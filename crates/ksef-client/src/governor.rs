@@ -13,7 +13,6 @@
 //! `RateLimited { until }`, which the pipeline turns into a delayed message (never a sleep past
 //! a Lambda's remaining time).
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,23 +20,31 @@ use chrono::{DateTime, Utc};
 use relay_domain::ports::{Expect, SharedCache, StoreError};
 use serde::{Deserialize, Serialize};
 
-use crate::limiter::{ClientLimits, EndpointGroup, Limit};
+use crate::limiter::{ClientLimits, EndpointGroup};
+use crate::sliding_log::{windows_us, SlidingLog};
 
 /// What a reservation found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reservation {
-    /// The request is counted: go now.
-    Go,
+    /// The request is counted as on its way: go now, and report its answer with
+    /// [`FleetGovernor::answered`].
+    Go(Ticket),
     /// No room before this time (a full window, or a 429 block).
     WaitUntil(DateTime<Utc>),
+}
+
+/// One reserved request, to settle once its answer comes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ticket {
+    pub(crate) id: u64,
 }
 
 /// The sliding log of one (scope, group), as stored.
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct Log {
-    /// Request times, microseconds since the epoch, oldest first.
-    #[serde(rename = "t")]
-    times: VecDeque<i64>,
+    /// Requests answered and on their way, µs since the epoch (see [`crate::sliding_log`]).
+    #[serde(flatten)]
+    slots: SlidingLog,
     /// A 429's Retry-After: nobody calls this group before it (µs since the epoch).
     #[serde(rename = "b", default, skip_serializing_if = "Option::is_none")]
     blocked_until: Option<i64>,
@@ -46,35 +53,6 @@ struct Log {
 /// How many times a reservation retries after losing a race to another instance before it
 /// answers "a moment later".
 const RACES: usize = 8;
-
-/// The windows of a limit in µs, stretched by the margin and shrunk by the time scale (as the
-/// process limiter does).
-pub(crate) fn windows_us(l: Limit, limits: &ClientLimits) -> Vec<(usize, i64)> {
-    let scale = limits.time_scale.max(1e-6);
-    let margin = limits.margin.max(0.0);
-    [(l.per_second, 1.0), (l.per_minute, 60.0), (l.per_hour, 3600.0)]
-        .into_iter()
-        .filter_map(|(n, secs)| {
-            n.filter(|n| *n > 0)
-                .map(|n| (n as usize, (secs * 1e6 * (1.0 + margin) / scale).ceil() as i64))
-        })
-        .collect()
-}
-
-/// How long a request at `now` must wait for every window to have room, or None if it may go.
-/// `log` holds earlier request times in one unit (any), oldest first; `windows` are (count,
-/// length) in that unit.
-pub(crate) fn wait_needed(log: &VecDeque<i64>, now: i64, windows: &[(usize, i64)]) -> Option<i64> {
-    windows
-        .iter()
-        .filter_map(|(n, len)| {
-            let in_window: Vec<i64> = log.iter().copied().filter(|t| now - t < *len).collect();
-            // Full: wait until the oldest request that counts leaves the window.
-            (in_window.len() >= *n).then(|| len - (now - in_window[in_window.len() - n]))
-        })
-        .max()
-        .map(|w| w.max(1))
-}
 
 fn micros(t: DateTime<Utc>) -> i64 {
     t.timestamp_micros()
@@ -89,7 +67,8 @@ fn from_micros(us: i64) -> DateTime<Utc> {
 pub struct FleetGovernor {
     cache: Arc<dyn SharedCache>,
     scope: String,
-    limits: ClientLimits,
+    /// Replaced once KSeF says what it applies to this context (`GET /rate-limits`).
+    limits: Arc<std::sync::RwLock<ClientLimits>>,
     /// The longest a call waits in place for its slot; past it the call fails `RateLimited`.
     pub max_inline_wait: Duration,
 }
@@ -107,7 +86,7 @@ impl FleetGovernor {
         FleetGovernor {
             cache,
             scope: scope.into(),
-            limits,
+            limits: Arc::new(std::sync::RwLock::new(limits)),
             max_inline_wait: Duration::from_secs(2),
         }
     }
@@ -117,8 +96,13 @@ impl FleetGovernor {
         self
     }
 
-    pub fn limits(&self) -> &ClientLimits {
-        &self.limits
+    pub fn limits(&self) -> ClientLimits {
+        self.limits.read().expect("limits lock").clone()
+    }
+
+    /// Keeps to `limits` from now on (every clone of this governor).
+    pub fn set_limits(&self, limits: ClientLimits) {
+        *self.limits.write().expect("limits lock") = limits;
     }
 
     fn entry_name(&self, group: EndpointGroup) -> String {
@@ -148,17 +132,23 @@ impl FleetGovernor {
         }
     }
 
-    /// Counts a request of `group` at `now` if every window has room and no block stands;
-    /// otherwise says when to come back. Groups without a limit always go.
-    pub async fn reserve(&self, group: EndpointGroup, now: DateTime<Utc>) -> Result<Reservation, StoreError> {
-        if !self.limits.enabled {
-            return Ok(Reservation::Go);
-        }
-        let Some(limit) = self.limits.groups.get(&group).copied() else {
-            return Ok(Reservation::Go);
+    /// Counts a request of `group` at `now` as on its way (for at most `in_flight_for`, the
+    /// client's request timeout) if every window has room and no block stands; otherwise says
+    /// when to come back. Groups without a limit always go.
+    pub async fn reserve(&self, group: EndpointGroup, now: DateTime<Utc>, in_flight_for: Duration) -> Result<Reservation, StoreError> {
+        let ticket = Ticket {
+            id: rand_core::RngCore::next_u64(&mut rand_core::OsRng),
         };
-        let windows = windows_us(limit, &self.limits);
+        let limits = self.limits();
+        if !limits.enabled {
+            return Ok(Reservation::Go(ticket));
+        }
+        let Some(limit) = limits.groups.get(&group).copied() else {
+            return Ok(Reservation::Go(ticket));
+        };
+        let windows = windows_us(limit, &limits);
         let longest = windows.iter().map(|w| w.1).max().unwrap_or(0);
+        let flight_us = i64::try_from(in_flight_for.as_micros()).unwrap_or(i64::MAX / 4);
         let name = self.entry_name(group);
         for _ in 0..RACES {
             let now_us = micros(now);
@@ -167,22 +157,43 @@ impl FleetGovernor {
                 return Ok(Reservation::WaitUntil(from_micros(b)));
             }
             log.blocked_until = None;
-            // Instances' clocks differ a little: keep the log ordered.
-            log.times.make_contiguous().sort_unstable();
-            while log.times.front().is_some_and(|t| now_us - t >= longest) {
-                log.times.pop_front();
-            }
-            if let Some(wait) = wait_needed(&log.times, now_us, &windows) {
+            if let Some(wait) = log.slots.reserve(ticket.id, now_us, now_us + flight_us, &windows) {
                 return Ok(Reservation::WaitUntil(from_micros(now_us + wait)));
             }
-            log.times.push_back(now_us);
-            let keep_until = from_micros(now_us + longest) + chrono::Duration::minutes(1);
+            let keep_until = from_micros(log.slots.last_time().max(now_us) + longest) + chrono::Duration::minutes(1);
             if self.write(&name, &log, keep_until, expect, now).await? {
-                return Ok(Reservation::Go);
+                return Ok(Reservation::Go(ticket));
             }
         }
         // Lost every race: others are taking the slots; look again in a moment.
         Ok(Reservation::WaitUntil(now + chrono::Duration::milliseconds(20)))
+    }
+
+    /// The request of `ticket` was answered (or failed) at `at`: it counts there from now on,
+    /// no longer as on its way. Unsettled (a store failure here), it keeps counting as on its
+    /// way until its `in_flight_for` ends: later, never earlier, than it counts settled.
+    pub async fn answered(&self, group: EndpointGroup, ticket: Ticket, at: DateTime<Utc>) -> Result<(), StoreError> {
+        let limits = self.limits();
+        if !limits.enabled || !limits.groups.contains_key(&group) {
+            return Ok(());
+        }
+        let name = self.entry_name(group);
+        for _ in 0..RACES {
+            let (mut log, expect) = self.read(&name, at).await?;
+            if !log.slots.answered(ticket.id, micros(at)) {
+                return Ok(());
+            }
+            let windows = limits.groups.get(&group).map(|l| windows_us(*l, &limits)).unwrap_or_default();
+            let longest = windows.iter().map(|w| w.1).max().unwrap_or(0);
+            let keep_until = from_micros(log.slots.last_time().max(micros(at)) + longest) + chrono::Duration::minutes(1);
+            let keep_until = log.blocked_until.map(from_micros).map_or(keep_until, |b| keep_until.max(b));
+            if self.write(&name, &log, keep_until, expect, at).await? {
+                return Ok(());
+            }
+        }
+        Err(StoreError::Unavailable(format!(
+            "could not settle a request in {name}: too many concurrent writers"
+        )))
     }
 
     /// KSeF answered 429 until `until`: every instance leaves `group` alone until then.
@@ -195,7 +206,13 @@ impl FleetGovernor {
                 return Ok(());
             }
             log.blocked_until = Some(until_us);
-            let keep_until = until.max(now) + chrono::Duration::hours(1);
+            let limits = self.limits();
+            let longest = limits
+                .groups
+                .get(&group)
+                .and_then(|l| windows_us(*l, &limits).iter().map(|w| w.1).max())
+                .unwrap_or(0);
+            let keep_until = until.max(now).max(from_micros(log.slots.last_time().max(micros(now)) + longest)) + chrono::Duration::hours(1);
             if self.write(&name, &log, keep_until, expect, now).await? {
                 return Ok(());
             }
@@ -203,28 +220,5 @@ impl FleetGovernor {
         Err(StoreError::Unavailable(format!(
             "could not record a KSeF block for {name}: too many concurrent writers"
         )))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_full_window_waits_until_its_oldest_request_leaves() {
-        let log: VecDeque<i64> = [0, 100, 200].into_iter().collect();
-        // Three a 1000-long window: the fourth at 500 waits until 1000 (0 + 1000).
-        assert_eq!(wait_needed(&log, 500, &[(3, 1000)]), Some(500));
-        assert_eq!(wait_needed(&log, 1000, &[(3, 1000)]), None);
-        // The longest of several windows decides.
-        assert_eq!(wait_needed(&log, 500, &[(3, 1000), (2, 2000)]), Some(1600));
-        assert_eq!(wait_needed(&VecDeque::new(), 0, &[(1, 10)]), None);
-    }
-
-    #[test]
-    fn windows_follow_the_scale_and_the_margin() {
-        let limits = ClientLimits::official().scaled(10.0).with_margin(0.0);
-        let w = windows_us(Limit::new(10, 30, 180), &limits);
-        assert_eq!(w, vec![(10, 100_000), (30, 6_000_000), (180, 360_000_000)]);
     }
 }

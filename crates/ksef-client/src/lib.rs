@@ -4,6 +4,9 @@
 //! It covers what delivering FA(3) invoices needs:
 //!
 //! - [`environment`]: TEST, DEMO, PROD or any base URL (the simulator);
+//! - [`limiter`] and [`governor`]: KSeF's rate limits, per process or shared by a fleet, over
+//!   one sliding log that counts a request from its reservation until its answer (where KSeF
+//!   may count it), seeded from `GET /rate-limits`;
 //! - [`client`]: configuration, the one request path (client-side [`limiter`], bearer token,
 //!   `X-System-Warning` logging, failure mapping), public keys picked by usage and validity
 //!   and refreshed on 21470, and authentication (KSeF token, or a certificate through
@@ -43,6 +46,7 @@ pub mod limiter;
 pub mod model;
 pub mod secret;
 pub mod sessions;
+mod sliding_log;
 pub mod stored_credentials;
 pub mod xades;
 

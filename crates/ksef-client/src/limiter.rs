@@ -5,14 +5,16 @@
 //! bucket (governor's GCRA) cannot express that: with a burst of `n` it lets up to `2n - 1`
 //! requests into one sliding window, and with a burst of 1 it makes a session close wait
 //! 30 s behind its open (120/h). So this is the same sliding log KSeF keeps: the times of the
-//! last requests per group, and a request waits until every window has room. The limits hold
-//! per process: several processes sending for one context must share the budget (the relay
-//! caps send concurrency per NIP for that reason).
+//! last requests per group (each counted until its answer, see `sliding_log`), and a request
+//! waits until every window has room. These limits hold per process; several processes sending
+//! for one context share one [`crate::governor::FleetGovernor`].
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::time::Duration;
 
 use tokio::time::Instant;
+
+use crate::sliding_log::SlidingLog;
 
 /// The endpoint groups of the official limits table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -69,9 +71,10 @@ pub struct ClientLimits {
     pub groups: HashMap<EndpointGroup, Limit>,
     /// Windows are divided by this: tests against a time-scaled simulator use the same factor.
     pub time_scale: f64,
-    /// KSeF counts a request when it arrives, we when it leaves: our windows are this much
-    /// longer (0.02 = 2%: 20 ms on the 1 s window, 72 s on the hour) so network jitter cannot
-    /// squeeze two of our requests into one of KSeF's windows.
+    /// Our windows are this much longer than KSeF's (0.02 = 2%: 20 ms on the 1 s window, 72 s
+    /// on the hour). The gap between a request leaving and KSeF counting it is covered by
+    /// counting each request until its answer (`sliding_log`), not by this margin; the margin
+    /// covers what that cannot see: instances' clocks differing a little in the shared log.
     pub margin: f64,
 }
 
@@ -134,7 +137,7 @@ pub struct EffectiveRateLimits {
     pub groups: HashMap<String, Limit>,
 }
 
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
 struct EffectiveValues {
     per_second: u32,
@@ -154,6 +157,26 @@ impl From<HashMap<String, EffectiveValues>> for EffectiveRateLimits {
 }
 
 impl EffectiveRateLimits {
+    /// The report in KSeF's own form (`EffectiveApiRateLimits`), e.g. to share it with other
+    /// instances; groups without all three windows are left out, as KSeF never sends those.
+    pub fn to_json(&self) -> String {
+        let raw: std::collections::BTreeMap<&str, EffectiveValues> = self
+            .groups
+            .iter()
+            .filter_map(|(name, l)| {
+                Some((
+                    name.as_str(),
+                    EffectiveValues {
+                        per_second: l.per_second?,
+                        per_minute: l.per_minute?,
+                        per_hour: l.per_hour?,
+                    },
+                ))
+            })
+            .collect();
+        serde_json::to_string(&raw).expect("numbers serialise")
+    }
+
     /// The limit KSeF reports for one of the client's groups, if it reports that group. Before
     /// September 2026 closing shared the opening groups: a report without the close groups
     /// means that.
@@ -192,31 +215,51 @@ impl ClientLimits {
 }
 
 pub(crate) struct Limiter {
-    limits: Option<ClientLimits>,
-    log: tokio::sync::Mutex<HashMap<EndpointGroup, VecDeque<Instant>>>,
+    /// None when disabled. Replaced once KSeF says what it applies (`GET /rate-limits`).
+    limits: std::sync::RwLock<Option<ClientLimits>>,
+    log: std::sync::Mutex<HashMap<EndpointGroup, SlidingLog>>,
     fleet: Option<crate::governor::FleetGovernor>,
     /// Where the process log's instants count from (the sliding-log arithmetic is in µs).
     origin: Instant,
+    /// The longest a request can be on its way (the client's request timeout): past it, a
+    /// request whose answer was never reported stops counting as on its way.
+    in_flight_for: Duration,
+    next_id: std::sync::atomic::AtomicU64,
+}
+
+/// A request counted by a limiter: report its answer with [`Limiter::answered`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Slot {
+    /// Counted in the fleet's shared log.
+    Fleet(crate::governor::Ticket),
+    /// Counted in this process's log.
+    Process(u64),
+    /// Not counted (no limit for the group, or limits disabled).
+    Free,
 }
 
 impl Limiter {
-    pub fn new(limits: &ClientLimits, fleet: Option<crate::governor::FleetGovernor>) -> Limiter {
+    pub fn new(limits: &ClientLimits, fleet: Option<crate::governor::FleetGovernor>, in_flight_for: Duration) -> Limiter {
         Limiter {
-            limits: limits.enabled.then(|| limits.clone()),
-            log: tokio::sync::Mutex::new(HashMap::new()),
+            limits: std::sync::RwLock::new(limits.enabled.then(|| limits.clone())),
+            log: std::sync::Mutex::new(HashMap::new()),
             fleet,
             origin: Instant::now(),
+            in_flight_for,
+            next_id: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
-    /// Waits until a request of this group may go, and counts it. With a fleet governor, a
-    /// wait longer than its `max_inline_wait` is not waited: the call fails `RateLimited`.
-    pub async fn acquire(&self, group: EndpointGroup, operation: &str) -> Result<(), relay_domain::Failure> {
+    /// Waits until a request of this group may go, and counts it as on its way. With a fleet
+    /// governor, a wait longer than its `max_inline_wait` is not waited: the call fails
+    /// `RateLimited`. Call it right before the request is written, and [`Limiter::answered`]
+    /// as soon as its answer (or failure) comes.
+    pub async fn acquire(&self, group: EndpointGroup, operation: &str) -> Result<Slot, relay_domain::Failure> {
         if let Some(fleet) = &self.fleet {
             loop {
                 let now = chrono::Utc::now();
-                match fleet.reserve(group, now).await {
-                    Ok(crate::governor::Reservation::Go) => return Ok(()),
+                match fleet.reserve(group, now, self.in_flight_for).await {
+                    Ok(crate::governor::Reservation::Go(ticket)) => return Ok(Slot::Fleet(ticket)),
                     Ok(crate::governor::Reservation::WaitUntil(until)) => {
                         let wait = (until - now).to_std().unwrap_or_default();
                         if wait > fleet.max_inline_wait {
@@ -243,8 +286,29 @@ impl Limiter {
                 }
             }
         }
-        self.acquire_in_process(group).await;
-        Ok(())
+        Ok(self.acquire_in_process(group).await)
+    }
+
+    /// The request of `slot` was answered (or failed) now: it counts at this moment, the
+    /// latest it can have reached KSeF, no longer as on its way.
+    pub async fn answered(&self, group: EndpointGroup, slot: Slot) {
+        match slot {
+            Slot::Free => {}
+            Slot::Process(id) => {
+                let now = self.us(Instant::now());
+                if let Some(log) = self.log.lock().expect("limiter lock").get_mut(&group) {
+                    log.answered(id, now);
+                }
+            }
+            Slot::Fleet(ticket) => {
+                if let Some(fleet) = &self.fleet {
+                    if let Err(e) = fleet.answered(group, ticket, chrono::Utc::now()).await {
+                        // It keeps counting as on its way until its time is up: later, not earlier.
+                        tracing::warn!(error = %e, "could not settle a request in the shared rate governor");
+                    }
+                }
+            }
+        }
     }
 
     /// KSeF answered 429 until `until`: with a fleet governor, every instance learns it.
@@ -256,30 +320,40 @@ impl Limiter {
         }
     }
 
-    async fn acquire_in_process(&self, group: EndpointGroup) {
-        let Some(limits) = &self.limits else { return };
-        let Some(l) = limits.groups.get(&group).copied() else { return };
-        let windows = crate::governor::windows_us(l, limits);
-        let longest = windows.iter().map(|w| w.1).max().unwrap_or_default();
+    fn us(&self, t: Instant) -> i64 {
+        t.duration_since(self.origin).as_micros() as i64
+    }
+
+    /// Keeps to `limits` from now on, here and in the fleet governor.
+    pub fn set_limits(&self, limits: &ClientLimits) {
+        *self.limits.write().expect("limits lock") = limits.enabled.then(|| limits.clone());
+        if let Some(fleet) = &self.fleet {
+            fleet.set_limits(limits.clone());
+        }
+    }
+
+    /// The limits kept to now.
+    pub fn limits(&self) -> Option<ClientLimits> {
+        self.limits.read().expect("limits lock").clone()
+    }
+
+    async fn acquire_in_process(&self, group: EndpointGroup) -> Slot {
+        let Some(limits) = self.limits() else { return Slot::Free };
+        let Some(l) = limits.groups.get(&group).copied() else {
+            return Slot::Free;
+        };
+        let windows = crate::sliding_log::windows_us(l, &limits);
+        let flight = i64::try_from(self.in_flight_for.as_micros()).unwrap_or(i64::MAX / 4);
+        let id = self.next_id.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         loop {
             let wait = {
                 // Held only to compute; never across the sleep.
-                let mut log = self.log.lock().await;
-                let q = log.entry(group).or_default();
-                let now = Instant::now();
-                let us = |t: Instant| t.duration_since(self.origin).as_micros() as i64;
-                while q.front().is_some_and(|t| us(now) - us(*t) >= longest) {
-                    q.pop_front();
-                }
-                let times: VecDeque<i64> = q.iter().map(|t| us(*t)).collect();
-                let wait = crate::governor::wait_needed(&times, us(now), &windows);
-                if wait.is_none() {
-                    q.push_back(now);
-                }
-                wait
+                let mut log = self.log.lock().expect("limiter lock");
+                let now = self.us(Instant::now());
+                log.entry(group).or_default().reserve(id, now, now + flight, &windows)
             };
             match wait {
-                None => return,
+                None => return Slot::Process(id),
                 Some(w) => tokio::time::sleep(Duration::from_micros(w.max(50) as u64)).await,
             }
         }
@@ -290,18 +364,41 @@ impl Limiter {
 mod tests {
     use super::*;
 
-    /// Request times in simulated seconds, for `n` requests of a group at 3600x.
+    /// Request times in simulated seconds, for `n` requests of a group at 3600x, each answered
+    /// as soon as it is counted.
     async fn times(group: EndpointGroup, n: usize) -> Vec<f64> {
-        let l = Limiter::new(&ClientLimits::official().scaled(3600.0), None);
-        let start = Instant::now();
+        let l = Limiter::new(&ClientLimits::official().scaled(3600.0), None, Duration::from_secs(30));
         let mut out = Vec::new();
         for _ in 0..n {
-            l.acquire(group, "test").await.unwrap();
-            // The instant the limiter counted, not a later reading of the clock.
-            let counted = *l.log.lock().await[&group].back().unwrap();
-            out.push(counted.duration_since(start).as_secs_f64() * 3600.0);
+            let slot = l.acquire(group, "test").await.unwrap();
+            l.answered(group, slot).await;
+            // The time the limiter counts the request at, not a later reading of the clock.
+            let counted = *l.log.lock().unwrap()[&group].answered.back().unwrap();
+            out.push(counted as f64 / 1e6 * 3600.0);
         }
         out
+    }
+
+    #[tokio::test]
+    async fn a_request_on_its_way_holds_its_slot_until_answered() {
+        // 10 per simulated second at 3600x: a window of 0.28 ms. Ten requests never answered
+        // keep the window full for as long as they may be on their way, not for 0.28 ms.
+        let l = Limiter::new(&ClientLimits::official().scaled(3600.0), None, Duration::from_millis(300));
+        let before = Instant::now();
+        let mut slots = Vec::new();
+        for _ in 0..10 {
+            slots.push(l.acquire(EndpointGroup::InvoiceSend, "test").await.unwrap());
+        }
+        let eleventh = l.acquire(EndpointGroup::InvoiceSend, "test").await.unwrap();
+        assert!(
+            before.elapsed() >= Duration::from_millis(300),
+            "the 11th went {:?} after the first of ten still on their way",
+            before.elapsed()
+        );
+        slots.push(eleventh);
+        for s in slots {
+            l.answered(EndpointGroup::InvoiceSend, s).await;
+        }
     }
 
     fn max_in_window(times: &[f64], window: f64) -> usize {
@@ -325,7 +422,7 @@ mod tests {
 
     #[tokio::test]
     async fn disabled_limits_never_wait() {
-        let l = Limiter::new(&ClientLimits::disabled(), None);
+        let l = Limiter::new(&ClientLimits::disabled(), None, Duration::from_secs(30));
         let start = Instant::now();
         for _ in 0..1000 {
             l.acquire(EndpointGroup::InvoiceSend, "test").await.unwrap();

@@ -31,6 +31,15 @@ pub enum Fault {
         #[serde(default)]
         on: Option<String>,
     },
+    /// The request reaches KSeF `delay_ms` late: the network or KSeF's front end holds it
+    /// before the rate limiter counts it (a client that reserved its slot earlier meets it in a
+    /// later window than it planned).
+    Lag {
+        rate: f64,
+        delay_ms: u64,
+        #[serde(default)]
+        on: Option<String>,
+    },
     /// The connection is reset before any answer.
     ConnectionReset {
         rate: f64,
@@ -78,6 +87,7 @@ impl Fault {
         match self {
             Fault::Unavailable { .. } => "unavailable",
             Fault::Slow { .. } => "slow",
+            Fault::Lag { .. } => "lag",
             Fault::ConnectionReset { .. } => "reset",
             Fault::TooManyRequests { .. } => "burst429",
             Fault::CloseTimeout { .. } => "close-timeout",
@@ -118,6 +128,7 @@ impl FromStr for Fault {
         Ok(match name {
             "unavailable" => Fault::Unavailable { rate, on },
             "slow" => Fault::Slow { rate, delay_ms: ms, on },
+            "lag" => Fault::Lag { rate, delay_ms: ms, on },
             "reset" => Fault::ConnectionReset { rate, on },
             "burst429" => Fault::TooManyRequests { rate, retry_after_s: (ms / 1000).max(1), on },
             "close-timeout" => Fault::CloseTimeout { delay_ms: ms },
@@ -136,7 +147,7 @@ impl FromStr for Fault {
             },
             other => {
                 return Err(format!(
-                    "unknown fault {other:?}; known: unavailable, slow, reset, burst429, close-timeout, status550, stuck150, decrypt435, upo-late, forbidden, session21184"
+                    "unknown fault {other:?}; known: unavailable, slow, lag, reset, burst429, close-timeout, status550, stuck150, decrypt435, upo-late, forbidden, session21184"
                 ))
             }
         })
@@ -148,9 +159,15 @@ impl FromStr for Fault {
 pub enum RequestFault {
     Unavailable,
     Delay(Duration),
+    /// Held this long before it is counted and handled.
+    Lag(Duration),
     Reset,
-    TooManyRequests { retry_after_s: u64 },
-    Forbidden { reason_code: String },
+    TooManyRequests {
+        retry_after_s: u64,
+    },
+    Forbidden {
+        reason_code: String,
+    },
 }
 
 /// How an invoice that passed every check ends.
@@ -199,6 +216,9 @@ impl FaultSwitch {
                 Fault::Unavailable { rate, on } if applies(on) && rng.random_bool(*rate) => out.push(RequestFault::Unavailable),
                 Fault::Slow { rate, delay_ms, on } if applies(on) && rng.random_bool(*rate) => {
                     out.push(RequestFault::Delay(Duration::from_millis(*delay_ms)))
+                }
+                Fault::Lag { rate, delay_ms, on } if applies(on) && rng.random_bool(*rate) => {
+                    out.push(RequestFault::Lag(Duration::from_millis(*delay_ms)))
                 }
                 Fault::ConnectionReset { rate, on } if applies(on) && rng.random_bool(*rate) => out.push(RequestFault::Reset),
                 Fault::TooManyRequests { rate, retry_after_s, on } if applies(on) && rng.random_bool(*rate) => {
@@ -298,6 +318,7 @@ mod tests {
         for f in [
             "unavailable",
             "slow",
+            "lag",
             "reset",
             "burst429",
             "close-timeout",

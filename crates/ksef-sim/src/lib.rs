@@ -57,7 +57,7 @@ pub use exchange_log::Exchange;
 pub use faults::{Fault, FaultSwitch};
 pub use ledger::{Ledger, LedgerEntry};
 pub use operation_counts::{OperationCount, OperationCounts};
-pub use rate_limit::{Group, Limit, RateLimits};
+pub use rate_limit::{Arrival, Group, Limit, RateLimits};
 
 /// A running simulator. Dropping it stops the server.
 pub struct SimHandle {
@@ -95,6 +95,12 @@ impl SimHandle {
     /// How many requests were answered, per operation and status (always kept).
     pub fn operation_counts(&self) -> OperationCounts {
         self.sim.operations.clone()
+    }
+
+    /// Every request the rate limiter counted, with its arrival time and whether it passed:
+    /// what KSeF's sliding windows saw, to compare with a client's reservations.
+    pub fn rate_arrivals(&self) -> Vec<Arrival> {
+        self.sim.limiter.arrivals()
     }
 
     /// Every response so far (only when `record_exchanges` was set).

@@ -193,6 +193,21 @@ pub struct RateLimiter {
     scale: f64,
     hits: Mutex<HashMap<Key, VecDeque<Instant>>>,
     penalties: Mutex<HashMap<Key, Penalty>>,
+    arrivals: Mutex<Vec<Arrival>>,
+    /// The wall clock at `origin`, so arrival instants read as times a client can compare with.
+    origin: (Instant, std::time::SystemTime),
+}
+
+/// One request as the rate limiter counted it: when it arrived (wall clock), for which
+/// (context, IP, group), and whether it was let through. A test or a load run compares these
+/// with the client's own reservation times to see where a 429 came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Arrival {
+    pub context: String,
+    pub ip: String,
+    pub group: Group,
+    pub at: std::time::SystemTime,
+    pub admitted: bool,
 }
 
 impl RateLimiter {
@@ -212,11 +227,39 @@ impl RateLimiter {
             scale: time_scale.max(1e-6),
             hits: Mutex::new(HashMap::new()),
             penalties: Mutex::new(HashMap::new()),
+            arrivals: Mutex::new(Vec::new()),
+            origin: (Instant::now(), std::time::SystemTime::now()),
         }
     }
 
-    /// Counts the request if allowed; refused requests are not counted.
+    /// Every request counted so far (rate-limited groups only, while limits are enforced), in
+    /// the order they arrived.
+    pub fn arrivals(&self) -> Vec<Arrival> {
+        self.arrivals.lock().expect("arrivals lock").clone()
+    }
+
+    /// Counts the request if allowed (see [`RateLimiter::decide`]) and logs its arrival.
     pub fn check(&self, context: &str, ip: &str, group: Group, now: Instant) -> Result<(), Refusal> {
+        let verdict = self.decide(context, ip, group, now);
+        if self.limits.enabled && self.limits.limits.contains_key(&group) {
+            let at = if now >= self.origin.0 {
+                self.origin.1 + now.duration_since(self.origin.0)
+            } else {
+                self.origin.1 - self.origin.0.duration_since(now)
+            };
+            self.arrivals.lock().expect("arrivals lock").push(Arrival {
+                context: context.to_owned(),
+                ip: ip.to_owned(),
+                group,
+                at,
+                admitted: verdict.is_ok(),
+            });
+        }
+        verdict
+    }
+
+    /// Counts the request if allowed; refused requests are not counted.
+    fn decide(&self, context: &str, ip: &str, group: Group, now: Instant) -> Result<(), Refusal> {
         if !self.limits.enabled {
             return Ok(());
         }

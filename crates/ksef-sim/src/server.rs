@@ -106,6 +106,7 @@ async fn gate(State(sim): State<Arc<Sim>>, req: Request, next: Next) -> Response
     for fault in sim.faults.for_request(&path, route.ends_with("/close")) {
         match fault {
             RequestFault::Delay(d) => delay += d,
+            RequestFault::Lag(d) => tokio::time::sleep(d).await,
             RequestFault::Reset => {
                 if let Some(c) = &conn {
                     c.kill.notify_one();

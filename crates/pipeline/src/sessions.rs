@@ -40,6 +40,9 @@ const SESSION_MARGIN: Duration = Duration::from_secs(15 * 60);
 pub const DRAINED_SESSION_MIN_AGE: Duration = Duration::from_secs(5 * 60);
 /// How long KSeF keeps an online session open.
 const SESSION_LIFETIME: Duration = Duration::from_secs(12 * 3600);
+/// How long one instance's reading of `GET /rate-limits` serves the others (KSeF counts that
+/// call in its "other" group, 120 an hour per seller: a fleet must not ask at each cold start).
+pub const RATE_LIMITS_TTL: Duration = Duration::from_secs(3600);
 /// How long credentials read from a provider are used before they are read again.
 pub const DEFAULT_CREDENTIALS_TTL: Duration = Duration::from_secs(15 * 60);
 
@@ -49,6 +52,11 @@ struct Context {
     session: Mutex<Option<(Arc<OnlineSession>, Option<u64>)>>,
     /// Where the client's credentials came from; `None` for a client given up front.
     loaded: Option<std::sync::Mutex<Loaded>>,
+    /// Set once the client keeps to the limits KSeF reports for this seller (or, failing that,
+    /// to the published ones): once per client, i.e. per cold start and credentials.
+    limits_seeded: tokio::sync::OnceCell<()>,
+    /// Held while this instance looks for or obtains tokens.
+    login: Mutex<()>,
 }
 
 #[derive(Clone)]
@@ -114,6 +122,8 @@ impl KsefContexts {
                 client: Arc::new(client),
                 session: Mutex::new(None),
                 loaded: None,
+                limits_seeded: tokio::sync::OnceCell::new(),
+                login: Mutex::new(()),
             }),
         );
         self
@@ -242,6 +252,8 @@ impl KsefContexts {
                 version: read.version,
                 fresh_until,
             })),
+            limits_seeded: tokio::sync::OnceCell::new(),
+            login: Mutex::new(()),
         });
         self.contexts.lock().expect("contexts lock").insert(seller.clone(), ctx.clone());
         Ok(ctx)
@@ -257,13 +269,65 @@ impl KsefContexts {
     pub async fn client_ready(&self, seller: &Nip, now: DateTime<Utc>) -> Result<Arc<KsefClient>, Failure> {
         let ctx = self.context(seller, now).await?;
         self.ensure_tokens(&ctx, seller, now).await?;
+        self.ensure_limits(&ctx, seller, now).await;
         Ok(ctx.client.clone())
+    }
+
+    /// Once per client made from credentials: the limits KSeF applies to this seller, from the
+    /// shared cache while another instance's reading is fresh ([`RATE_LIMITS_TTL`]), else from
+    /// `GET /rate-limits` (then shared). A failed read keeps the published defaults, with a
+    /// warning; the next cold start asks again. Clients given up front keep their limits.
+    async fn ensure_limits(&self, ctx: &Context, seller: &Nip, now: DateTime<Utc>) {
+        if ctx.loaded.is_none() {
+            return;
+        }
+        ctx.limits_seeded
+            .get_or_init(|| async {
+                let name = format!("ksef/rate-limits/{seller}");
+                if let Some(cache) = &self.cache {
+                    match cache.get(&name, now).await {
+                        Ok(Some(entry)) => {
+                            if let Ok(effective) = serde_json::from_str::<ksef_client::EffectiveRateLimits>(&entry.value) {
+                                ctx.client.seed_rate_limits(&effective);
+                                return;
+                            }
+                        }
+                        Ok(None) => {}
+                        Err(e) => tracing::warn!(seller_nip = %seller, error = %e, "could not read the shared KSeF rate limits; asking KSeF"),
+                    }
+                }
+                let effective = match ctx.client.effective_rate_limits().await {
+                    Ok(e) => e,
+                    Err(f) => {
+                        tracing::warn!(seller_nip = %seller, error = %f, "could not read KSeF's rate limits for this seller; keeping the published defaults");
+                        return;
+                    }
+                };
+                let seeded = ctx.client.seed_rate_limits(&effective);
+                tracing::info!(seller_nip = %seller, invoice_send = ?seeded.groups.get(&ksef_client::EndpointGroup::InvoiceSend), "KSeF rate limits read");
+                if let Some(cache) = &self.cache {
+                    let until = now + chrono::Duration::from_std(RATE_LIMITS_TTL).expect("an hour");
+                    let current = cache.get(&name, now).await.ok().flatten();
+                    let expect = current.map_or(Expect::Absent, |e| Expect::Version(e.version));
+                    match cache.put(&name, effective.to_json(), until, expect, now).await {
+                        // Another instance shared its reading meanwhile: the same facts.
+                        Ok(_) | Err(StoreError::VersionConflict { .. }) => {}
+                        Err(e) => tracing::warn!(seller_nip = %seller, error = %e, "could not share KSeF's rate limits"),
+                    }
+                }
+            })
+            .await;
     }
 
     async fn ensure_tokens(&self, ctx: &Context, seller: &Nip, now: DateTime<Utc>) -> Result<(), Failure> {
         let Some(cache) = &self.cache else { return Ok(()) };
         if ctx.client.tokens().await.is_some() {
             // This instance has tokens and refreshes them itself.
+            return Ok(());
+        }
+        // One login per instance: the concurrent tasks of a batch wait for the first.
+        let _one_login = ctx.login.lock().await;
+        if ctx.client.tokens().await.is_some() {
             return Ok(());
         }
         let name = format!("ksef/tokens/{seller}");
@@ -305,6 +369,7 @@ impl KsefContexts {
             }
         }
         self.ensure_tokens(&ctx, seller, now).await?;
+        self.ensure_limits(&ctx, seller, now).await;
         let Some(cache) = &self.cache else {
             let opened = Arc::new(ctx.client.open_online_session().await?);
             if let Some((old, _)) = slot.replace((opened.clone(), None)) {
