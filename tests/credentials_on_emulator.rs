@@ -74,6 +74,8 @@ async fn a_broken_secret_parks_its_seller_while_a_certificate_seller_reaches_acc
             .await
             .unwrap();
     }
+    // The KMS key that seals the KSeF tokens and session the functions share.
+    let cache_key = c.kms.create_key().send().await.unwrap().key_metadata.unwrap().arn.unwrap();
     let vars: HashMap<String, String> = [
         ("AWS_REGION", emulator::REGION.to_owned()),
         (relay_aws::settings::ENDPOINT_VAR, emulator::endpoint().to_owned()),
@@ -87,6 +89,7 @@ async fn a_broken_secret_parks_its_seller_while_a_certificate_seller_reaches_acc
         ("KSEF_ENV", sim.api_url()),
         ("KSEF_TOKEN_SECRET_PREFIX", prefix.clone()),
         ("KSEF_SELLER_NIPS", format!("{GOOD},{BROKEN}")),
+        ("KSEF_CACHE_KEY_ID", cache_key),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))

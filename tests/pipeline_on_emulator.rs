@@ -101,6 +101,8 @@ async fn environment(sim: &ksef_sim::SimHandle, max_attempts: u32) -> Env {
         .send()
         .await
         .unwrap();
+    // The KMS key that seals the KSeF tokens and session the functions share.
+    let cache_key = c.kms.create_key().send().await.unwrap().key_metadata.unwrap().arn.unwrap();
     let vars: HashMap<String, String> = [
         ("AWS_REGION", emulator::REGION.to_owned()),
         (relay_aws::settings::ENDPOINT_VAR, emulator::endpoint().to_owned()),
@@ -114,6 +116,7 @@ async fn environment(sim: &ksef_sim::SimHandle, max_attempts: u32) -> Env {
         ("KSEF_ENV", sim.api_url()),
         ("KSEF_TOKEN_SECRET_PREFIX", prefix),
         ("KSEF_SELLER_NIPS", "9999999999".to_owned()),
+        ("KSEF_CACHE_KEY_ID", cache_key),
         ("MAX_ATTEMPTS", max_attempts.to_string()),
         (
             "REPLAY_QUEUES",

@@ -90,6 +90,8 @@ impl Stack {
             Resource::Bucket { bucket } => logical_of(bucket),
             Resource::Secret { id } => format!("secret:{id}"),
             Resource::Topic { arn } => logical_of(arn),
+            // The stack's physical id of a key is its id; the functions name it by ARN.
+            Resource::Key { id } => logical_of(id.rsplit('/').next().unwrap_or(id)),
             Resource::Unknown(what) => format!("(unknown: {what})"),
         }
     }

@@ -11,13 +11,17 @@
 //!    table, bucket and secrets appear exactly when its code builds the store, the bucket and
 //!    the KSeF clients.
 //!
+//! 4. The KMS key that seals the cached KSeF tokens and session keys can be used (to seal or to
+//!    open) by exactly the functions that call KSeF, and by no one else: not intake or report
+//!    (who can read the table), not the account (whose IAM policies could otherwise widen it).
+//!
 //! And the other way round, at run time: `template_on_emulator.rs` routes each function's AWS
 //! calls through a recording proxy and fails if any call is not allowed by its role.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-use relay_tests::template::{granted, repo_root, resources_of, target, translated};
+use relay_tests::template::{granted, key_grants, repo_root, resources_of, target, translated};
 
 /// Function directory -> logical id in the template.
 const FUNCTIONS: [(&str, &str); 6] = [
@@ -31,7 +35,7 @@ const FUNCTIONS: [(&str, &str); 6] = [
 
 /// The SDK operations the relay calls -> the IAM actions they need. `transact_write_items` is
 /// authorised per item: the store writes Put and ConditionCheck items.
-const SDK_TO_IAM: [(&str, &[&str]); 17] = [
+const SDK_TO_IAM: [(&str, &[&str]); 19] = [
     ("get_item", &["dynamodb:GetItem"]),
     ("query", &["dynamodb:Query"]),
     ("put_item", &["dynamodb:PutItem"]),
@@ -51,6 +55,8 @@ const SDK_TO_IAM: [(&str, &[&str]); 17] = [
     ("head_object", &["s3:GetObject"]),
     ("get_secret_value", &["secretsmanager:GetSecretValue"]),
     ("publish", &["sns:Publish"]),
+    ("generate_data_key", &["kms:GenerateDataKey"]),
+    ("decrypt", &["kms:Decrypt"]),
 ];
 
 /// Actions Lambda itself performs with the function's role: polling the event source queue and
@@ -292,10 +298,86 @@ fn each_function_is_granted_the_queues_and_services_its_code_uses() {
         );
         let ksef = code.contains("ksef_contexts(");
         assert_eq!(uses("secretsmanager:"), ksef, "{dir}: token secrets vs building KSeF clients");
+        assert_eq!(uses("kms:"), ksef, "{dir}: the cache key vs building KSeF clients");
         let cache = list.iter().any(|(a, _)| a == "dynamodb:UpdateItem" || a == "dynamodb:DeleteItem");
         assert_eq!(
             cache, ksef,
             "{dir}: the shared KSeF cache (UpdateItem/DeleteItem) is for KSeF users only"
+        );
+    }
+}
+
+/// What uses a KMS key's contents: sealing, opening, re-encrypting, or granting that to others.
+fn uses_key_contents(action_pattern: &str) -> bool {
+    const USES: [&str; 10] = [
+        "kms:Decrypt",
+        "kms:Encrypt",
+        "kms:GenerateDataKey",
+        "kms:GenerateDataKeyWithoutPlaintext",
+        "kms:GenerateDataKeyPair",
+        "kms:GenerateDataKeyPairWithoutPlaintext",
+        "kms:ReEncryptFrom",
+        "kms:ReEncryptTo",
+        "kms:CreateGrant",
+        "kms:DeriveSharedSecret",
+    ];
+    let matches = |a: &str| match action_pattern.strip_suffix('*') {
+        Some(prefix) => a.starts_with(prefix),
+        None => a == action_pattern,
+    };
+    action_pattern == "*" || USES.iter().any(|a| matches(a))
+}
+
+#[test]
+fn only_the_ksef_callers_can_open_the_cached_ksef_secrets() {
+    let t = translated();
+    let keys = resources_of(t, "AWS::KMS::Key");
+    assert_eq!(keys.len(), 1, "one key seals the shared KSeF cache");
+    let key = keys[0].0;
+    // The roles of the functions whose code calls KSeF (and so writes and reads the cache).
+    let mut ksef_roles = BTreeSet::new();
+    let mut others = BTreeSet::new();
+    for (dir, function) in deployed_functions() {
+        let lib = code_of(&repo_root().join("functions").join(dir).join("src/lib.rs"));
+        let role = target(&t["Resources"][function]["Properties"]["Role"]).unwrap().to_owned();
+        let env = &t["Resources"][function]["Properties"]["Environment"]["Variables"];
+        if lib.contains("ksef_contexts(") {
+            assert_eq!(
+                target(&env["KSEF_CACHE_KEY_ID"]),
+                Some(key),
+                "{function} seals with the stack's key"
+            );
+            ksef_roles.insert(role);
+        } else {
+            assert!(
+                env.get("KSEF_CACHE_KEY_ID").is_none(),
+                "{function} does not call KSeF: it has no business with the key"
+            );
+            others.insert((dir, function, role));
+        }
+    }
+    assert!(ksef_roles.len() >= 3, "send, status and dlq-replay call KSeF: {ksef_roles:?}");
+    assert!(others.iter().any(|(d, ..)| *d == "intake") && others.iter().any(|(d, ..)| *d == "report"));
+
+    let mut users = BTreeSet::new();
+    for (action, principals) in key_grants(key) {
+        for p in principals {
+            assert_ne!(p, "*", "{key} lets anyone {action}");
+            if uses_key_contents(&action) {
+                assert_ne!(
+                    p, "account-root",
+                    "{key} lets the account {action}: any IAM policy (intake's, report's) could then open the cached tokens"
+                );
+                users.insert(p);
+            }
+        }
+    }
+    assert_eq!(users, ksef_roles, "who may seal or open the cached KSeF secrets");
+    for (dir, function, role) in &others {
+        let kms: Vec<_> = granted(function).into_iter().filter(|(a, _)| a.starts_with("kms:")).collect();
+        assert!(
+            kms.is_empty(),
+            "{dir} ({role}) is granted {kms:?}: it must not open the cached KSeF secrets"
         );
     }
 }

@@ -21,12 +21,30 @@ pub struct AwsCall {
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Resource {
-    Table { name: String, index: Option<String> },
-    Queue { url: String },
-    Object { bucket: String, key: String },
-    Bucket { bucket: String },
-    Secret { id: String },
-    Topic { arn: String },
+    Table {
+        name: String,
+        index: Option<String>,
+    },
+    Queue {
+        url: String,
+    },
+    Object {
+        bucket: String,
+        key: String,
+    },
+    Bucket {
+        bucket: String,
+    },
+    Secret {
+        id: String,
+    },
+    Topic {
+        arn: String,
+    },
+    /// A KMS key as the call named it (id, ARN or alias).
+    Key {
+        id: String,
+    },
     Unknown(String),
 }
 
@@ -127,7 +145,7 @@ fn signing_service(authorization: &str) -> Option<String> {
 }
 
 /// The IAM action(s) and resource(s) of one request, from the JSON protocols' `X-Amz-Target`
-/// (DynamoDB, SQS, Secrets Manager), the query protocol's `Action=` form (SNS), or S3's REST
+/// (DynamoDB, SQS, Secrets Manager, KMS), the query protocol's `Action=` form (SNS), or S3's REST
 /// method and path (path-style addressing).
 fn classify(method: &str, target: &str, amz_target: Option<&str>, service: Option<&str>, body: &[u8]) -> Vec<AwsCall> {
     if amz_target.is_none() && service.is_some_and(|s| s != "s3") {
@@ -188,6 +206,9 @@ fn classify(method: &str, target: &str, amz_target: Option<&str>, service: Optio
         }
         if service == "secretsmanager" {
             return vec![call(format!("secretsmanager:{op}"), Resource::Secret { id: s(&json["SecretId"]) })];
+        }
+        if service == "TrentService" {
+            return vec![call(format!("kms:{op}"), Resource::Key { id: s(&json["KeyId"]) })];
         }
         return vec![call(format!("{service}:{op}"), Resource::Unknown(t.to_owned()))];
     }

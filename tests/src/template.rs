@@ -135,6 +135,7 @@ pub fn granted(function: &str) -> BTreeSet<(String, String)> {
     let t = translated();
     let f = &t["Resources"][function]["Properties"];
     let role = target(&f["Role"]).unwrap_or_else(|| panic!("{function} has no role of its own"));
+    let role_id = role;
     let users: Vec<&str> = resources_of(t, "AWS::Lambda::Function")
         .into_iter()
         .filter(|(_, r)| target(&r["Properties"]["Role"]) == Some(role))
@@ -156,6 +157,48 @@ pub fn granted(function: &str) -> BTreeSet<(String, String)> {
                     out.insert((action.clone(), canonical_resource(&resource, function)));
                 }
             }
+        }
+    }
+    // A KMS key's policy grants to roles by name, with no IAM policy needed: those count too.
+    for (key, _) in resources_of(t, "AWS::KMS::Key") {
+        for (action, principals) in key_grants(key) {
+            if principals.iter().any(|p| p == role_id) {
+                out.insert((action, key.to_owned()));
+            }
+        }
+    }
+    out
+}
+
+/// The (action, principals) pairs a KMS key's policy allows; a principal is a role's logical id
+/// (`!GetAtt Role.Arn`), `account-root` or `*`. Denies, conditions and `NotAction` fail.
+pub fn key_grants(key: &str) -> Vec<(String, Vec<String>)> {
+    let policy = &translated()["Resources"][key]["Properties"]["KeyPolicy"];
+    let mut out = Vec::new();
+    for st in policy["Statement"].as_array().expect("key policy statements") {
+        assert_eq!(st["Effect"], "Allow", "{key}: {st}");
+        assert!(
+            st.get("NotAction").is_none() && st.get("NotPrincipal").is_none() && st.get("Condition").is_none(),
+            "{key}: {st}"
+        );
+        let principals: Vec<String> = match &st["Principal"] {
+            Value::String(s) => vec![s.clone()],
+            p => as_list(&p["AWS"])
+                .iter()
+                .map(|v| {
+                    if let Some(t) = target(v) {
+                        return t.to_owned();
+                    }
+                    let root = "arn:${AWS::Partition}:iam::${AWS::AccountId}:root";
+                    match v.get("Fn::Sub").and_then(Value::as_str) {
+                        Some(sub) if sub == root => "account-root".to_owned(),
+                        _ => panic!("{key}: a principal this test cannot name: {v}"),
+                    }
+                })
+                .collect(),
+        };
+        for action in as_list(&st["Action"]) {
+            out.push((action.as_str().expect("an action").to_owned(), principals.clone()));
         }
     }
     out

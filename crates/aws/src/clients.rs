@@ -13,6 +13,7 @@ pub struct AwsClients {
     pub s3: aws_sdk_s3::Client,
     pub secrets: aws_sdk_secretsmanager::Client,
     pub sns: aws_sdk_sns::Client,
+    pub kms: aws_sdk_kms::Client,
 }
 
 /// The shared SDK configuration. With an endpoint override (the emulator) the credentials are
@@ -44,6 +45,7 @@ impl AwsClients {
             s3: aws_sdk_s3::Client::from_conf(s3_conf),
             secrets: aws_sdk_secretsmanager::Client::new(conf),
             sns: aws_sdk_sns::Client::new(conf),
+            kms: aws_sdk_kms::Client::new(conf),
         }
     }
 }

@@ -8,6 +8,8 @@
 //!   items, a sparse GSI by state and age, conditional writes only).
 //! - [`dynamodb_cache::DynamoSharedCache`]: the shared cache (tokens, sessions) in the same
 //!   table, versioned and expiring.
+//! - [`kms_sealer::KmsSealer`]: seals the secrets in that cache (KSeF tokens, session keys) with
+//!   a KMS key only the KSeF-calling functions may use.
 //! - [`sqs_queue::SqsQueue`]: a queue; its DLQ is SQS's redrive policy.
 //! - [`s3_archive::S3Archive`]: the archive; put-if-absent is `If-None-Match: *`.
 //!
@@ -19,6 +21,7 @@
 pub mod clients;
 pub mod dynamodb_cache;
 pub mod dynamodb_store;
+pub mod kms_sealer;
 pub mod provision;
 pub mod s3_archive;
 pub mod secrets;
@@ -29,6 +32,7 @@ pub mod sqs_queue;
 pub use clients::AwsClients;
 pub use dynamodb_cache::DynamoSharedCache;
 pub use dynamodb_store::DynamoDocumentStore;
+pub use kms_sealer::KmsSealer;
 pub use s3_archive::S3Archive;
 pub use sns_topic::SnsTopic;
 pub use sqs_queue::SqsQueue;

@@ -146,6 +146,10 @@ pub struct KsefSettings {
     /// `KSEF_CREDENTIALS_TTL_SECONDS` (default 900): a seller's secret, read on first use, is read
     /// again after this long, so a rotation needs no redeploy.
     pub credentials_ttl: std::time::Duration,
+    /// `KSEF_CACHE_KEY_ID`: the KMS key (id, ARN or alias) that seals the KSeF tokens and session
+    /// keys the functions share through the documents table; only the KSeF-calling functions
+    /// may use it, so intake and report, which can read the table, cannot read those secrets.
+    pub cache_key_id: String,
 }
 
 impl KsefSettings {
@@ -182,6 +186,7 @@ impl KsefSettings {
             token_secret_prefix: required(env, "KSEF_TOKEN_SECRET_PREFIX")?,
             seller_nips,
             credentials_ttl: std::time::Duration::from_secs(parsed(env, "KSEF_CREDENTIALS_TTL_SECONDS", 900u64)?),
+            cache_key_id: required(env, "KSEF_CACHE_KEY_ID")?,
         })
     }
 }
@@ -382,6 +387,7 @@ mod tests {
         ("KSEF_ENV", "TEST"),
         ("KSEF_TOKEN_SECRET_PREFIX", "ksef-relay/token/"),
         ("KSEF_SELLER_NIPS", "9999999999, 5265877635"),
+        ("KSEF_CACHE_KEY_ID", "alias/ksef-relay-cache"),
         ("SEND_DLQ_URL", "http://q/send-dlq"),
         ("STATUS_DLQ_URL", "http://q/status-dlq"),
         (

@@ -6,7 +6,7 @@
 //! - [`ksef_contexts`]: one KSeF client per seller NIP, made on the seller's first use from its
 //!   credentials secret in Secrets Manager ([`SecretsManagerCredentials`]: a token or a
 //!   certificate, read again on rotation), sharing logins and sessions across instances through
-//!   the store's cache;
+//!   the store's cache, the secrets in it sealed with KMS ([`relay_aws::KmsSealer`]);
 //! - [`carry_out`]: a use case's [`QueueAction`] in a Lambda SQS invocation, where the event
 //!   source deletes every message not reported in `batchItemFailures`: delays and dead letters
 //!   are sent as copies, and only `Release` keeps the original for redelivery;
@@ -38,7 +38,8 @@ pub const EGRESS: &str = "nat";
 
 /// The KSeF contexts of the configured sellers: each seller's client is made on its first use
 /// from its secret (so one unreadable secret parks only that seller), and shares tokens and
-/// open sessions with the other instances through the documents table.
+/// open sessions with the other instances through the documents table, sealed with the KMS key
+/// `KSEF_CACHE_KEY_ID` (which intake and report, who can read the table, may not use).
 pub fn ksef_contexts(settings: &KsefSettings, clients: &AwsClients, table: &str) -> Result<KsefContexts, GlueError> {
     let environment = Environment::parse(&settings.environment).map_err(GlueError::Environment)?;
     let cache = Arc::new(relay_aws::DynamoSharedCache::new(clients.dynamodb.clone(), table));
@@ -47,9 +48,11 @@ pub fn ksef_contexts(settings: &KsefSettings, clients: &AwsClients, table: &str)
         &settings.token_secret_prefix,
         &settings.seller_nips,
     ));
+    let sealer = Arc::new(relay_aws::KmsSealer::new(clients.kms.clone(), &settings.cache_key_id));
     Ok(KsefContexts::new()
         .with_credentials(provider, ClientConfig::new(environment), settings.credentials_ttl)
         .with_shared_cache(cache)
+        .with_sealer(sealer)
         .with_fleet_governor(EGRESS))
 }
 

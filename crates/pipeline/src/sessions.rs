@@ -9,8 +9,12 @@
 //! a [`SharedCache`] (the store's, in Lambda), the access tokens and the open session (with its
 //! AES key) are shared across instances too, so a cold-start storm of many instances logs in and
 //! opens a session once rather than once each: KSeF limits authentication and session opening
-//! as well as sending. The cache holds secrets; it lives in the documents table, encrypted at
-//! rest and reachable only by the relay's functions.
+//! as well as sending. The cache holds secrets and lives in the documents table, which functions
+//! that never call KSeF can read too (intake, report): so with a [`SecretSealer`] (KMS in Lambda,
+//! [`KsefContexts::with_sealer`]) the tokens and the session go in sealed with a key only the
+//! KSeF-calling functions may use. An entry that does not open (the key was replaced, a value
+//! written before sealing) counts as absent: the instance logs in or opens a session again and
+//! replaces it; a seal that fails leaves the fresh login or session unshared, never fails the work.
 //!
 //! A seller's client is made on first use from its credentials ([`CredentialsProvider`]), so one
 //! seller's unreadable secret fails only that seller's work (an operator's problem, which parks
@@ -27,7 +31,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use ksef_client::{ClientConfig, KsefClient, OnlineSession, TokenSet};
 use relay_domain::memory::MemorySharedCache;
-use relay_domain::ports::{Expect, Queue, QueueError, SharedCache, StoreError};
+use relay_domain::ports::{CacheEntry, Expect, Queue, QueueError, SecretSealer, SharedCache, StoreError};
 use relay_domain::{ContentHash, ErrorClass, ErrorSource, Failure, KsefReference, Nip};
 use tokio::sync::Mutex;
 
@@ -88,6 +92,8 @@ pub struct KsefContexts {
     loading: std::sync::Mutex<HashMap<Nip, Arc<Mutex<()>>>>,
     provided: Option<Provided>,
     cache: Option<Arc<dyn SharedCache>>,
+    /// Seals the tokens and sessions put in the shared cache.
+    sealer: Option<Arc<dyn SecretSealer>>,
     /// With a shared cache: clients made from credentials keep to one rate governor per seller
     /// and this egress, shared by every instance (`ksef_client::governor`).
     governed_egress: Option<String>,
@@ -167,6 +173,47 @@ impl KsefContexts {
     pub fn with_fleet_governor(mut self, egress: impl Into<String>) -> Self {
         self.governed_egress = Some(egress.into());
         self
+    }
+
+    /// Seals the tokens and session keys put in the shared cache with `sealer`; entries that do
+    /// not open with it count as absent.
+    pub fn with_sealer(mut self, sealer: Arc<dyn SecretSealer>) -> Self {
+        self.sealer = Some(sealer);
+        self
+    }
+
+    /// The secret in a shared-cache entry, opened; None when it does not open (then it counts
+    /// as absent and is replaced).
+    async fn open_entry(&self, name: &str, entry: &CacheEntry) -> Option<String> {
+        let Some(sealer) = &self.sealer else {
+            return Some(entry.value.clone());
+        };
+        match sealer.open(name, &entry.value).await {
+            Ok(plain) => Some(plain),
+            Err(e) => {
+                tracing::warn!(cache_entry = name, error = %e, "a shared KSeF secret does not open; treating it as absent");
+                None
+            }
+        }
+    }
+
+    /// `plain` as it goes into the shared cache; None when it cannot be sealed (then it is not
+    /// shared: this instance keeps it to itself).
+    async fn seal_value(&self, name: &str, plain: String) -> Option<String> {
+        let Some(sealer) = &self.sealer else { return Some(plain) };
+        match sealer.seal(name, &plain).await {
+            Ok(sealed) => Some(sealed),
+            Err(e) => {
+                tracing::error!(cache_entry = name, error = %e, error_class = %e.class(), "could not seal a KSeF secret for the shared cache; not sharing it");
+                None
+            }
+        }
+    }
+
+    /// The session a shared-cache entry holds, if it opens and reads.
+    async fn shared_session(&self, name: &str, entry: &CacheEntry) -> Option<OnlineSession> {
+        let plain = self.open_entry(name, entry).await?;
+        OnlineSession::import_secret_json(&plain).ok()
     }
 
     pub(crate) fn shared_cache(&self) -> Option<&dyn SharedCache> {
@@ -331,8 +378,13 @@ impl KsefContexts {
             return Ok(());
         }
         let name = format!("ksef/tokens/{seller}");
-        if let Some(entry) = cache.get(&name, now).await.map_err(cache_failure)? {
-            if let Ok(tokens) = TokenSet::import_secret_json(&entry.value) {
+        let existing = cache.get(&name, now).await.map_err(cache_failure)?;
+        if let Some(entry) = &existing {
+            if let Some(tokens) = self
+                .open_entry(&name, entry)
+                .await
+                .and_then(|p| TokenSet::import_secret_json(&p).ok())
+            {
                 ctx.client.set_tokens(tokens).await;
                 return Ok(());
             }
@@ -348,11 +400,13 @@ impl KsefContexts {
             }
         };
         ctx.client.set_tokens(fresh.clone()).await;
+        let Some(value) = self.seal_value(&name, fresh.export_secret_json()).await else {
+            return Ok(());
+        };
+        // An entry there did not open or read: ours replaces it (if it is still that version).
         // If another instance logged in meanwhile, its tokens stay shared; ours are valid too.
-        match cache
-            .put(&name, fresh.export_secret_json(), fresh.refresh.valid_until, Expect::Absent, now)
-            .await
-        {
+        let expect = existing.map_or(Expect::Absent, |e| Expect::Version(e.version));
+        match cache.put(&name, value, fresh.refresh.valid_until, expect, now).await {
             Ok(_) | Err(StoreError::VersionConflict { .. }) => Ok(()),
             Err(e) => Err(cache_failure(e)),
         }
@@ -379,19 +433,26 @@ impl KsefContexts {
         };
         let name = format!("ksef/session/{seller}");
         let current = cache.get(&name, now).await.map_err(cache_failure)?;
+        let mut replaced = None;
         if let Some(entry) = &current {
-            if let Ok(s) = OnlineSession::import_secret_json(&entry.value) {
+            if let Some(s) = self.shared_session(&name, entry).await {
                 if usable(&s, now) {
                     let s = Arc::new(s);
                     *slot = Some((s.clone(), Some(entry.version)));
                     return Ok(s);
                 }
+                replaced = Some(s);
             }
         }
         let opened = Arc::new(ctx.client.open_online_session().await?);
-        let replaced = current.as_ref().and_then(|e| OnlineSession::import_secret_json(&e.value).ok());
         let expect = current.map_or(Expect::Absent, |e| Expect::Version(e.version));
-        match cache.put(&name, opened.export_secret_json(), opened.valid_until, expect, now).await {
+        let Some(value) = self.seal_value(&name, opened.export_secret_json()).await else {
+            if let Some((old, _)) = slot.replace((opened.clone(), None)) {
+                close_replaced(&ctx.client, seller, &old, now).await;
+            }
+            return Ok(opened);
+        };
+        match cache.put(&name, value, opened.valid_until, expect, now).await {
             Ok(entry) => {
                 *slot = Some((opened.clone(), Some(entry.version)));
                 // This instance replaced the shared session: it closes the old one (only one
@@ -403,7 +464,7 @@ impl KsefContexts {
             Err(StoreError::VersionConflict { .. }) => {
                 // Another instance opened one first: send in that one, so all share one session.
                 if let Some(entry) = cache.get(&name, now).await.map_err(cache_failure)? {
-                    if let Ok(theirs) = OnlineSession::import_secret_json(&entry.value) {
+                    if let Some(theirs) = self.shared_session(&name, &entry).await {
                         let theirs = Arc::new(theirs);
                         *slot = Some((theirs.clone(), Some(entry.version)));
                         return Ok(theirs);
@@ -439,7 +500,7 @@ impl KsefContexts {
         let Some(entry) = cache.get(&name, now).await? else {
             return Ok(false);
         };
-        if OnlineSession::import_secret_json(&entry.value).map(|s| s.reference) != Ok(reference.to_owned()) {
+        if self.shared_session(&name, &entry).await.map(|s| s.reference).as_deref() != Some(reference) {
             return Ok(false);
         }
         cache.remove(&name, entry.version).await?;

@@ -3,7 +3,10 @@ use relay_aws::settings::{IntakeSettings, ProcessEnv};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    tracing_subscriber::fmt().json().with_current_span(false).with_target(false).init();
+    // The same set-up as every function (relay_observe::logging::init_lambda): JSON lines with
+    // the document's span (trace id, seller, identity), RUST_LOG honoured, and the EMF sink on
+    // stdout, without which intake's metrics (InboxUploadsWithoutSeller) were written nowhere.
+    relay_observe::logging::init_lambda();
     // Fail fast at cold start, naming the missing variable.
     let settings = IntakeSettings::from_env(&ProcessEnv)?;
     let deps = relay_fn_intake::IntakeDeps::new(&settings).await;
