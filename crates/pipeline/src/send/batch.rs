@@ -1,19 +1,49 @@
-//! The batch channel: an invoice with an attachment (KSeF takes `Zalacznik` only in batch) goes
-//! in a batch session of its own: open (SB), record SendStarted, upload the encrypted part,
-//! close. Nothing is known about the invoice until KSeF has processed the session, so the send
-//! stays unconfirmed (`AwaitingBatch`) and later attempts reconcile against the session
-//! ([`ksef_client::BatchInvoice`]): while it is processing they wait, a session left open by a
-//! crash is closed, and only a final session that does not list our hash counts as "not
-//! received" (charged, then sent in a new batch).
+//! The batch channel: invoices go to KSeF in batch sessions, many at once ([`submit_group`],
+//! used by [`super::send_batch`]; a lone document, e.g. one with an attachment sent by
+//! [`super::send`], is a group of one). Nothing about an invoice is known until KSeF has
+//! processed the session, so each member's send stays unconfirmed (`AwaitingBatch`) and later
+//! attempts reconcile against the session ([`ksef_client::BatchInvoice`]): while it is processing
+//! they wait, a session left open by a crash is closed, and only a final session that does not
+//! list our hash counts as "not received" (charged, then sent in a new batch).
+//!
+//! The order of writes in a group, and what a death right after each leaves:
+//!
+//! 1. each member claimed (lease): nothing recorded, the lease runs out, the member is sent again;
+//! 2. the archive declared (a streaming pass over the members' archived bytes: sizes and hashes
+//!    only), then the batch recorded BEFORE it is opened: the batch item
+//!    `batches/{nip}/{batch}.json` (members' keys, content hashes, file names, parts), then
+//!    `JoinedBatch` on each member (its record names the batch; history: batch and part).
+//!    Nothing can have reached KSeF: a member that joined is simply sent again;
+//! 3. the session opened (KSeF), its reference written on the batch item, then `SendStarted` on
+//!    each member. Before a member's `SendStarted` no part has been uploaded (uploads start after
+//!    the last one), so a member without it cannot be in KSeF; a member with it reconciles;
+//! 4. each part built again (same bytes, checked against the declaration) and uploaded: a death
+//!    after some parts leaves an open session; reconciling closes it, KSeF refuses the close
+//!    (a declared part is missing) and every member is sent again;
+//! 5. closed: KSeF processes the archive; each member reconciles against the session's invoice
+//!    list by hash before anything is sent again (a failed or ambiguous close is reconciled the
+//!    same way: never a blind resend);
+//! 6. `AwaitingBatch` on each member, with its next check.
+//!
+//! Members carry `SendStarted` each (not one write on the batch they reference) so that every
+//! member is reconciled by the one path the lone batch send already proves, with no second
+//! reading of the batch item at reconciliation.
 
 use std::time::Duration;
 
-use ksef_client::batch::MAX_PART_SIZE;
-use ksef_client::{BatchArchive, BatchInvoice};
-use relay_domain::{Change, DocumentRecord, ErrorClass, KsefReference};
+use std::sync::Arc;
 
-use super::attempt::{again, until, Attempt, Channel, Reconciled, SendStore};
-use crate::queue_action::{done, StageError, StageResult};
+use chrono::{DateTime, Utc};
+use ksef_client::batch::MAX_PART_SIZE;
+use ksef_client::batch_builder::MAX_INVOICES;
+use ksef_client::{BatchInvoice, BatchPlan, BatchPlanner, EncryptedPart, OpenedBatch, SessionKey};
+use relay_domain::ports::{ObjectBody, StoreError};
+use relay_domain::{Change, ContentHash, DocumentRecord, ErrorClass, Failure, KsefReference};
+use serde_json::json;
+
+use super::attempt::{again, on_failure, relay_failure, until, Attempt, Channel, Reconciled, SendConfig, SendPorts, SendStore};
+use crate::queue_action::{done, QueueAction, StageError, StageResult};
+use crate::sessions::KsefContexts;
 
 pub(super) struct Batch;
 
@@ -47,35 +77,268 @@ impl Channel for Batch {
         decided.map(Reconciled::Decided)
     }
 
-    async fn submit<S: SendStore + ?Sized>(&self, a: &Attempt<'_, S>, r: DocumentRecord, bytes: &[u8]) -> Result<StageResult, StageError> {
-        let archive = match BatchArchive::zip(&[(format!("{}.xml", r.content_hash.to_hex()), bytes.to_vec())]) {
-            Ok(archive) => archive,
-            Err(f) => return a.fail(r, f, false).await,
-        };
-        // Opening sends no invoice: a failure here cannot hide a receipt.
-        let batch = match a.client.open_batch_session(&archive, MAX_PART_SIZE, r.offline).await {
-            Ok(b) => b,
-            Err(f) => return a.fail(r, f, false).await,
-        };
-        let (r, batch_ref) = match a.send_started(r, &batch.reference).await? {
-            Ok(started) => started,
-            Err(answer) => return Ok(answer),
-        };
-        tracing::info!(document = %r.key, trace_id = %r.trace_id, seller_nip = %r.key.seller_nip, session = %batch_ref, "invoice with an attachment: sending in a batch session");
-        // From here on KSeF may end up with the invoice. A refused upload (429, 4xx) left the
-        // batch without its part, so it can never carry the invoice: the next attempt opens a new
-        // one. A transient failure may hide a stored part: the next attempt reconciles (closes)
-        // first.
-        if let Err(f) = a.client.upload_batch_parts(&batch).await {
-            let maybe_stored = f.class == ErrorClass::Transient;
-            return a.fail(r, f, maybe_stored).await;
-        }
-        if let Err(f) = a.client.close_batch_session(&batch.reference).await {
-            return a.fail(r, f, true).await;
-        }
-        let detail = format!("batch session {batch_ref} closed; KSeF is processing it");
-        await_batch(a, &r, detail, a.cfg.first_poll_delay, "BATCH_CLOSED").await
+    async fn submit<S: SendStore + ?Sized>(&self, a: &Attempt<'_, S>, r: DocumentRecord, _bytes: &[u8]) -> Result<StageResult, StageError> {
+        tracing::info!(document = %r.key, trace_id = %r.trace_id, seller_nip = %r.key.seller_nip, "sending alone in a batch session");
+        let member = Member { index: 0, record: r };
+        let mut out = Vec::new();
+        group(a, &BatchConfig::default(), vec![member], &mut out).await;
+        out.pop()
+            .map(|(_, res)| res)
+            .unwrap_or_else(|| Err(StoreError::Unavailable("the batch member was left without an answer".into()).into()))
     }
+}
+
+/// How big a batch may grow: KSeF's per-session limits by default.
+#[derive(Debug, Clone)]
+pub struct BatchConfig {
+    /// Bytes of the archive per part before encryption (at most 100 MB).
+    pub part_size: usize,
+    /// Invoices per batch session (at most 10,000).
+    pub max_members: usize,
+}
+
+impl Default for BatchConfig {
+    fn default() -> Self {
+        BatchConfig {
+            part_size: MAX_PART_SIZE,
+            max_members: MAX_INVOICES,
+        }
+    }
+}
+
+/// A claimed document going in a batch; `index`: its request's place in the caller's list.
+pub(super) struct Member {
+    pub index: usize,
+    pub record: DocumentRecord,
+}
+
+type Answers = Vec<(usize, Result<StageResult, StageError>)>;
+
+/// Sends claimed Batch-mode documents of one seller in one batch session (the module's steps 2
+/// to 6); an answer per member, by its index.
+pub(super) async fn submit_group<S: SendStore + ?Sized>(
+    ports: &SendPorts<'_, S>,
+    ksef: &KsefContexts,
+    cfg: &SendConfig,
+    batch_cfg: &BatchConfig,
+    members: Vec<Member>,
+    now: DateTime<Utc>,
+) -> Answers {
+    let mut out = Vec::new();
+    let Some(seller) = members.first().map(|m| m.record.key.seller_nip.clone()) else {
+        return out;
+    };
+    let client = match ksef.client_ready(&seller, now).await {
+        Ok(c) => c,
+        Err(f) => {
+            for m in members {
+                out.push((m.index, on_failure(ports, cfg, m.record, f.clone(), false, now).await));
+            }
+            return out;
+        }
+    };
+    let a = Attempt {
+        ports,
+        ksef,
+        cfg,
+        client,
+        sent_at: None,
+        now,
+    };
+    group(&a, batch_cfg, members, &mut out).await;
+    out
+}
+
+fn file_name(r: &DocumentRecord) -> String {
+    format!("{}.xml", r.content_hash.to_hex())
+}
+
+/// The member's archived bytes, or the failure that keeps it out of the batch.
+async fn archived_bytes<S: SendStore + ?Sized>(a: &Attempt<'_, S>, r: &DocumentRecord) -> Result<Result<Vec<u8>, Failure>, StageError> {
+    let Some(key) = r.storage.archive.as_deref() else {
+        return Ok(Err(relay_failure("the record names no archived bytes", "NO_ARCHIVE")));
+    };
+    Ok(match a.ports.archive.get(key).await? {
+        Some(object) => Ok(object.bytes),
+        None => Err(relay_failure(format!("archived bytes {key} are missing"), "NO_ARCHIVE")),
+    })
+}
+
+/// Gives up on the batch before anything could reach KSeF (or with the members' sends started,
+/// to be reconciled): each member waits for its lease to run out and is taken again.
+fn abandon(cfg: &SendConfig, members: impl IntoIterator<Item = usize>, out: &mut Answers) {
+    for i in members {
+        out.push((i, done(QueueAction::Requeue { delay: cfg.lease }, "BUSY", None)));
+    }
+}
+
+async fn fail_all<S: SendStore + ?Sized>(a: &Attempt<'_, S>, members: Vec<(usize, DocumentRecord)>, f: &Failure, maybe_received: bool, out: &mut Answers) {
+    for (i, r) in members {
+        out.push((i, a.fail(r, f.clone(), maybe_received).await));
+    }
+}
+
+async fn group<S: SendStore + ?Sized>(a: &Attempt<'_, S>, batch_cfg: &BatchConfig, members: Vec<Member>, out: &mut Answers) {
+    let seller = members[0].record.key.seller_nip.clone();
+    // 2. Declare the archive: one streaming pass, one member's bytes at a time.
+    let key = Arc::new(SessionKey::generate());
+    let mut planner = BatchPlanner::new(key, batch_cfg.part_size);
+    let mut joining: Vec<(usize, DocumentRecord, u32)> = Vec::new();
+    for m in members {
+        match archived_bytes(a, &m.record).await {
+            Err(e) => out.push((m.index, Err(e))),
+            Ok(Err(f)) => out.push((m.index, a.fail(m.record, f, false).await)),
+            Ok(Ok(bytes)) => match planner.add(&file_name(&m.record), &bytes) {
+                Ok(part) => joining.push((m.index, m.record, part)),
+                Err(f) => {
+                    // The archive outgrew KSeF's limits: this member waits for the next batch.
+                    // Its entry may be half written, so nobody else joins either.
+                    let f = relay_failure(f.message, "BATCH_LIMIT");
+                    out.push((m.index, a.fail(m.record, f, false).await));
+                    break;
+                }
+            },
+        }
+    }
+    let plan = match planner.finish() {
+        Ok(plan) => plan,
+        Err(f) => {
+            let f = relay_failure(f.message, "BATCH_LIMIT");
+            let all = joining.into_iter().map(|(i, r, _)| (i, r)).collect();
+            return fail_all(a, all, &f, false, out).await;
+        }
+    };
+    if joining.is_empty() {
+        return;
+    }
+    let batch = batch_id(a, &joining);
+    let item_key = format!("batches/{seller}/{batch}.json");
+    let mut item = json!({
+        "batch": batch,
+        "seller": seller.as_str(),
+        "recordedAt": a.now,
+        "parts": plan.parts.len(),
+        "archiveSize": plan.file_size,
+        "members": joining.iter().map(|(_, r, part)| json!({
+            "document": r.key.to_string(), "contentHash": r.content_hash.to_base64(), "file": file_name(r), "part": part,
+        })).collect::<Vec<_>>(),
+        "session": null,
+    });
+    if let Err(e) = a.ports.archive.put_if_absent(&item_key, batch_body(&item)).await {
+        let (first, rest) = (joining[0].0, joining[1..].iter().map(|j| j.0).collect::<Vec<_>>());
+        out.push((first, Err(e.into())));
+        return abandon(a.cfg, rest, out);
+    }
+    let mut joined = Vec::new();
+    let mut left = joining.into_iter();
+    for (i, r, part) in left.by_ref() {
+        match a.ports.store.transition(&r, Change::JoinedBatch { batch: batch.clone(), part }, a.now).await {
+            Ok(r) => joined.push((i, r)),
+            Err(e) => {
+                // The member moved under us (its lease ran out): the batch must not carry it.
+                out.push((i, Err(e.into())));
+                let rest = joined.iter().map(|j| j.0).chain(left.map(|l| l.0)).collect::<Vec<_>>();
+                return abandon(a.cfg, rest, out);
+            }
+        }
+    }
+    tracing::info!(seller_nip = %seller, batch = %batch, members = joined.len(), parts = plan.parts.len(), archive_bytes = plan.file_size, peak_buffered = plan.peak_buffered, "batch recorded; opening its session");
+
+    // 3. Open; the session on the batch item; SendStarted on each member.
+    let offline = joined.iter().any(|(_, r)| r.offline);
+    let opened = match a.client.open_planned_batch(&plan, offline).await {
+        Ok(o) => o,
+        // Opening sends no invoice: a failure here cannot hide a receipt.
+        Err(f) => return fail_all(a, joined, &f, false, out).await,
+    };
+    item["session"] = json!(opened.reference);
+    if let Err(e) = a.ports.archive.put(&item_key, batch_body(&item)).await {
+        // Nothing uploaded: the session is left to KSeF's 12-hour cancellation.
+        let (first, rest) = (joined[0].0, joined[1..].iter().map(|j| j.0).collect::<Vec<_>>());
+        out.push((first, Err(e.into())));
+        return abandon(a.cfg, rest, out);
+    }
+    let mut started = Vec::new();
+    let mut left = joined.into_iter();
+    for (i, r) in left.by_ref() {
+        match a.send_started(r, &opened.reference).await {
+            Ok(Ok((r, session))) => started.push((i, r, session)),
+            not_started => {
+                let answer = match not_started {
+                    Ok(Err(answer)) => Ok(answer),
+                    Err(e) => Err(e),
+                    Ok(Ok(_)) => unreachable!("matched above"),
+                };
+                out.push((i, answer));
+                let rest = started.iter().map(|s| s.0).chain(left.map(|l| l.0)).collect::<Vec<_>>();
+                return abandon(a.cfg, rest, out);
+            }
+        }
+    }
+    let members: Vec<(usize, DocumentRecord)> = started.iter().map(|(i, r, _)| (*i, r.clone())).collect();
+
+    // 4. Build again and upload part by part, each checked against its declaration.
+    let mut builder = plan.builder();
+    for (_, r, _) in &started {
+        let f = match archived_bytes(a, r).await {
+            Ok(Ok(bytes)) => match builder.add(&file_name(r), &bytes) {
+                Ok(_) => None,
+                Err(f) => Some(f),
+            },
+            Ok(Err(f)) => Some(f),
+            Err(e) => Some(relay_failure(format!("reading a member's bytes again: {e}"), "NO_ARCHIVE")),
+        };
+        if let Some(f) = f {
+            // Parts may be stored: the session stays unconfirmed and is reconciled (closed).
+            return fail_all(a, members, &f, true, out).await;
+        }
+        for part in builder.take_ready() {
+            if let Err(f) = upload(a, &plan, &opened, &part).await {
+                let maybe_stored = f.class == ErrorClass::Transient;
+                return fail_all(a, members, &f, maybe_stored, out).await;
+            }
+        }
+    }
+    let last = match builder.finish() {
+        Ok((parts, ..)) => parts,
+        Err(f) => return fail_all(a, members, &f, true, out).await,
+    };
+    for part in last {
+        if let Err(f) = upload(a, &plan, &opened, &part).await {
+            let maybe_stored = f.class == ErrorClass::Transient;
+            return fail_all(a, members, &f, maybe_stored, out).await;
+        }
+    }
+
+    // 5. Close: KSeF processes the archive. A failed or ambiguous close is reconciled.
+    if let Err(f) = a.client.close_batch_session(&opened.reference).await {
+        return fail_all(a, members, &f, true, out).await;
+    }
+    // 6. Each member awaits its batch.
+    for (i, r, session) in started {
+        let detail = format!("batch {batch} in session {session} closed; KSeF is processing it");
+        out.push((i, await_batch(a, &r, detail, a.cfg.first_poll_delay, "BATCH_CLOSED").await));
+    }
+}
+
+/// A part of the upload pass: the same as declared, then PUT (not rate-limited).
+async fn upload<S: SendStore + ?Sized>(a: &Attempt<'_, S>, plan: &BatchPlan, opened: &OpenedBatch, part: &EncryptedPart) -> Result<(), Failure> {
+    plan.check(part)?;
+    a.client.upload_batch_part(opened, part).await
+}
+
+fn batch_body(item: &serde_json::Value) -> ObjectBody {
+    ObjectBody::new(serde_json::to_vec_pretty(item).unwrap_or_default(), "application/json")
+}
+
+/// A batch's id: when, by whom, and which members at which versions (a retry of the same
+/// members has moved their versions on, so it gets a new id).
+fn batch_id<S: SendStore + ?Sized>(a: &Attempt<'_, S>, members: &[(usize, DocumentRecord, u32)]) -> String {
+    let mut seed = format!("{}|{}", a.now.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true), a.cfg.owner);
+    for (_, r, _) in members {
+        seed.push_str(&format!("|{}@{}", r.key, r.version));
+    }
+    format!("{}-{}", a.now.format("%Y%m%dT%H%M%S"), &ContentHash::of(seed.as_bytes()).to_hex()[..16])
 }
 
 /// A batch session opened but never closed (a crash, or a failed upload or close): close it
