@@ -214,6 +214,53 @@ impl ArchiveBuilder {
     }
 }
 
+/// The declaring pass, one invoice at a time (for callers that read each invoice's bytes
+/// asynchronously): only sizes and hashes are kept.
+pub struct BatchPlanner {
+    builder: ArchiveBuilder,
+    key: Arc<SessionKey>,
+    part_size: usize,
+    parts: Vec<PartDeclaration>,
+}
+
+impl BatchPlanner {
+    pub fn new(key: Arc<SessionKey>, part_size: usize) -> BatchPlanner {
+        BatchPlanner {
+            builder: ArchiveBuilder::zip(key.clone(), part_size),
+            key,
+            part_size,
+            parts: Vec::new(),
+        }
+    }
+
+    /// Adds one invoice; returns the part its archive entry starts in.
+    pub fn add(&mut self, name: &str, bytes: &[u8]) -> Result<u32> {
+        let part = self.builder.add(name, bytes)?;
+        self.parts.extend(self.builder.take_ready().iter().map(PartDeclaration::of));
+        Ok(part)
+    }
+
+    pub fn finish(self) -> Result<BatchPlan> {
+        let BatchPlanner {
+            builder,
+            key,
+            part_size,
+            mut parts,
+        } = self;
+        let (rest, file_size, file_hash, peak_buffered) = builder.finish()?;
+        parts.extend(rest.iter().map(PartDeclaration::of));
+        Ok(BatchPlan {
+            key,
+            part_size,
+            compression: Compression::Zip,
+            file_size,
+            file_hash,
+            parts,
+            peak_buffered,
+        })
+    }
+}
+
 impl BatchPlan {
     /// Declares an archive of `invoices` (file name and bytes, read one at a time): builds it
     /// once, keeping only its sizes and hashes and the part each invoice starts in.
@@ -222,27 +269,12 @@ impl BatchPlan {
         part_size: usize,
         invoices: impl IntoIterator<Item = (&'a str, &'a [u8])>,
     ) -> Result<(BatchPlan, Vec<u32>)> {
-        let mut b = ArchiveBuilder::zip(key.clone(), part_size);
-        let mut parts = Vec::new();
+        let mut p = BatchPlanner::new(key, part_size);
         let mut members = Vec::new();
         for (name, bytes) in invoices {
-            members.push(b.add(name, bytes)?);
-            parts.extend(b.take_ready().iter().map(PartDeclaration::of));
+            members.push(p.add(name, bytes)?);
         }
-        let (rest, file_size, file_hash, peak_buffered) = b.finish()?;
-        parts.extend(rest.iter().map(PartDeclaration::of));
-        Ok((
-            BatchPlan {
-                key,
-                part_size,
-                compression: Compression::Zip,
-                file_size,
-                file_hash,
-                parts,
-                peak_buffered,
-            },
-            members,
-        ))
+        Ok((p.finish()?, members))
     }
 
     /// A second builder for the upload pass (same key, same part size).

@@ -48,7 +48,7 @@ pub mod stored_credentials;
 pub mod xades;
 
 pub use batch::{BatchArchive, BatchInvoice, BatchSession, Compression, EncryptedPart, OpenedBatch};
-pub use batch_builder::{ArchiveBuilder, BatchPlan, PartDeclaration};
+pub use batch_builder::{ArchiveBuilder, BatchPlan, BatchPlanner, PartDeclaration};
 pub use client::{pick_key, ClientConfig, Credentials, KeyUsage, KsefClient, PublicKey, Result, TokenSet};
 pub use environment::Environment;
 pub use failure_map::{Duplicate, InvoiceOutcome};

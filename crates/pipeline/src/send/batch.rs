@@ -81,7 +81,8 @@ impl Channel for Batch {
         tracing::info!(document = %r.key, trace_id = %r.trace_id, seller_nip = %r.key.seller_nip, "sending alone in a batch session");
         let member = Member { index: 0, record: r };
         let mut out = Vec::new();
-        group(a, &BatchConfig::default(), vec![member], &mut out).await;
+        // Boxed: the group's future is large, and it is awaited deep inside the stage's.
+        Box::pin(group(a, &BatchConfig::default(), vec![member], &mut out)).await;
         out.pop()
             .map(|(_, res)| res)
             .unwrap_or_else(|| Err(StoreError::Unavailable("the batch member was left without an answer".into()).into()))
@@ -145,7 +146,7 @@ pub(super) async fn submit_group<S: SendStore + ?Sized>(
         sent_at: None,
         now,
     };
-    group(&a, batch_cfg, members, &mut out).await;
+    Box::pin(group(&a, batch_cfg, members, &mut out)).await;
     out
 }
 
