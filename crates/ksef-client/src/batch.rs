@@ -183,6 +183,44 @@ impl BatchInvoice {
     }
 }
 
+/// A batch session's status and invoice list, read once ([`KsefClient::batch_results`]) and
+/// asked about each member.
+#[derive(Debug, Clone)]
+pub struct BatchResults {
+    pub session: String,
+    status: Status,
+    invoices: Vec<InvoiceStatus>,
+}
+
+impl BatchResults {
+    /// Still open (never closed): closing it lets KSeF process what was uploaded.
+    pub fn is_open(&self) -> bool {
+        self.status.code == 100
+    }
+
+    /// KSeF has finished with the session: its list is complete, every listed invoice decided.
+    pub fn is_final(&self) -> bool {
+        !matches!(self.status.code, 100 | 150)
+    }
+
+    /// The session's status in KSeF's words, for a history line.
+    pub fn describe(&self) -> String {
+        format!("KSeF status {} ({})", self.status.code, self.status.description)
+    }
+
+    /// The verdict on the invoice with content `hash`, and KSeF's listing of it (with its own
+    /// status, KSeF number and UPO link) when listed.
+    pub fn find(&self, hash: &ContentHash) -> (BatchInvoice, Option<&InvoiceStatus>) {
+        let want = hash.to_base64();
+        let listed = if self.is_open() {
+            None
+        } else {
+            self.invoices.iter().find(|i| i.invoice_hash == want)
+        };
+        (BatchInvoice::of(&self.session, &self.status, listed), listed)
+    }
+}
+
 /// An opened batch session: its reference and where to upload each part.
 #[derive(Debug, Clone)]
 pub struct OpenedBatch {
@@ -327,12 +365,33 @@ impl KsefClient {
     /// Where the invoice with content `hash` stands in batch session `session`: the session's
     /// status, then (unless it is still open) its invoice list.
     pub async fn find_in_batch(&self, session: &str, hash: &ContentHash) -> Result<BatchInvoice> {
+        Ok(self.batch_results(session).await?.find(hash).0)
+    }
+
+    /// What a batch session holds, read once for all its members: its status, then (unless it
+    /// is still open) every page of its invoice list.
+    pub async fn batch_results(&self, session: &str) -> Result<BatchResults> {
+        self.read_batch(session, false).await
+    }
+
+    /// Like [`KsefClient::batch_results`], but the list is read only once the session is final
+    /// (one read of it per batch; a session still processing costs one status call).
+    pub async fn final_batch_results(&self, session: &str) -> Result<BatchResults> {
+        self.read_batch(session, true).await
+    }
+
+    async fn read_batch(&self, session: &str, only_final: bool) -> Result<BatchResults> {
         let status = self.session_status(session).await?.status;
-        if status.code == 100 {
-            return Ok(BatchInvoice::of(session, &status, None));
-        }
-        let listed = self.find_invoice_by_hash(session, hash).await?;
-        Ok(BatchInvoice::of(session, &status, listed.as_ref()))
+        let invoices = if status.code == 100 || (only_final && status.code == 150) {
+            Vec::new()
+        } else {
+            self.session_invoices(session).await?
+        };
+        Ok(BatchResults {
+            session: session.to_owned(),
+            status,
+            invoices,
+        })
     }
 
     /// Closes a batch session: KSeF starts processing the archive.

@@ -47,7 +47,7 @@ pub mod sessions;
 pub mod stored_credentials;
 pub mod xades;
 
-pub use batch::{BatchArchive, BatchInvoice, BatchSession, Compression, EncryptedPart, OpenedBatch};
+pub use batch::{BatchArchive, BatchInvoice, BatchResults, BatchSession, Compression, EncryptedPart, OpenedBatch};
 pub use batch_builder::{ArchiveBuilder, BatchPlan, BatchPlanner, PartDeclaration};
 pub use client::{pick_key, ClientConfig, Credentials, KeyUsage, KsefClient, PublicKey, Result, TokenSet};
 pub use environment::Environment;

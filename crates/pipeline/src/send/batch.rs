@@ -29,6 +29,7 @@
 //! member is reconciled by the one path the lone batch send already proves, with no second
 //! reading of the batch item at reconciliation.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use std::sync::Arc;
@@ -38,12 +39,15 @@ use ksef_client::batch::MAX_PART_SIZE;
 use ksef_client::batch_builder::MAX_INVOICES;
 use ksef_client::{BatchInvoice, BatchPlan, BatchPlanner, EncryptedPart, OpenedBatch, SessionKey};
 use relay_domain::ports::{ObjectBody, StoreError};
+use ksef_client::{Duplicate, InvoiceOutcome};
 use relay_domain::{Change, ContentHash, DocumentRecord, ErrorClass, Failure, KsefReference};
 use serde_json::json;
 
 use super::attempt::{again, on_failure, relay_failure, until, Attempt, Channel, Reconciled, SendConfig, SendPorts, SendStore};
 use crate::queue_action::{done, QueueAction, StageError, StageResult};
+use crate::messages::StatusRequest;
 use crate::sessions::KsefContexts;
+use crate::status::{act_on_status, StatusConfig};
 
 pub(super) struct Batch;
 
@@ -115,6 +119,152 @@ pub(super) struct Member {
 
 type Answers = Vec<(usize, Result<StageResult, StageError>)>;
 
+/// A claimed document whose batch send has no known result yet.
+pub(super) struct Unconfirmed {
+    pub index: usize,
+    pub record: DocumentRecord,
+    pub sent_at: Option<DateTime<Utc>>,
+    pub session: KsefReference,
+}
+
+/// The harvest: the members of each batch session are reconciled together, with ONE read of
+/// the session (status, then its invoice list, every page) for all of them, not one per member.
+/// A listed member is SENT; one KSeF has decided on is finished here from the list's own status
+/// (ACCEPTED with its UPO through the pre-signed link, or REJECTED with KSeF's words), so no
+/// per-invoice status poll is needed. A session left open is closed once. Members KSeF did not
+/// take (a session that cannot be closed) are returned, to be sent in the new batch.
+async fn reconcile_group<S: SendStore + ?Sized>(
+    ports: &SendPorts<'_, S>,
+    ksef: &KsefContexts,
+    cfg: &SendConfig,
+    client: Arc<ksef_client::KsefClient>,
+    unconfirmed: Vec<Unconfirmed>,
+    now: DateTime<Utc>,
+    out: &mut Answers,
+) -> Vec<Member> {
+    let mut by_session: BTreeMap<KsefReference, Vec<Unconfirmed>> = BTreeMap::new();
+    for u in unconfirmed {
+        by_session.entry(u.session.clone()).or_default().push(u);
+    }
+    let mut resend = Vec::new();
+    for (session, group) in by_session {
+        let a = Attempt {
+            ports,
+            ksef,
+            cfg,
+            client: client.clone(),
+            sent_at: group.iter().filter_map(|u| u.sent_at).max(),
+            now,
+        };
+        let wait = batch_wait(&a);
+        let results = match a.client.final_batch_results(session.as_str()).await {
+            Ok(results) => results,
+            Err(f) => {
+                for u in group {
+                    out.push((u.index, a.read_failed(u.record, f.clone()).await));
+                }
+                continue;
+            }
+        };
+        if results.is_open() {
+            match a.client.close_batch_session(session.as_str()).await {
+                Ok(()) => {
+                    for u in group {
+                        let detail = format!("batch session {session} was left open by an earlier attempt; closed it");
+                        out.push((u.index, await_batch(&a, &u.record, detail, wait, "BATCH_PROCESSING").await));
+                    }
+                }
+                Err(f)
+                    if matches!(
+                        f.class,
+                        ErrorClass::Transient | ErrorClass::RateLimited { .. } | ErrorClass::NeedsReauth
+                    ) =>
+                {
+                    if f.class == ErrorClass::NeedsReauth {
+                        a.client.forget_access_token().await;
+                    }
+                    for u in group {
+                        out.push((u.index, a.fail(u.record, f.clone(), true).await));
+                    }
+                }
+                Err(f) => {
+                    let detail = format!(
+                        "batch session {session} could not be closed ({}): KSeF did not take the earlier attempt; sending again",
+                        f.message
+                    );
+                    for u in group {
+                        match a.ports.store.transition(&u.record, Change::Reconciled { detail: detail.clone() }, now).await {
+                            Ok(r) => resend.push(Member { index: u.index, record: r }),
+                            Err(e) => out.push((u.index, Err(e.into()))),
+                        }
+                    }
+                }
+            }
+            continue;
+        }
+        if !results.is_final() {
+            // One check per batch: while KSeF is processing, the whole session waits (a partial
+            // list would send its members to per-invoice polling).
+            for u in group {
+                let detail = format!("batch session {session}: {}; checking again later", results.describe());
+                out.push((u.index, await_batch(&a, &u.record, detail, wait, "BATCH_PROCESSING").await));
+            }
+            continue;
+        }
+        for u in group {
+            let (verdict, listed) = results.find(&u.record.content_hash);
+            let res = match verdict {
+                BatchInvoice::Listed(invoice_reference) => harvest(&a, u.record, session.clone(), invoice_reference, listed.cloned()).await,
+                BatchInvoice::ListedUnreadable(f) => a.fail(u.record, f, true).await,
+                BatchInvoice::NotYet { status } => {
+                    let detail = format!("batch session {session}: {status}, our invoice not listed yet; checking again later");
+                    await_batch(&a, &u.record, detail, wait, "BATCH_PROCESSING").await
+                }
+                // An open session was closed above; should KSeF still call it open, look again.
+                BatchInvoice::SessionOpen => {
+                    let detail = format!("batch session {session} is still open; checking again later");
+                    await_batch(&a, &u.record, detail, wait, "BATCH_PROCESSING").await
+                }
+                // Charged, so a batch that keeps failing ends in FAILED rather than a loop.
+                BatchInvoice::Missing(f) => a.fail(u.record, f, false).await,
+            };
+            out.push((u.index, res));
+        }
+    }
+    resend
+}
+
+/// A member KSeF lists: SENT (with its status check queued), and, when the list already
+/// carries KSeF's decision, finished at once from it.
+async fn harvest<S: SendStore + ?Sized>(
+    a: &Attempt<'_, S>,
+    r: DocumentRecord,
+    session: KsefReference,
+    invoice_reference: KsefReference,
+    listed: Option<ksef_client::InvoiceStatus>,
+) -> Result<StageResult, StageError> {
+    let sent = a.sent(&r, session.clone(), invoice_reference.clone(), "RECONCILED_SENT").await?;
+    let (Some(r), Some(status)) = (sent.record.clone(), listed) else {
+        return Ok(sent);
+    };
+    // Only a decision that ends the document here: accepted, or rejected for its content. The
+    // rest (pending, a duplicate to prove, a cancelled copy to resend) is the status check's.
+    match ksef_client::failure_map::invoice_outcome("session_invoices", &status) {
+        InvoiceOutcome::Accepted { .. } => {}
+        InvoiceOutcome::Failed(f) if f.class == ErrorClass::Permanent && Duplicate::of(&f).is_none() => {}
+        _ => return Ok(sent),
+    }
+    let req = StatusRequest::first(&r, session, invoice_reference);
+    let status_cfg = StatusConfig::standard(a.cfg.policy.clone());
+    let res = act_on_status(a.ports, a.ksef, &a.client, &status_cfg, &req, r, status, a.now).await?;
+    // The send message is done either way: what is left (a UPO not ready yet) is followed by the
+    // status check `sent` queued, or re-driven when that one finds itself behind.
+    Ok(StageResult {
+        action: QueueAction::Delete,
+        ..res
+    })
+}
+
 /// Sends claimed Batch-mode documents of one seller in one batch session (the module's steps 2
 /// to 6); an answer per member, by its index.
 pub(super) async fn submit_group<S: SendStore + ?Sized>(
@@ -122,22 +272,32 @@ pub(super) async fn submit_group<S: SendStore + ?Sized>(
     ksef: &KsefContexts,
     cfg: &SendConfig,
     batch_cfg: &BatchConfig,
-    members: Vec<Member>,
+    unconfirmed: Vec<Unconfirmed>,
+    mut members: Vec<Member>,
     now: DateTime<Utc>,
 ) -> Answers {
     let mut out = Vec::new();
-    let Some(seller) = members.first().map(|m| m.record.key.seller_nip.clone()) else {
-        return out;
+    let seller = match (members.first(), unconfirmed.first()) {
+        (Some(m), _) => m.record.key.seller_nip.clone(),
+        (None, Some(u)) => u.record.key.seller_nip.clone(),
+        (None, None) => return out,
     };
     let client = match ksef.client_ready(&seller, now).await {
         Ok(c) => c,
         Err(f) => {
-            for m in members {
-                out.push((m.index, on_failure(ports, cfg, m.record, f.clone(), false, now).await));
+            let all = members.into_iter().map(|m| (m.index, m.record, false));
+            for (i, r, maybe) in all.chain(unconfirmed.into_iter().map(|u| (u.index, u.record, true))) {
+                out.push((i, on_failure(ports, cfg, r, f.clone(), maybe, now).await));
             }
             return out;
         }
     };
+    // Harvest first: members KSeF did not take join the new batch.
+    let resend = Box::pin(reconcile_group(ports, ksef, cfg, client.clone(), unconfirmed, now, &mut out)).await;
+    members.extend(resend);
+    if members.is_empty() {
+        return out;
+    }
     let a = Attempt {
         ports,
         ksef,

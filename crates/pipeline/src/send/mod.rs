@@ -217,9 +217,9 @@ pub async fn send_batch<S: SendStore + ?Sized>(
         return Vec::new();
     };
     let gate_open = matches!(ksef.seller_gate(&seller, now).await, SellerGate::Open);
-    let mut members = Vec::new();
+    let (mut members, mut unconfirmed) = (Vec::new(), Vec::new());
     for (i, req) in reqs.iter().enumerate() {
-        if !gate_open || req.document.seller_nip != seller || members.len() >= batch_cfg.max_members {
+        if !gate_open || req.document.seller_nip != seller || members.len() + unconfirmed.len() >= batch_cfg.max_members {
             answers[i] = Some(send(ports, ksef, cfg, req, now).await);
             continue;
         }
@@ -228,7 +228,14 @@ pub async fn send_batch<S: SendStore + ?Sized>(
             Err(e) => answers[i] = Some(Err(e)),
             Ok(Err(answer)) => answers[i] = Some(Ok(answer)),
             Ok(Ok((r, sent_at))) => {
-                if r.unconfirmed_send().is_some() || r.send_mode() != Some(SendMode::Batch) {
+                if let Some((session, SendMode::Batch)) = r.unconfirmed_send() {
+                    unconfirmed.push(batch::Unconfirmed {
+                        index: i,
+                        record: r,
+                        sent_at,
+                        session,
+                    });
+                } else if r.unconfirmed_send().is_some() || r.send_mode() != Some(SendMode::Batch) {
                     let mut res = send_claimed(ports, ksef, cfg, r, sent_at, now).await;
                     after_attempt(ksef, &seller, &mut res, probing, now).await;
                     answers[i] = Some(res);
@@ -238,8 +245,8 @@ pub async fn send_batch<S: SendStore + ?Sized>(
             }
         }
     }
-    if !members.is_empty() {
-        for (i, mut res) in batch::submit_group(ports, ksef, cfg, batch_cfg, members, now).await {
+    if !members.is_empty() || !unconfirmed.is_empty() {
+        for (i, mut res) in batch::submit_group(ports, ksef, cfg, batch_cfg, unconfirmed, members, now).await {
             after_attempt(ksef, &seller, &mut res, false, now).await;
             answers[i] = Some(res);
         }
