@@ -146,3 +146,54 @@ async fn five_hundred_invoices_go_in_one_batch_session_and_are_harvested_with_at
     );
     assert!(per_invoice <= 1.05, "{calls} calls for {n} invoices: {:?}", w.sim.operation_counts().snapshot());
 }
+
+/// The local driver (`drive::Stages`, used by `ksef-relay run` and `load`) gathers the queued
+/// Batch-mode messages of a seller into one batch session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_driver_gathers_a_sellers_queued_batch_documents_into_one_session() {
+    use relay_domain::memory::MemoryQueue;
+    use relay_domain::ports::OutgoingMessage;
+    let w = world(10).await;
+    let (send_dlq, status_dlq) = (MemoryQueue::new("send-dlq"), MemoryQueue::new("status-dlq"));
+    let status_cfg = w.status_cfg();
+    let stages = relay_pipeline::drive::Stages {
+        store: &w.store,
+        archive: &w.archive,
+        send_queue: &w.send_q,
+        send_dlq: &send_dlq,
+        status_queue: &w.status_q,
+        status_dlq: &status_dlq,
+        corrections_queue: &w.corrections_q,
+        ksef: &w.ksef,
+        send_cfg: &w.cfg,
+        status_cfg: &status_cfg,
+        visibility: Duration::from_secs(30),
+        clock: &relay_domain::clock::SystemClock,
+        sweep: relay_pipeline::sweeper::SweepConfig::standard(),
+        batch_cfg: BatchConfig::default(),
+    };
+    let n = 25;
+    let mut reqs = Vec::new();
+    for i in 0..n {
+        let req = w.register(&with_attachment(&format!("DRV/{i}"))).await;
+        assert_eq!(req.mode, Some(relay_domain::SendMode::Batch), "the message names its channel");
+        w.send_q.send(OutgoingMessage::new(req.to_json())).await.unwrap();
+        reqs.push(req);
+    }
+    let mut steps = std::collections::BTreeMap::new();
+    assert!(stages
+        .run_until_quiet(Duration::from_secs(60), Duration::from_millis(20), |s| {
+            *steps.entry((s.stage, s.outcome)).or_insert(0) += 1;
+        })
+        .await
+        .unwrap());
+    println!("{steps:?}");
+    let opened = w.sim.operation_counts().count("POST", "/sessions/batch", |s| s == 201);
+    assert_eq!(opened, 1, "one batch session for the seller's {n} invoices: {steps:?}");
+    for req in &reqs {
+        let r = w.store.get(&req.document).await.unwrap().unwrap().record;
+        assert_eq!(r.state, DocumentState::Accepted);
+        assert!(r.storage.upo.is_some());
+        assert_eq!(w.sim.ledger().count_hash(&req.content_hash), 1);
+    }
+}
