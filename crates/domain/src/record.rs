@@ -949,8 +949,21 @@ mod tests {
                 part: 3
             }
         );
-        let sent = DocumentRecord { state: DocumentState::Sent, ..r };
-        assert!(sent.apply(Change::JoinedBatch { batch: "b-2".into(), part: 1 }, t0).is_err(), "only a queued document joins a batch");
+        let sent = DocumentRecord {
+            state: DocumentState::Sent,
+            ..r
+        };
+        assert!(
+            sent.apply(
+                Change::JoinedBatch {
+                    batch: "b-2".into(),
+                    part: 1
+                },
+                t0
+            )
+            .is_err(),
+            "only a queued document joins a batch"
+        );
     }
 
     #[test]

@@ -24,10 +24,17 @@ fn vm_hwm_kb() -> u64 {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let n: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(10_000);
-    let part_size: usize = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(ksef_client::batch::MAX_PART_SIZE);
+    let part_size: usize = args
+        .get(2)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(ksef_client::batch::MAX_PART_SIZE);
     let sample = String::from_utf8(include_bytes!("../../../data/ksef/samples/FA_3_Przykład_24.xml").to_vec()).unwrap();
     // Made one at a time, as the pipeline reads each member's bytes from the archive.
-    let invoice = |i: usize| sample.replace("<P_2>FV2026/02/150</P_2>", &format!("<P_2>MEM/{i:06}</P_2>")).into_bytes();
+    let invoice = |i: usize| {
+        sample
+            .replace("<P_2>FV2026/02/150</P_2>", &format!("<P_2>MEM/{i:06}</P_2>"))
+            .into_bytes()
+    };
     let rss_start = vm_hwm_kb();
     let t = Instant::now();
     let key = Arc::new(SessionKey::generate());

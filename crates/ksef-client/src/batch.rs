@@ -264,8 +264,15 @@ impl KsefClient {
     /// Opens a batch session for an archive declared by a streaming pass ([`BatchPlan`]); its
     /// parts are uploaded one at a time with [`KsefClient::upload_batch_part`].
     pub async fn open_planned_batch(&self, plan: &BatchPlan, offline_mode: bool) -> Result<OpenedBatch> {
-        self.open_batch(&plan.key, plan.compression, plan.file_size, &plan.file_hash, &plan.parts, offline_mode)
-            .await
+        self.open_batch(
+            &plan.key,
+            plan.compression,
+            plan.file_size,
+            &plan.file_hash,
+            &plan.parts,
+            offline_mode,
+        )
+        .await
     }
 
     async fn open_batch(

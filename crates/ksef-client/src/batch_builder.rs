@@ -119,9 +119,13 @@ impl Write for PartSink {
         let mut s = self.state.lock().expect("sink state");
         let room = s.part_size - s.buf.len();
         let n = data.len().min(room);
-        if s.buf.capacity() == 0 {
-            let want = s.part_size.min(1 << 20) + 16;
-            s.buf.reserve_exact(want);
+        // Grow by doubling, but never past one part (and its padding): a doubling Vec would
+        // otherwise hold up to twice a part.
+        let need = s.buf.len() + n;
+        if need > s.buf.capacity() {
+            let target = (s.buf.capacity() * 2).max(need).max(1 << 20).min(s.part_size + 16);
+            let len = s.buf.len();
+            s.buf.reserve_exact(target - len);
         }
         s.buf.extend_from_slice(&data[..n]);
         s.whole.update(&data[..n]);
@@ -320,8 +324,15 @@ mod tests {
         assert_eq!(starts[0], 1);
         assert!(starts.windows(2).all(|w| w[0] <= w[1]), "entries start in non-decreasing parts");
         let last = *starts.last().unwrap() as usize;
-        assert!(last > 1 && last <= plan.parts.len(), "the last entry starts in a later part: {last}");
-        assert!(plan.peak_buffered <= part_size + 16 + (1 << 20), "peak {}", plan.peak_buffered);
+        assert!(
+            last > 1 && last <= plan.parts.len(),
+            "the last entry starts in a later part: {last}"
+        );
+        assert!(
+            plan.peak_buffered <= 2 * (part_size + 16),
+            "at most a part being filled and one sealed: {}",
+            plan.peak_buffered
+        );
 
         // The upload pass: same parts, and they decrypt to the declared archive.
         let mut b = plan.builder();

@@ -78,7 +78,8 @@ async fn five_hundred_invoices_go_in_one_batch_session_and_are_harvested_with_at
         context: common::World::nip(),
         token: ksef_client::KsefToken::new(ksef_sim::DEFAULT_TOKEN),
     };
-    w.ksef = relay_pipeline::sessions::KsefContexts::new().with(common::World::nip(), ksef_client::KsefClient::new(cfg, Some(creds)).unwrap());
+    w.ksef =
+        relay_pipeline::sessions::KsefContexts::new().with(common::World::nip(), ksef_client::KsefClient::new(cfg, Some(creds)).unwrap());
     let n = 500;
     let mut reqs = Vec::new();
     for i in 0..n {
@@ -91,7 +92,11 @@ async fn five_hundred_invoices_go_in_one_batch_session_and_are_harvested_with_at
         max_members: 10_000,
     };
     let outcomes = deliver(&w, &batch_cfg, reqs.clone()).await;
-    assert_eq!(outcomes.iter().filter(|o| **o == "BATCH_CLOSED").count(), n, "all in the first batch: {outcomes:?}");
+    assert_eq!(
+        outcomes.iter().filter(|o| **o == "BATCH_CLOSED").count(),
+        n,
+        "all in the first batch: {outcomes:?}"
+    );
 
     // The status checks `SENT` queued find their documents finished: no KSeF call.
     let mut leftovers = Vec::new();
@@ -144,7 +149,11 @@ async fn five_hundred_invoices_go_in_one_batch_session_and_are_harvested_with_at
         "{n} invoices in one batch: {calls} KSeF calls ({per_invoice:.3} per invoice): {:?}",
         w.sim.operation_counts().snapshot()
     );
-    assert!(per_invoice <= 1.05, "{calls} calls for {n} invoices: {:?}", w.sim.operation_counts().snapshot());
+    assert!(
+        per_invoice <= 1.05,
+        "{calls} calls for {n} invoices: {:?}",
+        w.sim.operation_counts().snapshot()
+    );
 }
 
 /// The local driver (`drive::Stages`, used by `ksef-relay run` and `load`) gathers the queued

@@ -552,7 +552,10 @@ async fn every_crash_point_of_a_batch_of_many_invoices() {
         "ksef POST /v2/sessions/batch/{ref}/close",
         "store.transition AwaitingBatch",
     ] {
-        assert!(positions.iter().any(|p| p.starts_with(want)), "the batch path passes {want}: {positions:#?}");
+        assert!(
+            positions.iter().any(|p| p.starts_with(want)),
+            "the batch path passes {want}: {positions:#?}"
+        );
     }
     let uploads = positions.iter().filter(|p| p.starts_with("ksef PUT /storage/batch")).count();
     assert!(uploads >= 2, "the archive spans several parts, each a position: {positions:#?}");

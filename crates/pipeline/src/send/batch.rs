@@ -38,14 +38,14 @@ use chrono::{DateTime, Utc};
 use ksef_client::batch::MAX_PART_SIZE;
 use ksef_client::batch_builder::MAX_INVOICES;
 use ksef_client::{BatchInvoice, BatchPlan, BatchPlanner, EncryptedPart, OpenedBatch, SessionKey};
-use relay_domain::ports::{ObjectBody, StoreError};
 use ksef_client::{Duplicate, InvoiceOutcome};
+use relay_domain::ports::{ObjectBody, StoreError};
 use relay_domain::{Change, ContentHash, DocumentRecord, ErrorClass, Failure, KsefReference};
 use serde_json::json;
 
 use super::attempt::{again, on_failure, relay_failure, until, Attempt, Channel, Reconciled, SendConfig, SendPorts, SendStore};
-use crate::queue_action::{done, QueueAction, StageError, StageResult};
 use crate::messages::StatusRequest;
+use crate::queue_action::{done, QueueAction, StageError, StageResult};
 use crate::sessions::KsefContexts;
 use crate::status::{act_on_status, StatusConfig};
 
@@ -193,7 +193,12 @@ async fn reconcile_group<S: SendStore + ?Sized>(
                         f.message
                     );
                     for u in group {
-                        match a.ports.store.transition(&u.record, Change::Reconciled { detail: detail.clone() }, now).await {
+                        match a
+                            .ports
+                            .store
+                            .transition(&u.record, Change::Reconciled { detail: detail.clone() }, now)
+                            .await
+                        {
                             Ok(r) => resend.push(Member { index: u.index, record: r }),
                             Err(e) => out.push((u.index, Err(e.into()))),
                         }
@@ -333,7 +338,13 @@ fn abandon(cfg: &SendConfig, members: impl IntoIterator<Item = usize>, out: &mut
     }
 }
 
-async fn fail_all<S: SendStore + ?Sized>(a: &Attempt<'_, S>, members: Vec<(usize, DocumentRecord)>, f: &Failure, maybe_received: bool, out: &mut Answers) {
+async fn fail_all<S: SendStore + ?Sized>(
+    a: &Attempt<'_, S>,
+    members: Vec<(usize, DocumentRecord)>,
+    f: &Failure,
+    maybe_received: bool,
+    out: &mut Answers,
+) {
     for (i, r) in members {
         out.push((i, a.fail(r, f.clone(), maybe_received).await));
     }
@@ -393,7 +404,19 @@ async fn group<S: SendStore + ?Sized>(a: &Attempt<'_, S>, batch_cfg: &BatchConfi
     let mut joined = Vec::new();
     let mut left = joining.into_iter();
     for (i, r, part) in left.by_ref() {
-        match a.ports.store.transition(&r, Change::JoinedBatch { batch: batch.clone(), part }, a.now).await {
+        match a
+            .ports
+            .store
+            .transition(
+                &r,
+                Change::JoinedBatch {
+                    batch: batch.clone(),
+                    part,
+                },
+                a.now,
+            )
+            .await
+        {
             Ok(r) => joined.push((i, r)),
             Err(e) => {
                 // The member moved under us (its lease ran out): the batch must not carry it.
@@ -442,10 +465,7 @@ async fn group<S: SendStore + ?Sized>(a: &Attempt<'_, S>, batch_cfg: &BatchConfi
     let mut builder = plan.builder();
     for (_, r, _) in &started {
         let f = match archived_bytes(a, r).await {
-            Ok(Ok(bytes)) => match builder.add(&file_name(r), &bytes) {
-                Ok(_) => None,
-                Err(f) => Some(f),
-            },
+            Ok(Ok(bytes)) => builder.add(&file_name(r), &bytes).err(),
             Ok(Err(f)) => Some(f),
             Err(e) => Some(relay_failure(format!("reading a member's bytes again: {e}"), "NO_ARCHIVE")),
         };
@@ -483,7 +503,12 @@ async fn group<S: SendStore + ?Sized>(a: &Attempt<'_, S>, batch_cfg: &BatchConfi
 }
 
 /// A part of the upload pass: the same as declared, then PUT (not rate-limited).
-async fn upload<S: SendStore + ?Sized>(a: &Attempt<'_, S>, plan: &BatchPlan, opened: &OpenedBatch, part: &EncryptedPart) -> Result<(), Failure> {
+async fn upload<S: SendStore + ?Sized>(
+    a: &Attempt<'_, S>,
+    plan: &BatchPlan,
+    opened: &OpenedBatch,
+    part: &EncryptedPart,
+) -> Result<(), Failure> {
     plan.check(part)?;
     a.client.upload_batch_part(opened, part).await
 }
@@ -499,7 +524,11 @@ fn batch_id<S: SendStore + ?Sized>(a: &Attempt<'_, S>, members: &[(usize, Docume
     for (_, r, _) in members {
         seed.push_str(&format!("|{}@{}", r.key, r.version));
     }
-    format!("{}-{}", a.now.format("%Y%m%dT%H%M%S"), &ContentHash::of(seed.as_bytes()).to_hex()[..16])
+    format!(
+        "{}-{}",
+        a.now.format("%Y%m%dT%H%M%S"),
+        &ContentHash::of(seed.as_bytes()).to_hex()[..16]
+    )
 }
 
 /// A batch session opened but never closed (a crash, or a failed upload or close): close it
