@@ -316,19 +316,20 @@ impl KsefClient {
             reference: session.reference.clone(),
             uploads: session.uploads.clone(),
         };
-        for u in &session.uploads {
-            if !session.parts.iter().any(|p| p.ordinal == u.ordinal_number) {
-                return Err(Failure::new(
+        let opened = &opened;
+        // Each part KSeF asked for (the uploads it listed), KSeF recommends in parallel.
+        let uploads = session.uploads.iter().map(|u| async move {
+            let part = session.parts.iter().find(|p| p.ordinal == u.ordinal_number).ok_or_else(|| {
+                Failure::new(
                     ErrorClass::Permanent,
                     ErrorSource::Ksef {
                         operation: "upload_batch_part".into(),
                     },
                     format!("KSeF asked for part {} which was not declared", u.ordinal_number),
-                ));
-            }
-        }
-        // KSeF recommends parallel uploads.
-        let uploads = session.parts.iter().map(|p| self.upload_batch_part(&opened, p));
+                )
+            })?;
+            self.upload_batch_part(opened, part).await
+        });
         futures::future::try_join_all(uploads).await.map(|_| ())
     }
 
