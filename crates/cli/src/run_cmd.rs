@@ -495,6 +495,7 @@ pub(crate) async fn drive(ports: &Ports, ksef: &Ksef, limit: Duration, pb: &Prog
             grace: Duration::from_secs(2),
             ..relay_pipeline::sweeper::SweepConfig::standard()
         },
+        batch_cfg: relay_pipeline::send::BatchConfig::default(),
     };
     let mut finished: HashMap<String, &'static str> = HashMap::new();
     let quiet = stages

@@ -207,6 +207,11 @@ impl ContentHash {
         ContentHash(Sha256::digest(bytes).into())
     }
 
+    /// A SHA-256 digest computed elsewhere (streamed over bytes never held at once).
+    pub fn from_digest(digest: [u8; 32]) -> Self {
+        ContentHash(digest)
+    }
+
     /// Parses KSeF's form: standard Base64 with padding, 44 characters.
     pub fn parse(s: &str) -> Result<Self, ParseError> {
         if s.len() != 44 {

@@ -38,6 +38,10 @@ pub struct KsefRefs {
     /// since our own send of it was answered 440 and has no receipt.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub original_session: Option<KsefReference>,
+    /// The batch this document last joined (many invoices in one batch session): its id names
+    /// the batch item (members, session) in the archive, `batches/{sellerNip}/{id}.json`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch: Option<String>,
 }
 
 /// The channel a document goes to KSeF by. Chosen once, at intake (an invoice with an attachment
@@ -179,6 +183,12 @@ pub enum HistoryEvent {
         content_hash: ContentHash,
         attempt: u32,
     },
+    /// Joined batch `batch`, its archive entry starting in part `part`: recorded before the batch
+    /// session is opened.
+    JoinedBatch {
+        batch: String,
+        part: u32,
+    },
     Error {
         failure: Failure,
     },
@@ -192,6 +202,9 @@ pub enum HistoryEvent {
 pub enum Change {
     /// About to POST the invoice in `session`. Keeps the lease and the state.
     SendStarted { session: KsefReference },
+    /// Joined batch `batch` (entry in `part`), before its session is opened. Keeps the lease and
+    /// the state; nothing was sent.
+    JoinedBatch { batch: String, part: u32 },
     /// A failed attempt that will be retried at `retry_at`. Rate limits are not charged.
     /// `maybe_received`: KSeF may have taken the invoice after all (timeout, 5xx), so the next
     /// attempt reconciles first; false when KSeF certainly refused it (429, 401, 4xx).
@@ -311,6 +324,7 @@ impl Change {
     fn target(&self, current: DocumentState) -> DocumentState {
         match self {
             Change::SendStarted { .. }
+            | Change::JoinedBatch { .. }
             | Change::RetryScheduled { .. }
             | Change::Reconciled { .. }
             | Change::AwaitingBatch { .. }
@@ -338,7 +352,9 @@ impl Change {
     fn admits(&self, from: DocumentState) -> bool {
         use DocumentState::*;
         match self {
-            Change::SendStarted { .. } | Change::Reconciled { .. } | Change::AwaitingBatch { .. } => from == Queued,
+            Change::SendStarted { .. } | Change::JoinedBatch { .. } | Change::Reconciled { .. } | Change::AwaitingBatch { .. } => {
+                from == Queued
+            }
             Change::RetryScheduled { .. } | Change::RecoveryScheduled { .. } => matches!(from, Queued | Sent | Processing),
             Change::Resubmitted { .. } => from == Rejected,
             // ACCEPTED too: the number is recorded, the UPO is still to be fetched.
@@ -503,6 +519,7 @@ impl DocumentRecord {
         let stays = matches!(
             change,
             Change::SendStarted { .. }
+                | Change::JoinedBatch { .. }
                 | Change::RetryScheduled { .. }
                 | Change::Reconciled { .. }
                 | Change::AwaitingBatch { .. }
@@ -513,7 +530,10 @@ impl DocumentRecord {
         );
         // An attempt's own bookkeeping (about to send, reconciled) stays with its message; every
         // other change hands the document to a new follow-up.
-        let next_step = !matches!(change, Change::SendStarted { .. } | Change::Reconciled { .. });
+        let next_step = !matches!(
+            change,
+            Change::SendStarted { .. } | Change::JoinedBatch { .. } | Change::Reconciled { .. }
+        );
         if moves || !stays {
             from.check_transition(to)?;
         }
@@ -537,6 +557,15 @@ impl DocumentRecord {
                 });
                 r.ksef.session_reference = Some(session.clone());
                 r.ksef.unconfirmed_send = Some(session);
+                reason = String::new();
+            }
+            Change::JoinedBatch { batch, part } => {
+                release_lease = false;
+                r.ksef.batch = Some(batch.clone());
+                history.push(HistoryEntry {
+                    at: now,
+                    event: HistoryEvent::JoinedBatch { batch, part },
+                });
                 reason = String::new();
             }
             Change::Reconciled { detail } => {
@@ -892,6 +921,49 @@ mod tests {
 
     fn session() -> KsefReference {
         KsefReference::parse("20250625-SO-2C3E6C8000-B675CF5D68-07").unwrap()
+    }
+
+    #[test]
+    fn joining_a_batch_names_it_and_its_part_keeps_the_lease_and_sends_nothing() {
+        let t0 = Utc::now();
+        let record = DocumentRecord::register(new_doc(), t0).record;
+        let r = record.claim(ClaimPurpose::Send, "send-1", t0, Duration::from_secs(60)).unwrap();
+        let a = r
+            .apply(
+                Change::JoinedBatch {
+                    batch: "b-1".into(),
+                    part: 3,
+                },
+                t0,
+            )
+            .unwrap();
+        assert_eq!(a.record.state, DocumentState::Queued);
+        assert_eq!(a.record.ksef.batch.as_deref(), Some("b-1"));
+        assert_eq!(a.record.ksef.unconfirmed_send, None, "nothing can have reached KSeF yet");
+        assert_eq!(a.record.lease, r.lease, "the batch's sender keeps working on it");
+        assert_eq!(a.record.step, r.step, "bookkeeping of the attempt, no new follow-up");
+        assert_eq!(
+            a.history.last().unwrap().event,
+            HistoryEvent::JoinedBatch {
+                batch: "b-1".into(),
+                part: 3
+            }
+        );
+        let sent = DocumentRecord {
+            state: DocumentState::Sent,
+            ..r
+        };
+        assert!(
+            sent.apply(
+                Change::JoinedBatch {
+                    batch: "b-2".into(),
+                    part: 1
+                },
+                t0
+            )
+            .is_err(),
+            "only a queued document joins a batch"
+        );
     }
 
     #[test]

@@ -9,6 +9,7 @@ use relay_domain::{ContentHash, ErrorClass, ErrorSource, Failure, KsefReference}
 use reqwest::Method;
 use serde_json::json;
 
+use crate::batch_builder::{BatchPlan, PartDeclaration};
 use crate::client::{Auth, Body, Call, KeyUsage, KsefClient, Result};
 use crate::crypto;
 use crate::failure_map::{from_response, from_transport};
@@ -182,6 +183,51 @@ impl BatchInvoice {
     }
 }
 
+/// A batch session's status and invoice list, read once ([`KsefClient::batch_results`]) and
+/// asked about each member.
+#[derive(Debug, Clone)]
+pub struct BatchResults {
+    pub session: String,
+    status: Status,
+    invoices: Vec<InvoiceStatus>,
+}
+
+impl BatchResults {
+    /// Still open (never closed): closing it lets KSeF process what was uploaded.
+    pub fn is_open(&self) -> bool {
+        self.status.code == 100
+    }
+
+    /// KSeF has finished with the session: its list is complete, every listed invoice decided.
+    pub fn is_final(&self) -> bool {
+        !matches!(self.status.code, 100 | 150)
+    }
+
+    /// The session's status in KSeF's words, for a history line.
+    pub fn describe(&self) -> String {
+        format!("KSeF status {} ({})", self.status.code, self.status.description)
+    }
+
+    /// The verdict on the invoice with content `hash`, and KSeF's listing of it (with its own
+    /// status, KSeF number and UPO link) when listed.
+    pub fn find(&self, hash: &ContentHash) -> (BatchInvoice, Option<&InvoiceStatus>) {
+        let want = hash.to_base64();
+        let listed = if self.is_open() {
+            None
+        } else {
+            self.invoices.iter().find(|i| i.invoice_hash == want)
+        };
+        (BatchInvoice::of(&self.session, &self.status, listed), listed)
+    }
+}
+
+/// An opened batch session: its reference and where to upload each part.
+#[derive(Debug, Clone)]
+pub struct OpenedBatch {
+    pub reference: String,
+    pub uploads: Vec<PartUploadRequest>,
+}
+
 /// An open batch session with its parts and where to upload them.
 #[derive(Debug)]
 pub struct BatchSession {
@@ -195,86 +241,165 @@ impl KsefClient {
     pub async fn open_batch_session(&self, archive: &BatchArchive, part_size: usize, offline_mode: bool) -> Result<BatchSession> {
         let key = SessionKey::generate();
         let parts = encrypt_parts(&archive.bytes, &key, part_size)?;
-        let r: OpenBatchResponse = self
-            .with_key(KeyUsage::SymmetricKeyEncryption, |rsa| {
-                let (key, parts) = (&key, &parts);
-                async move {
-                    let body = json!({
-                        "formCode": FA3,
-                        "batchFile": {
-                            "fileSize": archive.bytes.len(),
-                            "fileHash": ContentHash::of(&archive.bytes).to_base64(),
-                            "compressionType": match archive.compression { Compression::Zip => "Zip", Compression::TarGz => "TarGz" },
-                            "fileParts": parts.iter().map(|p| json!({"ordinalNumber": p.ordinal, "fileSize": p.bytes.len(), "fileHash": p.hash.to_base64()})).collect::<Vec<_>>(),
-                        },
-                        "encryption": Self::encryption_info(key, &rsa)?,
-                        "offlineMode": offline_mode,
-                    });
-                    let a = self
-                        .call(Call { operation: "open_batch_session", group: EndpointGroup::BatchSession, method: Method::POST, path: "/sessions/batch".into(), body: Some(Body::Json(body)), auth: Auth::Access, headers: Vec::new() })
-                        .await?;
-                    a.json("open_batch_session")
-                }
+        let declared: Vec<PartDeclaration> = parts
+            .iter()
+            .map(|p| PartDeclaration {
+                ordinal: p.ordinal,
+                size: p.bytes.len() as u64,
+                hash: p.hash,
             })
+            .collect();
+        let archive_size = archive.bytes.len() as u64;
+        let archive_hash = ContentHash::of(&archive.bytes);
+        let opened = self
+            .open_batch(&key, archive.compression, archive_size, &archive_hash, &declared, offline_mode)
             .await?;
         Ok(BatchSession {
+            reference: opened.reference,
+            uploads: opened.uploads,
+            parts,
+        })
+    }
+
+    /// Opens a batch session for an archive declared by a streaming pass ([`BatchPlan`]); its
+    /// parts are uploaded one at a time with [`KsefClient::upload_batch_part`].
+    pub async fn open_planned_batch(&self, plan: &BatchPlan, offline_mode: bool) -> Result<OpenedBatch> {
+        self.open_batch(
+            &plan.key,
+            plan.compression,
+            plan.file_size,
+            &plan.file_hash,
+            &plan.parts,
+            offline_mode,
+        )
+        .await
+    }
+
+    async fn open_batch(
+        &self,
+        key: &SessionKey,
+        compression: Compression,
+        file_size: u64,
+        file_hash: &ContentHash,
+        parts: &[PartDeclaration],
+        offline_mode: bool,
+    ) -> Result<OpenedBatch> {
+        let r: OpenBatchResponse = self
+            .with_key(KeyUsage::SymmetricKeyEncryption, |rsa| async move {
+                let body = json!({
+                    "formCode": FA3,
+                    "batchFile": {
+                        "fileSize": file_size,
+                        "fileHash": file_hash.to_base64(),
+                        "compressionType": match compression { Compression::Zip => "Zip", Compression::TarGz => "TarGz" },
+                        "fileParts": parts.iter().map(|p| json!({"ordinalNumber": p.ordinal, "fileSize": p.size, "fileHash": p.hash.to_base64()})).collect::<Vec<_>>(),
+                    },
+                    "encryption": Self::encryption_info(key, &rsa)?,
+                    "offlineMode": offline_mode,
+                });
+                let a = self
+                    .call(Call { operation: "open_batch_session", group: EndpointGroup::BatchSession, method: Method::POST, path: "/sessions/batch".into(), body: Some(Body::Json(body)), auth: Auth::Access, headers: Vec::new() })
+                    .await?;
+                a.json("open_batch_session")
+            })
+            .await?;
+        Ok(OpenedBatch {
             reference: r.reference_number,
             uploads: r.part_upload_requests,
-            parts,
         })
     }
 
     /// Uploads every part to its pre-signed URL: the given method and headers, the raw
     /// encrypted bytes, and no access token. Part uploads are not rate-limited.
     pub async fn upload_batch_parts(&self, session: &BatchSession) -> Result<()> {
-        let op = "upload_batch_part";
+        let opened = OpenedBatch {
+            reference: session.reference.clone(),
+            uploads: session.uploads.clone(),
+        };
+        let opened = &opened;
+        // Each part KSeF asked for (the uploads it listed), KSeF recommends in parallel.
         let uploads = session.uploads.iter().map(|u| async move {
             let part = session.parts.iter().find(|p| p.ordinal == u.ordinal_number).ok_or_else(|| {
                 Failure::new(
                     ErrorClass::Permanent,
-                    ErrorSource::Ksef { operation: op.into() },
+                    ErrorSource::Ksef {
+                        operation: "upload_batch_part".into(),
+                    },
                     format!("KSeF asked for part {} which was not declared", u.ordinal_number),
                 )
             })?;
-            let method = Method::from_bytes(u.method.as_bytes()).map_err(|e| crate::failure_map::unreadable(op, "upload method", e))?;
-            let mut req = self.http().request(method, &u.url).body(part.bytes.clone());
-            for (k, v) in &u.headers {
-                if let Some(v) = v {
-                    req = req.header(k.as_str(), v.as_str());
-                }
-            }
-            let resp = req.send().await.map_err(|e| from_transport(op, &e))?;
-            let status = resp.status();
-            if status.is_success() {
-                return Ok(());
-            }
-            let retry_after = resp
-                .headers()
-                .get(reqwest::header::RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned);
-            let body = resp.bytes().await.map_err(|e| from_transport(op, &e))?;
-            Err(from_response(
-                op,
-                status.as_u16(),
-                retry_after.as_deref(),
-                &body,
-                chrono::Utc::now(),
-            ))
+            self.upload_batch_part(opened, part).await
         });
-        // KSeF recommends parallel uploads.
         futures::future::try_join_all(uploads).await.map(|_| ())
+    }
+
+    /// Uploads one encrypted part to the URL KSeF gave for its ordinal number.
+    pub async fn upload_batch_part(&self, batch: &OpenedBatch, part: &EncryptedPart) -> Result<()> {
+        let op = "upload_batch_part";
+        let u = batch.uploads.iter().find(|u| u.ordinal_number == part.ordinal).ok_or_else(|| {
+            Failure::new(
+                ErrorClass::Permanent,
+                ErrorSource::Ksef { operation: op.into() },
+                format!("KSeF gave no upload link for part {}", part.ordinal),
+            )
+        })?;
+        let method = Method::from_bytes(u.method.as_bytes()).map_err(|e| crate::failure_map::unreadable(op, "upload method", e))?;
+        let mut req = self.http().request(method, &u.url).body(part.bytes.clone());
+        for (k, v) in &u.headers {
+            if let Some(v) = v {
+                req = req.header(k.as_str(), v.as_str());
+            }
+        }
+        let resp = req.send().await.map_err(|e| from_transport(op, &e))?;
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(());
+        }
+        let retry_after = resp
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let body = resp.bytes().await.map_err(|e| from_transport(op, &e))?;
+        Err(from_response(
+            op,
+            status.as_u16(),
+            retry_after.as_deref(),
+            &body,
+            chrono::Utc::now(),
+        ))
     }
 
     /// Where the invoice with content `hash` stands in batch session `session`: the session's
     /// status, then (unless it is still open) its invoice list.
     pub async fn find_in_batch(&self, session: &str, hash: &ContentHash) -> Result<BatchInvoice> {
+        Ok(self.batch_results(session).await?.find(hash).0)
+    }
+
+    /// What a batch session holds, read once for all its members: its status, then (unless it
+    /// is still open) every page of its invoice list.
+    pub async fn batch_results(&self, session: &str) -> Result<BatchResults> {
+        self.read_batch(session, false).await
+    }
+
+    /// Like [`KsefClient::batch_results`], but the list is read only once the session is final
+    /// (one read of it per batch; a session still processing costs one status call).
+    pub async fn final_batch_results(&self, session: &str) -> Result<BatchResults> {
+        self.read_batch(session, true).await
+    }
+
+    async fn read_batch(&self, session: &str, only_final: bool) -> Result<BatchResults> {
         let status = self.session_status(session).await?.status;
-        if status.code == 100 {
-            return Ok(BatchInvoice::of(session, &status, None));
-        }
-        let listed = self.find_invoice_by_hash(session, hash).await?;
-        Ok(BatchInvoice::of(session, &status, listed.as_ref()))
+        let invoices = if status.code == 100 || (only_final && status.code == 150) {
+            Vec::new()
+        } else {
+            self.session_invoices(session).await?
+        };
+        Ok(BatchResults {
+            session: session.to_owned(),
+            status,
+            invoices,
+        })
     }
 
     /// Closes a batch session: KSeF starts processing the archive.

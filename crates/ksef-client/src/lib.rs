@@ -37,6 +37,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod batch;
+pub mod batch_builder;
 pub mod client;
 mod crypto;
 pub mod environment;
@@ -50,7 +51,8 @@ mod sliding_log;
 pub mod stored_credentials;
 pub mod xades;
 
-pub use batch::{BatchArchive, BatchInvoice, BatchSession, Compression};
+pub use batch::{BatchArchive, BatchInvoice, BatchResults, BatchSession, Compression, EncryptedPart, OpenedBatch};
+pub use batch_builder::{ArchiveBuilder, BatchPlan, BatchPlanner, PartDeclaration};
 pub use client::{pick_key, ClientConfig, Credentials, KeyUsage, KsefClient, PublicKey, Result, TokenSet};
 pub use environment::Environment;
 pub use failure_map::{Duplicate, InvoiceOutcome};

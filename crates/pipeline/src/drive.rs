@@ -3,15 +3,17 @@
 //! use case decided carried out afterwards). The local runner and the end-to-end tests use it,
 //! so they run the very use cases the Lambda functions run.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use relay_domain::clock::Clock;
 use relay_domain::ports::{Archive, DocumentStore, Queue, QueueError, ReceivedMessage};
+use relay_domain::SendMode;
 
 use crate::follow_up::FollowUpPorts;
 use crate::messages::{SendRequest, StatusRequest};
 use crate::queue_action::{apply, QueueAction};
-use crate::send::{send, SendConfig, SendPorts};
+use crate::send::{send, send_batch, BatchConfig, SendConfig, SendPorts};
 use crate::sessions::KsefContexts;
 use crate::status::{poll, StatusConfig, StatusPorts};
 use crate::sweeper::{sweep, SweepConfig};
@@ -35,6 +37,8 @@ pub struct Stages<'a, S: DocumentStore + ?Sized> {
     /// The sweeper's settings: `run_until_quiet` sweeps whenever the queues run dry while
     /// documents are still open, as the scheduled sweeper function does in AWS.
     pub sweep: SweepConfig,
+    /// How big a batch session may grow (KSeF's limits by default).
+    pub batch_cfg: BatchConfig,
 }
 
 /// One handled message, for progress displays and logs.
@@ -48,15 +52,81 @@ pub struct Step {
 impl<S: DocumentStore + ?Sized> Stages<'_, S> {
     /// Receives one batch from each stage's queue and handles its messages concurrently, as the
     /// Lambda handlers do. Returns what was handled.
+    ///
+    /// Batch-mode send messages are gathered: while a batch of ten holds any, more are received
+    /// (up to [`BatchConfig::max_members`]), and each seller's go to `send_batch` together, one
+    /// batch session per seller. The other send messages are handled ten at a time.
     pub async fn pump_once(&self) -> Result<Vec<Step>, QueueError> {
-        let sends = self.send_queue.receive(10, self.visibility, Duration::ZERO).await?;
+        let mut received = self.send_queue.receive(10, self.visibility, Duration::ZERO).await?;
+        let mut batch: Vec<(ReceivedMessage, SendRequest)> = Vec::new();
+        let mut sends = Vec::new();
+        loop {
+            let mut got_batch = false;
+            for m in received {
+                match SendRequest::from_json(&m.body) {
+                    Ok(req) if req.mode == Some(SendMode::Batch) => {
+                        batch.push((m, req));
+                        got_batch = true;
+                    }
+                    _ => sends.push(m),
+                }
+            }
+            if !got_batch || batch.len() >= self.batch_cfg.max_members {
+                break;
+            }
+            received = self.send_queue.receive(10, self.visibility, Duration::ZERO).await?;
+            if received.is_empty() {
+                break;
+            }
+        }
+        let mut by_seller: BTreeMap<String, Vec<(ReceivedMessage, SendRequest)>> = BTreeMap::new();
+        for (m, req) in batch {
+            by_seller.entry(req.document.seller_nip.to_string()).or_default().push((m, req));
+        }
         let statuses = self.status_queue.receive(10, self.visibility, Duration::ZERO).await?;
-        let (sent, polled) = futures::future::join(
-            futures::future::join_all(sends.iter().map(|m| self.handle_send(m))),
+        let lone = async {
+            let mut out = Vec::new();
+            for chunk in sends.chunks(10) {
+                out.extend(futures::future::join_all(chunk.iter().map(|m| self.handle_send(m))).await);
+            }
+            out
+        };
+        let (sent, batched, polled) = futures::future::join3(
+            lone,
+            futures::future::join_all(by_seller.values().map(|group| self.handle_send_batch(group))),
             futures::future::join_all(statuses.iter().map(|m| self.handle_status(m))),
         )
         .await;
-        sent.into_iter().chain(polled).collect()
+        sent.into_iter().chain(batched.into_iter().flatten()).chain(polled).collect()
+    }
+
+    /// One seller's Batch-mode messages, sent together ([`send_batch`]).
+    async fn handle_send_batch(&self, group: &[(ReceivedMessage, SendRequest)]) -> Vec<Result<Step, QueueError>> {
+        let ports = SendPorts {
+            store: self.store,
+            archive: self.archive,
+            send_queue: self.send_queue,
+            status_queue: self.status_queue,
+            corrections_queue: self.corrections_queue,
+        };
+        let reqs: Vec<SendRequest> = group.iter().map(|(_, r)| r.clone()).collect();
+        let results = send_batch(&ports, self.ksef, self.send_cfg, &self.batch_cfg, &reqs, self.clock.now()).await;
+        let mut out = Vec::new();
+        for ((m, req), res) in group.iter().zip(results) {
+            let (action, outcome) = match res {
+                Ok(res) => (res.action, res.outcome),
+                Err(e) => {
+                    tracing::warn!(document = %req.document, error = %e, "send stage failed; the message comes back after its visibility timeout");
+                    (QueueAction::Release, "INFRASTRUCTURE_ERROR")
+                }
+            };
+            out.push(apply(&action, m, self.send_queue, self.send_dlq).await.map(|_| Step {
+                stage: "send",
+                outcome,
+                document: Some(req.document.to_string()),
+            }));
+        }
+        out
     }
 
     async fn handle_send(&self, m: &ReceivedMessage) -> Result<Step, QueueError> {

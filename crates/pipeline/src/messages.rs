@@ -1,7 +1,7 @@
 //! Queue message bodies. A message names the document by its business identity and carries the
 //! trace id (also as a message attribute); never its content.
 
-use relay_domain::{ContentHash, DocumentKey, ErpDocumentId, Failure, TraceId};
+use relay_domain::{ContentHash, DocumentKey, ErpDocumentId, Failure, SendMode, TraceId};
 use serde::{Deserialize, Serialize};
 
 /// "Send this document": from intake (and replays) to the send function.
@@ -14,6 +14,11 @@ pub struct SendRequest {
     /// from before the relay kept steps, which count as current.
     #[serde(default)]
     pub step: u64,
+    /// The document's channel, so a consumer can gather Batch-mode messages of one seller into
+    /// one batch session (`send_batch`) without reading each record first. None in messages from
+    /// before the relay carried it (they take the lone path, which reads the record).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<SendMode>,
 }
 
 impl SendRequest {
@@ -24,6 +29,7 @@ impl SendRequest {
             content_hash: record.content_hash,
             trace_id: record.trace_id.clone(),
             step: record.step,
+            mode: record.send_mode(),
         }
     }
 

@@ -152,6 +152,24 @@ pub async fn poll<S: StatusStore + ?Sized>(
     if probing {
         ksef.clear_seller_block(&req.document.seller_nip, now).await;
     }
+    act_on_status(ports, ksef, &client, cfg, req, r, status, now).await
+}
+
+/// Acts on KSeF's status of the invoice `req` follows (from a poll, or from a batch session's
+/// invoice list read once for all its members): wait, ACCEPTED with the UPO (through the
+/// status's pre-signed link when it has one), a duplicate proven ours or not, REJECTED with
+/// KSeF's words, or sent again.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn act_on_status<S: StatusStore + ?Sized>(
+    ports: &StatusPorts<'_, S>,
+    ksef: &KsefContexts,
+    client: &KsefClient,
+    cfg: &StatusConfig,
+    req: &StatusRequest,
+    r: DocumentRecord,
+    status: ksef_client::InvoiceStatus,
+    now: DateTime<Utc>,
+) -> Result<StageResult, StageError> {
     match ksef_client::failure_map::invoice_outcome("invoice_status", &status) {
         InvoiceOutcome::Pending => {
             let detail = format!("KSeF status {} ({})", status.status.code, status.status.description);
@@ -195,7 +213,7 @@ pub async fn poll<S: StatusStore + ?Sized>(
             }
         }
         InvoiceOutcome::Failed(f) => match (Duplicate::of(&f), f.class.clone()) {
-            (Some(duplicate), _) => resolve_duplicate(ports, &client, cfg, req, r, f, duplicate, now).await,
+            (Some(duplicate), _) => resolve_duplicate(ports, client, cfg, req, r, f, duplicate, now).await,
             (None, ErrorClass::Permanent) => {
                 let r = ports
                     .store

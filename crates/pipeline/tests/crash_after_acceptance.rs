@@ -131,6 +131,7 @@ async fn dying_between_acceptance_and_the_state_write_still_ends_with_one_accept
         visibility: Duration::from_secs(1),
         clock: &relay_domain::clock::SystemClock,
         sweep: relay_pipeline::sweeper::SweepConfig::standard(),
+        batch_cfg: relay_pipeline::send::BatchConfig::default(),
     };
     let mut outcomes = Vec::new();
     assert!(stages

@@ -34,7 +34,7 @@ use relay_pipeline::intake::{intake, IntakePorts, Upload};
 use relay_pipeline::messages::{SendRequest, StatusRequest};
 use relay_pipeline::queue_action::{apply, QueueAction};
 use relay_pipeline::replay::{replay, ReplayPorts, ReplayRequest};
-use relay_pipeline::send::{send, SendConfig, SendPorts};
+use relay_pipeline::send::{send, send_batch, BatchConfig, SendConfig, SendPorts};
 use relay_pipeline::sessions::KsefContexts;
 use relay_pipeline::status::{poll, StatusConfig, StatusPorts};
 use relay_pipeline::sweeper::{sweep, SweepConfig};
@@ -70,6 +70,9 @@ enum Stage {
     Intake,
     SendOnline,
     SendBatch,
+    /// Several Batch-mode invoices of one seller in one batch session (`send_batch`), its
+    /// archive cut into several parts.
+    SendBatchGroup,
     Status,
     Replay,
     Sweeper,
@@ -89,16 +92,19 @@ struct Run<'k> {
     contexts: KsefContexts,
     send_cfg: SendConfig,
     status_cfg: StatusConfig,
-    bytes: Vec<u8>,
-    hash: ContentHash,
-    key: Option<DocumentKey>,
+    /// The invoices (one for every stage but the batch group), their hashes and keys.
+    docs: Vec<Vec<u8>>,
+    hashes: Vec<ContentHash>,
+    keys: Vec<DocumentKey>,
+    /// Send messages are handled in groups (`send_batch`), as the batch consumer does.
+    group: Option<BatchConfig>,
     /// What happened, for the failure message.
     log: Vec<String>,
     crashed: bool,
 }
 
 impl<'k> Run<'k> {
-    fn new(ksef: &'k CrashKsef, plan: Arc<Plan>, bytes: Vec<u8>, max_attempts: u32) -> Self {
+    fn new(ksef: &'k CrashKsef, plan: Arc<Plan>, docs: Vec<Vec<u8>>, max_attempts: u32) -> Self {
         ksef.follow(plan.clone());
         let clock = ManualClock::starting_at(Utc.with_ymd_and_hms(2026, 11, 27, 9, 0, 0).unwrap());
         let c: Arc<dyn Clock> = Arc::new(clock.clone());
@@ -135,9 +141,10 @@ impl<'k> Run<'k> {
                 schedule: vec![Duration::from_secs(2)],
                 ..StatusConfig::standard(policy)
             },
-            hash: ContentHash::of(&bytes),
-            bytes,
-            key: None,
+            hashes: docs.iter().map(|b| ContentHash::of(b)).collect(),
+            docs,
+            keys: Vec::new(),
+            group: None,
             plan,
             log: Vec::new(),
             crashed: false,
@@ -163,9 +170,9 @@ impl<'k> Run<'k> {
         self.contexts = KsefContexts::new().with(seller(), client(&self.ksef.proxy_url));
     }
 
-    async fn intake_once(&mut self, armed: bool) -> bool {
+    async fn intake_once(&mut self, armed: bool, i: usize) -> bool {
         let now = self.now();
-        let bytes = self.bytes.clone();
+        let bytes = self.docs[i].clone();
         let ports = IntakePorts {
             store: &self.store,
             archive: &self.archive,
@@ -174,8 +181,8 @@ impl<'k> Run<'k> {
         };
         let upload = Upload {
             bytes: &bytes,
-            source_key: "inbox/9999999999/erp-1.xml".into(),
-            erp_document_id: ErpDocumentId::parse("erp-1").unwrap(),
+            source_key: format!("inbox/9999999999/erp-{}.xml", i + 1),
+            erp_document_id: ErpDocumentId::parse(&format!("erp-{}", i + 1)).unwrap(),
             expected_seller: Some(seller()),
             trace_id: None,
         };
@@ -189,14 +196,55 @@ impl<'k> Run<'k> {
     /// The S3 event until the intake finishes: a crashed intake's event comes back after the
     /// intake queue's visibility timeout.
     async fn intake(&mut self, armed: bool) {
-        while !self.intake_once(armed).await {
-            self.clock.advance(Duration::from_secs(360));
+        for i in 0..self.docs.len() {
+            while !self.intake_once(armed, i).await {
+                self.clock.advance(Duration::from_secs(360));
+            }
+            let doc = relay_fa3::read_identity(&self.docs[i]).unwrap();
+            self.keys.push(doc.key);
         }
-        let doc = relay_fa3::read_identity(&self.bytes).unwrap();
-        self.key = Some(doc.key);
+    }
+
+    /// Every visible send message at once, handed to `send_batch` (the batch consumer).
+    async fn handle_send_group(&mut self, armed: bool, batch_cfg: BatchConfig) -> bool {
+        let msgs = self.send_q.receive(10, VISIBILITY, Duration::ZERO).await.unwrap();
+        if msgs.is_empty() {
+            return false;
+        }
+        let reqs: Vec<SendRequest> = msgs.iter().map(|m| SendRequest::from_json(&m.body).unwrap()).collect();
+        let now = self.now();
+        let ports = SendPorts {
+            store: &self.store,
+            archive: &self.archive,
+            send_queue: &self.send_q,
+            status_queue: &self.status_q,
+            corrections_queue: &self.corrections_q,
+        };
+        let (contexts, cfg) = (&self.contexts, &self.send_cfg);
+        let (send_q, send_dlq) = (&self.send_q, &self.send_dlq);
+        let work = async move {
+            let results = send_batch(&ports, contexts, cfg, &batch_cfg, &reqs, now).await;
+            let mut outcomes = Vec::new();
+            for (res, m) in results.iter().zip(&msgs) {
+                let action = res.as_ref().map(|r| r.action.clone()).unwrap_or(QueueAction::Release);
+                apply(&action, m, send_q, send_dlq).await.unwrap();
+                outcomes.push(res.as_ref().map(|r| r.outcome).unwrap_or("INFRASTRUCTURE_ERROR"));
+            }
+            outcomes.join(",")
+        };
+        let plan = self.plan.clone();
+        let out = until_crash(&plan, armed, work).await;
+        match out {
+            Some(outcomes) => self.log.push(format!("send group {outcomes}")),
+            None => self.settle(None, "send group"),
+        }
+        true
     }
 
     async fn handle_send(&mut self, armed: bool) -> bool {
+        if let Some(batch_cfg) = self.group.clone() {
+            return self.handle_send_group(armed, batch_cfg).await;
+        }
         let Some(m) = self.send_q.receive(1, VISIBILITY, Duration::ZERO).await.unwrap().pop() else {
             return false;
         };
@@ -305,20 +353,28 @@ impl<'k> Run<'k> {
     }
 
     async fn record(&self) -> DocumentRecord {
-        self.store.get(self.key.as_ref().unwrap()).await.unwrap().unwrap().record
+        self.record_of(0).await
+    }
+
+    async fn record_of(&self, i: usize) -> DocumentRecord {
+        self.store.get(&self.keys[i]).await.unwrap().unwrap().record
     }
 
     async fn quiet(&self) -> bool {
-        let r = self.record().await;
+        for i in 0..self.keys.len() {
+            if relay_pipeline::follow_up::is_open(&self.record_of(i).await) {
+                return false;
+            }
+        }
         let queues = self.send_q.stats().await.unwrap().total() + self.status_q.stats().await.unwrap().total();
-        !relay_pipeline::follow_up::is_open(&r) && queues == 0
+        queues == 0
     }
 
     /// Delivers messages (the stage `armed` may die) until the document is done and the queues
     /// are empty; when nothing is visible, time passes and, every five minutes, the sweeper runs.
     async fn drive(&mut self, armed: Option<Stage>) {
         for round in 0..3000 {
-            let send_armed = matches!(armed, Some(Stage::SendOnline | Stage::SendBatch));
+            let send_armed = matches!(armed, Some(Stage::SendOnline | Stage::SendBatch | Stage::SendBatchGroup));
             let status_armed = armed == Some(Stage::Status);
             let worked = self.handle_send(send_armed).await | self.handle_status(status_armed).await;
             if worked {
@@ -338,17 +394,11 @@ impl<'k> Run<'k> {
 
     /// What every run must end with.
     async fn check(&self, what: &str) {
-        let r = self.record().await;
-        check_delivered_once(
-            what,
-            &r,
-            &self.archive,
-            self.ksef,
-            &self.hash,
-            "outbox/9999999999/erp-1.json",
-            &self.log,
-        )
-        .await;
+        for i in 0..self.keys.len() {
+            let r = self.record_of(i).await;
+            let outbox = format!("outbox/9999999999/erp-{}.json", i + 1);
+            check_delivered_once(what, &r, &self.archive, self.ksef, &self.hashes[i], &outbox, &self.log).await;
+        }
     }
 }
 
@@ -357,15 +407,26 @@ impl<'k> Run<'k> {
 async fn scenario(ksef: &CrashKsef, stage: Stage, crash_at: Option<usize>, n: usize) -> (Vec<String>, bool) {
     let plan = Plan::new(crash_at);
     let number = format!("CP/{stage:?}/{n}");
-    let bytes = invoice(&number, stage == Stage::SendBatch);
+    let docs = match stage {
+        // Three members with attachments (Batch mode at intake), in parts of 6,000 bytes: the
+        // archive spans several parts, so each part's upload is a position of its own.
+        Stage::SendBatchGroup => (1..=3).map(|m| invoice(&format!("{number}/{m}"), true)).collect(),
+        _ => vec![invoice(&number, stage == Stage::SendBatch)],
+    };
     let max_attempts = if stage == Stage::Replay { 1 } else { 10 };
-    let mut run = Run::new(ksef, plan.clone(), bytes, max_attempts);
+    let mut run = Run::new(ksef, plan.clone(), docs, max_attempts);
+    if stage == Stage::SendBatchGroup {
+        run.group = Some(BatchConfig {
+            part_size: 6_000,
+            max_members: 10_000,
+        });
+    }
     match stage {
         Stage::Intake => {
             run.intake(true).await;
             run.drive(None).await;
         }
-        Stage::SendOnline | Stage::SendBatch | Stage::Status => {
+        Stage::SendOnline | Stage::SendBatch | Stage::SendBatchGroup | Stage::Status => {
             run.intake(false).await;
             run.drive(Some(stage)).await;
         }
@@ -436,6 +497,34 @@ async fn every_crash_point_of_an_online_send() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_crash_point_of_a_batch_send() {
     assert!(enumerate(Stage::SendBatch).await >= 8);
+}
+
+/// The batch path with many members: claim, record (batch item, JoinedBatch), open, the session
+/// on the batch, SendStarted, each part's upload, close, AwaitingBatch, then the harvest (the
+/// members' reconciliation against the session's list, SENT, the status checks).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_crash_point_of_a_batch_of_many_invoices() {
+    let ksef = start_ksef().await;
+    let (positions, crashed) = scenario(&ksef, Stage::SendBatchGroup, None, 0).await;
+    assert!(!crashed);
+    for want in [
+        "archive.put_if_absent batches",
+        "store.transition JoinedBatch",
+        "ksef POST /v2/sessions/batch",
+        "archive.put batches",
+        "ksef PUT /storage/batch",
+        "ksef POST /v2/sessions/batch/{ref}/close",
+        "store.transition AwaitingBatch",
+    ] {
+        assert!(
+            positions.iter().any(|p| p.starts_with(want)),
+            "the batch path passes {want}: {positions:#?}"
+        );
+    }
+    let uploads = positions.iter().filter(|p| p.starts_with("ksef PUT /storage/batch")).count();
+    assert!(uploads >= 2, "the archive spans several parts, each a position: {positions:#?}");
+    drop(ksef);
+    assert!(enumerate(Stage::SendBatchGroup).await >= 20);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

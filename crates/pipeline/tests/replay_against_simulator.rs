@@ -42,6 +42,7 @@ async fn an_outage_past_the_budget_fails_and_a_replay_after_recovery_delivers_on
         visibility: Duration::from_secs(30),
         clock: &relay_domain::clock::SystemClock,
         sweep: relay_pipeline::sweeper::SweepConfig::standard(),
+        batch_cfg: relay_pipeline::send::BatchConfig::default(),
     };
     let mut docs = Vec::new();
     for n in ["RP/1", "RP/2"] {
@@ -193,6 +194,7 @@ async fn the_status_dlq_replays_a_failed_document_that_ksef_holds_back_to_pollin
         visibility: Duration::from_secs(30),
         clock: &relay_domain::clock::SystemClock,
         sweep: relay_pipeline::sweeper::SweepConfig::standard(),
+        batch_cfg: relay_pipeline::send::BatchConfig::default(),
     };
     let req = w.register(&invoice("RS/1")).await;
     w.send_q.send(OutgoingMessage::new(req.to_json())).await.unwrap();

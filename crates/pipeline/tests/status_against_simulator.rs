@@ -515,6 +515,7 @@ async fn the_runner_does_not_stop_while_an_accepted_document_waits_for_its_upo()
             grace: Duration::ZERO,
             ..relay_pipeline::sweeper::SweepConfig::standard()
         },
+        batch_cfg: relay_pipeline::send::BatchConfig::default(),
     };
     let mut outcomes = Vec::new();
     let quiet = stages

@@ -76,6 +76,7 @@ pub fn story(d: &StoredDocument) -> String {
                 }
                 line
             }
+            HistoryEvent::JoinedBatch { batch, part } => format!("joined batch {batch} (part {part})"),
             HistoryEvent::Note { message } => format!("note: {message}"),
         };
         let _ = writeln!(s, "  {}  {what}", e.at.format("%Y-%m-%d %H:%M:%S%.3f"));

@@ -113,6 +113,9 @@ fn history_html(d: &StoredDocument) -> String {
                 )
             }
             HistoryEvent::Error { failure } => format!("<ul class=\"failures\">{}</ul>", failure_html(failure)),
+            HistoryEvent::JoinedBatch { batch, part } => {
+                format!("joined batch <code>{}</code> (part {part})", escape(batch))
+            }
             HistoryEvent::Note { message } => escape(message),
         };
         let _ = write!(s, "<li><time>{}</time> {what}</li>", time(e.at));

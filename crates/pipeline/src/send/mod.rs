@@ -37,7 +37,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use relay_domain::ports::StoreError;
-use relay_domain::{Change, ClaimPurpose, ClaimRefused, DocumentRecord, DocumentState, HistoryEntry, HistoryEvent, SendMode};
+use relay_domain::{Change, ClaimPurpose, ClaimRefused, DocumentRecord, DocumentState, HistoryEntry, HistoryEvent, Nip, SendMode};
 
 use crate::follow_up::{catch_up, REDRIVE_GRACE};
 use crate::messages::SendRequest;
@@ -46,6 +46,7 @@ use crate::seller_block::{parked_failure, SellerBlock, SellerGate};
 use crate::sessions::KsefContexts;
 use attempt::{again, on_failure, relay_failure, until, Attempt, Channel, Reconciled, OPERATOR_PARKED};
 pub use attempt::{SendConfig, SendPorts, SendStore};
+pub use batch::BatchConfig;
 
 /// The outcome of a document parked because its seller's work is parked.
 const SELLER_PARKED: &str = "SELLER_PARKED";
@@ -63,8 +64,14 @@ pub async fn send<S: SendStore + ?Sized>(
 ) -> Result<StageResult, StageError> {
     let mut probing = false;
     let mut result = send_document(ports, ksef, cfg, req, now, &mut probing).await;
-    if let Ok(res) = &mut result {
-        let seller = &req.document.seller_nip;
+    after_attempt(ksef, &req.document.seller_nip, &mut result, probing, now).await;
+    result
+}
+
+/// Parks the seller's work when the attempt met an operator's problem; clears that block when a
+/// probe got through.
+async fn after_attempt(ksef: &KsefContexts, seller: &Nip, result: &mut Result<StageResult, StageError>, probing: bool, now: DateTime<Utc>) {
+    if let Ok(res) = result {
         if res.outcome == OPERATOR_PARKED {
             if let Some(f) = res.record.as_ref().and_then(|r| r.last_error.clone()) {
                 let block = ksef.park_seller(seller, &f, now).await;
@@ -76,7 +83,6 @@ pub async fn send<S: SendStore + ?Sized>(
             ksef.clear_seller_block(seller, now).await;
         }
     }
-    result
 }
 
 #[tracing::instrument(name = "send", skip_all, fields(trace_id = %req.trace_id, seller_nip = %req.document.seller_nip, document = %req.document, erp_doc_id, state, error_class))]
@@ -88,36 +94,60 @@ async fn send_document<S: SendStore + ?Sized>(
     now: DateTime<Utc>,
     probing: &mut bool,
 ) -> Result<StageResult, StageError> {
+    match ready_to_send(ports, ksef, cfg, req, now, probing).await? {
+        Ok((r, sent_at)) => send_claimed(ports, ksef, cfg, r, sent_at, now).await,
+        Err(answer) => Ok(answer),
+    }
+}
+
+/// The checks, the seller's gate and the claim: the claimed record (and when its last send was
+/// started), or the stage's answer when this message has nothing to send.
+async fn ready_to_send<S: SendStore + ?Sized>(
+    ports: &SendPorts<'_, S>,
+    ksef: &KsefContexts,
+    cfg: &SendConfig,
+    req: &SendRequest,
+    now: DateTime<Utc>,
+    probing: &mut bool,
+) -> Result<Result<(DocumentRecord, Option<DateTime<Utc>>), StageResult>, StageError> {
     let doc = match stage_document(ports.store, ports.archive, &req.document, &req.trace_id, "send").await? {
         Ok(doc) => doc,
-        Err(answer) => return Ok(answer),
+        Err(answer) => return Ok(Err(answer)),
     };
     let sent_at = last_send_started(&doc.history);
     let r = doc.record;
     if r.state != DocumentState::Queued || req.is_behind(&r) {
         // Not this message's work any more; but the write that moved the document on may have
         // been the last thing an earlier handler did: make sure its follow-up exists.
-        return catch_up(ports, r, REDRIVE_GRACE, now).await;
+        return catch_up(ports, r, REDRIVE_GRACE, now).await.map(Err);
     }
     if r.content_hash != req.content_hash {
         // The document was resubmitted with new content; its own message is on the queue.
-        return done(QueueAction::Delete, "STALE", Some(r));
+        return done(QueueAction::Delete, "STALE", Some(r)).map(Err);
     }
     if let Some(t) = r.next_attempt_at.filter(|t| *t > now) {
-        return done(QueueAction::Requeue { delay: until(now, t) }, "NOT_YET", Some(r));
+        return done(QueueAction::Requeue { delay: until(now, t) }, "NOT_YET", Some(r)).map(Err);
     }
     // The seller's work is parked for an operator: wait without calling KSeF, unless this
     // attempt is the one that probes.
     match ksef.seller_gate(&req.document.seller_nip, now).await {
         SellerGate::Open => {}
         SellerGate::Probe(_) => *probing = true,
-        SellerGate::Parked(block) => return park_for_seller(ports, r, &block, now).await,
+        SellerGate::Parked(block) => return park_for_seller(ports, r, &block, now).await.map(Err),
     }
     // 1. Claim.
-    let r = match claim(ports, cfg, req, now).await? {
-        Ok(r) => r,
-        Err(answer) => return Ok(answer),
-    };
+    Ok(claim(ports, cfg, req, now).await?.map(|r| (r, sent_at)))
+}
+
+/// A claimed document: reconcile an unconfirmed send, then send by its channel.
+async fn send_claimed<S: SendStore + ?Sized>(
+    ports: &SendPorts<'_, S>,
+    ksef: &KsefContexts,
+    cfg: &SendConfig,
+    r: DocumentRecord,
+    sent_at: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> Result<StageResult, StageError> {
     let client = match ksef.client_ready(&r.key.seller_nip, now).await {
         Ok(c) => c,
         // Classified by the client: a refused login or missing credentials is an operator's
@@ -164,6 +194,67 @@ async fn send_document<S: SendStore + ?Sized>(
         SendMode::Online => online::Online.submit(&a, r, &object.bytes).await,
         SendMode::Batch => batch::Batch.submit(&a, r, &object.bytes).await,
     }
+}
+
+/// Sends the Batch-mode documents `reqs` name, all of ONE seller, together in one batch session
+/// (up to KSeF's per-session limits, [`BatchConfig`]); one answer per request, in order.
+///
+/// Each member is checked and claimed as a lone send would be; one whose claim fails, or that is
+/// not plainly due for a batch (an unconfirmed earlier send to reconcile, an online document),
+/// takes the lone path instead and stays out of the batch. The rest go through
+/// [`batch::submit_group`]: recorded, opened, uploaded, closed, each member left awaiting its
+/// batch. A parked seller's requests each take the lone path (which waits, or probes).
+pub async fn send_batch<S: SendStore + ?Sized>(
+    ports: &SendPorts<'_, S>,
+    ksef: &KsefContexts,
+    cfg: &SendConfig,
+    batch_cfg: &BatchConfig,
+    reqs: &[SendRequest],
+    now: DateTime<Utc>,
+) -> Vec<Result<StageResult, StageError>> {
+    let mut answers: Vec<Option<Result<StageResult, StageError>>> = reqs.iter().map(|_| None).collect();
+    let Some(seller) = reqs.first().map(|r| r.document.seller_nip.clone()) else {
+        return Vec::new();
+    };
+    let gate_open = matches!(ksef.seller_gate(&seller, now).await, SellerGate::Open);
+    let (mut members, mut unconfirmed) = (Vec::new(), Vec::new());
+    for (i, req) in reqs.iter().enumerate() {
+        if !gate_open || req.document.seller_nip != seller || members.len() + unconfirmed.len() >= batch_cfg.max_members {
+            answers[i] = Some(send(ports, ksef, cfg, req, now).await);
+            continue;
+        }
+        let mut probing = false;
+        match ready_to_send(ports, ksef, cfg, req, now, &mut probing).await {
+            Err(e) => answers[i] = Some(Err(e)),
+            Ok(Err(answer)) => answers[i] = Some(Ok(answer)),
+            Ok(Ok((r, sent_at))) => {
+                if let Some((session, SendMode::Batch)) = r.unconfirmed_send() {
+                    unconfirmed.push(batch::Unconfirmed {
+                        index: i,
+                        record: r,
+                        sent_at,
+                        session,
+                    });
+                } else if r.unconfirmed_send().is_some() || r.send_mode() != Some(SendMode::Batch) {
+                    let mut res = send_claimed(ports, ksef, cfg, r, sent_at, now).await;
+                    after_attempt(ksef, &seller, &mut res, probing, now).await;
+                    answers[i] = Some(res);
+                } else {
+                    members.push(batch::Member { index: i, record: r });
+                }
+            }
+        }
+    }
+    if !members.is_empty() || !unconfirmed.is_empty() {
+        for (i, mut res) in batch::submit_group(ports, ksef, cfg, batch_cfg, unconfirmed, members, now).await {
+            after_attempt(ksef, &seller, &mut res, false, now).await;
+            answers[i] = Some(res);
+        }
+    }
+    answers
+        .into_iter()
+        .map(|a| a.unwrap_or_else(|| Err(StoreError::Unavailable("a batch member was left without an answer".into()).into())))
+        .collect()
 }
 
 /// Claims the document for this attempt, or the answer when another holds it.
