@@ -12,6 +12,8 @@
 //!   [`record::DocumentRecord::claim`]), and its append-only history.
 //! - [`failure`]: the one error taxonomy ([`failure::ErrorClass`]) every failure ends in.
 //! - [`retry_policy`]: when to try again, and when to give up.
+//! - [`credential_facts`]: what may be known about a seller's KSeF login without its secret
+//!   (kind, subject, key type, notAfter), recorded for the report function.
 //! - [`ports`]: the traits the use cases need (document store, queue, archive), split by
 //!   capability; [`memory`] implements them in memory with the same semantics as the AWS adapters.
 //!
@@ -20,6 +22,7 @@
 //! stores cannot disagree about what a transition means.
 
 pub mod clock;
+pub mod credential_facts;
 pub mod failure;
 pub mod ids;
 pub mod memory;

@@ -10,10 +10,12 @@
 //!   declared metric and dimension present as a top-level member of the right type).
 //! - [`ksef_metrics`]: the technical level: one EMF line per KSeF call (latency and outcome per
 //!   endpoint, timeouts, 5xx, 429s, error class, token refreshes and full logins).
+//! - [`credential_metrics`]: `CredentialDaysLeft`, the days left on a seller's KSeF login.
 //!
 //! The business and regulatory levels (documents per state, backlog age, legal deadlines) are
 //! computed from the document store by the report function (`relay-report`) every 15 minutes.
 
+pub mod credential_metrics;
 pub mod emf;
 pub mod ksef_metrics;
 pub mod logging;

@@ -13,9 +13,10 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use chrono::{DateTime, Utc};
-use ksef_client::{CredentialFacts, StoredCredentials};
+use ksef_client::{CredentialFacts, CredentialKind, StoredCredentials};
+use relay_domain::credential_facts::{CredentialFacts as RecordedFacts, LoginKind};
 use relay_domain::{ErrorClass, ErrorSource, Failure, Nip};
-use relay_observe::emf::{MetricLine, Unit};
+use relay_observe::emf::MetricLine;
 
 /// Code of a secret that was read but cannot be used.
 pub const CREDENTIALS_INVALID: &str = "CREDENTIALS_INVALID";
@@ -98,12 +99,23 @@ impl CredentialsProvider for MemoryCredentials {
 /// token logins): `CredentialDaysLeft` without dimensions for the alarms (their statistic is the
 /// minimum over all sellers) and by `SellerNip` for the dashboard.
 pub fn days_left_line(seller: &Nip, facts: &CredentialFacts, now: DateTime<Utc>) -> MetricLine {
-    let days = facts.days_left(now) as f64;
-    MetricLine::new(relay_observe::NAMESPACE, now)
-        .group(&[], &[("CredentialDaysLeft", Unit::None, days)])
-        .group(&[("SellerNip", seller.as_str())], &[("CredentialDaysLeft", Unit::None, days)])
-        .property("CredentialKind", facts.kind.as_str())
-        .property("NotAfter", facts.not_after.to_rfc3339())
+    relay_observe::credential_metrics::days_left_line(seller.as_str(), facts.kind.as_str(), facts.not_after, facts.days_left(now), now)
+}
+
+/// The facts recorded for the report function (`relay/credential-facts/{nip}`): what
+/// [`CredentialFacts`] says, without the fingerprint, and when it was read. Never the secret.
+pub fn recorded_facts(facts: &CredentialFacts, read_at: DateTime<Utc>) -> RecordedFacts {
+    RecordedFacts {
+        kind: match facts.kind {
+            CredentialKind::Token => LoginKind::Token,
+            CredentialKind::Certificate => LoginKind::Certificate,
+        },
+        subject: facts.subject.clone(),
+        key_type: facts.key_type.clone(),
+        not_after: facts.not_after,
+        offline_not_after: facts.offline_not_after,
+        read_at,
+    }
 }
 
 #[cfg(test)]

@@ -30,12 +30,13 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use ksef_client::{ClientConfig, KsefClient, OnlineSession, TokenSet};
+use relay_domain::credential_facts;
 use relay_domain::memory::MemorySharedCache;
 use relay_domain::ports::{CacheEntry, Expect, Queue, QueueError, SecretSealer, SharedCache, StoreError};
 use relay_domain::{ContentHash, ErrorClass, ErrorSource, Failure, KsefReference, Nip};
 use tokio::sync::Mutex;
 
-use crate::credentials::{days_left_line, CredentialsProvider};
+use crate::credentials::{days_left_line, recorded_facts, CredentialsProvider};
 
 /// Stop using a session this long before KSeF's validUntil.
 const SESSION_MARGIN: Duration = Duration::from_secs(15 * 60);
@@ -262,6 +263,7 @@ impl KsefContexts {
         };
         let facts = read.stored.facts();
         days_left_line(seller, &facts, now).emit();
+        self.record_facts(seller, &facts, now).await;
         if let Some(ctx) = current.filter(|c| {
             read.version.is_some()
                 && c.loaded
@@ -304,6 +306,29 @@ impl KsefContexts {
         });
         self.contexts.lock().expect("contexts lock").insert(seller.clone(), ctx.clone());
         Ok(ctx)
+    }
+
+    /// Records what was just read about `seller`'s login (never the secret) in the shared cache,
+    /// for the report function, which may not read secrets: its scheduled snapshot shows and
+    /// measures every seller's expiry from these. Best effort: a failure is logged, the work
+    /// goes on; the next read writes them again. Plain, not sealed: nothing in them is secret.
+    async fn record_facts(&self, seller: &Nip, facts: &ksef_client::CredentialFacts, now: DateTime<Utc>) {
+        let Some(cache) = &self.cache else { return };
+        let name = credential_facts::cache_name(seller);
+        let value = recorded_facts(facts, now).to_json();
+        let expect = match cache.get(&name, now).await {
+            Ok(Some(entry)) => Expect::Version(entry.version),
+            Ok(None) => Expect::Absent,
+            Err(e) => {
+                tracing::warn!(seller_nip = %seller, error = %e, "could not read the recorded credential facts; not recording them this time");
+                return;
+            }
+        };
+        match cache.put(&name, value, now + credential_facts::retention(), expect, now).await {
+            // Another instance recorded a read of the same secret at the same moment.
+            Ok(_) | Err(StoreError::VersionConflict { .. }) => {}
+            Err(e) => tracing::warn!(seller_nip = %seller, error = %e, "could not record the credential facts"),
+        }
     }
 
     /// The client, without touching the shared cache (it logs in by itself when it must).

@@ -197,3 +197,52 @@ async fn a_secret_broken_after_the_send_parks_the_seller_at_the_status_stage_wit
         "the block has ended"
     );
 }
+
+/// Each secret read records the login's non-secret facts for the report function (which may
+/// not read secrets) in the shared cache: kind, subject, key type, notAfter and when it was
+/// read; a rotation from a token to a certificate replaces them; the secret never goes in.
+#[tokio::test]
+async fn a_secret_read_records_its_facts_and_never_the_secret() {
+    use relay_domain::credential_facts::{cache_name, CredentialFacts, LoginKind};
+    let mut w = world_with(3, true).await;
+    let cache: Arc<dyn SharedCache> = Arc::new(MemorySharedCache::new());
+    let token = ksef_sim::DEFAULT_TOKEN;
+    let secrets = Arc::new(MemoryCredentials::new().with(World::nip(), serde_json::json!({"token": token}).to_string()));
+    w.ksef = contexts(&w, &secrets, &cache);
+    let name = cache_name(&World::nip());
+    let now = Utc::now();
+    assert!(cache.get(&name, now).await.unwrap().is_none(), "nothing before the first read");
+
+    w.ksef.client_ready(&World::nip(), now).await.unwrap();
+    let entry = cache.get(&name, now).await.unwrap().expect("facts recorded at the first read");
+    assert!(!entry.value.contains(token), "the token never goes in: {}", entry.value);
+    let facts = CredentialFacts::from_json(&entry.value).unwrap();
+    assert_eq!(facts.kind, LoginKind::Token);
+    assert_eq!(facts.not_after, ksef_client::stored_credentials::token_logins_end());
+    assert_eq!((facts.subject, facts.key_type), (None, None));
+    assert_eq!(facts.read_at, now);
+    assert!(
+        entry.expires_at > now + chrono::Duration::days(300),
+        "kept for quiet sellers: {}",
+        entry.expires_at
+    );
+
+    // Rotated to a certificate: the next read (past the time to live) records its facts.
+    secrets.set(World::nip(), certificate_secret());
+    let later = now + chrono::Duration::minutes(20);
+    w.ksef.client_ready(&World::nip(), later).await.unwrap();
+    let entry = cache.get(&name, later).await.unwrap().unwrap();
+    let facts = CredentialFacts::from_json(&entry.value).unwrap();
+    assert_eq!(facts.kind, LoginKind::Certificate);
+    assert_eq!(facts.key_type.as_deref(), Some("EC P-256"));
+    assert!(facts.subject.as_deref().is_some_and(|s| !s.is_empty()));
+    assert_eq!(facts.read_at, later);
+    let stored = ksef_client::StoredCredentials::parse(&certificate_secret()).unwrap().facts();
+    assert_eq!(facts.not_after, stored.not_after);
+    for line in EC_KEY.lines().filter(|l| !l.starts_with("-----") && l.len() > 8) {
+        assert!(!entry.value.contains(line), "no part of the private key goes in");
+    }
+    for line in EC_CERT.lines().filter(|l| !l.starts_with("-----") && l.len() > 8) {
+        assert!(!entry.value.contains(line), "nor the certificate itself");
+    }
+}
