@@ -70,17 +70,20 @@ impl DynamoSharedCache {
 #[async_trait]
 impl SharedCache for DynamoSharedCache {
     async fn get(&self, name: &str, now: DateTime<Utc>) -> Result<Option<CacheEntry>, StoreError> {
+        // A Query on the item's full key, not GetItem: the report function reads the recorded
+        // credential facts with the Query it is granted for documents, and no more.
         let out = self
             .client
-            .get_item()
+            .query()
             .table_name(&self.table)
-            .key("pk", pk(name))
-            .key("sk", sk())
+            .key_condition_expression("pk = :pk AND sk = :sk")
+            .expression_attribute_values(":pk", pk(name))
+            .expression_attribute_values(":sk", sk())
             .consistent_read(true)
             .send()
             .await
-            .map_err(|e| StoreError::Unavailable(format!("DynamoDB GetItem: {}", DisplayErrorContext(&e))))?;
-        match out.item() {
+            .map_err(|e| StoreError::Unavailable(format!("DynamoDB Query: {}", DisplayErrorContext(&e))))?;
+        match out.items().first() {
             Some(item) => Ok(Some(entry_from(name, item)?).filter(|e| e.expires_at > now)),
             None => Ok(None),
         }

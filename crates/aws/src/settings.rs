@@ -165,22 +165,7 @@ impl KsefSettings {
                 problem: "must be TEST, DEMO, PROD or a base URL".into(),
             });
         }
-        let raw = required(env, "KSEF_SELLER_NIPS")?;
-        let seller_nips = raw
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(|n| {
-                relay_domain::Nip::parse(n).map_err(|e| SettingsError::Invalid {
-                    name: "KSEF_SELLER_NIPS",
-                    value: raw.clone(),
-                    problem: e.to_string(),
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        if seller_nips.is_empty() {
-            return Err(SettingsError::Missing("KSEF_SELLER_NIPS"));
-        }
+        let seller_nips = seller_nips(env)?;
         Ok(KsefSettings {
             environment,
             token_secret_prefix: required(env, "KSEF_TOKEN_SECRET_PREFIX")?,
@@ -323,6 +308,9 @@ pub struct ReportSettings {
     pub alarm_topic_arn: String,
     /// `OVERDUE_AFTER_HOURS` (default 4): an open document older than this counts as overdue.
     pub overdue_after_hours: u32,
+    /// `KSEF_SELLER_NIPS`: the sellers whose KSeF logins the snapshot shows and measures (from
+    /// the facts the KSeF-calling functions record; the report reads no secret).
+    pub seller_nips: Vec<relay_domain::Nip>,
 }
 
 impl ReportSettings {
@@ -340,8 +328,30 @@ impl ReportSettings {
             resources: ResourceNames::from_env(env)?,
             alarm_topic_arn: required(env, "ALARM_TOPIC_ARN")?,
             overdue_after_hours,
+            seller_nips: seller_nips(env)?,
         })
     }
+}
+
+/// `KSEF_SELLER_NIPS`: comma-separated seller NIPs, at least one.
+fn seller_nips(env: &dyn EnvSource) -> Result<Vec<relay_domain::Nip>, SettingsError> {
+    let raw = required(env, "KSEF_SELLER_NIPS")?;
+    let seller_nips = raw
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|n| {
+            relay_domain::Nip::parse(n).map_err(|e| SettingsError::Invalid {
+                name: "KSEF_SELLER_NIPS",
+                value: raw.clone(),
+                problem: e.to_string(),
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if seller_nips.is_empty() {
+        return Err(SettingsError::Missing("KSEF_SELLER_NIPS"));
+    }
+    Ok(seller_nips)
 }
 
 /// The sweeper (an EventBridge schedule every 5 minutes): re-drives open documents whose next
@@ -413,6 +423,7 @@ mod tests {
         assert_eq!(rep.overdue_after_hours, 4);
         assert_eq!(rep.alarm_topic_arn, "arn:aws:sns:eu-central-1:123456789012:alarms");
         assert_eq!(rep.resources.table, "docs");
+        assert_eq!(rep.seller_nips.len(), 2);
         let sw = SweeperSettings::from_env(&e).unwrap();
         assert_eq!(
             (

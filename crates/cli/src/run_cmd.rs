@@ -175,6 +175,8 @@ pub(crate) struct Ksef {
     pub(crate) send_cfg: SendConfig,
     pub(crate) status_cfg: StatusConfig,
     pub(crate) description: String,
+    /// The sellers it sends for (their logins go on the status page).
+    pub(crate) sellers: Vec<Nip>,
 }
 
 /// The embedded simulator's sellers: a NIP and the KSeF token it accepts for that context.
@@ -225,6 +227,7 @@ pub(crate) async fn build_ksef(args: &RunArgs, sim_sellers: &[SimSeller], cache:
                 },
                 status_cfg: StatusConfig::standard(policy),
                 description: format!("KSeF {env} as NIP {nip}"),
+                sellers: vec![nip.clone()],
             })
         }
         None => {
@@ -267,6 +270,7 @@ pub(crate) async fn build_ksef(args: &RunArgs, sim_sellers: &[SimSeller], cache:
             Ok(Ksef {
                 contexts: contexts(secrets, cfg, cache),
                 description: format!("the embedded KSeF simulator at {}", sim.api_url()),
+                sellers: sim_sellers.iter().map(|(nip, _)| nip.clone()).collect(),
                 sim: Some(sim),
                 send_cfg: SendConfig {
                     policy: policy.clone(),
@@ -638,7 +642,15 @@ pub async fn run(args: RunArgs) -> Result<ExitCode> {
         println!("Every document's history: {}", report_path.display());
     }
     let local_files = |key: &str| ports.memory_archive.is_some() && ["archive/", "upo/", "outbox/"].iter().any(|p| key.starts_with(p));
-    let written = crate::run_reports::write(ports.store.as_ref(), &args.out, &ports.description, &local_files, Utc::now()).await?;
+    let written = crate::run_reports::write(
+        ports.store.as_ref(),
+        (ports.shared_cache.as_ref(), &ksef.sellers),
+        &args.out,
+        &ports.description,
+        &local_files,
+        Utc::now(),
+    )
+    .await?;
     println!(
         "Status page: {}; weekly report: {} and {}; store snapshot for `ksef-relay status ID`: {}; EMF metrics: {}",
         written.status_page.display(),

@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
-use relay_domain::ports::DocumentStore;
+use relay_domain::ports::{DocumentStore, SharedCache};
+use relay_domain::Nip;
 use relay_report::metrics::Levels;
 use relay_report::snapshot::{self, Snapshot};
 use relay_report::status_page::{self, PageContext};
@@ -35,10 +36,12 @@ pub struct Written {
     pub summary: String,
 }
 
-/// Writes the store snapshot, the status page and the week's report under `out`. `local_file`
+/// Writes the store snapshot, the status page (with the sellers' KSeF logins from the facts
+/// recorded in `credential_facts`) and the week's report under `out`. `local_file`
 /// tells which object keys the run wrote as files beside the page (for links).
 pub async fn write(
     store: &dyn DocumentStore,
+    (credential_facts, sellers): (&dyn SharedCache, &[Nip]),
     out: &Path,
     source: &str,
     local_file: &dyn Fn(&str) -> bool,
@@ -51,6 +54,8 @@ pub async fn write(
     let snap = Snapshot::of(all.clone(), now);
     let levels = Levels::compute(&snap, chrono::Duration::hours(4));
     levels.emit(now);
+    let credentials = relay_report::credentials::read(credential_facts, sellers, now).await?;
+    relay_report::credentials::emit(&credentials, now);
     let links = status_page::relative_links(local_file);
     let page = status_page::render(
         &snap,
@@ -59,6 +64,7 @@ pub async fn write(
             source,
             levels: &levels,
             links: &links,
+            credentials: &credentials,
         },
     );
     let page_path = out.join(STATUS_PAGE_FILE);

@@ -3,7 +3,8 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Duration, Utc};
-use relay_domain::ports::{Archive, ArchiveError, DocumentQueries, DocumentRegistry, ObjectBody, StoreError};
+use relay_domain::ports::{Archive, ArchiveError, DocumentQueries, DocumentRegistry, ObjectBody, SharedCache, StoreError};
+use relay_domain::Nip;
 use serde::Deserialize;
 
 use crate::metrics::Levels;
@@ -58,6 +59,10 @@ pub struct JobConfig<'a> {
     pub links: status_page::Links<'a>,
     /// How to point people at the weekly report (an `s3://` URL, a path).
     pub location: &'a dyn Fn(&str) -> String,
+    /// The sellers whose KSeF logins the snapshot shows and measures ...
+    pub sellers: &'a [Nip],
+    /// ... from the facts recorded here (the shared cache; read only).
+    pub credential_facts: &'a dyn SharedCache,
 }
 
 /// What a job did, for the function's answer and log line.
@@ -69,7 +74,8 @@ pub struct JobOutcome {
     pub page_bytes: usize,
 }
 
-/// Reads the store, writes the status page and emits the metric lines.
+/// Reads the store and the sellers' recorded login facts, writes the status page and emits the
+/// metric lines (`CredentialDaysLeft` for each seller with facts among them).
 pub async fn snapshot<S: DocumentRegistry + DocumentQueries + ?Sized>(
     store: &S,
     out: &dyn Archive,
@@ -79,6 +85,8 @@ pub async fn snapshot<S: DocumentRegistry + DocumentQueries + ?Sized>(
     let snap = snapshot::take(store, now, SnapshotLimits::default()).await?;
     let levels = Levels::compute(&snap, cfg.overdue_after);
     levels.emit(now);
+    let credentials = crate::credentials::read(cfg.credential_facts, cfg.sellers, now).await?;
+    crate::credentials::emit(&credentials, now);
     let page = status_page::render(
         &snap,
         &PageContext {
@@ -86,6 +94,7 @@ pub async fn snapshot<S: DocumentRegistry + DocumentQueries + ?Sized>(
             source: &cfg.source,
             levels: &levels,
             links: cfg.links,
+            credentials: &credentials,
         },
     );
     let page_bytes = page.len();
@@ -96,6 +105,7 @@ pub async fn snapshot<S: DocumentRegistry + DocumentQueries + ?Sized>(
         page_bytes,
         overdue = levels.overdue,
         past_legal_deadline = levels.past_legal_deadline,
+        sellers = credentials.len(),
         "status page written"
     );
     Ok(JobOutcome {

@@ -4,6 +4,8 @@
 //!
 //! - [`snapshot`]: the documents at one moment (open ones, recent decisions, counts by state);
 //! - [`metrics`]: the business and regulatory metric levels (EMF), from a snapshot;
+//! - [`credentials`]: each seller's KSeF login (kind, notAfter, days left) from the facts the
+//!   KSeF-calling functions record, as `CredentialDaysLeft` lines and a status-page section;
 //! - [`deadline`]: when an invoice must be in KSeF by law (next business day after `P_1`);
 //! - [`status_page`]: the self-contained HTML status page;
 //! - [`weekly`]: the weekly report (HTML, CSV, a summary for the alarm topic);
@@ -11,6 +13,7 @@
 //! - [`jobs`]: the two scheduled jobs of the report function (`snapshot`, `weekly`), written
 //!   against the ports so the Lambda and the local runner run the same code.
 
+pub mod credentials;
 pub mod deadline;
 pub mod jobs;
 pub mod lookup;

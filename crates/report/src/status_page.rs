@@ -231,6 +231,7 @@ h1{font-size:1.4rem;margin:0 0 .3rem}h2{font-size:1.1rem;margin-top:1.6rem}h4{ma
 .card{background:#fff;border:1px solid #d8dee4;border-radius:6px;padding:.5rem .8rem;min-width:8rem;cursor:pointer}
 .card b{display:block;font-size:1.4rem}.card.active{outline:2px solid #0969da}
 .alerts .card{cursor:default}.alerts .bad b{color:#b42318}
+tr.cred-warn td{background:#fff8e1}tr.cred-bad td{background:#fdecea;font-weight:600}
 input#search{width:min(40rem,100%);padding:.5rem;font-size:1rem;border:1px solid #aab4be;border-radius:4px}
 table{border-collapse:collapse;width:100%;background:#fff;margin-top:.8rem;font-size:.9rem}
 th,td{border-bottom:1px solid #e4e8ec;padding:.35rem .5rem;text-align:left;vertical-align:top}
@@ -278,9 +279,12 @@ pub struct PageContext<'a> {
     pub source: &'a str,
     pub levels: &'a Levels,
     pub links: Links<'a>,
+    /// Each configured seller's KSeF login, from the recorded facts: a line each.
+    pub credentials: &'a [crate::credentials::SellerCredential],
 }
 
-/// The page, ordered for attention: rejected, failed and conflicts first, then the ones under
+/// The page: the KSeF login of each seller after the alert cards, then the documents, ordered
+/// for attention: rejected, failed and conflicts first, then the ones under
 /// way, then the accepted (newest first within each group).
 pub fn render(snapshot: &Snapshot, ctx: &PageContext<'_>) -> String {
     let now = snapshot.taken_at;
@@ -345,6 +349,7 @@ pub fn render(snapshot: &Snapshot, ctx: &PageContext<'_>) -> String {
         l.waiting_over_one_hour,
         l.oldest_open_age_seconds,
     );
+    html.push_str(&crate::credentials::section_html(ctx.credentials, now));
     let _ = write!(
         html,
         "<label for=\"search\">Search by ERP id, trace id, KSeF number or invoice number</label><br>\

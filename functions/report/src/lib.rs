@@ -1,14 +1,16 @@
 //! # The report function
 //!
 //! Invoked by two EventBridge schedules: `{"kind":"snapshot"}` every 15 minutes writes the
-//! status page to `reports/status/index.html` and emits the business and regulatory metrics
-//! (EMF on stdout); `{"kind":"weekly"}` writes last week's report to
+//! status page to `reports/status/index.html` (with a line per seller's KSeF login) and emits
+//! the business and regulatory metrics and each seller's `CredentialDaysLeft` (EMF on stdout,
+//! from the facts the KSeF-calling functions record: this function reads no secret); `{"kind":"weekly"}` writes last week's report to
 //! `reports/weekly/{YYYY-Www}.html` and `.csv` and publishes its summary to the alarm topic.
 //! Read-only on the table; writes only under `reports/`.
 
 use chrono::{DateTime, Utc};
 use relay_aws::settings::ReportSettings;
-use relay_aws::{DynamoDocumentStore, S3Archive, SnsTopic};
+use relay_aws::{DynamoDocumentStore, DynamoSharedCache, S3Archive, SnsTopic};
+use relay_domain::Nip;
 use relay_report::jobs::{self, JobConfig, JobError, JobOutcome, Notifier, ReportEvent};
 
 pub struct ReportDeps {
@@ -19,6 +21,10 @@ pub struct ReportDeps {
     pub region: String,
     pub table: String,
     pub overdue_after: chrono::Duration,
+    /// The sellers whose KSeF logins the snapshot shows and measures ...
+    pub sellers: Vec<Nip>,
+    /// ... from the facts the KSeF-calling functions record here (read with Query only).
+    pub credential_facts: DynamoSharedCache,
 }
 
 struct Topic<'a>(&'a SnsTopic);
@@ -41,6 +47,8 @@ impl ReportDeps {
             region: s.aws.region.clone(),
             table: s.resources.table.clone(),
             overdue_after: chrono::Duration::hours(i64::from(s.overdue_after_hours)),
+            sellers: s.seller_nips.clone(),
+            credential_facts: DynamoSharedCache::new(clients.dynamodb.clone(), &s.resources.table),
         }
     }
 }
@@ -57,6 +65,8 @@ pub async fn handle(event: serde_json::Value, deps: &ReportDeps, now: DateTime<U
         source: format!("table {}", deps.table),
         links: &links,
         location: &location,
+        sellers: &deps.sellers,
+        credential_facts: &deps.credential_facts,
     };
     jobs::run(&event, &deps.store, &deps.reports, &Topic(&deps.topic), &cfg, now)
         .await

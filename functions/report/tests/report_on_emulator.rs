@@ -4,15 +4,17 @@
 
 use std::time::Duration;
 
-use relay_aws::{provision, DynamoDocumentStore, S3Archive, SnsTopic, SqsQueue};
+use relay_aws::{provision, DynamoDocumentStore, DynamoSharedCache, S3Archive, SnsTopic, SqsQueue};
 use relay_domain::memory::MemoryQueue;
 use relay_domain::ports::{Archive, Queue};
-use relay_domain::ErpDocumentId;
+use relay_domain::{ErpDocumentId, Nip};
 use relay_fn_report::{handle, ReportDeps};
 use relay_pipeline::intake::{intake, IntakePorts, Upload};
 use relay_tests::emulator;
 
 const SAMPLE_1: &[u8] = include_bytes!("../../../data/ksef/samples/FA_3_Przykład_1.xml");
+const EC_CERT: &str = include_str!("../../../crates/ksef-client/tests/fixtures/openssl-ec-cert.pem");
+const EC_KEY: &str = include_str!("../../../crates/ksef-client/tests/fixtures/openssl-ec-key.pem");
 const SAMPLE_2: &[u8] = include_bytes!("../../../data/ksef/samples/FA_3_Przykład_2.xml");
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -68,6 +70,21 @@ async fn snapshot_and_weekly_write_to_s3_and_publish_to_sns() {
         intake(&ports, upload, chrono::Utc::now()).await.unwrap();
     }
 
+    // Seller 9999999999's certificate secret read as send or status reads it (on first use),
+    // which records its facts in the table; seller 5265877635 has never been read.
+    let certificate = serde_json::json!({"certificate_pem": EC_CERT, "private_key_pem": EC_KEY}).to_string();
+    let (read, quiet) = (Nip::parse("9999999999").unwrap(), Nip::parse("5265877635").unwrap());
+    let contexts = relay_pipeline::sessions::KsefContexts::new()
+        .with_credentials(
+            std::sync::Arc::new(relay_pipeline::credentials::MemoryCredentials::new().with(read.clone(), certificate.clone())),
+            ksef_client::ClientConfig::new(ksef_client::Environment::Custom("http://127.0.0.1:9/v2".into())),
+            Duration::from_secs(900),
+        )
+        .with_shared_cache(std::sync::Arc::new(DynamoSharedCache::new(c.dynamodb.clone(), &name)));
+    contexts.client(&read).await.unwrap();
+    let facts = ksef_client::StoredCredentials::parse(&certificate).unwrap().facts();
+    let (not_after, subject) = (facts.not_after, facts.subject.unwrap());
+
     let deps = ReportDeps {
         store: DynamoDocumentStore::new(c.dynamodb.clone(), &name),
         reports: S3Archive::new(c.s3.clone(), &name),
@@ -76,6 +93,8 @@ async fn snapshot_and_weekly_write_to_s3_and_publish_to_sns() {
         region: emulator::REGION.into(),
         table: name.clone(),
         overdue_after: chrono::Duration::hours(4),
+        sellers: vec![read.clone(), quiet.clone()],
+        credential_facts: DynamoSharedCache::new(c.dynamodb.clone(), &name),
     };
     let now = chrono::Utc::now() + chrono::Duration::seconds(1);
     let snap = handle(serde_json::json!({"kind": "snapshot"}), &deps, now).await.unwrap();
@@ -86,6 +105,19 @@ async fn snapshot_and_weekly_write_to_s3_and_publish_to_sns() {
     let page = String::from_utf8(page.bytes).unwrap();
     assert!(page.contains("<td class=\"erp\">ERP-OK</td>") && page.contains("<td class=\"erp\">ERP-BAD</td>"));
     assert!(page.contains("console.aws.amazon.com/s3/object/"), "links to the source objects");
+    let days = (not_after - now).num_days();
+    assert!(
+        page.contains(&format!(
+            "data-seller=\"9999999999\"><td>9999999999</td><td>certificate</td><td>{subject} · EC P-256</td><td>{}</td><td>{days}</td>",
+            not_after.format("%Y-%m-%d %H:%M UTC")
+        )),
+        "the read seller's line: {page}"
+    );
+    assert!(
+        page.contains("data-seller=\"5265877635\"><td>5265877635</td><td>?</td>"),
+        "the quiet seller's line"
+    );
+    assert!(!page.contains("BEGIN"), "no PEM on the page");
 
     let weekly = handle(serde_json::json!({"kind": "weekly", "week_of": now}), &deps, now)
         .await
