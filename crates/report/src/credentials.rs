@@ -106,7 +106,7 @@ impl SellerCredential {
         let fix = if token {
             "move this seller to a KSeF certificate (runbook: \"Moving a seller from a token to a certificate\")"
         } else {
-            "enrol a new certificate and rotate the secret (runbook: \"Rotating a certificate\")"
+            "enrol a new certificate and rotate the secret (runbook: \"Rotating a certificate or a token\")"
         };
         match self.urgency(now) {
             Urgency::Expired => format!(

@@ -100,15 +100,15 @@ async fn every_seller_gets_a_line_and_a_metric_from_its_recorded_facts() {
         (Urgency::Fine, "185 day(s) left"),
         (
             Urgency::Warn,
-            "WARNING: 30 day(s) left (the certificate expires): enrol a new certificate and rotate the secret (runbook: \"Rotating a certificate\")",
+            "WARNING: 30 day(s) left (the certificate expires): enrol a new certificate and rotate the secret (runbook: \"Rotating a certificate or a token\")",
         ),
         (
             Urgency::Critical,
-            "CRITICAL: 5 day(s) left (the certificate expires): enrol a new certificate and rotate the secret (runbook: \"Rotating a certificate\") now",
+            "CRITICAL: 5 day(s) left (the certificate expires): enrol a new certificate and rotate the secret (runbook: \"Rotating a certificate or a token\") now",
         ),
         (
             Urgency::Expired,
-            "EXPIRED: the certificate expires passed 3 day(s) ago; logins fail and the seller is parked: enrol a new certificate and rotate the secret (runbook: \"Rotating a certificate\") now",
+            "EXPIRED: the certificate expires passed 3 day(s) ago; logins fail and the seller is parked: enrol a new certificate and rotate the secret (runbook: \"Rotating a certificate or a token\") now",
         ),
         (
             Urgency::Notice,
