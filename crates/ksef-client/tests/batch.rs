@@ -122,3 +122,22 @@ async fn part_uploads_never_carry_the_access_token() {
     c.upload_batch_parts(&session).await.unwrap();
     c.close_batch_session(&session.reference).await.unwrap();
 }
+
+#[tokio::test]
+async fn the_simulator_takes_parts_larger_than_a_web_servers_default_body_limit() {
+    // KSeF takes parts of up to 100 MB; the simulator once refused anything over axum's default
+    // 2 MB with 413 (a load run's batch of about 1,800 invoices). A 3 MB body must reach the
+    // storage handler (201), whatever it holds.
+    let sim = sim().await;
+    let c = client(&sim);
+    let archive = BatchArchive::zip(&batch_invoices("BIG", 1)).unwrap();
+    let session = c.open_batch_session(&archive, 1 << 20, false).await.unwrap();
+    let r = reqwest::Client::new()
+        .put(&session.uploads[0].url)
+        .header("x-ms-blob-type", "BlockBlob")
+        .body(vec![7u8; 3_000_000])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 201);
+}

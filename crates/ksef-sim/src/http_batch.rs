@@ -22,7 +22,7 @@ use crate::http_auth::parse_json;
 use crate::http_sessions::{auth_document_hash, check_form_code, is_offline, plan_for, session_mut, unwrap_key, Encryption, FormCode};
 use crate::state::{secret, Batch, Compression, DeclaredPart, Invoice, Session, SessionAes, Sim, StatusInfo};
 
-const MAX_PART: u64 = 100_000_000;
+pub(crate) const MAX_PART: u64 = 100_000_000;
 const MAX_PARTS: usize = 50;
 /// The whole package before encryption: 5 GB.
 const MAX_PACKAGE: u64 = 5_000_000_000;
