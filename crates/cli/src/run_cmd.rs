@@ -258,6 +258,7 @@ pub(crate) async fn build_ksef(args: &RunArgs, sim_sellers: &[SimSeller], cache:
                 processing_delay: Duration::from_millis(100),
                 auth_delay: Duration::from_millis(50),
                 time_scale: args.sim_time_scale,
+                batch_processing_after_close: true,
                 faults,
                 tokens: sim_sellers
                     .iter()

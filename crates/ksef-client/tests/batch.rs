@@ -17,7 +17,10 @@ fn batch_invoices(prefix: &str, n: usize) -> Vec<(String, Vec<u8>)> {
 }
 
 async fn run_batch(archive: BatchArchive, part_size: usize) {
-    let sim = sim().await;
+    run_batch_on(sim().await, archive, part_size).await;
+}
+
+async fn run_batch_on(sim: ksef_sim::SimHandle, archive: BatchArchive, part_size: usize) {
     let c = client(&sim);
     let session = c.open_batch_session(&archive, part_size, false).await.unwrap();
     assert!(
@@ -52,6 +55,19 @@ async fn run_batch(archive: BatchArchive, part_size: usize) {
 async fn a_zip_batch_in_several_parts_is_processed_invoice_by_invoice() {
     let archive = BatchArchive::zip(&batch_invoices("ZIP", 6)).unwrap();
     run_batch(archive, 4096).await;
+}
+
+#[tokio::test]
+async fn a_batch_processed_after_its_close_has_answered_is_read_back_the_same() {
+    // As KSeF does (and `ksef-relay run`/`load` configure): the close answers, then the archive
+    // is unpacked; the session reads 150 until it is done.
+    let sim = ksef_sim::start(ksef_sim::SimConfig {
+        batch_processing_after_close: true,
+        ..sim_config()
+    })
+    .await;
+    let archive = BatchArchive::zip(&batch_invoices("LATE", 6)).unwrap();
+    run_batch_on(sim, archive, 4096).await;
 }
 
 #[tokio::test]

@@ -237,8 +237,12 @@ pub async fn close_batch(State(sim): State<Arc<Sim>>, Path(reference): Path<Stri
     drop(store);
     // KSeF answers the close at once and processes the archive afterwards (the session reads
     // 150 meanwhile): unpacking and checking thousands of invoices inside the request made the
-    // close outlast a client's timeout (an ambiguous close, resent in a new batch).
-    tokio::task::spawn_blocking(move || process_batch(&sim, &context, &reference, &batch, &key, offline_mode));
+    // close outlast a client's timeout. Optional (`SimConfig::batch_processing_after_close`).
+    if sim.cfg.batch_processing_after_close {
+        tokio::task::spawn_blocking(move || process_batch(&sim, &context, &reference, &batch, &key, offline_mode));
+    } else {
+        process_batch(&sim, &context, &reference, &batch, &key, offline_mode);
+    }
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
