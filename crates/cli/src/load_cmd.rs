@@ -48,6 +48,10 @@ pub struct LoadArgs {
     /// Give up waiting for KSeF's decisions after this many seconds.
     #[arg(long, default_value_t = 600)]
     timeout_secs: u64,
+    /// An attachment-free invoice goes online while its seller's online backlog lets it go out
+    /// within this many seconds (of KSeF's time: divided by --sim-time-scale), else in batch.
+    #[arg(long, env = "BATCH_TARGET_DELAY_SECONDS", default_value_t = 300)]
+    batch_target_delay_secs: u64,
     /// Print the report as one JSON object on stdout (for scripts) instead of tables.
     #[arg(long)]
     json: bool,
@@ -175,6 +179,7 @@ pub async fn run(args: LoadArgs) -> Result<ExitCode> {
         faults: args.faults.clone(),
         sim_time_scale: args.sim_time_scale,
         timeout_secs: args.timeout_secs,
+        batch_target_delay_secs: args.batch_target_delay_secs,
         out: PathBuf::from("local-load"),
     };
     let ports = run_cmd::build_ports(&run_args).await?;
@@ -195,7 +200,7 @@ pub async fn run(args: LoadArgs) -> Result<ExitCode> {
     }
 
     let started = Instant::now();
-    let rows = run_cmd::intake_all(&ports, &inputs).await?;
+    let rows = run_cmd::intake_all(&ports, &ksef.backlog(&ports, args.batch_target_delay_secs), &inputs).await?;
     let intake_secs = started.elapsed().as_secs_f64();
     let tracked = rows.iter().filter(|r| r.owns_record && r.key.is_some()).count();
     let quiet = run_cmd::drive(
@@ -212,6 +217,7 @@ pub async fn run(args: LoadArgs) -> Result<ExitCode> {
     let (mut accepted, mut with_upo, mut once) = (0usize, 0usize, 0usize);
     let (mut to_accepted, mut to_upo) = (Vec::new(), Vec::new());
     let mut not_accepted = Vec::new();
+    let (mut online, mut batch) = (0usize, 0usize);
     for row in &rows {
         let Some(key) = row.key.as_ref().filter(|_| row.owns_record) else {
             not_accepted.push(format!("{}: {}", row.file, row.intake));
@@ -222,6 +228,10 @@ pub async fn run(args: LoadArgs) -> Result<ExitCode> {
             continue;
         };
         let r = &doc.record;
+        match r.send_mode() {
+            Some(relay_domain::SendMode::Batch) => batch += 1,
+            _ => online += 1,
+        }
         if ledger.count_hash(&r.content_hash) == 1 {
             once += 1;
         }
@@ -295,6 +305,7 @@ pub async fn run(args: LoadArgs) -> Result<ExitCode> {
             "intake_to_accepted": latency_json(to_accepted),
             "intake_to_upo": latency_json(to_upo),
         },
+        "send_modes": { "online": online, "batch": batch, "batch_target_delay_seconds": args.batch_target_delay_secs },
         "sessions_opened": sessions_opened,
         "sessions_in_ledger": sessions_in_ledger,
         "too_many_requests": too_many,
@@ -346,6 +357,13 @@ fn print_tables(r: &serde_json::Value) {
         (
             "throughput",
             format!("{:.1} invoices/s", r["throughput_per_second"].as_f64().unwrap_or(0.0)),
+        ),
+        (
+            "send mode online / batch",
+            format!(
+                "{} / {} (target delay {} s)",
+                r["send_modes"]["online"], r["send_modes"]["batch"], r["send_modes"]["batch_target_delay_seconds"]
+            ),
         ),
         (
             "KSeF sessions opened (in the ledger)",

@@ -65,6 +65,11 @@ pub struct RunArgs {
     /// Give up waiting for KSeF's decisions after this many seconds.
     #[arg(long, default_value_t = 180)]
     pub(crate) timeout_secs: u64,
+    /// An attachment-free invoice goes online while its seller's online backlog lets it go out
+    /// within this many seconds (of KSeF's time: divided by --sim-time-scale), else in a batch
+    /// session.
+    #[arg(long, env = "BATCH_TARGET_DELAY_SECONDS", default_value_t = 300)]
+    pub(crate) batch_target_delay_secs: u64,
     /// Where to write the archive, UPOs, outbox results and report.json.
     #[arg(long, default_value = "local-run")]
     pub(crate) out: PathBuf,
@@ -174,9 +179,22 @@ pub(crate) struct Ksef {
     pub(crate) sim: Option<ksef_sim::SimHandle>,
     pub(crate) send_cfg: SendConfig,
     pub(crate) status_cfg: StatusConfig,
+    /// The KSeF limits the client keeps to (scaled with the simulator's time).
+    pub(crate) limits: ClientLimits,
     pub(crate) description: String,
     /// The sellers it sends for (their logins go on the status page).
     pub(crate) sellers: Vec<Nip>,
+}
+
+impl Ksef {
+    /// Intake's send-mode rule over the run's shared cache and these limits.
+    pub(crate) fn backlog(&self, ports: &Ports, target_delay_secs: u64) -> ksef_client::OnlineBacklog {
+        ksef_client::OnlineBacklog::new(
+            ports.shared_cache.clone(),
+            self.limits.clone(),
+            Duration::from_secs(target_delay_secs),
+        )
+    }
 }
 
 /// The embedded simulator's sellers: a NIP and the KSeF token it accepts for that context.
@@ -216,8 +234,10 @@ pub(crate) async fn build_ksef(args: &RunArgs, sim_sellers: &[SimSeller], cache:
             // The token read like a deployed seller's secret (the same on-demand path).
             let secrets = Arc::new(MemoryCredentials::new().with(nip.clone(), token));
             let policy = RetryPolicy::standard(10)?;
+            let cfg = ClientConfig::new(environment);
             Ok(Ksef {
-                contexts: contexts(secrets, ClientConfig::new(environment), cache),
+                limits: cfg.limits.clone(),
+                contexts: contexts(secrets, cfg, cache),
                 sim: None,
                 send_cfg: SendConfig {
                     policy: policy.clone(),
@@ -241,6 +261,7 @@ pub(crate) async fn build_ksef(args: &RunArgs, sim_sellers: &[SimSeller], cache:
                 processing_delay: Duration::from_millis(100),
                 auth_delay: Duration::from_millis(50),
                 time_scale: args.sim_time_scale,
+                batch_processing_after_close: true,
                 faults,
                 tokens: sim_sellers
                     .iter()
@@ -268,6 +289,7 @@ pub(crate) async fn build_ksef(args: &RunArgs, sim_sellers: &[SimSeller], cache:
             let ms = Duration::from_millis;
             let policy = RetryPolicy::new(10, vec![ms(0), ms(200), ms(500)], 2.0, ms(3000), 0.2)?;
             Ok(Ksef {
+                limits: cfg.limits.clone(),
                 contexts: contexts(secrets, cfg, cache),
                 description: format!("the embedded KSeF simulator at {}", sim.api_url()),
                 sellers: sim_sellers.iter().map(|(nip, _)| nip.clone()).collect(),
@@ -457,13 +479,14 @@ async fn intake_through_the_inbox(
 
 /// Takes every input in, as the deployment would (straight into intake in memory, through the
 /// bucket's inbox and its notifications on the emulator), with a progress bar.
-pub(crate) async fn intake_all(ports: &Ports, inputs: &[(String, Vec<u8>)]) -> Result<Vec<Row>> {
+pub(crate) async fn intake_all(ports: &Ports, backlog: &ksef_client::OnlineBacklog, inputs: &[(String, Vec<u8>)]) -> Result<Vec<Row>> {
     let q = |name: &str| ports.queues[name].as_ref();
     let intake_ports = IntakePorts {
         store: ports.store.as_ref(),
         archive: ports.archive.as_ref(),
         send_queue: q("send"),
         corrections_queue: q("corrections"),
+        backlog: Some(backlog),
     };
     let pb = bar(inputs.len(), "intake");
     let rows = match &ports.intake_queue {
@@ -537,7 +560,7 @@ pub async fn run(args: RunArgs) -> Result<ExitCode> {
         ksef.description
     );
     let q = |name: &str| ports.queues[name].as_ref();
-    let rows = intake_all(&ports, &inputs).await?;
+    let rows = intake_all(&ports, &ksef.backlog(&ports, args.batch_target_delay_secs), &inputs).await?;
     let tracked = rows.iter().filter(|r| r.owns_record && r.key.is_some()).count();
     drive(&ports, &ksef, Duration::from_secs(args.timeout_secs), &bar(tracked, "KSeF")).await?;
 

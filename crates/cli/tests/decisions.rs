@@ -39,6 +39,7 @@ async fn conflict(store: &DynamoDocumentStore, number: &str) -> DocumentKey {
         offline: false,
         issue_date: None,
         send_mode: relay_domain::SendMode::Online,
+        send_mode_reason: None,
         initial: InitialState::Queued,
     };
     let now = Utc::now();

@@ -143,6 +143,8 @@ pub struct NewDocument {
     pub issue_date: Option<NaiveDate>,
     /// The channel it goes to KSeF by.
     pub send_mode: SendMode,
+    /// Why that channel (the backlog rule's words): appended to the registration's history line.
+    pub send_mode_reason: Option<String>,
     /// QUEUED for a valid document; REJECTED with the findings for an invalid one.
     pub initial: InitialState,
 }
@@ -501,7 +503,10 @@ impl DocumentRecord {
                 event: HistoryEvent::StateChanged {
                     from: None,
                     to: state,
-                    reason: "registered at intake".into(),
+                    reason: match (&new.send_mode_reason, state) {
+                        (Some(why), DocumentState::Queued) => format!("registered at intake; {}: {why}", new.send_mode.name()),
+                        _ => "registered at intake".into(),
+                    },
                 },
             },
         ];
@@ -915,6 +920,7 @@ mod tests {
             offline: false,
             issue_date: None,
             send_mode: SendMode::Online,
+            send_mode_reason: None,
             initial: InitialState::Queued,
         }
     }

@@ -6,7 +6,9 @@
 //! - [`environment`]: TEST, DEMO, PROD or any base URL (the simulator);
 //! - [`limiter`] and [`governor`]: KSeF's rate limits, per process or shared by a fleet, over
 //!   one sliding log that counts a request from its reservation until its answer (where KSeF
-//!   may count it), seeded from `GET /rate-limits`;
+//!   may count it), seeded from `GET /rate-limits`; [`online_backlog`]: the send mode chosen at
+//!   intake from a seller's online backlog against those limits (online within a target delay,
+//!   else batch);
 //! - [`client`]: configuration, the one request path (client-side [`limiter`], bearer token,
 //!   `X-System-Warning` logging, failure mapping), public keys picked by usage and validity
 //!   and refreshed on 21470, and authentication (KSeF token, or a certificate through
@@ -45,6 +47,7 @@ pub mod failure_map;
 pub mod governor;
 pub mod limiter;
 pub mod model;
+pub mod online_backlog;
 pub mod secret;
 pub mod sessions;
 mod sliding_log;
@@ -58,6 +61,7 @@ pub use environment::Environment;
 pub use failure_map::{Duplicate, InvoiceOutcome};
 pub use limiter::{ClientLimits, EffectiveRateLimits, EndpointGroup, Limit};
 pub use model::{InvoiceStatus, SessionStatus, SessionSummary, Status};
+pub use online_backlog::{ModeChoice, OnlineBacklog};
 pub use secret::{BearerToken, KsefToken, SessionKey};
 pub use sessions::{send_invoice_body, OnlineSession, SendOptions, SentInvoice, Upo};
 pub use stored_credentials::{CredentialFacts, CredentialKind, CredentialsError, StoredCredentials};

@@ -17,7 +17,10 @@ fn batch_invoices(prefix: &str, n: usize) -> Vec<(String, Vec<u8>)> {
 }
 
 async fn run_batch(archive: BatchArchive, part_size: usize) {
-    let sim = sim().await;
+    run_batch_on(sim().await, archive, part_size).await;
+}
+
+async fn run_batch_on(sim: ksef_sim::SimHandle, archive: BatchArchive, part_size: usize) {
     let c = client(&sim);
     let session = c.open_batch_session(&archive, part_size, false).await.unwrap();
     assert!(
@@ -52,6 +55,19 @@ async fn run_batch(archive: BatchArchive, part_size: usize) {
 async fn a_zip_batch_in_several_parts_is_processed_invoice_by_invoice() {
     let archive = BatchArchive::zip(&batch_invoices("ZIP", 6)).unwrap();
     run_batch(archive, 4096).await;
+}
+
+#[tokio::test]
+async fn a_batch_processed_after_its_close_has_answered_is_read_back_the_same() {
+    // As KSeF does (and `ksef-relay run`/`load` configure): the close answers, then the archive
+    // is unpacked; the session reads 150 until it is done.
+    let sim = ksef_sim::start(ksef_sim::SimConfig {
+        batch_processing_after_close: true,
+        ..sim_config()
+    })
+    .await;
+    let archive = BatchArchive::zip(&batch_invoices("LATE", 6)).unwrap();
+    run_batch_on(sim, archive, 4096).await;
 }
 
 #[tokio::test]
@@ -121,4 +137,23 @@ async fn part_uploads_never_carry_the_access_token() {
     assert_eq!(r.status().as_u16(), 400);
     c.upload_batch_parts(&session).await.unwrap();
     c.close_batch_session(&session.reference).await.unwrap();
+}
+
+#[tokio::test]
+async fn the_simulator_takes_parts_larger_than_a_web_servers_default_body_limit() {
+    // KSeF takes parts of up to 100 MB; the simulator once refused anything over axum's default
+    // 2 MB with 413 (a load run's batch of about 1,800 invoices). A 3 MB body must reach the
+    // storage handler (201), whatever it holds.
+    let sim = sim().await;
+    let c = client(&sim);
+    let archive = BatchArchive::zip(&batch_invoices("BIG", 1)).unwrap();
+    let session = c.open_batch_session(&archive, 1 << 20, false).await.unwrap();
+    let r = reqwest::Client::new()
+        .put(&session.uploads[0].url)
+        .header("x-ms-blob-type", "BlockBlob")
+        .body(vec![7u8; 3_000_000])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 201);
 }

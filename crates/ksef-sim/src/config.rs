@@ -54,6 +54,12 @@ pub struct SimConfig {
     pub keys: KeySource,
     /// How long an auth operation stays in status 100 before 200.
     pub auth_delay: Duration,
+    /// A closed batch's archive is unpacked and checked after the close has answered (as KSeF
+    /// does; the session reads 150 meanwhile) instead of inside the close request. Off by
+    /// default: the crash-point suite counts each stage's calls and needs the synchronous,
+    /// deterministic close; `ksef-relay run`/`load` turn it on (thousands of invoices checked
+    /// inside the close outlast a client's timeout).
+    pub batch_processing_after_close: bool,
     /// How long an invoice stays in 100, then in 150, before its final status.
     pub accept_delay: Duration,
     pub processing_delay: Duration,
@@ -87,6 +93,7 @@ impl Default for SimConfig {
         SimConfig {
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             public_base_url: None,
+            batch_processing_after_close: false,
             tokens: vec![SimToken {
                 token: DEFAULT_TOKEN.to_owned(),
                 context: Nip::parse("9999999999").expect("valid NIP"),

@@ -13,7 +13,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::Utc;
-use relay_domain::ContentHash;
+use relay_domain::{ContentHash, Nip};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -22,7 +22,7 @@ use crate::http_auth::parse_json;
 use crate::http_sessions::{auth_document_hash, check_form_code, is_offline, plan_for, session_mut, unwrap_key, Encryption, FormCode};
 use crate::state::{secret, Batch, Compression, DeclaredPart, Invoice, Session, SessionAes, Sim, StatusInfo};
 
-const MAX_PART: u64 = 100_000_000;
+pub(crate) const MAX_PART: u64 = 100_000_000;
 const MAX_PARTS: usize = 50;
 /// The whole package before encryption: 5 GB.
 const MAX_PACKAGE: u64 = 5_000_000_000;
@@ -146,6 +146,7 @@ pub async fn open_batch(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: B
                 uploaded: Default::default(),
             }),
             offline_mode: req.offline_mode,
+            unpacking: false,
         },
     );
     Ok((
@@ -227,27 +228,42 @@ pub async fn close_batch(State(sim): State<Arc<Sim>>, Path(reference): Path<Stri
             Some(_) => {}
         }
     }
+    let batch = b.clone();
     s.closed = true;
+    s.unpacking = true;
     s.updated = Utc::now();
     let key = s.key.expect("checked above");
     let offline_mode = s.offline_mode;
-    let outcome = unpack(b, &key);
     drop(store);
-    // The archive is processed now; statuses still move through 100/150 with the configured delays.
+    // KSeF answers the close at once and processes the archive afterwards (the session reads
+    // 150 meanwhile): unpacking and checking thousands of invoices inside the request made the
+    // close outlast a client's timeout. Optional (`SimConfig::batch_processing_after_close`).
+    if sim.cfg.batch_processing_after_close {
+        tokio::task::spawn_blocking(move || process_batch(&sim, &context, &reference, &batch, &key, offline_mode));
+    } else {
+        process_batch(&sim, &context, &reference, &batch, &key, offline_mode);
+    }
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// The closed batch's archive unpacked, each invoice checked and listed in the session.
+fn process_batch(sim: &Arc<Sim>, context: &Nip, reference: &str, b: &Batch, key: &SessionAes, offline_mode: bool) {
+    let outcome = unpack(b, key);
     let files = match outcome {
         Ok(files) => files,
         Err(failure) => {
             let mut store = sim.store.lock().expect("store lock");
-            if let Some(s) = store.sessions.get_mut(&reference) {
+            if let Some(s) = store.sessions.get_mut(reference) {
                 s.failure = Some(failure);
+                s.unpacking = false;
             }
-            return Ok(StatusCode::NO_CONTENT.into_response());
+            return;
         }
     };
     let planned: Vec<_> = files
         .into_iter()
         .map(|(name, bytes)| {
-            let (plan, number) = plan_for(&sim, &context, &bytes, false, false);
+            let (plan, number) = plan_for(sim, context, &bytes, false, false);
             (name, ContentHash::of(&bytes), plan, number)
         })
         .collect();
@@ -255,7 +271,8 @@ pub async fn close_batch(State(sim): State<Arc<Sim>>, Path(reference): Path<Stri
     let refs: Vec<String> = planned.iter().map(|_| store.reference("EE")).collect();
     let tokens: Vec<String> = planned.iter().map(|_| secret("upo")).collect();
     let now = Instant::now();
-    let s = store.sessions.get_mut(&reference).expect("session exists");
+    let Some(s) = store.sessions.get_mut(reference) else { return };
+    s.unpacking = false;
     let opened = s.created;
     for ((name, hash, plan, number), (r, token)) in planned.into_iter().zip(refs.into_iter().zip(tokens)) {
         let offline = is_offline(offline_mode, &plan);
@@ -277,9 +294,8 @@ pub async fn close_batch(State(sim): State<Arc<Sim>>, Path(reference): Path<Stri
     }
     let links: Vec<(String, usize)> = s.invoices.iter().enumerate().map(|(i, inv)| (inv.upo_token.clone(), i)).collect();
     for (t, i) in links {
-        store.upo_links.insert(t, (reference.clone(), i));
+        store.upo_links.insert(t, (reference.to_owned(), i));
     }
-    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 /// Decrypts, joins, verifies and unpacks the archive; Err is the session's failure status.

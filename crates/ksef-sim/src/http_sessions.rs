@@ -125,6 +125,7 @@ pub async fn open_online(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: 
             invoices: Vec::new(),
             batch: None,
             offline_mode: false,
+            unpacking: false,
         },
     );
     Ok((

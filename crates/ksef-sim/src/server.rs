@@ -75,7 +75,12 @@ pub fn router(sim: Arc<Sim>) -> Router {
             "/storage/session-upo/{referenceNumber}/{upoReferenceNumber}",
             get(sessions::session_upo_download),
         )
-        .route("/storage/batch/{referenceNumber}/{ordinal}", put(batch::upload_part))
+        // A part is up to 100 MB before encryption (KSeF's limit, checked at open): axum's
+        // default 2 MB body limit refused the parts of a batch of about 1,800 invoices with 413.
+        .route(
+            "/storage/batch/{referenceNumber}/{ordinal}",
+            put(batch::upload_part).layer(axum::extract::DefaultBodyLimit::max(batch::MAX_PART as usize + 16)),
+        )
         .route_layer(middleware::from_fn_with_state(sim.clone(), gate));
     let admin = Router::new()
         .route("/_sim/ledger", get(admin::ledger))

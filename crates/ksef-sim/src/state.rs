@@ -163,6 +163,7 @@ pub enum Compression {
     TarGz,
 }
 
+#[derive(Clone)]
 pub struct DeclaredPart {
     pub ordinal: u32,
     pub size: u64,
@@ -170,6 +171,7 @@ pub struct DeclaredPart {
     pub upload_token: String,
 }
 
+#[derive(Clone)]
 pub struct Batch {
     pub file_size: u64,
     pub file_hash: String,
@@ -194,6 +196,9 @@ pub struct Session {
     pub invoices: Vec<Invoice>,
     pub batch: Option<Batch>,
     pub offline_mode: bool,
+    /// A closed batch whose archive is still being unpacked and checked (after the close
+    /// answered, as in KSeF): processing (150), no invoices listed yet.
+    pub unpacking: bool,
 }
 
 impl Session {
@@ -202,7 +207,7 @@ impl Session {
     }
 
     pub fn pending(&self) -> bool {
-        self.invoices.iter().any(|i| i.final_status.is_none())
+        self.unpacking || self.invoices.iter().any(|i| i.final_status.is_none())
     }
 
     pub fn status(&self) -> StatusInfo {

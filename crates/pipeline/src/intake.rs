@@ -91,6 +91,9 @@ pub struct IntakePorts<'a, S: DocumentRegistry + DocumentUpdates + ?Sized> {
     pub archive: &'a dyn Archive,
     pub send_queue: &'a dyn Queue,
     pub corrections_queue: &'a dyn Queue,
+    /// Chooses Online or Batch from the seller's online backlog (shared by every intake). None:
+    /// only an attachment makes an invoice Batch.
+    pub backlog: Option<&'a ksef_client::OnlineBacklog>,
 }
 
 fn finding(code: &str, message: impl Into<String>) -> Failure {
@@ -155,6 +158,15 @@ pub async fn intake<S: DocumentRegistry + DocumentUpdates + ?Sized>(
         upo: None,
     };
 
+    // The channel, chosen once here and stored: only a valid document counts in the backlog.
+    let mode = if findings.is_empty() {
+        choose_mode(ports, &identity.key.seller_nip, identity.has_attachment, now).await
+    } else {
+        ksef_client::ModeChoice {
+            mode: SendMode::for_invoice(identity.has_attachment),
+            reason: String::new(),
+        }
+    };
     let initial = if findings.is_empty() {
         InitialState::Queued
     } else {
@@ -171,7 +183,8 @@ pub async fn intake<S: DocumentRegistry + DocumentUpdates + ?Sized>(
         storage: storage.clone(),
         offline: false,
         issue_date: Some(identity.issue_date),
-        send_mode: SendMode::for_invoice(identity.has_attachment),
+        send_mode: mode.mode,
+        send_mode_reason: (!mode.reason.is_empty()).then(|| mode.reason.clone()),
         initial,
     };
     let outcome = match ports.store.register(new, now).await? {
@@ -230,7 +243,7 @@ pub async fn intake<S: DocumentRegistry + DocumentUpdates + ?Sized>(
                 trace_id: trace_id.clone(),
                 storage,
                 issue_date: Some(identity.issue_date),
-                send_mode: SendMode::for_invoice(identity.has_attachment),
+                send_mode: mode.mode,
             };
             let record = ports.store.transition(&doc.record, change, now).await?;
             queue_for_send(ports, &record).await?;
@@ -268,6 +281,26 @@ pub async fn intake<S: DocumentRegistry + DocumentUpdates + ?Sized>(
     }
     report(ports, &upload, &trace_id, &outcome, now).await?;
     Ok(outcome)
+}
+
+/// The send mode of a valid invoice: from the seller's online backlog when intake has one.
+async fn choose_mode<S: DocumentRegistry + DocumentUpdates + ?Sized>(
+    ports: &IntakePorts<'_, S>,
+    seller: &Nip,
+    has_attachment: bool,
+    now: DateTime<Utc>,
+) -> ksef_client::ModeChoice {
+    match ports.backlog {
+        Some(backlog) => backlog.choose(seller, has_attachment, now).await,
+        None if has_attachment => ksef_client::ModeChoice {
+            mode: SendMode::Batch,
+            reason: "it carries an attachment, which KSeF takes only in batch sessions".into(),
+        },
+        None => ksef_client::ModeChoice {
+            mode: SendMode::Online,
+            reason: String::new(),
+        },
+    }
 }
 
 async fn queue_for_send<S: DocumentRegistry + DocumentUpdates + ?Sized>(
@@ -422,6 +455,7 @@ mod tests {
                 archive: &self.archive,
                 send_queue: &self.send,
                 corrections_queue: &self.corrections,
+                backlog: None,
             }
         }
         async fn bodies(q: &MemoryQueue) -> Vec<String> {

@@ -105,6 +105,7 @@ async fn dying_between_acceptance_and_the_state_write_still_ends_with_one_accept
         offline: false,
         issue_date: doc.record.issue_date,
         send_mode: doc.record.send_mode().unwrap_or(relay_domain::SendMode::Online),
+        send_mode_reason: None,
         initial: relay_domain::InitialState::Queued,
     };
     store.register(new, Utc::now()).await.unwrap();

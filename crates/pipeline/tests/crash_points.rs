@@ -178,6 +178,7 @@ impl<'k> Run<'k> {
             archive: &self.archive,
             send_queue: &self.send_q,
             corrections_queue: &self.corrections_q,
+            backlog: None,
         };
         let upload = Upload {
             bytes: &bytes,

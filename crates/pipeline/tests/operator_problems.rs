@@ -294,6 +294,7 @@ async fn re_uploading_a_file_rejected_for_something_other_than_its_content_sends
         archive: &w.archive,
         send_queue: &w.send_q,
         corrections_queue: &w.corrections_q,
+        backlog: None,
     };
     let out = intake(&ports, upload(&bytes), Utc::now()).await.unwrap();
     let IntakeOutcome::Resubmitted(r) = out else { panic!("{out:?}") };

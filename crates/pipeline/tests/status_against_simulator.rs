@@ -129,6 +129,7 @@ async fn an_invalid_invoice_is_rejected_at_intake_and_never_reaches_ksef() {
         archive: &w.archive,
         send_queue: &w.send_q,
         corrections_queue: &w.corrections_q,
+        backlog: None,
     };
     let upload = relay_pipeline::intake::Upload {
         bytes: &bytes,

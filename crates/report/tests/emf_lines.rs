@@ -44,6 +44,7 @@ fn doc(n: u32, state: DocumentState, created: DateTime<Utc>, issued: NaiveDate) 
         offline: false,
         issue_date: Some(issued),
         send_mode: relay_domain::SendMode::Online,
+        send_mode_reason: None,
         initial: InitialState::Queued,
     };
     let applied = DocumentRecord::register(new, created);

@@ -29,6 +29,7 @@ fn new_doc(n: u32) -> NewDocument {
         offline: false,
         issue_date: None,
         send_mode: relay_domain::SendMode::Online,
+        send_mode_reason: None,
         initial: InitialState::Queued,
     }
 }

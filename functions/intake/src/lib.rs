@@ -43,6 +43,7 @@ impl IntakeDeps {
             archive: &self.bucket,
             send_queue: &self.send_queue,
             corrections_queue: &self.corrections_queue,
+            backlog: None,
         }
     }
 }

@@ -57,6 +57,7 @@ async fn snapshot_and_weekly_write_to_s3_and_publish_to_sns() {
         archive: &archive,
         send_queue: &send_q,
         corrections_queue: &corr_q,
+        backlog: None,
     };
     let invalid = String::from_utf8_lossy(SAMPLE_2).replacen("<P_15>", "<P_15>x", 1);
     for (erp, bytes) in [("ERP-OK", SAMPLE_1.to_vec()), ("ERP-BAD", invalid.into_bytes())] {

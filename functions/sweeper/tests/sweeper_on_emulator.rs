@@ -62,6 +62,7 @@ async fn registered_with_its_message_lost(s: &Setup, erp: &str) -> DocumentKey {
         archive: &s.deps.archive,
         send_queue: &lost,
         corrections_queue: &corrections,
+        backlog: None,
     };
     let upload = Upload {
         bytes: SAMPLE_1,

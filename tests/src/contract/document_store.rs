@@ -63,6 +63,7 @@ fn new_doc(number: &str, content: &[u8]) -> NewDocument {
         offline: false,
         issue_date: None,
         send_mode: relay_domain::SendMode::Online,
+        send_mode_reason: None,
         initial: InitialState::Queued,
     }
 }

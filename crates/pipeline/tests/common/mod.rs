@@ -96,6 +96,7 @@ impl World {
             archive: &self.archive,
             send_queue: &self.send_q,
             corrections_queue: &self.corrections_q,
+            backlog: None,
         };
         let upload = Upload {
             bytes,

@@ -1,0 +1,281 @@
+//! The send mode chosen from a seller's online backlog (issue 12 item 1).
+//!
+//! KSeF takes at most 10 online sends a second, 30 a minute and 180 an hour per seller (the
+//! `InvoiceSend` group, API-NOTES §7); a batch session takes up to 10,000 invoices at once. The
+//! rule: an attachment-free invoice goes **online while its seller's online backlog lets it go
+//! out within the target delay**, otherwise in a batch session. Invoices with attachments always
+//! go in batch (KSeF takes attachments only there).
+//!
+//! The backlog is a per-seller log in the shared cache (one entry, `sendmode/{nip}`, written
+//! with a version check like the governor's): the *projected send time* of every invoice
+//! registered Online, each placed at the first moment the sliding windows leave room for it
+//! after the one before it (first come, first sent). A new invoice's projected time minus now is
+//! how long it would wait to go online: within the target it goes Online and joins the log,
+//! beyond it goes Batch and the log is left alone. A single invoice in a quiet hour waits 0 s.
+//!
+//! The projection is an estimate, not a reservation: the send path still keeps to the fleet
+//! governor ([`crate::governor`]), and online resends (a retry, a new session) take slots the log
+//! does not know of. A cache failure chooses Online with a warning: intake never fails on it
+//! (the send path's governor still keeps KSeF's limits). Losing the entry to other intakes of
+//! the same seller [`RACES`] times in a row is a burst, and chooses Batch.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use relay_domain::ports::{Expect, SharedCache, StoreError};
+use relay_domain::{Nip, SendMode};
+use serde::{Deserialize, Serialize};
+
+use crate::limiter::{ClientLimits, EndpointGroup};
+use crate::sliding_log::{wait_needed, windows_us};
+
+/// The mode chosen for one invoice and why, in words for its history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModeChoice {
+    pub mode: SendMode,
+    pub reason: String,
+}
+
+/// When the next online send could go, given the projected send times already in the log
+/// (µs, oldest first): the first moment at or after both `now` and the last projected send at
+/// which every window has room. Pure; `windows` as [`windows_us`] gives them.
+pub(crate) fn next_online_slot(projected: &VecDeque<i64>, now: i64, windows: &[(usize, i64)]) -> i64 {
+    let mut at = projected.back().copied().unwrap_or(now).max(now);
+    // Each wait moves past the oldest send a full window counts, so this ends.
+    while let Some(wait) = wait_needed(projected, at, windows) {
+        at += wait;
+    }
+    at
+}
+
+/// The rule, pure: Online when the invoice has no attachment and its projected online send time
+/// (`slot`, from [`next_online_slot`]) is at most `target` after `now` (all in µs).
+pub(crate) fn choose_mode(has_attachment: bool, now: i64, slot: i64, target: i64, queued: usize) -> ModeChoice {
+    if has_attachment {
+        return ModeChoice {
+            mode: SendMode::Batch,
+            reason: "it carries an attachment, which KSeF takes only in batch sessions".into(),
+        };
+    }
+    let wait = slot - now;
+    let secs = |us: i64| us as f64 / 1e6;
+    if wait <= target {
+        ModeChoice {
+            mode: SendMode::Online,
+            reason: format!(
+                "the seller's online backlog ({queued} projected online sends in KSeF's windows) lets it go out in {:.1} s, within the target {:.0} s",
+                secs(wait),
+                secs(target)
+            ),
+        }
+    } else {
+        ModeChoice {
+            mode: SendMode::Batch,
+            reason: format!(
+                "the seller's online backlog ({queued} projected online sends in KSeF's windows) would hold it {:.1} s, beyond the target {:.0} s",
+                secs(wait),
+                secs(target)
+            ),
+        }
+    }
+}
+
+/// The stored log: projected online send times, µs since the epoch, oldest first.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Backlog {
+    #[serde(rename = "t")]
+    projected: VecDeque<i64>,
+}
+
+/// How many times a choice retries after losing a race to another intake.
+const RACES: usize = 8;
+
+/// Chooses each invoice's send mode from its seller's online backlog, shared by every intake.
+#[derive(Clone)]
+pub struct OnlineBacklog {
+    cache: Arc<dyn SharedCache>,
+    limits: ClientLimits,
+    /// The longest an invoice may wait to go online (in KSeF's time: divided by the limits'
+    /// time scale, like their windows).
+    target_delay: Duration,
+}
+
+impl std::fmt::Debug for OnlineBacklog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "OnlineBacklog(target {:?})", self.target_delay)
+    }
+}
+
+impl OnlineBacklog {
+    /// The default target delay (`BATCH_TARGET_DELAY_SECONDS`): five minutes, the Ministry's
+    /// "a package every few minutes".
+    pub const DEFAULT_TARGET_DELAY: Duration = Duration::from_secs(300);
+
+    pub fn new(cache: Arc<dyn SharedCache>, limits: ClientLimits, target_delay: Duration) -> OnlineBacklog {
+        OnlineBacklog {
+            cache,
+            limits,
+            target_delay,
+        }
+    }
+
+    fn entry_name(seller: &Nip) -> String {
+        format!("sendmode/{seller}")
+    }
+
+    /// The mode for an invoice of `seller` registered at `now`; an Online choice is counted in
+    /// the seller's backlog. Never fails: without the cache it chooses Online and warns.
+    pub async fn choose(&self, seller: &Nip, has_attachment: bool, now: DateTime<Utc>) -> ModeChoice {
+        let Some(limit) = self
+            .limits
+            .groups
+            .get(&EndpointGroup::InvoiceSend)
+            .copied()
+            .filter(|_| self.limits.enabled)
+        else {
+            return choose_mode(has_attachment, 0, 0, 0, 0);
+        };
+        if has_attachment {
+            return choose_mode(true, 0, 0, 0, 0);
+        }
+        let windows = windows_us(limit, &self.limits);
+        let longest = windows.iter().map(|w| w.1).max().unwrap_or(0);
+        let target = (self.target_delay.as_secs_f64() * 1e6 / self.limits.time_scale.max(1e-6)) as i64;
+        match self.try_choose(seller, now, &windows, longest, target).await {
+            Ok(Some(choice)) => choice,
+            // Only many intakes of this seller at once keep winning the entry: a burst.
+            Ok(None) => ModeChoice {
+                mode: SendMode::Batch,
+                reason: "many invoices of this seller arrived at once (its online backlog kept changing under this intake)".into(),
+            },
+            Err(e) => fallback(seller, &e.to_string()),
+        }
+    }
+
+    async fn try_choose(
+        &self,
+        seller: &Nip,
+        now: DateTime<Utc>,
+        windows: &[(usize, i64)],
+        longest: i64,
+        target: i64,
+    ) -> Result<Option<ModeChoice>, StoreError> {
+        let name = Self::entry_name(seller);
+        let now_us = now.timestamp_micros();
+        for _ in 0..RACES {
+            let (mut log, expect) = match self.cache.get(&name, now).await? {
+                Some(e) => (
+                    serde_json::from_str::<Backlog>(&e.value).unwrap_or_default(),
+                    Expect::Version(e.version),
+                ),
+                None => (Backlog::default(), Expect::Absent),
+            };
+            while log.projected.front().is_some_and(|t| now_us - t >= longest) {
+                log.projected.pop_front();
+            }
+            let slot = next_online_slot(&log.projected, now_us, windows);
+            let choice = choose_mode(false, now_us, slot, target, log.projected.len());
+            if choice.mode == SendMode::Batch {
+                return Ok(Some(choice));
+            }
+            log.projected.push_back(slot);
+            let keep_until = DateTime::from_timestamp_micros(slot + longest).unwrap_or(now) + chrono::Duration::minutes(1);
+            let value = serde_json::to_string(&log).expect("a backlog always serialises");
+            match self.cache.put(&name, value, keep_until, expect, now).await {
+                Ok(_) => return Ok(Some(choice)),
+                Err(StoreError::VersionConflict { .. }) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(None)
+    }
+}
+
+fn fallback(seller: &Nip, why: &str) -> ModeChoice {
+    tracing::warn!(seller_nip = %seller, error = why, "the online backlog could not be read or written; sending online");
+    ModeChoice {
+        mode: SendMode::Online,
+        reason: format!("the seller's online backlog could not be checked ({why}); online by default"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: i64 = 1_000_000;
+
+    fn official_windows() -> Vec<(usize, i64)> {
+        let limits = ClientLimits::official().with_margin(0.0);
+        windows_us(limits.groups[&EndpointGroup::InvoiceSend], &limits)
+    }
+
+    /// Places `n` invoices arriving at `now` as the rule would (every one Online).
+    fn fill(n: usize, now: i64, w: &[(usize, i64)]) -> VecDeque<i64> {
+        let mut log = VecDeque::new();
+        for _ in 0..n {
+            let slot = next_online_slot(&log, now, w);
+            log.push_back(slot);
+        }
+        log
+    }
+
+    #[test]
+    fn a_single_invoice_in_a_quiet_hour_goes_online_at_once() {
+        let w = official_windows();
+        let now = 1_000 * S;
+        assert_eq!(next_online_slot(&VecDeque::new(), now, &w), now);
+        let c = choose_mode(false, now, now, 300 * S, 0);
+        assert_eq!(c.mode, SendMode::Online);
+        assert!(c.reason.contains("0.0 s"), "{}", c.reason);
+    }
+
+    #[test]
+    fn the_slots_follow_every_window() {
+        let w = official_windows();
+        let log = fill(181, 0, &w);
+        // Ten in the first second, the eleventh a second later; the 31st a minute after the first.
+        assert_eq!(log[9], 0);
+        assert_eq!(log[10], S);
+        assert_eq!(log[29], 2 * S);
+        assert_eq!(log[30], 60 * S);
+        // The hour: the 181st waits until the first leaves its window.
+        assert_eq!(log[180], 3600 * S);
+    }
+
+    #[test]
+    fn the_target_is_the_edge() {
+        let w = official_windows();
+        let target = 300 * S;
+        // Within five minutes of a burst: 30 a minute for minutes 0 to 4, then the ten that go
+        // in the first second of minute 5 (300 s exactly); the 161st would wait 301 s.
+        let log = fill(180, 0, &w);
+        let online = log.iter().take_while(|t| **t <= target).count();
+        assert_eq!(online, 160);
+        assert_eq!(log[160], 301 * S);
+        let log = fill(150, 0, &w);
+        assert_eq!(*log.back().unwrap(), 242 * S);
+        let next = next_online_slot(&log, 0, &w);
+        assert_eq!(next, 300 * S);
+        assert_eq!(choose_mode(false, 0, next, target, log.len()).mode, SendMode::Online);
+        assert_eq!(choose_mode(false, 0, next, target - 1, log.len()).mode, SendMode::Batch);
+        // Arriving later makes the same backlog shorter.
+        assert_eq!(choose_mode(false, 10 * S, next, target - 1, log.len()).mode, SendMode::Online);
+    }
+
+    #[test]
+    fn an_attachment_goes_in_batch_whatever_the_backlog() {
+        assert_eq!(choose_mode(true, 0, 0, 300 * S, 0).mode, SendMode::Batch);
+    }
+
+    #[test]
+    fn old_sends_leave_the_windows() {
+        let w = official_windows();
+        let log = fill(180, 0, &w);
+        // Two hours later the hour window is empty again.
+        let now = 7200 * S;
+        assert_eq!(next_online_slot(&log, now, &w), now);
+    }
+}
