@@ -7,6 +7,8 @@
 //! - [`lambda_events`]: Lambda SQS events built from received messages, for handler tests.
 //! - [`recording_proxy`]: an HTTP proxy before the emulator that notes each AWS call a function
 //!   makes (IAM action and resource), to check them against the function's role.
+//! - [`iam_policy`]: IAM statements evaluated for one request (Deny wins, Allow, else denied), for
+//!   the policy tests.
 //! - [`template`]: the SAM template translated offline and deployed as a stack to the emulator.
 //! - [`contract`]: ONE contract suite per port (document store, queue, archive). The test targets
 //!   `contract_memory.rs` and `contract_aws.rs` instantiate the same suites against the in-memory
@@ -14,6 +16,7 @@
 
 pub mod contract;
 pub mod emulator;
+pub mod iam_policy;
 pub mod lambda_events;
 pub mod recording_proxy;
 pub mod template;
