@@ -188,3 +188,58 @@ async fn an_expired_or_revoked_certificate_is_refused_an_operators_problem() {
         "the expired ones never started an auth operation"
     );
 }
+
+/// A certificate with this keyUsage, self-signed with a fresh EC P-256 key.
+fn with_key_usage(subject: &str, usage: x509_cert::ext::pkix::KeyUsages) -> SigningIdentity {
+    use std::str::FromStr;
+    use x509_cert::builder::{Builder, CertificateBuilder, Profile};
+    use x509_cert::der::Encode;
+    use x509_cert::spki::SubjectPublicKeyInfoOwned;
+    let key = p256::ecdsa::SigningKey::random(&mut rand_core::OsRng);
+    let now = std::time::SystemTime::now();
+    let validity = x509_cert::time::Validity {
+        not_before: x509_cert::time::Time::try_from(now - Duration::from_secs(3600)).unwrap(),
+        not_after: x509_cert::time::Time::try_from(now + Duration::from_secs(86_400)).unwrap(),
+    };
+    let spki = {
+        use p256::pkcs8::EncodePublicKey;
+        SubjectPublicKeyInfoOwned::try_from(key.verifying_key().to_public_key_der().unwrap().as_bytes()).unwrap()
+    };
+    let mut b = CertificateBuilder::new(
+        // No extensions of the builder's own: the keyUsage is the one added below.
+        Profile::Manual { issuer: None },
+        x509_cert::serial_number::SerialNumber::new(&[0x11, 0x22, 0x33]).unwrap(),
+        validity,
+        x509_cert::name::Name::from_str(subject).unwrap(),
+        spki,
+        &key,
+    )
+    .unwrap();
+    b.add_extension(&x509_cert::ext::pkix::KeyUsage(usage.into())).unwrap();
+    let der = b.build::<p256::ecdsa::DerSignature>().unwrap().to_der().unwrap();
+    SigningIdentity::new(der, SigningKey::EcP256(key))
+}
+
+/// An Offline-type KSeF certificate (keyUsage nonRepudiation: it signs KOD II) cannot log in;
+/// an Authentication one (digitalSignature) can.
+#[tokio::test]
+async fn an_offline_certificate_cannot_log_in() {
+    use x509_cert::ext::pkix::KeyUsages;
+    let sim = sim().await;
+    let subject = "CN=Relay,2.5.4.97=VATPL-9999999999,C=PL";
+    let login = |identity: SigningIdentity| {
+        let creds = Credentials::Certificate {
+            context: nip(),
+            identity,
+            subject: SubjectIdentifierType::CertificateSubject,
+        };
+        let c = KsefClient::new(client_config(&sim), Some(creds)).unwrap();
+        async move { c.authenticate().await }
+    };
+    let f = login(with_key_usage(subject, KeyUsages::NonRepudiation)).await.unwrap_err();
+    assert_eq!((f.class.clone(), f.code.as_deref()), (ErrorClass::Operator, Some("21115")), "{f}");
+    assert!(f.details.iter().any(|d| d.contains("Offline")), "{f}");
+    login(with_key_usage(subject, KeyUsages::DigitalSignature))
+        .await
+        .expect("an Authentication certificate logs in");
+}
