@@ -10,7 +10,8 @@
 //! - 1111111111's certificate has expired: KSeF refuses it (21115), the seller is parked
 //!   (`SellerParked`, the OperatorProblem alarm's metric) with nothing spent, and the report's
 //!   scheduled snapshot emits `CredentialDaysLeft` <= 0 for it (the CredentialExpiry alarms'
-//!   metric, below their thresholds) and says EXPIRED on the status page;
+//!   metric, below their thresholds) and says EXPIRED on the status page, which shows no piece
+//!   of any key or certificate;
 //! - an invoice of 5265877635 uploaded into 9999999999's folder is refused, answered in
 //!   9999999999's outbox only, never registered or sent.
 //!
@@ -356,6 +357,20 @@ async fn certificates_from_secrets_manager_on_the_deployed_template() {
         .into_bytes();
     let page = String::from_utf8_lossy(&page);
     assert!(page.contains("EXPIRED"), "the status page says EXPIRED");
+    // Secret hygiene: no piece of any key or certificate on the page (subjects and dates only).
+    for (what, pem) in [
+        ("the RSA key", RSA_KEY.to_owned()),
+        ("the EC key", EC_KEY.to_owned()),
+        ("a certificate", rsa.certificate_pem()),
+        ("a certificate", expired.certificate_pem()),
+    ] {
+        let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+        for chunk in body.as_bytes().chunks(24).filter(|c| c.len() == 24) {
+            let chunk = std::str::from_utf8(chunk).unwrap();
+            assert!(!page.contains(chunk), "{what} shows on the status page");
+        }
+    }
+    assert!(!page.contains("-----BEGIN"), "no PEM on the status page");
 
     // Rotation: 9999999999's secret gets a new certificate (another key, EC) as a new version;
     // the old certificate is revoked in KSeF and the tokens it obtained end. The same function
