@@ -22,7 +22,10 @@ fn role_statements(t: &Value) -> Vec<Value> {
     let roles = template::resources_of(t, "AWS::IAM::Role");
     assert_eq!(roles.len(), 1, "one role per seller stack");
     let props = &roles[0].1["Properties"];
-    assert!(props.get("ManagedPolicyArns").is_none(), "no managed policies: they grant beyond the folders");
+    assert!(
+        props.get("ManagedPolicyArns").is_none(),
+        "no managed policies: they grant beyond the folders"
+    );
     props["Policies"]
         .as_array()
         .expect("inline policies")
@@ -66,12 +69,7 @@ fn violations(statements: &[Value], own: &str, other: &str) -> Vec<String> {
         Request::new("s3:PutObject", &format!("arn:aws:s3:::another-bucket/inbox/{own}/FV-1.xml")),
     ];
     forbidden.push(Request::new("sqs:SendMessage", "arn:aws:sqs:eu-central-1:123456789012:intake"));
-    let params: HashMap<&str, &str> = [
-        ("AWS::Partition", "aws"),
-        ("ArchiveBucketName", BUCKET),
-        ("SellerNip", own),
-    ]
-    .into();
+    let params: HashMap<&str, &str> = [("AWS::Partition", "aws"), ("ArchiveBucketName", BUCKET), ("SellerNip", own)].into();
     let resolved: Vec<Value> = statements.iter().map(|s| resolve(s, &params)).collect();
     let mut out = Vec::new();
     for r in &needed {
@@ -112,10 +110,16 @@ fn the_check_fails_on_widened_policies() {
         ("outbox for every seller", text.replace("/outbox/${SellerNip}/*", "/outbox/*")),
         ("upo for every seller", text.replace("/upo/${SellerNip}/*", "/upo/*")),
         ("the whole bucket", text.replace("/inbox/${SellerNip}/*\"", "/*\"")),
-        ("a folder without its slash", text.replace("/inbox/${SellerNip}/*", "/inbox/${SellerNip}*")),
+        (
+            "a folder without its slash",
+            text.replace("/inbox/${SellerNip}/*", "/inbox/${SellerNip}*"),
+        ),
         ("listing anywhere", text.replace("\"outbox/${SellerNip}/*\"", "\"*\"")),
         ("every S3 action", text.replace("\"s3:GetObject\"", "\"s3:*\"")),
-        ("writing the results", text.replace("\"s3:GetObject\"", "[\"s3:GetObject\",\"s3:PutObject\"]")),
+        (
+            "writing the results",
+            text.replace("\"s3:GetObject\"", "[\"s3:GetObject\",\"s3:PutObject\"]"),
+        ),
     ];
     for (what, mutant) in mutants {
         assert_ne!(mutant, text, "{what}: the mutation changed nothing (the template moved on?)");

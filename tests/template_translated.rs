@@ -417,12 +417,19 @@ fn an_unsealable_ksef_secret_alarms() {
         .unwrap();
     let line: Value = serde_json::from_str(&line).unwrap();
     let metric = &line["_aws"]["CloudWatchMetrics"][0];
-    let (namespace, name) = (metric["Namespace"].as_str().unwrap(), metric["Metrics"][0]["Name"].as_str().unwrap());
+    let (namespace, name) = (
+        metric["Namespace"].as_str().unwrap(),
+        metric["Metrics"][0]["Name"].as_str().unwrap(),
+    );
     let alarm = alarm_on(namespace, name, None).unwrap_or_else(|| panic!("no alarm on {namespace}/{name}"));
     assert_eq!(metric["Dimensions"], json!([[]]), "no dimensions, as the alarm has none");
     assert!(alarm.get("Dimensions").is_none());
     assert_eq!(
-        (alarm["Statistic"].as_str(), alarm["ComparisonOperator"].as_str(), num(&alarm["Threshold"])),
+        (
+            alarm["Statistic"].as_str(),
+            alarm["ComparisonOperator"].as_str(),
+            num(&alarm["Threshold"])
+        ),
         (Some("Sum"), Some("GreaterThanThreshold"), 0)
     );
     assert_eq!(line[name], 1.0);

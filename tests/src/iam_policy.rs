@@ -154,12 +154,7 @@ pub fn resolve(v: &Value, params: &HashMap<&str, &str>) -> Value {
         }
         Value::Object(o) if o.len() == 1 && o.contains_key("Ref") => {
             let name = o["Ref"].as_str().unwrap();
-            Value::String(
-                params
-                    .get(name)
-                    .unwrap_or_else(|| panic!("Ref {name}, not given"))
-                    .to_string(),
-            )
+            Value::String(params.get(name).unwrap_or_else(|| panic!("Ref {name}, not given")).to_string())
         }
         Value::Object(o) => Value::Object(o.iter().map(|(k, v)| (k.clone(), resolve(v, params))).collect()),
         Value::Array(a) => Value::Array(a.iter().map(|v| resolve(v, params)).collect()),

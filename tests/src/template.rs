@@ -53,9 +53,7 @@ fn read_json(path: &Path) -> Value {
 /// The template translated from SAM to plain CloudFormation (once per test process).
 pub fn translated() -> &'static Value {
     static TRANSLATED: OnceLock<Value> = OnceLock::new();
-    TRANSLATED.get_or_init(|| {
-        translate_file("infra/template.yaml")
-    })
+    TRANSLATED.get_or_init(|| translate_file("infra/template.yaml"))
 }
 
 /// Any template of the repository (a path from its root, e.g. `infra/erp-seller-access.yaml`),

@@ -86,7 +86,11 @@ impl SigningIdentity {
     /// The certificate as PEM (public: what a secret's `certificate_pem` holds).
     pub fn certificate_pem(&self) -> String {
         let b64 = B64.encode(&self.certificate_der);
-        let lines: Vec<&str> = b64.as_bytes().chunks(64).map(|c| std::str::from_utf8(c).expect("base64 is ASCII")).collect();
+        let lines: Vec<&str> = b64
+            .as_bytes()
+            .chunks(64)
+            .map(|c| std::str::from_utf8(c).expect("base64 is ASCII"))
+            .collect();
         format!("-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n", lines.join("\n"))
     }
 

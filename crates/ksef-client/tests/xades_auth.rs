@@ -172,7 +172,11 @@ async fn an_expired_or_revoked_certificate_is_refused_an_operators_problem() {
     for (what, not_before, not_after) in [("expired", now - 30 * day, now - day), ("not yet valid", now + day, now + 30 * day)] {
         let identity = SigningIdentity::self_signed_between(subject, key(), not_before, not_after).unwrap();
         let f = login(identity).await.unwrap_err();
-        assert_eq!((f.class.clone(), f.code.as_deref()), (ErrorClass::Operator, Some("21115")), "{what}: {f}");
+        assert_eq!(
+            (f.class.clone(), f.code.as_deref()),
+            (ErrorClass::Operator, Some("21115")),
+            "{what}: {f}"
+        );
         assert!(f.details.iter().any(|d| d.contains("not valid now")), "{what}: {f}");
     }
     // Valid, then revoked in KSeF: the next login ends 460.

@@ -382,9 +382,11 @@ fn is_offline_certificate(cert: &x509_cert::Certificate) -> Result<bool, XadesEr
     let Some(extensions) = &cert.tbs_certificate.extensions else {
         return Ok(false);
     };
-    for ext in extensions.iter().filter(|e| e.extn_id == KeyUsage::OID) {
-        let usage = KeyUsage::from_der(ext.extn_value.as_bytes()).map_err(|e| XadesError::BadCertificate(format!("keyUsage: {e}")))?;
-        return Ok(usage.0.contains(KeyUsages::NonRepudiation) && !usage.0.contains(KeyUsages::DigitalSignature));
+    match extensions.iter().find(|e| e.extn_id == KeyUsage::OID) {
+        None => Ok(false),
+        Some(ext) => {
+            let usage = KeyUsage::from_der(ext.extn_value.as_bytes()).map_err(|e| XadesError::BadCertificate(format!("keyUsage: {e}")))?;
+            Ok(usage.0.contains(KeyUsages::NonRepudiation) && !usage.0.contains(KeyUsages::DigitalSignature))
+        }
     }
-    Ok(false)
 }

@@ -60,7 +60,10 @@ async fn a_secret_that_cannot_be_sealed_is_not_shared_and_counted() {
         .with_sealer(Arc::new(RefusingKey));
     ctx.session(&nip, Utc::now()).await.expect("the work goes on, unshared");
     for name in ["ksef/tokens/9999999999", "ksef/session/9999999999"] {
-        assert!(cache.get(name, Utc::now()).await.unwrap().is_none(), "{name} was not shared unsealed");
+        assert!(
+            cache.get(name, Utc::now()).await.unwrap().is_none(),
+            "{name} was not shared unsealed"
+        );
     }
     let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
     let failed: Vec<serde_json::Value> = text
