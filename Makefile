@@ -35,7 +35,7 @@ build:
 
 ## The SAM template: cfn-lint and `sam validate --lint`, offline (tools from PyPI in .venv).
 infra-lint: setup
-	.venv/bin/cfn-lint infra/template.yaml
+	.venv/bin/cfn-lint infra/template.yaml infra/erp-seller-access.yaml
 	SAM_CLI_TELEMETRY=0 .venv/bin/sam validate --lint --template infra/template.yaml
 
 ## `sam build` of every function with cargo-lambda (from .venv). CI builds x86_64: the arm64

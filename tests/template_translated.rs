@@ -406,3 +406,32 @@ fn every_function_is_built_by_cargo_lambda_from_a_workspace_binary() {
     bins.sort();
     assert_eq!(bins, ["dlq-replay", "intake", "report", "send", "status", "sweeper"]);
 }
+
+/// The seal-failure alarm watches the very metric the pipeline emits when a KSeF secret cannot
+/// be sealed for the shared cache, and fires on one.
+#[test]
+fn an_unsealable_ksef_secret_alarms() {
+    let e = relay_domain::ports::SealError::Refused("disabled".into());
+    let line = relay_pipeline::sessions::seal_failed_line("ksef/tokens/9999999999", &e, chrono::Utc::now())
+        .to_line()
+        .unwrap();
+    let line: Value = serde_json::from_str(&line).unwrap();
+    let metric = &line["_aws"]["CloudWatchMetrics"][0];
+    let (namespace, name) = (
+        metric["Namespace"].as_str().unwrap(),
+        metric["Metrics"][0]["Name"].as_str().unwrap(),
+    );
+    let alarm = alarm_on(namespace, name, None).unwrap_or_else(|| panic!("no alarm on {namespace}/{name}"));
+    assert_eq!(metric["Dimensions"], json!([[]]), "no dimensions, as the alarm has none");
+    assert!(alarm.get("Dimensions").is_none());
+    assert_eq!(
+        (
+            alarm["Statistic"].as_str(),
+            alarm["ComparisonOperator"].as_str(),
+            num(&alarm["Threshold"])
+        ),
+        (Some("Sum"), Some("GreaterThanThreshold"), 0)
+    );
+    assert_eq!(line[name], 1.0);
+    assert_eq!(alarm["AlarmActions"], json!([{"Ref": "AlarmTopic"}]));
+}

@@ -7,13 +7,19 @@
 //! - [`lambda_events`]: Lambda SQS events built from received messages, for handler tests.
 //! - [`recording_proxy`]: an HTTP proxy before the emulator that notes each AWS call a function
 //!   makes (IAM action and resource), to check them against the function's role.
+//! - [`deployed_stack`]: what a stack deployed to the emulator created, and each function's
+//!   environment as CloudFormation resolved it.
+//! - [`iam_policy`]: IAM statements evaluated for one request (Deny wins, Allow, else denied), for
+//!   the policy tests.
 //! - [`template`]: the SAM template translated offline and deployed as a stack to the emulator.
 //! - [`contract`]: ONE contract suite per port (document store, queue, archive). The test targets
 //!   `contract_memory.rs` and `contract_aws.rs` instantiate the same suites against the in-memory
 //!   and the AWS adapters; every test makes its own table, queue and bucket names.
 
 pub mod contract;
+pub mod deployed_stack;
 pub mod emulator;
+pub mod iam_policy;
 pub mod lambda_events;
 pub mod recording_proxy;
 pub mod template;

@@ -53,12 +53,17 @@ fn read_json(path: &Path) -> Value {
 /// The template translated from SAM to plain CloudFormation (once per test process).
 pub fn translated() -> &'static Value {
     static TRANSLATED: OnceLock<Value> = OnceLock::new();
-    TRANSLATED.get_or_init(|| {
-        let out = scratch("translated.json");
-        let template = repo_root().join("infra/template.yaml");
-        run_script(&["translate", template.to_str().unwrap(), out.to_str().unwrap()]);
-        read_json(&out)
-    })
+    TRANSLATED.get_or_init(|| translate_file("infra/template.yaml"))
+}
+
+/// Any template of the repository (a path from its root, e.g. `infra/erp-seller-access.yaml`),
+/// translated the same way (a plain CloudFormation template passes through unchanged, its
+/// short-form tags read).
+pub fn translate_file(relative: &str) -> Value {
+    let out = scratch(&format!("{}.json", relative.replace('/', "_")));
+    let template = repo_root().join(relative);
+    run_script(&["translate", template.to_str().unwrap(), out.to_str().unwrap()]);
+    read_json(&out)
 }
 
 /// Deploys the translated template as stack `stack` to the emulator with these parameters and
@@ -66,8 +71,13 @@ pub fn translated() -> &'static Value {
 /// `functions` (logical id -> name and the environment as CloudFormation resolved it) and
 /// `event_source_mappings`.
 pub fn deploy_to_emulator(stack: &str, params: &[(&str, &str)]) -> Value {
+    deploy_file_to_emulator("infra/template.yaml", stack, params)
+}
+
+/// [`deploy_to_emulator`] for another template of the repository (a path from its root).
+pub fn deploy_file_to_emulator(relative: &str, stack: &str, params: &[(&str, &str)]) -> Value {
     let out = scratch(&format!("{stack}.json"));
-    let template = repo_root().join("infra/template.yaml");
+    let template = repo_root().join(relative);
     let mut args: Vec<String> = vec![
         "deploy".into(),
         template.to_str().unwrap().into(),

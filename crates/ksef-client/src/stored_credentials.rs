@@ -203,6 +203,12 @@ impl StoredCredentials {
             }
             (a, b) => a.or(b),
         };
+        if certificate.as_ref().is_some_and(|c| is_offline_type(&c.certificate_der)) {
+            return Err(CredentialsError::new(
+                "the login certificate is an Offline certificate (keyUsage nonRepudiation only): it cannot log in to KSeF; \
+                 store it as offline_certificate_pem and give the Authentication certificate",
+            ));
+        }
         let offline = match (text("offline_certificate_pem")?, text("offline_private_key_pem")?) {
             (Some(c), Some(k)) => Some(identity_from_pem(c, k, "offline_certificate_pem", "offline_private_key_pem")?),
             (None, None) => None,
@@ -287,6 +293,23 @@ fn certificate_facts(der: &[u8]) -> Option<CertificateFacts> {
         subject: cert.tbs_certificate.subject.to_string(),
         not_after: DateTime::from_timestamp(i64::try_from(not_after.as_secs()).ok()?, 0)?,
     })
+}
+
+/// Whether a certificate is a KSeF certificate of type Offline: its keyUsage allows
+/// nonRepudiation and not digitalSignature (it signs KOD II; KSeF refuses it for a login). A
+/// certificate without keyUsage is not.
+pub fn is_offline_type(der: &[u8]) -> bool {
+    use x509_cert::der::oid::AssociatedOid;
+    use x509_cert::ext::pkix::{KeyUsage, KeyUsages};
+    let Ok(cert) = x509_cert::Certificate::from_der(der) else {
+        return false;
+    };
+    let extensions = cert.tbs_certificate.extensions.unwrap_or_default();
+    extensions
+        .iter()
+        .filter(|e| e.extn_id == KeyUsage::OID)
+        .filter_map(|e| KeyUsage::from_der(e.extn_value.as_bytes()).ok())
+        .any(|u| u.0.contains(KeyUsages::NonRepudiation) && !u.0.contains(KeyUsages::DigitalSignature))
 }
 
 /// A certificate (PEM) and its private key (PEM), checked to belong together.

@@ -83,6 +83,23 @@ impl SigningIdentity {
         crate::stored_credentials::identity_from_pem(certificate_pem, key_pem, "the certificate", "the key").map_err(failure)
     }
 
+    /// The certificate as PEM (public: what a secret's `certificate_pem` holds).
+    pub fn certificate_pem(&self) -> String {
+        let b64 = B64.encode(&self.certificate_der);
+        let lines: Vec<&str> = b64
+            .as_bytes()
+            .chunks(64)
+            .map(|c| std::str::from_utf8(c).expect("base64 is ASCII"))
+            .collect();
+        format!("-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n", lines.join("\n"))
+    }
+
+    /// The SHA-256 fingerprint of the certificate, uppercase hex (what KSeF's
+    /// `certificateFingerprint` names).
+    pub fn fingerprint_hex(&self) -> String {
+        Sha256::digest(&self.certificate_der).iter().map(|b| format!("{b:02X}")).collect()
+    }
+
     /// `RSA-2048`, `EC P-256`, ...: the key's kind, for logs and the CLI.
     pub fn key_type(&self) -> String {
         match &self.key {
@@ -97,13 +114,19 @@ impl SigningIdentity {
     /// A self-signed certificate for `subject` (an RFC 4514 name such as
     /// `CN=Relay,2.5.4.97=VATPL-9999999999,C=PL`). KSeF TEST accepts self-signed certificates.
     pub fn self_signed(subject: &str, key: SigningKey, valid_for: Duration) -> Result<SigningIdentity> {
+        let now = SystemTime::now();
+        Self::self_signed_between(subject, key, now - Duration::from_secs(3600), now + valid_for)
+    }
+
+    /// [`SigningIdentity::self_signed`] valid from `not_before` to `not_after` (either may be
+    /// past: an expired certificate, to rehearse what KSeF answers it).
+    pub fn self_signed_between(subject: &str, key: SigningKey, not_before: SystemTime, not_after: SystemTime) -> Result<SigningIdentity> {
         use x509_cert::builder::{Builder, CertificateBuilder, Profile};
         use x509_cert::spki::SubjectPublicKeyInfoOwned;
         let name = x509_cert::name::Name::from_str(subject).map_err(failure)?;
-        let now = SystemTime::now();
         let validity = x509_cert::time::Validity {
-            not_before: x509_cert::time::Time::try_from(now - Duration::from_secs(3600)).map_err(failure)?,
-            not_after: x509_cert::time::Time::try_from(now + valid_for).map_err(failure)?,
+            not_before: x509_cert::time::Time::try_from(not_before).map_err(failure)?,
+            not_after: x509_cert::time::Time::try_from(not_after).map_err(failure)?,
         };
         let serial = x509_cert::serial_number::SerialNumber::new(&rand_serial()).map_err(failure)?;
         let der = match &key {

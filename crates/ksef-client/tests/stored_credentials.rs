@@ -220,3 +220,53 @@ async fn parsed_certificates_log_in_to_the_simulator() {
         client.authenticate().await.unwrap();
     }
 }
+
+/// The fixture EC key's certificate for 9999999999 with only this keyUsage, as PEM.
+fn ec_certificate_with(usage: x509_cert::ext::pkix::KeyUsages) -> String {
+    use std::str::FromStr;
+    use x509_cert::builder::{Builder, CertificateBuilder, Profile};
+    use x509_cert::der::Encode;
+    use x509_cert::spki::SubjectPublicKeyInfoOwned;
+    let ksef_client::SigningKey::EcP256(key) = ksef_client::stored_credentials::private_key_from_pem(EC_KEY, "key").unwrap() else {
+        panic!("an EC key")
+    };
+    let now = std::time::SystemTime::now();
+    let validity = x509_cert::time::Validity {
+        not_before: x509_cert::time::Time::try_from(now - std::time::Duration::from_secs(3600)).unwrap(),
+        not_after: x509_cert::time::Time::try_from(now + std::time::Duration::from_secs(86_400)).unwrap(),
+    };
+    let spki = {
+        use p256::pkcs8::EncodePublicKey;
+        SubjectPublicKeyInfoOwned::try_from(key.verifying_key().to_public_key_der().unwrap().as_bytes()).unwrap()
+    };
+    let subject = x509_cert::name::Name::from_str("CN=Seller,2.5.4.97=VATPL-9999999999,C=PL").unwrap();
+    let serial = x509_cert::serial_number::SerialNumber::new(&[0x42]).unwrap();
+    let mut b = CertificateBuilder::new(Profile::Manual { issuer: None }, serial, validity, subject, spki, &key).unwrap();
+    b.add_extension(&x509_cert::ext::pkix::KeyUsage(usage.into())).unwrap();
+    let der = b.build::<p256::ecdsa::DerSignature>().unwrap().to_der().unwrap();
+    ksef_client::SigningIdentity::new(der, ksef_client::SigningKey::EcP256(key)).certificate_pem()
+}
+
+/// An Offline certificate put where the login certificate goes is refused when the secret is
+/// read (it could only be refused by KSeF later), with where it belongs; as the Offline
+/// certificate it is kept; an Authentication one logs in.
+#[test]
+fn an_offline_certificate_is_not_a_login() {
+    use x509_cert::ext::pkix::KeyUsages;
+    let offline = ec_certificate_with(KeyUsages::NonRepudiation);
+    let e = StoredCredentials::parse(&json(&[("certificate_pem", &offline), ("private_key_pem", EC_KEY)])).unwrap_err();
+    assert!(
+        e.to_string().contains("Offline certificate") && e.to_string().contains("offline_certificate_pem"),
+        "{e}"
+    );
+    let authentication = ec_certificate_with(KeyUsages::DigitalSignature);
+    let ok = StoredCredentials::parse(&json(&[
+        ("certificate_pem", &authentication),
+        ("private_key_pem", EC_KEY),
+        ("offline_certificate_pem", &offline),
+        ("offline_private_key_pem", EC_KEY),
+    ]))
+    .unwrap();
+    assert!(matches!(ok.login, Login::Certificate { .. }));
+    assert!(ok.offline.is_some());
+}

@@ -150,3 +150,100 @@ async fn certificates_made_by_openssl_log_in_too() {
             .unwrap();
     }
 }
+
+/// KSeF refuses a certificate outside its validity (21115, before any auth operation starts)
+/// and a revoked one (auth status 460): both an operator's problem, never the invoice's.
+#[tokio::test]
+async fn an_expired_or_revoked_certificate_is_refused_an_operators_problem() {
+    let sim = sim().await;
+    let subject = "CN=Relay,2.5.4.97=VATPL-9999999999,C=PL";
+    let now = std::time::SystemTime::now();
+    let day = Duration::from_secs(86_400);
+    let key = || SigningKey::EcP256(p256::ecdsa::SigningKey::random(&mut rand_core::OsRng));
+    let login = |identity: SigningIdentity| {
+        let creds = Credentials::Certificate {
+            context: nip(),
+            identity,
+            subject: SubjectIdentifierType::CertificateSubject,
+        };
+        let c = KsefClient::new(client_config(&sim), Some(creds)).unwrap();
+        async move { c.authenticate().await }
+    };
+    for (what, not_before, not_after) in [("expired", now - 30 * day, now - day), ("not yet valid", now + day, now + 30 * day)] {
+        let identity = SigningIdentity::self_signed_between(subject, key(), not_before, not_after).unwrap();
+        let f = login(identity).await.unwrap_err();
+        assert_eq!(
+            (f.class.clone(), f.code.as_deref()),
+            (ErrorClass::Operator, Some("21115")),
+            "{what}: {f}"
+        );
+        assert!(f.details.iter().any(|d| d.contains("not valid now")), "{what}: {f}");
+    }
+    // Valid, then revoked in KSeF: the next login ends 460.
+    let identity = SigningIdentity::self_signed_between(subject, key(), now - day, now + 30 * day).unwrap();
+    login(identity.clone()).await.expect("valid: logs in");
+    sim.revoke_certificate(&identity.fingerprint_hex());
+    let f = login(identity.clone()).await.unwrap_err();
+    assert_eq!((f.class.clone(), f.code.as_deref()), (ErrorClass::Operator, Some("460")), "{f}");
+    let logins: Vec<(String, i32)> = sim.certificate_logins().into_iter().map(|l| (l.fingerprint, l.status)).collect();
+    assert_eq!(
+        logins,
+        [(identity.fingerprint_hex(), 200), (identity.fingerprint_hex(), 460)],
+        "the expired ones never started an auth operation"
+    );
+}
+
+/// A certificate with this keyUsage, self-signed with a fresh EC P-256 key.
+fn with_key_usage(subject: &str, usage: x509_cert::ext::pkix::KeyUsages) -> SigningIdentity {
+    use std::str::FromStr;
+    use x509_cert::builder::{Builder, CertificateBuilder, Profile};
+    use x509_cert::der::Encode;
+    use x509_cert::spki::SubjectPublicKeyInfoOwned;
+    let key = p256::ecdsa::SigningKey::random(&mut rand_core::OsRng);
+    let now = std::time::SystemTime::now();
+    let validity = x509_cert::time::Validity {
+        not_before: x509_cert::time::Time::try_from(now - Duration::from_secs(3600)).unwrap(),
+        not_after: x509_cert::time::Time::try_from(now + Duration::from_secs(86_400)).unwrap(),
+    };
+    let spki = {
+        use p256::pkcs8::EncodePublicKey;
+        SubjectPublicKeyInfoOwned::try_from(key.verifying_key().to_public_key_der().unwrap().as_bytes()).unwrap()
+    };
+    let mut b = CertificateBuilder::new(
+        // No extensions of the builder's own: the keyUsage is the one added below.
+        Profile::Manual { issuer: None },
+        x509_cert::serial_number::SerialNumber::new(&[0x11, 0x22, 0x33]).unwrap(),
+        validity,
+        x509_cert::name::Name::from_str(subject).unwrap(),
+        spki,
+        &key,
+    )
+    .unwrap();
+    b.add_extension(&x509_cert::ext::pkix::KeyUsage(usage.into())).unwrap();
+    let der = b.build::<p256::ecdsa::DerSignature>().unwrap().to_der().unwrap();
+    SigningIdentity::new(der, SigningKey::EcP256(key))
+}
+
+/// An Offline-type KSeF certificate (keyUsage nonRepudiation: it signs KOD II) cannot log in;
+/// an Authentication one (digitalSignature) can.
+#[tokio::test]
+async fn an_offline_certificate_cannot_log_in() {
+    use x509_cert::ext::pkix::KeyUsages;
+    let sim = sim().await;
+    let subject = "CN=Relay,2.5.4.97=VATPL-9999999999,C=PL";
+    let login = |identity: SigningIdentity| {
+        let creds = Credentials::Certificate {
+            context: nip(),
+            identity,
+            subject: SubjectIdentifierType::CertificateSubject,
+        };
+        let c = KsefClient::new(client_config(&sim), Some(creds)).unwrap();
+        async move { c.authenticate().await }
+    };
+    let f = login(with_key_usage(subject, KeyUsages::NonRepudiation)).await.unwrap_err();
+    assert_eq!((f.class.clone(), f.code.as_deref()), (ErrorClass::Operator, Some("21115")), "{f}");
+    assert!(f.details.iter().any(|d| d.contains("Offline")), "{f}");
+    login(with_key_usage(subject, KeyUsages::DigitalSignature))
+        .await
+        .expect("an Authentication certificate logs in");
+}

@@ -209,7 +209,12 @@ pub async fn xades_signature(State(sim): State<Arc<Sim>>, body: Bytes) -> Result
             ))
         }
     }
-    let outcome = if authorised {
+    let outcome = if store.revoked_certificates.contains(&fingerprint) {
+        // KSeF checks its own certificates' status at once; a revoked one ends the login as a
+        // certificate error (auth status 460).
+        StatusInfo::new(460, "Uwierzytelnianie zakończone niepowodzeniem z powodu błędu certyfikatu")
+            .with_details(vec![format!("Certyfikat {fingerprint} został unieważniony.")])
+    } else if authorised {
         StatusInfo::new(200, "Uwierzytelnianie zakończone sukcesem")
     } else {
         StatusInfo::new(
@@ -218,6 +223,12 @@ pub async fn xades_signature(State(sim): State<Arc<Sim>>, body: Bytes) -> Result
         )
         .with_details(vec![format!("Certyfikat {} nie ma uprawnień w kontekście {context}.", req.subject)])
     };
+    store.certificate_logins.push(crate::state::CertificateLogin {
+        context: context.to_string(),
+        fingerprint,
+        subject: req.subject.clone(),
+        status: outcome.code,
+    });
     Ok(start_auth_op(
         &sim,
         &mut store,

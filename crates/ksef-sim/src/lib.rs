@@ -58,6 +58,7 @@ pub use faults::{Fault, FaultSwitch};
 pub use ledger::{Ledger, LedgerEntry};
 pub use operation_counts::{OperationCount, OperationCounts};
 pub use rate_limit::{Arrival, Group, Limit, RateLimits};
+pub use state::CertificateLogin;
 
 /// A running simulator. Dropping it stops the server.
 pub struct SimHandle {
@@ -126,6 +127,24 @@ impl SimHandle {
     /// All refresh tokens are revoked (21301) and access tokens expire: a full re-auth is needed.
     pub fn revoke_refresh_tokens(&self) {
         self.sim.revoke_refresh_tokens();
+    }
+
+    /// Revokes a certificate (SHA-256 of its DER, hex): its logins from now on end with auth
+    /// status 460, as KSeF answers a revoked KSeF certificate. Tokens already issued stay valid
+    /// until they expire, as in KSeF.
+    pub fn revoke_certificate(&self, fingerprint: &str) {
+        self.sim
+            .store
+            .lock()
+            .expect("store lock")
+            .revoked_certificates
+            .insert(fingerprint.to_ascii_uppercase());
+    }
+
+    /// Every XAdES login whose signature verified so far: the certificate, the context and
+    /// the auth status given.
+    pub fn certificate_logins(&self) -> Vec<CertificateLogin> {
+        self.sim.store.lock().expect("store lock").certificate_logins.clone()
     }
 
     pub fn config(&self) -> &SimConfig {

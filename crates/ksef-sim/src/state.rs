@@ -266,6 +266,21 @@ pub struct Store {
     pub sessions: HashMap<String, Session>,
     /// UPO download token → (session reference, invoice index).
     pub upo_links: HashMap<String, (String, usize)>,
+    /// Certificates revoked in KSeF (SHA-256 fingerprint, uppercase hex): their logins end 460.
+    pub revoked_certificates: HashSet<String>,
+    /// Every XAdES login whose signature verified, in order.
+    pub certificate_logins: Vec<CertificateLogin>,
+}
+
+/// A XAdES login the simulator took in (its signature verified): which certificate, for which
+/// context, and the auth status it was given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertificateLogin {
+    pub context: String,
+    /// SHA-256 of the certificate's DER, uppercase hex.
+    pub fingerprint: String,
+    pub subject: String,
+    pub status: i32,
 }
 
 impl Store {

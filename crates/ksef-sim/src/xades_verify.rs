@@ -239,6 +239,13 @@ pub fn verify(xml: &str) -> Result<VerifiedRequest, XadesError> {
     if now < validity.not_before.to_system_time() || now > validity.not_after.to_system_time() {
         return Err(XadesError::BadCertificate("the certificate is not valid now".into()));
     }
+    if is_offline_certificate(&cert)? {
+        // A KSeF certificate of type Offline (keyUsage nonRepudiation only) signs KOD II and
+        // cannot log in. KSeF's exact answer is not documented; a certificate refusal is ours.
+        return Err(XadesError::BadCertificate(
+            "an Offline certificate (keyUsage nonRepudiation, no digitalSignature) cannot be used to log in".into(),
+        ));
+    }
 
     // Every reference must digest to what it says.
     let refs: Vec<&El> = els
@@ -364,4 +371,22 @@ pub fn verify(xml: &str) -> Result<VerifiedRequest, XadesError> {
         subject: cert.tbs_certificate.subject.to_string(),
         subject_values,
     })
+}
+
+/// Whether the certificate is an Offline-type KSeF certificate: its keyUsage allows
+/// nonRepudiation and not digitalSignature (an Authentication certificate has digitalSignature;
+/// one without keyUsage, e.g. a self-signed test certificate, is not Offline).
+fn is_offline_certificate(cert: &x509_cert::Certificate) -> Result<bool, XadesError> {
+    use x509_cert::der::oid::AssociatedOid;
+    use x509_cert::ext::pkix::{KeyUsage, KeyUsages};
+    let Some(extensions) = &cert.tbs_certificate.extensions else {
+        return Ok(false);
+    };
+    match extensions.iter().find(|e| e.extn_id == KeyUsage::OID) {
+        None => Ok(false),
+        Some(ext) => {
+            let usage = KeyUsage::from_der(ext.extn_value.as_bytes()).map_err(|e| XadesError::BadCertificate(format!("keyUsage: {e}")))?;
+            Ok(usage.0.contains(KeyUsages::NonRepudiation) && !usage.0.contains(KeyUsages::DigitalSignature))
+        }
+    }
 }

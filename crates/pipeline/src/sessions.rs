@@ -206,6 +206,7 @@ impl KsefContexts {
             Ok(sealed) => Some(sealed),
             Err(e) => {
                 tracing::error!(cache_entry = name, error = %e, error_class = %e.class(), "could not seal a KSeF secret for the shared cache; not sharing it");
+                seal_failed_line(name, &e, Utc::now()).emit();
                 None
             }
         }
@@ -640,4 +641,15 @@ async fn close_replaced(client: &KsefClient, seller: &Nip, old: &OnlineSession, 
             tracing::warn!(seller_nip = %seller, session = %old.reference, error = %f, "closing the replaced session failed; KSeF closes it at validUntil")
         }
     }
+}
+
+/// The metric line for a KSeF secret that could not be sealed for the shared cache:
+/// `KsefCacheSealFailed` (the `KsefCacheSealAlarm` fires on any), properties `CacheEntry` (the
+/// entry's name, never its value) and `ErrorClass` (OPERATOR: the key refused, e.g. disabled or
+/// no grant; TRANSIENT: KMS unavailable). The work goes on unshared: more logins, no failures.
+pub fn seal_failed_line(entry: &str, e: &relay_domain::ports::SealError, now: DateTime<Utc>) -> relay_observe::emf::MetricLine {
+    relay_observe::emf::MetricLine::new(relay_observe::NAMESPACE, now)
+        .group(&[], &[("KsefCacheSealFailed", relay_observe::emf::Unit::Count, 1.0)])
+        .property("CacheEntry", entry)
+        .property("ErrorClass", e.class().to_string())
 }
