@@ -40,5 +40,5 @@ fn every_function_logs_through_the_shared_set_up() {
         );
         assert!(!code.contains("tracing_subscriber"), "{} builds its own subscriber", main.display());
     }
-    assert_eq!(seen, 6, "intake, send, status, dlq-replay, report, sweeper");
+    assert_eq!(seen, 7, "intake, send, send-batch, status, dlq-replay, report, sweeper");
 }

@@ -21,12 +21,13 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-use relay_tests::template::{granted, key_grants, repo_root, resources_of, target, translated};
+use relay_tests::template::{covers, granted, key_grants, repo_root, resources_of, target, translated};
 
 /// Function directory -> logical id in the template.
-const FUNCTIONS: [(&str, &str); 6] = [
+const FUNCTIONS: [(&str, &str); 7] = [
     ("intake", "IntakeFunction"),
     ("send", "SendFunction"),
+    ("send-batch", "SendBatchFunction"),
     ("status", "StatusFunction"),
     ("dlq-replay", "DlqReplayFunction"),
     ("report", "ReportFunction"),
@@ -77,8 +78,16 @@ fn manifest_path(dir: &str) -> std::path::PathBuf {
 fn manifest(dir: &str) -> BTreeSet<(String, String)> {
     let path = manifest_path(dir);
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    // A comment is a whole line from `#`, or ` #` after the resource (`#` inside a token is a
+    // partition key's: `DOC#*`).
     text.lines()
-        .map(|l| l.split('#').next().unwrap_or("").trim())
+        .map(|l| {
+            if l.trim_start().starts_with('#') {
+                ""
+            } else {
+                l.split(" #").next().unwrap_or("").trim()
+            }
+        })
         .filter(|l| !l.is_empty())
         .map(|l| {
             let mut parts = l.split_whitespace();
@@ -124,6 +133,10 @@ fn resolve(token: &str, function: &str) -> String {
         let (dlq, queue) = entry.split_once('>').unwrap();
         let pick = if which == "dlq" { dlq } else { queue };
         return pick.trim_start_matches("${").trim_end_matches('}').to_owned();
+    }
+    // `VAR[P1,P2]`: the grant is limited to items whose partition key matches P1 or P2.
+    if let Some((var, keys)) = token.strip_suffix(']').and_then(|t| t.split_once('[')) {
+        return format!("{}[{keys}]", resolve(var, function));
     }
     let (var, suffix) = token
         .split_once('/')
@@ -299,7 +312,11 @@ fn each_function_is_granted_the_queues_and_services_its_code_uses() {
         let ksef = code.contains("ksef_contexts(");
         assert_eq!(uses("secretsmanager:"), ksef, "{dir}: token secrets vs building KSeF clients");
         assert_eq!(uses("kms:"), ksef, "{dir}: the cache key vs building KSeF clients");
-        let cache = list.iter().any(|(a, _)| a == "dynamodb:UpdateItem" || a == "dynamodb:DeleteItem");
+        // Unrestricted cache writes; a grant limited to some keys (intake's send-mode log) is
+        // checked by `intake_touches_only_documents_and_send_mode_logs`.
+        let cache = list
+            .iter()
+            .any(|(a, r)| (a == "dynamodb:UpdateItem" || a == "dynamodb:DeleteItem") && !r.contains('['));
         assert_eq!(
             cache, ksef,
             "{dir}: the shared KSeF cache (UpdateItem/DeleteItem) is for KSeF users only"
@@ -380,4 +397,50 @@ fn only_the_ksef_callers_can_open_the_cached_ksef_secrets() {
             "{dir} ({role}) is granted {kms:?}: it must not open the cached KSeF secrets"
         );
     }
+}
+
+/// Intake parses untrusted XML, so what it can reach in the table is limited by partition key:
+/// documents (`DOC#...`) and the sellers' send-mode logs (`CACHE#sendmode/...`, the backlog rule
+/// it runs), never another cache entry (the sealed KSeF tokens and session keys, the rate
+/// governors, the credential facts). Every DynamoDB grant of its role must carry a
+/// `dynamodb:LeadingKeys` condition within those, and only the send-mode log may be updated.
+#[test]
+fn intake_touches_only_documents_and_send_mode_logs() {
+    let allowed = ["DOC#*", "CACHE#sendmode/*"];
+    let grants: Vec<(String, String)> = granted("IntakeFunction")
+        .into_iter()
+        .filter(|(a, _)| a.starts_with("dynamodb:"))
+        .collect();
+    assert!(
+        grants
+            .iter()
+            .any(|(a, r)| a == "dynamodb:UpdateItem" && r == "DocumentsTable[CACHE#sendmode/*]"),
+        "intake writes the send-mode log: {grants:?}"
+    );
+    for (action, resource) in &grants {
+        let keys = resource
+            .strip_suffix(']')
+            .and_then(|r| r.split_once('['))
+            .filter(|(table, _)| *table == "DocumentsTable")
+            .map(|(_, k)| k.split(',').collect::<Vec<_>>())
+            .unwrap_or_else(|| panic!("intake is granted {action} on {resource}: not limited to documents and send-mode logs"));
+        for k in &keys {
+            assert!(allowed.contains(k), "intake's {action} reaches items {k}: only {allowed:?}");
+            // The cache entries intake must not reach (their names: crates/pipeline/src/sessions.rs,
+            // crates/ksef-client/src/governor.rs, the credential facts).
+            for other in [
+                "CACHE#ksef/tokens/9999999999",
+                "CACHE#ksef/session/9999999999",
+                "CACHE#ksef/rate-limits/9999999999",
+                "CACHE#ratelog/9999999999@nat/InvoiceSend",
+                "CACHE#relay/credential-facts/9999999999",
+            ] {
+                assert!(!covers(k, other), "intake's {action} on {k} reaches {other}");
+            }
+        }
+        if matches!(action.as_str(), "dynamodb:UpdateItem" | "dynamodb:DeleteItem") {
+            assert_eq!(keys, ["CACHE#sendmode/*"], "intake may update only the send-mode logs");
+        }
+    }
+    assert!(grants.iter().all(|(a, _)| a != "dynamodb:DeleteItem" && a != "dynamodb:Scan"));
 }

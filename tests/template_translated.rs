@@ -22,9 +22,10 @@ fn num(v: &Value) -> u64 {
         .unwrap_or_else(|| panic!("not a number: {v}"))
 }
 
-const QUEUES: [(&str, &str); 4] = [
+const QUEUES: [(&str, &str); 5] = [
     ("IntakeQueue", "IntakeDlq"),
     ("SendQueue", "SendDlq"),
+    ("BatchQueue", "BatchDlq"),
     ("StatusQueue", "StatusDlq"),
     ("CorrectionsQueue", "CorrectionsDlq"),
 ];
@@ -67,7 +68,7 @@ fn visibility_timeouts_are_at_least_six_times_the_consuming_functions_timeout() 
         consumed.push(queue.to_owned());
     }
     consumed.sort();
-    assert_eq!(consumed, ["IntakeQueue", "SendQueue", "StatusQueue"]);
+    assert_eq!(consumed, ["BatchQueue", "IntakeQueue", "SendQueue", "StatusQueue"]);
 }
 
 #[test]
@@ -85,6 +86,37 @@ fn send_concurrency_is_capped() {
         (num(&param["Default"]), num(&param["MinValue"])),
         (2, 2),
         "2 is the least SQS allows"
+    );
+}
+
+/// The batch queue's event source gathers many messages per invocation within Lambda's limits
+/// (standard SQS: BatchSize up to 10,000, a batching window of 1 to 300 s when BatchSize > 10,
+/// the 6 MB invoke payload), capped like the send function's; the function has the batch
+/// builder's memory (docs/performance.md) and a lease that outlives its timeout.
+#[test]
+fn the_batch_queue_gathers_many_per_invocation_within_lambdas_limits() {
+    let (_, esm) = resources_of(translated(), "AWS::Lambda::EventSourceMapping")
+        .into_iter()
+        .find(|(_, r)| target(&r["Properties"]["FunctionName"]) == Some("SendBatchFunction"))
+        .expect("the batch event source");
+    let p = &esm["Properties"];
+    assert_eq!(target(&p["EventSourceArn"]), Some("BatchQueue"));
+    let (size, window) = (num(&p["BatchSize"]), num(&p["MaximumBatchingWindowInSeconds"]));
+    assert!(size > 10 && size <= 10_000, "BatchSize {size}");
+    assert!((1..=300).contains(&window), "MaximumBatchingWindowInSeconds {window}");
+    // A send request's SQS record in the event (body, attributes, ids, ARN) is about 1.2 kB; with
+    // 2 kB each the batch must still fit the 6 MB invoke payload.
+    assert!(size * 2048 <= 6 * 1024 * 1024, "{size} records may exceed the 6 MB payload");
+    assert_eq!(p["ScalingConfig"]["MaximumConcurrency"], json!({"Ref": "SendMaxConcurrency"}));
+    let f = props("SendBatchFunction");
+    assert!(num(&f["MemorySize"]) >= 1024, "the builder holds up to ~3 parts of 100 MB");
+    let lease: u64 = f["Environment"]["Variables"]["LEASE_SECONDS"].as_str().unwrap().parse().unwrap();
+    assert!(lease > num(&f["Timeout"]), "a claim must outlive the invocation");
+    let visibility = num(&props("BatchQueue")["VisibilityTimeout"]);
+    assert!(visibility >= 6 * num(&f["Timeout"]) + window, "visibility {visibility}");
+    assert_eq!(
+        target(&props("BatchQueue")["RedrivePolicy"]["deadLetterTargetArn"]),
+        Some("BatchDlq")
     );
 }
 
@@ -404,7 +436,7 @@ fn every_function_is_built_by_cargo_lambda_from_a_workspace_binary() {
         bins.push(bin.to_owned());
     }
     bins.sort();
-    assert_eq!(bins, ["dlq-replay", "intake", "report", "send", "status", "sweeper"]);
+    assert_eq!(bins, ["dlq-replay", "intake", "report", "send", "send-batch", "status", "sweeper"]);
 }
 
 /// The seal-failure alarm watches the very metric the pipeline emits when a KSeF secret cannot

@@ -53,3 +53,35 @@ where
     }
     batch.len()
 }
+
+/// What the SQS event source of a gathering function does once (a `BatchSize` over 10 with a
+/// batching window): receive batches of up to 10 until `max` messages or the queue looks empty,
+/// then invoke the handler once with all of them and delete every message it did not name in
+/// `batchItemFailures`. Returns how many messages the invocation held.
+pub async fn deliver_gathered<F, Fut>(queue: &dyn relay_domain::ports::Queue, max: usize, handler: F) -> usize
+where
+    F: Fn(SqsEvent) -> Fut,
+    Fut: std::future::Future<Output = aws_lambda_events::sqs::SqsBatchResponse>,
+{
+    let mut gathered = Vec::new();
+    while gathered.len() < max {
+        let batch = queue
+            .receive(10, std::time::Duration::from_secs(300), std::time::Duration::ZERO)
+            .await
+            .unwrap();
+        if batch.is_empty() {
+            break;
+        }
+        gathered.extend(batch);
+    }
+    if gathered.is_empty() {
+        return 0;
+    }
+    let response = handler(sqs_event(&gathered)).await;
+    for m in &gathered {
+        if !response.batch_item_failures.iter().any(|f| f.item_identifier == m.message_id) {
+            queue.delete(&m.receipt).await.unwrap();
+        }
+    }
+    gathered.len()
+}

@@ -159,12 +159,17 @@ pub fn granted(function: &str) -> BTreeSet<(String, String)> {
         for st in policy["PolicyDocument"]["Statement"].as_array().unwrap() {
             assert_eq!(st["Effect"], "Allow", "{function}: {st}");
             assert!(st.get("NotAction").is_none() && st.get("NotResource").is_none(), "{function}: {st}");
+            let keys = leading_keys(st, function);
             for action in as_list(&st["Action"]) {
                 let action = action.as_str().expect("an action").to_owned();
                 assert!(!action.contains('*'), "{function} grants the wildcard action {action}");
                 for resource in as_list(&st["Resource"]) {
                     assert_ne!(resource, "*", "{function} grants {action} on every resource");
-                    out.insert((action.clone(), canonical_resource(&resource, function)));
+                    let resource = canonical_resource(&resource, function);
+                    out.insert((
+                        action.clone(),
+                        keys.as_ref().map_or(resource.clone(), |k| format!("{resource}[{k}]")),
+                    ));
                 }
             }
         }
@@ -178,6 +183,30 @@ pub fn granted(function: &str) -> BTreeSet<(String, String)> {
         }
     }
     out
+}
+
+/// A statement's only accepted condition: `ForAllValues:StringLike` on `dynamodb:LeadingKeys`
+/// (the items' partition keys it is limited to), as "P1,P2"; None without a condition. Any
+/// other condition fails: this test could not say what it grants.
+pub fn leading_keys(st: &Value, function: &str) -> Option<String> {
+    let c = st.get("Condition")?;
+    let cond = c
+        .as_object()
+        .filter(|o| o.len() == 1)
+        .and_then(|o| o.get("ForAllValues:StringLike"));
+    let keys = cond
+        .and_then(|v| v.as_object().filter(|o| o.len() == 1))
+        .and_then(|o| o.get("dynamodb:LeadingKeys"))
+        .unwrap_or_else(|| panic!("{function}: a condition this test cannot read: {c}"));
+    let keys: Vec<String> = as_list(keys)
+        .iter()
+        .map(|k| k.as_str().expect("a key pattern").to_owned())
+        .collect();
+    assert!(
+        !keys.is_empty() && keys.iter().all(|k| k != "*"),
+        "{function}: LeadingKeys {keys:?} limit nothing"
+    );
+    Some(keys.join(","))
 }
 
 /// The (action, principals) pairs a KMS key's policy allows; a principal is a role's logical id

@@ -112,6 +112,14 @@ pub struct IntakeSettings {
     pub aws: AwsSettings,
     pub resources: ResourceNames,
     pub send_queue_url: String,
+    /// `BATCH_QUEUE_URL`: the queue of Batch-mode sends (the send-batch function's). When set,
+    /// intake chooses each invoice's mode from its seller's online backlog and routes Batch-mode
+    /// ones there; unset (a deployment without a batch queue), only an attachment makes an
+    /// invoice Batch and every send goes to the send queue.
+    pub batch_queue_url: Option<String>,
+    /// `BATCH_TARGET_DELAY_SECONDS`, default 300: the longest an invoice may wait to go online
+    /// before it goes in a batch session instead.
+    pub batch_target_delay: Duration,
     pub corrections_queue_url: String,
     /// `MAX_INVOICE_BYTES`, default 1,000,000 (KSeF's limit without attachments).
     pub max_invoice_bytes: u64,
@@ -125,6 +133,8 @@ impl IntakeSettings {
             aws: AwsSettings::from_env(env)?,
             resources: ResourceNames::from_env(env)?,
             send_queue_url: required(env, "SEND_QUEUE_URL")?,
+            batch_queue_url: env.var("BATCH_QUEUE_URL"),
+            batch_target_delay: Duration::from_secs(parsed(env, "BATCH_TARGET_DELAY_SECONDS", 300)?),
             corrections_queue_url: required(env, "CORRECTIONS_QUEUE_URL")?,
             max_invoice_bytes: parsed(env, "MAX_INVOICE_BYTES", 1_000_000)?,
             max_invoice_with_attachments_bytes: parsed(env, "MAX_INVOICE_WITH_ATTACHMENTS_BYTES", 3_000_000)?,
@@ -185,6 +195,9 @@ pub struct SendSettings {
     /// Its own queue (delays are carried out as delayed copies) and that queue's DLQ.
     pub send_queue_url: String,
     pub send_dlq_url: String,
+    /// `BATCH_QUEUE_URL` (optional): where Batch-mode sends go (a retry's copy, a Batch-mode
+    /// message that reached the send queue); unset, they stay on the send queue.
+    pub batch_queue_url: Option<String>,
     pub status_queue_url: String,
     pub corrections_queue_url: String,
     /// `MAX_ATTEMPTS`, default 10: the retry budget before FAILED and the DLQ.
@@ -209,10 +222,56 @@ impl SendSettings {
             ksef: KsefSettings::from_env(env)?,
             send_queue_url: required(env, "SEND_QUEUE_URL")?,
             send_dlq_url: required(env, "SEND_DLQ_URL")?,
+            batch_queue_url: env.var("BATCH_QUEUE_URL"),
             status_queue_url: required(env, "STATUS_QUEUE_URL")?,
             corrections_queue_url: required(env, "CORRECTIONS_QUEUE_URL")?,
             max_attempts,
             lease: Duration::from_secs(parsed(env, "LEASE_SECONDS", 120)?),
+        })
+    }
+}
+
+/// The send-batch function: a seller's Batch-mode documents in one batch session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SendBatchSettings {
+    pub aws: AwsSettings,
+    pub resources: ResourceNames,
+    pub ksef: KsefSettings,
+    /// Its own queue (a delay is a delayed copy there) and that queue's DLQ.
+    pub batch_queue_url: String,
+    pub batch_dlq_url: String,
+    /// Where a member that turns out not to be Batch-mode goes.
+    pub send_queue_url: String,
+    pub status_queue_url: String,
+    pub corrections_queue_url: String,
+    /// `MAX_ATTEMPTS`, default 10.
+    pub max_attempts: u32,
+    /// `LEASE_SECONDS`, default 660: a claim must outlive the invocation that builds the batch
+    /// (the function's timeout, 600 s in the template).
+    pub lease: Duration,
+}
+
+impl SendBatchSettings {
+    pub fn from_env(env: &dyn EnvSource) -> Result<Self, SettingsError> {
+        let max_attempts: u32 = parsed(env, "MAX_ATTEMPTS", 10)?;
+        if max_attempts == 0 {
+            return Err(SettingsError::Invalid {
+                name: "MAX_ATTEMPTS",
+                value: "0".into(),
+                problem: "must be at least 1".into(),
+            });
+        }
+        Ok(SendBatchSettings {
+            aws: AwsSettings::from_env(env)?,
+            resources: ResourceNames::from_env(env)?,
+            ksef: KsefSettings::from_env(env)?,
+            batch_queue_url: required(env, "BATCH_QUEUE_URL")?,
+            batch_dlq_url: required(env, "BATCH_DLQ_URL")?,
+            send_queue_url: required(env, "SEND_QUEUE_URL")?,
+            status_queue_url: required(env, "STATUS_QUEUE_URL")?,
+            corrections_queue_url: required(env, "CORRECTIONS_QUEUE_URL")?,
+            max_attempts,
+            lease: Duration::from_secs(parsed(env, "LEASE_SECONDS", 660)?),
         })
     }
 }
@@ -228,6 +287,8 @@ pub struct StatusSettings {
     /// `MAX_ATTEMPTS`, default 10: the send budget, charged when KSeF cancels an invoice.
     pub max_attempts: u32,
     pub send_queue_url: String,
+    /// `BATCH_QUEUE_URL` (optional): a Batch-mode resend goes there.
+    pub batch_queue_url: Option<String>,
     pub corrections_queue_url: String,
 }
 
@@ -241,6 +302,7 @@ impl StatusSettings {
             status_dlq_url: required(env, "STATUS_DLQ_URL")?,
             max_attempts: parsed(env, "MAX_ATTEMPTS", 10)?,
             send_queue_url: required(env, "SEND_QUEUE_URL")?,
+            batch_queue_url: env.var("BATCH_QUEUE_URL"),
             corrections_queue_url: required(env, "CORRECTIONS_QUEUE_URL")?,
         })
     }
@@ -363,6 +425,8 @@ pub struct SweeperSettings {
     pub aws: AwsSettings,
     pub resources: ResourceNames,
     pub send_queue_url: String,
+    /// `BATCH_QUEUE_URL` (optional): a QUEUED Batch-mode document's re-drive goes there.
+    pub batch_queue_url: Option<String>,
     pub status_queue_url: String,
     pub corrections_queue_url: String,
 }
@@ -373,6 +437,7 @@ impl SweeperSettings {
             aws: AwsSettings::from_env(env)?,
             resources: ResourceNames::from_env(env)?,
             send_queue_url: required(env, "SEND_QUEUE_URL")?,
+            batch_queue_url: env.var("BATCH_QUEUE_URL"),
             status_queue_url: required(env, "STATUS_QUEUE_URL")?,
             corrections_queue_url: required(env, "CORRECTIONS_QUEUE_URL")?,
         })

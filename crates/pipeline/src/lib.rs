@@ -23,6 +23,8 @@
 //!   schedule and rewrites outbox results that lag.
 //! - [`drive`]: pumps the send and status queues through their use cases like the Lambda event
 //!   source does; the local runner and the end-to-end tests run on it.
+//! - [`send_route`]: Batch-mode send requests to the batch queue, the rest to the send queue
+//!   (the deployed functions' two send queues behind one [`relay_domain::ports::Queue`]).
 //! - [`queue_action`]: what a handler does with its message (delete, requeue with a delay,
 //!   dead-letter), the same in Lambda and in the local runner.
 //! - [`outbox`]: the results the ERP reads back.
@@ -45,6 +47,7 @@ pub mod resolve;
 pub mod s3_event;
 pub mod seller_block;
 pub mod send;
+pub mod send_route;
 pub mod sessions;
 pub mod status;
 pub mod sweeper;

@@ -2,7 +2,7 @@
 //!
 //! Invoked by ops from the Lambda console with a JSON event, one of:
 //!
-//! - `{"queue": "send", "limit": 50, "dry_run": true}` (filters: `seller_nip`, `error_class`,
+//! - `{"queue": "send", "limit": 50, "dry_run": true}` (or `"batch"`, the batch queue's DLQ, or `"status"`) (filters: `seller_nip`, `error_class`,
 //!   `min_age_minutes`): runs [`relay_pipeline::replay::replay`] and returns its summary: what was
 //!   moved, what was dropped (already ACCEPTED, or waiting for a person) and what was left, and why;
 //! - `{"resolve": {"document": "{nip}|{kind}|{P_2}", "decision": "ours"|"recheck"|"withdraw",
@@ -14,10 +14,12 @@
 
 use chrono::Utc;
 use relay_aws::{DynamoDocumentStore, S3Archive, SqsQueue};
+use relay_domain::ports::Queue;
 use relay_pipeline::replay::{replay, ReplayError, ReplayPorts, ReplayRequest, ReplaySummary};
 use relay_pipeline::resolve::{
     resolve_conflict, send_again, DecisionError, DecisionPorts, DecisionReport, ResolveRequest, SendAgainRequest,
 };
+use relay_pipeline::send_route::SendRouting;
 use relay_pipeline::sessions::KsefContexts;
 use serde::Serialize;
 
@@ -27,6 +29,9 @@ pub struct ReplayDeps {
     pub archive: S3Archive,
     pub send_queue: SqsQueue,
     pub send_dlq: SqsQueue,
+    /// The batch queue and its DLQ (`REPLAY_QUEUES` entry `batch=`), when the deployment has
+    /// them: Batch-mode sends are moved back to the batch queue, from either DLQ.
+    pub batch: Option<(SqsQueue, SqsQueue)>,
     pub status_queue: SqsQueue,
     pub status_dlq: SqsQueue,
     pub ksef: KsefContexts,
@@ -49,6 +54,12 @@ impl ReplayDeps {
             archive: S3Archive::new(clients.s3.clone(), &s.resources.bucket),
             send_queue: SqsQueue::new(clients.sqs.clone(), &send.target_url),
             send_dlq: SqsQueue::new(clients.sqs.clone(), &send.dlq_url),
+            batch: route("batch").ok().map(|b| {
+                (
+                    SqsQueue::new(clients.sqs.clone(), &b.target_url),
+                    SqsQueue::new(clients.sqs.clone(), &b.dlq_url),
+                )
+            }),
             status_queue: SqsQueue::new(clients.sqs.clone(), &status.target_url),
             status_dlq: SqsQueue::new(clients.sqs.clone(), &status.dlq_url),
             ksef: relay_lambda::ksef_contexts(&s.ksef, &clients, &s.resources.table)?,
@@ -104,19 +115,30 @@ impl ConsoleAnswer {
 
 /// Runs one console event.
 pub async fn handle(event: serde_json::Value, deps: &ReplayDeps) -> Result<ConsoleAnswer, HandlerError> {
+    // A send request goes back to the queue of its document's mode.
+    let route = SendRouting::with_optional(&deps.send_queue, deps.batch.as_ref().map(|(q, _)| q as &dyn Queue));
     let decisions = DecisionPorts {
         store: &deps.store,
         archive: &deps.archive,
-        send_queue: &deps.send_queue,
+        send_queue: &route,
         status_queue: &deps.status_queue,
     };
     Ok(match ConsoleEvent::from_json(event)? {
-        ConsoleEvent::Replay(req) => {
+        ConsoleEvent::Replay(mut req) => {
+            // The batch DLQ holds send requests too: it is replayed as a send DLQ, with the
+            // same checks.
+            let send_dlq: &dyn Queue = match (req.queue.as_str(), &deps.batch) {
+                ("batch", Some((_, dlq))) => {
+                    req.queue = "send".into();
+                    dlq
+                }
+                _ => &deps.send_dlq,
+            };
             let ports = ReplayPorts {
                 store: &deps.store,
-                send_dlq: &deps.send_dlq,
+                send_dlq,
                 status_dlq: &deps.status_dlq,
-                send_queue: &deps.send_queue,
+                send_queue: &route,
                 status_queue: &deps.status_queue,
             };
             ConsoleAnswer::Replay(replay(&ports, &deps.ksef, &req, Utc::now()).await?)

@@ -15,14 +15,21 @@ use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMe
 use chrono::Utc;
 use relay_aws::settings::IntakeSettings;
 use relay_aws::{AwsClients, DynamoDocumentStore, S3Archive, SqsQueue};
+use relay_domain::ports::Queue;
 use relay_pipeline::intake::{intake_created_object, IntakePorts, ObjectIntake};
 use relay_pipeline::s3_event::created_objects;
+use relay_pipeline::send_route::SendRouting;
 
 /// The function's adapters, built once per cold start.
 pub struct IntakeDeps {
     pub store: DynamoDocumentStore,
     pub bucket: S3Archive,
     pub send_queue: SqsQueue,
+    /// The batch queue (`BATCH_QUEUE_URL`), and with it the send-mode rule: each invoice's mode
+    /// from its seller's online backlog, kept in the table's shared cache (`sendmode/{nip}`, the
+    /// only cache entries intake's role may touch). Without a batch queue, only an attachment
+    /// makes an invoice Batch.
+    pub batch: Option<(SqsQueue, ksef_client::OnlineBacklog)>,
     pub corrections_queue: SqsQueue,
 }
 
@@ -33,17 +40,32 @@ impl IntakeDeps {
             store: DynamoDocumentStore::new(clients.dynamodb.clone(), &settings.resources.table),
             bucket: S3Archive::new(clients.s3.clone(), &settings.resources.bucket),
             send_queue: SqsQueue::new(clients.sqs.clone(), &settings.send_queue_url),
+            batch: settings.batch_queue_url.as_ref().map(|url| {
+                let cache = std::sync::Arc::new(relay_aws::DynamoSharedCache::new(
+                    clients.dynamodb.clone(),
+                    &settings.resources.table,
+                ));
+                // KSeF's published online limits: the rule projects the seller's online sends
+                // against them (the send path's fleet governor keeps to the live ones).
+                let backlog = ksef_client::OnlineBacklog::new(cache, ksef_client::ClientLimits::official(), settings.batch_target_delay);
+                (SqsQueue::new(clients.sqs.clone(), url), backlog)
+            }),
             corrections_queue: SqsQueue::new(clients.sqs.clone(), &settings.corrections_queue_url),
         }
     }
 
-    fn ports(&self) -> IntakePorts<'_, DynamoDocumentStore> {
+    /// Where a registered document's send request goes: by its mode.
+    fn route(&self) -> SendRouting<'_> {
+        SendRouting::with_optional(&self.send_queue, self.batch.as_ref().map(|(q, _)| q as &dyn Queue))
+    }
+
+    fn ports<'a>(&'a self, route: &'a SendRouting<'a>) -> IntakePorts<'a, DynamoDocumentStore> {
         IntakePorts {
             store: &self.store,
             archive: &self.bucket,
-            send_queue: &self.send_queue,
+            send_queue: route,
             corrections_queue: &self.corrections_queue,
-            backlog: None,
+            backlog: self.batch.as_ref().map(|(_, b)| b),
         }
     }
 }
@@ -78,8 +100,9 @@ async fn handle_message(message: &SqsMessage, deps: &IntakeDeps) -> bool {
         }
     };
     let mut ok = true;
+    let route = deps.route();
     for object in objects {
-        match intake_created_object(&deps.ports(), &object, Utc::now()).await {
+        match intake_created_object(&deps.ports(&route), &object, Utc::now()).await {
             ObjectIntake::Done(outcome) => tracing::info!(key = %object.key, outcome = outcome.name(), "intake done"),
             ObjectIntake::Skipped(why) => tracing::info!(key = %object.key, why, "nothing to answer"),
             ObjectIntake::Retry(why) => {

@@ -71,6 +71,8 @@ async fn uploads_become_documents_repeats_do_nothing_and_bad_files_are_answered(
         store: DynamoDocumentStore::new(c.dynamodb.clone(), &name),
         bucket: S3Archive::new(c.s3.clone(), &name),
         send_queue: SqsQueue::new(c.sqs.clone(), &send_q.url),
+        // No batch queue: the attachment rule (the backlog rule runs in tests/batch_on_emulator.rs).
+        batch: None,
         corrections_queue: SqsQueue::new(c.sqs.clone(), &corr_q.url),
     };
     let intake_queue = SqsQueue::new(c.sqs.clone(), &intake_q.url);
@@ -150,6 +152,7 @@ async fn a_message_that_is_not_a_notification_is_failed_for_the_dlq() {
         store: DynamoDocumentStore::new(c.dynamodb.clone(), &name),
         bucket: S3Archive::new(c.s3.clone(), &name),
         send_queue: SqsQueue::new(c.sqs.clone(), "http://unused"),
+        batch: None,
         corrections_queue: SqsQueue::new(c.sqs.clone(), "http://unused"),
     };
     let junk = relay_domain::ports::ReceivedMessage {

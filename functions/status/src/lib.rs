@@ -8,8 +8,10 @@
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use chrono::Utc;
 use relay_aws::{DynamoDocumentStore, S3Archive, SqsQueue};
+use relay_domain::ports::Queue;
 use relay_pipeline::messages::StatusRequest;
 use relay_pipeline::queue_action::QueueAction;
+use relay_pipeline::send_route::SendRouting;
 use relay_pipeline::sessions::KsefContexts;
 use relay_pipeline::status::{poll, StatusConfig, StatusPorts};
 use tracing::Instrument;
@@ -20,6 +22,8 @@ pub struct StatusDeps {
     pub status_queue: SqsQueue,
     pub status_dlq: SqsQueue,
     pub send_queue: SqsQueue,
+    /// Batch-mode sends go there (`BATCH_QUEUE_URL`), when the deployment has one.
+    pub batch_queue: Option<SqsQueue>,
     pub corrections_queue: SqsQueue,
     pub ksef: KsefContexts,
     pub cfg: StatusConfig,
@@ -35,6 +39,7 @@ impl StatusDeps {
             status_queue: SqsQueue::new(clients.sqs.clone(), &s.status_queue_url),
             status_dlq: SqsQueue::new(clients.sqs.clone(), &s.status_dlq_url),
             send_queue: SqsQueue::new(clients.sqs.clone(), &s.send_queue_url),
+            batch_queue: s.batch_queue_url.as_ref().map(|u| SqsQueue::new(clients.sqs.clone(), u)),
             corrections_queue: SqsQueue::new(clients.sqs.clone(), &s.corrections_queue_url),
             ksef: relay_lambda::ksef_contexts(&s.ksef, &clients, &s.resources.table)?,
             cfg: StatusConfig::standard(relay_domain::RetryPolicy::standard(s.max_attempts)?),
@@ -58,10 +63,11 @@ async fn handle_message(m: &SqsMessage, deps: &StatusDeps) -> bool {
     // Every line written while this message is handled carries the document's fields.
     let span = relay_observe::message_span!("status_message");
     async move {
+        let route = SendRouting::with_optional(&deps.send_queue, deps.batch_queue.as_ref().map(|q| q as &dyn Queue));
         let ports = StatusPorts {
             store: &deps.store,
             archive: &deps.archive,
-            send_queue: &deps.send_queue,
+            send_queue: &route,
             status_queue: &deps.status_queue,
             corrections_queue: &deps.corrections_queue,
         };

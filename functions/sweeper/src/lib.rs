@@ -15,7 +15,9 @@
 use chrono::{DateTime, Utc};
 use relay_aws::settings::SweeperSettings;
 use relay_aws::{DynamoDocumentStore, S3Archive, SqsQueue};
+use relay_domain::ports::Queue;
 use relay_pipeline::follow_up::FollowUpPorts;
+use relay_pipeline::send_route::SendRouting;
 use relay_pipeline::sweeper::{sweep, SweepConfig, SweepReport};
 use serde::Deserialize;
 
@@ -23,6 +25,8 @@ pub struct SweeperDeps {
     pub store: DynamoDocumentStore,
     pub archive: S3Archive,
     pub send_queue: SqsQueue,
+    /// Batch-mode sends go there (`BATCH_QUEUE_URL`), when the deployment has one.
+    pub batch_queue: Option<SqsQueue>,
     pub status_queue: SqsQueue,
     pub corrections_queue: SqsQueue,
     pub cfg: SweepConfig,
@@ -36,6 +40,7 @@ impl SweeperDeps {
             store: DynamoDocumentStore::new(clients.dynamodb.clone(), &s.resources.table),
             archive: S3Archive::new(clients.s3.clone(), &s.resources.bucket),
             send_queue: SqsQueue::new(clients.sqs.clone(), &s.send_queue_url),
+            batch_queue: s.batch_queue_url.as_ref().map(|u| SqsQueue::new(clients.sqs.clone(), u)),
             status_queue: SqsQueue::new(clients.sqs.clone(), &s.status_queue_url),
             corrections_queue: SqsQueue::new(clients.sqs.clone(), &s.corrections_queue_url),
             cfg: SweepConfig::standard(),
@@ -56,10 +61,11 @@ pub async fn handle(event: serde_json::Value, deps: &SweeperDeps, now: DateTime<
     let event: SweepEvent = serde_json::from_value(event)
         .map_err(|e| format!("not a sweeper event ({e}); expected a JSON object such as {{\"trigger\":\"console\"}}"))?;
     tracing::info!(trigger = event.trigger.as_deref().unwrap_or("unnamed"), "sweep started");
+    let route = SendRouting::with_optional(&deps.send_queue, deps.batch_queue.as_ref().map(|q| q as &dyn Queue));
     let ports = FollowUpPorts {
         store: &deps.store,
         archive: &deps.archive,
-        send_queue: &deps.send_queue,
+        send_queue: &route,
         status_queue: &deps.status_queue,
         corrections_queue: &deps.corrections_queue,
     };

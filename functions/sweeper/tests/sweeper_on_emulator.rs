@@ -45,6 +45,7 @@ async fn setup(name: &str) -> Setup {
             store: DynamoDocumentStore::new(c.dynamodb.clone(), name),
             archive: S3Archive::new(c.s3.clone(), name),
             send_queue: SqsQueue::new(c.sqs.clone(), &send),
+            batch_queue: None,
             status_queue: SqsQueue::new(c.sqs.clone(), &status),
             corrections_queue: SqsQueue::new(c.sqs.clone(), &corrections),
             cfg: SweepConfig::standard(),

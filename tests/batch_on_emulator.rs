@@ -1,0 +1,287 @@
+//! The deployed relay's batch path on the AWS emulator: the SAM template deployed as a stack,
+//! its functions built from the environment CloudFormation resolved for them, run as their
+//! SQS event sources would (the batch queue's gathering many messages per invocation), against
+//! the KSeF simulator over HTTP with real crypto.
+//!
+//! A burst for one seller larger than its online target: intake (the backlog rule over the
+//! stack's table) sends the first invoices online and routes the rest to the batch queue; the
+//! send-batch function sends them many per batch session; every invoice ends ACCEPTED exactly
+//! once in the simulator's ledger, with its outbox result and its UPO under `upo/`, and every
+//! AWS call each function made is allowed by its role.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+use aws_sdk_s3::primitives::ByteStream;
+use relay_aws::settings::{IntakeSettings, SendBatchSettings, SendSettings, StatusSettings};
+use relay_aws::SqsQueue;
+use relay_domain::ports::{DocumentRegistry, Queue};
+use relay_domain::{ContentHash, DocumentKey, DocumentState, InvoiceKind, InvoiceNumber, Nip, SendMode};
+use relay_tests::lambda_events::{deliver, deliver_gathered};
+use relay_tests::recording_proxy::RecordingProxy;
+use relay_tests::{emulator, template};
+use serde_json::Value;
+
+const SAMPLE_1: &[u8] = include_bytes!("../data/ksef/samples/FA_3_Przykład_1.xml");
+const NIP: &str = "9999999999";
+/// More than KSeF lets one seller send online in a minute (30), so with a 5 s target some must
+/// go in batch while the burst's intake takes under a minute.
+const BURST: usize = 40;
+
+fn env_of(created: &Value, logical: &str, ksef: &str, endpoint: &str) -> HashMap<String, String> {
+    let mut env: HashMap<String, String> = created["functions"][logical]["environment"]
+        .as_object()
+        .unwrap_or_else(|| panic!("the stack created no {logical}"))
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_str().map_or_else(|| v.to_string(), str::to_owned)))
+        .collect();
+    if env.contains_key("KSEF_ENV") {
+        env.insert("KSEF_ENV".into(), ksef.into());
+    }
+    env.insert("AWS_REGION".into(), emulator::REGION.into());
+    env.insert(relay_aws::settings::ENDPOINT_VAR.into(), endpoint.into());
+    env
+}
+
+fn invoice(i: usize) -> (String, DocumentKey) {
+    let number = format!("FV2026/02/B{i:03}");
+    let xml = String::from_utf8_lossy(SAMPLE_1).replace("FV2026/02/150", &number);
+    let key = DocumentKey::new(Nip::parse(NIP).unwrap(), InvoiceKind::Vat, InvoiceNumber::parse(&number).unwrap());
+    (xml, key)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_for_one_seller_goes_partly_in_batch_sessions_through_the_batch_queue_each_accepted_once() {
+    let c = emulator::clients().await;
+    let name = relay_tests::unique_name("batchstack");
+    let prefix = format!("{name}/ksef-token/");
+    let params = [
+        ("KsefTokenSecretPrefix", prefix.as_str()),
+        ("KsefSellerNips", NIP),
+        ("EnableReport", "false"),
+        ("BatchTargetDelaySeconds", "5"),
+    ];
+    let created = template::deploy_to_emulator(&name, &params);
+    let physical = |logical: &str| created["resources"][logical]["physical_id"].as_str().unwrap().to_owned();
+    let functions = ["IntakeFunction", "SendFunction", "SendBatchFunction", "StatusFunction"];
+    let proxies: HashMap<&str, RecordingProxy> = functions
+        .into_iter()
+        .map(|f| (f, RecordingProxy::start(emulator::endpoint())))
+        .collect();
+    let sim = ksef_sim::start(ksef_sim::SimConfig {
+        accept_delay: Duration::from_millis(50),
+        processing_delay: Duration::from_millis(50),
+        auth_delay: Duration::from_millis(20),
+        ..ksef_sim::SimConfig::default()
+    })
+    .await;
+    let ksef = sim.api_url();
+    let env = |f: &str| env_of(&created, f, &ksef, &proxies[f].url);
+    let intake_settings = IntakeSettings::from_env(&env("IntakeFunction")).expect("intake's settings");
+    assert_eq!(intake_settings.batch_target_delay, Duration::from_secs(5));
+    let send_settings = SendSettings::from_env(&env("SendFunction")).expect("send's settings");
+    let batch_settings = SendBatchSettings::from_env(&env("SendBatchFunction")).expect("send-batch's settings");
+    assert_eq!(
+        (&batch_settings.batch_queue_url, &batch_settings.batch_dlq_url),
+        (&physical("BatchQueue"), &physical("BatchDlq"))
+    );
+    let status_settings = StatusSettings::from_env(&env("StatusFunction")).expect("status's settings");
+    c.secrets
+        .create_secret()
+        .name(format!("{prefix}{NIP}"))
+        .secret_string(ksef_sim::DEFAULT_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    let intake = relay_fn_intake::IntakeDeps::new(&intake_settings).await;
+    let send = relay_fn_send::SendDeps::from_settings(&send_settings).await.unwrap();
+    let batch = relay_fn_send_batch::SendBatchDeps::from_settings(&batch_settings).await.unwrap();
+    let mut status = relay_fn_status::StatusDeps::from_settings(&status_settings).await.unwrap();
+    status.cfg.schedule = vec![Duration::ZERO];
+    let sqs = |logical: &str| SqsQueue::new(c.sqs.clone(), physical(logical));
+    let (intake_q, send_q, batch_q, status_q) = (sqs("IntakeQueue"), sqs("SendQueue"), sqs("BatchQueue"), sqs("StatusQueue"));
+    let observer = relay_aws::DynamoDocumentStore::new(c.dynamodb.clone(), physical("DocumentsTable"));
+    let bucket = physical("ArchiveBucket");
+
+    // The burst: uploads, then intake as its event source runs it.
+    let started = Instant::now();
+    let invoices: Vec<(String, DocumentKey)> = (0..BURST).map(invoice).collect();
+    for (i, (xml, _)) in invoices.iter().enumerate() {
+        c.s3.put_object()
+            .bucket(&bucket)
+            .key(format!("inbox/{NIP}/FV-B{i:03}.xml"))
+            .body(ByteStream::from(xml.as_bytes().to_vec()))
+            .send()
+            .await
+            .unwrap();
+    }
+    let mut registered = 0;
+    for _ in 0..300 {
+        deliver(&intake_q, |e| relay_fn_intake::handle(e, &intake)).await;
+        registered = 0;
+        for (_, key) in &invoices {
+            registered += usize::from(observer.get(key).await.unwrap().is_some());
+        }
+        if registered == BURST {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(registered, BURST, "every upload registered");
+    let intake_took = started.elapsed();
+    let mut modes: BTreeMap<String, usize> = BTreeMap::new();
+    for (_, key) in &invoices {
+        let r = observer.get(key).await.unwrap().unwrap().record;
+        *modes.entry(format!("{:?}", r.send_mode())).or_default() += 1;
+    }
+    let (online, batched) = (
+        modes.get(&format!("{:?}", Some(SendMode::Online))).copied().unwrap_or(0),
+        modes.get(&format!("{:?}", Some(SendMode::Batch))).copied().unwrap_or(0),
+    );
+    assert_eq!(online + batched, BURST, "{modes:?}");
+    assert!(online >= 1, "the first invoices of a quiet seller go online: {modes:?}");
+    // KSeF's 30-a-minute online window: within a minute at most 30 can be projected online.
+    assert!(
+        intake_took >= Duration::from_secs(55) || batched >= BURST - 30,
+        "{modes:?} after {intake_took:?} of intake"
+    );
+    assert!(batched >= 1, "{modes:?}");
+    assert!(
+        batch_q.stats().await.unwrap().total() >= 1,
+        "Batch-mode sends are on the batch queue"
+    );
+
+    // send (online), send-batch (gathered) and status, as their event sources run them.
+    let mut invocations = 0;
+    let mut settled = false;
+    for _ in 0..600 {
+        let gathered = deliver_gathered(&batch_q, 2000, |e| relay_fn_send_batch::handle(e, &batch)).await;
+        invocations += usize::from(gathered > 0);
+        let n = gathered
+            + deliver(&send_q, |e| relay_fn_send::handle(e, &send)).await
+            + deliver(&status_q, |e| relay_fn_status::handle(e, &status)).await;
+        if n == 0
+            && send_q.stats().await.unwrap().total() + batch_q.stats().await.unwrap().total() + status_q.stats().await.unwrap().total() == 0
+            && relay_pipeline::follow_up::count_open(&observer, chrono::Utc::now()).await.unwrap() == 0
+        {
+            settled = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(settled, "the pipeline did not settle");
+    assert!(invocations >= 1);
+
+    // Every invoice accepted once, the outbox in agreement, the UPO stored; the batch members
+    // shared sessions (many per session, not one each).
+    let mut members_per_session: BTreeMap<String, usize> = BTreeMap::new();
+    let get = |key: String| c.s3.get_object().bucket(&bucket).key(key).send();
+    for (i, (xml, key)) in invoices.iter().enumerate() {
+        let doc = observer.get(key).await.unwrap().unwrap();
+        let r = &doc.record;
+        assert_eq!(r.state, DocumentState::Accepted, "{key}: {:#?}", doc.history);
+        assert_eq!(sim.ledger().count_hash(&ContentHash::of(xml.as_bytes())), 1, "{key} accepted once");
+        let upo = r.storage.upo.clone().expect("a UPO");
+        assert!(upo.starts_with(&format!("upo/{NIP}/")), "{upo}");
+        let upo = get(upo).await.unwrap().body.collect().await.unwrap().into_bytes();
+        assert!(String::from_utf8_lossy(&upo).contains(&ContentHash::of(xml.as_bytes()).to_base64()));
+        let outbox = get(format!("outbox/{NIP}/FV-B{i:03}.json"))
+            .await
+            .unwrap()
+            .body
+            .collect()
+            .await
+            .unwrap()
+            .into_bytes();
+        let outbox: Value = serde_json::from_slice(&outbox).unwrap();
+        assert_eq!(outbox["state"], "ACCEPTED", "{key}");
+        assert_eq!(outbox["ksefNumber"].as_str(), r.ksef.ksef_number.as_ref().map(|n| n.as_str()));
+        if r.send_mode() == Some(SendMode::Batch) {
+            let session = r.ksef.session_reference.as_ref().expect("a batch session").to_string();
+            *members_per_session.entry(session).or_default() += 1;
+            let history = serde_json::to_string(&doc.history).unwrap();
+            assert!(
+                history.contains("\"event\":\"joined_batch\""),
+                "{key}: its history names its batch: {history}"
+            );
+        }
+    }
+    assert_eq!(members_per_session.values().sum::<usize>(), batched);
+    if batched >= 2 {
+        assert!(
+            members_per_session.values().any(|n| *n >= 2),
+            "Batch-mode invoices share batch sessions: {members_per_session:?}"
+        );
+    }
+    assert!(
+        members_per_session.len() <= invocations,
+        "at most one batch session per seller and invocation: {members_per_session:?} in {invocations} invocations"
+    );
+    println!(
+        "burst of {BURST}: {online} online, {batched} batch; intake {intake_took:?}; {} batch session(s) {members_per_session:?} over {invocations} send-batch invocation(s)",
+        members_per_session.len()
+    );
+    for dlq in ["SendDlq", "BatchDlq", "StatusDlq"] {
+        assert_eq!(sqs(dlq).stats().await.unwrap().total(), 0, "{dlq}");
+    }
+
+    // Least privilege at run time: nothing any function did needs more than its role.
+    for (function, proxy) in &proxies {
+        let calls = proxy.calls();
+        if calls.is_empty() && *function == "SendFunction" && online == 0 {
+            continue;
+        }
+        assert!(!calls.is_empty(), "{function} made no AWS call through its proxy");
+        let grants = template::granted(function);
+        for call in &calls {
+            let allowed = grants.iter().any(|(a, r)| {
+                let r = r.split_once('[').map_or(r.as_str(), |(t, _)| t);
+                *a == call.action && resource_matches(&created, r, &call.resource, &params)
+            });
+            assert!(
+                allowed,
+                "{function} called {} on {:?}, which its role does not allow",
+                call.action, call.resource
+            );
+        }
+    }
+    let actions = |f: &str| -> std::collections::BTreeSet<String> { proxies[f].calls().into_iter().map(|c| c.action).collect() };
+    assert!(
+        actions("IntakeFunction").contains("dynamodb:UpdateItem"),
+        "intake wrote the send-mode log"
+    );
+    assert!(
+        actions("SendBatchFunction").contains("s3:PutObject"),
+        "send-batch recorded its batches"
+    );
+}
+
+/// Whether a granted resource (as `template::granted` writes it) covers a recorded one.
+fn resource_matches(created: &Value, granted: &str, resource: &relay_tests::recording_proxy::Resource, params: &[(&str, &str)]) -> bool {
+    use relay_tests::recording_proxy::Resource;
+    let logical_of = |physical: &str| {
+        created["resources"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .find(|(_, r)| r["physical_id"] == physical)
+            .map(|(k, _)| k.clone())
+            .unwrap_or_default()
+    };
+    let canonical = match resource {
+        Resource::Table { name, index: None } => logical_of(name),
+        Resource::Table { name, index: Some(i) } => format!("{}/index/{i}", logical_of(name)),
+        Resource::Queue { url } => logical_of(url),
+        Resource::Object { bucket, key } => format!("{}/{key}", logical_of(bucket)),
+        Resource::Bucket { bucket } => logical_of(bucket),
+        Resource::Secret { id } => format!("secret:{id}"),
+        Resource::Topic { arn } => logical_of(arn),
+        Resource::Key { id } => logical_of(id.rsplit('/').next().unwrap_or(id)),
+        Resource::Unknown(_) => return false,
+    };
+    let mut granted = granted.to_owned();
+    for (k, v) in params {
+        granted = granted.replace(&format!("secret:{k}*"), &format!("secret:{v}*"));
+    }
+    template::covers(&granted, &canonical)
+}
