@@ -83,6 +83,11 @@ impl SigningIdentity {
         crate::stored_credentials::identity_from_pem(certificate_pem, key_pem, "the certificate", "the key").map_err(failure)
     }
 
+    /// The private key (signs KOD II in [`crate::qr`]).
+    pub(crate) fn key(&self) -> &SigningKey {
+        &self.key
+    }
+
     /// `RSA-2048`, `EC P-256`, ...: the key's kind, for logs and the CLI.
     pub fn key_type(&self) -> String {
         match &self.key {
