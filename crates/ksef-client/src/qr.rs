@@ -143,6 +143,52 @@ pub fn certificate_link(
     Ok(format!("https://{path}/{}", B64URL.encode(signature)))
 }
 
+/// Checks a KOD II link against the certificate it names: the serial in the link is the
+/// certificate's, and the signature verifies with its public key over the link without
+/// `https://` and without the signature (RSASSA-PSS SHA-256 salt 32, or ECDSA P-256 as `r||s` or
+/// DER). What KSeF's verification page checks of the link itself, for tests and for checking a
+/// code before it is printed.
+pub fn verify_certificate_link(link: &str, certificate_der: &[u8]) -> Result<(), Failure> {
+    let bad = |why: &str| failure(ErrorClass::Permanent, format!("not a valid KOD II link: {why}"));
+    let rest = link
+        .strip_prefix("https://")
+        .ok_or_else(|| bad("it does not start with https://"))?;
+    let (path, signature) = rest.rsplit_once('/').ok_or_else(|| bad("it has no signature"))?;
+    let segments: Vec<&str> = path.split('/').collect();
+    if segments.len() != 7 || segments[1] != "certificate" {
+        return Err(bad(
+            "it is not {host}/certificate/{ctxType}/{ctxValue}/{nip}/{serial}/{hash}/{signature}",
+        ));
+    }
+    if segments[5] != certificate_serial_hex(certificate_der)? {
+        return Err(bad("the serial is not the certificate's"));
+    }
+    let signature = B64URL.decode(signature).map_err(|_| bad("the signature is not base64url"))?;
+    let cert = x509_cert::Certificate::from_der(certificate_der)
+        .map_err(|e| failure(ErrorClass::Operator, format!("the certificate is not DER X.509: {e}")))?;
+    let spki = x509_cert::der::Encode::to_der(&cert.tbs_certificate.subject_public_key_info)
+        .map_err(|e| failure(ErrorClass::Operator, format!("the certificate's key cannot be read: {e}")))?;
+    let verified = if let Ok(key) = <rsa::RsaPublicKey as rsa::pkcs8::DecodePublicKey>::from_public_key_der(&spki) {
+        use rsa::signature::Verifier;
+        rsa::pss::Signature::try_from(signature.as_slice()).is_ok_and(|s| {
+            rsa::pss::VerifyingKey::<Sha256>::new_with_salt_len(key, 32)
+                .verify(path.as_bytes(), &s)
+                .is_ok()
+        })
+    } else if let Ok(key) = <p256::ecdsa::VerifyingKey as p256::pkcs8::DecodePublicKey>::from_public_key_der(&spki) {
+        use p256::ecdsa::signature::Verifier;
+        let s = p256::ecdsa::Signature::from_slice(&signature).or_else(|_| p256::ecdsa::Signature::from_der(&signature));
+        s.is_ok_and(|s| key.verify(path.as_bytes(), &s).is_ok())
+    } else {
+        return Err(failure(ErrorClass::Operator, "the certificate's key is neither RSA nor EC P-256"));
+    };
+    if verified {
+        Ok(())
+    } else {
+        Err(bad("the signature does not verify with the certificate's key"))
+    }
+}
+
 /// KOD I's label: the KSeF number once known, else `OFFLINE`.
 pub fn invoice_label(ksef_number: Option<&KsefNumber>) -> String {
     ksef_number.map_or_else(|| OFFLINE_LABEL.to_owned(), |k| k.as_str().to_owned())
@@ -516,6 +562,31 @@ mod tests {
         let signature = p256::ecdsa::Signature::from_slice(&sig).unwrap();
         assert!(public.verify(path.as_bytes(), &signature).is_ok());
         assert!(public.verify(b"qr.ksef.mf.gov.pl/certificate/other", &signature).is_err());
+    }
+
+    #[test]
+    fn a_kod_ii_link_verifies_against_its_certificate_and_a_tampered_one_does_not() {
+        for key in [
+            SigningKey::EcP256(p256::ecdsa::SigningKey::random(&mut rand_core::OsRng)),
+            SigningKey::Rsa(Box::new(rsa::RsaPrivateKey::new(&mut rand_core::OsRng, 2048).unwrap())),
+        ] {
+            let id = offline_identity(key);
+            let ctx = ContextIdentifier::Nip(nip("1111111111"));
+            let link = certificate_link(&Environment::Test, &ctx, &nip("1111111111"), &id, &example_hash()).unwrap();
+            assert_eq!(verify_certificate_link(&link, &id.certificate_der), Ok(()));
+            // Another invoice's hash in the same link: the signature no longer matches.
+            let other = B64URL.encode(invoice_hash(b"another invoice"));
+            assert!(verify_certificate_link(&link.replace(EXAMPLE_HASH, &other), &id.certificate_der).is_err());
+            // Another certificate: its serial is not the one in the link.
+            let stranger = offline_identity(SigningKey::EcP256(p256::ecdsa::SigningKey::random(&mut rand_core::OsRng)));
+            assert!(verify_certificate_link(&link, &stranger.certificate_der).is_err());
+        }
+        // The Ministry's certificate, with a link signed by someone else's key.
+        let link = format!("https://qr-test.ksef.mf.gov.pl/certificate/Nip/1111111111/1111111111/01F20A5D352AE590/{EXAMPLE_HASH}/AAAA");
+        assert!(verify_certificate_link(&link, &ministry_cert_der())
+            .unwrap_err()
+            .message
+            .contains("does not verify"));
     }
 
     #[test]

@@ -16,7 +16,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use ksef_client::{Duplicate, Environment, InvoiceOutcome, KsefClient};
 use relay_domain::ports::{DocumentRegistry, DocumentUpdates, ObjectBody, OutgoingMessage};
-use relay_domain::storage_keys::{qr_invoice_keys, upo_key, QrCodeKeys};
+use relay_domain::storage_keys::upo_key;
 use relay_domain::{Change, DocumentRecord, DocumentState, ErrorClass, ErrorSource, Failure, KsefNumber, RetryDecision, RetryPolicy};
 
 use crate::follow_up::{catch_up, FollowUpPorts, REDRIVE_GRACE};
@@ -355,45 +355,6 @@ async fn archive_upo<S: StatusStore + ?Sized>(
     Ok(key)
 }
 
-/// Writes KOD I for a numbered invoice at `qr/{sellerNip}/{ksefNumber}-kod1.png|svg` and returns
-/// the keys; None for a record without its issue date (written before the relay kept `P_1`).
-/// The images are a pure function of the record and the number, so a rewrite after a crash puts
-/// the same bytes. A code that cannot be made (nothing the invoice can cause: the link is short)
-/// is logged and left out; the invoice is accepted all the same.
-async fn archive_invoice_qr<S: StatusStore + ?Sized>(
-    ports: &StatusPorts<'_, S>,
-    environment: &Environment,
-    r: &DocumentRecord,
-    ksef_number: &KsefNumber,
-) -> Result<Option<QrCodeKeys>, StageError> {
-    let Some(issue_date) = r.issue_date else {
-        return Ok(None);
-    };
-    let code = match ksef_client::qr::invoice_code(
-        environment,
-        &r.key.seller_nip,
-        issue_date,
-        r.content_hash.bytes(),
-        Some(ksef_number),
-    ) {
-        Ok(code) => code,
-        Err(f) => {
-            tracing::error!(document = %r.key, trace_id = %r.trace_id, error = %f, "the QR code (KOD I) could not be made");
-            return Ok(None);
-        }
-    };
-    let keys = qr_invoice_keys(&r.key.seller_nip, ksef_number);
-    let body = |bytes: Vec<u8>, content_type: &str| {
-        ObjectBody::new(bytes, content_type)
-            .with_metadata("trace-id", r.trace_id.as_str())
-            .with_metadata("ksef-number", ksef_number.as_str())
-            .with_metadata("qr-url", &code.url)
-    };
-    ports.archive.put(&keys.png, body(code.png, "image/png")).await?;
-    ports.archive.put(&keys.svg, body(code.svg.into_bytes(), "image/svg+xml")).await?;
-    Ok(Some(keys))
-}
-
 #[allow(clippy::too_many_arguments)]
 async fn accept<S: StatusStore + ?Sized>(
     ports: &StatusPorts<'_, S>,
@@ -409,7 +370,7 @@ async fn accept<S: StatusStore + ?Sized>(
         Some(xml) => Some(archive_upo(ports, &r, &ksef_number, xml).await?),
         None => None,
     };
-    let qr_code = archive_invoice_qr(ports, environment, &r, &ksef_number).await?;
+    let qr_code = crate::qr_codes::write_invoice_code(ports.archive, environment, &r, &ksef_number).await?;
     let r = ports
         .store
         .transition(
