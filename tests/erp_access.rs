@@ -43,6 +43,10 @@ fn violations(statements: &[Value], own: &str, other: &str) -> Vec<String> {
         Request::new("s3:PutObject", &object(&format!("inbox/{own}/FV-1.xml"))),
         Request::new("s3:GetObject", &object(&format!("outbox/{own}/FV-1.json"))),
         Request::new("s3:GetObject", &object(&format!("upo/{own}/{own}-20260201-0100000000AB-CD.xml"))),
+        Request::new(
+            "s3:GetObject",
+            &object(&format!("qr/{own}/{own}-20260201-0100000000AB-CD-kod1.png")),
+        ),
         Request::new("s3:ListBucket", &bucket).with("s3:prefix", &format!("outbox/{own}/FV-1.json")),
     ];
     let mut forbidden = vec![
@@ -50,6 +54,7 @@ fn violations(statements: &[Value], own: &str, other: &str) -> Vec<String> {
         Request::new("s3:PutObject", &object(&format!("inbox/{other}/FV-1.xml"))),
         Request::new("s3:GetObject", &object(&format!("outbox/{other}/FV-1.json"))),
         Request::new("s3:GetObject", &object(&format!("upo/{other}/x.xml"))),
+        Request::new("s3:GetObject", &object(&format!("qr/{other}/x-kod1.png"))),
         Request::new("s3:GetObject", &object(&format!("inbox/{other}/FV-1.xml"))),
         Request::new("s3:ListBucket", &bucket).with("s3:prefix", &format!("outbox/{other}/")),
         Request::new("s3:ListBucket", &bucket).with("s3:prefix", ""),
@@ -59,6 +64,7 @@ fn violations(statements: &[Value], own: &str, other: &str) -> Vec<String> {
         // The relay's own writing: results, receipts, the archive, reports.
         Request::new("s3:PutObject", &object(&format!("outbox/{own}/FV-1.json"))),
         Request::new("s3:PutObject", &object(&format!("upo/{own}/x.xml"))),
+        Request::new("s3:PutObject", &object(&format!("qr/{own}/x-kod1.png"))),
         Request::new("s3:GetObject", &object("archive/ab/cd.xml")),
         Request::new("s3:GetObject", &object("reports/status/index.html")),
         Request::new("s3:PutObject", &object("inbox/FV-1.xml")),
@@ -109,6 +115,7 @@ fn the_check_fails_on_widened_policies() {
         ("inbox for every seller", text.replace("/inbox/${SellerNip}/*", "/inbox/*")),
         ("outbox for every seller", text.replace("/outbox/${SellerNip}/*", "/outbox/*")),
         ("upo for every seller", text.replace("/upo/${SellerNip}/*", "/upo/*")),
+        ("qr for every seller", text.replace("/qr/${SellerNip}/*", "/qr/*")),
         ("the whole bucket", text.replace("/inbox/${SellerNip}/*\"", "/*\"")),
         (
             "a folder without its slash",

@@ -400,4 +400,22 @@ pub async fn check_delivered_once(
         "{what}: the outbox has the KSeF number"
     );
     assert_eq!(v["upoKey"].as_str(), Some(upo), "{what}: the outbox names the UPO");
+    // KOD I: written before the ACCEPTED write, named by the record and the outbox, and there.
+    if r.issue_date.is_some() {
+        let qr = r
+            .storage
+            .qr_code
+            .as_ref()
+            .unwrap_or_else(|| panic!("{what}: the record names its QR code: {log:#?}\n{r:?}"));
+        assert_eq!(v["qrCodes"][0]["code"], "KOD_I", "{what}: the outbox names the QR code: {v}");
+        assert_eq!(v["qrCodes"][0]["pngKey"].as_str(), Some(qr.png.as_str()), "{what}: {v}");
+        assert_eq!(v["qrCodes"][0]["svgKey"].as_str(), Some(qr.svg.as_str()), "{what}: {v}");
+        assert_eq!(
+            v["qrCodes"][0]["label"], v["ksefNumber"],
+            "{what}: labelled with the KSeF number: {v}"
+        );
+        for key in [&qr.png, &qr.svg] {
+            assert!(archive.get(key).await.unwrap().is_some(), "{what}: {key} is in the archive");
+        }
+    }
 }

@@ -83,6 +83,11 @@ pub struct StorageKeys {
     pub archive: Option<String>,
     /// The UPO (`upo/{sellerNip}/{ksefNumber}.xml`).
     pub upo: Option<String>,
+    /// KOD I, the invoice's verification QR code (`qr/{sellerNip}/{ksefNumber}-kod1.png|svg`),
+    /// written before the document became ACCEPTED. None before the relay made QR codes, and
+    /// for a document whose issue date (`P_1`) it did not keep.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub qr_code: Option<crate::storage_keys::QrCodeKeys>,
 }
 
 /// The current state of one document. Its `version` grows with every write; writers hold the
@@ -235,6 +240,8 @@ pub enum Change {
         ksef_number: KsefNumber,
         acquisition_date: DateTime<Utc>,
         upo_key: Option<String>,
+        /// KOD I's images, already written (None when they could not be made).
+        qr_code: Option<crate::storage_keys::QrCodeKeys>,
         reason: String,
     },
     /// Permanent: our validation or KSeF's 4xx. Every finding is recorded.
@@ -640,12 +647,17 @@ impl DocumentRecord {
                 ksef_number,
                 acquisition_date,
                 upo_key,
+                qr_code,
                 reason: why,
             } => {
-                reason = format!("KSeF number {ksef_number}: {why}");
+                reason = match &qr_code {
+                    Some(qr) => format!("KSeF number {ksef_number}: {why}; QR code (KOD I) at {}", qr.png),
+                    None => format!("KSeF number {ksef_number}: {why}"),
+                };
                 r.ksef.ksef_number = Some(ksef_number);
                 r.ksef.acquisition_date = Some(acquisition_date);
                 r.storage.upo = upo_key;
+                r.storage.qr_code = qr_code;
                 r.last_error = None;
                 // Without its UPO the document still has a step to come: fetching it.
                 r.next_attempt_at = if r.storage.upo.is_none() { Some(now) } else { None };
@@ -1048,13 +1060,23 @@ mod tests {
                     ksef_number: n.clone(),
                     acquisition_date: t0,
                     upo_key: Some("upo/x.xml".into()),
+                    qr_code: Some(crate::storage_keys::qr_invoice_keys(&a.record.key.seller_nip, &n)),
                     reason: "status 200".into(),
                 },
                 t0,
             )
             .unwrap();
+        assert!(
+            format!("{:?}", a.history).contains("QR code (KOD I) at qr/9999999999/"),
+            "the history says where the QR code is: {:?}",
+            a.history
+        );
         history.extend(a.history);
         assert_eq!(a.record.state, DocumentState::Accepted);
+        assert_eq!(
+            a.record.storage.qr_code.as_ref().map(|q| q.svg.as_str()),
+            Some("qr/9999999999/5265877635-20250626-010080DD2B5E-26-kod1.svg")
+        );
         assert_eq!(a.record.ksef.ksef_number, Some(n));
         assert_eq!(a.record.version, 5);
         assert!(history.iter().any(|h| matches!(h.event, HistoryEvent::SendStarted { .. })));
@@ -1344,6 +1366,7 @@ mod tests {
             ksef_number: n,
             acquisition_date: t0,
             upo_key: None,
+            qr_code: None,
             reason: "x".into(),
         };
         assert!(c.apply(accepted, t0).is_err());

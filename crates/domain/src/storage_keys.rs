@@ -1,4 +1,4 @@
-//! The bucket layout, in one place. The ERP writes `inbox/`, reads `outbox/` and `upo/`;
+//! The bucket layout, in one place. The ERP writes `inbox/`, reads `outbox/`, `upo/` and `qr/`;
 //! `archive/` keeps the exact bytes by content hash and is never overwritten.
 
 use crate::ids::{ContentHash, ErpDocumentId, KsefNumber, Nip, ParseError};
@@ -117,6 +117,36 @@ pub fn upo_key(seller: &Nip, ksef: &KsefNumber) -> String {
     format!("upo/{seller}/{ksef}.xml")
 }
 
+/// Where one QR code's two images are: a PNG (the label drawn under the code) and an SVG.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct QrCodeKeys {
+    pub png: String,
+    pub svg: String,
+}
+
+impl QrCodeKeys {
+    fn at(stem: String) -> QrCodeKeys {
+        QrCodeKeys {
+            png: format!("{stem}.png"),
+            svg: format!("{stem}.svg"),
+        }
+    }
+}
+
+/// `qr/{sellerNip}/{ksefNumber}-kod1.png` and `.svg`: KOD I of a numbered invoice, labelled with
+/// its KSeF number.
+pub fn qr_invoice_keys(seller: &Nip, ksef: &KsefNumber) -> QrCodeKeys {
+    QrCodeKeys::at(format!("qr/{seller}/{ksef}-kod1"))
+}
+
+/// `qr/{sellerNip}/offline/{sha256 hex}-kod1` and `-kod2` (`.png`, `.svg`): the two codes of an
+/// offline invoice before KSeF numbers it (KOD I labelled OFFLINE, KOD II CERTYFIKAT), keyed by
+/// content like the archive.
+pub fn qr_offline_keys(seller: &Nip, hash: &ContentHash) -> (QrCodeKeys, QrCodeKeys) {
+    let stem = format!("qr/{seller}/offline/{}", hash.to_hex());
+    (QrCodeKeys::at(format!("{stem}-kod1")), QrCodeKeys::at(format!("{stem}-kod2")))
+}
+
 /// `outbox/{sellerNip}/{erpDocId}.json`: the result the ERP reads back.
 pub fn outbox_key(seller: &Nip, erp: &ErpDocumentId) -> String {
     format!("outbox/{seller}/{erp}.json")
@@ -125,6 +155,19 @@ pub fn outbox_key(seller: &Nip, erp: &ErpDocumentId) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn qr_keys_sit_in_the_sellers_qr_folder() {
+        let nip = Nip::parse("9999999999").unwrap();
+        let ksef = KsefNumber::parse("5265877635-20250626-010080DD2B5E-26").unwrap();
+        let k = qr_invoice_keys(&nip, &ksef);
+        assert_eq!(k.png, "qr/9999999999/5265877635-20250626-010080DD2B5E-26-kod1.png");
+        assert_eq!(k.svg, "qr/9999999999/5265877635-20250626-010080DD2B5E-26-kod1.svg");
+        let hash = ContentHash::of(b"<Faktura/>");
+        let (kod1, kod2) = qr_offline_keys(&nip, &hash);
+        assert_eq!(kod1.png, format!("qr/9999999999/offline/{}-kod1.png", hash.to_hex()));
+        assert_eq!(kod2.svg, format!("qr/9999999999/offline/{}-kod2.svg", hash.to_hex()));
+    }
 
     #[test]
     fn inbox_keys_round_trip_and_bad_ones_say_why() {

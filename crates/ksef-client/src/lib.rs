@@ -24,6 +24,8 @@
 //!   and final statuses become a [`relay_domain::Failure`] with its [`relay_domain::ErrorClass`],
 //!   KSeF's own codes and details kept verbatim, and a 440's original and its session read back
 //!   typed ([`failure_map::Duplicate`]);
+//! - [`qr`]: KSeF's QR codes, KOD I (invoice verification) and KOD II (an offline invoice's
+//!   issuer, signed with the seller's Offline certificate), as links and as PNG and SVG images;
 //! - [`secret`]: the KSeF token, bearer tokens and AES keys, in types that never print;
 //! - [`stored_credentials`]: the relay's one secret format per seller (a token, or a certificate
 //!   and key as PEM or PKCS#12), parsed with errors that never quote the secret.
@@ -48,6 +50,7 @@ pub mod governor;
 pub mod limiter;
 pub mod model;
 pub mod online_backlog;
+pub mod qr;
 pub mod secret;
 pub mod sessions;
 mod sliding_log;

@@ -100,6 +100,11 @@ impl SigningIdentity {
         Sha256::digest(&self.certificate_der).iter().map(|b| format!("{b:02X}")).collect()
     }
 
+    /// The private key (signs KOD II in [`crate::qr`]).
+    pub(crate) fn key(&self) -> &SigningKey {
+        &self.key
+    }
+
     /// `RSA-2048`, `EC P-256`, ...: the key's kind, for logs and the CLI.
     pub fn key_type(&self) -> String {
         match &self.key {

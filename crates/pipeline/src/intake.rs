@@ -156,6 +156,7 @@ pub async fn intake<S: DocumentRegistry + DocumentUpdates + ?Sized>(
         source: upload.source_key.clone(),
         archive: Some(archived),
         upo: None,
+        qr_code: None,
     };
 
     // The channel, chosen once here and stored: only a valid document counts in the backlog.

@@ -13,7 +13,9 @@
 //!   [`seller_block`] parks a seller's work while an operator's problem (credentials, permissions,
 //!   an IP block) stands, so it is never blamed on the invoices.
 //! - [`status`]: follow a sent invoice to KSeF's decision: UPO archived and ACCEPTED, a
-//!   duplicate proven ours (or a CONFLICT), a resend, or REJECTED with KSeF's words.
+//!   duplicate proven ours (or a CONFLICT), a resend, or REJECTED with KSeF's words;
+//!   [`qr_codes`] writes the invoice's QR codes (KOD I at ACCEPTED; KOD I and KOD II of an
+//!   offline invoice, for the offline channel to call).
 //! - [`replay`]: dlq-replay: dead-lettered messages checked one by one (the document's state,
 //!   KSeF's records) and moved back, with filters, a limit and a dry run.
 //! - [`resolve`]: a person's decisions on one document: a CONFLICT resolved (ours, recheck,
@@ -41,6 +43,7 @@ pub mod follow_up;
 pub mod intake;
 pub mod messages;
 pub mod outbox;
+pub mod qr_codes;
 pub mod queue_action;
 pub mod replay;
 pub mod resolve;

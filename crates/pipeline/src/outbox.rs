@@ -1,6 +1,7 @@
 //! The ERP's feedback: `outbox/{sellerNip}/{erpDocId}.json`, rewritten at every milestone, so
 //! an ERP that can only read files from S3 learns the state, the KSeF number and acquisition
-//! date, where the UPO is, every error in full, and the trace id to quote to support.
+//! date, where the UPO and the invoice's QR code images are, every error in full, and the trace
+//! id to quote to support.
 
 use chrono::{DateTime, Utc};
 use relay_domain::ports::{Archive, ArchiveError, ObjectBody};
@@ -29,9 +30,26 @@ pub struct OutboxResult {
     pub acquisition_date: Option<DateTime<Utc>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub upo_key: Option<String>,
+    /// The QR codes to print on the invoice's visualisation (a PDF, a printout): KOD I once the
+    /// document is ACCEPTED. Each names its PNG (label drawn under the code) and SVG.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub qr_codes: Vec<OutboxQrCode>,
     pub trace_id: TraceId,
     pub errors: Vec<Failure>,
     pub updated_at: DateTime<Utc>,
+}
+
+/// One QR code in the outbox result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OutboxQrCode {
+    /// `KOD_I` (invoice verification) or `KOD_II` (an offline invoice's issuer certificate).
+    pub code: &'static str,
+    /// The text under the code: the KSeF number, `OFFLINE` or `CERTYFIKAT`. Drawn in the PNG and
+    /// the SVG; here for an ERP that lays the code out itself.
+    pub label: String,
+    pub png_key: String,
+    pub svg_key: String,
 }
 
 impl OutboxResult {
@@ -49,6 +67,15 @@ impl OutboxResult {
             ksef_number: r.ksef.ksef_number.as_ref().map(|k| k.to_string()),
             acquisition_date: r.ksef.acquisition_date,
             upo_key: r.storage.upo.clone(),
+            qr_codes: match (&r.storage.qr_code, &r.ksef.ksef_number) {
+                (Some(keys), Some(number)) => vec![OutboxQrCode {
+                    code: "KOD_I",
+                    label: number.to_string(),
+                    png_key: keys.png.clone(),
+                    svg_key: keys.svg.clone(),
+                }],
+                _ => Vec::new(),
+            },
             trace_id: r.trace_id.clone(),
             errors,
             updated_at: r.updated_at,
@@ -68,6 +95,7 @@ impl OutboxResult {
             ksef_number: None,
             acquisition_date: None,
             upo_key: None,
+            qr_codes: Vec::new(),
             trace_id,
             errors,
             updated_at: now,

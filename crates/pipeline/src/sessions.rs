@@ -38,6 +38,9 @@ use tokio::sync::Mutex;
 
 use crate::credentials::{days_left_line, recorded_facts, CredentialsProvider};
 
+/// Code of the failure for a seller whose secret holds no Offline certificate (KOD II).
+pub const OFFLINE_CERTIFICATE_MISSING: &str = "OFFLINE_CERTIFICATE_MISSING";
+
 /// Stop using a session this long before KSeF's validUntil.
 const SESSION_MARGIN: Duration = Duration::from_secs(15 * 60);
 /// A drained session younger than this stays open: a trickle of invoices then shares one
@@ -53,6 +56,8 @@ pub const DEFAULT_CREDENTIALS_TTL: Duration = Duration::from_secs(15 * 60);
 
 struct Context {
     client: Arc<KsefClient>,
+    /// The seller's Offline certificate from the same secret (signs KOD II); never logs in.
+    offline: Option<ksef_client::SigningIdentity>,
     /// The session, and the version of its shared-cache entry when it came from or went to one.
     session: Mutex<Option<(Arc<OnlineSession>, Option<u64>)>>,
     /// Where the client's credentials came from; `None` for a client given up front.
@@ -127,6 +132,7 @@ impl KsefContexts {
             seller,
             Arc::new(Context {
                 client: Arc::new(client),
+                offline: None,
                 session: Mutex::new(None),
                 loaded: None,
                 limits_seeded: tokio::sync::OnceCell::new(),
@@ -297,6 +303,7 @@ impl KsefContexts {
         );
         let ctx = Arc::new(Context {
             client: Arc::new(client),
+            offline: read.stored.offline.clone(),
             session: Mutex::new(None),
             loaded: Some(std::sync::Mutex::new(Loaded {
                 version: read.version,
@@ -307,6 +314,29 @@ impl KsefContexts {
         });
         self.contexts.lock().expect("contexts lock").insert(seller.clone(), ctx.clone());
         Ok(ctx)
+    }
+
+    /// `seller`'s Offline certificate and its key, from the seller's secret (read as for its
+    /// client, and again after the same time to live), with the KSeF environment its codes link
+    /// to: what signs KOD II. A secret without one is the operator's problem: the failure names
+    /// the members to add.
+    pub async fn offline_identity(
+        &self,
+        seller: &Nip,
+        now: DateTime<Utc>,
+    ) -> Result<(ksef_client::SigningIdentity, ksef_client::Environment), Failure> {
+        let ctx = self.context(seller, now).await?;
+        match &ctx.offline {
+            Some(identity) => Ok((identity.clone(), ctx.client.config().environment.clone())),
+            None => Err(Failure::new(
+                ErrorClass::Operator,
+                ErrorSource::Relay,
+                format!(
+                    "seller {seller} has no KSeF Offline certificate: add offline_certificate_pem and offline_private_key_pem to its credentials secret (KOD II needs it; an Authentication certificate cannot sign it)"
+                ),
+            )
+            .with_code(OFFLINE_CERTIFICATE_MISSING)),
+        }
     }
 
     /// Records what was just read about `seller`'s login (never the secret) in the shared cache,

@@ -2,7 +2,11 @@
 //!
 //! Polls with growing delays (seconds, then minutes, then hours; the client's limiter keeps
 //! every call inside KSeF's invoiceStatus limits). On 200: the UPO is downloaded and archived at
-//! `upo/{sellerNip}/{ksefNumber}.xml`, the document becomes ACCEPTED, the outbox says so. On
+//! `upo/{sellerNip}/{ksefNumber}.xml`, the invoice's QR code (KOD I, labelled with the KSeF
+//! number) is written at `qr/{sellerNip}/{ksefNumber}-kod1.png|svg`, the document becomes
+//! ACCEPTED naming both, the outbox says so. Both writes come before the state change and give
+//! the same bytes each time, so a stage that dies between them and the change is simply run
+//! again; one that dies after the change has its outbox rewritten from the record (`catch_up`). On
 //! 440 (duplicate): ACCEPTED only if the original is provably ours (its UPO's SkrotDokumentu is
 //! our hash), else CONFLICT. On 405/550/500: back to the send queue (a new session), charged to
 //! the budget. On other 4xx: REJECTED with KSeF's messages verbatim and the corrections queue.
@@ -10,7 +14,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use ksef_client::{Duplicate, InvoiceOutcome, KsefClient};
+use ksef_client::{Duplicate, Environment, InvoiceOutcome, KsefClient};
 use relay_domain::ports::{DocumentRegistry, DocumentUpdates, ObjectBody, OutgoingMessage};
 use relay_domain::storage_keys::upo_key;
 use relay_domain::{Change, DocumentRecord, DocumentState, ErrorClass, ErrorSource, Failure, KsefNumber, RetryDecision, RetryPolicy};
@@ -190,6 +194,7 @@ pub(crate) async fn act_on_status<S: StatusStore + ?Sized>(
                 Ok(upo) => {
                     let r = accept(
                         ports,
+                        &client.config().environment,
                         r,
                         ksef_number,
                         acquisition_date,
@@ -204,7 +209,17 @@ pub(crate) async fn act_on_status<S: StatusStore + ?Sized>(
                 // get the number now. The receipt is not ready: come back for it.
                 Err(f) => {
                     let reason = "KSeF status 200; the UPO is not ready yet and will be fetched later".to_owned();
-                    let r = accept(ports, r, ksef_number, acquisition_date, None, reason, now).await?;
+                    let r = accept(
+                        ports,
+                        &client.config().environment,
+                        r,
+                        ksef_number,
+                        acquisition_date,
+                        None,
+                        reason,
+                        now,
+                    )
+                    .await?;
                     poll_error(ports, cfg, req, r, f, now).await.map(|res| StageResult {
                         outcome: "ACCEPTED_UPO_PENDING",
                         ..res
@@ -343,6 +358,7 @@ async fn archive_upo<S: StatusStore + ?Sized>(
 #[allow(clippy::too_many_arguments)]
 async fn accept<S: StatusStore + ?Sized>(
     ports: &StatusPorts<'_, S>,
+    environment: &Environment,
     r: DocumentRecord,
     ksef_number: KsefNumber,
     acquisition_date: DateTime<Utc>,
@@ -354,6 +370,7 @@ async fn accept<S: StatusStore + ?Sized>(
         Some(xml) => Some(archive_upo(ports, &r, &ksef_number, xml).await?),
         None => None,
     };
+    let qr_code = crate::qr_codes::write_invoice_code(ports.archive, environment, &r, &ksef_number).await?;
     let r = ports
         .store
         .transition(
@@ -362,6 +379,7 @@ async fn accept<S: StatusStore + ?Sized>(
                 ksef_number,
                 acquisition_date,
                 upo_key: key,
+                qr_code,
                 reason,
             },
             now,
@@ -417,7 +435,17 @@ async fn resolve_duplicate<S: StatusStore + ?Sized>(
         let reason = format!("KSeF reported a duplicate of {original}, whose UPO carries this document's hash: it is ours");
         // The invoice was received when the original was numbered, not now.
         let acquired = doc.numbered_at.unwrap_or(now);
-        let r = accept(ports, r, original, acquired, Some(upo.xml), reason, now).await?;
+        let r = accept(
+            ports,
+            &client.config().environment,
+            r,
+            original,
+            acquired,
+            Some(upo.xml),
+            reason,
+            now,
+        )
+        .await?;
         return done(QueueAction::Delete, "ACCEPTED_DUPLICATE_OURS", Some(r));
     }
     let why = if original_session.is_none() {

@@ -56,6 +56,52 @@ async fn an_accepted_invoice_gets_its_number_and_its_upo_archived() {
     assert_eq!(w.sim.ledger().count_hash(&req.content_hash), 1);
 }
 
+/// KOD I: written when KSeF numbers the invoice, named by the record and the outbox, its link
+/// built from the seller, P_1 and the exact bytes' hash for the client's environment (the
+/// simulator stands for TEST), labelled with the KSeF number.
+#[tokio::test]
+async fn an_accepted_invoice_gets_its_qr_code_written_and_named_in_the_outbox() {
+    let w = world(10).await;
+    let bytes = invoice("QR/1");
+    let req = w.register(&bytes).await;
+    assert_eq!(w.send(&req).await.outcome, "SENT");
+    let r = w.poll_until_decided().await.record.unwrap();
+    assert_eq!(r.state, DocumentState::Accepted);
+    let number = r.ksef.ksef_number.clone().unwrap();
+    let keys = r.storage.qr_code.clone().expect("the record names its QR code");
+    assert_eq!(keys.png, format!("qr/9999999999/{number}-kod1.png"));
+    assert_eq!(keys.svg, format!("qr/9999999999/{number}-kod1.svg"));
+
+    // The sample's P_1 is 2026-02-15; the hash is the SHA-256 of these very bytes, base64url.
+    let hash = ContentHash::of(&bytes)
+        .to_base64()
+        .trim_end_matches('=')
+        .replace('+', "-")
+        .replace('/', "_");
+    let url = format!("https://qr-test.ksef.mf.gov.pl/invoice/9999999999/15-02-2026/{hash}");
+    let png = w.archive.get(&keys.png).await.unwrap().expect("the PNG is archived");
+    assert_eq!(png.content_type, "image/png");
+    assert_eq!(png.metadata.get("qr-url"), Some(&url));
+    assert_eq!(png.metadata.get("ksef-number").map(String::as_str), Some(number.as_str()));
+    let svg = w.archive.get(&keys.svg).await.unwrap().expect("the SVG is archived");
+    assert_eq!(svg.content_type, "image/svg+xml");
+    let svg = String::from_utf8(svg.bytes).unwrap();
+    assert!(svg.contains(&format!("<title>{url}</title>")), "{svg}");
+    assert!(svg.contains(&format!(">{number}</text>")), "labelled with the KSeF number");
+    // The images are those of the client's rendering for this link and label: a redelivery that
+    // writes them again writes the same bytes.
+    let again = ksef_client::qr::render(&url, number.as_str()).unwrap();
+    assert_eq!(png.bytes, again.png);
+    assert_eq!(svg, again.svg);
+
+    let outbox: serde_json::Value =
+        serde_json::from_slice(&w.archive.get("outbox/9999999999/erp.json").await.unwrap().unwrap().bytes).unwrap();
+    assert_eq!(
+        outbox["qrCodes"],
+        serde_json::json!([{"code": "KOD_I", "label": number.as_str(), "pngKey": keys.png, "svgKey": keys.svg}])
+    );
+}
+
 #[tokio::test]
 async fn a_permission_refusal_is_kept_verbatim_and_parks_the_seller_instead_of_rejecting() {
     let w = world(10).await;

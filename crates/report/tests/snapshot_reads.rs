@@ -96,6 +96,7 @@ async fn the_week_counts_errors_of_documents_queued_before_it_and_snapshots_skip
                 ksef_number: number,
                 acquisition_date: now - Duration::hours(1),
                 upo_key: Some("upo/5265877635/x.xml".into()),
+                qr_code: None,
                 reason: "200".into(),
             },
             now - Duration::hours(1),

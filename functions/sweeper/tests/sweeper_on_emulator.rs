@@ -149,6 +149,7 @@ async fn an_accepted_document_without_its_upo_is_redriven_to_the_status_queue() 
                 ksef_number: KsefNumber::parse("5265877635-20250626-010080DD2B5E-26").unwrap(),
                 acquisition_date: now,
                 upo_key: None,
+                qr_code: None,
                 reason: "numbered; the UPO could not be fetched yet".into(),
             },
             now,
