@@ -330,7 +330,7 @@ async fn move_queued_online<S: SendStore + ?Sized>(
             r.state == DocumentState::Queued
                 && r.send_mode() == Some(SendMode::Online)
                 && r.unconfirmed_send().is_none()
-                && (claimed || !r.lease.as_ref().is_some_and(|l| l.until > now))
+                && (claimed || r.lease.as_ref().is_none_or(|l| l.until <= now))
         };
         match ports.store.get(&key).await {
             Ok(Some(doc)) if fits(&doc.record, false) => {}
