@@ -27,8 +27,11 @@ use ksef_sim::{Fault, SimConfig};
 use relay_crash_injection::{check_delivered_once, invoice, until_crash, CrashArchive, CrashKsef, CrashQueue, CrashStore, Plan};
 use relay_domain::clock::{Clock, ManualClock};
 use relay_domain::memory::{MemoryArchive, MemoryDocumentStore, MemoryQueue, MemorySharedCache};
-use relay_domain::ports::{DocumentRegistry, Queue, SharedCache};
-use relay_domain::{ContentHash, DocumentKey, DocumentRecord, DocumentState, ErpDocumentId, HistoryEvent, Nip, RetryPolicy, SendMode};
+use relay_domain::ports::{DocumentRegistry, DocumentUpdates, Queue, SharedCache};
+use relay_domain::{
+    Change, ContentHash, DocumentKey, DocumentRecord, DocumentState, ErpDocumentId, ErrorClass, ErrorSource, Failure, HistoryEvent, Nip,
+    RetryPolicy, SendMode,
+};
 use relay_pipeline::follow_up::FollowUpPorts;
 use relay_pipeline::intake::{intake, IntakePorts, Upload};
 use relay_pipeline::messages::{SendRequest, StatusRequest};
@@ -508,8 +511,24 @@ async fn moving(run: &mut Run<'_>, crash_at: Option<usize>) {
     for i in 0..2 {
         assert_eq!(run.record_of(i).await.send_mode(), Some(SendMode::Online), "{:#?}", run.log);
     }
-    // The two online messages wait for their turn in KSeF's online windows, as the
-    // governor parks them: delayed ten minutes. The batch goes before that.
+    // The two online documents wait for their turn in KSeF's online windows, parked as the
+    // governor parks them (RetryScheduled, not charged; the message delayed ten minutes). The
+    // batch goes before that.
+    let parked_until = run.now() + chrono::Duration::minutes(10);
+    for i in 0..2 {
+        let r = run.record_of(i).await;
+        let change = Change::RetryScheduled {
+            failure: Failure::new(
+                ErrorClass::RateLimited { until: parked_until },
+                ErrorSource::Relay,
+                "waiting for a slot in KSeF's invoiceSend windows",
+            ),
+            retry_at: parked_until,
+            charged: false,
+            maybe_received: false,
+        };
+        run.store.inner.transition(&r, change, run.now()).await.unwrap();
+    }
     let msgs = run.send_q.inner.receive(10, VISIBILITY, Duration::ZERO).await.unwrap();
     assert_eq!(msgs.len(), 4);
     for m in &msgs {

@@ -289,7 +289,8 @@ const MOVED_REASON: &str =
     "its seller's batch session was going anyway and its online send had not happened yet (waiting for its turn in KSeF's online windows)";
 
 /// Takes `seller`'s Online documents whose online send has not happened yet into the batch
-/// being formed (at most `room`, none named in `taken`): each claimed as a send would be, then
+/// being formed (at most `room`, none named in `taken`), those waiting for their turn (a
+/// `next_attempt_at` still to come: parked by the governor, or a retry): each claimed as a send would be, then
 /// [`Change::ModeChanged`] to Batch with the reason in its history, and taken out of the online
 /// backlog. The records, claimed and Batch-mode, ready to join.
 ///
@@ -326,10 +327,13 @@ async fn move_queued_online<S: SendStore + ?Sized>(
         if taken.contains(&key) {
             continue;
         }
+        // Waiting (parked for its turn in KSeF's windows, or for a retry): one about to be sent
+        // now goes online, where it is accepted sooner than in a batch.
         let fits = |r: &DocumentRecord, claimed: bool| {
             r.state == DocumentState::Queued
                 && r.send_mode() == Some(SendMode::Online)
                 && r.unconfirmed_send().is_none()
+                && r.next_attempt_at.is_some_and(|t| t > now)
                 && (claimed || r.lease.as_ref().is_none_or(|l| l.until <= now))
         };
         match ports.store.get(&key).await {
