@@ -8,6 +8,7 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -19,6 +20,7 @@ use serde_json::json;
 
 use ksef_relay::bundled_samples;
 
+use crate::counting_cache::CountingCache;
 use crate::run_cmd::{self, RunArgs, SimSeller};
 
 #[derive(Debug, Args)]
@@ -182,7 +184,10 @@ pub async fn run(args: LoadArgs) -> Result<ExitCode> {
         batch_target_delay_secs: args.batch_target_delay_secs,
         out: PathBuf::from("local-load"),
     };
-    let ports = run_cmd::build_ports(&run_args).await?;
+    let mut ports = run_cmd::build_ports(&run_args).await?;
+    // Counted: the report says how many cache round trips the governor makes per KSeF call.
+    let cache = Arc::new(CountingCache::new(ports.shared_cache.clone()));
+    ports.shared_cache = cache.clone();
     let ksef = run_cmd::build_ksef(&run_args, &sellers, ports.shared_cache.clone()).await?;
     let sim = ksef.sim.as_ref().context("a load run sends to the embedded simulator")?;
     let header = format!(
@@ -217,7 +222,7 @@ pub async fn run(args: LoadArgs) -> Result<ExitCode> {
     let (mut accepted, mut with_upo, mut once) = (0usize, 0usize, 0usize);
     let (mut to_accepted, mut to_upo) = (Vec::new(), Vec::new());
     let mut not_accepted = Vec::new();
-    let (mut online, mut batch) = (0usize, 0usize);
+    let (mut online, mut batch, mut moved) = (0usize, 0usize, 0usize);
     for row in &rows {
         let Some(key) = row.key.as_ref().filter(|_| row.owns_record) else {
             not_accepted.push(format!("{}: {}", row.file, row.intake));
@@ -231,6 +236,14 @@ pub async fn run(args: LoadArgs) -> Result<ExitCode> {
         match r.send_mode() {
             Some(relay_domain::SendMode::Batch) => batch += 1,
             _ => online += 1,
+        }
+        // Online at intake, then taken by its seller's batch going anyway.
+        if doc
+            .history
+            .iter()
+            .any(|h| matches!(&h.event, HistoryEvent::Note { message } if message.starts_with("send mode online → batch")))
+        {
+            moved += 1;
         }
         if ledger.count_hash(&r.content_hash) == 1 {
             once += 1;
@@ -286,6 +299,22 @@ pub async fn run(args: LoadArgs) -> Result<ExitCode> {
     let total_calls: u64 = operations.iter().map(|o| o.count).sum();
     let too_many = counts.too_many_requests();
     let sessions_opened = counts.count("POST", "/sessions/online", ok_status) + counts.count("POST", "/sessions/batch", ok_status);
+    // The calls the fleet governor counts: every API call but the pre-signed storage links
+    // (part uploads, UPO downloads), which KSeF does not rate-limit.
+    let api_calls: u64 = operations
+        .iter()
+        .filter(|o| !o.route.starts_with("/storage/"))
+        .map(|o| o.count)
+        .sum();
+    let cache_ops = cache.snapshot();
+    let mut cache_json = serde_json::Map::new();
+    for (kind, o) in &cache_ops {
+        cache_json.insert(
+            kind.clone(),
+            json!({ "gets": o.gets, "puts": o.puts, "conflicted_puts": o.conflicts, "removes": o.removes }),
+        );
+    }
+    let governor = cache_ops.get("ratelog").copied().unwrap_or_default();
 
     let report = json!({
         "invoices": inputs.len(),
@@ -305,7 +334,11 @@ pub async fn run(args: LoadArgs) -> Result<ExitCode> {
             "intake_to_accepted": latency_json(to_accepted),
             "intake_to_upo": latency_json(to_upo),
         },
-        "send_modes": { "online": online, "batch": batch, "batch_target_delay_seconds": args.batch_target_delay_secs },
+        "send_modes": { "online": online, "batch": batch, "moved_online_to_batch": moved, "batch_target_delay_seconds": args.batch_target_delay_secs },
+        "shared_cache": cache_json,
+        "governor_writes_per_api_call": governor.puts as f64 / api_calls.max(1) as f64,
+        "governor_reads_per_api_call": governor.gets as f64 / api_calls.max(1) as f64,
+        "ksef_api_calls_governed": api_calls,
         "sessions_opened": sessions_opened,
         "sessions_in_ledger": sessions_in_ledger,
         "too_many_requests": too_many,
@@ -361,8 +394,11 @@ fn print_tables(r: &serde_json::Value) {
         (
             "send mode online / batch",
             format!(
-                "{} / {} (target delay {} s)",
-                r["send_modes"]["online"], r["send_modes"]["batch"], r["send_modes"]["batch_target_delay_seconds"]
+                "{} / {} ({} of them online at intake, taken by a batch going anyway; target delay {} s)",
+                r["send_modes"]["online"],
+                r["send_modes"]["batch"],
+                r["send_modes"]["moved_online_to_batch"],
+                r["send_modes"]["batch_target_delay_seconds"]
             ),
         ),
         (
@@ -379,6 +415,15 @@ fn print_tables(r: &serde_json::Value) {
             ),
         ),
     ];
+    let rows = rows.into_iter().chain([(
+        "rate governor cache writes / reads per governed KSeF call",
+        format!(
+            "{:.2} / {:.2} ({} calls)",
+            r["governor_writes_per_api_call"].as_f64().unwrap_or(0.0),
+            r["governor_reads_per_api_call"].as_f64().unwrap_or(0.0),
+            r["ksef_api_calls_governed"]
+        ),
+    )]);
     for (k, v) in rows {
         table.add_row(vec![k.to_owned(), v]);
     }

@@ -14,6 +14,7 @@
 //! - `resolve ID --decision ours|recheck|withdraw` and `send-again ID`: a person's decision on a
 //!   CONFLICT, or a REJECTED document not rejected for its content sent again (DynamoDB table).
 
+mod counting_cache;
 mod decide_cmd;
 mod ksef_cmd;
 mod load_cmd;

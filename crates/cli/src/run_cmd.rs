@@ -212,11 +212,15 @@ const LOCAL_EGRESS: &str = "local";
 /// sessions shared through `cache`, and one rate governor per seller over it. A wait for KSeF's
 /// limits longer than the governor's `max_inline_wait` is not slept in the client: the send
 /// becomes a delayed message in the local queues, as in Lambda, so `--timeout-secs` holds.
-fn contexts(secrets: Arc<MemoryCredentials>, cfg: ClientConfig, cache: Arc<dyn SharedCache>) -> KsefContexts {
+/// A seller's batch that is going anyway takes its still-queued Online documents (from intake's
+/// online backlog in the same cache, see [`Ksef::backlog`]).
+fn contexts(secrets: Arc<MemoryCredentials>, cfg: ClientConfig, cache: Arc<dyn SharedCache>, target_delay_secs: u64) -> KsefContexts {
+    let backlog = ksef_client::OnlineBacklog::new(cache.clone(), cfg.limits.clone(), Duration::from_secs(target_delay_secs));
     KsefContexts::new()
         .with_credentials(secrets, cfg, DEFAULT_CREDENTIALS_TTL)
         .with_shared_cache(cache)
         .with_fleet_governor(LOCAL_EGRESS)
+        .with_online_backlog(backlog)
 }
 
 /// The KSeF side. With the embedded simulator, `sim_sellers` are the contexts it accepts (and
@@ -237,7 +241,7 @@ pub(crate) async fn build_ksef(args: &RunArgs, sim_sellers: &[SimSeller], cache:
             let cfg = ClientConfig::new(environment);
             Ok(Ksef {
                 limits: cfg.limits.clone(),
-                contexts: contexts(secrets, cfg, cache),
+                contexts: contexts(secrets, cfg, cache, args.batch_target_delay_secs),
                 sim: None,
                 send_cfg: SendConfig {
                     policy: policy.clone(),
@@ -290,7 +294,7 @@ pub(crate) async fn build_ksef(args: &RunArgs, sim_sellers: &[SimSeller], cache:
             let policy = RetryPolicy::new(10, vec![ms(0), ms(200), ms(500)], 2.0, ms(3000), 0.2)?;
             Ok(Ksef {
                 limits: cfg.limits.clone(),
-                contexts: contexts(secrets, cfg, cache),
+                contexts: contexts(secrets, cfg, cache, args.batch_target_delay_secs),
                 description: format!("the embedded KSeF simulator at {}", sim.api_url()),
                 sellers: sim_sellers.iter().map(|(nip, _)| nip.clone()).collect(),
                 sim: Some(sim),

@@ -223,6 +223,12 @@ pub enum Change {
     },
     /// Reconciliation found no trace of the unconfirmed send in its session: sending is safe.
     Reconciled { detail: String },
+    /// The document goes to KSeF by `mode` from now on (an Online document whose online send
+    /// has not happened yet joins its seller's batch that is going anyway), `reason` in its
+    /// history. Only a QUEUED document with no unconfirmed send changes mode: nothing of it can
+    /// be in KSeF. Keeps the lease (the batch that took it goes on under the same claim); moves
+    /// the step on, so a message issued for the old mode is a leftover and never sends it.
+    ModeChanged { mode: SendMode, reason: String },
     /// The invoice went in a batch session that KSeF is still processing: nothing is known
     /// until the session is final, so the send stays unconfirmed and is checked at `check_at`.
     /// Releases the lease (another instance may do the check).
@@ -334,6 +340,7 @@ impl Change {
         match self {
             Change::SendStarted { .. }
             | Change::JoinedBatch { .. }
+            | Change::ModeChanged { .. }
             | Change::RetryScheduled { .. }
             | Change::Reconciled { .. }
             | Change::AwaitingBatch { .. }
@@ -361,9 +368,11 @@ impl Change {
     fn admits(&self, from: DocumentState) -> bool {
         use DocumentState::*;
         match self {
-            Change::SendStarted { .. } | Change::JoinedBatch { .. } | Change::Reconciled { .. } | Change::AwaitingBatch { .. } => {
-                from == Queued
-            }
+            Change::SendStarted { .. }
+            | Change::JoinedBatch { .. }
+            | Change::ModeChanged { .. }
+            | Change::Reconciled { .. }
+            | Change::AwaitingBatch { .. } => from == Queued,
             Change::RetryScheduled { .. } | Change::RecoveryScheduled { .. } => matches!(from, Queued | Sent | Processing),
             Change::Resubmitted { .. } => from == Rejected,
             // ACCEPTED too: the number is recorded, the UPO is still to be fetched.
@@ -532,6 +541,7 @@ impl DocumentRecord {
             change,
             Change::SendStarted { .. }
                 | Change::JoinedBatch { .. }
+                | Change::ModeChanged { .. }
                 | Change::RetryScheduled { .. }
                 | Change::Reconciled { .. }
                 | Change::AwaitingBatch { .. }
@@ -550,6 +560,10 @@ impl DocumentRecord {
             from.check_transition(to)?;
         }
         if !change.admits(from) {
+            return Err(TransitionError { from, to });
+        }
+        if matches!(change, Change::ModeChanged { .. }) && self.ksef.unconfirmed_send.is_some() {
+            // KSeF may hold it by the old channel: only that channel can reconcile it.
             return Err(TransitionError { from, to });
         }
         let mut r = self.clone();
@@ -578,6 +592,20 @@ impl DocumentRecord {
                     at: now,
                     event: HistoryEvent::JoinedBatch { batch, part },
                 });
+                reason = String::new();
+            }
+            Change::ModeChanged { mode, reason: why } => {
+                release_lease = false;
+                let old = r.send_mode.map(|m| m.name()).unwrap_or("unrecorded");
+                history.push(HistoryEntry {
+                    at: now,
+                    event: HistoryEvent::Note {
+                        message: format!("send mode {old} → {}: {why}", mode.name()),
+                    },
+                });
+                r.send_mode = Some(mode);
+                // Due at once: the new channel's message (or a re-drive) takes it.
+                r.next_attempt_at = None;
                 reason = String::new();
             }
             Change::Reconciled { detail } => {
@@ -1239,6 +1267,49 @@ mod tests {
         let sent = r.apply(Change::SendStarted { session: batch.clone() }, t0).unwrap().record;
         assert_eq!(sent.unconfirmed_send(), Some((batch, SendMode::Batch)));
         assert_eq!(DocumentRecord::register(new_doc(), t0).record.unconfirmed_send(), None);
+    }
+
+    /// An Online document whose send has not happened moves into a batch: the mode is stored,
+    /// the reason is in its history, the lease is kept for the batch, the step moves on (the
+    /// old online message is a leftover); one with an unconfirmed send, or past QUEUED, cannot.
+    #[test]
+    fn a_queued_online_document_changes_mode_and_only_before_any_send() {
+        let t0 = Utc::now();
+        let r = DocumentRecord::register(new_doc(), t0).record;
+        assert_eq!(r.send_mode(), Some(SendMode::Online));
+        let claimed = r
+            .claim(ClaimPurpose::Send, "batcher", t0, std::time::Duration::from_secs(60))
+            .unwrap();
+        let change = Change::ModeChanged {
+            mode: SendMode::Batch,
+            reason: "its seller's batch is going anyway".into(),
+        };
+        let a = claimed.apply(change.clone(), t0).unwrap();
+        assert_eq!(a.record.send_mode(), Some(SendMode::Batch));
+        assert_eq!(a.record.state, DocumentState::Queued);
+        assert_eq!(a.record.step, claimed.step + 1, "the online message is behind");
+        assert_eq!(a.record.next_attempt_at, None);
+        assert!(a.record.lease.is_some(), "the batch goes on under the same claim");
+        assert!(
+            a.history.iter().any(|h| matches!(&h.event, HistoryEvent::Note { message }
+                if message == "send mode online → batch: its seller's batch is going anyway")),
+            "{:?}",
+            a.history
+        );
+        let online = KsefReference::parse("20250625-SO-2C3E6C8000-B675CF5D68-07").unwrap();
+        let started = claimed.apply(Change::SendStarted { session: online }, t0).unwrap().record;
+        assert!(started.apply(change.clone(), t0).is_err(), "KSeF may hold it online");
+        let sent = started
+            .apply(
+                Change::Sent {
+                    session: KsefReference::parse("20250625-SO-2C3E6C8000-B675CF5D68-07").unwrap(),
+                    invoice_reference: KsefReference::parse("20250625-EE-2C3E6C8000-B675CF5D68-1B").unwrap(),
+                },
+                t0,
+            )
+            .unwrap()
+            .record;
+        assert!(sent.apply(change, t0).is_err(), "SENT is past changing mode");
     }
 
     /// Records stored before the mode was kept have no `send_mode`: they still read, and an

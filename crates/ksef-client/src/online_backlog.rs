@@ -82,11 +82,32 @@ pub(crate) fn choose_mode(has_attachment: bool, now: i64, slot: i64, target: i64
     }
 }
 
-/// The stored log: projected online send times, µs since the epoch, oldest first.
+/// The stored log: projected online send times, µs since the epoch, oldest first, and the
+/// document each was projected for (its storage id; empty when the intake did not name it, or
+/// for an entry written before the log kept them), so a batch that is going anyway can take the
+/// seller's Online documents whose send has not happened yet ([`OnlineBacklog::queued_online`]).
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct Backlog {
     #[serde(rename = "t")]
     projected: VecDeque<i64>,
+    #[serde(rename = "d", default, skip_serializing_if = "VecDeque::is_empty")]
+    documents: VecDeque<String>,
+}
+
+impl Backlog {
+    fn read(value: &str) -> Backlog {
+        let mut log = serde_json::from_str::<Backlog>(value).unwrap_or_default();
+        // Keep the two in step: a log from before the documents were named names none.
+        if log.documents.len() != log.projected.len() {
+            log.documents = log.projected.iter().map(|_| String::new()).collect();
+        }
+        log
+    }
+
+    fn pop_front(&mut self) {
+        self.projected.pop_front();
+        self.documents.pop_front();
+    }
 }
 
 /// How many times a choice retries after losing a race to another intake.
@@ -128,6 +149,13 @@ impl OnlineBacklog {
     /// The mode for an invoice of `seller` registered at `now`; an Online choice is counted in
     /// the seller's backlog. Never fails: without the cache it chooses Online and warns.
     pub async fn choose(&self, seller: &Nip, has_attachment: bool, now: DateTime<Utc>) -> ModeChoice {
+        self.choose_for(seller, "", has_attachment, now).await
+    }
+
+    /// [`OnlineBacklog::choose`] for the document `document` (its storage id): an Online choice
+    /// is logged under its name, so a batch of its seller that is going anyway can take it
+    /// before its online send happens ([`OnlineBacklog::queued_online`]).
+    pub async fn choose_for(&self, seller: &Nip, document: &str, has_attachment: bool, now: DateTime<Utc>) -> ModeChoice {
         let Some(limit) = self
             .limits
             .groups
@@ -143,7 +171,7 @@ impl OnlineBacklog {
         let windows = windows_us(limit, &self.limits);
         let longest = windows.iter().map(|w| w.1).max().unwrap_or(0);
         let target = (self.target_delay.as_secs_f64() * 1e6 / self.limits.time_scale.max(1e-6)) as i64;
-        match self.try_choose(seller, now, &windows, longest, target).await {
+        match self.try_choose(seller, document, now, &windows, longest, target).await {
             Ok(Some(choice)) => choice,
             // Only many intakes of this seller at once keep winning the entry: a burst.
             Ok(None) => ModeChoice {
@@ -157,6 +185,7 @@ impl OnlineBacklog {
     async fn try_choose(
         &self,
         seller: &Nip,
+        document: &str,
         now: DateTime<Utc>,
         windows: &[(usize, i64)],
         longest: i64,
@@ -166,14 +195,11 @@ impl OnlineBacklog {
         let now_us = now.timestamp_micros();
         for _ in 0..RACES {
             let (mut log, expect) = match self.cache.get(&name, now).await? {
-                Some(e) => (
-                    serde_json::from_str::<Backlog>(&e.value).unwrap_or_default(),
-                    Expect::Version(e.version),
-                ),
+                Some(e) => (Backlog::read(&e.value), Expect::Version(e.version)),
                 None => (Backlog::default(), Expect::Absent),
             };
             while log.projected.front().is_some_and(|t| now_us - t >= longest) {
-                log.projected.pop_front();
+                log.pop_front();
             }
             let slot = next_online_slot(&log.projected, now_us, windows);
             let choice = choose_mode(false, now_us, slot, target, log.projected.len());
@@ -181,6 +207,7 @@ impl OnlineBacklog {
                 return Ok(Some(choice));
             }
             log.projected.push_back(slot);
+            log.documents.push_back(document.to_owned());
             let keep_until = DateTime::from_timestamp_micros(slot + longest).unwrap_or(now) + chrono::Duration::minutes(1);
             let value = serde_json::to_string(&log).expect("a backlog always serialises");
             match self.cache.put(&name, value, keep_until, expect, now).await {
@@ -190,6 +217,63 @@ impl OnlineBacklog {
             }
         }
         Ok(None)
+    }
+
+    /// The documents of `seller` logged Online whose projected send is at or after `since`
+    /// (storage ids, first projected first): the candidates a batch of that seller going
+    /// anyway may take. The log is an estimate: each one's record says whether its online send
+    /// has really not happened (QUEUED, no unconfirmed send, no live lease).
+    pub async fn queued_online(&self, seller: &Nip, since: DateTime<Utc>, now: DateTime<Utc>) -> Result<Vec<String>, StoreError> {
+        let Some(e) = self.cache.get(&Self::entry_name(seller), now).await? else {
+            return Ok(Vec::new());
+        };
+        let log = Backlog::read(&e.value);
+        let since = since.timestamp_micros();
+        Ok(log
+            .projected
+            .iter()
+            .zip(&log.documents)
+            .filter(|(t, d)| **t >= since && !d.is_empty())
+            .map(|(_, d)| d.clone())
+            .collect())
+    }
+
+    /// Takes `documents` (storage ids) out of `seller`'s log: they went in a batch, so the
+    /// online slots projected for them are free for later invoices. Written after their records
+    /// changed mode: a death before it leaves the log counting sends that will not happen (a
+    /// later intake goes to batch sooner than it needs to, until the entries age out of the
+    /// hour), never the reverse.
+    pub async fn forget(&self, seller: &Nip, documents: &[String], now: DateTime<Utc>) -> Result<(), StoreError> {
+        if documents.is_empty() {
+            return Ok(());
+        }
+        let name = Self::entry_name(seller);
+        let gone: std::collections::HashSet<&str> = documents.iter().map(String::as_str).collect();
+        for _ in 0..RACES {
+            let Some(e) = self.cache.get(&name, now).await? else {
+                return Ok(());
+            };
+            let log = Backlog::read(&e.value);
+            let kept: Vec<(i64, String)> = log
+                .projected
+                .into_iter()
+                .zip(log.documents)
+                .filter(|(_, d)| !gone.contains(d.as_str()))
+                .collect();
+            let log = Backlog {
+                projected: kept.iter().map(|k| k.0).collect(),
+                documents: kept.into_iter().map(|k| k.1).collect(),
+            };
+            let value = serde_json::to_string(&log).expect("a backlog always serialises");
+            match self.cache.put(&name, value, e.expires_at, Expect::Version(e.version), now).await {
+                Ok(_) => return Ok(()),
+                Err(StoreError::VersionConflict { .. }) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(StoreError::Unavailable(format!(
+            "the online backlog of {seller} kept changing ({RACES} tries)"
+        )))
     }
 }
 
@@ -268,6 +352,42 @@ mod tests {
     #[test]
     fn an_attachment_goes_in_batch_whatever_the_backlog() {
         assert_eq!(choose_mode(true, 0, 0, 300 * S, 0).mode, SendMode::Batch);
+    }
+
+    /// Online choices are logged under their documents; a batch going anyway reads the ones
+    /// still to come and frees their slots, so the next invoice's projected wait shrinks.
+    #[tokio::test]
+    async fn a_batch_takes_the_logged_online_documents_and_frees_their_slots() {
+        use relay_domain::memory::MemorySharedCache;
+        let cache: Arc<dyn SharedCache> = Arc::new(MemorySharedCache::new());
+        let limits = ClientLimits::official().with_margin(0.0);
+        let b = OnlineBacklog::new(cache.clone(), limits, Duration::from_secs(300));
+        let seller = Nip::parse("9999999999").unwrap();
+        let now = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        // An unnamed choice (an older caller) is counted but never offered to a batch.
+        b.choose(&seller, false, now).await;
+        for i in 0..40 {
+            let c = b.choose_for(&seller, &format!("doc-{i}"), false, now).await;
+            assert_eq!(c.mode, SendMode::Online);
+        }
+        let queued = b.queued_online(&seller, now, now).await.unwrap();
+        assert_eq!(queued.len(), 40);
+        assert_eq!(queued[0], "doc-0");
+        // Only those projected at or after `since`: the 31st of the log (doc-29) waits a minute.
+        let later = b.queued_online(&seller, now + chrono::Duration::seconds(30), now).await.unwrap();
+        assert_eq!(later.first().map(String::as_str), Some("doc-29"));
+        assert_eq!(later.len(), 11);
+        b.forget(&seller, &queued[10..], now).await.unwrap();
+        assert_eq!(b.queued_online(&seller, now, now).await.unwrap(), queued[..10].to_vec());
+        // 11 left (the unnamed one and doc-0 to doc-9: ten in the first second, one in the
+        // next): the next invoice waits a second, not the minute it would have with all 41.
+        let next = b.choose_for(&seller, "doc-next", false, now).await;
+        assert!(next.reason.contains("in 1.0 s"), "{}", next.reason);
+        assert!(b
+            .queued_online(&Nip::parse("5260000011").unwrap(), now, now)
+            .await
+            .unwrap()
+            .is_empty());
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use relay_domain::clock::Clock;
 use relay_domain::ports::{Archive, DocumentStore, Queue, QueueError, ReceivedMessage};
-use relay_domain::SendMode;
+use relay_domain::{DocumentState, SendMode};
 
 use crate::follow_up::FollowUpPorts;
 use crate::messages::{SendRequest, StatusRequest};
@@ -196,6 +196,21 @@ impl<S: DocumentStore + ?Sized> Stages<'_, S> {
         Ok(self.send_queue.stats().await?.total() + self.status_queue.stats().await?.total())
     }
 
+    /// No message on either stage's queue is visible or being worked on (delayed ones may be).
+    async fn only_delayed(&self) -> Result<bool, SweepFailed> {
+        let (send, status) = (self.send_queue.stats().await?, self.status_queue.stats().await?);
+        if send.visible + send.in_flight + status.visible + status.in_flight > 0 {
+            return Ok(false);
+        }
+        // The cheap counts first: the full check reads every ACCEPTED document.
+        for state in [DocumentState::Queued, DocumentState::Sent, DocumentState::Processing] {
+            if self.store.count_by_state(state).await? > 0 {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
     /// Documents a stage still has work on ([`crate::follow_up::count_open`]).
     pub async fn open_documents(&self) -> Result<u64, relay_domain::ports::StoreError> {
         crate::follow_up::count_open(self.store, self.clock.now()).await
@@ -241,6 +256,12 @@ impl<S: DocumentStore + ?Sized> Stages<'_, S> {
             let steps = self.pump_once().await?;
             steps.iter().for_each(&mut on_step);
             if steps.is_empty() {
+                if self.only_delayed().await? && self.open_documents().await? == 0 {
+                    // Every document is finished; what is left are delayed leftovers (e.g. the
+                    // online message of a document that went in a batch instead), which would
+                    // find their documents a step ahead and do nothing.
+                    return Ok(true);
+                }
                 if self.pending().await? == 0 {
                     if self.open_documents().await? == 0 {
                         return Ok(true);

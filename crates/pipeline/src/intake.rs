@@ -13,8 +13,8 @@ use chrono::{DateTime, Utc};
 use relay_domain::ports::{Archive, DocumentRegistry, DocumentUpdates, ObjectBody, OutgoingMessage, Queue, Registration};
 use relay_domain::storage_keys::{archive_key, classify_inbox_key, outbox_key, InboxObject};
 use relay_domain::{
-    Change, ContentHash, DocumentRecord, DocumentState, ErpDocumentId, ErrorClass, ErrorSource, Failure, HistoryEntry, HistoryEvent,
-    InitialState, NewDocument, Nip, SendMode, StorageKeys, TraceId,
+    Change, ContentHash, DocumentKey, DocumentRecord, DocumentState, ErpDocumentId, ErrorClass, ErrorSource, Failure, HistoryEntry,
+    HistoryEvent, InitialState, NewDocument, Nip, SendMode, StorageKeys, TraceId,
 };
 
 use crate::messages::{CorrectionNotice, SendRequest};
@@ -161,7 +161,7 @@ pub async fn intake<S: DocumentRegistry + DocumentUpdates + ?Sized>(
 
     // The channel, chosen once here and stored: only a valid document counts in the backlog.
     let mode = if findings.is_empty() {
-        choose_mode(ports, &identity.key.seller_nip, identity.has_attachment, now).await
+        choose_mode(ports, &identity.key, identity.has_attachment, now).await
     } else {
         ksef_client::ModeChoice {
             mode: SendMode::for_invoice(identity.has_attachment),
@@ -287,12 +287,17 @@ pub async fn intake<S: DocumentRegistry + DocumentUpdates + ?Sized>(
 /// The send mode of a valid invoice: from the seller's online backlog when intake has one.
 async fn choose_mode<S: DocumentRegistry + DocumentUpdates + ?Sized>(
     ports: &IntakePorts<'_, S>,
-    seller: &Nip,
+    document: &DocumentKey,
     has_attachment: bool,
     now: DateTime<Utc>,
 ) -> ksef_client::ModeChoice {
     match ports.backlog {
-        Some(backlog) => backlog.choose(seller, has_attachment, now).await,
+        // Logged under the document's name: a batch of its seller going anyway may take it.
+        Some(backlog) => {
+            backlog
+                .choose_for(&document.seller_nip, &document.storage_id(), has_attachment, now)
+                .await
+        }
         None if has_attachment => ksef_client::ModeChoice {
             mode: SendMode::Batch,
             reason: "it carries an attachment, which KSeF takes only in batch sessions".into(),

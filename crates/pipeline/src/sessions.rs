@@ -105,6 +105,9 @@ pub struct KsefContexts {
     governed_egress: Option<String>,
     /// Seller blocks when no shared cache is set (one process: the local driver, tests).
     local_blocks: MemorySharedCache,
+    /// Intake's online backlog: a batch of a seller that is going anyway takes the seller's
+    /// Online documents whose online send has not happened yet (`crate::send::send_batch`).
+    online_backlog: Option<ksef_client::OnlineBacklog>,
 }
 
 fn cache_failure(e: StoreError) -> Failure {
@@ -180,6 +183,18 @@ impl KsefContexts {
     pub fn with_fleet_governor(mut self, egress: impl Into<String>) -> Self {
         self.governed_egress = Some(egress.into());
         self
+    }
+
+    /// The online backlog intake logs its Online choices in (the same shared cache): with it, a
+    /// batch of a seller that is going anyway also takes that seller's still-queued Online
+    /// documents ([`crate::send::send_batch`]); without it, batches take only Batch documents.
+    pub fn with_online_backlog(mut self, backlog: ksef_client::OnlineBacklog) -> Self {
+        self.online_backlog = Some(backlog);
+        self
+    }
+
+    pub fn online_backlog(&self) -> Option<&ksef_client::OnlineBacklog> {
+        self.online_backlog.as_ref()
     }
 
     /// Seals the tokens and session keys put in the shared cache with `sealer`; entries that do

@@ -26,9 +26,12 @@ use chrono::{DateTime, TimeZone, Utc};
 use ksef_sim::{Fault, SimConfig};
 use relay_crash_injection::{check_delivered_once, invoice, until_crash, CrashArchive, CrashKsef, CrashQueue, CrashStore, Plan};
 use relay_domain::clock::{Clock, ManualClock};
-use relay_domain::memory::{MemoryArchive, MemoryDocumentStore, MemoryQueue};
-use relay_domain::ports::{DocumentRegistry, Queue};
-use relay_domain::{ContentHash, DocumentKey, DocumentRecord, DocumentState, ErpDocumentId, Nip, RetryPolicy};
+use relay_domain::memory::{MemoryArchive, MemoryDocumentStore, MemoryQueue, MemorySharedCache};
+use relay_domain::ports::{DocumentRegistry, DocumentUpdates, Queue, SharedCache};
+use relay_domain::{
+    Change, ContentHash, DocumentKey, DocumentRecord, DocumentState, ErpDocumentId, ErrorClass, ErrorSource, Failure, HistoryEvent, Nip,
+    RetryPolicy, SendMode,
+};
 use relay_pipeline::follow_up::FollowUpPorts;
 use relay_pipeline::intake::{intake, IntakePorts, Upload};
 use relay_pipeline::messages::{SendRequest, StatusRequest};
@@ -73,6 +76,9 @@ enum Stage {
     /// Several Batch-mode invoices of one seller in one batch session (`send_batch`), its
     /// archive cut into several parts.
     SendBatchGroup,
+    /// A batch going anyway takes two Online documents whose online send has not happened yet
+    /// (their messages parked, as the governor parks them): claim, `ModeChanged`, then the batch.
+    SendBatchMoving,
     Status,
     Replay,
     Sweeper,
@@ -98,6 +104,8 @@ struct Run<'k> {
     keys: Vec<DocumentKey>,
     /// Send messages are handled in groups (`send_batch`), as the batch consumer does.
     group: Option<BatchConfig>,
+    /// Intake's online backlog (the batch that goes anyway reads it too), when the scenario has one.
+    backlog: Option<ksef_client::OnlineBacklog>,
     /// What happened, for the failure message.
     log: Vec<String>,
     crashed: bool,
@@ -145,6 +153,7 @@ impl<'k> Run<'k> {
             docs,
             keys: Vec::new(),
             group: None,
+            backlog: None,
             plan,
             log: Vec::new(),
             crashed: false,
@@ -167,7 +176,21 @@ impl<'k> Run<'k> {
 
     fn after_crash(&mut self) {
         // A new instance: no KSeF session or token in memory.
-        self.contexts = KsefContexts::new().with(seller(), client(&self.ksef.proxy_url));
+        self.contexts = self.new_contexts();
+    }
+
+    fn new_contexts(&self) -> KsefContexts {
+        let contexts = KsefContexts::new().with(seller(), client(&self.ksef.proxy_url));
+        match &self.backlog {
+            Some(b) => contexts.with_online_backlog(b.clone()),
+            None => contexts,
+        }
+    }
+
+    /// Intake and the batches keep to `backlog` (in a cache that outlives the instances).
+    fn with_backlog(&mut self, backlog: ksef_client::OnlineBacklog) {
+        self.backlog = Some(backlog);
+        self.contexts = self.new_contexts();
     }
 
     async fn intake_once(&mut self, armed: bool, i: usize) -> bool {
@@ -178,7 +201,7 @@ impl<'k> Run<'k> {
             archive: &self.archive,
             send_queue: &self.send_q,
             corrections_queue: &self.corrections_q,
-            backlog: None,
+            backlog: self.backlog.as_ref(),
         };
         let upload = Upload {
             bytes: &bytes,
@@ -375,7 +398,10 @@ impl<'k> Run<'k> {
     /// are empty; when nothing is visible, time passes and, every five minutes, the sweeper runs.
     async fn drive(&mut self, armed: Option<Stage>) {
         for round in 0..3000 {
-            let send_armed = matches!(armed, Some(Stage::SendOnline | Stage::SendBatch | Stage::SendBatchGroup));
+            let send_armed = matches!(
+                armed,
+                Some(Stage::SendOnline | Stage::SendBatch | Stage::SendBatchGroup | Stage::SendBatchMoving)
+            );
             let status_armed = armed == Some(Stage::Status);
             let worked = self.handle_send(send_armed).await | self.handle_status(status_armed).await;
             if worked {
@@ -412,15 +438,22 @@ async fn scenario(ksef: &CrashKsef, stage: Stage, crash_at: Option<usize>, n: us
         // Three members with attachments (Batch mode at intake), in parts of 6,000 bytes: the
         // archive spans several parts, so each part's upload is a position of its own.
         Stage::SendBatchGroup => (1..=3).map(|m| invoice(&format!("{number}/{m}"), true)).collect(),
+        // Two attachment-free (Online at intake), then two with attachments (Batch).
+        Stage::SendBatchMoving => (1..=4).map(|m| invoice(&format!("{number}/{m}"), m > 2)).collect(),
         _ => vec![invoice(&number, stage == Stage::SendBatch)],
     };
     let max_attempts = if stage == Stage::Replay { 1 } else { 10 };
     let mut run = Run::new(ksef, plan.clone(), docs, max_attempts);
-    if stage == Stage::SendBatchGroup {
+    if matches!(stage, Stage::SendBatchGroup | Stage::SendBatchMoving) {
         run.group = Some(BatchConfig {
             part_size: 6_000,
             max_members: 10_000,
         });
+    }
+    if stage == Stage::SendBatchMoving {
+        let cache: Arc<dyn SharedCache> = Arc::new(MemorySharedCache::new());
+        let limits = ksef_client::ClientLimits::official().scaled(SCALE);
+        run.with_backlog(ksef_client::OnlineBacklog::new(cache, limits, Duration::from_secs(300)));
     }
     match stage {
         Stage::Intake => {
@@ -431,6 +464,8 @@ async fn scenario(ksef: &CrashKsef, stage: Stage, crash_at: Option<usize>, n: us
             run.intake(false).await;
             run.drive(Some(stage)).await;
         }
+        // Boxed: the scenario's future is large already, and this arm holds the run's too.
+        Stage::SendBatchMoving => Box::pin(moving(&mut run, crash_at)).await,
         Stage::Replay => {
             // One transient failure spends a budget of one: FAILED, in the send DLQ.
             ksef.sim.faults().set(
@@ -469,6 +504,65 @@ async fn scenario(ksef: &CrashKsef, stage: Stage, crash_at: Option<usize>, n: us
     (plan.positions(), run.crashed)
 }
 
+/// The moving scenario after intake: the online messages parked, the batch driven, and each
+/// Online document's history checked (moved ones never sent online).
+async fn moving(run: &mut Run<'_>, crash_at: Option<usize>) {
+    run.intake(false).await;
+    for i in 0..2 {
+        assert_eq!(run.record_of(i).await.send_mode(), Some(SendMode::Online), "{:#?}", run.log);
+    }
+    // The two online documents wait for their turn in KSeF's online windows, parked as the
+    // governor parks them (RetryScheduled, not charged; the message delayed ten minutes). The
+    // batch goes before that.
+    let parked_until = run.now() + chrono::Duration::minutes(10);
+    for i in 0..2 {
+        let r = run.record_of(i).await;
+        let change = Change::RetryScheduled {
+            failure: Failure::new(
+                ErrorClass::RateLimited { until: parked_until },
+                ErrorSource::Relay,
+                "waiting for a slot in KSeF's invoiceSend windows",
+            ),
+            retry_at: parked_until,
+            charged: false,
+            maybe_received: false,
+        };
+        run.store.inner.transition(&r, change, run.now()).await.unwrap();
+    }
+    let msgs = run.send_q.inner.receive(10, VISIBILITY, Duration::ZERO).await.unwrap();
+    assert_eq!(msgs.len(), 4);
+    for m in &msgs {
+        let req = SendRequest::from_json(&m.body).unwrap();
+        let delay = match req.mode {
+            Some(SendMode::Online) => Duration::from_secs(600),
+            _ => Duration::ZERO,
+        };
+        apply(&QueueAction::Requeue { delay }, m, &run.send_q.inner, &run.send_dlq.inner)
+            .await
+            .unwrap();
+    }
+    run.drive(Some(Stage::SendBatchMoving)).await;
+    for i in 0..2 {
+        let doc = run.store.get(&run.keys[i]).await.unwrap().unwrap();
+        let online_sends = doc
+            .history
+            .iter()
+            .filter(|h| matches!(&h.event, HistoryEvent::SendStarted { session, .. } if session.kind() == "SO"))
+            .count();
+        let moved = doc
+            .history
+            .iter()
+            .position(|h| matches!(&h.event, HistoryEvent::Note { message } if message.starts_with("send mode online → batch")));
+        match (doc.record.send_mode(), moved) {
+            // Moved: never sent online, before or after.
+            (Some(SendMode::Batch), Some(_)) => assert_eq!(online_sends, 0, "{:#?}\n{:#?}", run.log, doc.history),
+            // A death before the move was written: it stayed online.
+            (Some(SendMode::Online), None) => assert!(crash_at.is_some(), "without a crash both move: {:#?}", doc.history),
+            other => panic!("mode and history disagree: {other:?} {:#?}", doc.history),
+        }
+    }
+}
+
 /// Counts `stage`'s positions, then dies at each in turn; returns how many were covered.
 async fn enumerate(stage: Stage) -> usize {
     let ksef = start_ksef().await;
@@ -503,8 +597,34 @@ async fn every_crash_point_of_a_batch_send() {
 /// The batch path with many members: claim, record (batch item, JoinedBatch), open, the session
 /// on the batch, SendStarted, each part's upload, close, AwaitingBatch, then the harvest (the
 /// members' reconciliation against the session's list, SENT, the status checks).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_crash_point_of_a_batch_of_many_invoices() {
+///
+/// On a thread with an 8 MB stack, as the next test: since the harvest also renders the QR
+/// codes (PNG, deflate) and `send_batch` moves waiting Online documents, this scenario overflowed
+/// the test thread's 2 MB in a debug build (which frame is the largest was not measured).
+#[test]
+fn every_crash_point_of_a_batch_of_many_invoices() {
+    on_a_big_stack(batch_of_many);
+}
+
+/// Runs `scenario` on a tokio runtime of its own, on a thread with an 8 MB stack (debug builds'
+/// deflate and deep futures; see the two tests that use it).
+fn on_a_big_stack<F: std::future::Future<Output = ()> + 'static>(scenario: fn() -> F) {
+    std::thread::Builder::new()
+        .stack_size(8 << 20)
+        .spawn(move || {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(scenario())
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+}
+
+async fn batch_of_many() {
     let ksef = start_ksef().await;
     let (positions, crashed) = scenario(&ksef, Stage::SendBatchGroup, None, 0).await;
     assert!(!crashed);
@@ -526,6 +646,27 @@ async fn every_crash_point_of_a_batch_of_many_invoices() {
     assert!(uploads >= 2, "the archive spans several parts, each a position: {positions:#?}");
     drop(ksef);
     assert!(enumerate(Stage::SendBatchGroup).await >= 20);
+}
+
+/// Online documents moved into a batch going anyway: a death after the claim leaves them
+/// online; after `ModeChanged` (or any later write) each goes in a batch and is never sent
+/// online, its parked online message finding it a step ahead.
+///
+/// On a thread of its own with an 8 MB stack: zlib-rs's deflate (the batch archive) takes large
+/// stack frames in a debug build, and this scenario's archive overflowed the test thread's 2 MB.
+#[test]
+fn every_crash_point_of_online_documents_moved_into_a_batch() {
+    on_a_big_stack(moved_into_a_batch);
+}
+
+async fn moved_into_a_batch() {
+    let ksef = start_ksef().await;
+    let (positions, crashed) = scenario(&ksef, Stage::SendBatchMoving, None, 0).await;
+    assert!(!crashed);
+    let mode_changes = positions.iter().filter(|p| p.starts_with("store.transition ModeChanged")).count();
+    assert_eq!(mode_changes, 2, "both online documents moved: {positions:#?}");
+    drop(ksef);
+    assert!(enumerate(Stage::SendBatchMoving).await >= 20);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

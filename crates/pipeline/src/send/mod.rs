@@ -33,11 +33,14 @@ mod attempt;
 mod batch;
 mod online;
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use relay_domain::ports::StoreError;
-use relay_domain::{Change, ClaimPurpose, ClaimRefused, DocumentRecord, DocumentState, HistoryEntry, HistoryEvent, Nip, SendMode};
+use relay_domain::ports::{OutgoingMessage, StoreError};
+use relay_domain::{
+    Change, ClaimPurpose, ClaimRefused, DocumentKey, DocumentRecord, DocumentState, HistoryEntry, HistoryEvent, Nip, SendMode,
+};
 
 use crate::follow_up::{catch_up, REDRIVE_GRACE};
 use crate::messages::SendRequest;
@@ -245,16 +248,149 @@ pub async fn send_batch<S: SendStore + ?Sized>(
             }
         }
     }
+    // A batch is going anyway: the seller's Online documents whose online send has not
+    // happened yet go in it too, rather than wait for their turn in KSeF's online windows.
+    let room = batch_cfg.max_members.saturating_sub(members.len() + unconfirmed.len());
+    let moved = match ksef.online_backlog() {
+        Some(backlog) if gate_open && !members.is_empty() && room > 0 => {
+            let taken: HashSet<DocumentKey> = reqs.iter().map(|r| r.document.clone()).collect();
+            Box::pin(move_queued_online(ports, cfg, backlog, &seller, &taken, room, now)).await
+        }
+        _ => Vec::new(),
+    };
+    let moved_from = reqs.len();
+    let mut moved_records = Vec::with_capacity(moved.len());
+    for (j, r) in moved.into_iter().enumerate() {
+        moved_records.push(r.clone());
+        members.push(batch::Member {
+            index: moved_from + j,
+            record: r,
+        });
+    }
     if !members.is_empty() || !unconfirmed.is_empty() {
-        for (i, mut res) in batch::submit_group(ports, ksef, cfg, batch_cfg, unconfirmed, members, now).await {
+        for (i, mut res) in Box::pin(batch::submit_group(ports, ksef, cfg, batch_cfg, unconfirmed, members, now)).await {
             after_attempt(ksef, &seller, &mut res, false, now).await;
-            answers[i] = Some(res);
+            if i >= moved_from {
+                // No message of ours carries it: its follow-up is sent here.
+                Box::pin(follow_up_moved(ports, &moved_records[i - moved_from], res)).await;
+            } else {
+                answers[i] = Some(res);
+            }
         }
     }
     answers
         .into_iter()
         .map(|a| a.unwrap_or_else(|| Err(StoreError::Unavailable("a batch member was left without an answer".into()).into())))
         .collect()
+}
+
+/// The reason a moved document's history gives.
+const MOVED_REASON: &str =
+    "its seller's batch session was going anyway and its online send had not happened yet (waiting for its turn in KSeF's online windows)";
+
+/// Takes `seller`'s Online documents whose online send has not happened yet into the batch
+/// being formed (at most `room`, none named in `taken`), those waiting for their turn (a
+/// `next_attempt_at` still to come: parked by the governor, or a retry): each claimed as a send would be, then
+/// [`Change::ModeChanged`] to Batch with the reason in its history, and taken out of the online
+/// backlog. The records, claimed and Batch-mode, ready to join.
+///
+/// What a death leaves, at each write: after the claim, the lease runs out and its online
+/// message sends it online as before; after `ModeChanged`, the record is Batch-mode and a step
+/// ahead of its online message, which (when it comes, or the sweeper) finds it behind and
+/// re-drives it as a Batch send: it is never sent online. Every later write is the batch's own.
+/// A document the online path holds or has sent (a live lease, an unconfirmed send, past
+/// QUEUED) is left alone; the claim settles a race with its online message.
+async fn move_queued_online<S: SendStore + ?Sized>(
+    ports: &SendPorts<'_, S>,
+    cfg: &SendConfig,
+    backlog: &ksef_client::OnlineBacklog,
+    seller: &Nip,
+    taken: &HashSet<DocumentKey>,
+    room: usize,
+    now: DateTime<Utc>,
+) -> Vec<DocumentRecord> {
+    // Entries whose projected send is well past are sent by now (or their record says so).
+    let since = now - chrono::Duration::minutes(1);
+    let candidates = match backlog.queued_online(seller, since, now).await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(seller_nip = %seller, error = %e, "the online backlog could not be read; the batch takes only Batch documents");
+            return Vec::new();
+        }
+    };
+    let mut moved = Vec::new();
+    for id in candidates {
+        if moved.len() >= room {
+            break;
+        }
+        let Ok(key) = DocumentKey::parse_storage_id(&id) else { continue };
+        if taken.contains(&key) {
+            continue;
+        }
+        // Waiting (parked for its turn in KSeF's windows, or for a retry): one about to be sent
+        // now goes online, where it is accepted sooner than in a batch.
+        let fits = |r: &DocumentRecord, claimed: bool| {
+            r.state == DocumentState::Queued
+                && r.send_mode() == Some(SendMode::Online)
+                && r.unconfirmed_send().is_none()
+                && r.next_attempt_at.is_some_and(|t| t > now)
+                && (claimed || r.lease.as_ref().is_none_or(|l| l.until <= now))
+        };
+        match ports.store.get(&key).await {
+            Ok(Some(doc)) if fits(&doc.record, false) => {}
+            Ok(_) => continue,
+            Err(e) => {
+                tracing::warn!(document = %key, error = %e, "reading a queued online document failed; it stays online");
+                continue;
+            }
+        }
+        let Ok(r) = ports.store.claim(&key, ClaimPurpose::Send, &cfg.owner, now, cfg.lease).await else {
+            continue;
+        };
+        if !fits(&r, true) {
+            // Changed between the read and the claim (rare): its lease runs out, its own
+            // message goes on.
+            continue;
+        }
+        let change = Change::ModeChanged {
+            mode: SendMode::Batch,
+            reason: MOVED_REASON.into(),
+        };
+        match ports.store.transition(&r, change, now).await {
+            Ok(r) => moved.push(r),
+            Err(e) => tracing::warn!(document = %key, error = %e, "moving a queued online document to batch failed; it stays online"),
+        }
+    }
+    if !moved.is_empty() {
+        let ids: Vec<String> = moved.iter().map(|r| r.key.storage_id()).collect();
+        tracing::info!(seller_nip = %seller, moved = moved.len(), "queued online documents join the seller's batch");
+        if let Err(e) = backlog.forget(seller, &ids, now).await {
+            tracing::warn!(seller_nip = %seller, error = %e, "the online backlog still counts documents that went in a batch; it frees them within the hour");
+        }
+    }
+    moved
+}
+
+/// The follow-up of a document that joined a batch without a message of its own (moved from
+/// Online): what its message's action would have been, as a new message. An answer that is
+/// not a delayed retry (done, an infrastructure error, the DLQ) sends nothing: its old online
+/// message, a step behind, or the sweeper re-drives it from its record if it is still open.
+async fn follow_up_moved<S: SendStore + ?Sized>(ports: &SendPorts<'_, S>, moved: &DocumentRecord, res: Result<StageResult, StageError>) {
+    let Ok(res) = res else { return };
+    let Some(r) = res.record.as_ref() else { return };
+    let body = match &res.action {
+        QueueAction::Requeue { delay } => Some((SendRequest::for_record(r).to_json(), *delay)),
+        QueueAction::Replace { body, delay } => Some((body.clone(), *delay)),
+        _ => None,
+    };
+    if let Some((body, delay)) = body {
+        let m = OutgoingMessage::new(body)
+            .with_trace_id(&moved.trace_id)
+            .delayed(delay.min(relay_domain::ports::MAX_DELAY));
+        if let Err(e) = ports.send_queue.send(m).await {
+            tracing::warn!(document = %moved.key, error = %e, "the follow-up of a document moved to batch was not sent; the sweeper re-drives it");
+        }
+    }
 }
 
 /// Claims the document for this attempt, or the answer when another holds it.
