@@ -100,6 +100,8 @@ pub struct KsefContexts {
     governed_egress: Option<String>,
     /// Seller blocks when no shared cache is set (one process: the local driver, tests).
     local_blocks: MemorySharedCache,
+    /// The KSeF environment whose shared availability holds sending (`crate::availability`).
+    availability_env: Option<&'static str>,
 }
 
 fn cache_failure(e: StoreError) -> Failure {
@@ -224,6 +226,14 @@ impl KsefContexts {
 
     pub(crate) fn local_blocks(&self) -> &dyn SharedCache {
         &self.local_blocks
+    }
+
+    pub(crate) fn set_availability_env(&mut self, env: &'static str) {
+        self.availability_env = Some(env);
+    }
+
+    pub(crate) fn availability_env(&self) -> Option<&'static str> {
+        self.availability_env
     }
 
     /// `seller`'s context: made now from its credentials if there is none yet or they are due
