@@ -213,7 +213,13 @@ pub fn failure_windows(messages: &[DeclaredMessage]) -> Vec<FailureWindow> {
     let mut windows: Vec<FailureWindow> = events
         .into_iter()
         .filter_map(|(event, mut ms)| {
-            ms.sort_by_key(|m| (m.kind != DeclaredKind::FailureStart && m.kind != DeclaredKind::MaintenanceAnnouncement, m.published, m.id.clone()));
+            ms.sort_by_key(|m| {
+                (
+                    m.kind != DeclaredKind::FailureStart && m.kind != DeclaredKind::MaintenanceAnnouncement,
+                    m.published,
+                    m.id.clone(),
+                )
+            });
             let start = ms.iter().filter_map(|m| m.start).min()?;
             let category = ms
                 .iter()
@@ -224,7 +230,11 @@ pub fn failure_windows(messages: &[DeclaredMessage]) -> Vec<FailureWindow> {
             let ended = ms.iter().find(|m| m.kind == DeclaredKind::FailureEnd);
             let end = match ended {
                 Some(m) => m.end.or(m.start).or(m.published),
-                None => ms.iter().filter(|m| m.kind == DeclaredKind::MaintenanceAnnouncement).filter_map(|m| m.end).max(),
+                None => ms
+                    .iter()
+                    .filter(|m| m.kind == DeclaredKind::MaintenanceAnnouncement)
+                    .filter_map(|m| m.end)
+                    .max(),
             };
             Some(FailureWindow {
                 event: event.to_owned(),
@@ -347,7 +357,10 @@ impl Availability {
             _ => previous.map(|p| p.windows.clone()).unwrap_or_default(),
         };
         let open = windows.iter().rev().find(|w| w.is_open_at(now) && w.category.state().is_some());
-        let answered = latarnia.status.as_ref().map(|s| s.is_ok() || matches!(latarnia.messages, Some(Ok(_))));
+        let answered = latarnia
+            .status
+            .as_ref()
+            .map(|s| s.is_ok() || matches!(latarnia.messages, Some(Ok(_))));
         // What Latarnia declares now: its status when it answered; else an open window in its
         // messages; else what it declared at the last poll.
         let declared: Option<(AvailabilityState, Option<String>, Option<DateTime<Utc>>)> = match &latarnia.status {
@@ -355,11 +368,15 @@ impl Availability {
                 let w = open.filter(|w| w.category.state() == Some(*state));
                 Some((*state, w.map(|w| w.declaring_message().to_owned()), w.map(|w| w.start)))
             }
-            Some(Err(_)) | None if latarnia.messages.as_ref().is_some_and(|m| m.is_ok()) => Some(
-                open.map_or((AvailabilityState::Available, None, None), |w| {
-                    (w.category.state().unwrap_or(AvailabilityState::Failure), Some(w.declaring_message().to_owned()), Some(w.start))
-                }),
-            ),
+            Some(Err(_)) | None if latarnia.messages.as_ref().is_some_and(|m| m.is_ok()) => {
+                Some(open.map_or((AvailabilityState::Available, None, None), |w| {
+                    (
+                        w.category.state().unwrap_or(AvailabilityState::Failure),
+                        Some(w.declaring_message().to_owned()),
+                        Some(w.start),
+                    )
+                }))
+            }
             Some(Err(_)) => previous.and_then(|p| match &p.source {
                 AvailabilitySource::Latarnia { message } => Some((p.state, message.clone(), Some(p.since))),
                 _ => None,
@@ -440,7 +457,14 @@ mod tests {
         let ms = vec![
             msg("K/2026/AWR/02", "E1", "FAILURE_START", "2026-11-20T08:00:00Z", None, 1),
             msg("K/2026/AWR/02", "E1", "FAILURE_START", "2026-11-20T07:30:00Z", None, 2),
-            msg("K/2026/AWR/03", "E1", "FAILURE_END", "2026-11-20T12:00:00Z", Some("2026-11-20T11:45:00Z"), 1),
+            msg(
+                "K/2026/AWR/03",
+                "E1",
+                "FAILURE_END",
+                "2026-11-20T12:00:00Z",
+                Some("2026-11-20T11:45:00Z"),
+                1,
+            ),
         ];
         let w = failure_windows(&ms);
         assert_eq!(w.len(), 1);
@@ -462,7 +486,12 @@ mod tests {
         };
         let a = Availability::decide("PROD", None, &reading, &OwnEvidence::default(), t);
         assert_eq!(a.state, AvailabilityState::Failure);
-        assert_eq!(a.source, AvailabilitySource::Latarnia { message: Some("K/1".into()) });
+        assert_eq!(
+            a.source,
+            AvailabilitySource::Latarnia {
+                message: Some("K/1".into())
+            }
+        );
         assert_eq!(a.since, at("2026-11-20T08:00:00Z"));
         assert!(a.holds_sending());
 
@@ -472,7 +501,10 @@ mod tests {
             messages: Some(Err("502".into())),
         };
         let b = Availability::decide("PROD", Some(&a), &down, &OwnEvidence::default(), t + chrono::Duration::minutes(5));
-        assert_eq!((b.state, b.since, b.latarnia_answered), (AvailabilityState::Failure, a.since, Some(false)));
+        assert_eq!(
+            (b.state, b.since, b.latarnia_answered),
+            (AvailabilityState::Failure, a.since, Some(false))
+        );
         assert_eq!(b.declared_failures().len(), 1);
 
         // FAILURE_END published: available again.
@@ -515,15 +547,34 @@ mod tests {
 
     #[test]
     fn a_maintenance_announced_for_later_is_not_in_progress_until_it_starts() {
-        let mut m = msg("K/M/1", "M1", "MAINTENANCE_ANNOUNCEMENT", "2026-11-21T16:00:00Z", Some("2026-11-21T18:00:00Z"), 1);
+        let mut m = msg(
+            "K/M/1",
+            "M1",
+            "MAINTENANCE_ANNOUNCEMENT",
+            "2026-11-21T16:00:00Z",
+            Some("2026-11-21T18:00:00Z"),
+            1,
+        );
         m.category = DeclaredCategory::Maintenance;
         let reading = |status| LatarniaReading {
             status: Some(Err::<AvailabilityState, String>(status)),
             messages: Some(Ok(vec![m.clone()])),
         };
-        let before = Availability::decide("TEST", None, &reading("504".into()), &OwnEvidence::default(), at("2026-11-21T15:00:00Z"));
+        let before = Availability::decide(
+            "TEST",
+            None,
+            &reading("504".into()),
+            &OwnEvidence::default(),
+            at("2026-11-21T15:00:00Z"),
+        );
         assert_eq!(before.state, AvailabilityState::Available);
-        let during = Availability::decide("TEST", None, &reading("504".into()), &OwnEvidence::default(), at("2026-11-21T16:30:00Z"));
+        let during = Availability::decide(
+            "TEST",
+            None,
+            &reading("504".into()),
+            &OwnEvidence::default(),
+            at("2026-11-21T16:30:00Z"),
+        );
         assert_eq!(during.state, AvailabilityState::Maintenance);
         assert_eq!(during.windows[0].end, Some(at("2026-11-21T18:00:00Z")));
         assert!(!during.windows[0].end_declared);
@@ -531,7 +582,10 @@ mod tests {
 
     #[test]
     fn unknown_states_categories_and_kinds_are_kept_not_refused() {
-        assert_eq!(AvailabilityState::from_latarnia("total_failure"), Some(AvailabilityState::TotalFailure));
+        assert_eq!(
+            AvailabilityState::from_latarnia("total_failure"),
+            Some(AvailabilityState::TotalFailure)
+        );
         assert_eq!(AvailabilityState::from_latarnia("PARTIAL"), None);
         assert_eq!(DeclaredCategory::parse("NEW"), DeclaredCategory::Other("NEW".into()));
         assert_eq!(DeclaredKind::parse("x"), DeclaredKind::Other("x".into()));

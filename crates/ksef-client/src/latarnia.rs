@@ -227,10 +227,7 @@ impl LatarniaClient {
 /// The relay's own light probe: `GET {api_root}/security/public-key-certificates`, public (no
 /// token, 60 req/s per IP), answered by KSeF itself. Ok when KSeF answers 2xx.
 pub async fn probe_ksef(env: &Environment, timeout: Duration) -> Result<(), String> {
-    let http = reqwest::Client::builder()
-        .timeout(timeout)
-        .build()
-        .map_err(|e| e.to_string())?;
+    let http = reqwest::Client::builder().timeout(timeout).build().map_err(|e| e.to_string())?;
     let url = format!("{}/security/public-key-certificates", env.base_url());
     match http.get(url).send().await {
         Ok(r) if r.status().is_success() => Ok(()),
@@ -248,7 +245,10 @@ mod tests {
     #[test]
     fn hosts_per_environment_and_none_for_demo() {
         assert_eq!(latarnia_url(&Environment::Prod).unwrap(), "https://api-latarnia.ksef.mf.gov.pl");
-        assert_eq!(latarnia_url(&Environment::Test).unwrap(), "https://api-latarnia-test.ksef.mf.gov.pl");
+        assert_eq!(
+            latarnia_url(&Environment::Test).unwrap(),
+            "https://api-latarnia-test.ksef.mf.gov.pl"
+        );
         assert_eq!(latarnia_url(&Environment::Demo), None);
         assert_eq!(
             latarnia_url(&Environment::Custom("http://127.0.0.1:9/v2".into())).unwrap(),

@@ -35,18 +35,36 @@ async fn status_messages_and_a_republished_version() {
 
     // Republished with a higher version and an earlier start.
     let earlier = start - chrono::Duration::minutes(30);
-    sim.latarnia().publish(message("K/2026/AWR/02", "E-1", "FAILURE", "FAILURE_START", earlier, None, 2));
+    sim.latarnia()
+        .publish(message("K/2026/AWR/02", "E-1", "FAILURE", "FAILURE_START", earlier, None, 2));
     let reading = l.read().await;
-    let a = Availability::decide("CUSTOM", None, &reading, &OwnEvidence::default(), start + chrono::Duration::hours(1));
+    let a = Availability::decide(
+        "CUSTOM",
+        None,
+        &reading,
+        &OwnEvidence::default(),
+        start + chrono::Duration::hours(1),
+    );
     assert_eq!(a.state, AvailabilityState::Failure);
-    assert_eq!(a.source, AvailabilitySource::Latarnia { message: Some("K/2026/AWR/02".into()) });
+    assert_eq!(
+        a.source,
+        AvailabilitySource::Latarnia {
+            message: Some("K/2026/AWR/02".into())
+        }
+    );
     assert_eq!(a.declared_failures()[0].start, earlier);
     assert_eq!(a.declared_failures()[0].messages, vec![("K/2026/AWR/02".to_owned(), 2)]);
 
     let end = start + chrono::Duration::hours(3);
     sim.latarnia().end_failure("K/2026/AWR/03", "E-1", start, end);
     let reading = l.read().await;
-    let b = Availability::decide("CUSTOM", Some(&a), &reading, &OwnEvidence::default(), end + chrono::Duration::minutes(1));
+    let b = Availability::decide(
+        "CUSTOM",
+        Some(&a),
+        &reading,
+        &OwnEvidence::default(),
+        end + chrono::Duration::minutes(1),
+    );
     assert_eq!(b.state, AvailabilityState::Available);
     let w = &b.declared_failures()[0];
     assert_eq!((w.start, w.end, w.end_declared), (earlier, Some(end), true));

@@ -113,7 +113,9 @@ impl Latarnia {
         b.requests += 1;
         match b.fault {
             Some(LatarniaFault::BadGateway) => (StatusCode::BAD_GATEWAY, "<html><body>502 Bad Gateway</body></html>").into_response(),
-            Some(LatarniaFault::GatewayTimeout) => (StatusCode::GATEWAY_TIMEOUT, "<html><body>504 Gateway Time-out</body></html>").into_response(),
+            Some(LatarniaFault::GatewayTimeout) => {
+                (StatusCode::GATEWAY_TIMEOUT, "<html><body>504 Gateway Time-out</body></html>").into_response()
+            }
             Some(LatarniaFault::Empty) => StatusCode::OK.into_response(),
             None => Json(body(&b)).into_response(),
         }
@@ -147,7 +149,11 @@ pub fn message(
 pub async fn status(State(l): State<Latarnia>) -> Response {
     l.answer(|b| {
         // Messages only when not AVAILABLE; an extra field, as the Ministry may add any.
-        let messages: Vec<&LatarniaMessage> = if b.status == "AVAILABLE" { Vec::new() } else { b.messages.iter().collect() };
+        let messages: Vec<&LatarniaMessage> = if b.status == "AVAILABLE" {
+            Vec::new()
+        } else {
+            b.messages.iter().collect()
+        };
         json!({"status": b.status, "messages": messages, "serverTime": chrono::Utc::now().to_rfc3339()})
     })
 }

@@ -40,11 +40,16 @@ pub fn cache_name(env: &str) -> String {
 
 /// The archive key of one message version.
 pub fn message_key(env: &str, m: &DeclaredMessage) -> String {
-    let id: String = m
-        .id
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') { c } else { '_' })
-        .collect();
+    let id: String =
+        m.id.chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
     format!("latarnia/{env}/{id}/v{}.json", m.version)
 }
 

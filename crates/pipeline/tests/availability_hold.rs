@@ -69,11 +69,19 @@ async fn a_declared_failure_holds_sending_without_spending_attempts_and_delivery
         };
         assert!(delay >= Duration::from_secs(60), "{delay:?}");
         let r = res.record.unwrap();
-        assert_eq!((r.state, r.attempts, r.recoveries), (DocumentState::Queued, 0, 0), "no budget spent");
+        assert_eq!(
+            (r.state, r.attempts, r.recoveries),
+            (DocumentState::Queued, 0, 0),
+            "no budget spent"
+        );
         assert!(r.lease.is_none(), "not claimed");
         at = r.next_attempt_at.unwrap();
     }
-    assert_eq!(w.sim.operation_counts().snapshot().iter().map(|c| c.count).sum::<u64>(), calls_before, "no KSeF call while held");
+    assert_eq!(
+        w.sim.operation_counts().snapshot().iter().map(|c| c.count).sum::<u64>(),
+        calls_before,
+        "no KSeF call while held"
+    );
     let doc = w.store.get(&req.document).await.unwrap().unwrap();
     let held: Vec<String> = doc
         .history
@@ -82,7 +90,11 @@ async fn a_declared_failure_holds_sending_without_spending_attempts_and_delivery
         .filter(|e| e.contains("sending held"))
         .collect();
     assert_eq!(held.len(), 3);
-    assert!(held[0].contains("FAILURE") && held[0].contains("Latarnia message K/2026/AWR/02"), "{}", held[0]);
+    assert!(
+        held[0].contains("FAILURE") && held[0].contains("Latarnia message K/2026/AWR/02"),
+        "{}",
+        held[0]
+    );
 
     // Republished with a higher version: archived once more.
     w.sim
