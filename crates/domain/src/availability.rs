@@ -18,6 +18,14 @@ use std::fmt;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+/// The environments an availability may be kept for (`ksef_client::latarnia::environment_key`).
+pub const ENVIRONMENTS: [&str; 4] = ["PROD", "TEST", "DEMO", "CUSTOM"];
+
+/// The shared cache entry that holds `env`'s decided availability.
+pub fn cache_name(env: &str) -> String {
+    format!("relay/availability/{env}")
+}
+
 /// KSeF's availability, from best to worst.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]

@@ -33,10 +33,7 @@ pub const STATE_TTL: chrono::Duration = chrono::Duration::minutes(30);
 /// How often the poll runs (the sweeper's schedule); a held document looks again after this.
 pub const POLL_EVERY: Duration = Duration::from_secs(300);
 
-/// The shared cache entry for `env` (`PROD`, `TEST`, `DEMO`, `CUSTOM`).
-pub fn cache_name(env: &str) -> String {
-    format!("relay/availability/{env}")
-}
+pub use relay_domain::availability::cache_name;
 
 /// The archive key of one message version.
 pub fn message_key(env: &str, m: &DeclaredMessage) -> String {
