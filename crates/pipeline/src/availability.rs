@@ -35,18 +35,17 @@ pub const POLL_EVERY: Duration = Duration::from_secs(300);
 
 pub use relay_domain::availability::cache_name;
 
-/// The archive key of one message version.
+/// The archive key of one message version: the id with every byte but letters, digits, `-` and
+/// `.` written `_XX` (hex), so two ids never share a key (`K/2026/AWR/02` → `K_2F2026_2FAWR_2F02`).
 pub fn message_key(env: &str, m: &DeclaredMessage) -> String {
-    let id: String =
-        m.id.chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect();
+    let mut id = String::with_capacity(m.id.len() * 2);
+    for b in m.id.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.') {
+            id.push(char::from(b));
+        } else {
+            id.push_str(&format!("_{b:02X}"));
+        }
+    }
     format!("latarnia/{env}/{id}/v{}.json", m.version)
 }
 
@@ -184,4 +183,48 @@ impl KsefContexts {
 pub fn hold_until(a: &Availability, now: DateTime<Utc>) -> DateTime<Utc> {
     let next_poll = a.checked_at + chrono::Duration::from_std(POLL_EVERY).expect("small") + chrono::Duration::seconds(15);
     next_poll.max(now + chrono::Duration::seconds(60))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use relay_domain::availability::AvailabilityState;
+
+    #[test]
+    fn the_availability_line_is_valid_emf_with_the_level_and_the_source() {
+        let now = Utc::now();
+        let reading = LatarniaReading {
+            status: Some(Ok(AvailabilityState::TotalFailure)),
+            messages: Some(Err("HTTP 502".into())),
+        };
+        let a = Availability::decide("PROD", None, &reading, &OwnEvidence::default(), now);
+        let line = availability_line(&a, 2, now).to_line().unwrap();
+        let metrics = relay_observe::emf::check_line(&line).unwrap();
+        let names: Vec<&str> = metrics.iter().map(|(n, _)| n.as_str()).collect();
+        for m in ["KsefAvailability", "KsefHeld", "LatarniaUnreachable", "LatarniaMessagesArchived"] {
+            assert!(names.contains(&m), "{m} in {line}");
+        }
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!((v["KsefAvailability"].as_f64(), v["KsefHeld"].as_f64()), (Some(4.0), Some(1.0)));
+        assert_eq!(
+            (v["Environment"].as_str(), v["State"].as_str()),
+            (Some("PROD"), Some("TOTAL_FAILURE"))
+        );
+        assert_eq!(v["LatarniaMessagesArchived"].as_f64(), Some(2.0));
+    }
+
+    #[test]
+    fn message_keys_are_safe_object_keys_per_version() {
+        let m: DeclaredMessage = serde_json::from_value(serde_json::json!({
+            "id": "K/2026/AWR 02", "category": "FAILURE", "type": "FAILURE_START", "version": 3
+        }))
+        .unwrap();
+        assert_eq!(message_key("PROD", &m), "latarnia/PROD/K_2F2026_2FAWR_2002/v3.json");
+        let n = DeclaredMessage {
+            id: "K_2F2026".into(),
+            ..m.clone()
+        };
+        let o = DeclaredMessage { id: "K/2026".into(), ..m };
+        assert_ne!(message_key("PROD", &n), message_key("PROD", &o), "no two ids share a key");
+    }
 }

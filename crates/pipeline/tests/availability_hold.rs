@@ -52,7 +52,7 @@ async fn a_declared_failure_holds_sending_without_spending_attempts_and_delivery
     w.sim.latarnia().declare_failure("K/2026/AWR/02", "E-1", start);
     let first = poll(&ports, &targets, t0).await.unwrap();
     assert_eq!(first.availability.state, AvailabilityState::Failure);
-    assert_eq!(first.archived, vec!["latarnia/CUSTOM/K_2026_AWR_02/v1.json".to_owned()]);
+    assert_eq!(first.archived, vec!["latarnia/CUSTOM/K_2F2026_2FAWR_2F02/v1.json".to_owned()]);
     assert!(first.shared);
     // A second poll archives nothing new.
     assert!(poll(&ports, &targets, t0).await.unwrap().archived.is_empty());
@@ -101,7 +101,7 @@ async fn a_declared_failure_holds_sending_without_spending_attempts_and_delivery
         .latarnia()
         .publish(message("K/2026/AWR/02", "E-1", "FAILURE", "FAILURE_START", start, None, 2));
     let again = poll(&ports, &targets, at).await.unwrap();
-    assert_eq!(again.archived, vec!["latarnia/CUSTOM/K_2026_AWR_02/v2.json".to_owned()]);
+    assert_eq!(again.archived, vec!["latarnia/CUSTOM/K_2F2026_2FAWR_2F02/v2.json".to_owned()]);
     assert_eq!(again.availability.since, start);
 
     // KSeF is back and Latarnia says so.
@@ -112,7 +112,10 @@ async fn a_declared_failure_holds_sending_without_spending_attempts_and_delivery
     assert_eq!(back.archived.len(), 1);
     let window = &back.availability.declared_failures()[0];
     assert_eq!((window.start, window.end_declared), (start, true));
-    for v in ["latarnia/CUSTOM/K_2026_AWR_02/v1.json", "latarnia/CUSTOM/K_2026_AWR_03/v1.json"] {
+    for v in [
+        "latarnia/CUSTOM/K_2F2026_2FAWR_2F02/v1.json",
+        "latarnia/CUSTOM/K_2F2026_2FAWR_2F03/v1.json",
+    ] {
         assert!(archive.get(v).await.unwrap().is_some(), "{v}");
     }
 

@@ -35,15 +35,20 @@ async fn each_message_version_is_archived_once_and_the_state_is_shared_through_t
     sim.latarnia().declare_failure("K/2026/AWR/05", "E-5", start);
     let first = poll_availability(&deps, Utc::now()).await.unwrap();
     assert_eq!(first.availability.state, AvailabilityState::Failure);
-    assert_eq!(first.archived, vec!["latarnia/CUSTOM/K_2026_AWR_05/v1.json".to_owned()]);
+    assert_eq!(first.archived, vec!["latarnia/CUSTOM/K_2F2026_2FAWR_2F05/v1.json".to_owned()]);
     let again = poll_availability(&deps, Utc::now()).await.unwrap();
     assert!(again.archived.is_empty(), "nothing archived twice: {:?}", again.archived);
 
     sim.latarnia()
         .publish(message("K/2026/AWR/05", "E-5", "FAILURE", "FAILURE_START", start, None, 2));
     let third = poll_availability(&deps, Utc::now()).await.unwrap();
-    assert_eq!(third.archived, vec!["latarnia/CUSTOM/K_2026_AWR_05/v2.json".to_owned()]);
-    let v1 = deps.archive.get("latarnia/CUSTOM/K_2026_AWR_05/v1.json").await.unwrap().unwrap();
+    assert_eq!(third.archived, vec!["latarnia/CUSTOM/K_2F2026_2FAWR_2F05/v2.json".to_owned()]);
+    let v1 = deps
+        .archive
+        .get("latarnia/CUSTOM/K_2F2026_2FAWR_2F05/v1.json")
+        .await
+        .unwrap()
+        .unwrap();
     let v1: serde_json::Value = serde_json::from_slice(&v1.bytes).unwrap();
     assert_eq!((v1["id"].as_str(), v1["version"].as_u64()), (Some("K/2026/AWR/05"), Some(1)));
 
