@@ -110,6 +110,7 @@ pub async fn poll(ports: &PollPorts<'_>, targets: &PollTargets<'_>, now: DateTim
         probe: Some(probe_ksef(targets.environment, targets.probe_timeout).await),
         ..OwnEvidence::default()
     };
+    let reading = decisive(targets.environment, reading);
     let name = cache_name(env);
     let entry = ports.cache.get(&name, now).await?;
     let previous: Option<Availability> = entry.as_ref().and_then(|e| serde_json::from_str(&e.value).ok());
@@ -130,6 +131,17 @@ pub async fn poll(ports: &PollPorts<'_>, targets: &PollTargets<'_>, now: DateTim
         archived,
         shared,
     })
+}
+
+/// What of Latarnia's answer may decide `env`'s state: all of it, except on TEST, whose
+/// Latarnia is static (always TOTAL_FAILURE, API-NOTES §15): its messages are archived, but
+/// only our own evidence decides there, or nothing would ever be sent.
+pub fn decisive(env: &Environment, reading: LatarniaReading) -> LatarniaReading {
+    if *env == Environment::Test {
+        LatarniaReading::none()
+    } else {
+        reading
+    }
 }
 
 /// The `KsefAvailability` metric (0 AVAILABLE .. 4 TOTAL_FAILURE) per environment, with
@@ -211,6 +223,23 @@ mod tests {
             (Some("PROD"), Some("TOTAL_FAILURE"))
         );
         assert_eq!(v["LatarniaMessagesArchived"].as_f64(), Some(2.0));
+    }
+
+    #[test]
+    fn tests_static_latarnia_does_not_hold_sending_there() {
+        let now = Utc::now();
+        let reading = LatarniaReading {
+            status: Some(Ok(AvailabilityState::TotalFailure)),
+            messages: Some(Ok(Vec::new())),
+        };
+        let probe_ok = OwnEvidence {
+            probe: Some(Ok(())),
+            ..OwnEvidence::default()
+        };
+        let test = Availability::decide("TEST", None, &decisive(&Environment::Test, reading.clone()), &probe_ok, now);
+        assert_eq!(test.state, AvailabilityState::Available);
+        let prod = Availability::decide("PROD", None, &decisive(&Environment::Prod, reading), &probe_ok, now);
+        assert_eq!(prod.state, AvailabilityState::TotalFailure);
     }
 
     #[test]
