@@ -312,8 +312,9 @@ fn each_function_is_granted_the_queues_and_services_its_code_uses() {
         let ksef = code.contains("ksef_contexts(");
         assert_eq!(uses("secretsmanager:"), ksef, "{dir}: token secrets vs building KSeF clients");
         assert_eq!(uses("kms:"), ksef, "{dir}: the cache key vs building KSeF clients");
-        // Unrestricted cache writes; a grant limited to some keys (intake's send-mode log) is
-        // checked by `intake_touches_only_documents_and_send_mode_logs`.
+        // Unrestricted cache writes are for the KSeF users only; a grant limited to some keys
+        // (intake's send-mode log) is checked by `intake_touches_only_documents_and_send_mode_logs`,
+        // the availability poll's just below.
         let cache = list
             .iter()
             .any(|(a, r)| (a == "dynamodb:UpdateItem" || a == "dynamodb:DeleteItem") && !r.contains('['));
@@ -321,6 +322,27 @@ fn each_function_is_granted_the_queues_and_services_its_code_uses() {
             cache, ksef,
             "{dir}: the shared KSeF cache (UpdateItem/DeleteItem) is for KSeF users only"
         );
+        // The availability poll writes one kind of shared-cache entry, and its role is limited to
+        // those entries' keys (checked on the template), never the sealed KSeF secrets.
+        let availability_only = !ksef && code.contains("poll_availability");
+        if availability_only {
+            let role = function.replace("Function", "Role");
+            let statements = &translated()["Resources"][role.as_str()]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"];
+            let writes: Vec<&serde_json::Value> = statements
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|st| st["Action"].to_string().contains("dynamodb:UpdateItem"))
+                .collect();
+            assert!(!writes.is_empty(), "{dir}: no statement grants the availability write");
+            for st in writes {
+                assert_eq!(
+                    st["Condition"]["ForAllValues:StringLike"]["dynamodb:LeadingKeys"],
+                    serde_json::json!(["CACHE#relay/availability/*"]),
+                    "{dir}: the cache write must be limited to the availability entries: {st}"
+                );
+            }
+        }
     }
 }
 

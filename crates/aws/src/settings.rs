@@ -429,6 +429,9 @@ pub struct SweeperSettings {
     pub batch_queue_url: Option<String>,
     pub status_queue_url: String,
     pub corrections_queue_url: String,
+    /// `KSEF_ENV` (optional here): the KSeF environment whose availability the sweeper polls
+    /// (Latarnia and a light probe, `relay_pipeline::availability`); unset, it polls nothing.
+    pub availability_environment: Option<String>,
 }
 
 impl SweeperSettings {
@@ -440,6 +443,7 @@ impl SweeperSettings {
             batch_queue_url: env.var("BATCH_QUEUE_URL"),
             status_queue_url: required(env, "STATUS_QUEUE_URL")?,
             corrections_queue_url: required(env, "CORRECTIONS_QUEUE_URL")?,
+            availability_environment: env.var("KSEF_ENV").filter(|v| !v.trim().is_empty()),
         })
     }
 }

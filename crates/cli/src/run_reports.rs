@@ -56,6 +56,7 @@ pub async fn write(
     levels.emit(now);
     let credentials = relay_report::credentials::read(credential_facts, sellers, now).await?;
     relay_report::credentials::emit(&credentials, now);
+    let availability = relay_report::availability::read(credential_facts, now).await?;
     let links = status_page::relative_links(local_file);
     let page = status_page::render(
         &snap,
@@ -65,13 +66,14 @@ pub async fn write(
             levels: &levels,
             links: &links,
             credentials: &credentials,
+            availability: &availability,
         },
     );
     let page_path = out.join(STATUS_PAGE_FILE);
     std::fs::write(&page_path, page).with_context(|| format!("writing {}", page_path.display()))?;
 
     let week = Week::containing(now);
-    let report = WeeklyReport::build(&all, week, now);
+    let report = WeeklyReport::build(&all, week, now).with_availability(availability);
     let dir = out.join("weekly");
     std::fs::create_dir_all(&dir)?;
     let weekly_html = dir.join(format!("{}.html", week.label()));

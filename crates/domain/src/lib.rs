@@ -12,6 +12,8 @@
 //!   [`record::DocumentRecord::claim`]), and its append-only history.
 //! - [`failure`]: the one error taxonomy ([`failure::ErrorClass`]) every failure ends in.
 //! - [`retry_policy`]: when to try again, and when to give up.
+//! - [`availability`]: one availability state per KSeF environment, from Latarnia's messages and
+//!   the relay's own evidence, and the declared failure windows offline deadlines count from.
 //! - [`credential_facts`]: what may be known about a seller's KSeF login without its secret
 //!   (kind, subject, key type, notAfter), recorded for the report function.
 //! - [`ports`]: the traits the use cases need (document store, queue, archive), split by
@@ -21,6 +23,7 @@
 //! `apply`/`claim` computed, conditioned on the version it read, so the in-memory and DynamoDB
 //! stores cannot disagree about what a transition means.
 
+pub mod availability;
 pub mod clock;
 pub mod credential_facts;
 pub mod failure;
@@ -32,6 +35,7 @@ pub mod retry_policy;
 pub mod state;
 pub mod storage_keys;
 
+pub use availability::{Availability, AvailabilitySource, AvailabilityState, DeclaredMessage, FailureWindow, LatarniaReading, OwnEvidence};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use failure::{ErrorClass, ErrorSource, Failure};
 pub use ids::{ContentHash, DocumentKey, ErpDocumentId, InvoiceKind, InvoiceNumber, KsefNumber, KsefReference, Nip, ParseError, TraceId};

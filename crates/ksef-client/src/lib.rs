@@ -26,6 +26,8 @@
 //!   typed ([`failure_map::Duplicate`]);
 //! - [`qr`]: KSeF's QR codes, KOD I (invoice verification) and KOD II (an offline invoice's
 //!   issuer, signed with the seller's Offline certificate), as links and as PNG and SVG images;
+//! - [`latarnia`]: the Ministry's status service (`GET /status`, `GET /messages`) read into the
+//!   domain's availability types, and a light probe of a public KSeF endpoint;
 //! - [`secret`]: the KSeF token, bearer tokens and AES keys, in types that never print;
 //! - [`stored_credentials`]: the relay's one secret format per seller (a token, or a certificate
 //!   and key as PEM or PKCS#12), parsed with errors that never quote the secret.
@@ -47,6 +49,7 @@ mod crypto;
 pub mod environment;
 pub mod failure_map;
 pub mod governor;
+pub mod latarnia;
 pub mod limiter;
 pub mod model;
 pub mod online_backlog;
@@ -62,6 +65,7 @@ pub use batch_builder::{ArchiveBuilder, BatchPlan, BatchPlanner, PartDeclaration
 pub use client::{pick_key, ClientConfig, Credentials, KeyUsage, KsefClient, PublicKey, Result, TokenSet};
 pub use environment::Environment;
 pub use failure_map::{Duplicate, InvoiceOutcome};
+pub use latarnia::{LatarniaClient, LatarniaError, LatarniaStatus};
 pub use limiter::{ClientLimits, EffectiveRateLimits, EndpointGroup, Limit};
 pub use model::{InvoiceStatus, SessionStatus, SessionSummary, Status};
 pub use online_backlog::{ModeChoice, OnlineBacklog};

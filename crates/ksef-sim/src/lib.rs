@@ -42,6 +42,7 @@ mod http_batch;
 mod http_sessions;
 pub mod invoice_check;
 pub mod keys;
+pub mod latarnia;
 pub mod ledger;
 pub mod operation_counts;
 pub mod rate_limit;
@@ -55,6 +56,7 @@ use std::sync::{Arc, Mutex, RwLock};
 pub use config::{KeySource, SimConfig, SimToken, DEFAULT_TOKEN};
 pub use exchange_log::Exchange;
 pub use faults::{Fault, FaultSwitch};
+pub use latarnia::{Latarnia, LatarniaFault, LatarniaMessage};
 pub use ledger::{Ledger, LedgerEntry};
 pub use operation_counts::{OperationCount, OperationCounts};
 pub use rate_limit::{Arrival, Group, Limit, RateLimits};
@@ -87,6 +89,16 @@ impl SimHandle {
 
     pub fn ledger(&self) -> Ledger {
         self.sim.ledger.clone()
+    }
+
+    /// The simulator's Latarnia (status service): set its status, publish messages, play faults.
+    pub fn latarnia(&self) -> Latarnia {
+        self.sim.latarnia.clone()
+    }
+
+    /// Latarnia's root on this simulator: `{base_url}/latarnia` (`/status`, `/messages`).
+    pub fn latarnia_url(&self) -> String {
+        format!("{}/latarnia", self.base_url)
     }
 
     pub fn faults(&self) -> FaultSwitch {
@@ -192,6 +204,7 @@ pub async fn try_start(config: SimConfig) -> anyhow::Result<SimHandle> {
         limiter: rate_limit::RateLimiter::new(config.rate_limits.clone(), config.time_scale),
         exchanges: exchange_log::ExchangeLog::new(config.record_exchanges),
         operations: OperationCounts::default(),
+        latarnia: Latarnia::default(),
         cfg: config,
     });
     let task = server::serve(listener, server::router(sim.clone()), sim.clone());

@@ -88,7 +88,8 @@ pub fn router(sim: Arc<Sim>) -> Router {
         .route("/_sim/keys/rotate", post(admin::rotate_keys))
         .route("/_sim/tokens/expire-access", post(admin::expire_access_tokens))
         .route("/_sim/tokens/revoke-refresh", post(admin::revoke_refresh_tokens));
-    api.merge(admin).with_state(sim)
+    let latarnia = crate::latarnia::router(sim.latarnia.clone());
+    api.merge(admin).with_state(sim).merge(latarnia)
 }
 
 /// Faults, then rate limits, then the handler; every answer recorded when asked.

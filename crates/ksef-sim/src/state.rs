@@ -31,6 +31,7 @@ pub struct Sim {
     pub limiter: RateLimiter,
     pub exchanges: ExchangeLog,
     pub operations: crate::operation_counts::OperationCounts,
+    pub latarnia: crate::latarnia::Latarnia,
 }
 
 pub struct ChallengeRec {

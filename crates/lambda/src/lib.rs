@@ -50,10 +50,11 @@ pub fn ksef_contexts(settings: &KsefSettings, clients: &AwsClients, table: &str)
     ));
     let sealer = Arc::new(relay_aws::KmsSealer::new(clients.kms.clone(), &settings.cache_key_id));
     Ok(KsefContexts::new()
-        .with_credentials(provider, ClientConfig::new(environment), settings.credentials_ttl)
+        .with_credentials(provider, ClientConfig::new(environment.clone()), settings.credentials_ttl)
         .with_shared_cache(cache)
         .with_sealer(sealer)
-        .with_fleet_governor(EGRESS))
+        .with_fleet_governor(EGRESS)
+        .with_availability(&environment))
 }
 
 /// Each configured seller's credentials from the secret `{prefix}{nip}` (the format:

@@ -12,6 +12,8 @@
 //!   each client made on first use from the seller's secret ([`credentials`]);
 //!   [`seller_block`] parks a seller's work while an operator's problem (credentials, permissions,
 //!   an IP block) stands, so it is never blamed on the invoices.
+//! - [`availability`]: KSeF's availability per environment (Latarnia's messages archived, our own
+//!   probe, one decided state in the shared cache) and the send stage's hold while KSeF is down.
 //! - [`status`]: follow a sent invoice to KSeF's decision: UPO archived and ACCEPTED, a
 //!   duplicate proven ours (or a CONFLICT), a resend, or REJECTED with KSeF's words;
 //!   [`qr_codes`] writes the invoice's QR codes (KOD I at ACCEPTED; KOD I and KOD II of an
@@ -37,6 +39,7 @@
 // ksef-client, so every caller matches on the same type; a failure costs a network call anyway.
 #![allow(clippy::result_large_err)]
 
+pub mod availability;
 pub mod credentials;
 pub mod drive;
 pub mod follow_up;

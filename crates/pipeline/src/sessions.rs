@@ -108,6 +108,8 @@ pub struct KsefContexts {
     /// Intake's online backlog: a batch of a seller that is going anyway takes the seller's
     /// Online documents whose online send has not happened yet (`crate::send::send_batch`).
     online_backlog: Option<ksef_client::OnlineBacklog>,
+    /// The KSeF environment whose shared availability holds sending (`crate::availability`).
+    availability_env: Option<&'static str>,
 }
 
 fn cache_failure(e: StoreError) -> Failure {
@@ -245,6 +247,14 @@ impl KsefContexts {
 
     pub(crate) fn local_blocks(&self) -> &dyn SharedCache {
         &self.local_blocks
+    }
+
+    pub(crate) fn set_availability_env(&mut self, env: &'static str) {
+        self.availability_env = Some(env);
+    }
+
+    pub(crate) fn availability_env(&self) -> Option<&'static str> {
+        self.availability_env
     }
 
     /// `seller`'s context: made now from its credentials if there is none yet or they are due

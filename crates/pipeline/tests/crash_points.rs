@@ -82,6 +82,9 @@ enum Stage {
     Status,
     Replay,
     Sweeper,
+    /// KSeF declared down (a FAILURE in the shared availability): the send stage holds the
+    /// document (a history line, a delayed message), then sends once the failure has ended.
+    SendHeld,
 }
 
 struct Run<'k> {
@@ -109,6 +112,8 @@ struct Run<'k> {
     /// What happened, for the failure message.
     log: Vec<String>,
     crashed: bool,
+    /// The shared cache KSeF's availability lives in (survives an instance's death).
+    availability: Arc<dyn relay_domain::ports::SharedCache>,
 }
 
 impl<'k> Run<'k> {
@@ -157,7 +162,48 @@ impl<'k> Run<'k> {
             plan,
             log: Vec::new(),
             crashed: false,
+            availability: Arc::new(relay_domain::memory::MemorySharedCache::new()),
         }
+    }
+
+    /// A new instance's KSeF contexts: nothing in memory; KSeF's availability read from the
+    /// shared cache.
+    fn fresh_contexts(&self) -> KsefContexts {
+        KsefContexts::new()
+            .with(seller(), client(&self.ksef.proxy_url))
+            .with_shared_cache(self.availability.clone())
+            .with_availability(&ksef_client::Environment::Custom(self.ksef.proxy_url.clone()))
+    }
+
+    /// Writes the availability the poll would have decided: `failure` declared or not.
+    async fn declare(&self, failure: bool) {
+        use relay_domain::availability::{Availability, AvailabilityState, LatarniaReading, OwnEvidence};
+        let reading = LatarniaReading {
+            status: Some(Ok(if failure {
+                AvailabilityState::Failure
+            } else {
+                AvailabilityState::Available
+            })),
+            messages: Some(Ok(Vec::new())),
+        };
+        let now = self.now();
+        let a = Availability::decide("CUSTOM", None, &reading, &OwnEvidence::default(), now);
+        let name = relay_domain::availability::cache_name("CUSTOM");
+        let cache = self.availability.as_ref();
+        let expect = match cache.get(&name, now).await.unwrap() {
+            Some(e) => relay_domain::ports::Expect::Version(e.version),
+            None => relay_domain::ports::Expect::Absent,
+        };
+        cache
+            .put(
+                &name,
+                serde_json::to_string(&a).unwrap(),
+                now + chrono::Duration::days(1),
+                expect,
+                now,
+            )
+            .await
+            .unwrap();
     }
 
     fn now(&self) -> DateTime<Utc> {
@@ -180,7 +226,7 @@ impl<'k> Run<'k> {
     }
 
     fn new_contexts(&self) -> KsefContexts {
-        let contexts = KsefContexts::new().with(seller(), client(&self.ksef.proxy_url));
+        let contexts = self.fresh_contexts();
         match &self.backlog {
             Some(b) => contexts.with_online_backlog(b.clone()),
             None => contexts,
@@ -400,7 +446,7 @@ impl<'k> Run<'k> {
         for round in 0..3000 {
             let send_armed = matches!(
                 armed,
-                Some(Stage::SendOnline | Stage::SendBatch | Stage::SendBatchGroup | Stage::SendBatchMoving)
+                Some(Stage::SendOnline | Stage::SendBatch | Stage::SendBatchGroup | Stage::SendBatchMoving | Stage::SendHeld)
             );
             let status_armed = armed == Some(Stage::Status);
             let worked = self.handle_send(send_armed).await | self.handle_status(status_armed).await;
@@ -485,6 +531,29 @@ async fn scenario(ksef: &CrashKsef, stage: Stage, crash_at: Option<usize>, n: us
                 run.clock.advance(Duration::from_secs(180));
             }
             run.drive(None).await;
+        }
+        Stage::SendHeld => {
+            run.contexts = run.new_contexts();
+            run.declare(true).await;
+            run.intake(false).await;
+            // Deliveries while KSeF is down: each holds (or dies right after its write).
+            for _ in 0..3 {
+                let mut waited = 0;
+                while !run.handle_send(true).await {
+                    run.clock.advance(Duration::from_secs(60));
+                    waited += 1;
+                    // A hold that died before its delayed message was sent: the old message is
+                    // a leftover, and the sweeper re-drives the document once it is overdue.
+                    if waited % 5 == 0 {
+                        run.sweep(false).await;
+                    }
+                    assert!(waited < 30, "no send message for 30 minutes: {:#?}", run.log);
+                }
+                assert_eq!(run.record().await.attempts, 0, "a hold spends no attempt: {:#?}", run.log);
+                assert!(ksef.sim.ledger().count_hash(&run.hashes[0]) == 0, "nothing sent while held");
+            }
+            run.declare(false).await;
+            run.drive(Some(stage)).await;
         }
         Stage::Sweeper => {
             run.intake(false).await;
@@ -688,6 +757,11 @@ async fn every_crash_point_of_the_status_stage() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_crash_point_of_a_dlq_replay() {
     assert!(enumerate(Stage::Replay).await >= 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_crash_point_of_a_send_held_while_ksef_is_down() {
+    assert!(enumerate(Stage::SendHeld).await >= 8);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -61,7 +61,8 @@ pub struct JobConfig<'a> {
     pub location: &'a dyn Fn(&str) -> String,
     /// The sellers whose KSeF logins the snapshot shows and measures ...
     pub sellers: &'a [Nip],
-    /// ... from the facts recorded here (the shared cache; read only).
+    /// ... from the facts recorded here (the shared cache; read only), where KSeF's
+    /// availability is read too.
     pub credential_facts: &'a dyn SharedCache,
 }
 
@@ -87,6 +88,7 @@ pub async fn snapshot<S: DocumentRegistry + DocumentQueries + ?Sized>(
     levels.emit(now);
     let credentials = crate::credentials::read(cfg.credential_facts, cfg.sellers, now).await?;
     crate::credentials::emit(&credentials, now);
+    let availability = crate::availability::read(cfg.credential_facts, now).await?;
     let page = status_page::render(
         &snap,
         &PageContext {
@@ -95,6 +97,7 @@ pub async fn snapshot<S: DocumentRegistry + DocumentQueries + ?Sized>(
             levels: &levels,
             links: cfg.links,
             credentials: &credentials,
+            availability: &availability,
         },
     );
     let page_bytes = page.len();
@@ -126,7 +129,8 @@ pub async fn weekly<S: DocumentRegistry + DocumentQueries + ?Sized>(
     now: DateTime<Utc>,
 ) -> Result<JobOutcome, JobError> {
     let docs = snapshot::take_window(store, week.from, week.to, 100_000).await?;
-    let report = WeeklyReport::build(&docs, week, now);
+    let availability = crate::availability::read(cfg.credential_facts, now).await?;
+    let report = WeeklyReport::build(&docs, week, now).with_availability(availability);
     let (html_key, csv_key) = weekly_keys(&week);
     let html = report.html();
     let page_bytes = html.len();

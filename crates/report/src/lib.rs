@@ -13,6 +13,7 @@
 //! - [`jobs`]: the two scheduled jobs of the report function (`snapshot`, `weekly`), written
 //!   against the ports so the Lambda and the local runner run the same code.
 
+pub mod availability;
 pub mod credentials;
 pub mod deadline;
 pub mod jobs;

@@ -281,6 +281,8 @@ pub struct PageContext<'a> {
     pub links: Links<'a>,
     /// Each configured seller's KSeF login, from the recorded facts: a line each.
     pub credentials: &'a [crate::credentials::SellerCredential],
+    /// KSeF's availability per environment, as the last poll decided it.
+    pub availability: &'a [relay_domain::Availability],
 }
 
 /// The page: the KSeF login of each seller after the alert cards, then the documents, ordered
@@ -349,6 +351,7 @@ pub fn render(snapshot: &Snapshot, ctx: &PageContext<'_>) -> String {
         l.waiting_over_one_hour,
         l.oldest_open_age_seconds,
     );
+    html.push_str(&crate::availability::section_html(ctx.availability));
     html.push_str(&crate::credentials::section_html(ctx.credentials, now));
     let _ = write!(
         html,

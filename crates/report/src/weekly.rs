@@ -87,6 +87,9 @@ pub struct WeeklyReport {
     pub accepted_count: u64,
     pub percentiles: Vec<(&'static str, f64)>,
     pub slowest: Vec<Slow>,
+    /// KSeF's availability per environment when the report was made, with the declared
+    /// failures and maintenance that touch the week ([`WeeklyReport::with_availability`]).
+    pub availability: Vec<relay_domain::Availability>,
 }
 
 /// The nearest-rank percentile of sorted values.
@@ -167,7 +170,39 @@ impl WeeklyReport {
             accepted_count: times.len() as u64,
             percentiles,
             slowest,
+            availability: Vec::new(),
         }
+    }
+
+    /// Adds KSeF's availability (the states the poll last decided).
+    pub fn with_availability(mut self, availability: Vec<relay_domain::Availability>) -> WeeklyReport {
+        self.availability = availability;
+        self
+    }
+
+    /// One line per environment: its state now and the declared windows of the week.
+    fn availability_lines(&self) -> Vec<String> {
+        self.availability
+            .iter()
+            .map(|a| {
+                let windows = crate::availability::windows_in(a, self.week.from, self.week.to);
+                let listed: Vec<String> = windows
+                    .iter()
+                    .map(|w| {
+                        let end = w.end.map_or("not ended".to_owned(), |e| e.format("%Y-%m-%d %H:%M").to_string());
+                        format!("{} {} to {}", w.declaring_message(), w.start.format("%Y-%m-%d %H:%M"), end)
+                    })
+                    .collect();
+                format!(
+                    "KSeF {}: {} since {} ({}); declared this week: {}",
+                    a.environment,
+                    a.state,
+                    a.since.format("%Y-%m-%d %H:%M UTC"),
+                    a.source,
+                    if listed.is_empty() { "none".to_owned() } else { listed.join("; ") }
+                )
+            })
+            .collect()
     }
 
     /// A few lines for the alarm topic (SNS e-mail bodies are plain text).
@@ -204,6 +239,13 @@ impl WeeklyReport {
             "Top error causes: {}",
             if top.is_empty() { "none".to_owned() } else { top.join("; ") }
         );
+        let availability = self.availability_lines();
+        if availability.is_empty() {
+            let _ = writeln!(s, "KSeF availability: unknown (no poll in the last 30 minutes)");
+        }
+        for line in availability {
+            let _ = writeln!(s, "{line}");
+        }
         let _ = writeln!(s, "Full report: {html_location}");
         s
     }
@@ -239,6 +281,13 @@ impl WeeklyReport {
                 format!("{v:.3}"),
                 &format!("{} accepted", self.accepted_count),
             );
+        }
+        for a in &self.availability {
+            row("availability", &a.environment, a.state.as_str().to_owned(), &a.source.to_string());
+            for w in crate::availability::windows_in(a, self.week.from, self.week.to) {
+                let end = w.end.map(|e| e.to_rfc3339()).unwrap_or_default();
+                row("declared_window", w.declaring_message(), w.start.to_rfc3339(), &end);
+            }
         }
         for sl in &self.slowest {
             row(
@@ -321,6 +370,15 @@ th,td{{border:1px solid #d8dee4;padding:.3rem .6rem;text-align:left;vertical-ali
             }
             h.push_str("</table>");
         }
+        h.push_str("<h2>KSeF availability</h2><ul id=\"availability\">");
+        let lines = self.availability_lines();
+        if lines.is_empty() {
+            h.push_str("<li>unknown: no availability poll in the last 30 minutes</li>");
+        }
+        for line in lines {
+            let _ = write!(h, "<li>{}</li>", escape(&line));
+        }
+        h.push_str("</ul>");
         h.push_str("</body></html>\n");
         h
     }

@@ -9,13 +9,20 @@
 //! it rewritten. The answer is the [`SweepReport`]; the EMF metrics `DocumentsRedriven` (per
 //! `Stage` and overall) and `OutboxResultsRewritten` go to stdout.
 //!
-//! Never talks to KSeF: it only issues the message a stage would have issued, and the stages
+//! Never sends to KSeF: it only issues the message a stage would have issued, and the stages
 //! reconcile with KSeF before any resend.
+//!
+//! Its second job, when `KSEF_ENV` is set: KSeF's availability ([`poll_availability`], the use
+//! case `relay_pipeline::availability::poll`): Latarnia read (no credentials: it is public),
+//! each message version archived under `latarnia/`, a light probe of a public KSeF endpoint,
+//! and the decided state written to the table's shared cache, where the send stage reads it.
 
 use chrono::{DateTime, Utc};
+use ksef_client::{Environment, LatarniaClient};
 use relay_aws::settings::SweeperSettings;
-use relay_aws::{DynamoDocumentStore, S3Archive, SqsQueue};
+use relay_aws::{DynamoDocumentStore, DynamoSharedCache, S3Archive, SqsQueue};
 use relay_domain::ports::Queue;
+use relay_pipeline::availability::{poll, PollPorts, PollReport, PollTargets};
 use relay_pipeline::follow_up::FollowUpPorts;
 use relay_pipeline::send_route::SendRouting;
 use relay_pipeline::sweeper::{sweep, SweepConfig, SweepReport};
@@ -70,4 +77,47 @@ pub async fn handle(event: serde_json::Value, deps: &SweeperDeps, now: DateTime<
         corrections_queue: &deps.corrections_queue,
     };
     sweep(&ports, &deps.cfg, now).await.map_err(|e| e.to_string())
+}
+
+/// What the availability poll needs: the environment, its Latarnia (None for DEMO), the table's
+/// shared cache and the bucket.
+pub struct AvailabilityDeps {
+    pub environment: Environment,
+    pub latarnia: Option<LatarniaClient>,
+    pub cache: DynamoSharedCache,
+    pub archive: S3Archive,
+}
+
+/// Each request to Latarnia or KSeF's probe gets this long (the sweeper's timeout is 240 s).
+pub const AVAILABILITY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+impl AvailabilityDeps {
+    /// From the settings; None when `KSEF_ENV` is not set (no poll). A bad `KSEF_ENV` fails fast.
+    pub async fn from_settings(s: &SweeperSettings) -> Result<Option<Self>, String> {
+        let Some(env) = s.availability_environment.as_deref() else {
+            return Ok(None);
+        };
+        let environment = Environment::parse(env).map_err(|e| format!("KSEF_ENV: {e}"))?;
+        let clients = relay_aws::AwsClients::new(&s.aws).await;
+        Ok(Some(AvailabilityDeps {
+            latarnia: LatarniaClient::for_environment(&environment, AVAILABILITY_TIMEOUT),
+            environment,
+            cache: DynamoSharedCache::new(clients.dynamodb.clone(), &s.resources.table),
+            archive: S3Archive::new(clients.s3.clone(), &s.resources.bucket),
+        }))
+    }
+}
+
+/// One availability poll at `now`.
+pub async fn poll_availability(deps: &AvailabilityDeps, now: DateTime<Utc>) -> Result<PollReport, String> {
+    let ports = PollPorts {
+        cache: &deps.cache,
+        archive: &deps.archive,
+    };
+    let targets = PollTargets {
+        environment: &deps.environment,
+        latarnia: deps.latarnia.as_ref(),
+        probe_timeout: AVAILABILITY_TIMEOUT,
+    };
+    poll(&ports, &targets, now).await.map_err(|e| e.to_string())
 }

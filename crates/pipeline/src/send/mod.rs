@@ -53,6 +53,8 @@ pub use batch::BatchConfig;
 
 /// The outcome of a document parked because its seller's work is parked.
 const SELLER_PARKED: &str = "SELLER_PARKED";
+/// The outcome of a document held because KSeF is declared (or seen) down.
+pub const AVAILABILITY_HELD: &str = "AVAILABILITY_HELD";
 /// Outcomes that prove KSeF took our call: a probe that ends so clears the seller's block.
 const GOT_THROUGH: [&str; 5] = ["SENT", "RECONCILED_SENT", "BATCH_CLOSED", "BATCH_PROCESSING", "REJECTED"];
 
@@ -130,6 +132,11 @@ async fn ready_to_send<S: SendStore + ?Sized>(
     }
     if let Some(t) = r.next_attempt_at.filter(|t| *t > now) {
         return done(QueueAction::Requeue { delay: until(now, t) }, "NOT_YET", Some(r)).map(Err);
+    }
+    // KSeF is declared (or seen) down: wait for the poll to see it back, without calling KSeF
+    // and without spending the budget.
+    if let Some(a) = ksef.availability_hold(now).await {
+        return hold_for_availability(ports, r, &a, now).await.map(Err);
     }
     // The seller's work is parked for an operator: wait without calling KSeF, unless this
     // attempt is the one that probes.
@@ -430,20 +437,52 @@ async fn park_for_seller<S: SendStore + ?Sized>(
     block: &SellerBlock,
     now: DateTime<Utc>,
 ) -> Result<StageResult, StageError> {
-    let delay = until(now, block.until).max(Duration::from_secs(1));
+    wait_uncharged(ports, r, parked_failure(block), block.until, SELLER_PARKED, now).await
+}
+
+/// KSeF is down for everyone: the document waits for the next poll, not charged, with a history
+/// line naming the state and its source.
+async fn hold_for_availability<S: SendStore + ?Sized>(
+    ports: &SendPorts<'_, S>,
+    r: DocumentRecord,
+    a: &relay_domain::Availability,
+    now: DateTime<Utc>,
+) -> Result<StageResult, StageError> {
+    let failure = relay_domain::Failure::new(
+        relay_domain::ErrorClass::Transient,
+        relay_domain::ErrorSource::Ksef {
+            operation: "availability".into(),
+        },
+        format!("sending held: {}", a.describe()),
+    )
+    .with_code(a.state.as_str());
+    wait_uncharged(ports, r, failure, crate::availability::hold_until(a, now), AVAILABILITY_HELD, now).await
+}
+
+/// The document waits until `retry_at` without a KSeF call and without spending its budget; the
+/// history says why (`failure`).
+async fn wait_uncharged<S: SendStore + ?Sized>(
+    ports: &SendPorts<'_, S>,
+    r: DocumentRecord,
+    failure: relay_domain::Failure,
+    retry_at: DateTime<Utc>,
+    outcome: &'static str,
+    now: DateTime<Utc>,
+) -> Result<StageResult, StageError> {
+    let delay = until(now, retry_at).max(Duration::from_secs(1));
     if r.lease.as_ref().is_some_and(|l| l.until > now) {
         // Another instance holds it; it will meet the block itself.
-        return done(QueueAction::Requeue { delay }, SELLER_PARKED, None);
+        return done(QueueAction::Requeue { delay }, outcome, None);
     }
     let change = Change::RetryScheduled {
-        failure: parked_failure(block),
-        retry_at: block.until,
+        failure,
+        retry_at,
         charged: false,
-        // Keep an unconfirmed send unconfirmed: it is reconciled when the seller resumes.
+        // Keep an unconfirmed send unconfirmed: it is reconciled when sending resumes.
         maybe_received: r.ksef.unconfirmed_send.is_some(),
     };
     match ports.store.transition(&r, change, now).await {
-        Ok(r) => done(again(&r, delay), SELLER_PARKED, Some(r)),
+        Ok(r) => done(again(&r, delay), outcome, Some(r)),
         Err(StoreError::VersionConflict { .. }) => done(
             QueueAction::Requeue {
                 delay: Duration::from_secs(1),

@@ -1,0 +1,259 @@
+//! KSeF's availability, shared by every instance: the scheduled poll that decides it, and the
+//! send stage's hold while KSeF is declared (or seen) down.
+//!
+//! [`poll`] runs on a schedule (the sweeper function, every 5 minutes; `ksef-relay run` once per
+//! pass): it reads Latarnia (`GET /status`, `GET /messages`), archives every message version
+//! once (`latarnia/{env}/{id}/v{version}.json`, put-if-absent, so a repeated poll writes
+//! nothing), probes a public KSeF endpoint, decides the state with
+//! [`Availability::decide`] and writes it to the shared cache (`relay/availability/{env}`, a
+//! version-checked write, live for [`STATE_TTL`] so a poll that stops running cannot hold
+//! sending for ever), and emits the `KsefAvailability` metric.
+//!
+//! The send stage reads it before claiming a document ([`KsefContexts::availability_hold`]).
+//! While it holds, the document waits as a delayed message, with a history line naming the
+//! state and its source (the Latarnia message id), without calling KSeF and without spending
+//! its budget; when the poll sees KSeF back, the next delivery sends. The same shape as the
+//! seller block ([`crate::seller_block`]), environment-wide and decided by the poll rather than
+//! by a failed send.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use ksef_client::latarnia::{environment_key, probe_ksef};
+use ksef_client::{Environment, LatarniaClient};
+use relay_domain::availability::{Availability, DeclaredMessage, LatarniaReading, OwnEvidence};
+use relay_domain::ports::{Archive, ArchiveError, Expect, ObjectBody, PutOutcome, SharedCache, StoreError};
+use relay_observe::emf::{MetricLine, Unit};
+use serde::Serialize;
+
+use crate::sessions::KsefContexts;
+
+/// How long a decided state is trusted without a newer poll.
+pub const STATE_TTL: chrono::Duration = chrono::Duration::minutes(30);
+/// How often the poll runs (the sweeper's schedule); a held document looks again after this.
+pub const POLL_EVERY: Duration = Duration::from_secs(300);
+
+pub use relay_domain::availability::cache_name;
+
+/// The archive key of one message version: the id with every byte but letters, digits, `-` and
+/// `.` written `_XX` (hex), so two ids never share a key (`K/2026/AWR/02` → `K_2F2026_2FAWR_2F02`).
+pub fn message_key(env: &str, m: &DeclaredMessage) -> String {
+    let mut id = String::with_capacity(m.id.len() * 2);
+    for b in m.id.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.') {
+            id.push(char::from(b));
+        } else {
+            id.push_str(&format!("_{b:02X}"));
+        }
+    }
+    format!("latarnia/{env}/{id}/v{}.json", m.version)
+}
+
+/// The availability last decided for `env`, if a poll wrote one that is still live.
+pub async fn current(cache: &dyn SharedCache, env: &str, now: DateTime<Utc>) -> Result<Option<Availability>, StoreError> {
+    Ok(cache
+        .get(&cache_name(env), now)
+        .await?
+        .and_then(|e| serde_json::from_str(&e.value).ok()))
+}
+
+/// What the poll needs.
+pub struct PollPorts<'a> {
+    pub cache: &'a dyn SharedCache,
+    pub archive: &'a dyn Archive,
+}
+
+/// What the poll talks to.
+pub struct PollTargets<'a> {
+    pub environment: &'a Environment,
+    /// None where the environment has no Latarnia (DEMO).
+    pub latarnia: Option<&'a LatarniaClient>,
+    pub probe_timeout: Duration,
+}
+
+/// What one poll did.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PollReport {
+    pub availability: Availability,
+    /// Message versions archived by this poll (0 when nothing new was published).
+    pub archived: Vec<String>,
+    /// Whether the state was shared (false: another poll wrote first, or the cache failed).
+    pub shared: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PollError {
+    #[error(transparent)]
+    Archive(#[from] ArchiveError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// One poll at `now`: read, archive, probe, decide, share, measure.
+pub async fn poll(ports: &PollPorts<'_>, targets: &PollTargets<'_>, now: DateTime<Utc>) -> Result<PollReport, PollError> {
+    let env = environment_key(targets.environment);
+    let reading = match targets.latarnia {
+        Some(l) => l.read().await,
+        None => LatarniaReading::none(),
+    };
+    let mut archived = Vec::new();
+    if let Some(Ok(messages)) = &reading.messages {
+        for m in messages {
+            let key = message_key(env, m);
+            let body = ObjectBody::new(serde_json::to_vec_pretty(m).expect("plain values serialize"), "application/json");
+            if ports.archive.put_if_absent(&key, body).await? == PutOutcome::Created {
+                archived.push(key);
+            }
+        }
+    }
+    let evidence = OwnEvidence {
+        probe: Some(probe_ksef(targets.environment, targets.probe_timeout).await),
+        ..OwnEvidence::default()
+    };
+    let reading = decisive(targets.environment, reading);
+    let name = cache_name(env);
+    let entry = ports.cache.get(&name, now).await?;
+    let previous: Option<Availability> = entry.as_ref().and_then(|e| serde_json::from_str(&e.value).ok());
+    let availability = Availability::decide(env, previous.as_ref(), &reading, &evidence, now);
+    let expect = entry.map_or(Expect::Absent, |e| Expect::Version(e.version));
+    let value = serde_json::to_string(&availability).expect("plain values serialize");
+    let shared = match ports.cache.put(&name, value, now + STATE_TTL, expect, now).await {
+        Ok(_) => true,
+        Err(StoreError::VersionConflict { .. }) => false,
+        Err(e) => return Err(e.into()),
+    };
+    if previous.as_ref().map(|p| p.state) != Some(availability.state) {
+        tracing::warn!(environment = env, state = %availability.state, source = %availability.source, "KSeF availability changed");
+    }
+    availability_line(&availability, archived.len(), now).emit();
+    Ok(PollReport {
+        availability,
+        archived,
+        shared,
+    })
+}
+
+/// What of Latarnia's answer may decide `env`'s state: all of it, except on TEST, whose
+/// Latarnia is static (always TOTAL_FAILURE, API-NOTES §15): its messages are archived, but
+/// only our own evidence decides there, or nothing would ever be sent.
+pub fn decisive(env: &Environment, reading: LatarniaReading) -> LatarniaReading {
+    if *env == Environment::Test {
+        LatarniaReading::none()
+    } else {
+        reading
+    }
+}
+
+/// The `KsefAvailability` metric (0 AVAILABLE .. 4 TOTAL_FAILURE) per environment, with
+/// `KsefHeld` (1 while sending is held), `LatarniaUnreachable` and `LatarniaMessagesArchived`.
+pub fn availability_line(a: &Availability, archived: usize, now: DateTime<Utc>) -> MetricLine {
+    let unreachable = if a.latarnia_answered == Some(false) { 1.0 } else { 0.0 };
+    MetricLine::new(relay_observe::NAMESPACE, now)
+        .group(
+            &[("Environment", a.environment.as_str())],
+            &[
+                ("KsefAvailability", Unit::None, f64::from(a.state.level())),
+                ("KsefHeld", Unit::Count, if a.holds_sending() { 1.0 } else { 0.0 }),
+                ("LatarniaUnreachable", Unit::Count, unreachable),
+                ("LatarniaMessagesArchived", Unit::Count, archived as f64),
+            ],
+        )
+        .property("State", a.state.as_str())
+        .property("Source", a.source.to_string())
+        .property("Since", a.since.to_rfc3339())
+}
+
+impl KsefContexts {
+    /// Holds sending while the shared availability of `env` says KSeF is down (see
+    /// [`crate::availability`]). `env` is [`environment_key`] of the KSeF environment.
+    pub fn with_availability(mut self, env: &Environment) -> Self {
+        self.set_availability_env(environment_key(env));
+        self
+    }
+
+    /// The availability that holds sending now, if any. A failing cache read does not hold:
+    /// the send meets KSeF's answer and the retry policy handles it.
+    pub async fn availability_hold(&self, now: DateTime<Utc>) -> Option<Availability> {
+        let env = self.availability_env()?;
+        let cache = self.shared_cache().unwrap_or(self.local_blocks());
+        match current(cache, env, now).await {
+            Ok(a) => a.filter(Availability::holds_sending),
+            Err(e) => {
+                tracing::warn!(environment = env, error = %e, "could not read KSeF's availability; sending");
+                None
+            }
+        }
+    }
+
+    /// The cache the availability lives in (for the local driver's poll).
+    pub fn availability_cache(&self) -> &dyn SharedCache {
+        self.shared_cache().unwrap_or(self.local_blocks())
+    }
+}
+
+/// When a held document looks again: shortly after the next poll.
+pub fn hold_until(a: &Availability, now: DateTime<Utc>) -> DateTime<Utc> {
+    let next_poll = a.checked_at + chrono::Duration::from_std(POLL_EVERY).expect("small") + chrono::Duration::seconds(15);
+    next_poll.max(now + chrono::Duration::seconds(60))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use relay_domain::availability::AvailabilityState;
+
+    #[test]
+    fn the_availability_line_is_valid_emf_with_the_level_and_the_source() {
+        let now = Utc::now();
+        let reading = LatarniaReading {
+            status: Some(Ok(AvailabilityState::TotalFailure)),
+            messages: Some(Err("HTTP 502".into())),
+        };
+        let a = Availability::decide("PROD", None, &reading, &OwnEvidence::default(), now);
+        let line = availability_line(&a, 2, now).to_line().unwrap();
+        let metrics = relay_observe::emf::check_line(&line).unwrap();
+        let names: Vec<&str> = metrics.iter().map(|(n, _)| n.as_str()).collect();
+        for m in ["KsefAvailability", "KsefHeld", "LatarniaUnreachable", "LatarniaMessagesArchived"] {
+            assert!(names.contains(&m), "{m} in {line}");
+        }
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!((v["KsefAvailability"].as_f64(), v["KsefHeld"].as_f64()), (Some(4.0), Some(1.0)));
+        assert_eq!(
+            (v["Environment"].as_str(), v["State"].as_str()),
+            (Some("PROD"), Some("TOTAL_FAILURE"))
+        );
+        assert_eq!(v["LatarniaMessagesArchived"].as_f64(), Some(2.0));
+    }
+
+    #[test]
+    fn tests_static_latarnia_does_not_hold_sending_there() {
+        let now = Utc::now();
+        let reading = LatarniaReading {
+            status: Some(Ok(AvailabilityState::TotalFailure)),
+            messages: Some(Ok(Vec::new())),
+        };
+        let probe_ok = OwnEvidence {
+            probe: Some(Ok(())),
+            ..OwnEvidence::default()
+        };
+        let test = Availability::decide("TEST", None, &decisive(&Environment::Test, reading.clone()), &probe_ok, now);
+        assert_eq!(test.state, AvailabilityState::Available);
+        let prod = Availability::decide("PROD", None, &decisive(&Environment::Prod, reading), &probe_ok, now);
+        assert_eq!(prod.state, AvailabilityState::TotalFailure);
+    }
+
+    #[test]
+    fn message_keys_are_safe_object_keys_per_version() {
+        let m: DeclaredMessage = serde_json::from_value(serde_json::json!({
+            "id": "K/2026/AWR 02", "category": "FAILURE", "type": "FAILURE_START", "version": 3
+        }))
+        .unwrap();
+        assert_eq!(message_key("PROD", &m), "latarnia/PROD/K_2F2026_2FAWR_2002/v3.json");
+        let n = DeclaredMessage {
+            id: "K_2F2026".into(),
+            ..m.clone()
+        };
+        let o = DeclaredMessage { id: "K/2026".into(), ..m };
+        assert_ne!(message_key("PROD", &n), message_key("PROD", &o), "no two ids share a key");
+    }
+}
