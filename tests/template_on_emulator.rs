@@ -24,106 +24,14 @@ use relay_aws::settings::{IntakeSettings, ReplaySettings, ReportSettings, SendSe
 use relay_aws::{provision, SqsQueue};
 use relay_domain::ports::{DocumentRegistry, Queue};
 use relay_domain::{ContentHash, DocumentKey, DocumentState, InvoiceKind, InvoiceNumber, Nip};
+use relay_tests::deployed_stack::DeployedStack;
 use relay_tests::lambda_events::deliver;
-use relay_tests::recording_proxy::{AwsCall, RecordingProxy, Resource};
+use relay_tests::recording_proxy::RecordingProxy;
 use relay_tests::{emulator, template};
 use serde_json::Value;
 
 const SAMPLE_1: &[u8] = include_bytes!("../data/ksef/samples/FA_3_Przykład_1.xml");
 const NIP: &str = "9999999999";
-
-struct Stack {
-    created: Value,
-}
-
-impl Stack {
-    fn physical(&self, logical: &str) -> String {
-        self.created["resources"][logical]["physical_id"]
-            .as_str()
-            .unwrap_or_else(|| panic!("the stack created no {logical}"))
-            .to_owned()
-    }
-
-    fn function(&self, logical: &str) -> &Value {
-        let f = &self.created["functions"][logical];
-        assert!(f.is_object(), "the stack created no function {logical}");
-        f
-    }
-
-    /// The function's environment as CloudFormation resolved it, plus what Lambda adds
-    /// (AWS_REGION) and the emulator's endpoint; KSEF_ENV (TEST from the parameter) is pointed
-    /// at the simulator instead.
-    fn env(&self, logical: &str, ksef: &str, endpoint: &str) -> HashMap<String, String> {
-        let mut env: HashMap<String, String> = self.function(logical)["environment"]
-            .as_object()
-            .unwrap()
-            .iter()
-            // Lambda environment values are strings; moto hands Number parameters back as numbers.
-            .map(|(k, v)| (k.clone(), v.as_str().map_or_else(|| v.to_string(), str::to_owned)))
-            .collect();
-        if let Some(k) = env.get("KSEF_ENV") {
-            assert_eq!(k, "TEST", "{logical}: KSEF_ENV comes from the KsefEnvironment parameter");
-            env.insert("KSEF_ENV".into(), ksef.into());
-        }
-        env.insert("AWS_REGION".into(), emulator::REGION.into());
-        env.insert(relay_aws::settings::ENDPOINT_VAR.into(), endpoint.into());
-        env
-    }
-
-    /// A recorded call as the template names resources: `DocumentsTable[/index/NAME]`,
-    /// a queue's logical id, `ArchiveBucket/KEY`, `secret:NAME`.
-    fn canonical(&self, call: &AwsCall) -> String {
-        let logical_of = |physical: &str| {
-            self.created["resources"]
-                .as_object()
-                .unwrap()
-                .iter()
-                .find(|(_, r)| r["physical_id"] == physical)
-                .map(|(k, _)| k.clone())
-                .unwrap_or_else(|| format!("(not in the stack: {physical})"))
-        };
-        match &call.resource {
-            Resource::Table { name, index: None } => logical_of(name),
-            Resource::Table { name, index: Some(i) } => format!("{}/index/{i}", logical_of(name)),
-            Resource::Queue { url } => logical_of(url),
-            Resource::Object { bucket, key } => format!("{}/{key}", logical_of(bucket)),
-            Resource::Bucket { bucket } => logical_of(bucket),
-            Resource::Secret { id } => format!("secret:{id}"),
-            Resource::Topic { arn } => logical_of(arn),
-            // The stack's physical id of a key is its id; the functions name it by ARN.
-            Resource::Key { id } => logical_of(id.rsplit('/').next().unwrap_or(id)),
-            Resource::Unknown(what) => format!("(unknown: {what})"),
-        }
-    }
-
-    /// Every call the function made is allowed by its role (the template's parameters
-    /// substituted: the secret prefix).
-    fn assert_allowed(&self, function: &str, calls: &[AwsCall], params: &[(&str, &str)]) {
-        assert!(!calls.is_empty(), "{function} made no AWS call through its proxy");
-        let grants: Vec<(String, String)> = template::granted(function)
-            .into_iter()
-            .map(|(a, mut r)| {
-                // A grant limited to some partition keys (`Table[P1,P2]`): the proxy sees the
-                // table, not the key, so the key limit is template_policies.rs's to check.
-                if let Some((table, _)) = r.split_once('[') {
-                    r = table.to_owned();
-                }
-                for (k, v) in params {
-                    r = r.replace(&format!("secret:{k}*"), &format!("secret:{v}*"));
-                }
-                (a, r)
-            })
-            .collect();
-        for call in calls {
-            let resource = self.canonical(call);
-            assert!(
-                grants.iter().any(|(a, r)| *a == call.action && template::covers(r, &resource)),
-                "{function} called {} on {resource}, which its role does not allow (grants: {grants:?})",
-                call.action
-            );
-        }
-    }
-}
 
 fn json_str(s: &str) -> Value {
     Value::String(s.to_owned())
@@ -150,7 +58,7 @@ async fn the_deployed_template_runs_an_upload_through_intake_send_and_status() {
         ("KsefSellerNips", NIP),
         ("EnableReport", "true"),
     ];
-    let stack = Stack {
+    let stack = DeployedStack {
         created: template::deploy_to_emulator(&name, &params),
     };
     let proxies: HashMap<&str, RecordingProxy> = [
@@ -176,6 +84,11 @@ async fn the_deployed_template_runs_an_upload_through_intake_send_and_status() {
     .await;
     let ksef = sim.api_url();
     let env = |f: &str| stack.env(f, &ksef, &proxies[f].url);
+    for f in proxies.keys() {
+        if let Some(k) = stack.function(f)["environment"].get("KSEF_ENV") {
+            assert_eq!(k, "TEST", "{f}: KSEF_ENV comes from the KsefEnvironment parameter");
+        }
+    }
     let intake_settings = IntakeSettings::from_env(&env("IntakeFunction")).expect("intake's settings");
     let send_settings = SendSettings::from_env(&env("SendFunction")).expect("send's settings");
     let status_settings = StatusSettings::from_env(&env("StatusFunction")).expect("status's settings");

@@ -206,16 +206,22 @@ pub struct SendSettings {
     pub lease: Duration,
 }
 
+/// `MAX_ATTEMPTS`, default 10: the retry budget before FAILED and the DLQ; at least 1.
+fn max_attempts(env: &dyn EnvSource) -> Result<u32, SettingsError> {
+    let max_attempts: u32 = parsed(env, "MAX_ATTEMPTS", 10)?;
+    if max_attempts == 0 {
+        return Err(SettingsError::Invalid {
+            name: "MAX_ATTEMPTS",
+            value: "0".into(),
+            problem: "must be at least 1".into(),
+        });
+    }
+    Ok(max_attempts)
+}
+
 impl SendSettings {
     pub fn from_env(env: &dyn EnvSource) -> Result<Self, SettingsError> {
-        let max_attempts: u32 = parsed(env, "MAX_ATTEMPTS", 10)?;
-        if max_attempts == 0 {
-            return Err(SettingsError::Invalid {
-                name: "MAX_ATTEMPTS",
-                value: "0".into(),
-                problem: "must be at least 1".into(),
-            });
-        }
+        let max_attempts = max_attempts(env)?;
         Ok(SendSettings {
             aws: AwsSettings::from_env(env)?,
             resources: ResourceNames::from_env(env)?,
@@ -253,14 +259,7 @@ pub struct SendBatchSettings {
 
 impl SendBatchSettings {
     pub fn from_env(env: &dyn EnvSource) -> Result<Self, SettingsError> {
-        let max_attempts: u32 = parsed(env, "MAX_ATTEMPTS", 10)?;
-        if max_attempts == 0 {
-            return Err(SettingsError::Invalid {
-                name: "MAX_ATTEMPTS",
-                value: "0".into(),
-                problem: "must be at least 1".into(),
-            });
-        }
+        let max_attempts = max_attempts(env)?;
         Ok(SendBatchSettings {
             aws: AwsSettings::from_env(env)?,
             resources: ResourceNames::from_env(env)?,
@@ -300,7 +299,7 @@ impl StatusSettings {
             ksef: KsefSettings::from_env(env)?,
             status_queue_url: required(env, "STATUS_QUEUE_URL")?,
             status_dlq_url: required(env, "STATUS_DLQ_URL")?,
-            max_attempts: parsed(env, "MAX_ATTEMPTS", 10)?,
+            max_attempts: max_attempts(env)?,
             send_queue_url: required(env, "SEND_QUEUE_URL")?,
             batch_queue_url: env.var("BATCH_QUEUE_URL"),
             corrections_queue_url: required(env, "CORRECTIONS_QUEUE_URL")?,
