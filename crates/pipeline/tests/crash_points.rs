@@ -501,72 +501,90 @@ async fn scenario(ksef: &CrashKsef, stage: Stage, crash_at: Option<usize>, n: us
         let limits = ksef_client::ClientLimits::official().scaled(SCALE);
         run.with_backlog(ksef_client::OnlineBacklog::new(cache, limits, Duration::from_secs(300)));
     }
+    // Each arm is boxed: a debug build gives an async fn's poll a stack slot of its own for each
+    // future it awaits, never shared between the arms, and this match's arms together made
+    // `scenario`'s poll frame 1.1 MB (measured with gdb on the overflow), which with the
+    // pipeline's own frames beneath it overflowed the test thread's 2 MB stack.
     match stage {
         Stage::Intake => {
-            run.intake(true).await;
-            run.drive(None).await;
+            Box::pin(async {
+                run.intake(true).await;
+                run.drive(None).await;
+            })
+            .await
         }
         Stage::SendOnline | Stage::SendBatch | Stage::SendBatchGroup | Stage::Status => {
-            run.intake(false).await;
-            run.drive(Some(stage)).await;
+            Box::pin(async {
+                run.intake(false).await;
+                run.drive(Some(stage)).await;
+            })
+            .await
         }
-        // Boxed: the scenario's future is large already, and this arm holds the run's too.
         Stage::SendBatchMoving => Box::pin(moving(&mut run, crash_at)).await,
         Stage::Replay => {
-            // One transient failure spends a budget of one: FAILED, in the send DLQ.
-            ksef.sim.faults().set(
-                vec![Fault::Unavailable {
-                    rate: 1.0,
-                    on: Some("/invoices".into()),
-                }],
-                1,
-            );
-            run.intake(false).await;
-            while run.handle_send(false).await {}
-            ksef.sim.faults().clear();
-            assert_eq!(run.record().await.state, DocumentState::Failed, "{:#?}", run.log);
-            // Ops replays the DLQ; if the replay dies, ops runs it again.
-            run.send_cfg.policy = RetryPolicy::standard(10).unwrap();
-            while !run.replay(true).await {
-                run.clock.advance(Duration::from_secs(180));
-            }
-            run.drive(None).await;
+            Box::pin(async {
+                // One transient failure spends a budget of one: FAILED, in the send DLQ.
+                ksef.sim.faults().set(
+                    vec![Fault::Unavailable {
+                        rate: 1.0,
+                        on: Some("/invoices".into()),
+                    }],
+                    1,
+                );
+                run.intake(false).await;
+                while run.handle_send(false).await {}
+                ksef.sim.faults().clear();
+                assert_eq!(run.record().await.state, DocumentState::Failed, "{:#?}", run.log);
+                // Ops replays the DLQ; if the replay dies, ops runs it again.
+                run.send_cfg.policy = RetryPolicy::standard(10).unwrap();
+                while !run.replay(true).await {
+                    run.clock.advance(Duration::from_secs(180));
+                }
+                run.drive(None).await;
+            })
+            .await
         }
         Stage::SendHeld => {
-            run.contexts = run.new_contexts();
-            run.declare(true).await;
-            run.intake(false).await;
-            // Deliveries while KSeF is down: each holds (or dies right after its write).
-            for _ in 0..3 {
-                let mut waited = 0;
-                while !run.handle_send(true).await {
-                    run.clock.advance(Duration::from_secs(60));
-                    waited += 1;
-                    // A hold that died before its delayed message was sent: the old message is
-                    // a leftover, and the sweeper re-drives the document once it is overdue.
-                    if waited % 5 == 0 {
-                        run.sweep(false).await;
+            Box::pin(async {
+                run.contexts = run.new_contexts();
+                run.declare(true).await;
+                run.intake(false).await;
+                // Deliveries while KSeF is down: each holds (or dies right after its write).
+                for _ in 0..3 {
+                    let mut waited = 0;
+                    while !run.handle_send(true).await {
+                        run.clock.advance(Duration::from_secs(60));
+                        waited += 1;
+                        // A hold that died before its delayed message was sent: the old message is
+                        // a leftover, and the sweeper re-drives the document once it is overdue.
+                        if waited % 5 == 0 {
+                            run.sweep(false).await;
+                        }
+                        assert!(waited < 30, "no send message for 30 minutes: {:#?}", run.log);
                     }
-                    assert!(waited < 30, "no send message for 30 minutes: {:#?}", run.log);
+                    assert_eq!(run.record().await.attempts, 0, "a hold spends no attempt: {:#?}", run.log);
+                    assert!(ksef.sim.ledger().count_hash(&run.hashes[0]) == 0, "nothing sent while held");
                 }
-                assert_eq!(run.record().await.attempts, 0, "a hold spends no attempt: {:#?}", run.log);
-                assert!(ksef.sim.ledger().count_hash(&run.hashes[0]) == 0, "nothing sent while held");
-            }
-            run.declare(false).await;
-            run.drive(Some(stage)).await;
+                run.declare(false).await;
+                run.drive(Some(stage)).await;
+            })
+            .await
         }
         Stage::Sweeper => {
-            run.intake(false).await;
-            while run.handle_send(false).await {}
-            assert_eq!(run.record().await.state, DocumentState::Sent, "{:#?}", run.log);
-            // The status message (due in two seconds) is lost.
-            run.clock.advance(Duration::from_secs(5));
-            let lost = run.status_q.receive(10, VISIBILITY, Duration::ZERO).await.unwrap();
-            assert_eq!(lost.len(), 1);
-            run.status_q.inner.delete(&lost[0].receipt).await.unwrap();
-            run.clock.advance(Duration::from_secs(300));
-            run.sweep(true).await;
-            run.drive(None).await;
+            Box::pin(async {
+                run.intake(false).await;
+                while run.handle_send(false).await {}
+                assert_eq!(run.record().await.state, DocumentState::Sent, "{:#?}", run.log);
+                // The status message (due in two seconds) is lost.
+                run.clock.advance(Duration::from_secs(5));
+                let lost = run.status_q.receive(10, VISIBILITY, Duration::ZERO).await.unwrap();
+                assert_eq!(lost.len(), 1);
+                run.status_q.inner.delete(&lost[0].receipt).await.unwrap();
+                run.clock.advance(Duration::from_secs(300));
+                run.sweep(true).await;
+                run.drive(None).await;
+            })
+            .await
         }
     }
     run.check(&format!("{stage:?} crashing at {crash_at:?}")).await;
@@ -666,31 +684,9 @@ async fn every_crash_point_of_a_batch_send() {
 /// The batch path with many members: claim, record (batch item, JoinedBatch), open, the session
 /// on the batch, SendStarted, each part's upload, close, AwaitingBatch, then the harvest (the
 /// members' reconciliation against the session's list, SENT, the status checks).
-///
-/// On a thread with an 8 MB stack, as the next test: since the harvest also renders the QR
-/// codes (PNG, deflate) and `send_batch` moves waiting Online documents, this scenario overflowed
-/// the test thread's 2 MB in a debug build (which frame is the largest was not measured).
-#[test]
-fn every_crash_point_of_a_batch_of_many_invoices() {
-    on_a_big_stack(batch_of_many);
-}
-
-/// Runs `scenario` on a tokio runtime of its own, on a thread with an 8 MB stack (debug builds'
-/// deflate and deep futures; see the two tests that use it).
-fn on_a_big_stack<F: std::future::Future<Output = ()> + 'static>(scenario: fn() -> F) {
-    std::thread::Builder::new()
-        .stack_size(8 << 20)
-        .spawn(move || {
-            tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .unwrap()
-                .block_on(scenario())
-        })
-        .unwrap()
-        .join()
-        .unwrap();
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_crash_point_of_a_batch_of_many_invoices() {
+    batch_of_many().await;
 }
 
 async fn batch_of_many() {
@@ -720,12 +716,9 @@ async fn batch_of_many() {
 /// Online documents moved into a batch going anyway: a death after the claim leaves them
 /// online; after `ModeChanged` (or any later write) each goes in a batch and is never sent
 /// online, its parked online message finding it a step ahead.
-///
-/// On a thread of its own with an 8 MB stack: zlib-rs's deflate (the batch archive) takes large
-/// stack frames in a debug build, and this scenario's archive overflowed the test thread's 2 MB.
-#[test]
-fn every_crash_point_of_online_documents_moved_into_a_batch() {
-    on_a_big_stack(moved_into_a_batch);
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_crash_point_of_online_documents_moved_into_a_batch() {
+    moved_into_a_batch().await;
 }
 
 async fn moved_into_a_batch() {
