@@ -538,7 +538,7 @@ impl KsefContexts {
         self.forget_credentials(seller);
         let again = self.context(seller, now).await?;
         let read = !Arc::ptr_eq(&again, ctx) || again.reads() > reads;
-        tracing::info!(seller_nip = %seller, read, "the shared KSeF login came from another version of the seller's secret: read it again");
+        tracing::info!(seller_nip = %seller, read, "the shared KSeF login or session came from another version of the seller's secret: read it again");
         Ok((again, if read { OtherVersion::Replace } else { OtherVersion::Keep }))
     }
 

@@ -373,3 +373,35 @@ async fn a_refused_login_reads_the_secret_again_and_logs_in_with_the_rotated_cer
     assert_eq!(w.send(&third).await.outcome, "OPERATOR_PARKED");
     assert!(matches!(w.ksef.seller_gate(&World::nip(), Utc::now()).await, SellerGate::Parked(_)));
 }
+
+/// An instance on the old version that meets the new version's shared tokens but cannot read the
+/// secret again logs in for itself and leaves the newer tokens where they are.
+#[tokio::test]
+async fn an_instance_that_cannot_read_the_secret_again_does_not_overwrite_a_newer_versions_tokens() {
+    let w = world_with(3, true).await;
+    let cache: Arc<dyn SharedCache> = Arc::new(MemorySharedCache::new());
+    let secrets = Arc::new(MemoryCredentials::new().with(World::nip(), certificate_secret()));
+    let now = Utc::now();
+    // A reads the first version (no login yet); the secret is rotated; B reads it and logs in.
+    let a = contexts(&w, &secrets, &cache);
+    a.client(&World::nip()).await.unwrap();
+    let renewed = renewed_certificate();
+    secrets.set(
+        World::nip(),
+        serde_json::json!({"certificate_pem": renewed.certificate_pem(), "private_key_pem": RSA_KEY}).to_string(),
+    );
+    let b = contexts(&w, &secrets, &cache);
+    let theirs = b.client_ready(&World::nip(), now).await.unwrap().tokens().await.unwrap();
+    // Then the secret cannot be read: A logs in with what it has and keeps it to itself.
+    secrets.set(World::nip(), "{");
+    let ours = a.client_ready(&World::nip(), now).await.unwrap().tokens().await.unwrap();
+    assert_ne!(ours.auth_reference, theirs.auth_reference, "A logged in for itself");
+    let shared = cache.get("ksef/tokens/9999999999", now).await.unwrap().unwrap();
+    let tagged: serde_json::Value = serde_json::from_str(&shared.value).unwrap();
+    let in_cache = ksef_client::TokenSet::import_secret_json(tagged["value"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        in_cache.auth_reference, theirs.auth_reference,
+        "the newer version's tokens stay shared"
+    );
+    assert_eq!(tagged["credentialsVersion"], "2");
+}
