@@ -92,9 +92,12 @@ async fn raw_item(c: &AwsClients, table: &str, name: &str) -> (String, String) {
 }
 
 /// The secret strings inside an opened cache value (the JSON's string fields of any length
-/// worth searching for: tokens, key, IV).
+/// worth searching for: tokens, key, IV). The value names the secret version that obtained it
+/// (`credentialsVersion`) and holds the tokens or session as JSON text in `value`.
 fn secrets_in(plain: &str, fields: &[&str]) -> Vec<String> {
-    let json: serde_json::Value = serde_json::from_str(plain).unwrap();
+    let tagged: serde_json::Value = serde_json::from_str(plain).unwrap();
+    assert!(tagged.get("credentialsVersion").is_some(), "the entry names its secret version");
+    let json: serde_json::Value = serde_json::from_str(tagged["value"].as_str().expect("the tagged value")).unwrap();
     fields
         .iter()
         .map(|f| {

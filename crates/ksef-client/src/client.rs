@@ -173,9 +173,17 @@ pub(crate) struct Inner {
     pub cfg: ClientConfig,
     limiter: Limiter,
     keys: tokio::sync::Mutex<Option<(Vec<PublicKey>, tokio::time::Instant)>>,
-    credentials: Option<Credentials>,
+    /// Replaced when a refused login finds renewed ones ([`KsefClient::with_renewal`]).
+    credentials: std::sync::Mutex<Option<Credentials>>,
+    renewal: Option<CredentialsRenewal>,
     tokens: tokio::sync::Mutex<Option<TokenSet>>,
 }
+
+/// Asked, when KSeF refuses a login, for credentials to try instead: the owner's secret may
+/// have been rotated since the client was made (a new certificate, the old one revoked or
+/// expired). `None`: nothing newer, the refusal stands.
+pub type CredentialsRenewal =
+    Arc<dyn Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<Credentials>> + Send>> + Send + Sync>;
 
 /// A KSeF API 2.0 client. Cheap to clone; clones share the token cache, keys and limiter.
 #[derive(Clone)]
@@ -257,7 +265,8 @@ impl KsefClient {
                 limiter: Limiter::new(&cfg.limits, cfg.governor.clone(), cfg.timeout + cfg.connect_timeout),
                 cfg,
                 keys: tokio::sync::Mutex::new(None),
-                credentials,
+                credentials: std::sync::Mutex::new(credentials),
+                renewal: None,
                 tokens: tokio::sync::Mutex::new(None),
             }),
         })
@@ -265,6 +274,17 @@ impl KsefClient {
 
     pub fn config(&self) -> &ClientConfig {
         &self.inner.cfg
+    }
+
+    /// With `renewal`, a login KSeF refuses asks it for renewed credentials and, given some,
+    /// logs in once more with them (and keeps them): a rotated certificate takes over at the
+    /// first refused login, wherever that login happens (an expired refresh token inside any
+    /// call included). Call it before the client is shared.
+    pub fn with_renewal(mut self, renewal: CredentialsRenewal) -> KsefClient {
+        Arc::get_mut(&mut self.inner)
+            .expect("with_renewal before the client is shared")
+            .renewal = Some(renewal);
+        self
     }
 
     /// The limits this client keeps to now: the configured ones, or as seeded from KSeF.
@@ -493,7 +513,25 @@ impl KsefClient {
     /// refused certificate, missing credentials) is an operator's problem, never an invoice's:
     /// logging in again cannot help, so it is [`ErrorClass::Operator`]. Only transient failures
     /// and rate limits keep their class.
+    ///
+    /// A refused login asks the [renewal](KsefClient::with_renewal), if there is one, for
+    /// renewed credentials and tries those once before giving up.
     pub async fn authenticate(&self) -> Result<TokenSet> {
+        let refused = match self.login_classified().await {
+            Err(f) if f.class == ErrorClass::Operator => f,
+            other => return other,
+        };
+        let Some(renewal) = &self.inner.renewal else { return Err(refused) };
+        let Some(renewed) = renewal().await else { return Err(refused) };
+        tracing::info!(
+            code = refused.code.as_deref().unwrap_or(""),
+            "KSeF refused the login; logging in with the renewed credentials"
+        );
+        *self.inner.credentials.lock().expect("credentials lock") = Some(renewed);
+        self.login_classified().await
+    }
+
+    async fn login_classified(&self) -> Result<TokenSet> {
         self.login().await.map_err(|f| match f.class {
             ErrorClass::Transient | ErrorClass::RateLimited { .. } => f,
             _ => Failure {
@@ -504,7 +542,8 @@ impl KsefClient {
     }
 
     async fn login(&self) -> Result<TokenSet> {
-        let init: AuthInit = match self.inner.credentials.clone() {
+        let credentials = self.inner.credentials.lock().expect("credentials lock").clone();
+        let init: AuthInit = match credentials {
             None => {
                 return Err(Failure::new(
                     ErrorClass::Permanent,

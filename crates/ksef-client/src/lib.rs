@@ -62,7 +62,7 @@ pub mod xades;
 
 pub use batch::{BatchArchive, BatchInvoice, BatchResults, BatchSession, Compression, EncryptedPart, OpenedBatch};
 pub use batch_builder::{ArchiveBuilder, BatchPlan, BatchPlanner, PartDeclaration};
-pub use client::{pick_key, ClientConfig, Credentials, KeyUsage, KsefClient, PublicKey, Result, TokenSet};
+pub use client::{pick_key, ClientConfig, Credentials, CredentialsRenewal, KeyUsage, KsefClient, PublicKey, Result, TokenSet};
 pub use environment::Environment;
 pub use failure_map::{Duplicate, InvoiceOutcome};
 pub use latarnia::{LatarniaClient, LatarniaError, LatarniaStatus};

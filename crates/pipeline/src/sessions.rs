@@ -23,6 +23,16 @@
 //! client and its tokens) and after an operator's problem ([`KsefContexts::forget_credentials`],
 //! called when a seller is parked), so the probe that ends a block reads the secret afresh.
 //! Clients given up front with [`KsefContexts::with`] are used as they are.
+//!
+//! A rotation does not wait for the time to live. The shared tokens and session name the
+//! version of the secret (Secrets Manager's `VersionId`) whose credentials obtained them, and an
+//! instance uses them only for that same version: an instance that meets another version's
+//! entry reads the secret again, then takes the entry if the secret is now at that version (it
+//! was behind) or logs in (opens a session) anew and replaces it (the entry was behind); if the
+//! secret cannot be read then, it logs in for itself and leaves the entry alone. And a login KSeF
+//! refuses (a revoked or expired certificate, a revoked token), wherever the client makes it,
+//! reads the secret again first: a new version logs in at once (the client's
+//! [renewal](ksef_client::KsefClient::with_renewal)); only an unchanged one parks the seller.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -54,14 +64,16 @@ pub const RATE_LIMITS_TTL: Duration = Duration::from_secs(3600);
 /// How long credentials read from a provider are used before they are read again.
 pub const DEFAULT_CREDENTIALS_TTL: Duration = Duration::from_secs(15 * 60);
 
+/// A session this instance sends in: the session, the version of its shared-cache entry when it
+/// came from or went to one, and the secret version whose tokens opened it.
+type Held = (Arc<OnlineSession>, Option<u64>, Option<String>);
+
 struct Context {
     client: Arc<KsefClient>,
-    /// The seller's Offline certificate from the same secret (signs KOD II); never logs in.
-    offline: Option<ksef_client::SigningIdentity>,
-    /// The session, and the version of its shared-cache entry when it came from or went to one.
-    session: Mutex<Option<(Arc<OnlineSession>, Option<u64>)>>,
-    /// Where the client's credentials came from; `None` for a client given up front.
-    loaded: Option<std::sync::Mutex<Loaded>>,
+    session: Mutex<Option<Held>>,
+    /// Where the client's credentials came from; `None` for a client given up front. Shared
+    /// with the client's renewal, which reads the secret again after a refused login.
+    loaded: Option<Arc<std::sync::Mutex<Loaded>>>,
     /// Set once the client keeps to the limits KSeF reports for this seller (or, failing that,
     /// to the published ones): once per client, i.e. per cold start and credentials.
     limits_seeded: tokio::sync::OnceCell<()>,
@@ -71,12 +83,52 @@ struct Context {
 
 #[derive(Clone)]
 struct Loaded {
+    /// The secret's version the client's credentials came from.
     version: Option<String>,
     /// Read again at or after this time.
     fresh_until: DateTime<Utc>,
+    /// Successful reads of the secret for this context so far.
+    reads: u64,
+    /// The seller's Offline certificate from the same secret (signs KOD II); never logs in.
+    offline: Option<ksef_client::SigningIdentity>,
+}
+
+/// What to do with a shared entry (tokens, session) obtained with another version of the
+/// seller's secret than this context's.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum OtherVersion {
+    /// Read the secret again first: the entry may be of a rotation this instance has not seen.
+    Reread,
+    /// The secret was just read: the entry is of an older version; log in (or open) anew and
+    /// replace it.
+    Replace,
+    /// The secret could not be read again: log in (or open) anew, but keep it to this instance
+    /// (the entry may be newer than what this instance knows).
+    Keep,
+}
+
+/// The shared entry is of another version of the secret (with [`OtherVersion::Reread`]).
+struct NeedsReread;
+
+/// The JSON sealed in a shared-cache entry of tokens or a session: the secret value, and the
+/// version of the seller's credentials secret they were obtained with.
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Tagged {
+    credentials_version: Option<String>,
+    value: String,
 }
 
 impl Context {
+    /// The version of the secret the client's credentials came from now.
+    fn version(&self) -> Option<String> {
+        self.loaded.as_ref().and_then(|l| l.lock().expect("loaded lock").version.clone())
+    }
+
+    fn reads(&self) -> u64 {
+        self.loaded.as_ref().map_or(0, |l| l.lock().expect("loaded lock").reads)
+    }
+
     fn fresh(&self, now: DateTime<Utc>) -> bool {
         self.loaded
             .as_ref()
@@ -137,7 +189,6 @@ impl KsefContexts {
             seller,
             Arc::new(Context {
                 client: Arc::new(client),
-                offline: None,
                 session: Mutex::new(None),
                 loaded: None,
                 limits_seeded: tokio::sync::OnceCell::new(),
@@ -235,10 +286,30 @@ impl KsefContexts {
         }
     }
 
-    /// The session a shared-cache entry holds, if it opens and reads.
-    async fn shared_session(&self, name: &str, entry: &CacheEntry) -> Option<OnlineSession> {
+    /// A shared-cache entry of tokens or a session, opened: the secret version they were
+    /// obtained with, and the value. None when it does not open or is not tagged (an entry
+    /// written before entries named their version): then it counts as absent and is replaced.
+    async fn open_tagged(&self, name: &str, entry: &CacheEntry) -> Option<(Option<String>, String)> {
         let plain = self.open_entry(name, entry).await?;
-        OnlineSession::import_secret_json(&plain).ok()
+        let tagged: Tagged = serde_json::from_str(&plain).ok()?;
+        Some((tagged.credentials_version, tagged.value))
+    }
+
+    /// `plain`, obtained with the secret's `version`, as it goes into the shared cache.
+    async fn seal_tagged(&self, name: &str, version: Option<String>, plain: String) -> Option<String> {
+        let tagged = Tagged {
+            credentials_version: version,
+            value: plain,
+        };
+        self.seal_value(name, serde_json::to_string(&tagged).expect("plain strings serialize"))
+            .await
+    }
+
+    /// The session a shared-cache entry holds, if it opens and reads, with the secret version
+    /// whose tokens opened it.
+    async fn shared_session(&self, name: &str, entry: &CacheEntry) -> Option<(Option<String>, OnlineSession)> {
+        let (version, plain) = self.open_tagged(name, entry).await?;
+        Some((version, OnlineSession::import_secret_json(&plain).ok()?))
     }
 
     pub(crate) fn shared_cache(&self) -> Option<&dyn SharedCache> {
@@ -304,7 +375,9 @@ impl KsefContexts {
         }) {
             // The same secret version: keep the client and its tokens.
             if let Some(l) = &ctx.loaded {
-                l.lock().expect("loaded lock").fresh_until = fresh_until;
+                let mut l = l.lock().expect("loaded lock");
+                l.fresh_until = fresh_until;
+                l.reads += 1;
             }
             return Ok(ctx);
         }
@@ -317,7 +390,14 @@ impl KsefContexts {
                 config.limits.clone(),
             ));
         }
-        let client = KsefClient::new(config, Some(read.stored.credentials(seller.clone())))?;
+        let loaded = Arc::new(std::sync::Mutex::new(Loaded {
+            version: read.version.clone(),
+            fresh_until,
+            reads: 1,
+            offline: read.stored.offline.clone(),
+        }));
+        let client =
+            KsefClient::new(config, Some(read.stored.credentials(seller.clone())))?.with_renewal(self.renewal(seller, &loaded, provided));
         tracing::info!(
             seller_nip = %seller,
             credential_kind = %facts.kind,
@@ -328,12 +408,8 @@ impl KsefContexts {
         );
         let ctx = Arc::new(Context {
             client: Arc::new(client),
-            offline: read.stored.offline.clone(),
             session: Mutex::new(None),
-            loaded: Some(std::sync::Mutex::new(Loaded {
-                version: read.version,
-                fresh_until,
-            })),
+            loaded: Some(loaded),
             limits_seeded: tokio::sync::OnceCell::new(),
             login: Mutex::new(()),
         });
@@ -351,8 +427,9 @@ impl KsefContexts {
         now: DateTime<Utc>,
     ) -> Result<(ksef_client::SigningIdentity, ksef_client::Environment), Failure> {
         let ctx = self.context(seller, now).await?;
-        match &ctx.offline {
-            Some(identity) => Ok((identity.clone(), ctx.client.config().environment.clone())),
+        let offline = ctx.loaded.as_ref().and_then(|l| l.lock().expect("loaded lock").offline.clone());
+        match offline {
+            Some(identity) => Ok((identity, ctx.client.config().environment.clone())),
             None => Err(Failure::new(
                 ErrorClass::Operator,
                 ErrorSource::Relay,
@@ -369,36 +446,110 @@ impl KsefContexts {
     /// measures every seller's expiry from these. Best effort: a failure is logged, the work
     /// goes on; the next read writes them again. Plain, not sealed: nothing in them is secret.
     async fn record_facts(&self, seller: &Nip, facts: &ksef_client::CredentialFacts, now: DateTime<Utc>) {
-        let Some(cache) = &self.cache else { return };
-        let name = credential_facts::cache_name(seller);
-        let value = recorded_facts(facts, now).to_json();
-        let expect = match cache.get(&name, now).await {
-            Ok(Some(entry)) => Expect::Version(entry.version),
-            Ok(None) => Expect::Absent,
-            Err(e) => {
-                tracing::warn!(seller_nip = %seller, error = %e, "could not read the recorded credential facts; not recording them this time");
-                return;
-            }
-        };
-        match cache.put(&name, value, now + credential_facts::retention(), expect, now).await {
-            // Another instance recorded a read of the same secret at the same moment.
-            Ok(_) | Err(StoreError::VersionConflict { .. }) => {}
-            Err(e) => tracing::warn!(seller_nip = %seller, error = %e, "could not record the credential facts"),
-        }
+        record_facts(self.cache.as_deref(), seller, facts, now).await;
     }
 
+    /// What `seller`'s client asks when KSeF refuses its login: the secret read again now, and
+    /// its credentials if it is another version than the client's (then the context takes that
+    /// version: its tokens and sessions are of it from now on). The same version: the refusal
+    /// stands (the seller is parked).
+    fn renewal(&self, seller: &Nip, loaded: &Arc<std::sync::Mutex<Loaded>>, provided: &Provided) -> ksef_client::CredentialsRenewal {
+        let (provider, ttl, cache, loaded, seller) = (
+            provided.provider.clone(),
+            provided.ttl,
+            self.cache.clone(),
+            loaded.clone(),
+            seller.clone(),
+        );
+        Arc::new(move || {
+            let (provider, cache, loaded, seller) = (provider.clone(), cache.clone(), loaded.clone(), seller.clone());
+            Box::pin(async move {
+                let now = Utc::now();
+                let read = match provider.read(&seller).await {
+                    Ok(read) => read,
+                    Err(f) => {
+                        tracing::warn!(seller_nip = %seller, error = %f, "KSeF refused the login and the credentials could not be read again");
+                        return None;
+                    }
+                };
+                {
+                    let mut l = loaded.lock().expect("loaded lock");
+                    l.fresh_until = now + ttl;
+                    l.reads += 1;
+                    if read.version.is_some() && read.version == l.version {
+                        tracing::info!(seller_nip = %seller, "KSeF refused the login and the secret has not changed");
+                        return None;
+                    }
+                    l.version = read.version.clone();
+                    l.offline = read.stored.offline.clone();
+                }
+                let facts = read.stored.facts();
+                days_left_line(&seller, &facts, now).emit();
+                record_facts(cache.as_deref(), &seller, &facts, now).await;
+                tracing::info!(
+                    seller_nip = %seller,
+                    credential_kind = %facts.kind,
+                    subject = facts.subject.as_deref().unwrap_or("-"),
+                    not_after = %facts.not_after.to_rfc3339(),
+                    "KSeF refused the login: the secret has a new version, logging in with it"
+                );
+                Some(read.stored.credentials(seller))
+            })
+        })
+    }
+}
+
+/// Records what was just read about `seller`'s login in `cache` (see
+/// [`KsefContexts::record_facts`]).
+async fn record_facts(cache: Option<&dyn SharedCache>, seller: &Nip, facts: &ksef_client::CredentialFacts, now: DateTime<Utc>) {
+    let Some(cache) = cache else { return };
+    let name = credential_facts::cache_name(seller);
+    let value = recorded_facts(facts, now).to_json();
+    let expect = match cache.get(&name, now).await {
+        Ok(Some(entry)) => Expect::Version(entry.version),
+        Ok(None) => Expect::Absent,
+        Err(e) => {
+            tracing::warn!(seller_nip = %seller, error = %e, "could not read the recorded credential facts; not recording them this time");
+            return;
+        }
+    };
+    match cache.put(&name, value, now + credential_facts::retention(), expect, now).await {
+        // Another instance recorded a read of the same secret at the same moment.
+        Ok(_) | Err(StoreError::VersionConflict { .. }) => {}
+        Err(e) => tracing::warn!(seller_nip = %seller, error = %e, "could not record the credential facts"),
+    }
+}
+
+impl KsefContexts {
     /// The client, without touching the shared cache (it logs in by itself when it must).
     pub async fn client(&self, seller: &Nip) -> Result<Arc<KsefClient>, Failure> {
         Ok(self.context(seller, Utc::now()).await?.client.clone())
     }
 
-    /// The client with tokens: its own, or another instance's from the shared cache, or a fresh
-    /// login that it then shares.
+    /// The client with tokens: its own, or another instance's from the shared cache (obtained
+    /// with the same version of the seller's secret), or a fresh login that it then shares.
     pub async fn client_ready(&self, seller: &Nip, now: DateTime<Utc>) -> Result<Arc<KsefClient>, Failure> {
-        let ctx = self.context(seller, now).await?;
-        self.ensure_tokens(&ctx, seller, now).await?;
+        let mut ctx = self.context(seller, now).await?;
+        if self.ensure_tokens(&ctx, seller, now, OtherVersion::Reread).await?.is_err() {
+            let (again, other) = self.reread(seller, &ctx, now).await?;
+            ctx = again;
+            let _ = self.ensure_tokens(&ctx, seller, now, other).await?;
+        }
         self.ensure_limits(&ctx, seller, now).await;
         Ok(ctx.client.clone())
+    }
+
+    /// The shared tokens or session came from another version of the seller's secret: reads
+    /// the secret again now. The context to go on with, and what to do with the other
+    /// version's entry: replace it when the secret was read (ours is now the current version),
+    /// keep it when it could not be read.
+    async fn reread(&self, seller: &Nip, ctx: &Arc<Context>, now: DateTime<Utc>) -> Result<(Arc<Context>, OtherVersion), Failure> {
+        let reads = ctx.reads();
+        self.forget_credentials(seller);
+        let again = self.context(seller, now).await?;
+        let read = !Arc::ptr_eq(&again, ctx) || again.reads() > reads;
+        tracing::info!(seller_nip = %seller, read, "the shared KSeF login or session came from another version of the seller's secret: read it again");
+        Ok((again, if read { OtherVersion::Replace } else { OtherVersion::Keep }))
     }
 
     /// Once per client made from credentials: the limits KSeF applies to this seller, from the
@@ -447,27 +598,47 @@ impl KsefContexts {
             .await;
     }
 
-    async fn ensure_tokens(&self, ctx: &Context, seller: &Nip, now: DateTime<Utc>) -> Result<(), Failure> {
-        let Some(cache) = &self.cache else { return Ok(()) };
+    /// Gives the context's client tokens if it has none: the shared ones if they were obtained
+    /// with the context's version of the secret, else a login (shared, unless `other` says
+    /// keep). With [`OtherVersion::Reread`], shared tokens of another version are
+    /// `Err(NeedsReread)`: the caller reads the secret again and comes back.
+    async fn ensure_tokens(
+        &self,
+        ctx: &Context,
+        seller: &Nip,
+        now: DateTime<Utc>,
+        other: OtherVersion,
+    ) -> Result<Result<(), NeedsReread>, Failure> {
+        let Some(cache) = &self.cache else { return Ok(Ok(())) };
         if ctx.client.tokens().await.is_some() {
-            // This instance has tokens and refreshes them itself.
-            return Ok(());
+            // This instance has tokens and refreshes them itself (and, when KSeF refuses its
+            // login, reads the secret again: the client's renewal).
+            return Ok(Ok(()));
         }
         // One login per instance: the concurrent tasks of a batch wait for the first.
         let _one_login = ctx.login.lock().await;
         if ctx.client.tokens().await.is_some() {
-            return Ok(());
+            return Ok(Ok(()));
         }
         let name = format!("ksef/tokens/{seller}");
         let existing = cache.get(&name, now).await.map_err(cache_failure)?;
+        let mut share = true;
         if let Some(entry) = &existing {
-            if let Some(tokens) = self
-                .open_entry(&name, entry)
-                .await
-                .and_then(|p| TokenSet::import_secret_json(&p).ok())
-            {
-                ctx.client.set_tokens(tokens).await;
-                return Ok(());
+            if let Some((version, plain)) = self.open_tagged(&name, entry).await {
+                if version == ctx.version() {
+                    if let Ok(tokens) = TokenSet::import_secret_json(&plain) {
+                        ctx.client.set_tokens(tokens).await;
+                        return Ok(Ok(()));
+                    }
+                } else {
+                    // Tokens of another version of the secret are never used: a rotation
+                    // takes effect at once, not when the old tokens end.
+                    match other {
+                        OtherVersion::Reread => return Ok(Err(NeedsReread)),
+                        OtherVersion::Replace => {}
+                        OtherVersion::Keep => share = false,
+                    }
+                }
             }
         }
         let fresh = match ctx.client.authenticate().await {
@@ -481,61 +652,101 @@ impl KsefContexts {
             }
         };
         ctx.client.set_tokens(fresh.clone()).await;
-        let Some(value) = self.seal_value(&name, fresh.export_secret_json()).await else {
-            return Ok(());
+        // The version after the login: a refused login may have moved the client to a new one.
+        if !share {
+            return Ok(Ok(()));
+        }
+        let Some(value) = self.seal_tagged(&name, ctx.version(), fresh.export_secret_json()).await else {
+            return Ok(Ok(()));
         };
-        // An entry there did not open or read: ours replaces it (if it is still that version).
-        // If another instance logged in meanwhile, its tokens stay shared; ours are valid too.
+        // An entry there did not open, read, or was of an older version: ours replaces it (if it
+        // is still that version). If another instance logged in meanwhile, its tokens stay
+        // shared; ours are valid too.
         let expect = existing.map_or(Expect::Absent, |e| Expect::Version(e.version));
         match cache.put(&name, value, fresh.refresh.valid_until, expect, now).await {
-            Ok(_) | Err(StoreError::VersionConflict { .. }) => Ok(()),
+            Ok(_) | Err(StoreError::VersionConflict { .. }) => Ok(Ok(())),
             Err(e) => Err(cache_failure(e)),
         }
     }
 
-    /// The open session for `seller`: this instance's, another instance's from the shared cache,
-    /// or a new one (then shared). A session about to expire is replaced.
+    /// The open session for `seller`: this instance's, another instance's from the shared cache
+    /// (opened with tokens of the same version of the seller's secret), or a new one (then
+    /// shared). A session about to expire is replaced.
     pub async fn session(&self, seller: &Nip, now: DateTime<Utc>) -> Result<Arc<OnlineSession>, Failure> {
         let ctx = self.context(seller, now).await?;
+        if let Ok(s) = self.session_of(&ctx, seller, now, OtherVersion::Reread).await? {
+            return Ok(s);
+        }
+        let (ctx, other) = self.reread(seller, &ctx, now).await?;
+        match self.session_of(&ctx, seller, now, other).await? {
+            Ok(s) => Ok(s),
+            Err(NeedsReread) => unreachable!("only OtherVersion::Reread asks to read again"),
+        }
+    }
+
+    async fn session_of(
+        &self,
+        ctx: &Context,
+        seller: &Nip,
+        now: DateTime<Utc>,
+        other: OtherVersion,
+    ) -> Result<Result<Arc<OnlineSession>, NeedsReread>, Failure> {
         let mut slot = ctx.session.lock().await;
-        if let Some((s, _)) = slot.as_ref() {
-            if usable(s, now) {
-                return Ok(s.clone());
+        if let Some((s, _, version)) = slot.as_ref() {
+            if usable(s, now) && *version == ctx.version() {
+                return Ok(Ok(s.clone()));
             }
         }
-        self.ensure_tokens(&ctx, seller, now).await?;
-        self.ensure_limits(&ctx, seller, now).await;
+        if let Err(reread) = self.ensure_tokens(ctx, seller, now, other).await? {
+            return Ok(Err(reread));
+        }
+        self.ensure_limits(ctx, seller, now).await;
         let Some(cache) = &self.cache else {
             let opened = Arc::new(ctx.client.open_online_session().await?);
-            if let Some((old, _)) = slot.replace((opened.clone(), None)) {
+            if let Some((old, _, _)) = slot.replace((opened.clone(), None, ctx.version())) {
                 close_replaced(&ctx.client, seller, &old, now).await;
             }
-            return Ok(opened);
+            return Ok(Ok(opened));
         };
         let name = format!("ksef/session/{seller}");
         let current = cache.get(&name, now).await.map_err(cache_failure)?;
         let mut replaced = None;
+        let mut share = true;
         if let Some(entry) = &current {
-            if let Some(s) = self.shared_session(&name, entry).await {
-                if usable(&s, now) {
-                    let s = Arc::new(s);
-                    *slot = Some((s.clone(), Some(entry.version)));
-                    return Ok(s);
+            if let Some((version, s)) = self.shared_session(&name, entry).await {
+                if version == ctx.version() {
+                    if usable(&s, now) {
+                        let s = Arc::new(s);
+                        *slot = Some((s.clone(), Some(entry.version), version));
+                        return Ok(Ok(s));
+                    }
+                    replaced = Some(s);
+                } else {
+                    // A session opened with tokens of another version of the secret.
+                    match other {
+                        OtherVersion::Reread => return Ok(Err(NeedsReread)),
+                        OtherVersion::Replace => replaced = Some(s),
+                        OtherVersion::Keep => share = false,
+                    }
                 }
-                replaced = Some(s);
             }
         }
         let opened = Arc::new(ctx.client.open_online_session().await?);
+        let version = ctx.version();
         let expect = current.map_or(Expect::Absent, |e| Expect::Version(e.version));
-        let Some(value) = self.seal_value(&name, opened.export_secret_json()).await else {
-            if let Some((old, _)) = slot.replace((opened.clone(), None)) {
+        let sealed = match share {
+            true => self.seal_tagged(&name, version.clone(), opened.export_secret_json()).await,
+            false => None,
+        };
+        let Some(value) = sealed else {
+            if let Some((old, _, _)) = slot.replace((opened.clone(), None, version)) {
                 close_replaced(&ctx.client, seller, &old, now).await;
             }
-            return Ok(opened);
+            return Ok(Ok(opened));
         };
         match cache.put(&name, value, opened.valid_until, expect, now).await {
             Ok(entry) => {
-                *slot = Some((opened.clone(), Some(entry.version)));
+                *slot = Some((opened.clone(), Some(entry.version), version));
                 // This instance replaced the shared session: it closes the old one (only one
                 // instance wins the version check, so it is closed once).
                 if let Some(old) = replaced {
@@ -543,19 +754,22 @@ impl KsefContexts {
                 }
             }
             Err(StoreError::VersionConflict { .. }) => {
-                // Another instance opened one first: send in that one, so all share one session.
+                // Another instance opened one first: send in that one, so all share one session
+                // (if it was opened with tokens of the same version of the secret).
                 if let Some(entry) = cache.get(&name, now).await.map_err(cache_failure)? {
-                    if let Some(theirs) = self.shared_session(&name, &entry).await {
-                        let theirs = Arc::new(theirs);
-                        *slot = Some((theirs.clone(), Some(entry.version)));
-                        return Ok(theirs);
+                    if let Some((theirs_version, theirs)) = self.shared_session(&name, &entry).await {
+                        if theirs_version == version {
+                            let theirs = Arc::new(theirs);
+                            *slot = Some((theirs.clone(), Some(entry.version), version));
+                            return Ok(Ok(theirs));
+                        }
                     }
                 }
-                *slot = Some((opened.clone(), None));
+                *slot = Some((opened.clone(), None, version));
             }
             Err(e) => return Err(cache_failure(e)),
         }
-        Ok(opened)
+        Ok(Ok(opened))
     }
 
     /// Forgets `reference` if it is the current session (KSeF said it is closed or broken), here
@@ -564,7 +778,7 @@ impl KsefContexts {
         let ctx = self.contexts.lock().expect("contexts lock").get(seller).cloned();
         if let Some(ctx) = ctx {
             let mut slot = ctx.session.lock().await;
-            if slot.as_ref().is_some_and(|(s, _)| s.reference == reference) {
+            if slot.as_ref().is_some_and(|(s, _, _)| s.reference == reference) {
                 if let Err(e) = self.unshare(seller, reference, Utc::now()).await {
                     tracing::warn!(seller_nip = %seller, error = %e, "could not drop the shared session");
                 }
@@ -581,7 +795,7 @@ impl KsefContexts {
         let Some(entry) = cache.get(&name, now).await? else {
             return Ok(false);
         };
-        if self.shared_session(&name, &entry).await.map(|s| s.reference).as_deref() != Some(reference) {
+        if self.shared_session(&name, &entry).await.map(|(_, s)| s.reference).as_deref() != Some(reference) {
             return Ok(false);
         }
         cache.remove(&name, entry.version).await?;
@@ -628,7 +842,7 @@ impl KsefContexts {
         let contexts = self.loaded_contexts();
         let mut candidates = false;
         for (_, ctx) in &contexts {
-            candidates |= ctx.session.lock().await.as_ref().is_some_and(|(s, _)| old_enough(s));
+            candidates |= ctx.session.lock().await.as_ref().is_some_and(|(s, _, _)| old_enough(s));
         }
         if !candidates || send_queue.stats().await?.total() > 0 {
             return Ok(0);
@@ -636,7 +850,7 @@ impl KsefContexts {
         let mut closed = 0;
         for (seller, ctx) in &contexts {
             let mut slot = ctx.session.lock().await;
-            let Some((s, version)) = slot.as_ref().filter(|(s, _)| old_enough(s)).cloned() else {
+            let Some((s, version, _)) = slot.as_ref().filter(|(s, _, _)| old_enough(s)).cloned() else {
                 continue;
             };
             *slot = None;
@@ -666,7 +880,7 @@ impl KsefContexts {
     /// Closes every open session (KSeF then prepares the session UPO); failures are logged.
     pub async fn close_all(&self) {
         for (seller, ctx) in &self.loaded_contexts() {
-            if let Some((s, _)) = ctx.session.lock().await.take() {
+            if let Some((s, _, _)) = ctx.session.lock().await.take() {
                 if let Err(f) = ctx.client.close_online_session(&s.reference).await {
                     tracing::warn!(seller_nip = %seller, session = %s.reference, error = %f, "closing the session failed");
                 }

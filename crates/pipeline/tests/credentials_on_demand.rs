@@ -2,7 +2,9 @@
 //! be used parks only its own work; a refused login is fixed by rotating the secret (here from a
 //! token to a certificate), which the probe that ends the block reads without a new deployment;
 //! an unchanged secret keeps its client and tokens when its time to live ends, a changed one
-//! logs in anew.
+//! logs in anew; the shared tokens and session are tied to the secret's version, so a rotation
+//! takes effect within the time to live, and a login KSeF refuses reads the secret again
+//! before anything is parked.
 
 mod common;
 
@@ -103,7 +105,8 @@ async fn an_unchanged_secret_keeps_its_client_and_a_changed_one_logs_in_anew() {
         .unwrap();
     assert!(Arc::ptr_eq(&a, &b));
     assert_eq!(logins(&w, "/auth/xades-signature"), 1);
-    // Rotated (a new version): a new client, which takes the shared login rather than its own.
+    // Rotated (a new version): a new client, which logs in anew rather than take the shared
+    // tokens obtained with the old version.
     secrets.set(World::nip(), certificate_secret());
     let c = w
         .ksef
@@ -112,6 +115,7 @@ async fn an_unchanged_secret_keeps_its_client_and_a_changed_one_logs_in_anew() {
         .unwrap();
     assert!(!Arc::ptr_eq(&a, &c));
     assert!(c.tokens().await.is_some());
+    assert_eq!(logins(&w, "/auth/xades-signature"), 2, "the new version logged in itself");
     // Within the time to live nothing is read: a broken secret is not seen yet.
     secrets.set(World::nip(), "{");
     let d = w
@@ -245,4 +249,159 @@ async fn a_secret_read_records_its_facts_and_never_the_secret() {
     for line in EC_CERT.lines().filter(|l| !l.starts_with("-----") && l.len() > 8) {
         assert!(!entry.value.contains(line), "nor the certificate itself");
     }
+}
+
+fn renewed_certificate() -> ksef_client::SigningIdentity {
+    let key = ksef_client::stored_credentials::private_key_from_pem(RSA_KEY, "the key").unwrap();
+    let now = std::time::SystemTime::now();
+    let day = Duration::from_secs(86_400);
+    ksef_client::SigningIdentity::self_signed_between(
+        "CN=Seller 9999999999,2.5.4.97=VATPL-9999999999,C=PL",
+        key,
+        now - day,
+        now + 365 * day,
+    )
+    .unwrap()
+}
+
+const RSA_KEY: &str = include_str!("../../ksef-client/tests/fixtures/xades-test-rsa-key.pem");
+
+/// The certificate logins the simulator saw since `from`: (fingerprint, auth status).
+fn certificate_logins(w: &World, from: usize) -> Vec<(String, i32)> {
+    w.sim.certificate_logins()[from..]
+        .iter()
+        .map(|l| (l.fingerprint.clone(), l.status))
+        .collect()
+}
+
+/// Failed before the shared entries named their secret's version: an instance that read the
+/// rotated secret took the tokens (and session) the old certificate had obtained from the
+/// shared cache, so the new certificate never logged in until they ended.
+#[tokio::test]
+async fn a_rotation_within_the_time_to_live_is_not_served_the_old_versions_tokens_or_session() {
+    let w = world_with(3, true).await;
+    let cache: Arc<dyn SharedCache> = Arc::new(MemorySharedCache::new());
+    let secrets = Arc::new(MemoryCredentials::new().with(World::nip(), certificate_secret()));
+    let old = ksef_client::SigningIdentity::from_pem(EC_CERT, EC_KEY).unwrap();
+    let now = Utc::now();
+    // Instance A reads the first version, logs in and opens the shared session.
+    let a = contexts(&w, &secrets, &cache);
+    let first = a.session(&World::nip(), now).await.unwrap();
+    assert_eq!(certificate_logins(&w, 0), vec![(old.fingerprint_hex(), 200)]);
+
+    // The operator rotates the secret to a new certificate. Instance B starts cold (reads the new
+    // version) well within A's time to live: it logs in with the new certificate, opens its own
+    // session and shares both; the old version's session is closed.
+    let renewed = renewed_certificate();
+    secrets.set(
+        World::nip(),
+        serde_json::json!({"certificate_pem": renewed.certificate_pem(), "private_key_pem": RSA_KEY}).to_string(),
+    );
+    let b = contexts(&w, &secrets, &cache);
+    let second = b.session(&World::nip(), now).await.unwrap();
+    assert_eq!(
+        certificate_logins(&w, 1),
+        vec![(renewed.fingerprint_hex(), 200)],
+        "the new version logged in, not served the old one's tokens"
+    );
+    assert_ne!(second.reference, first.reference, "nor the session opened with them");
+    let closed = b
+        .client(&World::nip())
+        .await
+        .unwrap()
+        .session_status(&first.reference)
+        .await
+        .unwrap();
+    assert_ne!(closed.status.code, 100, "the old version's session was closed: {:?}", closed.status);
+
+    // A, still on the old version (its time to live has not ended), is told its session is
+    // closed: it meets the new version's session in the cache, reads the secret again and takes
+    // that session and those tokens: no login of its own, and the old certificate is not used.
+    a.drop_session(&World::nip(), &first.reference).await;
+    let third = a.session(&World::nip(), now + chrono::Duration::minutes(1)).await.unwrap();
+    assert_eq!(third.reference, second.reference);
+    assert_eq!(certificate_logins(&w, 2), vec![], "no login: A took the new version's tokens");
+    let a_client = a.client_ready(&World::nip(), now + chrono::Duration::minutes(1)).await.unwrap();
+    let b_client = b.client_ready(&World::nip(), now).await.unwrap();
+    assert_eq!(
+        a_client.tokens().await.unwrap().auth_reference,
+        b_client.tokens().await.unwrap().auth_reference
+    );
+}
+
+/// Failed without the client's renewal: an instance within its time to live whose tokens end
+/// logs in again with the credentials it read before the rotation; KSeF refuses the revoked
+/// certificate and the seller's work is parked for minutes although the secret already holds
+/// a working certificate.
+#[tokio::test]
+async fn a_refused_login_reads_the_secret_again_and_logs_in_with_the_rotated_certificate_before_parking() {
+    let mut w = world_with(3, true).await;
+    let cache: Arc<dyn SharedCache> = Arc::new(MemorySharedCache::new());
+    let secrets = Arc::new(MemoryCredentials::new().with(World::nip(), certificate_secret()));
+    let old = ksef_client::SigningIdentity::from_pem(EC_CERT, EC_KEY).unwrap();
+    w.ksef = contexts(&w, &secrets, &cache);
+    let first = w.register(&invoice("ROT/1")).await;
+    assert_eq!(w.send(&first).await.outcome, "SENT");
+
+    // Rotated; the old certificate revoked in KSeF and every token it obtained ended. Nothing
+    // else happens in between: the time to live (15 min) has not ended.
+    let renewed = renewed_certificate();
+    secrets.set(
+        World::nip(),
+        serde_json::json!({"certificate_pem": renewed.certificate_pem(), "private_key_pem": RSA_KEY}).to_string(),
+    );
+    w.sim.revoke_certificate(&old.fingerprint_hex());
+    w.sim.revoke_refresh_tokens();
+    let from = w.sim.certificate_logins().len();
+    let second = w.register(&invoice("ROT/2")).await;
+    let res = w.send(&second).await;
+    assert_eq!(res.outcome, "SENT", "{:?}", res.record);
+    let record = res.record.unwrap();
+    assert_eq!((record.attempts, record.last_error), (0, None), "nothing charged, nothing parked");
+    assert_eq!(w.ksef.seller_gate(&World::nip(), Utc::now()).await, SellerGate::Open);
+    let logins = certificate_logins(&w, from);
+    assert_eq!(logins.last(), Some(&(renewed.fingerprint_hex(), 200)), "{logins:?}");
+    assert!(
+        logins.iter().all(|(f, s)| *f == renewed.fingerprint_hex() || *s != 200),
+        "the revoked certificate got no login: {logins:?}"
+    );
+
+    // An unchanged secret: the refusal stands, and the seller is parked.
+    w.sim.revoke_certificate(&renewed.fingerprint_hex());
+    w.sim.revoke_refresh_tokens();
+    let third = w.register(&invoice("ROT/3")).await;
+    assert_eq!(w.send(&third).await.outcome, "OPERATOR_PARKED");
+    assert!(matches!(w.ksef.seller_gate(&World::nip(), Utc::now()).await, SellerGate::Parked(_)));
+}
+
+/// An instance on the old version that meets the new version's shared tokens but cannot read the
+/// secret again logs in for itself and leaves the newer tokens where they are.
+#[tokio::test]
+async fn an_instance_that_cannot_read_the_secret_again_does_not_overwrite_a_newer_versions_tokens() {
+    let w = world_with(3, true).await;
+    let cache: Arc<dyn SharedCache> = Arc::new(MemorySharedCache::new());
+    let secrets = Arc::new(MemoryCredentials::new().with(World::nip(), certificate_secret()));
+    let now = Utc::now();
+    // A reads the first version (no login yet); the secret is rotated; B reads it and logs in.
+    let a = contexts(&w, &secrets, &cache);
+    a.client(&World::nip()).await.unwrap();
+    let renewed = renewed_certificate();
+    secrets.set(
+        World::nip(),
+        serde_json::json!({"certificate_pem": renewed.certificate_pem(), "private_key_pem": RSA_KEY}).to_string(),
+    );
+    let b = contexts(&w, &secrets, &cache);
+    let theirs = b.client_ready(&World::nip(), now).await.unwrap().tokens().await.unwrap();
+    // Then the secret cannot be read: A logs in with what it has and keeps it to itself.
+    secrets.set(World::nip(), "{");
+    let ours = a.client_ready(&World::nip(), now).await.unwrap().tokens().await.unwrap();
+    assert_ne!(ours.auth_reference, theirs.auth_reference, "A logged in for itself");
+    let shared = cache.get("ksef/tokens/9999999999", now).await.unwrap().unwrap();
+    let tagged: serde_json::Value = serde_json::from_str(&shared.value).unwrap();
+    let in_cache = ksef_client::TokenSet::import_secret_json(tagged["value"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        in_cache.auth_reference, theirs.auth_reference,
+        "the newer version's tokens stay shared"
+    );
+    assert_eq!(tagged["credentialsVersion"], "2");
 }
