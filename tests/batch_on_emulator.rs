@@ -480,3 +480,151 @@ async fn the_deployed_batch_takes_online_documents_still_waiting_for_their_turn(
         assert!(!logged.contains(&r.key.storage_id()), "{} still counted online: {logged:?}", r.key);
     }
 }
+
+/// A record stored before the relay kept the send mode (no `send_mode`), whose invoice has an
+/// attachment, met by the deployed send function (its message has no mode either, so it is not
+/// moved to the batch queue): the send function reads the mode from the invoice and sends it
+/// alone in a batch session, recorded under `batches/` first. It ends ACCEPTED once in KSeF
+/// with its UPO, and every call the send and status functions made is within their roles (the
+/// send role may write `batches/*` for this).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lone_batch_without_a_recorded_mode_is_sent_by_the_send_function_within_its_role() {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    let c = emulator::clients().await;
+    let name = relay_tests::unique_name("lonestack");
+    let prefix = format!("{name}/ksef-token/");
+    let params = [
+        ("KsefTokenSecretPrefix", prefix.as_str()),
+        ("KsefSellerNips", NIP),
+        ("EnableReport", "false"),
+    ];
+    let stack = DeployedStack {
+        created: template::deploy_to_emulator(&name, &params),
+    };
+    let physical = |logical: &str| stack.physical(logical);
+    let functions = ["IntakeFunction", "SendFunction", "StatusFunction"];
+    let proxies: HashMap<&str, RecordingProxy> = functions
+        .into_iter()
+        .map(|f| (f, RecordingProxy::start(emulator::endpoint())))
+        .collect();
+    let sim = ksef_sim::start(ksef_sim::SimConfig {
+        accept_delay: Duration::from_millis(50),
+        processing_delay: Duration::from_millis(50),
+        auth_delay: Duration::from_millis(20),
+        ..ksef_sim::SimConfig::default()
+    })
+    .await;
+    let ksef = sim.api_url();
+    let env = |f: &str| stack.env(f, &ksef, &proxies[f].url);
+    let intake = relay_fn_intake::IntakeDeps::new(&IntakeSettings::from_env(&env("IntakeFunction")).unwrap()).await;
+    let send = relay_fn_send::SendDeps::from_settings(&SendSettings::from_env(&env("SendFunction")).unwrap())
+        .await
+        .unwrap();
+    let mut status = relay_fn_status::StatusDeps::from_settings(&StatusSettings::from_env(&env("StatusFunction")).unwrap())
+        .await
+        .unwrap();
+    status.cfg.schedule = vec![Duration::ZERO];
+    c.secrets
+        .create_secret()
+        .name(format!("{prefix}{NIP}"))
+        .secret_string(ksef_sim::DEFAULT_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    let sqs = |logical: &str| SqsQueue::new(c.sqs.clone(), physical(logical));
+    let (intake_q, send_q, batch_q, status_q) = (sqs("IntakeQueue"), sqs("SendQueue"), sqs("BatchQueue"), sqs("StatusQueue"));
+    let table = physical("DocumentsTable");
+    let observer = relay_aws::DynamoDocumentStore::new(c.dynamodb.clone(), &table);
+    let bucket = physical("ArchiveBucket");
+
+    let xml = String::from_utf8_lossy(SAMPLE_24).replace("FV2026/02/150", "FV2026/02/LONE");
+    let key = DocumentKey::new(
+        Nip::parse(NIP).unwrap(),
+        InvoiceKind::Vat,
+        InvoiceNumber::parse("FV2026/02/LONE").unwrap(),
+    );
+    c.s3.put_object()
+        .bucket(&bucket)
+        .key(format!("inbox/{NIP}/FV-LONE.xml"))
+        .body(ByteStream::from(xml.as_bytes().to_vec()))
+        .send()
+        .await
+        .unwrap();
+    for _ in 0..300 {
+        deliver(&intake_q, |e| relay_fn_intake::handle(e, &intake)).await;
+        if observer.get(&key).await.unwrap().is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Make it a record of before the mode was kept: no mode on the record, none on its message
+    // (the Batch-mode message intake queued is taken off the batch queue).
+    let received = batch_q.receive(10, Duration::from_secs(60), Duration::ZERO).await.unwrap();
+    assert_eq!(received.len(), 1, "intake queued it for a batch");
+    batch_q.delete(&received[0].receipt).await.unwrap();
+    let item = c
+        .dynamodb
+        .get_item()
+        .table_name(&table)
+        .key("pk", AttributeValue::S(format!("DOC#{}", key.storage_id())))
+        .key("sk", AttributeValue::S("DOC".into()))
+        .send()
+        .await
+        .unwrap();
+    let mut doc: Value = serde_json::from_str(item.item().unwrap()["doc"].as_s().unwrap()).unwrap();
+    assert!(doc.as_object_mut().unwrap().remove("send_mode").is_some(), "{doc}");
+    c.dynamodb
+        .update_item()
+        .table_name(&table)
+        .key("pk", AttributeValue::S(format!("DOC#{}", key.storage_id())))
+        .key("sk", AttributeValue::S("DOC".into()))
+        .update_expression("SET #d = :d")
+        .expression_attribute_names("#d", "doc")
+        .expression_attribute_values(":d", AttributeValue::S(doc.to_string()))
+        .send()
+        .await
+        .unwrap();
+    let r = observer.get(&key).await.unwrap().unwrap().record;
+    assert_eq!(r.send_mode(), None, "a record of before the mode was kept");
+    let req = relay_pipeline::messages::SendRequest::for_record(&r);
+    assert_eq!(req.mode, None);
+    send_q.send(relay_domain::ports::OutgoingMessage::new(req.to_json())).await.unwrap();
+
+    let mut settled = false;
+    for _ in 0..600 {
+        let n =
+            deliver(&send_q, |e| relay_fn_send::handle(e, &send)).await + deliver(&status_q, |e| relay_fn_status::handle(e, &status)).await;
+        if n == 0
+            && send_q.stats().await.unwrap().total() + status_q.stats().await.unwrap().total() == 0
+            && relay_pipeline::follow_up::count_open(&observer, chrono::Utc::now()).await.unwrap() == 0
+        {
+            settled = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(settled, "the pipeline did not settle");
+    let doc = observer.get(&key).await.unwrap().unwrap();
+    let r = &doc.record;
+    assert_eq!(r.state, DocumentState::Accepted, "{:#?}", doc.history);
+    assert!(r.storage.upo.is_some());
+    assert_eq!(sim.ledger().count_hash(&ContentHash::of(xml.as_bytes())), 1, "accepted once");
+    assert_eq!(
+        sim.operation_counts().count("POST", "/sessions/batch", |s| s == 201),
+        1,
+        "in a batch session"
+    );
+    assert_eq!(batch_q.stats().await.unwrap().total(), 0, "the send function sent it itself");
+    let history = serde_json::to_string(&doc.history).unwrap();
+    assert!(history.contains("\"event\":\"joined_batch\""), "{history}");
+    let send_calls = proxies["SendFunction"].calls();
+    assert!(
+        send_calls
+            .iter()
+            .any(|call| call.action == "s3:PutObject" && format!("{:?}", call.resource).contains("batches/")),
+        "the send function recorded the batch: {send_calls:?}"
+    );
+    for (function, proxy) in &proxies {
+        stack.assert_allowed(function, &proxy.calls(), &params);
+    }
+}
