@@ -91,12 +91,15 @@ impl<S: DocumentStore + ?Sized> Stages<'_, S> {
     /// seller whose batch is full is handed back at once (visible again for the next pump);
     /// gathering stops when the queue runs dry, when a receive holds no Batch-mode message, at
     /// the total, or once a full batch's worth has been handed back (the rest of the queue is
-    /// the full sellers' next batch).
+    /// the full sellers' next batch), or once half the visibility timeout has passed since the
+    /// first receive (a slow queue, e.g. the emulator's: a message held longer would become
+    /// visible again and be received a second time into the same batch).
     async fn gather(&self, mut received: Vec<ReceivedMessage>) -> Result<(Gathered, Vec<ReceivedMessage>), QueueError> {
         let per_seller = self.batch_cfg.max_members.max(1);
         let mut by_seller: Gathered = BTreeMap::new();
         let mut sends = Vec::new();
         let (mut held, mut handed_back) = (0usize, Vec::new());
+        let started = tokio::time::Instant::now();
         loop {
             let mut got_batch = false;
             for m in received {
@@ -114,7 +117,7 @@ impl<S: DocumentStore + ?Sized> Stages<'_, S> {
                     _ => sends.push(m),
                 }
             }
-            if !got_batch || held >= MAX_GATHERED || handed_back.len() >= per_seller {
+            if !got_batch || held >= MAX_GATHERED || handed_back.len() >= per_seller || started.elapsed() >= self.visibility / 2 {
                 break;
             }
             received = self.send_queue.receive(10, self.visibility, Duration::ZERO).await?;
