@@ -229,6 +229,7 @@ pub async fn send_batch<S: SendStore + ?Sized>(
     let gate_open = matches!(ksef.seller_gate(&seller, now).await, SellerGate::Open);
     let (mut members, mut unconfirmed) = (Vec::new(), Vec::new());
     for (i, req) in reqs.iter().enumerate() {
+        batch::let_others_run().await;
         if !gate_open || req.document.seller_nip != seller || members.len() + unconfirmed.len() >= batch_cfg.max_members {
             answers[i] = Some(send(ports, ksef, cfg, req, now).await);
             continue;
