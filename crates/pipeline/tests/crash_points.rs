@@ -255,6 +255,7 @@ impl<'k> Run<'k> {
             erp_document_id: ErpDocumentId::parse(&format!("erp-{}", i + 1)).unwrap(),
             expected_seller: Some(seller()),
             trace_id: None,
+            offline_mode: None,
         };
         let work = intake(&ports, upload, now);
         let out = until_crash(&self.plan, armed, work).await;

@@ -41,7 +41,7 @@ fn doc(n: u32, state: DocumentState, created: DateTime<Utc>, issued: NaiveDate) 
             source: format!("inbox/5265877635/erp-{n}.xml"),
             ..Default::default()
         },
-        offline: false,
+        offline_mode: None,
         issue_date: Some(issued),
         send_mode: relay_domain::SendMode::Online,
         send_mode_reason: None,

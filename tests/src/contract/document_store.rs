@@ -60,7 +60,7 @@ fn new_doc(number: &str, content: &[u8]) -> NewDocument {
             source: format!("inbox/5265877635/{number}.xml"),
             ..Default::default()
         },
-        offline: false,
+        offline_mode: None,
         issue_date: None,
         send_mode: relay_domain::SendMode::Online,
         send_mode_reason: None,
