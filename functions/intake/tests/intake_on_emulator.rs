@@ -195,16 +195,33 @@ async fn the_erps_offline_marking_in_the_object_metadata_is_kept_on_the_record()
     let response = handle(relay_tests::lambda_events::sqs_event(&messages), &deps).await;
     assert!(response.batch_item_failures.is_empty(), "{:?}", response.batch_item_failures);
 
-    let key = |n: &str| DocumentKey::new(Nip::parse("9999999999").unwrap(), InvoiceKind::Vat, InvoiceNumber::parse(n).unwrap());
+    let key = |n: &str| {
+        DocumentKey::new(
+            Nip::parse("9999999999").unwrap(),
+            InvoiceKind::Vat,
+            InvoiceNumber::parse(n).unwrap(),
+        )
+    };
     let doc = deps.store.get(&key("OFF/1")).await.unwrap().expect("registered");
     assert_eq!(doc.record.state, DocumentState::Queued);
-    assert_eq!((doc.record.offline_mode, doc.record.offline), (Some(relay_domain::OfflineMode::Failure), true));
+    assert_eq!(
+        (doc.record.offline_mode, doc.record.offline),
+        (Some(relay_domain::OfflineMode::Failure), true)
+    );
     // No failure is declared here: the strict limit, the end of Monday 16.02.2026 (P_1 is Sunday 15th).
     assert_eq!(
-        doc.record.legal_deadline.as_ref().and_then(|d| d.at()).map(|t| t.to_rfc3339()).as_deref(),
+        doc.record
+            .legal_deadline
+            .as_ref()
+            .and_then(|d| d.at())
+            .map(|t| t.to_rfc3339())
+            .as_deref(),
         Some("2026-02-16T23:00:00+00:00")
     );
-    assert!(deps.store.get(&key("OFF/2")).await.unwrap().is_none(), "a bad marking registers nothing");
+    assert!(
+        deps.store.get(&key("OFF/2")).await.unwrap().is_none(),
+        "a bad marking registers nothing"
+    );
 
     let outbox = |erp: &str| {
         let bucket = &deps.bucket;
@@ -212,7 +229,10 @@ async fn the_erps_offline_marking_in_the_object_metadata_is_kept_on_the_record()
         async move { serde_json::from_slice::<serde_json::Value>(&bucket.get(&key).await.unwrap().expect("outbox result").bytes).unwrap() }
     };
     let marked = outbox("OFF-1").await;
-    assert_eq!((marked["state"].as_str(), marked["offlineMode"].as_str()), (Some("QUEUED"), Some("failure")));
+    assert_eq!(
+        (marked["state"].as_str(), marked["offlineMode"].as_str()),
+        (Some("QUEUED"), Some("failure"))
+    );
     let bad = outbox("OFF-2").await;
     assert_eq!(
         (bad["state"].as_str(), bad["errors"][0]["code"].as_str()),
