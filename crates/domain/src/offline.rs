@@ -184,7 +184,7 @@ pub fn legal_deadline(mode: Option<OfflineMode>, issue_date: NaiveDate, windows:
     let offline24 = LegalDeadline::By {
         at: end_of_day(next_business_day(issue_date)),
     };
-    let declared = |pick: fn(&FailureWindow) -> bool| windows.iter().filter(|w| pick(w) && covers_day(w, issue_date)).last();
+    let declared = |pick: fn(&FailureWindow) -> bool| windows.iter().rfind(|w| pick(w) && covers_day(w, issue_date));
     let base = match mode {
         Some(OfflineMode::Failure) => match declared(is_failure) {
             Some(w) if w.category == DeclaredCategory::TotalFailure => {
@@ -281,7 +281,7 @@ mod tests {
         // Maintenance Friday 2026-04-03 18:00 UTC to Saturday 02:00; Easter Monday 6th: end of Tuesday 7th.
         let m = window("MNT1", DeclaredCategory::Maintenance, t(2026, 4, 3, 18), Some(t(2026, 4, 4, 2)));
         assert_eq!(
-            legal_deadline(Some(OfflineMode::Unavailability), d(2026, 4, 3), &[m.clone()]),
+            legal_deadline(Some(OfflineMode::Unavailability), d(2026, 4, 3), std::slice::from_ref(&m)),
             by(t(2026, 4, 7, 22))
         );
         // Not declared for the issue day (Wednesday 8th): offline24's limit, end of Thursday 9th.
@@ -297,7 +297,7 @@ mod tests {
         // 7 business days after the 10th: 12, 13, 16, 17, 18, 19, 20 -> end of Friday 20th (CET).
         let f = window("AWR1", DeclaredCategory::Failure, t(2026, 11, 9, 8), Some(t(2026, 11, 10, 12)));
         assert_eq!(
-            legal_deadline(Some(OfflineMode::Failure), d(2026, 11, 9), &[f.clone()]),
+            legal_deadline(Some(OfflineMode::Failure), d(2026, 11, 9), std::slice::from_ref(&f)),
             by(t(2026, 11, 20, 23))
         );
         // Still open: the deadline waits for its end.
@@ -327,7 +327,7 @@ mod tests {
             by(t(2026, 11, 3, 23))
         );
         assert_eq!(
-            legal_deadline(Some(OfflineMode::Offline24), d(2026, 11, 2), &[f.clone()]),
+            legal_deadline(Some(OfflineMode::Offline24), d(2026, 11, 2), std::slice::from_ref(&f)),
             by(t(2026, 11, 16, 23))
         );
         // A second failure within the moved deadline moves it again: 12th–16th -> end of 25th.
@@ -346,7 +346,7 @@ mod tests {
         // An unavailability deadline moves as well.
         let m = window("MNT2", DeclaredCategory::Maintenance, t(2026, 11, 2, 10), Some(t(2026, 11, 2, 12)));
         assert_eq!(
-            legal_deadline(Some(OfflineMode::Unavailability), d(2026, 11, 2), &[m.clone()]),
+            legal_deadline(Some(OfflineMode::Unavailability), d(2026, 11, 2), std::slice::from_ref(&m)),
             by(t(2026, 11, 3, 23))
         );
         assert_eq!(

@@ -204,7 +204,7 @@ fn the_legal_deadline_counts_follow_the_offline_mode_and_the_declared_failures()
     let late = Levels::compute_with(
         &Snapshot::of(snap.documents.clone(), friday),
         Duration::hours(4),
-        &[failure.clone()],
+        std::slice::from_ref(&failure),
     );
     assert_eq!((late.past_legal_deadline, late.offline_nearing_deadline), (0, 2));
     // Still open: the deadline waits for its end, so nothing is counted late.
