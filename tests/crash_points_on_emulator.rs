@@ -222,6 +222,7 @@ impl<'k> Run<'k> {
             erp_document_id: ErpDocumentId::parse("erp-1").unwrap(),
             expected_seller: Some(seller()),
             trace_id: None,
+            offline_mode: None,
         };
         let out = until_crash(&self.plan, armed, intake(&ports, upload, now)).await;
         let done = out.is_some();

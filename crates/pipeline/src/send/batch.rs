@@ -313,7 +313,11 @@ pub(super) async fn submit_group<S: SendStore + ?Sized>(
         sent_at: None,
         now,
     };
-    Box::pin(group(&a, batch_cfg, members, &mut out)).await;
+    // `offlineMode` is declared per batch session: offline and online invoices never share one.
+    let (offline, online): (Vec<Member>, Vec<Member>) = members.into_iter().partition(|m| m.record.offline);
+    for members in [online, offline].into_iter().filter(|m| !m.is_empty()) {
+        Box::pin(group(&a, batch_cfg, members, &mut out)).await;
+    }
     out
 }
 
