@@ -5,10 +5,12 @@
 //! chosen one the stage's future is dropped right after the write).
 //!
 //! Each scenario first runs without a crash to number its positions, then once per chosen
-//! position (found by name, so the subset follows the code), 12 in all: intake after the
+//! position (found by name, so the subset follows the code), 16 in all: intake after the
 //! registration and after its send message; an online send after KSeF took the invoice and
-//! after SENT (before the status message); a batch send after the part upload, after the close
-//! (KSeF holds the batch, nothing recorded yet) and after SENT; status after KSeF's 200, after
+//! after SENT (before the status message); a batch send after the batch is recorded (its item
+//! under `batches/`, then JoinedBatch), after the session is opened, after the part upload,
+//! after the close (KSeF holds the batch, nothing recorded yet), after AwaitingBatch and after
+//! SENT (the harvest); status after KSeF's 200, after
 //! the UPO is archived and after ACCEPTED (before the outbox); dlq-replay after the requeue
 //! (before the send message); the sweeper after a re-drive (before its message). Every run must end ACCEPTED with
 //! its UPO, once in KSeF's ledger, with an outbox that agrees with the store.
@@ -220,6 +222,7 @@ impl<'k> Run<'k> {
             erp_document_id: ErpDocumentId::parse("erp-1").unwrap(),
             expected_seller: Some(seller()),
             trace_id: None,
+            offline_mode: None,
         };
         let out = until_crash(&self.plan, armed, intake(&ports, upload, now)).await;
         let done = out.is_some();
@@ -512,8 +515,12 @@ async fn batch_send_crash_points_on_the_emulator() {
     crash_at_named(
         Stage::SendBatch,
         &[
+            "archive.put_if_absent batches",
+            "store.transition JoinedBatch",
+            "ksef POST /v2/sessions/batch",
             "ksef PUT /storage/batch/{ref}/1",
             "ksef POST /v2/sessions/batch/{ref}/close",
+            "store.transition AwaitingBatch",
             "store.transition Sent",
         ],
     )

@@ -284,6 +284,15 @@ fn alarms_cover_queue_age_dead_letters_function_errors_and_throttles_and_overdue
     }
     let overdue = alarm_on("KsefRelay", "DocumentsOverdue", None).expect("the overdue documents alarm");
     assert_eq!((overdue["Statistic"].as_str(), num(&overdue["Threshold"])), (Some("Maximum"), 0));
+    // Each document's legal deadline: ahead of it (due within 12 h) and past it.
+    for metric in ["OfflineDocumentsNearingDeadline", "DocumentsPastLegalDeadline"] {
+        let a = alarm_on("KsefRelay", metric, None).unwrap_or_else(|| panic!("an alarm on {metric}"));
+        assert_eq!(
+            (a["Statistic"].as_str(), num(&a["Threshold"]), a["ComparisonOperator"].as_str()),
+            (Some("Maximum"), 0, Some("GreaterThanThreshold")),
+            "{metric}"
+        );
+    }
     let operator = alarm_on("KsefRelay", "SellerParked", None).expect("the operator problem alarm");
     assert_eq!((operator["Statistic"].as_str(), num(&operator["Threshold"])), (Some("Sum"), 0));
     // The sweeper's re-drives, not per stage: any for three 5-minute periods in a row.

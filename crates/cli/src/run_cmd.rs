@@ -404,6 +404,7 @@ async fn intake_directly(ports: &IntakePorts<'_, dyn DocumentStore>, inputs: &[(
             erp_document_id: erp_id(name)?,
             expected_seller: None,
             trace_id: None,
+            offline_mode: None,
         };
         let outcome = intake(ports, upload, Utc::now())
             .await

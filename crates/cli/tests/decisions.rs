@@ -36,7 +36,7 @@ async fn conflict(store: &DynamoDocumentStore, number: &str) -> DocumentKey {
             source: format!("inbox/9999999999/{erp}.xml"),
             ..Default::default()
         },
-        offline: false,
+        offline_mode: None,
         issue_date: None,
         send_mode: relay_domain::SendMode::Online,
         send_mode_reason: None,

@@ -14,6 +14,8 @@
 //! - [`retry_policy`]: when to try again, and when to give up.
 //! - [`availability`]: one availability state per KSeF environment, from Latarnia's messages and
 //!   the relay's own evidence, and the declared failure windows offline deadlines count from.
+//! - [`offline`]: how an invoice was issued offline, how KSeF filed it, and its legal deadline
+//!   per mode, counted in Polish business days ([`polish_calendar`]) from the declared outages.
 //! - [`credential_facts`]: what may be known about a seller's KSeF login without its secret
 //!   (kind, subject, key type, notAfter), recorded for the report function.
 //! - [`ports`]: the traits the use cases need (document store, queue, archive), split by
@@ -29,6 +31,8 @@ pub mod credential_facts;
 pub mod failure;
 pub mod ids;
 pub mod memory;
+pub mod offline;
+pub mod polish_calendar;
 pub mod ports;
 pub mod record;
 pub mod retry_policy;
@@ -39,6 +43,7 @@ pub use availability::{Availability, AvailabilitySource, AvailabilityState, Decl
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use failure::{ErrorClass, ErrorSource, Failure};
 pub use ids::{ContentHash, DocumentKey, ErpDocumentId, InvoiceKind, InvoiceNumber, KsefNumber, KsefReference, Nip, ParseError, TraceId};
+pub use offline::{InvoicingMode, LegalDeadline, OfflineCodes, OfflineMode};
 pub use record::{
     Applied, Change, ClaimPurpose, ClaimRefused, Document, DocumentRecord, HistoryEntry, HistoryEvent, InitialState, KsefRefs, Lease,
     NewDocument, Resolution, SendMode, StorageKeys, WITHDRAWN,

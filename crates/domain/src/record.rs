@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::failure::{ErrorClass, ErrorSource, Failure};
 use crate::ids::{ContentHash, DocumentKey, ErpDocumentId, KsefNumber, KsefReference, TraceId};
+use crate::offline::{InvoicingMode, LegalDeadline, OfflineCodes, OfflineMode};
 use crate::state::{DocumentState, TransitionError};
 
 /// Who holds a document for work, and until when. An expired lease may be taken over.
@@ -42,6 +43,13 @@ pub struct KsefRefs {
     /// the batch item (members, session) in the archive, `batches/{sellerNip}/{id}.json`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub batch: Option<String>,
+    /// How KSeF filed the invoice, from its status (`invoicingMode`): Offline when it was sent
+    /// with `offlineMode: true` or after its issue day. None before KSeF said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invoicing_mode: Option<InvoicingMode>,
+    /// The same, from the UPO (`TrybWysylki`), when the UPO was read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upo_mode: Option<InvoicingMode>,
 }
 
 /// The channel a document goes to KSeF by. Chosen once, at intake (an invoice with an attachment
@@ -110,8 +118,20 @@ pub struct DocumentRecord {
     pub lease: Option<Lease>,
     pub ksef: KsefRefs,
     pub storage: StorageKeys,
-    /// Issued offline (offline24, KSeF unavailable or failed): sent with `offlineMode: true`.
+    /// Sent with `offlineMode: true`: issued offline ([`DocumentRecord::offline_mode`]).
     pub offline: bool,
+    /// How it was issued offline: marked by the ERP at upload, or by the relay when it sends the
+    /// invoice after its issue day. None: issued online (so far).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offline_mode: Option<OfflineMode>,
+    /// By when it must be in KSeF ([`crate::offline::legal_deadline`]), as last computed: at
+    /// registration (no declared outages known there), and again before each send with the
+    /// declared failure windows of that moment. None for records written before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub legal_deadline: Option<LegalDeadline>,
+    /// An offline invoice's two QR codes (KOD I labelled OFFLINE, KOD II).
+    #[serde(default, skip_serializing_if = "OfflineCodes::is_not_made")]
+    pub offline_codes: OfflineCodes,
     pub last_error: Option<Failure>,
     /// The invoice's issue date (`P_1`): the legal deadline for getting it into KSeF counts
     /// from it. None for records written before the relay kept it.
@@ -143,7 +163,8 @@ pub struct NewDocument {
     pub trace_id: TraceId,
     pub erp_document_id: ErpDocumentId,
     pub storage: StorageKeys,
-    pub offline: bool,
+    /// Issued offline, as the ERP marked the upload (None: online).
+    pub offline_mode: Option<OfflineMode>,
     /// The issue date (`P_1`).
     pub issue_date: Option<NaiveDate>,
     /// The channel it goes to KSeF by.
@@ -229,6 +250,16 @@ pub enum Change {
     /// be in KSeF. Keeps the lease (the batch that took it goes on under the same claim); moves
     /// the step on, so a message issued for the old mode is a leftover and never sends it.
     ModeChanged { mode: SendMode, reason: String },
+    /// Checked before a send: the invoice is offline in `mode` (the ERP's marking, or the
+    /// relay's when it is sent after its issue day), its legal deadline is `deadline` (with the
+    /// declared outages known now), and its offline QR codes were written (`Ok`), could not be
+    /// (`Err`, recorded: the seller's Offline certificate is missing, an operator's problem), or
+    /// were not tried (None). Keeps the state, the lease and the step: the same message sends.
+    OfflineChecked {
+        mode: Option<OfflineMode>,
+        deadline: LegalDeadline,
+        codes: Option<Result<(), Failure>>,
+    },
     /// The invoice went in a batch session that KSeF is still processing: nothing is known
     /// until the session is final, so the send stays unconfirmed and is checked at `check_at`.
     /// Releases the lease (another instance may do the check).
@@ -248,6 +279,9 @@ pub enum Change {
         upo_key: Option<String>,
         /// KOD I's images, already written (None when they could not be made).
         qr_code: Option<crate::storage_keys::QrCodeKeys>,
+        /// How KSeF filed it: `invoicingMode` from the status, `TrybWysylki` from the UPO.
+        invoicing_mode: Option<InvoicingMode>,
+        upo_mode: Option<InvoicingMode>,
         reason: String,
     },
     /// Permanent: our validation or KSeF's 4xx. Every finding is recorded.
@@ -276,6 +310,8 @@ pub enum Change {
         storage: StorageKeys,
         issue_date: Option<NaiveDate>,
         send_mode: SendMode,
+        /// The corrected file's offline marking.
+        offline_mode: Option<OfflineMode>,
     },
     /// dlq-replay: a FAILED document that KSeF holds after all (`invoice_reference` in
     /// `session`) goes back to status polling, with a fresh budget; it is never sent again.
@@ -341,6 +377,7 @@ impl Change {
             Change::SendStarted { .. }
             | Change::JoinedBatch { .. }
             | Change::ModeChanged { .. }
+            | Change::OfflineChecked { .. }
             | Change::RetryScheduled { .. }
             | Change::Reconciled { .. }
             | Change::AwaitingBatch { .. }
@@ -371,6 +408,7 @@ impl Change {
             Change::SendStarted { .. }
             | Change::JoinedBatch { .. }
             | Change::ModeChanged { .. }
+            | Change::OfflineChecked { .. }
             | Change::Reconciled { .. }
             | Change::AwaitingBatch { .. } => from == Queued,
             Change::RetryScheduled { .. } | Change::RecoveryScheduled { .. } => matches!(from, Queued | Sent | Processing),
@@ -498,7 +536,10 @@ impl DocumentRecord {
             lease: None,
             ksef: KsefRefs::default(),
             storage: new.storage.clone(),
-            offline: new.offline,
+            offline: new.offline_mode.is_some(),
+            offline_mode: new.offline_mode,
+            legal_deadline: new.issue_date.map(|d| crate::offline::legal_deadline(new.offline_mode, d, &[])),
+            offline_codes: OfflineCodes::NotMade,
             last_error,
             issue_date: new.issue_date,
             recoveries: 0,
@@ -519,9 +560,16 @@ impl DocumentRecord {
                 event: HistoryEvent::StateChanged {
                     from: None,
                     to: state,
-                    reason: match (&new.send_mode_reason, state) {
-                        (Some(why), DocumentState::Queued) => format!("registered at intake; {}: {why}", new.send_mode.name()),
-                        _ => "registered at intake".into(),
+                    reason: {
+                        let base = match (&new.send_mode_reason, state) {
+                            (Some(why), DocumentState::Queued) => format!("registered at intake; {}: {why}", new.send_mode.name()),
+                            _ => "registered at intake".into(),
+                        };
+                        match (new.offline_mode, &record.legal_deadline) {
+                            (Some(m), Some(d)) => format!("{base}; issued offline ({}, the ERP's marking); {}", m.name(), d.describe()),
+                            (Some(m), None) => format!("{base}; issued offline ({}, the ERP's marking)", m.name()),
+                            (None, _) => base,
+                        }
                     },
                 },
             },
@@ -542,6 +590,7 @@ impl DocumentRecord {
             Change::SendStarted { .. }
                 | Change::JoinedBatch { .. }
                 | Change::ModeChanged { .. }
+                | Change::OfflineChecked { .. }
                 | Change::RetryScheduled { .. }
                 | Change::Reconciled { .. }
                 | Change::AwaitingBatch { .. }
@@ -554,7 +603,7 @@ impl DocumentRecord {
         // other change hands the document to a new follow-up.
         let next_step = !matches!(
             change,
-            Change::SendStarted { .. } | Change::JoinedBatch { .. } | Change::Reconciled { .. }
+            Change::SendStarted { .. } | Change::JoinedBatch { .. } | Change::Reconciled { .. } | Change::OfflineChecked { .. }
         );
         if moves || !stays {
             from.check_transition(to)?;
@@ -606,6 +655,46 @@ impl DocumentRecord {
                 r.send_mode = Some(mode);
                 // Due at once: the new channel's message (or a re-drive) takes it.
                 r.next_attempt_at = None;
+                reason = String::new();
+            }
+            Change::OfflineChecked { mode, deadline, codes } => {
+                release_lease = false;
+                let mut note = Vec::new();
+                if let Some(mode) = mode.filter(|m| r.offline_mode != Some(*m)) {
+                    note.push(match mode {
+                        OfflineMode::SentAfterIssueDay => {
+                            "sent after its issue day (P_1, Polish time): marked offline (KSeF files it Offline anyway), sent with offlineMode true".to_owned()
+                        }
+                        m => format!("issued offline ({}), sent with offlineMode true", m.name()),
+                    });
+                    r.offline_mode = Some(mode);
+                    r.offline = true;
+                }
+                if r.legal_deadline.as_ref() != Some(&deadline) {
+                    note.push(deadline.describe());
+                    r.legal_deadline = Some(deadline);
+                }
+                match codes {
+                    Some(Ok(())) if r.offline_codes != OfflineCodes::Written => {
+                        let (kod1, kod2) = crate::storage_keys::qr_offline_keys(&r.key.seller_nip, &r.content_hash);
+                        note.push(format!("QR codes KOD I (OFFLINE) at {} and KOD II at {}", kod1.png, kod2.png));
+                        r.offline_codes = OfflineCodes::Written;
+                    }
+                    Some(Err(failure)) => {
+                        history.push(HistoryEntry {
+                            at: now,
+                            event: HistoryEvent::Error { failure },
+                        });
+                        r.offline_codes = OfflineCodes::Missing;
+                    }
+                    _ => {}
+                }
+                if !note.is_empty() {
+                    history.push(HistoryEntry {
+                        at: now,
+                        event: HistoryEvent::Note { message: note.join("; ") },
+                    });
+                }
                 reason = String::new();
             }
             Change::Reconciled { detail } => {
@@ -676,12 +765,22 @@ impl DocumentRecord {
                 acquisition_date,
                 upo_key,
                 qr_code,
+                invoicing_mode,
+                upo_mode,
                 reason: why,
             } => {
-                reason = match &qr_code {
-                    Some(qr) => format!("KSeF number {ksef_number}: {why}; QR code (KOD I) at {}", qr.png),
-                    None => format!("KSeF number {ksef_number}: {why}"),
+                let filed = match (invoicing_mode, upo_mode) {
+                    (Some(s), Some(u)) if s == u => format!("; filed {}", s.as_str()),
+                    (Some(s), Some(u)) => format!("; filed {} (status), {} (UPO)", s.as_str(), u.as_str()),
+                    (Some(s), None) | (None, Some(s)) => format!("; filed {}", s.as_str()),
+                    (None, None) => String::new(),
                 };
+                reason = match &qr_code {
+                    Some(qr) => format!("KSeF number {ksef_number}: {why}{filed}; QR code (KOD I) at {}", qr.png),
+                    None => format!("KSeF number {ksef_number}: {why}{filed}"),
+                };
+                r.ksef.invoicing_mode = invoicing_mode.or(r.ksef.invoicing_mode);
+                r.ksef.upo_mode = upo_mode.or(r.ksef.upo_mode);
                 r.ksef.ksef_number = Some(ksef_number);
                 r.ksef.acquisition_date = Some(acquisition_date);
                 r.storage.upo = upo_key;
@@ -756,8 +855,13 @@ impl DocumentRecord {
                 storage,
                 issue_date,
                 send_mode,
+                offline_mode,
             } => {
                 reason = format!("corrected file {} replaces the rejected content {}", storage.source, r.content_hash);
+                r.offline_mode = offline_mode;
+                r.offline = offline_mode.is_some();
+                r.offline_codes = OfflineCodes::NotMade;
+                r.legal_deadline = issue_date.map(|d| crate::offline::legal_deadline(offline_mode, d, &[]));
                 history.push(HistoryEntry {
                     at: now,
                     event: HistoryEvent::Registered {
@@ -957,7 +1061,7 @@ mod tests {
                 source: "inbox/9999999999/erp-1.xml".into(),
                 ..Default::default()
             },
-            offline: false,
+            offline_mode: None,
             issue_date: None,
             send_mode: SendMode::Online,
             send_mode_reason: None,
@@ -1089,6 +1193,8 @@ mod tests {
                     acquisition_date: t0,
                     upo_key: Some("upo/x.xml".into()),
                     qr_code: Some(crate::storage_keys::qr_invoice_keys(&a.record.key.seller_nip, &n)),
+                    invoicing_mode: None,
+                    upo_mode: None,
                     reason: "status 200".into(),
                 },
                 t0,
@@ -1241,8 +1347,14 @@ mod tests {
             },
             issue_date: None,
             send_mode: SendMode::Batch,
+            offline_mode: Some(crate::OfflineMode::Offline24),
         };
         let a = rejected.apply(fixed.clone(), t0).unwrap();
+        assert_eq!(
+            (a.record.offline_mode, a.record.offline),
+            (Some(crate::OfflineMode::Offline24), true),
+            "the corrected file's marking"
+        );
         assert_eq!(
             (a.record.state, a.record.content_hash, a.record.last_error.clone()),
             (DocumentState::Queued, ContentHash::of(b"fixed"), None)
@@ -1438,6 +1550,8 @@ mod tests {
             acquisition_date: t0,
             upo_key: None,
             qr_code: None,
+            invoicing_mode: None,
+            upo_mode: None,
             reason: "x".into(),
         };
         assert!(c.apply(accepted, t0).is_err());
@@ -1537,5 +1651,82 @@ mod tests {
         }
         let s = serde_json::to_string(&a.record).unwrap();
         assert_eq!(serde_json::from_str::<DocumentRecord>(&s).unwrap(), a.record);
+    }
+
+    #[test]
+    fn the_offline_check_marks_records_the_deadline_and_the_codes_and_keeps_the_claim() {
+        let t0 = Utc::now();
+        let mut d = new_doc();
+        d.issue_date = NaiveDate::from_ymd_opt(2026, 2, 15);
+        let r = DocumentRecord::register(d, t0).record;
+        // Registered online: the strict deadline (end of Monday 16th) is kept from the start.
+        let strict = crate::offline::legal_deadline(None, NaiveDate::from_ymd_opt(2026, 2, 15).unwrap(), &[]);
+        assert_eq!(
+            (r.offline, r.offline_mode, r.legal_deadline.clone()),
+            (false, None, Some(strict.clone()))
+        );
+        let r = r.claim(ClaimPurpose::Send, "send-1", t0, Duration::from_secs(60)).unwrap();
+        let missing =
+            Failure::new(ErrorClass::Operator, ErrorSource::Relay, "no Offline certificate").with_code("OFFLINE_CERTIFICATE_MISSING");
+        let a = r
+            .apply(
+                Change::OfflineChecked {
+                    mode: Some(OfflineMode::SentAfterIssueDay),
+                    deadline: strict.clone(),
+                    codes: Some(Err(missing.clone())),
+                },
+                t0,
+            )
+            .unwrap();
+        assert_eq!(
+            (a.record.offline, a.record.offline_mode, a.record.offline_codes),
+            (true, Some(OfflineMode::SentAfterIssueDay), OfflineCodes::Missing)
+        );
+        assert!(a.record.lease.is_some(), "the same attempt sends");
+        assert_eq!((a.record.step, a.record.state), (r.step, DocumentState::Queued), "no new message");
+        assert!(matches!(&a.history[0].event, HistoryEvent::Error { failure } if *failure == missing));
+        assert!(matches!(&a.history[1].event, HistoryEvent::Note { message } if message.contains("sent after its issue day")));
+        let b = a
+            .record
+            .apply(
+                Change::OfflineChecked {
+                    mode: Some(OfflineMode::SentAfterIssueDay),
+                    deadline: strict.clone(),
+                    codes: Some(Ok(())),
+                },
+                t0,
+            )
+            .unwrap();
+        assert_eq!(b.record.offline_codes, OfflineCodes::Written);
+        assert!(
+            matches!(&b.history[0].event, HistoryEvent::Note { message } if message.contains("KOD II")),
+            "{:?}",
+            b.history
+        );
+        // Only a QUEUED document is checked.
+        let mut sent = b.record.clone();
+        sent.state = DocumentState::Sent;
+        let check = Change::OfflineChecked {
+            mode: None,
+            deadline: strict,
+            codes: None,
+        };
+        assert!(sent.apply(check, t0).is_err());
+        // Stored and read back; a record stored before these fields reads as online, no deadline.
+        let json = serde_json::to_value(&b.record).unwrap();
+        assert_eq!(
+            (json["offline_mode"].as_str(), json["offline_codes"].as_str()),
+            (Some("sent_after_issue_day"), Some("written"))
+        );
+        assert_eq!(serde_json::from_value::<DocumentRecord>(json.clone()).unwrap(), b.record);
+        let mut old = json;
+        for field in ["offline_mode", "legal_deadline", "offline_codes"] {
+            old.as_object_mut().unwrap().remove(field);
+        }
+        let old: DocumentRecord = serde_json::from_value(old).unwrap();
+        assert_eq!(
+            (old.offline_mode, old.legal_deadline, old.offline_codes),
+            (None, None, OfflineCodes::NotMade)
+        );
     }
 }

@@ -24,6 +24,8 @@
 //!   and final statuses become a [`relay_domain::Failure`] with its [`relay_domain::ErrorClass`],
 //!   KSeF's own codes and details kept verbatim, and a 440's original and its session read back
 //!   typed ([`failure_map::Duplicate`]);
+//! - [`upo_read`]: the facts the relay reads from a UPO (KSeF number, hash, when numbered, and
+//!   `TrybWysylki`), read leniently.
 //! - [`qr`]: KSeF's QR codes, KOD I (invoice verification) and KOD II (an offline invoice's
 //!   issuer, signed with the seller's Offline certificate), as links and as PNG and SVG images;
 //! - [`latarnia`]: the Ministry's status service (`GET /status`, `GET /messages`) read into the
@@ -58,6 +60,7 @@ pub mod secret;
 pub mod sessions;
 mod sliding_log;
 pub mod stored_credentials;
+pub mod upo_read;
 pub mod xades;
 
 pub use batch::{BatchArchive, BatchInvoice, BatchResults, BatchSession, Compression, EncryptedPart, OpenedBatch};

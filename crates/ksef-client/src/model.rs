@@ -168,8 +168,9 @@ pub struct InvoiceStatus {
     pub upo_download_url: Option<String>,
     #[serde(default)]
     pub upo_download_url_expiration_date: Option<DateTime<Utc>>,
-    #[serde(default)]
-    pub invoicing_mode: Option<String>,
+    /// `Online` or `Offline`: how KSeF filed it (a word it does not use reads as None).
+    #[serde(default, deserialize_with = "invoicing_mode")]
+    pub invoicing_mode: Option<relay_domain::InvoicingMode>,
     pub status: Status,
 }
 
@@ -275,4 +276,11 @@ pub(crate) struct SessionsPage {
     #[serde(default)]
     pub continuation_token: Option<String>,
     pub sessions: Vec<SessionSummary>,
+}
+
+/// `invoicingMode`, leniently: a value KSeF may add later reads as None, never as an error.
+fn invoicing_mode<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Option<relay_domain::InvoicingMode>, D::Error> {
+    Ok(Option::<String>::deserialize(d)?
+        .as_deref()
+        .and_then(relay_domain::InvoicingMode::parse))
 }

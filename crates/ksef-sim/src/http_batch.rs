@@ -275,7 +275,7 @@ fn process_batch(sim: &Arc<Sim>, context: &Nip, reference: &str, b: &Batch, key:
     s.unpacking = false;
     let opened = s.created;
     for ((name, hash, plan, number), (r, token)) in planned.into_iter().zip(refs.into_iter().zip(tokens)) {
-        let offline = is_offline(offline_mode, &plan);
+        let offline = is_offline(offline_mode, &plan, opened);
         s.invoices.push(Invoice {
             ordinal: s.invoices.len() + 1,
             reference: r,
@@ -286,6 +286,7 @@ fn process_batch(sim: &Arc<Sim>, context: &Nip, reference: &str, b: &Batch, key:
             invoicing_date: opened,
             received: now,
             offline,
+            offline_requested: offline_mode,
             plan,
             final_status: None,
             accepted: None,

@@ -11,7 +11,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use base64::Engine as _;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use relay_domain::{ContentHash, Nip};
 use serde::Deserialize;
 use serde_json::json;
@@ -201,10 +201,14 @@ pub fn decrypt_error() -> StatusInfo {
     StatusInfo::new(435, "Błąd odszyfrowania pliku").with_details(vec!["Nie udało się odszyfrować pliku faktury.".into()])
 }
 
-/// Offline when asked, or when the issue date is before today (KSeF's automatic offline).
-pub fn is_offline(asked: bool, plan: &Plan) -> bool {
-    let today = Utc::now().date_naive().format("%Y-%m-%d").to_string();
-    asked || matches!(plan, Plan::Accept(f) | Plan::Stuck(Some((_, f))) if f.issue_date < today)
+/// Offline when asked, or when the issue date (`P_1`) is a calendar day before the invoicing
+/// date in Poland (KSeF's automatic offline; the invoicing date is the send time online, the
+/// session's opening time in a batch).
+pub fn is_offline(asked: bool, plan: &Plan, invoicing_date: DateTime<Utc>) -> bool {
+    let day = relay_domain::polish_calendar::poland_date(invoicing_date)
+        .format("%Y-%m-%d")
+        .to_string();
+    asked || matches!(plan, Plan::Accept(f) | Plan::Stuck(Some((_, f))) if f.issue_date < day)
 }
 
 pub async fn send_invoice(
@@ -284,7 +288,8 @@ pub async fn send_invoice(
         ),
         Some(plain) => plan_for(&sim, &context, &plain, true, req.hash_of_corrected_invoice.is_some()),
     };
-    let offline = is_offline(req.offline_mode, &plan);
+    let invoicing_date = Utc::now();
+    let offline = is_offline(req.offline_mode, &plan, invoicing_date);
     let mut store = sim.store.lock().expect("store lock");
     let inv_ref = store.reference("EE");
     let s = session_mut(&mut store, &reference, &context)?;
@@ -295,9 +300,10 @@ pub async fn send_invoice(
         hash: declared_hash,
         file_name: None,
         invoice_number: number,
-        invoicing_date: Utc::now(),
+        invoicing_date,
         received: Instant::now(),
         offline,
+        offline_requested: req.offline_mode,
         plan,
         final_status: None,
         accepted: None,

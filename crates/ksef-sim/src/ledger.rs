@@ -19,6 +19,10 @@ pub struct LedgerEntry {
     pub session_reference: KsefReference,
     pub invoice_reference: KsefReference,
     pub acquisition_date: DateTime<Utc>,
+    /// The `offlineMode` it was sent with (its session's, in a batch).
+    pub offline_requested: bool,
+    /// How it was filed: Offline when sent with `offlineMode: true` or after its issue day.
+    pub invoicing_mode: relay_domain::InvoicingMode,
 }
 
 /// Shared, append-only. Clone it freely.

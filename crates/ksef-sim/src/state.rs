@@ -127,7 +127,10 @@ pub struct Invoice {
     pub invoice_number: Option<String>,
     pub invoicing_date: DateTime<Utc>,
     pub received: Instant,
+    /// Filed Offline: asked for, or `P_1`'s day before the invoicing day.
     pub offline: bool,
+    /// The `offlineMode` the sender declared (per invoice online, per session in a batch).
+    pub offline_requested: bool,
     pub plan: Plan,
     pub final_status: Option<StatusInfo>,
     pub accepted: Option<Accepted>,
@@ -368,6 +371,12 @@ impl Sim {
                             session_reference: KsefReference::parse(&session_ref).expect("own reference"),
                             invoice_reference: KsefReference::parse(&inv.reference).expect("own reference"),
                             acquisition_date: acquired,
+                            offline_requested: inv.offline_requested,
+                            invoicing_mode: if inv.offline {
+                                relay_domain::InvoicingMode::Offline
+                            } else {
+                                relay_domain::InvoicingMode::Online
+                            },
                         });
                         inv.accepted = Some(Accepted {
                             ksef_number,

@@ -7,6 +7,8 @@
 //!   credentials secret in Secrets Manager ([`SecretsManagerCredentials`]: a token or a
 //!   certificate, read again on rotation), sharing logins and sessions across instances through
 //!   the store's cache, the secrets in it sealed with KMS ([`relay_aws::KmsSealer`]);
+//! - [`online_backlog`]: each seller's log of Online choices (intake writes it, the send-batch
+//!   function takes the documents still waiting in it into a batch going anyway);
 //! - [`carry_out`]: a use case's [`QueueAction`] in a Lambda SQS invocation, where the event
 //!   source deletes every message not reported in `batchItemFailures`: delays and dead letters
 //!   are sent as copies, and only `Release` keeps the original for redelivery;
@@ -55,6 +57,17 @@ pub fn ksef_contexts(settings: &KsefSettings, clients: &AwsClients, table: &str)
         .with_sealer(sealer)
         .with_fleet_governor(EGRESS)
         .with_availability(&environment))
+}
+
+/// Each seller's online backlog (`sendmode/{nip}` in the documents table's shared cache, plain:
+/// it holds document ids and projected times, no secret), against KSeF's published online
+/// limits (the send path's fleet governor keeps to the live ones). Intake chooses each invoice's
+/// mode from it; the send-batch function's contexts carry it
+/// ([`KsefContexts::with_online_backlog`]) so that a seller's batch going anyway takes the
+/// Online documents still waiting for their turn, and frees their slots.
+pub fn online_backlog(clients: &AwsClients, table: &str, target_delay: std::time::Duration) -> ksef_client::OnlineBacklog {
+    let cache = Arc::new(relay_aws::DynamoSharedCache::new(clients.dynamodb.clone(), table));
+    ksef_client::OnlineBacklog::new(cache, ksef_client::ClientLimits::official(), target_delay)
 }
 
 /// Each configured seller's credentials from the secret `{prefix}{nip}` (the format:

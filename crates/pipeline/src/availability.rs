@@ -185,6 +185,14 @@ impl KsefContexts {
         }
     }
 
+    /// The availability kept for this environment now, whatever it says (for the declared
+    /// failure windows offline deadlines count from); None without one, or when it cannot be read.
+    pub async fn availability_now(&self, now: DateTime<Utc>) -> Option<Availability> {
+        let env = self.availability_env()?;
+        let cache = self.shared_cache().unwrap_or(self.local_blocks());
+        current(cache, env, now).await.ok().flatten()
+    }
+
     /// The cache the availability lives in (for the local driver's poll).
     pub fn availability_cache(&self) -> &dyn SharedCache {
         self.shared_cache().unwrap_or(self.local_blocks())

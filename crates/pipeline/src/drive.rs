@@ -18,6 +18,14 @@ use crate::sessions::KsefContexts;
 use crate::status::{poll, StatusConfig, StatusPorts};
 use crate::sweeper::{sweep, SweepConfig};
 
+/// Each seller's gathered Batch-mode messages, by seller NIP.
+type Gathered = BTreeMap<String, Vec<(ReceivedMessage, SendRequest)>>;
+
+/// The most Batch-mode messages one pump gathers over all sellers: five sellers' full batch
+/// sessions (the batch builder holds at most about two parts per session at a time, see
+/// docs/performance.md "Batch builder memory").
+pub const MAX_GATHERED: usize = 50_000;
+
 /// Everything the two stages need.
 pub struct Stages<'a, S: DocumentStore + ?Sized> {
     pub store: &'a S,
@@ -53,36 +61,13 @@ impl<S: DocumentStore + ?Sized> Stages<'_, S> {
     /// Receives one batch from each stage's queue and handles its messages concurrently, as the
     /// Lambda handlers do. Returns what was handled.
     ///
-    /// Batch-mode send messages are gathered: while a batch of ten holds any, more are received
-    /// (up to [`BatchConfig::max_members`]), and each seller's go to `send_batch` together, one
-    /// batch session per seller. The other send messages are handled ten at a time.
+    /// Batch-mode send messages are gathered per seller ([`Stages::gather`]): each seller's go
+    /// to `send_batch` together, one batch session per seller (up to
+    /// [`BatchConfig::max_members`] each), the sellers' sessions side by side (they are
+    /// different rate-limit contexts). The other send messages are handled ten at a time.
     pub async fn pump_once(&self) -> Result<Vec<Step>, QueueError> {
-        let mut received = self.send_queue.receive(10, self.visibility, Duration::ZERO).await?;
-        let mut batch: Vec<(ReceivedMessage, SendRequest)> = Vec::new();
-        let mut sends = Vec::new();
-        loop {
-            let mut got_batch = false;
-            for m in received {
-                match SendRequest::from_json(&m.body) {
-                    Ok(req) if req.mode == Some(SendMode::Batch) => {
-                        batch.push((m, req));
-                        got_batch = true;
-                    }
-                    _ => sends.push(m),
-                }
-            }
-            if !got_batch || batch.len() >= self.batch_cfg.max_members {
-                break;
-            }
-            received = self.send_queue.receive(10, self.visibility, Duration::ZERO).await?;
-            if received.is_empty() {
-                break;
-            }
-        }
-        let mut by_seller: BTreeMap<String, Vec<(ReceivedMessage, SendRequest)>> = BTreeMap::new();
-        for (m, req) in batch {
-            by_seller.entry(req.document.seller_nip.to_string()).or_default().push((m, req));
-        }
+        let received = self.send_queue.receive(10, self.visibility, Duration::ZERO).await?;
+        let (by_seller, sends) = self.gather(received).await?;
         let statuses = self.status_queue.receive(10, self.visibility, Duration::ZERO).await?;
         let lone = async {
             let mut out = Vec::new();
@@ -98,6 +83,54 @@ impl<S: DocumentStore + ?Sized> Stages<'_, S> {
         )
         .await;
         sent.into_iter().chain(batched.into_iter().flatten()).chain(polled).collect()
+    }
+
+    /// Sorts `received` into each seller's Batch-mode messages and the rest, and while the
+    /// messages received hold any Batch-mode one, receives more: up to
+    /// [`BatchConfig::max_members`] for each seller and [`MAX_GATHERED`] in all. A message of a
+    /// seller whose batch is full is handed back at once (visible again for the next pump);
+    /// gathering stops when the queue runs dry, when a receive holds no Batch-mode message, at
+    /// the total, or once a full batch's worth has been handed back (the rest of the queue is
+    /// the full sellers' next batch), or once half the visibility timeout has passed since the
+    /// first receive (a slow queue, e.g. the emulator's: a message held longer would become
+    /// visible again and be received a second time into the same batch).
+    async fn gather(&self, mut received: Vec<ReceivedMessage>) -> Result<(Gathered, Vec<ReceivedMessage>), QueueError> {
+        let per_seller = self.batch_cfg.max_members.max(1);
+        let mut by_seller: Gathered = BTreeMap::new();
+        let mut sends = Vec::new();
+        let (mut held, mut handed_back) = (0usize, Vec::new());
+        let started = tokio::time::Instant::now();
+        loop {
+            let mut got_batch = false;
+            for m in received {
+                match SendRequest::from_json(&m.body) {
+                    Ok(req) if req.mode == Some(SendMode::Batch) => {
+                        got_batch = true;
+                        let group = by_seller.entry(req.document.seller_nip.to_string()).or_default();
+                        if group.len() >= per_seller {
+                            handed_back.push(m);
+                        } else {
+                            group.push((m, req));
+                            held += 1;
+                        }
+                    }
+                    _ => sends.push(m),
+                }
+            }
+            if !got_batch || held >= MAX_GATHERED || handed_back.len() >= per_seller || started.elapsed() >= self.visibility / 2 {
+                break;
+            }
+            received = self.send_queue.receive(10, self.visibility, Duration::ZERO).await?;
+            if received.is_empty() {
+                break;
+            }
+        }
+        // Received but not taken: visible again (kept hidden while gathering, so that the loop
+        // above did not receive them twice).
+        for m in handed_back {
+            self.send_queue.change_visibility(&m.receipt, Duration::ZERO).await?;
+        }
+        Ok((by_seller, sends))
     }
 
     /// One seller's Batch-mode messages, sent together ([`send_batch`]).

@@ -10,11 +10,12 @@
 //! corrections queue, with the findings in full.
 
 use chrono::{DateTime, Utc};
+use relay_domain::offline::OFFLINE_MODE_METADATA;
 use relay_domain::ports::{Archive, DocumentRegistry, DocumentUpdates, ObjectBody, OutgoingMessage, Queue, Registration};
 use relay_domain::storage_keys::{archive_key, classify_inbox_key, outbox_key, InboxObject};
 use relay_domain::{
     Change, ContentHash, DocumentKey, DocumentRecord, DocumentState, ErpDocumentId, ErrorClass, ErrorSource, Failure, HistoryEntry,
-    HistoryEvent, InitialState, NewDocument, Nip, SendMode, StorageKeys, TraceId,
+    HistoryEvent, InitialState, NewDocument, Nip, OfflineMode, SendMode, StorageKeys, TraceId,
 };
 
 use crate::messages::{CorrectionNotice, SendRequest};
@@ -36,6 +37,9 @@ pub struct Upload<'a> {
     pub expected_seller: Option<Nip>,
     /// From the object's metadata if the ERP set one.
     pub trace_id: Option<TraceId>,
+    /// Issued offline, as the ERP marked it (object metadata `ksef-offline-mode`, read by
+    /// [`intake_created_object`]); None: issued online.
+    pub offline_mode: Option<OfflineMode>,
 }
 
 /// What the intake did with an upload.
@@ -182,7 +186,7 @@ pub async fn intake<S: DocumentRegistry + DocumentUpdates + ?Sized>(
         trace_id: trace_id.clone(),
         erp_document_id: upload.erp_document_id.clone(),
         storage: storage.clone(),
-        offline: false,
+        offline_mode: upload.offline_mode,
         issue_date: Some(identity.issue_date),
         send_mode: mode.mode,
         send_mode_reason: (!mode.reason.is_empty()).then(|| mode.reason.clone()),
@@ -245,6 +249,7 @@ pub async fn intake<S: DocumentRegistry + DocumentUpdates + ?Sized>(
                 storage,
                 issue_date: Some(identity.issue_date),
                 send_mode: mode.mode,
+                offline_mode: upload.offline_mode,
             };
             let record = ports.store.transition(&doc.record, change, now).await?;
             queue_for_send(ports, &record).await?;
@@ -490,6 +495,7 @@ mod tests {
             erp_document_id: ErpDocumentId::parse(erp).unwrap(),
             expected_seller: Some(Nip::parse("9999999999").unwrap()),
             trace_id: None,
+            offline_mode: None,
         }
     }
 
@@ -651,6 +657,63 @@ mod tests {
             .await
             .unwrap();
         w.archive.current_version(key).await.unwrap().unwrap()
+    }
+
+    /// The ERP marks an upload issued offline with the object metadata `ksef-offline-mode`: the
+    /// record keeps the mode and its deadline, the outbox says both; a value the relay cannot read
+    /// is refused in the uploader's outbox, naming the allowed values, and nothing is registered.
+    #[tokio::test]
+    async fn the_erps_offline_marking_is_read_from_the_metadata_and_a_bad_one_refused() {
+        let w = World::new();
+        let now = Utc::now();
+        let marked = |n: u32, value: &str| {
+            let key = format!("inbox/9999999999/erp-off-{n}.xml");
+            let bytes = invoice().replace("<P_2>FV2026/02/150</P_2>", &format!("<P_2>FV2026/02/{n}</P_2>"));
+            let body = ObjectBody::new(bytes.into_bytes(), "application/xml").with_metadata(OFFLINE_MODE_METADATA, value);
+            (key, body)
+        };
+        for (n, value, mode) in [
+            (1, "offline24", Some(OfflineMode::Offline24)),
+            (2, "Unavailability", Some(OfflineMode::Unavailability)),
+            (3, "failure", Some(OfflineMode::Failure)),
+            (4, "online", None),
+        ] {
+            let (key, body) = marked(n, value);
+            w.archive.put(&key, body).await.unwrap();
+            let ObjectIntake::Done(o) = intake_created_object(&w.ports(), &created(&key, None), now).await else {
+                panic!()
+            };
+            let IntakeOutcome::Queued(r) = *o else { panic!("{value}: {o:?}") };
+            assert_eq!((r.offline_mode, r.offline), (mode, mode.is_some()), "{value}");
+            // The sample's P_1 is 2026-02-15 (a Sunday): the next business day is Monday the 16th,
+            // due by its end, 23:00 UTC (CET). No outage is declared here.
+            let due = relay_domain::LegalDeadline::By {
+                at: "2026-02-16T23:00:00Z".parse().unwrap(),
+            };
+            assert_eq!(r.legal_deadline.as_ref(), Some(&due), "{value}");
+            let out = w.outbox(&format!("erp-off-{n}")).await;
+            assert_eq!(
+                out["offlineMode"],
+                mode.map_or(serde_json::Value::Null, |m| m.name().into()),
+                "{value}"
+            );
+            assert_eq!(out["legalDeadline"]["at"], "2026-02-16T23:00:00Z", "{value}");
+        }
+        let (key, body) = marked(5, "offline-24h");
+        w.archive.put(&key, body).await.unwrap();
+        let ObjectIntake::Done(o) = intake_created_object(&w.ports(), &created(&key, None), now).await else {
+            panic!()
+        };
+        assert_eq!(o.name(), "NOT_REGISTERED");
+        let out = w.outbox("erp-off-5").await;
+        assert_eq!(out["state"], "NOT_REGISTERED");
+        assert_eq!(out["errors"][0]["code"], "OFFLINE_MODE_MARKING");
+        let message = out["errors"][0]["message"].as_str().unwrap();
+        assert!(
+            message.contains("\"offline-24h\"") && message.contains("offline24, unavailability, failure"),
+            "{message}"
+        );
+        assert_eq!(w.store.all().len(), 4, "the badly marked upload is not registered");
     }
 
     /// Failed on main: the event's version was ignored, so the second upload's bytes were read
@@ -818,6 +881,7 @@ pub async fn intake_created_object<S: DocumentRegistry + DocumentUpdates + ?Size
         erp_document_id: erp,
         expected_seller: seller,
         trace_id: None,
+        offline_mode: None,
     };
     let (seller, erp) = match classify_inbox_key(&object.key) {
         Ok(InboxObject::Upload { seller, erp }) => (seller, erp),
@@ -854,7 +918,22 @@ pub async fn intake_created_object<S: DocumentRegistry + DocumentUpdates + ?Size
                 trace_id: found.metadata.get("trace-id").and_then(|t| TraceId::parse(t).ok()),
                 ..upload
             };
-            intake(ports, upload, now).await
+            // The ERP's offline marking; a value the relay cannot read is refused before anything
+            // is registered (a guess would give the invoice the wrong deadline, or none).
+            match found.metadata.get(OFFLINE_MODE_METADATA).map(|v| OfflineMode::from_marking(v)) {
+                Some(Err(why)) => {
+                    let trace_id = upload.trace_id.clone().unwrap_or_else(TraceId::generate);
+                    let bad = finding("OFFLINE_MODE_MARKING", why);
+                    not_registered(ports, &upload, trace_id, vec![bad], now).await
+                }
+                marked => {
+                    let upload = Upload {
+                        offline_mode: marked.and_then(Result::ok).flatten(),
+                        ..upload
+                    };
+                    intake(ports, upload, now).await
+                }
+            }
         }
         Ok(None) => {
             let gone = finding(

@@ -45,6 +45,7 @@ pub mod drive;
 pub mod follow_up;
 pub mod intake;
 pub mod messages;
+pub mod offline_send;
 pub mod outbox;
 pub mod qr_codes;
 pub mod queue_action;
@@ -57,4 +58,5 @@ pub mod send_route;
 pub mod sessions;
 pub mod status;
 pub mod sweeper;
-pub mod upo_read;
+/// The UPO reader lives with KSeF's protocol, in the client; here under its old name.
+pub use ksef_client::upo_read;

@@ -6,7 +6,7 @@
 use chrono::{DateTime, Utc};
 use relay_domain::ports::{Archive, ArchiveError, ObjectBody};
 use relay_domain::storage_keys::outbox_key;
-use relay_domain::{DocumentRecord, ErpDocumentId, Failure, Nip, TraceId};
+use relay_domain::{DocumentRecord, ErpDocumentId, Failure, InvoicingMode, LegalDeadline, Nip, OfflineMode, TraceId};
 use serde::Serialize;
 
 /// What the ERP reads back.
@@ -34,6 +34,17 @@ pub struct OutboxResult {
     /// document is ACCEPTED. Each names its PNG (label drawn under the code) and SVG.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub qr_codes: Vec<OutboxQrCode>,
+    /// Issued offline: `offline24`, `unavailability`, `failure` (the ERP's marking) or
+    /// `sent_after_issue_day` (the relay's, for an invoice sent after its issue day).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub offline_mode: Option<OfflineMode>,
+    /// By when the invoice must be in KSeF, as last computed (`{"kind":"by","at":...}`,
+    /// `after_open_failure`, or `no_obligation`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub legal_deadline: Option<LegalDeadline>,
+    /// How KSeF filed it (`Online`, `Offline`), from its status.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub invoicing_mode: Option<InvoicingMode>,
     pub trace_id: TraceId,
     pub errors: Vec<Failure>,
     pub updated_at: DateTime<Utc>,
@@ -52,6 +63,35 @@ pub struct OutboxQrCode {
     pub svg_key: String,
 }
 
+/// The QR codes of `r`: KOD I with its KSeF number once ACCEPTED; an offline invoice's KOD I
+/// labelled OFFLINE and its KOD II as soon as they are written (before KSeF numbers it).
+fn qr_codes(r: &DocumentRecord) -> Vec<OutboxQrCode> {
+    let mut codes = Vec::new();
+    if let (Some(keys), Some(number)) = (&r.storage.qr_code, &r.ksef.ksef_number) {
+        codes.push(OutboxQrCode {
+            code: "KOD_I",
+            label: number.to_string(),
+            png_key: keys.png.clone(),
+            svg_key: keys.svg.clone(),
+        });
+    }
+    if r.offline_codes == relay_domain::OfflineCodes::Written {
+        let (kod1, kod2) = relay_domain::storage_keys::qr_offline_keys(&r.key.seller_nip, &r.content_hash);
+        for (code, label, keys) in [
+            ("KOD_I", ksef_client::qr::OFFLINE_LABEL, kod1),
+            ("KOD_II", ksef_client::qr::CERTIFICATE_LABEL, kod2),
+        ] {
+            codes.push(OutboxQrCode {
+                code,
+                label: label.to_owned(),
+                png_key: keys.png,
+                svg_key: keys.svg,
+            });
+        }
+    }
+    codes
+}
+
 impl OutboxResult {
     /// The result for a registered document, with the errors to report (all findings for a
     /// rejection; the last error otherwise).
@@ -67,15 +107,10 @@ impl OutboxResult {
             ksef_number: r.ksef.ksef_number.as_ref().map(|k| k.to_string()),
             acquisition_date: r.ksef.acquisition_date,
             upo_key: r.storage.upo.clone(),
-            qr_codes: match (&r.storage.qr_code, &r.ksef.ksef_number) {
-                (Some(keys), Some(number)) => vec![OutboxQrCode {
-                    code: "KOD_I",
-                    label: number.to_string(),
-                    png_key: keys.png.clone(),
-                    svg_key: keys.svg.clone(),
-                }],
-                _ => Vec::new(),
-            },
+            qr_codes: qr_codes(r),
+            offline_mode: r.offline_mode,
+            legal_deadline: r.legal_deadline.clone(),
+            invoicing_mode: r.ksef.invoicing_mode,
             trace_id: r.trace_id.clone(),
             errors,
             updated_at: r.updated_at,
@@ -96,6 +131,9 @@ impl OutboxResult {
             acquisition_date: None,
             upo_key: None,
             qr_codes: Vec::new(),
+            offline_mode: None,
+            legal_deadline: None,
+            invoicing_mode: None,
             trace_id,
             errors,
             updated_at: now,

@@ -199,6 +199,7 @@ pub(crate) async fn act_on_status<S: StatusStore + ?Sized>(
                         ksef_number,
                         acquisition_date,
                         Some(upo.xml),
+                        status.invoicing_mode,
                         "KSeF status 200".into(),
                         now,
                     )
@@ -216,6 +217,7 @@ pub(crate) async fn act_on_status<S: StatusStore + ?Sized>(
                         ksef_number,
                         acquisition_date,
                         None,
+                        status.invoicing_mode,
                         reason,
                         now,
                     )
@@ -363,9 +365,13 @@ async fn accept<S: StatusStore + ?Sized>(
     ksef_number: KsefNumber,
     acquisition_date: DateTime<Utc>,
     upo_xml: Option<Vec<u8>>,
+    invoicing_mode: Option<relay_domain::InvoicingMode>,
     reason: String,
     now: DateTime<Utc>,
 ) -> Result<DocumentRecord, StageError> {
+    let upo_mode = upo_xml
+        .as_deref()
+        .and_then(|xml| ksef_client::upo_read::sending_mode_of(xml, &r.content_hash));
     let key = match upo_xml {
         Some(xml) => Some(archive_upo(ports, &r, &ksef_number, xml).await?),
         None => None,
@@ -380,6 +386,8 @@ async fn accept<S: StatusStore + ?Sized>(
                 acquisition_date,
                 upo_key: key,
                 qr_code,
+                invoicing_mode,
+                upo_mode,
                 reason,
             },
             now,
@@ -442,6 +450,7 @@ async fn resolve_duplicate<S: StatusStore + ?Sized>(
             original,
             acquired,
             Some(upo.xml),
+            None,
             reason,
             now,
         )

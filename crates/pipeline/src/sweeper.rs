@@ -89,6 +89,16 @@ impl SweepReport {
 }
 
 /// One sweep over the store.
+/// Orders re-drives by legal deadline, the oldest first (documents with none last, in their
+/// order). The messages are written in this order; a standard SQS queue does not promise to
+/// deliver them so, but a backlog re-driven by one sweep leans that way.
+fn oldest_deadline_first(open: &mut [DocumentRecord]) {
+    open.sort_by_key(|r| match r.legal_deadline.as_ref().and_then(|d| d.at()) {
+        Some(at) => (0, Some(at)),
+        None => (1, None),
+    });
+}
+
 pub async fn sweep<S: DocumentQueries + DocumentUpdates + ?Sized>(
     ports: &FollowUpPorts<'_, S>,
     cfg: &SweepConfig,
@@ -122,6 +132,7 @@ pub async fn sweep<S: DocumentQueries + DocumentUpdates + ?Sized>(
     // ACCEPTED without its UPO still has a step to come (fetching the UPO).
     open.extend(finals.iter().filter(|r| crate::follow_up::is_open(r)).cloned());
     report.examined = open.len() + finals.len();
+    oldest_deadline_first(&mut open);
 
     for r in open {
         let Some(next) = NextMessage::for_record(&r) else { continue };
@@ -188,4 +199,49 @@ async fn outbox_lags<S: DocumentUpdates + ?Sized>(ports: &FollowUpPorts<'_, S>, 
     Ok(text("state").as_deref() != Some(r.state.code())
         || text("ksefNumber") != r.ksef.ksef_number.as_ref().map(|k| k.to_string())
         || text("upoKey") != r.storage.upo)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::{NaiveDate, TimeZone, Utc};
+    use relay_domain::{
+        ContentHash, DocumentKey, ErpDocumentId, InitialState, InvoiceKind, InvoiceNumber, NewDocument, Nip, OfflineMode, SendMode,
+        StorageKeys, TraceId,
+    };
+
+    fn record(n: u32, issued: Option<NaiveDate>, mode: Option<OfflineMode>) -> DocumentRecord {
+        let new = NewDocument {
+            key: DocumentKey::new(
+                Nip::parse("9999999999").unwrap(),
+                InvoiceKind::Vat,
+                InvoiceNumber::parse(&format!("FV/{n}")).unwrap(),
+            ),
+            content_hash: ContentHash::of(&n.to_be_bytes()),
+            content_size: 4,
+            trace_id: TraceId::generate(),
+            erp_document_id: ErpDocumentId::parse(&format!("erp-{n}")).unwrap(),
+            storage: StorageKeys::default(),
+            offline_mode: mode,
+            issue_date: issued,
+            send_mode: SendMode::Online,
+            send_mode_reason: None,
+            initial: InitialState::Queued,
+        };
+        DocumentRecord::register(new, Utc.with_ymd_and_hms(2026, 11, 2, 8, 0, 0).unwrap()).record
+    }
+
+    #[test]
+    fn re_drives_go_oldest_legal_deadline_first() {
+        let d = |day| NaiveDate::from_ymd_opt(2026, 11, day);
+        let mut open = vec![
+            record(1, None, None),
+            record(2, d(5), None),
+            record(3, d(2), Some(OfflineMode::Offline24)),
+            record(4, d(3), None),
+        ];
+        oldest_deadline_first(&mut open);
+        let order: Vec<String> = open.iter().map(|r| r.key.invoice_number.to_string()).collect();
+        assert_eq!(order, ["FV/3", "FV/4", "FV/2", "FV/1"]);
+    }
 }

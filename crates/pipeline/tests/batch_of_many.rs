@@ -211,3 +211,129 @@ async fn the_driver_gathers_a_sellers_queued_batch_documents_into_one_session() 
         assert_eq!(w.sim.ledger().count_hash(&req.content_hash), 1);
     }
 }
+
+/// Month-end with several sellers (issue 12): the driver gathers each seller's Batch-mode
+/// messages into that seller's own batch session, up to `max_members` each, however the
+/// sellers' messages are interleaved on the queue; a seller with more than a session's worth
+/// goes in a second session, its other messages handed back for the next pump rather than sent
+/// one batch session each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_driver_gathers_each_seller_into_its_own_batch_session() {
+    use ksef_client::{Credentials, KsefClient, KsefToken};
+    use relay_domain::memory::{MemoryArchive, MemoryDocumentStore, MemoryQueue};
+    use relay_domain::ports::OutgoingMessage;
+    use relay_domain::Nip;
+    let sellers: Vec<(Nip, String)> = ["9999999999", "5260000011", "5260000028"]
+        .iter()
+        .map(|n| (Nip::parse(n).unwrap(), format!("gather-token-{n}")))
+        .collect();
+    let sim = ksef_sim::start(ksef_sim::SimConfig {
+        time_scale: common::SCALE,
+        auth_delay: Duration::from_millis(10),
+        accept_delay: Duration::from_millis(10),
+        processing_delay: Duration::from_millis(10),
+        tokens: sellers
+            .iter()
+            .map(|(nip, token)| ksef_sim::SimToken {
+                token: token.clone(),
+                context: nip.clone(),
+            })
+            .collect(),
+        ..ksef_sim::SimConfig::default()
+    })
+    .await;
+    let mut ksef = relay_pipeline::sessions::KsefContexts::new();
+    for (nip, token) in &sellers {
+        let creds = Credentials::Token {
+            context: nip.clone(),
+            token: KsefToken::new(token),
+        };
+        ksef = ksef.with(nip.clone(), KsefClient::new(common::client_config(&sim), Some(creds)).unwrap());
+    }
+    let base = common::world(10).await;
+    let w = common::World {
+        sim,
+        store: MemoryDocumentStore::new(),
+        archive: MemoryArchive::new(),
+        send_q: MemoryQueue::new("send"),
+        status_q: MemoryQueue::new("status"),
+        corrections_q: MemoryQueue::new("corrections"),
+        ksef,
+        cfg: base.cfg.clone(),
+    };
+    let (send_dlq, status_dlq) = (MemoryQueue::new("send-dlq"), MemoryQueue::new("status-dlq"));
+    let status_cfg = w.status_cfg();
+    let max_members = 8;
+    let stages = relay_pipeline::drive::Stages {
+        store: &w.store,
+        archive: &w.archive,
+        send_queue: &w.send_q,
+        send_dlq: &send_dlq,
+        status_queue: &w.status_q,
+        status_dlq: &status_dlq,
+        corrections_queue: &w.corrections_q,
+        ksef: &w.ksef,
+        send_cfg: &w.cfg,
+        status_cfg: &status_cfg,
+        visibility: Duration::from_secs(30),
+        clock: &relay_domain::clock::SystemClock,
+        sweep: relay_pipeline::sweeper::SweepConfig::standard(),
+        batch_cfg: BatchConfig {
+            max_members,
+            ..BatchConfig::default()
+        },
+    };
+    // Seller 0 has a session and a half, the others one session each; interleaved on the queue.
+    let counts = [12usize, 8, 8];
+    let mut reqs: Vec<(usize, SendRequest)> = Vec::new();
+    for i in 0..counts[0] {
+        for (s, (nip, _)) in sellers.iter().enumerate() {
+            if i >= counts[s] {
+                continue;
+            }
+            let bytes = String::from_utf8(with_attachment(&format!("GATHER/{s}/{i}")))
+                .unwrap()
+                .replacen("<NIP>9999999999</NIP>", &format!("<NIP>{nip}</NIP>"), 1)
+                .into_bytes();
+            let req = w.register(&bytes).await;
+            assert_eq!(req.document.seller_nip, *nip);
+            assert_eq!(req.mode, Some(relay_domain::SendMode::Batch));
+            reqs.push((s, req));
+        }
+    }
+    // Queued once all are registered (`register` takes the intake's message off the queue).
+    for (_, req) in &reqs {
+        w.send_q.send(OutgoingMessage::new(req.to_json())).await.unwrap();
+    }
+    let mut steps = std::collections::BTreeMap::new();
+    assert!(stages
+        .run_until_quiet(Duration::from_secs(120), Duration::from_millis(20), |s| {
+            *steps.entry((s.stage, s.outcome)).or_insert(0) += 1;
+        })
+        .await
+        .unwrap());
+    println!("{steps:?}");
+    let opened = w.sim.operation_counts().count("POST", "/sessions/batch", |s| s == 201);
+    assert_eq!(opened, 4, "seller 0 in two sessions, the others in one each: {steps:?}");
+    let mut sessions: std::collections::BTreeMap<usize, std::collections::BTreeSet<String>> = Default::default();
+    let mut members: std::collections::BTreeMap<String, usize> = Default::default();
+    for (s, req) in &reqs {
+        let r = w.store.get(&req.document).await.unwrap().unwrap().record;
+        assert_eq!(r.state, DocumentState::Accepted, "{}", req.document);
+        assert!(r.storage.upo.is_some());
+        assert_eq!(w.sim.ledger().count_hash(&req.content_hash), 1, "{} once in KSeF", req.document);
+        let entry = w
+            .sim
+            .ledger()
+            .entries()
+            .into_iter()
+            .find(|e| e.invoice_hash == req.content_hash)
+            .unwrap();
+        sessions.entry(*s).or_default().insert(entry.session_reference.to_string());
+        *members.entry(entry.session_reference.to_string()).or_default() += 1;
+    }
+    assert_eq!(sessions[&0].len(), 2, "seller 0: {sessions:?}");
+    assert_eq!((sessions[&1].len(), sessions[&2].len()), (1, 1), "{sessions:?}");
+    assert!(members.values().all(|n| *n <= max_members), "{members:?}");
+    assert_eq!(w.sim.ledger().len(), reqs.len(), "nothing else in KSeF");
+}

@@ -102,7 +102,7 @@ async fn dying_between_acceptance_and_the_state_write_still_ends_with_one_accept
         trace_id: doc.record.trace_id.clone(),
         erp_document_id: doc.record.erp_document_id.clone(),
         storage: doc.record.storage.clone(),
-        offline: false,
+        offline_mode: None,
         issue_date: doc.record.issue_date,
         send_mode: doc.record.send_mode().unwrap_or(relay_domain::SendMode::Online),
         send_mode_reason: None,

@@ -255,6 +255,7 @@ impl<'k> Run<'k> {
             erp_document_id: ErpDocumentId::parse(&format!("erp-{}", i + 1)).unwrap(),
             expected_seller: Some(seller()),
             trace_id: None,
+            offline_mode: None,
         };
         let work = intake(&ports, upload, now);
         let out = until_crash(&self.plan, armed, work).await;
@@ -673,7 +674,17 @@ async fn every_crash_point_of_the_intake() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_crash_point_of_an_online_send() {
-    assert!(enumerate(Stage::SendOnline).await >= 6);
+    // The sample is dated February 2026: sent later than its issue day, it is marked offline
+    // (one OfflineChecked write after the claim, before SendStarted), and every position around
+    // that write is covered below.
+    let ksef = start_ksef().await;
+    let (positions, _) = scenario(&ksef, Stage::SendOnline, None, 0).await;
+    let at = |name: &str| positions.iter().position(|p| p == name);
+    assert!(
+        at("store.transition OfflineChecked").is_some() && at("store.transition OfflineChecked") < at("store.transition SendStarted"),
+        "{positions:#?}"
+    );
+    assert!(enumerate(Stage::SendOnline).await >= 7);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

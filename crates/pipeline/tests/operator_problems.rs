@@ -264,6 +264,7 @@ async fn re_uploading_a_file_rejected_for_something_other_than_its_content_sends
             erp_document_id: ErpDocumentId::parse("erp").unwrap(),
             expected_seller: None,
             trace_id: None,
+            offline_mode: None,
         }
     }
     let rejected_for = |code: &str, operation: &str| {

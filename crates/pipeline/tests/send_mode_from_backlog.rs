@@ -61,6 +61,7 @@ impl World {
             erp_document_id: ErpDocumentId::parse(&number.replace('/', "-")).unwrap(),
             expected_seller: None,
             trace_id: None,
+            offline_mode: None,
         };
         match intake(&ports, upload, now).await.unwrap() {
             IntakeOutcome::Queued(r) => r,

@@ -183,6 +183,7 @@ async fn an_invalid_invoice_is_rejected_at_intake_and_never_reaches_ksef() {
         erp_document_id: relay_domain::ErpDocumentId::parse("bad").unwrap(),
         expected_seller: None,
         trace_id: None,
+        offline_mode: None,
     };
     // Without P_2 there is no identity to register: answered, not registered, not sent.
     let outcome = relay_pipeline::intake::intake(&ports, upload, Utc::now()).await.unwrap();
@@ -198,6 +199,7 @@ async fn an_invalid_invoice_is_rejected_at_intake_and_never_reaches_ksef() {
         erp_document_id: relay_domain::ErpDocumentId::parse("bad2").unwrap(),
         expected_seller: None,
         trace_id: None,
+        offline_mode: None,
     };
     let relay_pipeline::intake::IntakeOutcome::Rejected(r) = relay_pipeline::intake::intake(&ports, upload, Utc::now()).await.unwrap()
     else {

@@ -84,11 +84,13 @@ pub async fn snapshot<S: DocumentRegistry + DocumentQueries + ?Sized>(
     now: DateTime<Utc>,
 ) -> Result<JobOutcome, JobError> {
     let snap = snapshot::take(store, now, SnapshotLimits::default()).await?;
-    let levels = Levels::compute(&snap, cfg.overdue_after);
+    // The declared outages move offline invoices' deadlines: read before the levels.
+    let availability = crate::availability::read(cfg.credential_facts, now).await?;
+    let declared: Vec<relay_domain::FailureWindow> = availability.iter().flat_map(|a| a.declared_failures().to_vec()).collect();
+    let levels = Levels::compute_with(&snap, cfg.overdue_after, &declared);
     levels.emit(now);
     let credentials = crate::credentials::read(cfg.credential_facts, cfg.sellers, now).await?;
     crate::credentials::emit(&credentials, now);
-    let availability = crate::availability::read(cfg.credential_facts, now).await?;
     let page = status_page::render(
         &snap,
         &PageContext {

@@ -7,8 +7,8 @@
 //! | `DocumentsOverdue` | Count | - | business | open documents registered more than `OVERDUE_AFTER_HOURS` ago |
 //! | `DocumentsWaitingOverOneHour` | Count | - | business | open documents registered more than 1 h ago |
 //! | `OldestOpenDocumentAgeSeconds` | Seconds | - | business | age of the oldest open document (0 if none) |
-//! | `DocumentsPastLegalDeadline` | Count | - | regulatory | no KSeF number, past the end of the next business day after `P_1` |
-//! | `OfflineDocumentsNearingDeadline` | Count | - | regulatory | offline (issue day over), no KSeF number, deadline within 12 h |
+//! | `DocumentsPastLegalDeadline` | Count | - | regulatory | no KSeF number, past its legal deadline (per its offline mode and the declared outages, `relay_domain::offline`) |
+//! | `OfflineDocumentsNearingDeadline` | Count | - | regulatory | offline (marked, or its issue day over), no KSeF number, deadline within 12 h |
 //!
 //! "Open" is QUEUED, SENT, PROCESSING, FAILED or CONFLICT: the relay (or a person at the relay)
 //! still owes the invoice its way into KSeF. REJECTED waits for the ERP's corrected file and is
@@ -21,8 +21,9 @@ use relay_domain::{DocumentRecord, DocumentState};
 use relay_observe::emf::{MetricLine, Unit};
 use relay_observe::NAMESPACE;
 
-use crate::deadline::{is_offline_at, legal_deadline};
+use crate::deadline::is_offline_at;
 use crate::snapshot::{Snapshot, OPEN_STATES};
+use relay_domain::FailureWindow;
 
 /// How near a deadline must be to count as nearing.
 pub const NEARING_WINDOW_HOURS: i64 = 12;
@@ -42,16 +43,25 @@ pub fn is_open(state: DocumentState) -> bool {
     OPEN_STATES.contains(&state)
 }
 
-/// The legal deadline of a document without a KSeF number, if its issue date is known.
-pub fn deadline_of(r: &DocumentRecord) -> Option<DateTime<Utc>> {
+/// The legal deadline of a document without a KSeF number, if its issue date is known and the
+/// deadline is an instant: from its offline mode and the declared failure windows `declared`
+/// (none known: the strict offline24 limit). None too while it counts from a failure that has
+/// not ended, and for one issued during a total failure (no obligation).
+pub fn deadline_of(r: &DocumentRecord, declared: &[FailureWindow]) -> Option<DateTime<Utc>> {
     if r.ksef.ksef_number.is_some() {
         return None;
     }
-    r.issue_date.map(legal_deadline)
+    r.issue_date
+        .and_then(|d| relay_domain::offline::legal_deadline(r.offline_mode, d, declared).at())
 }
 
 impl Levels {
     pub fn compute(s: &Snapshot, overdue_after: Duration) -> Levels {
+        Levels::compute_with(s, overdue_after, &[])
+    }
+
+    /// As [`Levels::compute`], with the declared failure windows the legal deadlines count from.
+    pub fn compute_with(s: &Snapshot, overdue_after: Duration, declared: &[FailureWindow]) -> Levels {
         let now = s.taken_at;
         let mut l = Levels {
             in_state: s.counts.clone(),
@@ -73,10 +83,12 @@ impl Levels {
                 }
                 l.oldest_open_age_seconds = l.oldest_open_age_seconds.max(age.num_milliseconds() as f64 / 1000.0);
             }
-            if let (Some(deadline), Some(issued)) = (deadline_of(r), r.issue_date) {
+            if let (Some(deadline), Some(issued)) = (deadline_of(r, declared), r.issue_date) {
                 if now >= deadline {
                     l.past_legal_deadline += 1;
-                } else if is_offline_at(issued, now) && deadline - now <= Duration::hours(NEARING_WINDOW_HOURS) {
+                } else if (r.offline_mode.is_some() || is_offline_at(issued, now))
+                    && deadline - now <= Duration::hours(NEARING_WINDOW_HOURS)
+                {
                     l.offline_nearing_deadline += 1;
                 }
             }

@@ -146,7 +146,7 @@ fn rejection_failures(d: &StoredDocument) -> Vec<&Failure> {
     }
 }
 
-fn row(d: &StoredDocument, links: Links<'_>, now: DateTime<Utc>) -> String {
+fn row(d: &StoredDocument, links: Links<'_>, declared: &[relay_domain::FailureWindow], now: DateTime<Utc>) -> String {
     let r = &d.record;
     let ksef = r.ksef.ksef_number.as_ref().map(|n| n.to_string()).unwrap_or_default();
     let search = format!(
@@ -154,7 +154,7 @@ fn row(d: &StoredDocument, links: Links<'_>, now: DateTime<Utc>) -> String {
         r.erp_document_id, r.trace_id, ksef, r.key.invoice_number, r.key.seller_nip
     )
     .to_lowercase();
-    let deadline = match deadline_of(r) {
+    let deadline = match deadline_of(r, declared) {
         Some(t) if t <= now => format!("<span class=\"late\">past {}</span>", time(t)),
         Some(t) => time(t),
         None => String::new(),
@@ -366,8 +366,9 @@ pub fn render(snapshot: &Snapshot, ctx: &PageContext<'_>) -> String {
         "<table id=\"documents\"><thead><tr><th>state</th><th>ERP id</th><th>seller · invoice</th><th>trace id</th>\
 <th>KSeF number</th><th>since</th><th>attempts</th><th>legal deadline</th></tr></thead><tbody>",
     );
+    let declared: Vec<relay_domain::FailureWindow> = ctx.availability.iter().flat_map(|a| a.declared_failures().to_vec()).collect();
     for d in docs {
-        html.push_str(&row(d, ctx.links, now));
+        html.push_str(&row(d, ctx.links, &declared, now));
     }
     let _ = writeln!(html, "</tbody></table><script>{SCRIPT}</script></body></html>");
     html

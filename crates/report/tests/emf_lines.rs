@@ -41,7 +41,7 @@ fn doc(n: u32, state: DocumentState, created: DateTime<Utc>, issued: NaiveDate) 
             source: format!("inbox/5265877635/erp-{n}.xml"),
             ..Default::default()
         },
-        offline: false,
+        offline_mode: None,
         issue_date: Some(issued),
         send_mode: relay_domain::SendMode::Online,
         send_mode_reason: None,
@@ -164,4 +164,51 @@ fn sample_ksef_number() -> String {
         .map(|c| format!("{base}-{c:02X}"))
         .find(|n| KsefNumber::parse(n).is_ok())
         .unwrap()
+}
+
+/// The regulatory counts read each document's own deadline: its offline mode and the declared
+/// outages. A failure declared during an offline24 deadline moves it (so a document the strict
+/// count called late is not), and one the ERP marked issued in failure mode counts 7 business
+/// days from the failure's end.
+#[test]
+fn the_legal_deadline_counts_follow_the_offline_mode_and_the_declared_failures() {
+    use relay_domain::availability::{DeclaredCategory, FailureWindow};
+    // Thursday 2026-02-12 10:00 UTC.
+    let now = Utc.with_ymd_and_hms(2026, 2, 12, 10, 0, 0).unwrap();
+    let monday = NaiveDate::from_ymd_opt(2026, 2, 9).unwrap();
+    let tuesday = NaiveDate::from_ymd_opt(2026, 2, 10).unwrap();
+    let mut marked = doc(2, DocumentState::Queued, now - Duration::hours(30), tuesday);
+    marked.record.offline_mode = Some(relay_domain::OfflineMode::Failure);
+    let docs = vec![
+        // Issued Monday, online: strictly due by the end of Tuesday, so past it now.
+        doc(1, DocumentState::Queued, now - Duration::hours(50), monday),
+        marked,
+    ];
+    let snap = Snapshot::of(docs, now);
+    // Nothing declared: both are late by the strict rule (the marked one's failure is unknown).
+    assert_eq!(Levels::compute(&snap, Duration::hours(4)).past_legal_deadline, 2);
+    // A failure declared Tuesday 09:00 to Wednesday 11 09:00 UTC: document 1's deadline moves to
+    // 7 business days after Wednesday (Friday 20th), document 2's too; neither is late or near.
+    let failure = FailureWindow {
+        event: "AWR/1".into(),
+        category: DeclaredCategory::Failure,
+        start: Utc.with_ymd_and_hms(2026, 2, 10, 9, 0, 0).unwrap(),
+        end: Some(Utc.with_ymd_and_hms(2026, 2, 11, 9, 0, 0).unwrap()),
+        end_declared: true,
+        messages: vec![("K/2026/AWR/01".into(), 1)],
+    };
+    let levels = Levels::compute_with(&snap, Duration::hours(4), std::slice::from_ref(&failure));
+    assert_eq!((levels.past_legal_deadline, levels.offline_nearing_deadline), (0, 0));
+    // Friday 20th 20:00 UTC (21:00 in Poland): both due at 23:00 UTC, 3 h away.
+    let friday = Utc.with_ymd_and_hms(2026, 2, 20, 20, 0, 0).unwrap();
+    let late = Levels::compute_with(
+        &Snapshot::of(snap.documents.clone(), friday),
+        Duration::hours(4),
+        std::slice::from_ref(&failure),
+    );
+    assert_eq!((late.past_legal_deadline, late.offline_nearing_deadline), (0, 2));
+    // Still open: the deadline waits for its end, so nothing is counted late.
+    let open = FailureWindow { end: None, ..failure };
+    let waiting = Levels::compute_with(&Snapshot::of(snap.documents.clone(), friday), Duration::hours(4), &[open]);
+    assert_eq!((waiting.past_legal_deadline, waiting.offline_nearing_deadline), (0, 0));
 }

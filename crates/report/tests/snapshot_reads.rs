@@ -26,7 +26,7 @@ fn new_doc(n: u32) -> NewDocument {
             source: format!("inbox/5265877635/erp-{n}.xml"),
             ..Default::default()
         },
-        offline: false,
+        offline_mode: None,
         issue_date: None,
         send_mode: relay_domain::SendMode::Online,
         send_mode_reason: None,
@@ -97,6 +97,8 @@ async fn the_week_counts_errors_of_documents_queued_before_it_and_snapshots_skip
                 acquisition_date: now - Duration::hours(1),
                 upo_key: Some("upo/5265877635/x.xml".into()),
                 qr_code: None,
+                invoicing_mode: None,
+                upo_mode: None,
                 reason: "200".into(),
             },
             now - Duration::hours(1),

@@ -144,6 +144,103 @@ async fn uploads_become_documents_repeats_do_nothing_and_bad_files_are_answered(
     );
 }
 
+/// The ERP marks an upload issued offline with S3 object metadata (`x-amz-meta-ksef-offline-mode`),
+/// read over the real wire: the record keeps the mode and its deadline in DynamoDB, the outbox
+/// says both; an unreadable marking is answered in the uploader's outbox and nothing is registered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_erps_offline_marking_in_the_object_metadata_is_kept_on_the_record() {
+    let c = emulator::clients().await;
+    let name = relay_tests::unique_name("relay");
+    provision::create_documents_table(&c.dynamodb, &name).await.unwrap();
+    provision::create_bucket(&c.s3, &name, emulator::REGION).await.unwrap();
+    let intake_q = provision::create_queue_with_dlq(&c.sqs, &format!("{name}-intake"), 5, Duration::from_secs(60))
+        .await
+        .unwrap();
+    let send_q = provision::create_queue_with_dlq(&c.sqs, &format!("{name}-send"), 5, Duration::from_secs(60))
+        .await
+        .unwrap();
+    let corr_q = provision::create_queue_with_dlq(&c.sqs, &format!("{name}-corrections"), 5, Duration::from_secs(60))
+        .await
+        .unwrap();
+    provision::notify_queue_on_create(&c.s3, &c.sqs, &name, &intake_q.url, "inbox/")
+        .await
+        .unwrap();
+    let numbered = |n: &str| {
+        String::from_utf8(SAMPLE_1.to_vec())
+            .unwrap()
+            .replace("<P_2>FV2026/02/150</P_2>", &format!("<P_2>{n}</P_2>"))
+            .into_bytes()
+    };
+    for (key, number, marking) in [
+        ("inbox/9999999999/OFF-1.xml", "OFF/1", "failure"),
+        ("inbox/9999999999/OFF-2.xml", "OFF/2", "offline 24"),
+    ] {
+        c.s3.put_object()
+            .bucket(&name)
+            .key(key)
+            .metadata("ksef-offline-mode", marking)
+            .body(ByteStream::from(numbered(number)))
+            .send()
+            .await
+            .unwrap();
+    }
+    let deps = IntakeDeps {
+        store: DynamoDocumentStore::new(c.dynamodb.clone(), &name),
+        bucket: S3Archive::new(c.s3.clone(), &name),
+        send_queue: SqsQueue::new(c.sqs.clone(), &send_q.url),
+        batch: None,
+        corrections_queue: SqsQueue::new(c.sqs.clone(), &corr_q.url),
+    };
+    let messages = drain(&SqsQueue::new(c.sqs.clone(), &intake_q.url)).await;
+    let response = handle(relay_tests::lambda_events::sqs_event(&messages), &deps).await;
+    assert!(response.batch_item_failures.is_empty(), "{:?}", response.batch_item_failures);
+
+    let key = |n: &str| {
+        DocumentKey::new(
+            Nip::parse("9999999999").unwrap(),
+            InvoiceKind::Vat,
+            InvoiceNumber::parse(n).unwrap(),
+        )
+    };
+    let doc = deps.store.get(&key("OFF/1")).await.unwrap().expect("registered");
+    assert_eq!(doc.record.state, DocumentState::Queued);
+    assert_eq!(
+        (doc.record.offline_mode, doc.record.offline),
+        (Some(relay_domain::OfflineMode::Failure), true)
+    );
+    // No failure is declared here: the strict limit, the end of Monday 16.02.2026 (P_1 is Sunday 15th).
+    assert_eq!(
+        doc.record
+            .legal_deadline
+            .as_ref()
+            .and_then(|d| d.at())
+            .map(|t| t.to_rfc3339())
+            .as_deref(),
+        Some("2026-02-16T23:00:00+00:00")
+    );
+    assert!(
+        deps.store.get(&key("OFF/2")).await.unwrap().is_none(),
+        "a bad marking registers nothing"
+    );
+
+    let outbox = |erp: &str| {
+        let bucket = &deps.bucket;
+        let key = format!("outbox/9999999999/{erp}.json");
+        async move { serde_json::from_slice::<serde_json::Value>(&bucket.get(&key).await.unwrap().expect("outbox result").bytes).unwrap() }
+    };
+    let marked = outbox("OFF-1").await;
+    assert_eq!(
+        (marked["state"].as_str(), marked["offlineMode"].as_str()),
+        (Some("QUEUED"), Some("failure"))
+    );
+    let bad = outbox("OFF-2").await;
+    assert_eq!(
+        (bad["state"].as_str(), bad["errors"][0]["code"].as_str()),
+        (Some("NOT_REGISTERED"), Some("OFFLINE_MODE_MARKING"))
+    );
+    assert!(bad["errors"][0]["message"].as_str().unwrap().contains("\"offline 24\""), "{bad:#}");
+}
+
 #[tokio::test]
 async fn a_message_that_is_not_a_notification_is_failed_for_the_dlq() {
     let c = emulator::clients().await;

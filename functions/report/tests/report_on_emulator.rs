@@ -67,6 +67,7 @@ async fn snapshot_and_weekly_write_to_s3_and_publish_to_sns() {
             erp_document_id: ErpDocumentId::parse(erp).unwrap(),
             expected_seller: None,
             trace_id: None,
+            offline_mode: None,
         };
         intake(&ports, upload, chrono::Utc::now()).await.unwrap();
     }

@@ -11,6 +11,11 @@
 //! copy, back on the batch queue; an exhausted budget a copy in the batch DLQ), and an
 //! infrastructure failure is reported in `batchItemFailures`, for that message only.
 //!
+//! A seller's batch going anyway also takes that seller's Online documents still waiting for
+//! their turn in KSeF's online windows (the contexts carry the online backlog intake writes,
+//! [`relay_lambda::online_backlog`]): each claimed, `ModeChanged` to Batch with the reason in its
+//! history, and its follow-up sent to the batch queue.
+//!
 //! One seller's group at a time: a batch's parts are held in memory while they upload (the
 //! memory setting follows docs/performance.md, "Batch builder memory").
 
@@ -53,7 +58,13 @@ impl SendBatchDeps {
             batch_dlq: SqsQueue::new(clients.sqs.clone(), &s.batch_dlq_url),
             status_queue: SqsQueue::new(clients.sqs.clone(), &s.status_queue_url),
             corrections_queue: SqsQueue::new(clients.sqs.clone(), &s.corrections_queue_url),
-            ksef: relay_lambda::ksef_contexts(&s.ksef, &clients, &s.resources.table)?,
+            // A seller's batch takes its Online documents still waiting for their online turn
+            // (the target delay is intake's, for choosing; taking and freeing do not use it).
+            ksef: relay_lambda::ksef_contexts(&s.ksef, &clients, &s.resources.table)?.with_online_backlog(relay_lambda::online_backlog(
+                &clients,
+                &s.resources.table,
+                ksef_client::OnlineBacklog::DEFAULT_TARGET_DELAY,
+            )),
             cfg: SendConfig {
                 policy: relay_domain::RetryPolicy::standard(s.max_attempts)?,
                 owner: std::env::var("AWS_LAMBDA_LOG_STREAM_NAME").unwrap_or_else(|_| "send-batch".into()),

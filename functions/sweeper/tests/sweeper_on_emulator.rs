@@ -71,6 +71,7 @@ async fn registered_with_its_message_lost(s: &Setup, erp: &str) -> DocumentKey {
         erp_document_id: ErpDocumentId::parse(erp).unwrap(),
         expected_seller: None,
         trace_id: None,
+        offline_mode: None,
     };
     let outcome = intake(&ports, upload, Utc::now()).await.unwrap();
     let IntakeOutcome::Queued(r) = outcome else {
@@ -150,6 +151,8 @@ async fn an_accepted_document_without_its_upo_is_redriven_to_the_status_queue() 
                 acquisition_date: now,
                 upo_key: None,
                 qr_code: None,
+                invoicing_mode: None,
+                upo_mode: None,
                 reason: "numbered; the UPO could not be fetched yet".into(),
             },
             now,

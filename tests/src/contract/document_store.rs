@@ -17,6 +17,7 @@ macro_rules! document_store_contract {
             use super::*;
             $crate::document_store_contract!(@cases $make;
                 second_register_returns_the_existing_record,
+                offline_mode_and_legal_deadline_are_kept,
                 get_of_an_unknown_document_is_none,
                 a_claim_while_another_lease_is_held_fails,
                 an_expired_lease_can_be_claimed,
@@ -60,7 +61,7 @@ fn new_doc(number: &str, content: &[u8]) -> NewDocument {
             source: format!("inbox/5265877635/{number}.xml"),
             ..Default::default()
         },
-        offline: false,
+        offline_mode: None,
         issue_date: None,
         send_mode: relay_domain::SendMode::Online,
         send_mode_reason: None,
@@ -114,6 +115,50 @@ pub async fn second_register_returns_the_existing_record<S: DocumentStore>(store
     }
     let stored = store.get(&key("FV/1")).await.unwrap().unwrap();
     assert_eq!(stored.record, first);
+}
+
+/// An offline invoice's mode, issue date and legal deadline are kept as registered, and the
+/// offline check's write (mode, deadline, QR codes) reads back the same from every store.
+pub async fn offline_mode_and_legal_deadline_are_kept<S: DocumentStore>(store: S) {
+    let issued = chrono::NaiveDate::from_ymd_opt(2026, 11, 9).unwrap();
+    let mut doc = new_doc("OFF/1", b"<off/>");
+    doc.offline_mode = Some(relay_domain::OfflineMode::Failure);
+    doc.issue_date = Some(issued);
+    let r = created(&store, doc, t(0)).await;
+    assert_eq!((r.offline, r.offline_mode), (true, Some(relay_domain::OfflineMode::Failure)));
+    let stored = store.get(&key("OFF/1")).await.unwrap().unwrap().record;
+    assert_eq!(stored, r);
+    assert!(stored.legal_deadline.is_some());
+    let claimed = store
+        .claim(&r.key, ClaimPurpose::Send, "w", t(1), Duration::from_secs(60))
+        .await
+        .unwrap();
+    let deadline = relay_domain::LegalDeadline::AfterOpenFailure {
+        event: "AWR/1".into(),
+        start: t(0),
+    };
+    let checked = store
+        .transition(
+            &claimed,
+            Change::OfflineChecked {
+                mode: Some(relay_domain::OfflineMode::Failure),
+                deadline: deadline.clone(),
+                codes: Some(Ok(())),
+            },
+            t(2),
+        )
+        .await
+        .unwrap();
+    let stored = store.get(&key("OFF/1")).await.unwrap().unwrap();
+    assert_eq!(stored.record, checked);
+    assert_eq!(
+        (stored.record.legal_deadline, stored.record.offline_codes),
+        (Some(deadline), relay_domain::OfflineCodes::Written)
+    );
+    assert!(stored
+        .history
+        .iter()
+        .any(|h| matches!(&h.event, HistoryEvent::Note { message } if message.contains("KOD II"))));
 }
 
 pub async fn get_of_an_unknown_document_is_none<S: DocumentStore>(store: S) {

@@ -211,12 +211,14 @@ async fn reconcile_group<S: SendStore + ?Sized>(
             // One check per batch: while KSeF is processing, the whole session waits (a partial
             // list would send its members to per-invoice polling).
             for u in group {
+                let_others_run().await;
                 let detail = format!("batch session {session}: {}; checking again later", results.describe());
                 out.push((u.index, await_batch(&a, &u.record, detail, wait, "BATCH_PROCESSING").await));
             }
             continue;
         }
         for u in group {
+            let_others_run().await;
             let (verdict, listed) = results.find(&u.record.content_hash);
             let res = match verdict {
                 BatchInvoice::Listed(invoice_reference) => harvest(&a, u.record, session.clone(), invoice_reference, listed.cloned()).await,
@@ -311,8 +313,20 @@ pub(super) async fn submit_group<S: SendStore + ?Sized>(
         sent_at: None,
         now,
     };
-    Box::pin(group(&a, batch_cfg, members, &mut out)).await;
+    // `offlineMode` is declared per batch session: offline and online invoices never share one.
+    let (offline, online): (Vec<Member>, Vec<Member>) = members.into_iter().partition(|m| m.record.offline);
+    for members in [online, offline].into_iter().filter(|m| !m.is_empty()) {
+        Box::pin(group(&a, batch_cfg, members, &mut out)).await;
+    }
     out
+}
+
+/// Lets the futures polled beside this one run: the local driver sends several sellers'
+/// batches side by side in one task, where a loop over thousands of members that never waits
+/// (the in-memory stores answer at once) would hold another seller's KSeF call unpolled past
+/// its timeout. Called once per member in the batch's loops.
+pub(super) async fn let_others_run() {
+    tokio::task::yield_now().await;
 }
 
 fn file_name(r: &DocumentRecord) -> String {
@@ -357,6 +371,7 @@ async fn group<S: SendStore + ?Sized>(a: &Attempt<'_, S>, batch_cfg: &BatchConfi
     let mut planner = BatchPlanner::new(key, batch_cfg.part_size);
     let mut joining: Vec<(usize, DocumentRecord, u32)> = Vec::new();
     for m in members {
+        let_others_run().await;
         match archived_bytes(a, &m.record).await {
             Err(e) => out.push((m.index, Err(e))),
             Ok(Err(f)) => out.push((m.index, a.fail(m.record, f, false).await)),
@@ -404,6 +419,7 @@ async fn group<S: SendStore + ?Sized>(a: &Attempt<'_, S>, batch_cfg: &BatchConfi
     let mut joined = Vec::new();
     let mut left = joining.into_iter();
     for (i, r, part) in left.by_ref() {
+        let_others_run().await;
         match a
             .ports
             .store
@@ -445,6 +461,7 @@ async fn group<S: SendStore + ?Sized>(a: &Attempt<'_, S>, batch_cfg: &BatchConfi
     let mut started = Vec::new();
     let mut left = joined.into_iter();
     for (i, r) in left.by_ref() {
+        let_others_run().await;
         match a.send_started(r, &opened.reference).await {
             Ok(Ok((r, session))) => started.push((i, r, session)),
             not_started => {
@@ -464,6 +481,7 @@ async fn group<S: SendStore + ?Sized>(a: &Attempt<'_, S>, batch_cfg: &BatchConfi
     // 4. Build again and upload part by part, each checked against its declaration.
     let mut builder = plan.builder();
     for (_, r, _) in &started {
+        let_others_run().await;
         let f = match archived_bytes(a, r).await {
             Ok(Ok(bytes)) => builder.add(&file_name(r), &bytes).err(),
             Ok(Err(f)) => Some(f),
@@ -497,6 +515,7 @@ async fn group<S: SendStore + ?Sized>(a: &Attempt<'_, S>, batch_cfg: &BatchConfi
     }
     // 6. Each member awaits its batch.
     for (i, r, session) in started {
+        let_others_run().await;
         let detail = format!("batch {batch} in session {session} closed; KSeF is processing it");
         out.push((i, await_batch(a, &r, detail, a.cfg.first_poll_delay, "BATCH_CLOSED").await));
     }

@@ -186,6 +186,8 @@ async fn send_claimed<S: SendStore + ?Sized>(
         }
     }
 
+    // Offline: the ERP's marking or a send after the issue day, the deadline, the QR codes.
+    let r = crate::offline_send::check(ports, ksef, r, now).await?;
     let Some(archive_key) = r.storage.archive.clone() else {
         return a
             .fail(r, relay_failure("the record names no archived bytes", "NO_ARCHIVE"), false)
@@ -229,6 +231,7 @@ pub async fn send_batch<S: SendStore + ?Sized>(
     let gate_open = matches!(ksef.seller_gate(&seller, now).await, SellerGate::Open);
     let (mut members, mut unconfirmed) = (Vec::new(), Vec::new());
     for (i, req) in reqs.iter().enumerate() {
+        batch::let_others_run().await;
         if !gate_open || req.document.seller_nip != seller || members.len() + unconfirmed.len() >= batch_cfg.max_members {
             answers[i] = Some(send(ports, ksef, cfg, req, now).await);
             continue;
@@ -250,7 +253,11 @@ pub async fn send_batch<S: SendStore + ?Sized>(
                     after_attempt(ksef, &seller, &mut res, probing, now).await;
                     answers[i] = Some(res);
                 } else {
-                    members.push(batch::Member { index: i, record: r });
+                    // Offline members go in a session of their own (`offlineMode` is per session).
+                    match crate::offline_send::check(ports, ksef, r, now).await {
+                        Ok(r) => members.push(batch::Member { index: i, record: r }),
+                        Err(e) => answers[i] = Some(Err(e)),
+                    }
                 }
             }
         }

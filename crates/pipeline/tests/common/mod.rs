@@ -104,6 +104,7 @@ impl World {
             erp_document_id: ErpDocumentId::parse("erp").unwrap(),
             expected_seller: None,
             trace_id: None,
+            offline_mode: None,
         };
         assert!(matches!(
             intake(&ports, upload, Utc::now()).await.unwrap(),
