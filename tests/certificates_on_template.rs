@@ -22,77 +22,23 @@
 //! lines against the alarms' definitions in the translated template.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use aws_sdk_s3::primitives::ByteStream;
-use ksef_client::stored_credentials::private_key_from_pem;
-use ksef_client::SigningIdentity;
 use relay_aws::settings::{IntakeSettings, ReportSettings, SendSettings, StatusSettings};
 use relay_aws::SqsQueue;
 use relay_domain::ports::DocumentRegistry;
-use relay_domain::{ContentHash, DocumentKey, DocumentState, ErrorClass, InvoiceKind, InvoiceNumber, Nip};
+use relay_domain::{ContentHash, DocumentState, ErrorClass, Nip};
 use relay_pipeline::seller_block::SellerGate;
 use relay_tests::deployed_stack::DeployedStack;
 use relay_tests::lambda_events::deliver;
 use relay_tests::recording_proxy::{RecordingProxy, Resource};
+use relay_tests::seller_certificates::{certificate, invoice, key, secret, Captured, EC_KEY, EC_SELLER, RSA_KEY, RSA_SELLER};
 use relay_tests::{emulator, template};
 use serde_json::Value;
 
-const SAMPLE_1: &[u8] = include_bytes!("../data/ksef/samples/FA_3_Przykład_1.xml");
-const RSA_KEY: &str = include_str!("../crates/ksef-client/tests/fixtures/xades-test-rsa-key.pem");
-const EC_KEY: &str = include_str!("../crates/ksef-client/tests/fixtures/openssl-ec-key.pem");
-
-const RSA_SELLER: &str = "9999999999";
-const EC_SELLER: &str = "5265877635";
 const EXPIRED_SELLER: &str = "1111111111";
 const DAY: Duration = Duration::from_secs(86_400);
-
-/// EMF lines, as the functions write them (stdout in Lambda), kept for the test.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Captured {
-    fn lines(&self) -> Vec<Value> {
-        String::from_utf8(self.0.lock().unwrap().clone())
-            .unwrap()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
-    }
-}
-
-fn certificate(nip: &str, key_pem: &str, not_before: SystemTime, not_after: SystemTime) -> SigningIdentity {
-    let key = private_key_from_pem(key_pem, "the key").unwrap();
-    SigningIdentity::self_signed_between(&format!("CN=Seller {nip},2.5.4.97=VATPL-{nip},C=PL"), key, not_before, not_after).unwrap()
-}
-
-fn secret(identity: &SigningIdentity, key_pem: &str) -> String {
-    serde_json::json!({"certificate_pem": identity.certificate_pem(), "private_key_pem": key_pem}).to_string()
-}
-
-/// Sample 1 as `nip`'s invoice number `number`.
-fn invoice(nip: &str, number: &str) -> Vec<u8> {
-    String::from_utf8(SAMPLE_1.to_vec())
-        .unwrap()
-        .replacen(&format!("<NIP>{RSA_SELLER}</NIP>"), &format!("<NIP>{nip}</NIP>"), 1)
-        .replace("FV2026/02/150", number)
-        .into_bytes()
-}
-
-fn key(nip: &str, number: &str) -> DocumentKey {
-    DocumentKey::new(Nip::parse(nip).unwrap(), InvoiceKind::Vat, InvoiceNumber::parse(number).unwrap())
-}
 
 /// The alarm's comparison holds for `value`.
 fn breaches(alarm: &Value, value: f64) -> bool {

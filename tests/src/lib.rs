@@ -22,6 +22,7 @@ pub mod emulator;
 pub mod iam_policy;
 pub mod lambda_events;
 pub mod recording_proxy;
+pub mod seller_certificates;
 pub mod template;
 
 /// A name no other test uses: `{prefix}-{8 random hex}` (lowercase, valid for S3, SQS, DynamoDB).
