@@ -46,7 +46,7 @@ pub use ids::{ContentHash, DocumentKey, ErpDocumentId, InvoiceKind, InvoiceNumbe
 pub use offline::{InvoicingMode, LegalDeadline, OfflineCodes, OfflineMode};
 pub use record::{
     Applied, Change, ClaimPurpose, ClaimRefused, Document, DocumentRecord, HistoryEntry, HistoryEvent, InitialState, KsefRefs, Lease,
-    NewDocument, Resolution, SendMode, StorageKeys, WITHDRAWN,
+    CorrectedUpload, NewDocument, Resolution, SendMode, StorageKeys, WITHDRAWN,
 };
 pub use retry_policy::{Charge, RetryDecision, RetryPolicy};
 pub use state::{DocumentState, TransitionError};

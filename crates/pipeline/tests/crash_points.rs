@@ -256,6 +256,7 @@ impl<'k> Run<'k> {
             expected_seller: Some(seller()),
             trace_id: None,
             offline_mode: None,
+            corrects: None,
         };
         let work = intake(&ports, upload, now);
         let out = until_crash(&self.plan, armed, work).await;
