@@ -333,8 +333,8 @@ pub enum Change {
         /// The corrected file's offline marking.
         offline_mode: Option<OfflineMode>,
         /// A technical correction of the rejected offline invoice (the ERP named it): the record
-        /// keeps what it corrects, and the history says so both ways.
-        corrects: Option<CorrectedUpload>,
+        /// keeps what it corrects, and the history says so both ways. Boxed: it is large.
+        corrects: Option<Box<CorrectedUpload>>,
     },
     /// dlq-replay: a FAILED document that KSeF holds after all (`invoice_reference` in
     /// `session`) goes back to status polling, with a fresh budget; it is never sent again.
@@ -900,7 +900,7 @@ impl DocumentRecord {
                 };
                 r.offline_mode = offline_mode;
                 r.offline = offline_mode.is_some() || corrects.is_some();
-                r.corrects = corrects;
+                r.corrects = corrects.map(|c| *c);
                 r.offline_codes = OfflineCodes::NotMade;
                 r.legal_deadline = issue_date.map(|d| crate::offline::legal_deadline(offline_mode, d, &[]));
                 history.push(HistoryEntry {
@@ -1442,7 +1442,7 @@ mod tests {
             send_mode: SendMode::Online,
             // The ERP did not mark the fixed file: it is offline as the invoice it corrects was.
             offline_mode: None,
-            corrects: Some(corrects.clone()),
+            corrects: Some(Box::new(corrects.clone())),
         };
         let a = rejected.apply(fix, t0).unwrap();
         let r = a.record;

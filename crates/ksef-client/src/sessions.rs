@@ -202,7 +202,12 @@ impl KsefClient {
     /// `corrected`: with `offlineMode: true` and `hashOfCorrectedInvoice` (allowed online even
     /// with attachments). 21166 is [`CorrectionSent::AlreadyAccepted`]; 21167 (the invoice it
     /// names is not a rejected offline one) is a permanent failure like any refused send.
-    pub async fn send_technical_correction(&self, session: &OnlineSession, invoice: &[u8], corrected: ContentHash) -> Result<CorrectionSent> {
+    pub async fn send_technical_correction(
+        &self,
+        session: &OnlineSession,
+        invoice: &[u8],
+        corrected: ContentHash,
+    ) -> Result<CorrectionSent> {
         let opts = SendOptions {
             offline_mode: true,
             hash_of_corrected_invoice: Some(corrected),

@@ -43,7 +43,10 @@ async fn a_rejected_offline_invoice_is_corrected_once() {
         panic!("the first correction is taken")
     };
     let st = until_decided(&c, &s.reference, &fix.reference).await;
-    assert!(matches!(invoice_outcome("invoice_status", &st), InvoiceOutcome::Accepted { .. }), "{st:?}");
+    assert!(
+        matches!(invoice_outcome("invoice_status", &st), InvoiceOutcome::Accepted { .. }),
+        "{st:?}"
+    );
     let ledger = sim.ledger().entries();
     assert_eq!(ledger.len(), 1, "only the correction is in KSeF");
     assert_eq!(ledger[0].invoice_hash, ContentHash::of(&corrected));

@@ -201,8 +201,7 @@ pub fn plan_for(
                 Some(crate::faults::InvoiceFault::Decryption435) => Plan::Reject(decrypt_error()),
                 Some(crate::faults::InvoiceFault::RejectOffline) => Plan::Reject(
                     StatusInfo::new(450, "Błąd weryfikacji semantyki dokumentu faktury").with_details(vec![
-                        "Faktura offline odrzucona technicznie (scenariusz symulatora reject-offline); prześlij korektę techniczną."
-                            .into(),
+                        "Faktura offline odrzucona technicznie (scenariusz symulatora reject-offline); prześlij korektę techniczną.".into(),
                     ]),
                 ),
                 None => Plan::Accept(facts),
@@ -346,12 +345,20 @@ pub async fn send_invoice(
 /// (21167 otherwise), and only one correction of it is ever accepted (21166). A correction still
 /// being processed counts as accepted unless it ends rejected.
 fn check_correction_target(store: &Store, context: &Nip, target: &ContentHash) -> Result<(), ApiError> {
-    let ours = || store.sessions.values().filter(|s| &s.context == context).flat_map(|s| s.invoices.iter());
+    let ours = || {
+        store
+            .sessions
+            .values()
+            .filter(|s| &s.context == context)
+            .flat_map(|s| s.invoices.iter())
+    };
     let rejected = ours().any(|i| &i.hash == target && i.offline_requested && matches!(i.plan, Plan::Reject(_)));
     if !rejected {
         return Err(ApiError::bad(
             Code::NotCorrectable,
-            format!("Faktura o skrócie {target} nie jest odrzuconą fakturą offline podmiotu {context}; korekta techniczna jest niemożliwa."),
+            format!(
+                "Faktura o skrócie {target} nie jest odrzuconą fakturą offline podmiotu {context}; korekta techniczna jest niemożliwa."
+            ),
         ));
     }
     if ours().any(|i| i.corrects.as_ref() == Some(target) && !matches!(i.plan, Plan::Reject(_) | Plan::Cancel550)) {

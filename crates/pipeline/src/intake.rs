@@ -14,8 +14,8 @@ use relay_domain::offline::{CORRECTS_METADATA, OFFLINE_MODE_METADATA};
 use relay_domain::ports::{Archive, DocumentRegistry, DocumentUpdates, ObjectBody, OutgoingMessage, Queue, Registration};
 use relay_domain::storage_keys::{archive_key, classify_inbox_key, outbox_key, InboxObject};
 use relay_domain::{
-    Change, ContentHash, CorrectedUpload, Document, DocumentKey, DocumentRecord, DocumentState, ErpDocumentId, ErrorClass, ErrorSource, Failure, HistoryEntry,
-    HistoryEvent, InitialState, NewDocument, Nip, OfflineMode, SendMode, StorageKeys, TraceId,
+    Change, ContentHash, CorrectedUpload, Document, DocumentKey, DocumentRecord, DocumentState, ErpDocumentId, ErrorClass, ErrorSource,
+    Failure, HistoryEntry, HistoryEvent, InitialState, NewDocument, Nip, OfflineMode, SendMode, StorageKeys, TraceId,
 };
 
 use crate::messages::{CorrectionNotice, SendRequest};
@@ -289,7 +289,7 @@ pub async fn intake<S: DocumentRegistry + DocumentUpdates + ?Sized>(
                 issue_date: Some(identity.issue_date),
                 send_mode: mode.mode,
                 offline_mode: upload.offline_mode,
-                corrects: corrects.clone(),
+                corrects: corrects.clone().map(Box::new),
             };
             let record = ports.store.transition(&doc.record, change, now).await?;
             queue_for_send(ports, &record).await?;
@@ -338,7 +338,11 @@ fn correction_finding(message: String) -> Failure {
 /// the kind and the number), which must be that upload, REJECTED by KSeF (not by the relay's
 /// own validation), offline, and not itself a correction. Anything else is a specific finding.
 fn correction_target(existing: Option<&Document>, key: &DocumentKey, named: &ErpDocumentId) -> Result<CorrectedUpload, Failure> {
-    let bad = |why: String| Err(correction_finding(format!("{CORRECTS_METADATA} names ERP id {named}, but {why}; nothing was sent")));
+    let bad = |why: String| {
+        Err(correction_finding(format!(
+            "{CORRECTS_METADATA} names ERP id {named}, but {why}; nothing was sent"
+        )))
+    };
     let Some(doc) = existing else {
         return bad(format!(
             "no invoice {key} is registered (a technical correction keeps the rejected invoice's seller NIP, kind and number P_2)"
@@ -369,7 +373,10 @@ fn correction_target(existing: Option<&Document>, key: &DocumentKey, named: &Erp
         ));
     }
     let rejection = r.last_error.clone();
-    if !rejection.as_ref().is_some_and(|f| matches!(f.source, ErrorSource::Ksef { .. }) && f.is_content_failure()) {
+    if !rejection
+        .as_ref()
+        .is_some_and(|f| matches!(f.source, ErrorSource::Ksef { .. }) && f.is_content_failure())
+    {
         return bad(format!(
             "ERP id {named} was not rejected by KSeF for its content (it never reached KSeF, or its rejection was not technical): upload the fixed file without {CORRECTS_METADATA}"
         ));
@@ -1027,7 +1034,10 @@ pub async fn intake_created_object<S: DocumentRegistry + DocumentUpdates + ?Size
                 .metadata
                 .get(CORRECTS_METADATA)
                 .map(|v| ErpDocumentId::parse(v.trim()).map_err(|e| format!("{CORRECTS_METADATA} must name the ERP document id of the rejected upload ({{erpDocId}} of inbox/{{sellerNip}}/{{erpDocId}}.xml): {e}")));
-            match (found.metadata.get(OFFLINE_MODE_METADATA).map(|v| OfflineMode::from_marking(v)), corrects) {
+            match (
+                found.metadata.get(OFFLINE_MODE_METADATA).map(|v| OfflineMode::from_marking(v)),
+                corrects,
+            ) {
                 (Some(Err(why)), _) => {
                     let trace_id = upload.trace_id.clone().unwrap_or_else(TraceId::generate);
                     let bad = finding("OFFLINE_MODE_MARKING", why);

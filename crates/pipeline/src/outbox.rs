@@ -6,7 +6,9 @@
 use chrono::{DateTime, Utc};
 use relay_domain::ports::{Archive, ArchiveError, ObjectBody};
 use relay_domain::storage_keys::outbox_key;
-use relay_domain::{CorrectedUpload, DocumentRecord, DocumentState, ErpDocumentId, Failure, InvoicingMode, LegalDeadline, Nip, OfflineMode, TraceId};
+use relay_domain::{
+    CorrectedUpload, DocumentRecord, DocumentState, ErpDocumentId, Failure, InvoicingMode, LegalDeadline, Nip, OfflineMode, TraceId,
+};
 use serde::Serialize;
 
 /// What the ERP reads back.

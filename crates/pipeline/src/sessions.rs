@@ -842,7 +842,9 @@ impl KsefContexts {
         // A margin for clocks: KSeF's creation time against ours.
         let from = since - chrono::Duration::minutes(10);
         for summary in client.list_sessions(true, from).await? {
-            let Ok(session) = KsefReference::parse(&summary.reference_number) else { continue };
+            let Ok(session) = KsefReference::parse(&summary.reference_number) else {
+                continue;
+            };
             if let Some(found) = self.find_live_invoice(seller, &session, hash).await? {
                 return Ok(Some((session, found)));
             }

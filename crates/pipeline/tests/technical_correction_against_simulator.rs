@@ -97,7 +97,9 @@ async fn a_technical_correction_of_a_rejected_offline_invoice_is_accepted_and_li
     // rejects offline originals only, never a correction.
     let corrected = fixed(&original);
     let outcome = take_in(&w, &corrected, "off-1-fix", None, Some("off-1")).await;
-    let IntakeOutcome::Resubmitted(r) = &outcome else { panic!("{outcome:?}") };
+    let IntakeOutcome::Resubmitted(r) = &outcome else {
+        panic!("{outcome:?}")
+    };
     assert_eq!(r.corrects.as_ref().map(|c| c.content_hash), Some(ContentHash::of(&original)));
     assert!(r.offline);
     let req = queued(&w).await;
@@ -124,9 +126,16 @@ async fn a_technical_correction_of_a_rejected_offline_invoice_is_accepted_and_li
     let fix = outbox(&w, "off-1-fix").await;
     assert_eq!((fix["state"].as_str(), fix["corrects"].as_str()), (Some("ACCEPTED"), Some("off-1")));
     let old = outbox(&w, "off-1").await;
-    assert_eq!((old["state"].as_str(), old["correctedBy"].as_str()), (Some("REJECTED"), Some("off-1-fix")));
+    assert_eq!(
+        (old["state"].as_str(), old["correctedBy"].as_str()),
+        (Some("REJECTED"), Some("off-1-fix"))
+    );
     assert_eq!(old["contentHash"].as_str(), Some(ContentHash::of(&original).to_base64().as_str()));
-    assert_eq!(old["errors"][0]["code"].as_str(), Some("450"), "KSeF's rejection stays in its answer");
+    assert_eq!(
+        old["errors"][0]["code"].as_str(),
+        Some("450"),
+        "KSeF's rejection stays in its answer"
+    );
 
     // The same correction again is a repeat; a correction of the correction is refused.
     assert!(matches!(
@@ -160,19 +169,29 @@ async fn a_correction_naming_no_rejected_offline_invoice_is_refused_and_sends_no
         .unwrap()
         .replacen("<P_12>23</P_12>", "<P_12>24</P_12>", 1)
         .into_bytes();
-    assert!(matches!(take_in(&w, &invalid, "bad-4", Some(OfflineMode::Offline24), None).await, IntakeOutcome::Rejected(_)));
+    assert!(matches!(
+        take_in(&w, &invalid, "bad-4", Some(OfflineMode::Offline24), None).await,
+        IntakeOutcome::Rejected(_)
+    ));
     let ledger_before = w.sim.ledger().len();
 
     let cases: [(&str, Vec<u8>, &str, &str); 4] = [
         ("unknown", fixed(&common::invoice("TC/9")), "off-9", "no invoice"),
-        ("wrong upload", fixed(&common::invoice("TC/2")), "off-22", "was uploaded as ERP id off-2, not off-22"),
+        (
+            "wrong upload",
+            fixed(&common::invoice("TC/2")),
+            "off-22",
+            "was uploaded as ERP id off-2, not off-22",
+        ),
         ("accepted", fixed(&online), "on-3", "not REJECTED"),
         ("our own rejection", common::invoice("TC/4"), "bad-4", "not rejected by KSeF"),
     ];
     for (case, bytes, names, says) in cases {
         let erp = format!("fix-{}", case.replace(' ', "-"));
         let outcome = take_in(&w, &bytes, &erp, None, Some(names)).await;
-        let IntakeOutcome::NotRegistered(f) = &outcome else { panic!("{case}: {outcome:?}") };
+        let IntakeOutcome::NotRegistered(f) = &outcome else {
+            panic!("{case}: {outcome:?}")
+        };
         assert_eq!(f[0].code.as_deref(), Some("TECHNICAL_CORRECTION_TARGET"), "{case}");
         assert!(f[0].message.contains(says), "{case}: {}", f[0].message);
         // The uploader's answer says why; nothing is registered under the correction's id.
@@ -183,8 +202,16 @@ async fn a_correction_naming_no_rejected_offline_invoice_is_refused_and_sends_no
     assert!(nothing_queued(&w).await, "nothing is sent");
     assert_eq!(w.sim.ledger().len(), ledger_before);
     // The documents named stay as they were.
-    for (number, state) in [("TC/2", DocumentState::Rejected), ("TC/3", DocumentState::Accepted), ("TC/4", DocumentState::Rejected)] {
-        let key = relay_domain::DocumentKey::new(World::nip(), relay_domain::InvoiceKind::Vat, relay_domain::InvoiceNumber::parse(number).unwrap());
+    for (number, state) in [
+        ("TC/2", DocumentState::Rejected),
+        ("TC/3", DocumentState::Accepted),
+        ("TC/4", DocumentState::Rejected),
+    ] {
+        let key = relay_domain::DocumentKey::new(
+            World::nip(),
+            relay_domain::InvoiceKind::Vat,
+            relay_domain::InvoiceNumber::parse(number).unwrap(),
+        );
         let r = w.store.get(&key).await.unwrap().unwrap().record;
         assert_eq!((r.state, r.corrects.is_none()), (state, true), "{number}");
     }

@@ -90,7 +90,11 @@ impl Channel for Online {
 /// and polled, never sent again. Not found: KSeF holds another correction of that invoice, a
 /// person decides (CONFLICT); never REJECTED, the invoice's content is not at fault.
 async fn already_corrected<S: SendStore + ?Sized>(a: &Attempt<'_, S>, r: DocumentRecord, f: Failure) -> Result<StageResult, StageError> {
-    match a.ksef.find_live_invoice_since(&r.key.seller_nip, r.created_at, &r.content_hash).await {
+    match a
+        .ksef
+        .find_live_invoice_since(&r.key.seller_nip, r.created_at, &r.content_hash)
+        .await
+    {
         Ok(Some((session, invoice_reference))) => a.sent(&r, session, invoice_reference, "RECONCILED_SENT").await,
         Ok(None) => {
             let f = Failure {
