@@ -216,3 +216,55 @@ async fn a_correction_naming_no_rejected_offline_invoice_is_refused_and_sends_no
         assert_eq!((r.state, r.corrects.is_none()), (state, true), "{number}");
     }
 }
+
+/// KSeF's 21166 (a correction of that invoice already accepted) is never a rejection and never
+/// a resend: when KSeF holds these very bytes (sent earlier, the relay lost track: here sent
+/// by another client) the document is SENT where KSeF has it and polled to ACCEPTED; when KSeF
+/// holds another file as the correction, a person decides (CONFLICT).
+#[tokio::test]
+async fn an_already_accepted_correction_is_reconciled_not_rejected_or_resent() {
+    let w = world(10).await;
+    let nip = World::nip();
+    for (number, ours) in [("TC/5", true), ("TC/6", false)] {
+        let erp = format!("off-{}", &number[3..]);
+        let original = rejected_offline(&w, number, &erp).await;
+        let corrected = fixed(&original);
+        // KSeF already holds a correction of it: this very file, or another.
+        let elsewhere = if ours { corrected.clone() } else { fixed(&corrected) };
+        let client = w.ksef.client(&nip).await.unwrap();
+        let session = client.open_online_session().await.unwrap();
+        let taken = client
+            .send_technical_correction(&session, &elsewhere, ContentHash::of(&original))
+            .await
+            .unwrap();
+        assert!(matches!(taken, ksef_client::CorrectionSent::Sent(_)), "{taken:?}");
+
+        let fix_erp = format!("{erp}-fix");
+        let outcome = take_in(&w, &corrected, &fix_erp, None, Some(&erp)).await;
+        assert!(matches!(outcome, IntakeOutcome::Resubmitted(_)), "{outcome:?}");
+        let req = queued(&w).await;
+        let sent = w.send(&req).await;
+        let doc = w.store.get(&req.document).await.unwrap().unwrap();
+        if ours {
+            assert_eq!(sent.outcome, "RECONCILED_SENT", "{:#?}", doc.history);
+            assert_eq!(w.poll_until_decided().await.outcome, "ACCEPTED");
+            assert_eq!(w.sim.ledger().count_hash(&ContentHash::of(&corrected)), 1, "accepted once");
+        } else {
+            assert_eq!(sent.outcome, "CONFLICT", "{:#?}", doc.history);
+            let f = doc.record.last_error.clone().unwrap();
+            assert_eq!(f.code.as_deref(), Some("TECHNICAL_CORRECTION_ACCEPTED_ELSEWHERE"), "{f:?}");
+            assert_eq!(w.sim.ledger().count_hash(&ContentHash::of(&corrected)), 0);
+        }
+        // One send (answered 21166), never another; never REJECTED.
+        let doc = w.store.get(&req.document).await.unwrap().unwrap();
+        let sends = doc
+            .history
+            .iter()
+            .filter(|h| matches!(h.event, HistoryEvent::SendStarted { .. }))
+            .count();
+        // The original's send and the correction's.
+        assert_eq!(sends, 2, "{:#?}", doc.history);
+        assert_ne!(doc.record.state, DocumentState::Rejected);
+        assert!(nothing_queued(&w).await, "no send is left to come");
+    }
+}
