@@ -315,6 +315,11 @@ pub async fn send_invoice(
     let invoicing_date = Utc::now();
     let offline = is_offline(req.offline_mode, &plan, invoicing_date);
     let mut store = sim.store.lock().expect("store lock");
+    if let Some(target) = &corrects {
+        // Again under the lock that records it: two corrections of one invoice sent at once
+        // must not both be taken.
+        check_correction_target(&store, &context, target)?;
+    }
     let inv_ref = store.reference("EE");
     let s = session_mut(&mut store, &reference, &context)?;
     let ordinal = s.invoices.len() + 1;
