@@ -153,34 +153,11 @@ pub async fn intake<S: DocumentRegistry + DocumentUpdates + ?Sized>(
     let hash = ContentHash::of(upload.bytes);
 
     // A technical correction must name a rejected offline invoice of this identity; checked
-    // before anything is archived or registered, so a wrong marking changes nothing.
-    let corrects = match &upload.corrects {
-        None => None,
-        Some(named) => {
-            let existing = ports.store.get(&identity.key).await?;
-            match existing {
-                // The same correction again (a redelivered event, a repeated upload): the
-                // registration below reports it as a repeat.
-                Some(doc) if doc.record.content_hash == hash => None,
-                existing => {
-                    let checked = if findings.is_empty() {
-                        correction_target(existing.as_ref(), &identity.key, named)
-                    } else {
-                        Err(correction_finding(format!(
-                            "the technical correction of ERP id {named} is itself invalid (see the other findings); the rejected invoice is untouched"
-                        )))
-                    };
-                    match checked {
-                        Ok(target) => Some(target),
-                        Err(f) => {
-                            let mut failures = vec![f];
-                            failures.extend(findings);
-                            return not_registered(ports, &upload, trace_id, failures, now).await;
-                        }
-                    }
-                }
-            }
-        }
+    // before anything is archived or registered, so a wrong marking changes nothing. Boxed: the
+    // check's future stays off intake's own frame (a debug build keeps a slot for each await).
+    let corrects = match Box::pin(check_correction(ports.store, &upload, &identity.key, &hash, &findings)).await? {
+        Ok(corrects) => corrects,
+        Err(failures) => return not_registered(ports, &upload, trace_id, failures, now).await,
     };
 
     // Keep the exact bytes first: a record must never point at an object that does not exist.
@@ -327,6 +304,40 @@ pub async fn intake<S: DocumentRegistry + DocumentUpdates + ?Sized>(
     }
     report(ports, &upload, &trace_id, &outcome, now).await?;
     Ok(outcome)
+}
+
+/// What an upload marked `ksef-corrects` corrects (None: not a correction, or the same correction
+/// again, which registration reports as a repeat), or the findings it is refused with.
+async fn check_correction<S: DocumentRegistry + DocumentUpdates + ?Sized>(
+    store: &S,
+    upload: &Upload<'_>,
+    key: &DocumentKey,
+    hash: &ContentHash,
+    findings: &[Failure],
+) -> Result<Result<Option<CorrectedUpload>, Vec<Failure>>, IntakeError> {
+    let Some(named) = &upload.corrects else { return Ok(Ok(None)) };
+    let existing = store.get(key).await?;
+    let checked = match existing {
+        // The same correction again (a redelivered event, a repeated upload).
+        Some(doc) if doc.record.content_hash == *hash && doc.record.corrects.is_some() => return Ok(Ok(None)),
+        // The rejected file itself, marked as its own correction: nothing was fixed.
+        Some(doc) if doc.record.content_hash == *hash => Err(correction_finding(format!(
+            "{CORRECTS_METADATA} names ERP id {named}, but this file is byte for byte the one registered as ERP id {} (SHA-256 {hash}): a technical correction is the fixed file; nothing was sent",
+            doc.record.erp_document_id
+        ))),
+        _ if !findings.is_empty() => Err(correction_finding(format!(
+            "the technical correction of ERP id {named} is itself invalid (see the other findings); the rejected invoice is untouched"
+        ))),
+        existing => correction_target(existing.as_ref(), key, named),
+    };
+    Ok(match checked {
+        Ok(target) => Ok(Some(target)),
+        Err(f) => {
+            let mut failures = vec![f];
+            failures.extend(findings.iter().cloned());
+            Err(failures)
+        }
+    })
 }
 
 fn correction_finding(message: String) -> Failure {

@@ -265,7 +265,8 @@ impl<'k> Run<'k> {
             offline_mode: (self.correction && i == 0).then_some(relay_domain::OfflineMode::Offline24),
             corrects: (self.correction && i == 1).then(|| ErpDocumentId::parse("erp-1").unwrap()),
         };
-        let work = intake(&ports, upload, now);
+        // Boxed, like the scenario's arms: intake's future stays off the test's poll frame.
+        let work = Box::pin(intake(&ports, upload, now));
         let out = until_crash(&self.plan, armed, work).await;
         let done = out.is_some();
         self.settle(out.map(|o| o.expect("intake on in-memory ports").name()), "intake");

@@ -175,8 +175,9 @@ async fn a_correction_naming_no_rejected_offline_invoice_is_refused_and_sends_no
     ));
     let ledger_before = w.sim.ledger().len();
 
-    let cases: [(&str, Vec<u8>, &str, &str); 4] = [
+    let cases: [(&str, Vec<u8>, &str, &str); 5] = [
         ("unknown", fixed(&common::invoice("TC/9")), "off-9", "no invoice"),
+        ("the rejected file itself", common::invoice("TC/2"), "off-2", "byte for byte"),
         (
             "wrong upload",
             fixed(&common::invoice("TC/2")),
