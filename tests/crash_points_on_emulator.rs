@@ -223,6 +223,7 @@ impl<'k> Run<'k> {
             expected_seller: Some(seller()),
             trace_id: None,
             offline_mode: None,
+            corrects: None,
         };
         let out = until_crash(&self.plan, armed, intake(&ports, upload, now)).await;
         let done = out.is_some();

@@ -405,6 +405,7 @@ async fn intake_directly(ports: &IntakePorts<'_, dyn DocumentStore>, inputs: &[(
             expected_seller: None,
             trace_id: None,
             offline_mode: None,
+            corrects: None,
         };
         let outcome = intake(ports, upload, Utc::now())
             .await

@@ -22,7 +22,8 @@ pub struct SimArgs {
     pub nip: String,
     /// A fault scenario, repeatable: NAME[:RATE][:MS][@PATH]. Names: unavailable, slow, lag, reset,
     /// burst429, close-timeout, status550, stuck150, decrypt435, upo-late, forbidden,
-    /// session21184 (an online send answered 21184: open a new session).
+    /// session21184 (an online send answered 21184: open a new session), reject-offline (offline
+    /// invoices that are not technical corrections end 450, for a technical correction to repair).
     /// Example: --fault unavailable:0.2@/invoices --fault upo-late::5000
     #[arg(long = "fault", value_name = "SCENARIO")]
     pub faults: Vec<String>,

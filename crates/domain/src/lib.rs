@@ -45,8 +45,8 @@ pub use failure::{ErrorClass, ErrorSource, Failure};
 pub use ids::{ContentHash, DocumentKey, ErpDocumentId, InvoiceKind, InvoiceNumber, KsefNumber, KsefReference, Nip, ParseError, TraceId};
 pub use offline::{InvoicingMode, LegalDeadline, OfflineCodes, OfflineMode};
 pub use record::{
-    Applied, Change, ClaimPurpose, ClaimRefused, Document, DocumentRecord, HistoryEntry, HistoryEvent, InitialState, KsefRefs, Lease,
-    NewDocument, Resolution, SendMode, StorageKeys, WITHDRAWN,
+    Applied, Change, ClaimPurpose, ClaimRefused, CorrectedUpload, Document, DocumentRecord, HistoryEntry, HistoryEvent, InitialState,
+    KsefRefs, Lease, NewDocument, Resolution, SendMode, StorageKeys, WITHDRAWN,
 };
 pub use retry_policy::{Charge, RetryDecision, RetryPolicy};
 pub use state::{DocumentState, TransitionError};

@@ -46,6 +46,11 @@ pub enum OfflineMode {
 /// `x-amz-meta-ksef-offline-mode`; the SDKs hand it over without the prefix).
 pub const OFFLINE_MODE_METADATA: &str = "ksef-offline-mode";
 
+/// The metadata an ERP sets on a technical correction's upload (`x-amz-meta-ksef-corrects`):
+/// the ERP document id of the rejected offline upload it corrects, i.e. the `{erpDocId}` of its
+/// key `inbox/{sellerNip}/{erpDocId}.xml`, as its outbox result names it (`erpDocumentId`).
+pub const CORRECTS_METADATA: &str = "ksef-corrects";
+
 impl OfflineMode {
     /// The values an ERP may give in [`OFFLINE_MODE_METADATA`].
     pub const MARKINGS: [&'static str; 3] = ["offline24", "unavailability", "failure"];

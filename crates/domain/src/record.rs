@@ -98,6 +98,22 @@ pub struct StorageKeys {
     pub qr_code: Option<crate::storage_keys::QrCodeKeys>,
 }
 
+/// The rejected offline upload a technical correction corrects (API-NOTES §10), as the record
+/// held it while KSeF's rejection stood: the ERP named it (object metadata `ksef-corrects`),
+/// and its exact bytes' SHA-256 goes to KSeF as `hashOfCorrectedInvoice`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CorrectedUpload {
+    pub erp_document_id: ErpDocumentId,
+    /// The SHA-256 of the rejected file's exact bytes.
+    pub content_hash: ContentHash,
+    /// Where the ERP uploaded the rejected file.
+    pub source: String,
+    pub trace_id: TraceId,
+    /// KSeF's rejection of it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rejection: Option<Failure>,
+}
+
 /// The current state of one document. Its `version` grows with every write; writers hold the
 /// version they read and a store refuses a write when it no longer matches (optimistic locking).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -152,6 +168,10 @@ pub struct DocumentRecord {
     /// registered before the relay kept it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     send_mode: Option<SendMode>,
+    /// A technical correction: the rejected offline upload it corrects. It goes online (even
+    /// with an attachment) with `offlineMode: true` and `hashOfCorrectedInvoice`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub corrects: Option<CorrectedUpload>,
 }
 
 /// Everything needed to register a document at intake.
@@ -312,6 +332,9 @@ pub enum Change {
         send_mode: SendMode,
         /// The corrected file's offline marking.
         offline_mode: Option<OfflineMode>,
+        /// A technical correction of the rejected offline invoice (the ERP named it): the record
+        /// keeps what it corrects, and the history says so both ways. Boxed: it is large.
+        corrects: Option<Box<CorrectedUpload>>,
     },
     /// dlq-replay: a FAILED document that KSeF holds after all (`invoice_reference` in
     /// `session`) goes back to status polling, with a fresh budget; it is never sent again.
@@ -544,6 +567,7 @@ impl DocumentRecord {
             issue_date: new.issue_date,
             recoveries: 0,
             send_mode: Some(new.send_mode),
+            corrects: None,
         };
         let mut history = vec![
             HistoryEntry {
@@ -609,6 +633,10 @@ impl DocumentRecord {
             from.check_transition(to)?;
         }
         if !change.admits(from) {
+            return Err(TransitionError { from, to });
+        }
+        if matches!(change, Change::ModeChanged { mode: SendMode::Batch, .. }) && self.corrects.is_some() {
+            // A technical correction goes online: KSeF takes `hashOfCorrectedInvoice` only there.
             return Err(TransitionError { from, to });
         }
         if matches!(change, Change::ModeChanged { .. }) && self.ksef.unconfirmed_send.is_some() {
@@ -856,10 +884,23 @@ impl DocumentRecord {
                 issue_date,
                 send_mode,
                 offline_mode,
+                corrects,
             } => {
-                reason = format!("corrected file {} replaces the rejected content {}", storage.source, r.content_hash);
+                reason = match &corrects {
+                    None => format!("corrected file {} replaces the rejected content {}", storage.source, r.content_hash),
+                    Some(c) => format!(
+                        "technical correction: {} (ERP id {erp_document_id}, hash {content_hash}) corrects the offline invoice {} (ERP id {}, hash {}) that KSeF rejected; ERP id {} is corrected by ERP id {erp_document_id}; it goes online with offlineMode true and hashOfCorrectedInvoice {}",
+                        storage.source, c.source, c.erp_document_id, c.content_hash, c.erp_document_id, c.content_hash
+                    ),
+                };
+                // A technical correction is an offline invoice, as the one it corrects was.
+                let offline_mode = match &corrects {
+                    Some(_) => offline_mode.or(r.offline_mode),
+                    None => offline_mode,
+                };
                 r.offline_mode = offline_mode;
-                r.offline = offline_mode.is_some();
+                r.offline = offline_mode.is_some() || corrects.is_some();
+                r.corrects = corrects.map(|c| *c);
                 r.offline_codes = OfflineCodes::NotMade;
                 r.legal_deadline = issue_date.map(|d| crate::offline::legal_deadline(offline_mode, d, &[]));
                 history.push(HistoryEntry {
@@ -1348,6 +1389,7 @@ mod tests {
             issue_date: None,
             send_mode: SendMode::Batch,
             offline_mode: Some(crate::OfflineMode::Offline24),
+            corrects: None,
         };
         let a = rejected.apply(fixed.clone(), t0).unwrap();
         assert_eq!(
@@ -1363,6 +1405,67 @@ mod tests {
         assert_eq!(a.record.send_mode(), Some(SendMode::Batch), "the corrected file's mode");
         let queued = DocumentRecord::register(new_doc(), t0).record;
         assert!(queued.apply(fixed, t0).is_err(), "only a REJECTED document may be replaced");
+    }
+
+    #[test]
+    fn a_technical_correction_stays_offline_names_both_uploads_and_never_joins_a_batch() {
+        let t0 = Utc::now();
+        let mut d = new_doc();
+        d.offline_mode = Some(crate::OfflineMode::Failure);
+        d.initial = InitialState::Rejected {
+            findings: vec![Failure::new(
+                ErrorClass::Permanent,
+                ErrorSource::Ksef {
+                    operation: "invoice_status".into(),
+                },
+                "450",
+            )],
+        };
+        let rejected = DocumentRecord::register(d, t0).record;
+        let corrects = CorrectedUpload {
+            erp_document_id: rejected.erp_document_id.clone(),
+            content_hash: rejected.content_hash,
+            source: rejected.storage.source.clone(),
+            trace_id: rejected.trace_id.clone(),
+            rejection: rejected.last_error.clone(),
+        };
+        let fix = Change::Resubmitted {
+            content_hash: ContentHash::of(b"fixed"),
+            content_size: 5,
+            erp_document_id: ErpDocumentId::parse("erp-1-fix").unwrap(),
+            trace_id: TraceId::parse("t-2").unwrap(),
+            storage: StorageKeys {
+                source: "inbox/9999999999/erp-1-fix.xml".into(),
+                ..Default::default()
+            },
+            issue_date: None,
+            send_mode: SendMode::Online,
+            // The ERP did not mark the fixed file: it is offline as the invoice it corrects was.
+            offline_mode: None,
+            corrects: Some(Box::new(corrects.clone())),
+        };
+        let a = rejected.apply(fix, t0).unwrap();
+        let r = a.record;
+        assert_eq!((r.offline, r.offline_mode), (true, Some(crate::OfflineMode::Failure)));
+        assert_eq!(r.corrects, Some(corrects));
+        let said = a.history.iter().any(|h| {
+            matches!(&h.event, HistoryEvent::StateChanged { reason, .. }
+                if reason.contains(&format!("ERP id {} is corrected by ERP id erp-1-fix", rejected.erp_document_id))
+                    && reason.contains(&format!("hashOfCorrectedInvoice {}", rejected.content_hash)))
+        });
+        assert!(said, "{:#?}", a.history);
+        // KSeF takes hashOfCorrectedInvoice only online: a correction never moves to a batch.
+        let to_batch = Change::ModeChanged {
+            mode: SendMode::Batch,
+            reason: "a batch is going".into(),
+        };
+        assert!(r.apply(to_batch, t0).is_err());
+        // Stored and read back (records before the field read as no correction).
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(serde_json::from_value::<DocumentRecord>(json.clone()).unwrap().corrects, r.corrects);
+        let mut old = json;
+        old.as_object_mut().unwrap().remove("corrects");
+        assert_eq!(serde_json::from_value::<DocumentRecord>(old).unwrap().corrects, None);
     }
 
     #[test]

@@ -45,6 +45,10 @@ pub fn class_of_exception(code: i32) -> ErrorClass {
         // The request as built from this invoice: its size or hash (21402, 21403), input
         // validation (21405), part sizes and counts (21157, 21161): the invoice cannot go as is.
         21402 | 21403 | 21405 | 21157 | 21161 => ErrorClass::Permanent,
+        // A technical correction KSeF will not take: one of that invoice is already accepted
+        // (21166; `KsefClient::send_technical_correction` answers it as a typed outcome), or the
+        // invoice it names is not a rejected offline invoice (21167).
+        21166 | 21167 => ErrorClass::Permanent,
         // A code we do not know says nothing about the invoice: an operator looks, the seller's
         // work is parked meanwhile, and nothing is REJECTED on a guess.
         _ => ErrorClass::Operator,

@@ -73,6 +73,6 @@ pub use limiter::{ClientLimits, EffectiveRateLimits, EndpointGroup, Limit};
 pub use model::{InvoiceStatus, SessionStatus, SessionSummary, Status};
 pub use online_backlog::{ModeChoice, OnlineBacklog};
 pub use secret::{BearerToken, KsefToken, SessionKey};
-pub use sessions::{send_invoice_body, OnlineSession, SendOptions, SentInvoice, Upo};
+pub use sessions::{send_invoice_body, CorrectionSent, OnlineSession, SendOptions, SentInvoice, Upo};
 pub use stored_credentials::{CredentialFacts, CredentialKind, CredentialsError, StoredCredentials};
 pub use xades::{SigningIdentity, SigningKey, SubjectIdentifierType};

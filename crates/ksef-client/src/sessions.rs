@@ -43,6 +43,19 @@ pub struct SentInvoice {
     pub invoice_hash: ContentHash,
 }
 
+/// What KSeF answered to a technical correction (API-NOTES §10).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CorrectionSent {
+    /// Taken (202), like any send.
+    Sent(SentInvoice),
+    /// 21166: a technical correction of that invoice is already accepted (KSeF takes only one).
+    /// Nothing was taken now; KSeF's words are in the failure.
+    AlreadyAccepted(Failure),
+}
+
+/// KSeF's exception code for "a technical correction of this invoice is already accepted".
+const CORRECTION_ALREADY_ACCEPTED: &str = "21166";
+
 /// A UPO document with KSeF's `x-ms-meta-hash` (Base64 SHA-256 of the body), when given.
 #[derive(Debug, Clone)]
 pub struct Upo {
@@ -185,6 +198,29 @@ impl KsefClient {
     }
 
     /// Closes an online session (starts the session UPO). Safe to retry: a second close is 21180.
+    /// Sends a technical correction of the rejected offline invoice whose exact bytes hash to
+    /// `corrected`: with `offlineMode: true` and `hashOfCorrectedInvoice` (allowed online even
+    /// with attachments). 21166 is [`CorrectionSent::AlreadyAccepted`]; 21167 (the invoice it
+    /// names is not a rejected offline one) is a permanent failure like any refused send.
+    pub async fn send_technical_correction(
+        &self,
+        session: &OnlineSession,
+        invoice: &[u8],
+        corrected: ContentHash,
+    ) -> Result<CorrectionSent> {
+        let opts = SendOptions {
+            offline_mode: true,
+            hash_of_corrected_invoice: Some(corrected),
+        };
+        match self.send_invoice(session, invoice, &opts).await {
+            Ok(sent) => Ok(CorrectionSent::Sent(sent)),
+            Err(f) if f.code.as_deref() == Some(CORRECTION_ALREADY_ACCEPTED) && matches!(f.source, ErrorSource::Ksef { .. }) => {
+                Ok(CorrectionSent::AlreadyAccepted(f))
+            }
+            Err(f) => Err(f),
+        }
+    }
+
     pub async fn close_online_session(&self, reference: &str) -> Result<()> {
         self.call(Call {
             operation: "close_online_session",

@@ -66,6 +66,9 @@ pub enum Fault {
     },
     /// Invoices fail decryption with status 435 although they were encrypted right.
     Decryption435 { rate: f64 },
+    /// Offline invoices (sent with `offlineMode: true`) that are not technical corrections end
+    /// in status 450, a technical rejection: what a technical correction repairs (API-NOTES §10).
+    RejectOffline { rate: f64 },
     /// The UPO is not available for `delay_ms` after acceptance (21178, storage 404).
     UpoNotReady { delay_ms: u64 },
     /// An online send answers 400 with exception 21184, "session temporarily unavailable"
@@ -94,6 +97,7 @@ impl Fault {
             Fault::Status550 { .. } => "status550",
             Fault::StuckProcessing { .. } => "stuck150",
             Fault::Decryption435 { .. } => "decrypt435",
+            Fault::RejectOffline { .. } => "reject-offline",
             Fault::UpoNotReady { .. } => "upo-late",
             Fault::Forbidden { .. } => "forbidden",
             Fault::SessionUnavailable { .. } => "session21184",
@@ -138,6 +142,7 @@ impl FromStr for Fault {
                 for_ms: third.filter(|t| !t.is_empty()).map(|_| ms),
             },
             "decrypt435" => Fault::Decryption435 { rate },
+            "reject-offline" => Fault::RejectOffline { rate },
             "session21184" => Fault::SessionUnavailable { rate },
             "upo-late" => Fault::UpoNotReady { delay_ms: ms },
             "forbidden" => Fault::Forbidden {
@@ -147,7 +152,7 @@ impl FromStr for Fault {
             },
             other => {
                 return Err(format!(
-                    "unknown fault {other:?}; known: unavailable, slow, lag, reset, burst429, close-timeout, status550, stuck150, decrypt435, upo-late, forbidden, session21184"
+                    "unknown fault {other:?}; known: unavailable, slow, lag, reset, burst429, close-timeout, status550, stuck150, decrypt435, reject-offline, upo-late, forbidden, session21184"
                 ))
             }
         })
@@ -177,6 +182,8 @@ pub enum InvoiceFault {
     /// In 150 forever (None) or for this long.
     Stuck(Option<Duration>),
     Decryption435,
+    /// A technical rejection (450) of an offline invoice.
+    RejectOffline,
 }
 
 /// The switch tests and the admin endpoint flip. Cheap to clone; all clones share the state.
@@ -250,12 +257,15 @@ impl FaultSwitch {
         rates.into_iter().any(|rate| rng.random_bool(rate))
     }
 
-    /// Rolls the dice for one invoice that passed every check.
-    pub fn for_invoice(&self) -> Option<InvoiceFault> {
+    /// Rolls the dice for one invoice that passed every check. `offline_original`: sent with
+    /// `offlineMode: true` and not a technical correction (only those can be rejected by
+    /// [`Fault::RejectOffline`]).
+    pub fn for_invoice(&self, offline_original: bool) -> Option<InvoiceFault> {
         let mut g = self.inner.lock().expect("fault lock");
         let (faults, rng) = &mut *g;
         for f in faults.iter() {
             let hit = match f {
+                Fault::RejectOffline { rate } if offline_original => rng.random_bool(*rate).then_some(InvoiceFault::RejectOffline),
                 Fault::Status550 { rate } => rng.random_bool(*rate).then_some(InvoiceFault::Status550),
                 Fault::StuckProcessing { rate, for_ms } => rng
                     .random_bool(*rate)
@@ -325,6 +335,7 @@ mod tests {
             "status550",
             "stuck150",
             "decrypt435",
+            "reject-offline",
             "upo-late",
         ] {
             assert_eq!(f.parse::<Fault>().unwrap().name(), f);

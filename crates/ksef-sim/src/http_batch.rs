@@ -263,7 +263,7 @@ fn process_batch(sim: &Arc<Sim>, context: &Nip, reference: &str, b: &Batch, key:
     let planned: Vec<_> = files
         .into_iter()
         .map(|(name, bytes)| {
-            let (plan, number) = plan_for(sim, context, &bytes, false, false);
+            let (plan, number) = plan_for(sim, context, &bytes, false, offline_mode, false);
             (name, ContentHash::of(&bytes), plan, number)
         })
         .collect();
@@ -288,6 +288,7 @@ fn process_batch(sim: &Arc<Sim>, context: &Nip, reference: &str, b: &Batch, key:
             offline,
             offline_requested: offline_mode,
             plan,
+            corrects: None,
             final_status: None,
             accepted: None,
             upo_token: token,

@@ -160,7 +160,16 @@ pub fn session_mut<'a>(store: &'a mut Store, reference: &str, context: &Nip) -> 
 /// Decides how a decrypted invoice ends: the checks KSeF runs after the 202.
 /// `context` is the session's: the simulator lets a context issue only for its own NIP (KSeF
 /// also honours granted permissions, which the simulator does not model).
-pub fn plan_for(sim: &Sim, context: &Nip, plain: &[u8], online: bool, technical_correction: bool) -> (Plan, Option<String>) {
+/// `offline_requested`: sent with `offlineMode: true` (the `reject-offline` fault rejects such an
+/// invoice when it is not a technical correction).
+pub fn plan_for(
+    sim: &Sim,
+    context: &Nip,
+    plain: &[u8],
+    online: bool,
+    offline_requested: bool,
+    technical_correction: bool,
+) -> (Plan, Option<String>) {
     match invoice_check::check(plain) {
         Err(details) => (
             Plan::Reject(StatusInfo::new(450, "Błąd weryfikacji semantyki dokumentu faktury").with_details(details)),
@@ -185,11 +194,16 @@ pub fn plan_for(sim: &Sim, context: &Nip, plain: &[u8], online: bool, technical_
                     .with_details(vec!["Faktury z załącznikiem można przesyłać wyłącznie w sesji wsadowej.".into()]);
                 return (Plan::Reject(s), number);
             }
-            let plan = match sim.faults.for_invoice() {
+            let plan = match sim.faults.for_invoice(offline_requested && !technical_correction) {
                 Some(crate::faults::InvoiceFault::Status550) => Plan::Cancel550,
                 Some(crate::faults::InvoiceFault::Stuck(None)) => Plan::Stuck(None),
                 Some(crate::faults::InvoiceFault::Stuck(Some(d))) => Plan::Stuck(Some((d, facts))),
                 Some(crate::faults::InvoiceFault::Decryption435) => Plan::Reject(decrypt_error()),
+                Some(crate::faults::InvoiceFault::RejectOffline) => Plan::Reject(
+                    StatusInfo::new(450, "Błąd weryfikacji semantyki dokumentu faktury").with_details(vec![
+                        "Faktura offline odrzucona technicznie (scenariusz symulatora reject-offline); prześlij korektę techniczną.".into(),
+                    ]),
+                ),
                 None => Plan::Accept(facts),
             };
             (plan, number)
@@ -221,8 +235,14 @@ pub async fn send_invoice(
     let req: SendInvoice = parse_json(&body)?;
     let declared_hash = ContentHash::parse(&req.invoice_hash).map_err(|e| ApiError::validation(e.to_string()))?;
     let declared_enc_hash = ContentHash::parse(&req.encrypted_invoice_hash).map_err(|e| ApiError::validation(e.to_string()))?;
-    if let Some(h) = &req.hash_of_corrected_invoice {
-        ContentHash::parse(h).map_err(|e| ApiError::validation(e.to_string()))?;
+    let corrects = match &req.hash_of_corrected_invoice {
+        Some(h) => Some(ContentHash::parse(h).map_err(|e| ApiError::validation(e.to_string()))?),
+        None => None,
+    };
+    if corrects.is_some() && !req.offline_mode {
+        return Err(ApiError::validation(
+            "hashOfCorrectedInvoice wymaga offlineMode: true (korekta techniczna faktury offline).",
+        ));
     }
     let encrypted = B64
         .decode(&req.encrypted_invoice_content)
@@ -249,6 +269,10 @@ pub async fn send_invoice(
                 ))
             }
         };
+        if let Some(target) = &corrects {
+            check_correction_target(&store, &context, target)?;
+        }
+        let s = session_mut(&mut store, &reference, &context)?;
         if s.invoices.len() >= sim.cfg.max_invoices_per_session {
             return Err(ApiError::bad(
                 Code::SessionInvoiceLimit,
@@ -286,11 +310,16 @@ pub async fn send_invoice(
             ),
             None,
         ),
-        Some(plain) => plan_for(&sim, &context, &plain, true, req.hash_of_corrected_invoice.is_some()),
+        Some(plain) => plan_for(&sim, &context, &plain, true, req.offline_mode, corrects.is_some()),
     };
     let invoicing_date = Utc::now();
     let offline = is_offline(req.offline_mode, &plan, invoicing_date);
     let mut store = sim.store.lock().expect("store lock");
+    if let Some(target) = &corrects {
+        // Again under the lock that records it: two corrections of one invoice sent at once
+        // must not both be taken.
+        check_correction_target(&store, &context, target)?;
+    }
     let inv_ref = store.reference("EE");
     let s = session_mut(&mut store, &reference, &context)?;
     let ordinal = s.invoices.len() + 1;
@@ -305,6 +334,7 @@ pub async fn send_invoice(
         offline,
         offline_requested: req.offline_mode,
         plan,
+        corrects,
         final_status: None,
         accepted: None,
         upo_token: secret("upo"),
@@ -314,6 +344,35 @@ pub async fn send_invoice(
     let token = s.invoices[index].upo_token.clone();
     store.upo_links.insert(token, (reference.clone(), index));
     Ok((StatusCode::ACCEPTED, Json(json!({"referenceNumber": inv_ref}))).into_response())
+}
+
+/// A technical correction names (by hash) an offline invoice of this context that KSeF rejected
+/// (21167 otherwise), and only one correction of it is ever accepted (21166). A correction still
+/// being processed counts as accepted unless it ends rejected.
+fn check_correction_target(store: &Store, context: &Nip, target: &ContentHash) -> Result<(), ApiError> {
+    let ours = || {
+        store
+            .sessions
+            .values()
+            .filter(|s| &s.context == context)
+            .flat_map(|s| s.invoices.iter())
+    };
+    let rejected = ours().any(|i| &i.hash == target && i.offline_requested && matches!(i.plan, Plan::Reject(_)));
+    if !rejected {
+        return Err(ApiError::bad(
+            Code::NotCorrectable,
+            format!(
+                "Faktura o skrócie {target} nie jest odrzuconą fakturą offline podmiotu {context}; korekta techniczna jest niemożliwa."
+            ),
+        ));
+    }
+    if ours().any(|i| i.corrects.as_ref() == Some(target) && !matches!(i.plan, Plan::Reject(_) | Plan::Cancel550)) {
+        return Err(ApiError::bad(
+            Code::CorrectionAlreadyAccepted,
+            format!("Korekta techniczna faktury o skrócie {target} została już przyjęta."),
+        ));
+    }
+    Ok(())
 }
 
 pub async fn close_online(State(sim): State<Arc<Sim>>, Path(reference): Path<String>, headers: HeaderMap) -> Result<Response, ApiError> {

@@ -21,6 +21,9 @@ pub struct LedgerEntry {
     pub acquisition_date: DateTime<Utc>,
     /// The `offlineMode` it was sent with (its session's, in a batch).
     pub offline_requested: bool,
+    /// A technical correction's `hashOfCorrectedInvoice`: the rejected offline invoice it corrects.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hash_of_corrected_invoice: Option<ContentHash>,
     /// How it was filed: Offline when sent with `offlineMode: true` or after its issue day.
     pub invoicing_mode: relay_domain::InvoicingMode,
 }

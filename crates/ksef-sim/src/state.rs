@@ -132,6 +132,9 @@ pub struct Invoice {
     /// The `offlineMode` the sender declared (per invoice online, per session in a batch).
     pub offline_requested: bool,
     pub plan: Plan,
+    /// A technical correction: the SHA-256 of the rejected offline invoice it corrects
+    /// (`hashOfCorrectedInvoice`).
+    pub corrects: Option<ContentHash>,
     pub final_status: Option<StatusInfo>,
     pub accepted: Option<Accepted>,
     /// Secret part of the UPO download link.
@@ -372,6 +375,7 @@ impl Sim {
                             invoice_reference: KsefReference::parse(&inv.reference).expect("own reference"),
                             acquisition_date: acquired,
                             offline_requested: inv.offline_requested,
+                            hash_of_corrected_invoice: inv.corrects,
                             invoicing_mode: if inv.offline {
                                 relay_domain::InvoicingMode::Offline
                             } else {

@@ -10,12 +10,12 @@
 //! corrections queue, with the findings in full.
 
 use chrono::{DateTime, Utc};
-use relay_domain::offline::OFFLINE_MODE_METADATA;
+use relay_domain::offline::{CORRECTS_METADATA, OFFLINE_MODE_METADATA};
 use relay_domain::ports::{Archive, DocumentRegistry, DocumentUpdates, ObjectBody, OutgoingMessage, Queue, Registration};
 use relay_domain::storage_keys::{archive_key, classify_inbox_key, outbox_key, InboxObject};
 use relay_domain::{
-    Change, ContentHash, DocumentKey, DocumentRecord, DocumentState, ErpDocumentId, ErrorClass, ErrorSource, Failure, HistoryEntry,
-    HistoryEvent, InitialState, NewDocument, Nip, OfflineMode, SendMode, StorageKeys, TraceId,
+    Change, ContentHash, CorrectedUpload, Document, DocumentKey, DocumentRecord, DocumentState, ErpDocumentId, ErrorClass, ErrorSource,
+    Failure, HistoryEntry, HistoryEvent, InitialState, NewDocument, Nip, OfflineMode, SendMode, StorageKeys, TraceId,
 };
 
 use crate::messages::{CorrectionNotice, SendRequest};
@@ -40,6 +40,9 @@ pub struct Upload<'a> {
     /// Issued offline, as the ERP marked it (object metadata `ksef-offline-mode`, read by
     /// [`intake_created_object`]); None: issued online.
     pub offline_mode: Option<OfflineMode>,
+    /// A technical correction: the ERP document id of the rejected offline upload it corrects
+    /// (object metadata `ksef-corrects`). None: not a technical correction.
+    pub corrects: Option<ErpDocumentId>,
 }
 
 /// What the intake did with an upload.
@@ -149,6 +152,14 @@ pub async fn intake<S: DocumentRegistry + DocumentUpdates + ?Sized>(
     }
     let hash = ContentHash::of(upload.bytes);
 
+    // A technical correction must name a rejected offline invoice of this identity; checked
+    // before anything is archived or registered, so a wrong marking changes nothing. Boxed: the
+    // check's future stays off intake's own frame (a debug build keeps a slot for each await).
+    let corrects = match Box::pin(check_correction(ports.store, &upload, &identity.key, &hash, &findings)).await? {
+        Ok(corrects) => corrects,
+        Err(failures) => return not_registered(ports, &upload, trace_id, failures, now).await,
+    };
+
     // Keep the exact bytes first: a record must never point at an object that does not exist.
     // The key is the content hash, so an existing object is these very bytes.
     let archived = archive_key(&identity.key.seller_nip, &hash);
@@ -164,7 +175,12 @@ pub async fn intake<S: DocumentRegistry + DocumentUpdates + ?Sized>(
     };
 
     // The channel, chosen once here and stored: only a valid document counts in the backlog.
-    let mode = if findings.is_empty() {
+    let mode = if corrects.is_some() {
+        ksef_client::ModeChoice {
+            mode: SendMode::Online,
+            reason: "a technical correction goes online (KSeF takes hashOfCorrectedInvoice only there, attachments too)".into(),
+        }
+    } else if findings.is_empty() {
         choose_mode(ports, &identity.key, identity.has_attachment, now).await
     } else {
         ksef_client::ModeChoice {
@@ -250,6 +266,7 @@ pub async fn intake<S: DocumentRegistry + DocumentUpdates + ?Sized>(
                 issue_date: Some(identity.issue_date),
                 send_mode: mode.mode,
                 offline_mode: upload.offline_mode,
+                corrects: corrects.clone().map(Box::new),
             };
             let record = ports.store.transition(&doc.record, change, now).await?;
             queue_for_send(ports, &record).await?;
@@ -287,6 +304,101 @@ pub async fn intake<S: DocumentRegistry + DocumentUpdates + ?Sized>(
     }
     report(ports, &upload, &trace_id, &outcome, now).await?;
     Ok(outcome)
+}
+
+/// What an upload marked `ksef-corrects` corrects (None: not a correction, or the same correction
+/// again, which registration reports as a repeat), or the findings it is refused with.
+async fn check_correction<S: DocumentRegistry + DocumentUpdates + ?Sized>(
+    store: &S,
+    upload: &Upload<'_>,
+    key: &DocumentKey,
+    hash: &ContentHash,
+    findings: &[Failure],
+) -> Result<Result<Option<CorrectedUpload>, Vec<Failure>>, IntakeError> {
+    let Some(named) = &upload.corrects else { return Ok(Ok(None)) };
+    let existing = store.get(key).await?;
+    let checked = match existing {
+        // The same correction again (a redelivered event, a repeated upload).
+        Some(doc) if doc.record.content_hash == *hash && doc.record.corrects.is_some() => return Ok(Ok(None)),
+        // The rejected file itself, marked as its own correction: nothing was fixed.
+        Some(doc) if doc.record.content_hash == *hash => Err(correction_finding(format!(
+            "{CORRECTS_METADATA} names ERP id {named}, but this file is byte for byte the one registered as ERP id {} (SHA-256 {hash}): a technical correction is the fixed file; nothing was sent",
+            doc.record.erp_document_id
+        ))),
+        _ if !findings.is_empty() => Err(correction_finding(format!(
+            "the technical correction of ERP id {named} is itself invalid (see the other findings); the rejected invoice is untouched"
+        ))),
+        existing => correction_target(existing.as_ref(), key, named),
+    };
+    Ok(match checked {
+        Ok(target) => Ok(Some(target)),
+        Err(f) => {
+            let mut failures = vec![f];
+            failures.extend(findings.iter().cloned());
+            Err(failures)
+        }
+    })
+}
+
+fn correction_finding(message: String) -> Failure {
+    finding("TECHNICAL_CORRECTION_TARGET", message)
+}
+
+/// What a technical correction of ERP id `named` corrects: the document registered under the
+/// correction's own identity (a technical correction keeps the business content: the seller,
+/// the kind and the number), which must be that upload, REJECTED by KSeF (not by the relay's
+/// own validation), offline, and not itself a correction. Anything else is a specific finding.
+fn correction_target(existing: Option<&Document>, key: &DocumentKey, named: &ErpDocumentId) -> Result<CorrectedUpload, Failure> {
+    let bad = |why: String| {
+        Err(correction_finding(format!(
+            "{CORRECTS_METADATA} names ERP id {named}, but {why}; nothing was sent"
+        )))
+    };
+    let Some(doc) = existing else {
+        return bad(format!(
+            "no invoice {key} is registered (a technical correction keeps the rejected invoice's seller NIP, kind and number P_2)"
+        ));
+    };
+    let r = &doc.record;
+    if let Some(c) = &r.corrects {
+        return bad(format!(
+            "{key} is already a technical correction (ERP id {}, of ERP id {}): a correction of a correction is not sent (KSeF accepts one technical correction per invoice)",
+            r.erp_document_id, c.erp_document_id
+        ));
+    }
+    if &r.erp_document_id != named {
+        return bad(format!(
+            "the invoice {key} was uploaded as ERP id {}, not {named}",
+            r.erp_document_id
+        ));
+    }
+    if r.state != DocumentState::Rejected {
+        return bad(format!(
+            "ERP id {named} is {}, not REJECTED: only an invoice KSeF rejected is corrected technically",
+            r.state
+        ));
+    }
+    if !r.offline {
+        return bad(format!(
+            "ERP id {named} was not an offline invoice: a technical correction is only for an offline invoice KSeF rejected (upload the fixed file without {CORRECTS_METADATA})"
+        ));
+    }
+    let rejection = r.last_error.clone();
+    if !rejection
+        .as_ref()
+        .is_some_and(|f| matches!(f.source, ErrorSource::Ksef { .. }) && f.is_content_failure())
+    {
+        return bad(format!(
+            "ERP id {named} was not rejected by KSeF for its content (it never reached KSeF, or its rejection was not technical): upload the fixed file without {CORRECTS_METADATA}"
+        ));
+    }
+    Ok(CorrectedUpload {
+        erp_document_id: r.erp_document_id.clone(),
+        content_hash: r.content_hash,
+        source: r.storage.source.clone(),
+        trace_id: r.trace_id.clone(),
+        rejection,
+    })
 }
 
 /// The send mode of a valid invoice: from the seller's online backlog when intake has one.
@@ -395,6 +507,13 @@ async fn report<S: DocumentRegistry + DocumentUpdates + ?Sized>(
     if let Some(result) = result {
         result.publish(ports.archive).await?;
     }
+    // A technical correction: the rejected upload's answer names it (again after a redelivery,
+    // so a crash between the registration and this write loses nothing).
+    if let IntakeOutcome::Queued(r) | IntakeOutcome::Resubmitted(r) | IntakeOutcome::Repeat(r) = outcome {
+        if let Some(c) = &r.corrects {
+            OutboxResult::for_corrected_upload(r, c).publish(ports.archive).await?;
+        }
+    }
     if let Some((document, failures)) = correction {
         let notice = CorrectionNotice {
             document,
@@ -496,6 +615,7 @@ mod tests {
             expected_seller: Some(Nip::parse("9999999999").unwrap()),
             trace_id: None,
             offline_mode: None,
+            corrects: None,
         }
     }
 
@@ -882,6 +1002,7 @@ pub async fn intake_created_object<S: DocumentRegistry + DocumentUpdates + ?Size
         expected_seller: seller,
         trace_id: None,
         offline_mode: None,
+        corrects: None,
     };
     let (seller, erp) = match classify_inbox_key(&object.key) {
         Ok(InboxObject::Upload { seller, erp }) => (seller, erp),
@@ -920,15 +1041,27 @@ pub async fn intake_created_object<S: DocumentRegistry + DocumentUpdates + ?Size
             };
             // The ERP's offline marking; a value the relay cannot read is refused before anything
             // is registered (a guess would give the invoice the wrong deadline, or none).
-            match found.metadata.get(OFFLINE_MODE_METADATA).map(|v| OfflineMode::from_marking(v)) {
-                Some(Err(why)) => {
+            let corrects = found
+                .metadata
+                .get(CORRECTS_METADATA)
+                .map(|v| ErpDocumentId::parse(v.trim()).map_err(|e| format!("{CORRECTS_METADATA} must name the ERP document id of the rejected upload ({{erpDocId}} of inbox/{{sellerNip}}/{{erpDocId}}.xml): {e}")));
+            match (
+                found.metadata.get(OFFLINE_MODE_METADATA).map(|v| OfflineMode::from_marking(v)),
+                corrects,
+            ) {
+                (Some(Err(why)), _) => {
                     let trace_id = upload.trace_id.clone().unwrap_or_else(TraceId::generate);
                     let bad = finding("OFFLINE_MODE_MARKING", why);
                     not_registered(ports, &upload, trace_id, vec![bad], now).await
                 }
-                marked => {
+                (_, Some(Err(why))) => {
+                    let trace_id = upload.trace_id.clone().unwrap_or_else(TraceId::generate);
+                    not_registered(ports, &upload, trace_id, vec![correction_finding(why)], now).await
+                }
+                (marked, corrects) => {
                     let upload = Upload {
                         offline_mode: marked.and_then(Result::ok).flatten(),
+                        corrects: corrects.and_then(Result::ok),
                         ..upload
                     };
                     intake(ports, upload, now).await

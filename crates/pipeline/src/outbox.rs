@@ -6,7 +6,9 @@
 use chrono::{DateTime, Utc};
 use relay_domain::ports::{Archive, ArchiveError, ObjectBody};
 use relay_domain::storage_keys::outbox_key;
-use relay_domain::{DocumentRecord, ErpDocumentId, Failure, InvoicingMode, LegalDeadline, Nip, OfflineMode, TraceId};
+use relay_domain::{
+    CorrectedUpload, DocumentRecord, DocumentState, ErpDocumentId, Failure, InvoicingMode, LegalDeadline, Nip, OfflineMode, TraceId,
+};
 use serde::Serialize;
 
 /// What the ERP reads back.
@@ -45,6 +47,13 @@ pub struct OutboxResult {
     /// How KSeF filed it (`Online`, `Offline`), from its status.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub invoicing_mode: Option<InvoicingMode>,
+    /// A technical correction: the ERP id of the rejected offline upload it corrects.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub corrects: Option<ErpDocumentId>,
+    /// A rejected offline upload that a technical correction corrects: the correction's ERP id
+    /// (its own result says how it goes).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub corrected_by: Option<ErpDocumentId>,
     pub trace_id: TraceId,
     pub errors: Vec<Failure>,
     pub updated_at: DateTime<Utc>,
@@ -111,8 +120,36 @@ impl OutboxResult {
             offline_mode: r.offline_mode,
             legal_deadline: r.legal_deadline.clone(),
             invoicing_mode: r.ksef.invoicing_mode,
+            corrects: r.corrects.as_ref().map(|c| c.erp_document_id.clone()),
+            corrected_by: None,
             trace_id: r.trace_id.clone(),
             errors,
+            updated_at: r.updated_at,
+        }
+    }
+
+    /// The answer of the rejected offline upload `c` that the technical correction `r` corrects:
+    /// still REJECTED with KSeF's words, and naming its correction.
+    pub fn for_corrected_upload(r: &DocumentRecord, c: &CorrectedUpload) -> Self {
+        OutboxResult {
+            erp_document_id: c.erp_document_id.clone(),
+            seller_nip: r.key.seller_nip.clone(),
+            state: DocumentState::Rejected.code().into(),
+            state_label: DocumentState::Rejected.label_pl().into(),
+            invoice_kind: Some(r.key.kind.code().into()),
+            invoice_number: Some(r.key.invoice_number.to_string()),
+            content_hash: Some(c.content_hash.to_base64()),
+            ksef_number: None,
+            acquisition_date: None,
+            upo_key: None,
+            qr_codes: Vec::new(),
+            offline_mode: r.offline_mode,
+            legal_deadline: None,
+            invoicing_mode: None,
+            corrects: None,
+            corrected_by: Some(r.erp_document_id.clone()),
+            trace_id: c.trace_id.clone(),
+            errors: c.rejection.iter().cloned().collect(),
             updated_at: r.updated_at,
         }
     }
@@ -134,6 +171,8 @@ impl OutboxResult {
             offline_mode: None,
             legal_deadline: None,
             invoicing_mode: None,
+            corrects: None,
+            corrected_by: None,
             trace_id,
             errors,
             updated_at: now,

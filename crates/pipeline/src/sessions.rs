@@ -829,6 +829,29 @@ impl KsefContexts {
         })
     }
 
+    /// Like [`KsefContexts::find_live_invoice`], across the seller's online sessions created
+    /// since `since` (newest first): where a send we lost track of went (KSeF's 21166 for a
+    /// technical correction already accepted).
+    pub async fn find_live_invoice_since(
+        &self,
+        seller: &Nip,
+        since: DateTime<Utc>,
+        hash: &ContentHash,
+    ) -> Result<Option<(KsefReference, KsefReference)>, Failure> {
+        let client = self.client_ready(seller, Utc::now()).await?;
+        // A margin for clocks: KSeF's creation time against ours.
+        let from = since - chrono::Duration::minutes(10);
+        for summary in client.list_sessions(true, from).await? {
+            let Ok(session) = KsefReference::parse(&summary.reference_number) else {
+                continue;
+            };
+            if let Some(found) = self.find_live_invoice(seller, &session, hash).await? {
+                return Ok(Some((session, found)));
+            }
+        }
+        Ok(None)
+    }
+
     /// Closes the sessions this instance sends in once the work is done: `send_queue` holds no
     /// message (visible, delayed or being handled by another instance) and the session is at
     /// least `min_age` old. A shared session is taken out of the cache first (version-checked),

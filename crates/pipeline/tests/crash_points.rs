@@ -27,7 +27,7 @@ use ksef_sim::{Fault, SimConfig};
 use relay_crash_injection::{check_delivered_once, invoice, until_crash, CrashArchive, CrashKsef, CrashQueue, CrashStore, Plan};
 use relay_domain::clock::{Clock, ManualClock};
 use relay_domain::memory::{MemoryArchive, MemoryDocumentStore, MemoryQueue, MemorySharedCache};
-use relay_domain::ports::{DocumentRegistry, DocumentUpdates, Queue, SharedCache};
+use relay_domain::ports::{Archive, DocumentRegistry, DocumentUpdates, Queue, SharedCache};
 use relay_domain::{
     Change, ContentHash, DocumentKey, DocumentRecord, DocumentState, ErpDocumentId, ErrorClass, ErrorSource, Failure, HistoryEvent, Nip,
     RetryPolicy, SendMode,
@@ -85,6 +85,10 @@ enum Stage {
     /// KSeF declared down (a FAILURE in the shared availability): the send stage holds the
     /// document (a history line, a delayed message), then sends once the failure has ended.
     SendHeld,
+    /// A technical correction: an offline invoice KSeF rejected (the simulator's
+    /// `reject-offline`), then its fixed file naming it (`ksef-corrects`): the correction's
+    /// intake, send (with `hashOfCorrectedInvoice`) and status may each die.
+    Correction,
 }
 
 struct Run<'k> {
@@ -114,6 +118,8 @@ struct Run<'k> {
     crashed: bool,
     /// The shared cache KSeF's availability lives in (survives an instance's death).
     availability: Arc<dyn relay_domain::ports::SharedCache>,
+    /// The technical-correction scenario: upload 1 is marked offline24, upload 2 corrects it.
+    correction: bool,
 }
 
 impl<'k> Run<'k> {
@@ -163,6 +169,7 @@ impl<'k> Run<'k> {
             log: Vec::new(),
             crashed: false,
             availability: Arc::new(relay_domain::memory::MemorySharedCache::new()),
+            correction: false,
         }
     }
 
@@ -255,9 +262,11 @@ impl<'k> Run<'k> {
             erp_document_id: ErpDocumentId::parse(&format!("erp-{}", i + 1)).unwrap(),
             expected_seller: Some(seller()),
             trace_id: None,
-            offline_mode: None,
+            offline_mode: (self.correction && i == 0).then_some(relay_domain::OfflineMode::Offline24),
+            corrects: (self.correction && i == 1).then(|| ErpDocumentId::parse("erp-1").unwrap()),
         };
-        let work = intake(&ports, upload, now);
+        // Boxed, like the scenario's arms: intake's future stays off the test's poll frame.
+        let work = Box::pin(intake(&ports, upload, now));
         let out = until_crash(&self.plan, armed, work).await;
         let done = out.is_some();
         self.settle(out.map(|o| o.expect("intake on in-memory ports").name()), "intake");
@@ -447,9 +456,16 @@ impl<'k> Run<'k> {
         for round in 0..3000 {
             let send_armed = matches!(
                 armed,
-                Some(Stage::SendOnline | Stage::SendBatch | Stage::SendBatchGroup | Stage::SendBatchMoving | Stage::SendHeld)
+                Some(
+                    Stage::SendOnline
+                        | Stage::SendBatch
+                        | Stage::SendBatchGroup
+                        | Stage::SendBatchMoving
+                        | Stage::SendHeld
+                        | Stage::Correction
+                )
             );
-            let status_armed = armed == Some(Stage::Status);
+            let status_armed = matches!(armed, Some(Stage::Status | Stage::Correction));
             let worked = self.handle_send(send_armed).await | self.handle_status(status_armed).await;
             if worked {
                 continue;
@@ -468,12 +484,77 @@ impl<'k> Run<'k> {
 
     /// What every run must end with.
     async fn check(&self, what: &str) {
+        if self.correction {
+            return Box::pin(self.check_correction(what)).await;
+        }
         for i in 0..self.keys.len() {
             let r = self.record_of(i).await;
             let outbox = format!("outbox/9999999999/erp-{}.json", i + 1);
             check_delivered_once(what, &r, &self.archive, self.ksef, &self.hashes[i], &outbox, &self.log).await;
         }
     }
+}
+
+impl Run<'_> {
+    /// The technical correction's end, wherever it died: the correction ACCEPTED once in KSeF
+    /// with the rejected file's hash as `hashOfCorrectedInvoice`, the rejected original never in
+    /// KSeF, and each upload's outbox result naming the other (the rejected one still REJECTED).
+    async fn check_correction(&self, what: &str) {
+        let r = self.record_of(1).await;
+        check_delivered_once(
+            what,
+            &r,
+            &self.archive,
+            self.ksef,
+            &self.hashes[1],
+            "outbox/9999999999/erp-2.json",
+            &self.log,
+        )
+        .await;
+        assert_eq!(r.corrects.as_ref().map(|c| c.content_hash), Some(self.hashes[0]), "{what}");
+        let ledger = self.ksef.sim.ledger();
+        assert_eq!(
+            ledger.count_hash(&self.hashes[0]),
+            0,
+            "{what}: the rejected original is not in KSeF"
+        );
+        let entry = ledger.entries().into_iter().find(|e| e.invoice_hash == self.hashes[1]).unwrap();
+        assert_eq!(entry.hash_of_corrected_invoice, Some(self.hashes[0]), "{what}");
+        assert!(entry.offline_requested, "{what}");
+        let outbox = |erp: &'static str| async move {
+            let o = self.archive.get(&format!("outbox/9999999999/{erp}.json")).await.unwrap().unwrap();
+            serde_json::from_slice::<serde_json::Value>(&o.bytes).unwrap()
+        };
+        let (fix, old) = (outbox("erp-2").await, outbox("erp-1").await);
+        assert_eq!(fix["corrects"].as_str(), Some("erp-1"), "{what}: {fix}");
+        assert_eq!(
+            (old["state"].as_str(), old["correctedBy"].as_str()),
+            (Some("REJECTED"), Some("erp-2")),
+            "{what}: {old}"
+        );
+    }
+}
+
+/// The technical correction's scenario: the offline original rejected by KSeF (nothing armed),
+/// then the correction's intake (armed), send and status (armed).
+async fn correction(run: &mut Run<'_>) {
+    run.correction = true;
+    run.ksef.sim.faults().set(vec!["reject-offline".parse::<Fault>().unwrap()], 1);
+    // Each await boxed, as the scenario's arms are: a debug poll frame holds every future it awaits.
+    while !Box::pin(run.intake_once(false, 0)).await {
+        run.clock.advance(Duration::from_secs(360));
+    }
+    let key = relay_fa3::read_identity(&run.docs[0]).unwrap().key;
+    run.keys.push(key.clone());
+    Box::pin(run.drive(None)).await;
+    let r = run.record().await;
+    assert_eq!(r.state, DocumentState::Rejected, "{:#?}", run.log);
+    while !Box::pin(run.intake_once(true, 1)).await {
+        run.clock.advance(Duration::from_secs(360));
+    }
+    // The same identity: a technical correction keeps the business content.
+    run.keys.push(key);
+    Box::pin(run.drive(Some(Stage::Correction))).await;
 }
 
 /// One scenario for `stage`, dying at `crash_at` (None: count the positions). Returns the
@@ -487,6 +568,13 @@ async fn scenario(ksef: &CrashKsef, stage: Stage, crash_at: Option<usize>, n: us
         Stage::SendBatchGroup => (1..=3).map(|m| invoice(&format!("{number}/{m}"), true)).collect(),
         // Two attachment-free (Online at intake), then two with attachments (Batch).
         Stage::SendBatchMoving => (1..=4).map(|m| invoice(&format!("{number}/{m}"), m > 2)).collect(),
+        // The original, then its fixed file (other bytes, the same business content).
+        Stage::Correction => {
+            let original = invoice(&number, false);
+            let mut fixed = original.clone();
+            fixed.extend_from_slice(b"\n");
+            vec![original, fixed]
+        }
         _ => vec![invoice(&number, stage == Stage::SendBatch)],
     };
     let max_attempts = if stage == Stage::Replay { 1 } else { 10 };
@@ -522,6 +610,7 @@ async fn scenario(ksef: &CrashKsef, stage: Stage, crash_at: Option<usize>, n: us
             .await
         }
         Stage::SendBatchMoving => Box::pin(moving(&mut run, crash_at)).await,
+        Stage::Correction => Box::pin(correction(&mut run)).await,
         Stage::Replay => {
             Box::pin(async {
                 // One transient failure spends a budget of one: FAILED, in the send DLQ.
@@ -766,6 +855,29 @@ async fn every_crash_point_of_a_dlq_replay() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_crash_point_of_a_send_held_while_ksef_is_down() {
     assert!(enumerate(Stage::SendHeld).await >= 8);
+}
+
+/// A technical correction of a rejected offline invoice: its intake (registration, both outbox
+/// results, the send message), the send with `hashOfCorrectedInvoice` and the status stage, each
+/// dying at every position; the correction ends ACCEPTED once, the original REJECTED and named.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_crash_point_of_a_technical_correction() {
+    let ksef = start_ksef().await;
+    let (positions, crashed) = scenario(&ksef, Stage::Correction, None, 0).await;
+    assert!(!crashed);
+    for want in [
+        "store.transition Resubmitted",
+        "archive.put outbox",
+        "ksef POST /v2/sessions/online/{ref}/invoices",
+        "store.transition Accepted",
+    ] {
+        assert!(
+            positions.iter().any(|p| p.starts_with(want)),
+            "the correction passes {want}: {positions:#?}"
+        );
+    }
+    drop(ksef);
+    assert!(enumerate(Stage::Correction).await >= 12);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

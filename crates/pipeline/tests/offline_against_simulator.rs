@@ -76,6 +76,7 @@ async fn register(w: &World, bytes: &[u8], erp: &str, marked: Option<OfflineMode
         expected_seller: None,
         trace_id: None,
         offline_mode: marked,
+        corrects: None,
     };
     let outcome = intake(&ports, upload, Utc::now()).await.unwrap();
     assert!(matches!(outcome, IntakeOutcome::Queued(_)), "{outcome:?}");

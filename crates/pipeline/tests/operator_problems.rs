@@ -265,6 +265,7 @@ async fn re_uploading_a_file_rejected_for_something_other_than_its_content_sends
             expected_seller: None,
             trace_id: None,
             offline_mode: None,
+            corrects: None,
         }
     }
     let rejected_for = |code: &str, operation: &str| {

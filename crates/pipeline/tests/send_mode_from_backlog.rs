@@ -62,6 +62,7 @@ impl World {
             expected_seller: None,
             trace_id: None,
             offline_mode: None,
+            corrects: None,
         };
         match intake(&ports, upload, now).await.unwrap() {
             IntakeOutcome::Queued(r) => r,

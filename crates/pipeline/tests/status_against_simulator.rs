@@ -184,6 +184,7 @@ async fn an_invalid_invoice_is_rejected_at_intake_and_never_reaches_ksef() {
         expected_seller: None,
         trace_id: None,
         offline_mode: None,
+        corrects: None,
     };
     // Without P_2 there is no identity to register: answered, not registered, not sent.
     let outcome = relay_pipeline::intake::intake(&ports, upload, Utc::now()).await.unwrap();
@@ -200,6 +201,7 @@ async fn an_invalid_invoice_is_rejected_at_intake_and_never_reaches_ksef() {
         expected_seller: None,
         trace_id: None,
         offline_mode: None,
+        corrects: None,
     };
     let relay_pipeline::intake::IntakeOutcome::Rejected(r) = relay_pipeline::intake::intake(&ports, upload, Utc::now()).await.unwrap()
     else {

@@ -264,3 +264,128 @@ async fn a_message_that_is_not_a_notification_is_failed_for_the_dlq() {
     assert_eq!(response.batch_item_failures.len(), 1);
     assert_eq!(response.batch_item_failures[0].item_identifier, "m-1");
 }
+
+/// A technical correction over the real wire: the ERP uploads the fixed file with the object
+/// metadata `x-amz-meta-ksef-corrects` naming the rejected offline upload; the intake reads it,
+/// links the two in DynamoDB and in both outbox results, and queues the correction. A marking
+/// that names no registered invoice of the correction's identity registers nothing and is
+/// answered in the uploader's outbox.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_technical_correction_named_in_the_object_metadata_is_linked_to_the_rejected_upload() {
+    use relay_domain::{Change, ErrorClass, ErrorSource, Failure};
+    let c = emulator::clients().await;
+    let name = relay_tests::unique_name("relay");
+    provision::create_documents_table(&c.dynamodb, &name).await.unwrap();
+    provision::create_bucket(&c.s3, &name, emulator::REGION).await.unwrap();
+    let intake_q = provision::create_queue_with_dlq(&c.sqs, &format!("{name}-intake"), 5, Duration::from_secs(60))
+        .await
+        .unwrap();
+    let send_q = provision::create_queue_with_dlq(&c.sqs, &format!("{name}-send"), 5, Duration::from_secs(60))
+        .await
+        .unwrap();
+    let corr_q = provision::create_queue_with_dlq(&c.sqs, &format!("{name}-corrections"), 5, Duration::from_secs(60))
+        .await
+        .unwrap();
+    provision::notify_queue_on_create(&c.s3, &c.sqs, &name, &intake_q.url, "inbox/")
+        .await
+        .unwrap();
+    let deps = IntakeDeps {
+        store: DynamoDocumentStore::new(c.dynamodb.clone(), &name),
+        bucket: S3Archive::new(c.s3.clone(), &name),
+        send_queue: SqsQueue::new(c.sqs.clone(), &send_q.url),
+        batch: None,
+        corrections_queue: SqsQueue::new(c.sqs.clone(), &corr_q.url),
+    };
+    let intake_queue = SqsQueue::new(c.sqs.clone(), &intake_q.url);
+    let send_queue = SqsQueue::new(c.sqs.clone(), &send_q.url);
+    let put = |key: &'static str, body: Vec<u8>, meta: (&'static str, &'static str)| {
+        let (s3, bucket) = (c.s3.clone(), name.clone());
+        async move {
+            s3.put_object()
+                .bucket(&bucket)
+                .key(key)
+                .metadata(meta.0, meta.1)
+                .body(ByteStream::from(body))
+                .send()
+                .await
+                .unwrap();
+        }
+    };
+    let numbered = |n: &str| {
+        String::from_utf8(SAMPLE_1.to_vec())
+            .unwrap()
+            .replace("<P_2>FV2026/02/150</P_2>", &format!("<P_2>{n}</P_2>"))
+            .into_bytes()
+    };
+    let original = numbered("TC/1");
+    put("inbox/9999999999/TC-1.xml", original.clone(), ("ksef-offline-mode", "offline24")).await;
+    let response = handle(relay_tests::lambda_events::sqs_event(&drain(&intake_queue).await), &deps).await;
+    assert!(response.batch_item_failures.is_empty(), "{:?}", response.batch_item_failures);
+    assert_eq!(drain(&send_queue).await.len(), 1);
+    // KSeF rejects it technically (the simulator's part is tested in the pipeline's tests).
+    let key = DocumentKey::new(
+        Nip::parse("9999999999").unwrap(),
+        InvoiceKind::Vat,
+        InvoiceNumber::parse("TC/1").unwrap(),
+    );
+    let r = deps.store.get(&key).await.unwrap().unwrap().record;
+    let ksef_450 = Failure::new(
+        ErrorClass::Permanent,
+        ErrorSource::Ksef {
+            operation: "invoice_status".into(),
+        },
+        "Błąd weryfikacji semantyki dokumentu faktury",
+    )
+    .with_code("450");
+    relay_domain::ports::DocumentUpdates::transition(&deps.store, &r, Change::Rejected { failures: vec![ksef_450] }, chrono::Utc::now())
+        .await
+        .unwrap();
+
+    let mut fixed = original.clone();
+    fixed.extend_from_slice(b"\n");
+    put("inbox/9999999999/TC-1-fix.xml", fixed.clone(), ("ksef-corrects", "TC-1")).await;
+    put("inbox/9999999999/TC-9-fix.xml", numbered("TC/9"), ("ksef-corrects", "TC-9")).await;
+    let response = handle(relay_tests::lambda_events::sqs_event(&drain(&intake_queue).await), &deps).await;
+    assert!(response.batch_item_failures.is_empty(), "{:?}", response.batch_item_failures);
+
+    let r = deps.store.get(&key).await.unwrap().unwrap().record;
+    assert_eq!(r.state, DocumentState::Queued);
+    assert_eq!(r.content_hash, relay_domain::ContentHash::of(&fixed));
+    let corrects = r.corrects.as_ref().expect("the correction names what it corrects");
+    assert_eq!(
+        (corrects.erp_document_id.as_str(), corrects.content_hash),
+        ("TC-1", relay_domain::ContentHash::of(&original))
+    );
+    assert_eq!(
+        drain(&send_queue).await.len(),
+        1,
+        "the correction is queued; the bad marking is not"
+    );
+
+    let outbox = |erp: &str| {
+        let bucket = &deps.bucket;
+        let key = format!("outbox/9999999999/{erp}.json");
+        async move { serde_json::from_slice::<serde_json::Value>(&bucket.get(&key).await.unwrap().expect("outbox result").bytes).unwrap() }
+    };
+    let fix = outbox("TC-1-fix").await;
+    assert_eq!((fix["state"].as_str(), fix["corrects"].as_str()), (Some("QUEUED"), Some("TC-1")));
+    let old = outbox("TC-1").await;
+    assert_eq!(
+        (old["state"].as_str(), old["correctedBy"].as_str()),
+        (Some("REJECTED"), Some("TC-1-fix"))
+    );
+    let unknown = outbox("TC-9-fix").await;
+    assert_eq!(
+        (unknown["state"].as_str(), unknown["errors"][0]["code"].as_str()),
+        (Some("NOT_REGISTERED"), Some("TECHNICAL_CORRECTION_TARGET"))
+    );
+    let key9 = DocumentKey::new(
+        Nip::parse("9999999999").unwrap(),
+        InvoiceKind::Vat,
+        InvoiceNumber::parse("TC/9").unwrap(),
+    );
+    assert!(
+        deps.store.get(&key9).await.unwrap().is_none(),
+        "nothing registered for a bad target"
+    );
+}

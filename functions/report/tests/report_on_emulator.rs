@@ -68,6 +68,7 @@ async fn snapshot_and_weekly_write_to_s3_and_publish_to_sns() {
             expected_seller: None,
             trace_id: None,
             offline_mode: None,
+            corrects: None,
         };
         intake(&ports, upload, chrono::Utc::now()).await.unwrap();
     }

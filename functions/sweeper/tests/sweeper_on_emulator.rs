@@ -72,6 +72,7 @@ async fn registered_with_its_message_lost(s: &Setup, erp: &str) -> DocumentKey {
         expected_seller: None,
         trace_id: None,
         offline_mode: None,
+        corrects: None,
     };
     let outcome = intake(&ports, upload, Utc::now()).await.unwrap();
     let IntakeOutcome::Queued(r) = outcome else {

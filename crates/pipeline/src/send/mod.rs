@@ -346,6 +346,7 @@ async fn move_queued_online<S: SendStore + ?Sized>(
         let fits = |r: &DocumentRecord, claimed: bool| {
             r.state == DocumentState::Queued
                 && r.send_mode() == Some(SendMode::Online)
+                && r.corrects.is_none()
                 && r.unconfirmed_send().is_none()
                 && r.next_attempt_at.is_some_and(|t| t > now)
                 && (claimed || r.lease.as_ref().is_none_or(|l| l.until <= now))

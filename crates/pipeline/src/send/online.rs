@@ -3,11 +3,12 @@
 //! reconciled by looking for our hash among the session's live invoices; a copy KSeF cancelled
 //! (550, 405) does not count, it was not kept.
 
-use ksef_client::SendOptions;
-use relay_domain::{Change, DocumentRecord, ErrorClass, KsefReference};
+use ksef_client::{CorrectionSent, SendOptions};
+use relay_domain::{Change, DocumentRecord, ErrorClass, Failure, KsefReference};
 
 use super::attempt::{relay_failure, Attempt, Channel, Reconciled, SendStore};
-use crate::queue_action::{StageError, StageResult};
+use crate::messages::report_for_correction;
+use crate::queue_action::{done, QueueAction, StageError, StageResult};
 
 pub(super) struct Online;
 
@@ -44,12 +45,20 @@ impl Channel for Online {
             Ok(started) => started,
             Err(answer) => return Ok(answer),
         };
-        let opts = SendOptions {
-            offline_mode: r.offline,
-            hash_of_corrected_invoice: None,
+        // A technical correction goes with offlineMode true and the rejected file's hash.
+        let answer = match &r.corrects {
+            Some(c) => a.client.send_technical_correction(&session, bytes, c.content_hash).await,
+            None => {
+                let opts = SendOptions {
+                    offline_mode: r.offline,
+                    hash_of_corrected_invoice: None,
+                };
+                a.client.send_invoice(&session, bytes, &opts).await.map(CorrectionSent::Sent)
+            }
         };
-        match a.client.send_invoice(&session, bytes, &opts).await {
-            Ok(sent) => {
+        match answer {
+            Ok(CorrectionSent::AlreadyAccepted(f)) => already_corrected(a, r, f).await,
+            Ok(CorrectionSent::Sent(sent)) => {
                 let Ok(invoice_reference) = KsefReference::parse(&sent.reference) else {
                     let f = relay_failure(
                         format!("KSeF answered with an unreadable invoice reference {:?}", sent.reference),
@@ -72,5 +81,36 @@ impl Channel for Online {
                 a.fail(r, f, maybe_received).await
             }
         }
+    }
+}
+
+/// KSeF answered 21166: a technical correction of that invoice is already accepted. Ours, sent
+/// earlier and lost track of (a crash after the POST in a session no longer recorded): found by
+/// hash among the seller's online sessions since the document was registered, it is SENT there
+/// and polled, never sent again. Not found: KSeF holds another correction of that invoice, a
+/// person decides (CONFLICT); never REJECTED, the invoice's content is not at fault.
+async fn already_corrected<S: SendStore + ?Sized>(a: &Attempt<'_, S>, r: DocumentRecord, f: Failure) -> Result<StageResult, StageError> {
+    match a
+        .ksef
+        .find_live_invoice_since(&r.key.seller_nip, r.created_at, &r.content_hash)
+        .await
+    {
+        Ok(Some((session, invoice_reference))) => a.sent(&r, session, invoice_reference, "RECONCILED_SENT").await,
+        Ok(None) => {
+            let f = Failure {
+                message: format!(
+                    "{} KSeF holds a technical correction of the invoice with hash {} that is not this file ({}): a person decides",
+                    f.message,
+                    r.corrects.as_ref().map(|c| c.content_hash.to_string()).unwrap_or_default(),
+                    r.content_hash
+                ),
+                ..f
+            }
+            .with_code("TECHNICAL_CORRECTION_ACCEPTED_ELSEWHERE");
+            let r = a.ports.store.transition(&r, Change::Conflict { failure: f.clone() }, a.now).await?;
+            report_for_correction(a.ports.archive, a.ports.corrections_queue, &r, "CONFLICT", f).await?;
+            done(QueueAction::Delete, "CONFLICT", Some(r))
+        }
+        Err(f) => a.read_failed(r, f).await,
     }
 }

@@ -105,6 +105,7 @@ impl World {
             expected_seller: None,
             trace_id: None,
             offline_mode: None,
+            corrects: None,
         };
         assert!(matches!(
             intake(&ports, upload, Utc::now()).await.unwrap(),
