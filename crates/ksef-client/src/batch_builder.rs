@@ -1,7 +1,11 @@
 //! A batch archive built as a stream, with bounded memory: invoices go one at a time into a
 //! ZIP writer that never seeks, whose output is cut into parts of at most `part_size` bytes;
-//! each part is encrypted in place the moment it is full and handed out ([`ArchiveBuilder::take_ready`]).
-//! At most one part's plaintext (plus its 16 bytes of padding) is held at a time.
+//! each part is encrypted in place as its bytes arrive (AES-256-CBC, whole blocks, with the
+//! part's running SHA-256; the tail padded when the part is full) and handed out when sealed
+//! ([`ArchiveBuilder::take_ready`]). At most one part (plus its 16 bytes of padding) is held
+//! while it is filled, and no call encrypts much more than the bytes it added: the local driver
+//! builds several sellers' batches in one task, and a whole part encrypted at once (seconds of
+//! CPU in a debug build) held the other sellers' KSeF calls past their timeout.
 //!
 //! KSeF wants the whole archive's size and hash and every encrypted part's size and hash when
 //! the session is opened, before any part is uploaded. So an archive is built twice from the
@@ -13,7 +17,8 @@
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
-use aes::cipher::{block_padding::Pkcs7, BlockEncryptMut, KeyIvInit};
+use aes::cipher::generic_array::GenericArray;
+use aes::cipher::{BlockEncryptMut, KeyIvInit};
 use relay_domain::{ContentHash, ErrorClass, ErrorSource, Failure};
 use sha2::{Digest, Sha256};
 use zip::write::{SimpleFileOptions, StreamWriter};
@@ -72,12 +77,21 @@ pub struct BatchPlan {
 #[derive(Default)]
 struct SinkState {
     part_size: usize,
+    /// The part being filled, encrypted in place as its bytes arrive: its first `encrypted_to`
+    /// bytes are ciphertext (whole AES blocks), the rest (under 16 bytes) waits for its block.
     buf: Vec<u8>,
+    encrypted_to: usize,
+    /// The part's CBC state after its encrypted blocks (a new part starts again from the IV).
+    cipher: Option<cbc::Encryptor<aes::Aes256>>,
+    /// The running SHA-256 of the part's ciphertext.
+    part_hash: Sha256,
     total: u64,
     whole: Sha256,
     ready: Vec<EncryptedPart>,
     next_ordinal: u32,
     peak: usize,
+    /// Bytes encrypted so far, padding included: the tests read how much of it one call did.
+    encrypted: u64,
 }
 
 impl SinkState {
@@ -85,23 +99,42 @@ impl SinkState {
         self.buf.capacity() + self.ready.iter().map(|p| p.bytes.capacity()).sum::<usize>()
     }
 
+    /// Encrypts the part's complete blocks not encrypted yet; called as the bytes arrive, so
+    /// that no call does more than its own bytes and a block (see the opening paragraph).
+    fn encrypt_blocks(&mut self, key: &SessionKey) {
+        let end = self.buf.len() - self.buf.len() % 16;
+        if end == self.encrypted_to {
+            return;
+        }
+        let cipher = self
+            .cipher
+            .get_or_insert_with(|| cbc::Encryptor::<aes::Aes256>::new(key.key().into(), (&key.iv).into()));
+        let fresh = &mut self.buf[self.encrypted_to..end];
+        for block in fresh.chunks_exact_mut(16) {
+            cipher.encrypt_block_mut(GenericArray::from_mut_slice(block));
+        }
+        self.part_hash.update(&*fresh);
+        self.encrypted += fresh.len() as u64;
+        self.encrypted_to = end;
+    }
+
+    /// Ends the part: PKCS#7 padding (1 to 16 bytes) on its tail, the last block encrypted.
+    /// The bytes are the same as `crypto::aes_encrypt` of the whole part.
     fn seal(&mut self, key: &SessionKey) {
         if self.buf.is_empty() {
             return;
         }
-        let mut bytes = std::mem::take(&mut self.buf);
-        let n = bytes.len();
-        // PKCS#7 adds 1 to 16 bytes; encrypt in place so the part is never held twice.
-        bytes.resize(n + 16, 0);
-        let len = cbc::Encryptor::<aes::Aes256>::new(key.key().into(), (&key.iv).into())
-            .encrypt_padded_mut::<Pkcs7>(&mut bytes, n)
-            .expect("the buffer has room for the padding")
-            .len();
-        bytes.truncate(len);
+        let pad = 16 - self.buf.len() % 16;
+        self.buf.resize(self.buf.len() + pad, pad as u8);
+        self.encrypt_blocks(key);
+        let bytes = std::mem::take(&mut self.buf);
+        self.encrypted_to = 0;
+        self.cipher = None;
+        let hash = ContentHash::from_digest(std::mem::take(&mut self.part_hash).finalize().into());
         self.next_ordinal += 1;
         self.ready.push(EncryptedPart {
             ordinal: self.next_ordinal,
-            hash: ContentHash::of(&bytes),
+            hash,
             bytes,
         });
         self.peak = self.peak.max(self.held());
@@ -128,6 +161,7 @@ impl Write for PartSink {
             s.buf.reserve_exact(target - len);
         }
         s.buf.extend_from_slice(&data[..n]);
+        s.encrypt_blocks(&self.key);
         s.whole.update(&data[..n]);
         s.total += n as u64;
         s.peak = s.peak.max(s.held());
@@ -301,6 +335,7 @@ impl BatchPlan {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use aes::cipher::block_padding::Pkcs7;
     use std::io::Read;
 
     fn invoices(n: usize) -> Vec<(String, Vec<u8>)> {
@@ -360,6 +395,113 @@ mod tests {
         let mut s = String::new();
         z.by_name("299.xml").unwrap().read_to_string(&mut s).unwrap();
         assert_eq!(s.as_bytes(), inv[299].1.as_slice());
+    }
+
+    /// Pseudo-random, incompressible bytes: a few invoices fill parts of several MB.
+    fn noise(seed: u64, len: usize) -> Vec<u8> {
+        let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    }
+
+    fn counters(b: &ArchiveBuilder) -> (u64, u64) {
+        let s = b.state.lock().unwrap();
+        (s.total, s.encrypted)
+    }
+
+    /// The local driver runs several sellers' batches in one task, yielding between members:
+    /// no call may encrypt much more than the bytes it wrote itself (a part sealed at once was
+    /// seconds of CPU in a debug build, and other sellers' KSeF calls timed out meanwhile).
+    #[test]
+    fn no_call_encrypts_more_than_its_own_bytes_and_two_blocks() {
+        let key = Arc::new(SessionKey::generate());
+        let part_size = 3_000_007;
+        let mut b = ArchiveBuilder::zip(key, part_size);
+        let mut parts = Vec::new();
+        for i in 0..80u64 {
+            let (w0, e0) = counters(&b);
+            b.add(&format!("{i}.xml"), &noise(i, 90_000 + i as usize * 7)).unwrap();
+            parts.extend(b.take_ready());
+            let (w1, e1) = counters(&b);
+            // At most the tail carried from before (< 16 bytes) and one part's padding block.
+            assert!(
+                e1 - e0 < (w1 - w0) + 32,
+                "add {i} wrote {} bytes and encrypted {}",
+                w1 - w0,
+                e1 - e0
+            );
+        }
+        assert!(parts.len() >= 2, "the adds sealed parts: {}", parts.len());
+        let (w0, e0) = counters(&b);
+        let state = b.state.clone();
+        let (rest, total, ..) = b.finish().unwrap();
+        let e1 = state.lock().unwrap().encrypted;
+        assert!(
+            e1 - e0 < (total - w0) + 32,
+            "finish wrote {} bytes and encrypted {}",
+            total - w0,
+            e1 - e0
+        );
+        parts.extend(rest);
+        assert_eq!(parts.len() as u64, total.div_ceil(part_size as u64));
+        assert_eq!(e1, parts.iter().map(|p| p.bytes.len() as u64).sum::<u64>());
+    }
+
+    /// The parts encrypted block by block as the bytes arrive are byte for byte the whole part
+    /// encrypted at once (`crypto::aes_encrypt`, as the online path does), with its SHA-256:
+    /// part sizes and stream lengths on and off the 16-byte blocks and the part boundaries,
+    /// written in pieces of several sizes.
+    #[test]
+    fn parts_encrypted_as_the_bytes_arrive_equal_each_part_encrypted_at_once() {
+        let key = Arc::new(SessionKey::generate());
+        for part_size in [16usize, 32, 1000, 4096, 4099] {
+            let lengths = [
+                1,
+                15,
+                16,
+                17,
+                part_size - 1,
+                part_size,
+                part_size + 1,
+                2 * part_size,
+                3 * part_size + 5,
+            ];
+            for len in lengths {
+                let plain = noise((part_size * 31 + len) as u64, len);
+                for piece in [1usize, 7, 16, 33, 5000] {
+                    let state = Arc::new(Mutex::new(SinkState {
+                        part_size,
+                        ..Default::default()
+                    }));
+                    let mut sink = PartSink {
+                        key: key.clone(),
+                        state: state.clone(),
+                    };
+                    for chunk in plain.chunks(piece) {
+                        sink.write_all(chunk).unwrap();
+                    }
+                    let mut s = state.lock().unwrap();
+                    s.seal(&key);
+                    let parts = std::mem::take(&mut s.ready);
+                    let expected: Vec<Vec<u8>> = plain.chunks(part_size).map(|p| crate::crypto::aes_encrypt(&key, p)).collect();
+                    let case = format!("part size {part_size}, {len} bytes in pieces of {piece}");
+                    assert_eq!(parts.len(), expected.len(), "{case}");
+                    for (k, (part, want)) in parts.iter().zip(&expected).enumerate() {
+                        assert_eq!(part.ordinal as usize, k + 1, "{case}");
+                        assert!(part.bytes == *want, "{case}: part {} differs", k + 1);
+                        assert_eq!(part.hash, ContentHash::of(want), "{case}: part {}'s hash", k + 1);
+                    }
+                    assert_eq!(s.encrypted, expected.iter().map(|p| p.len() as u64).sum::<u64>(), "{case}");
+                    assert!(s.buf.capacity() <= part_size + 16, "{case}: at most one part held");
+                }
+            }
+        }
     }
 
     #[test]

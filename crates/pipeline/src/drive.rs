@@ -21,8 +21,8 @@ use crate::sweeper::{sweep, SweepConfig};
 /// Each seller's gathered Batch-mode messages, by seller NIP.
 type Gathered = BTreeMap<String, Vec<(ReceivedMessage, SendRequest)>>;
 
-/// The most Batch-mode messages one pump gathers over all sellers: five sellers' full batch
-/// sessions (the batch builder holds at most about two parts per session at a time, see
+/// The most send messages one pump gathers (the Batch-mode ones over all sellers and the
+/// others received meanwhile): five sellers' full batch sessions (the batch builder holds at most about two parts per session at a time, see
 /// docs/performance.md "Batch builder memory").
 pub const MAX_GATHERED: usize = 50_000;
 
@@ -87,13 +87,16 @@ impl<S: DocumentStore + ?Sized> Stages<'_, S> {
 
     /// Sorts `received` into each seller's Batch-mode messages and the rest, and while the
     /// messages received hold any Batch-mode one, receives more: up to
-    /// [`BatchConfig::max_members`] for each seller and [`MAX_GATHERED`] in all. A message of a
-    /// seller whose batch is full is handed back at once (visible again for the next pump);
-    /// gathering stops when the queue runs dry, when a receive holds no Batch-mode message, at
-    /// the total, or once a full batch's worth has been handed back (the rest of the queue is
-    /// the full sellers' next batch), or once half the visibility timeout has passed since the
-    /// first receive (a slow queue, e.g. the emulator's: a message held longer would become
-    /// visible again and be received a second time into the same batch).
+    /// [`BatchConfig::max_members`] for each seller and [`MAX_GATHERED`] messages in all. A
+    /// message of a seller whose batch is full is handed back at once (visible again for the
+    /// next pump); gathering stops when the queue runs dry, at the total, or once a full batch's
+    /// worth has been handed back (the rest of the queue is the full sellers' next batch), or
+    /// once half the visibility timeout has passed since the first receive (a slow queue, e.g.
+    /// the emulator's: a message held longer would become visible again and be received a
+    /// second time into the same batch). A receive without a Batch-mode message ends it only
+    /// while none has been gathered (a pump without batch work takes ten messages): stopping
+    /// there later cut each seller's month end into several sessions (5 sellers x 2,000: 20
+    /// batch sessions, runs of ten Online messages between the Batch-mode ones).
     async fn gather(&self, mut received: Vec<ReceivedMessage>) -> Result<(Gathered, Vec<ReceivedMessage>), QueueError> {
         let per_seller = self.batch_cfg.max_members.max(1);
         let mut by_seller: Gathered = BTreeMap::new();
@@ -117,11 +120,42 @@ impl<S: DocumentStore + ?Sized> Stages<'_, S> {
                     _ => sends.push(m),
                 }
             }
-            if !got_batch || held >= MAX_GATHERED || handed_back.len() >= per_seller || started.elapsed() >= self.visibility / 2 {
+            // Only a pump that has found no Batch-mode message stops at a receive without one:
+            // once gathering, a run of other messages on the queue (Online ones parked by the
+            // governor come back between the Batch-mode ones) must not cut a seller's batch in
+            // two. The other messages received meanwhile are handled in this pump.
+            let stop = if !got_batch && held == 0 {
+                Some("a receive without a Batch-mode message")
+            } else if held + sends.len() >= MAX_GATHERED {
+                Some("the total")
+            } else if handed_back.len() >= per_seller {
+                Some("a full batch handed back")
+            } else if started.elapsed() >= self.visibility / 2 {
+                Some("half the visibility timeout")
+            } else {
+                None
+            };
+            if let Some(why) = stop {
+                tracing::debug!(
+                    held,
+                    sellers = by_seller.len(),
+                    others = sends.len(),
+                    handed_back = handed_back.len(),
+                    why,
+                    "gathered"
+                );
                 break;
             }
             received = self.send_queue.receive(10, self.visibility, Duration::ZERO).await?;
             if received.is_empty() {
+                tracing::debug!(
+                    held,
+                    sellers = by_seller.len(),
+                    others = sends.len(),
+                    handed_back = handed_back.len(),
+                    why = "the queue ran dry",
+                    "gathered"
+                );
                 break;
             }
         }

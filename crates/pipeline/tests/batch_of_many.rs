@@ -216,7 +216,9 @@ async fn the_driver_gathers_a_sellers_queued_batch_documents_into_one_session() 
 /// messages into that seller's own batch session, up to `max_members` each, however the
 /// sellers' messages are interleaved on the queue; a seller with more than a session's worth
 /// goes in a second session, its other messages handed back for the next pump rather than sent
-/// one batch session each.
+/// one batch session each. A run of other messages between the Batch-mode ones (here 25
+/// unreadable ones, in a load run the Online messages parked by the governor) does not cut the
+/// gathering short: each seller's messages still go in one session.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_driver_gathers_each_seller_into_its_own_batch_session() {
     use ksef_client::{Credentials, KsefClient, KsefToken};
@@ -275,7 +277,8 @@ async fn the_driver_gathers_each_seller_into_its_own_batch_session() {
         ksef: &w.ksef,
         send_cfg: &w.cfg,
         status_cfg: &status_cfg,
-        visibility: Duration::from_secs(30),
+        // Gathering stops at half of it: far more than this test's gathering takes.
+        visibility: Duration::from_secs(600),
         clock: &relay_domain::clock::SystemClock,
         sweep: relay_pipeline::sweeper::SweepConfig::standard(),
         batch_cfg: BatchConfig {
@@ -301,9 +304,20 @@ async fn the_driver_gathers_each_seller_into_its_own_batch_session() {
             reqs.push((s, req));
         }
     }
-    // Queued once all are registered (`register` takes the intake's message off the queue).
-    for (_, req) in &reqs {
+    // Queued once all are registered (`register` takes the intake's message off the queue),
+    // with 25 other messages after the first round: at least two receives of ten hold no
+    // Batch-mode message.
+    let others = 25;
+    for (k, (_, req)) in reqs.iter().enumerate() {
         w.send_q.send(OutgoingMessage::new(req.to_json())).await.unwrap();
+        if k + 1 == sellers.len() {
+            for j in 0..others {
+                w.send_q
+                    .send(OutgoingMessage::new(format!("not a send request {j}")))
+                    .await
+                    .unwrap();
+            }
+        }
     }
     let mut steps = std::collections::BTreeMap::new();
     assert!(stages
@@ -315,6 +329,8 @@ async fn the_driver_gathers_each_seller_into_its_own_batch_session() {
     println!("{steps:?}");
     let opened = w.sim.operation_counts().count("POST", "/sessions/batch", |s| s == 201);
     assert_eq!(opened, 4, "seller 0 in two sessions, the others in one each: {steps:?}");
+    assert_eq!(steps.get(&("send", "UNREADABLE_MESSAGE")), Some(&others), "{steps:?}");
+    assert_eq!(send_dlq.stats().await.unwrap().total(), others as u64);
     let mut sessions: std::collections::BTreeMap<usize, std::collections::BTreeSet<String>> = Default::default();
     let mut members: std::collections::BTreeMap<String, usize> = Default::default();
     for (s, req) in &reqs {

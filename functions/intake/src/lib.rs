@@ -40,14 +40,9 @@ impl IntakeDeps {
             store: DynamoDocumentStore::new(clients.dynamodb.clone(), &settings.resources.table),
             bucket: S3Archive::new(clients.s3.clone(), &settings.resources.bucket),
             send_queue: SqsQueue::new(clients.sqs.clone(), &settings.send_queue_url),
+            // The same backlog the send-batch function reads (KSeF's published online limits).
             batch: settings.batch_queue_url.as_ref().map(|url| {
-                let cache = std::sync::Arc::new(relay_aws::DynamoSharedCache::new(
-                    clients.dynamodb.clone(),
-                    &settings.resources.table,
-                ));
-                // KSeF's published online limits: the rule projects the seller's online sends
-                // against them (the send path's fleet governor keeps to the live ones).
-                let backlog = ksef_client::OnlineBacklog::new(cache, ksef_client::ClientLimits::official(), settings.batch_target_delay);
+                let backlog = relay_lambda::online_backlog(&clients, &settings.resources.table, settings.batch_target_delay);
                 (SqsQueue::new(clients.sqs.clone(), url), backlog)
             }),
             corrections_queue: SqsQueue::new(clients.sqs.clone(), &settings.corrections_queue_url),
