@@ -1,6 +1,7 @@
 //! The ledger: every invoice the simulator accepted, in order. Tests read it to prove that
 //! nothing was accepted twice and that every KSeF number matches the bytes that were sent.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
@@ -28,19 +29,32 @@ pub struct LedgerEntry {
     pub invoicing_mode: relay_domain::InvoicingMode,
 }
 
+/// KSeF's duplicate key: seller, kind and invoice number.
+type BusinessKey = (Nip, InvoiceKind, InvoiceNumber);
+
+#[derive(Default)]
+struct Entries {
+    in_order: Vec<LedgerEntry>,
+    /// Each business key's position in `in_order`: the duplicate check runs for every invoice
+    /// that comes due, under the simulator's store lock, so a scan of the whole ledger made a
+    /// month end's acceptance quadratic (50,000 checks over up to 50,000 entries while every
+    /// other request waited on that lock).
+    by_key: HashMap<BusinessKey, usize>,
+}
+
 /// Shared, append-only. Clone it freely.
 #[derive(Clone, Default)]
 pub struct Ledger {
-    entries: Arc<Mutex<Vec<LedgerEntry>>>,
+    entries: Arc<Mutex<Entries>>,
 }
 
 impl Ledger {
     pub fn entries(&self) -> Vec<LedgerEntry> {
-        self.entries.lock().expect("ledger lock").clone()
+        self.entries.lock().expect("ledger lock").in_order.clone()
     }
 
     pub fn len(&self) -> usize {
-        self.entries.lock().expect("ledger lock").len()
+        self.entries.lock().expect("ledger lock").in_order.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -49,12 +63,9 @@ impl Ledger {
 
     /// The accepted invoice with this business identity (KSeF's duplicate key), if any.
     pub fn find(&self, seller: &Nip, kind: InvoiceKind, number: &InvoiceNumber) -> Option<LedgerEntry> {
-        self.entries
-            .lock()
-            .expect("ledger lock")
-            .iter()
-            .find(|e| &e.seller_nip == seller && e.kind == kind && &e.invoice_number == number)
-            .cloned()
+        let entries = self.entries.lock().expect("ledger lock");
+        let at = *entries.by_key.get(&(seller.clone(), kind, number.clone()))?;
+        Some(entries.in_order[at].clone())
     }
 
     /// How many times invoices with these exact bytes were accepted.
@@ -62,12 +73,20 @@ impl Ledger {
         self.entries
             .lock()
             .expect("ledger lock")
+            .in_order
             .iter()
             .filter(|e| &e.invoice_hash == hash)
             .count()
     }
 
     pub(crate) fn push(&self, e: LedgerEntry) {
-        self.entries.lock().expect("ledger lock").push(e);
+        let mut entries = self.entries.lock().expect("ledger lock");
+        let at = entries.in_order.len();
+        // The first acceptance of a key is the one a duplicate is told about.
+        entries
+            .by_key
+            .entry((e.seller_nip.clone(), e.kind, e.invoice_number.clone()))
+            .or_insert(at);
+        entries.in_order.push(e);
     }
 }
