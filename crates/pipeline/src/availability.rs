@@ -171,6 +171,19 @@ impl KsefContexts {
         self
     }
 
+    /// The poll runs every `every` rather than on the sweeper's schedule ([`POLL_EVERY`]): the
+    /// local runner polls on its simulator's time scale, and held documents look again after
+    /// its next poll.
+    pub fn with_availability_poll_every(mut self, every: Duration) -> Self {
+        self.set_availability_every(every);
+        self
+    }
+
+    /// How often the poll runs for these contexts.
+    pub fn availability_poll_every(&self) -> Duration {
+        self.availability_every().unwrap_or(POLL_EVERY)
+    }
+
     /// The availability that holds sending now, if any. A failing cache read does not hold:
     /// the send meets KSeF's answer and the retry policy handles it.
     pub async fn availability_hold(&self, now: DateTime<Utc>) -> Option<Availability> {
@@ -199,10 +212,13 @@ impl KsefContexts {
     }
 }
 
-/// When a held document looks again: shortly after the next poll.
-pub fn hold_until(a: &Availability, now: DateTime<Utc>) -> DateTime<Utc> {
-    let next_poll = a.checked_at + chrono::Duration::from_std(POLL_EVERY).expect("small") + chrono::Duration::seconds(15);
-    next_poll.max(now + chrono::Duration::seconds(60))
+/// When a held document looks again: shortly after the next poll (`every` after the last: 5 %
+/// of a period later, 15 s on the sweeper's schedule), and not sooner than a fifth of a period
+/// from now (a minute on the sweeper's schedule).
+pub fn hold_until(a: &Availability, every: Duration, now: DateTime<Utc>) -> DateTime<Utc> {
+    let period = chrono::Duration::from_std(every).expect("a poll period fits");
+    let next_poll = a.checked_at + period + period / 20;
+    next_poll.max(now + period / 5)
 }
 
 #[cfg(test)]

@@ -136,7 +136,7 @@ async fn ready_to_send<S: SendStore + ?Sized>(
     // KSeF is declared (or seen) down: wait for the poll to see it back, without calling KSeF
     // and without spending the budget.
     if let Some(a) = ksef.availability_hold(now).await {
-        return hold_for_availability(ports, r, &a, now).await.map(Err);
+        return hold_for_availability(ports, ksef, r, &a, now).await.map(Err);
     }
     // The seller's work is parked for an operator: wait without calling KSeF, unless this
     // attempt is the one that probes.
@@ -451,6 +451,7 @@ async fn park_for_seller<S: SendStore + ?Sized>(
 /// line naming the state and its source.
 async fn hold_for_availability<S: SendStore + ?Sized>(
     ports: &SendPorts<'_, S>,
+    ksef: &KsefContexts,
     r: DocumentRecord,
     a: &relay_domain::Availability,
     now: DateTime<Utc>,
@@ -463,7 +464,15 @@ async fn hold_for_availability<S: SendStore + ?Sized>(
         format!("sending held: {}", a.describe()),
     )
     .with_code(a.state.as_str());
-    wait_uncharged(ports, r, failure, crate::availability::hold_until(a, now), AVAILABILITY_HELD, now).await
+    wait_uncharged(
+        ports,
+        r,
+        failure,
+        crate::availability::hold_until(a, ksef.availability_poll_every(), now),
+        AVAILABILITY_HELD,
+        now,
+    )
+    .await
 }
 
 /// The document waits until `retry_at` without a KSeF call and without spending its budget; the
