@@ -21,7 +21,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use ksef_client::latarnia::{environment_key, probe_ksef};
 use ksef_client::{Environment, LatarniaClient};
-use relay_domain::availability::{Availability, DeclaredMessage, LatarniaReading, OwnEvidence};
+use relay_domain::availability::{failed_calls_cache_name, Availability, DeclaredMessage, FailedCalls, LatarniaReading};
 use relay_domain::ports::{Archive, ArchiveError, Expect, ObjectBody, PutOutcome, SharedCache, StoreError};
 use relay_observe::emf::{MetricLine, Unit};
 use serde::Serialize;
@@ -55,6 +55,18 @@ pub async fn current(cache: &dyn SharedCache, env: &str, now: DateTime<Utc>) -> 
         .get(&cache_name(env), now)
         .await?
         .and_then(|e| serde_json::from_str(&e.value).ok()))
+}
+
+/// The failed calls counted for `env` now (none when the entry is absent, expired or unreadable;
+/// None when the cache cannot be read: then nothing holds on them).
+async fn failed_calls(cache: &dyn SharedCache, env: &str, now: DateTime<Utc>) -> Option<FailedCalls> {
+    match cache.get(&failed_calls_cache_name(env), now).await {
+        Ok(e) => Some(e.and_then(|e| serde_json::from_str(&e.value).ok()).unwrap_or_default()),
+        Err(e) => {
+            tracing::warn!(environment = env, error = %e, "could not read the failed KSeF calls; sending");
+            None
+        }
+    }
 }
 
 /// What the poll needs.
@@ -106,10 +118,14 @@ pub async fn poll(ports: &PollPorts<'_>, targets: &PollTargets<'_>, now: DateTim
             }
         }
     }
-    let evidence = OwnEvidence {
-        probe: Some(probe_ksef(targets.environment, targets.probe_timeout).await),
-        ..OwnEvidence::default()
+    // Our own evidence: the probe, and the sends' failed calls since the last that got through.
+    let probe = probe_ksef(targets.environment, targets.probe_timeout).await;
+    let probe_ok = probe.is_ok();
+    let (calls, calls_version) = match ports.cache.get(&failed_calls_cache_name(env), now).await? {
+        Some(e) => (serde_json::from_str::<FailedCalls>(&e.value).unwrap_or_default(), Some(e.version)),
+        None => (FailedCalls::default(), None),
     };
+    let evidence = calls.evidence(Some(probe));
     let reading = decisive(targets.environment, reading);
     let name = cache_name(env);
     let entry = ports.cache.get(&name, now).await?;
@@ -124,6 +140,19 @@ pub async fn poll(ports: &PollPorts<'_>, targets: &PollTargets<'_>, now: DateTim
     };
     if previous.as_ref().map(|p| p.state) != Some(availability.state) {
         tracing::warn!(environment = env, state = %availability.state, source = %availability.source, "KSeF availability changed");
+    }
+    // The probe got through: the failed calls before it are over (a send that failed since
+    // wrote a newer version, and counts on).
+    if let (true, Some(version)) = (probe_ok, calls_version.filter(|_| calls.failed > 0)) {
+        let reset = serde_json::to_string(&FailedCalls::default()).expect("plain values serialize");
+        match ports
+            .cache
+            .put(&failed_calls_cache_name(env), reset, now + STATE_TTL, Expect::Version(version), now)
+            .await
+        {
+            Ok(_) | Err(StoreError::VersionConflict { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
     }
     availability_line(&availability, archived.len(), now).emit();
     Ok(PollReport {
@@ -186,14 +215,78 @@ impl KsefContexts {
 
     /// The availability that holds sending now, if any. A failing cache read does not hold:
     /// the send meets KSeF's answer and the retry policy handles it.
+    ///
+    /// Besides the poll's state, the sends' own failed calls ([`FailedCalls`]) hold once
+    /// [`relay_domain::availability::FAILED_CALLS_DOWN`] failed in a row since the poll last
+    /// looked: a silent outage stops costing calls before the next poll, and the poll's probe,
+    /// not a flood of sends, finds KSeF back.
     pub async fn availability_hold(&self, now: DateTime<Utc>) -> Option<Availability> {
         let env = self.availability_env()?;
         let cache = self.shared_cache().unwrap_or(self.local_blocks());
-        match current(cache, env, now).await {
-            Ok(a) => a.filter(Availability::holds_sending),
+        let polled = match current(cache, env, now).await {
+            Ok(a) => a,
             Err(e) => {
                 tracing::warn!(environment = env, error = %e, "could not read KSeF's availability; sending");
-                None
+                return None;
+            }
+        };
+        if polled.as_ref().is_some_and(Availability::holds_sending) {
+            return polled;
+        }
+        let calls = failed_calls(cache, env, now).await?;
+        // Failures the poll has already weighed (its probe got through after them) do not count.
+        if calls.since.zip(polled.as_ref()).is_some_and(|(since, a)| since < a.checked_at) {
+            return None;
+        }
+        let held = Availability::decide(env, polled.as_ref(), &LatarniaReading::none(), &calls.evidence(None), now);
+        held.holds_sending().then_some(held)
+    }
+
+    /// Counts a send's KSeF call: one that failed as KSeF being down
+    /// ([`ksef_client::failure_map::means_ksef_down`]) adds to the environment's shared
+    /// [`FailedCalls`]; one that got through (`failure` None) resets them. A conditional write,
+    /// tried again on a conflict with another instance's; a cache that fails is logged and
+    /// skipped (the evidence is then one call short, and the poll's probe still decides).
+    pub async fn record_call(&self, seller: &relay_domain::Nip, failure: Option<&relay_domain::Failure>, now: DateTime<Utc>) {
+        let Some(env) = self.availability_env() else { return };
+        if failure.is_some_and(|f| !ksef_client::failure_map::means_ksef_down(f)) {
+            return;
+        }
+        let cache = self.shared_cache().unwrap_or(self.local_blocks());
+        let name = failed_calls_cache_name(env);
+        for _ in 0..5 {
+            let entry = match cache.get(&name, now).await {
+                Ok(e) => e,
+                Err(e) => {
+                    tracing::warn!(environment = env, error = %e, "could not read the failed KSeF calls");
+                    return;
+                }
+            };
+            let calls: FailedCalls = entry.as_ref().and_then(|e| serde_json::from_str(&e.value).ok()).unwrap_or_default();
+            let next = match failure {
+                Some(_) => calls.with_failure(seller.as_str(), now),
+                None if calls.failed == 0 => return,
+                None => FailedCalls::default(),
+            };
+            let expect = entry.map_or(Expect::Absent, |e| Expect::Version(e.version));
+            let value = serde_json::to_string(&next).expect("plain values serialize");
+            match cache.put(&name, value, now + STATE_TTL, expect, now).await {
+                Ok(_) => {
+                    if next.failed == relay_domain::availability::FAILED_CALLS_DOWN {
+                        tracing::warn!(
+                            environment = env,
+                            failed = next.failed,
+                            sellers = next.sellers.len(),
+                            "KSeF calls keep failing: sending holds until the probe finds KSeF back"
+                        );
+                    }
+                    return;
+                }
+                Err(StoreError::VersionConflict { .. }) => continue,
+                Err(e) => {
+                    tracing::warn!(environment = env, error = %e, "could not count a failed KSeF call");
+                    return;
+                }
             }
         }
     }

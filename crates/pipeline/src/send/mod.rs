@@ -55,6 +55,8 @@ pub use batch::BatchConfig;
 const SELLER_PARKED: &str = "SELLER_PARKED";
 /// The outcome of a document held because KSeF is declared (or seen) down.
 pub const AVAILABILITY_HELD: &str = "AVAILABILITY_HELD";
+/// The outcome of an attempt whose failure is retried (its record's `last_error` is that failure).
+const RETRIED: &str = "RETRY";
 /// Outcomes that prove KSeF took our call: a probe that ends so clears the seller's block.
 const GOT_THROUGH: [&str; 5] = ["SENT", "RECONCILED_SENT", "BATCH_CLOSED", "BATCH_PROCESSING", "REJECTED"];
 
@@ -76,6 +78,17 @@ pub async fn send<S: SendStore + ?Sized>(
 /// Parks the seller's work when the attempt met an operator's problem; clears that block when a
 /// probe got through.
 async fn after_attempt(ksef: &KsefContexts, seller: &Nip, result: &mut Result<StageResult, StageError>, probing: bool, now: DateTime<Utc>) {
+    // The relay's own evidence of KSeF's availability: a call that failed as KSeF being down
+    // counts, one that got through resets the count (`crate::availability`).
+    if let Ok(res) = result {
+        if res.outcome == RETRIED {
+            if let Some(f) = res.record.as_ref().and_then(|r| r.last_error.as_ref()) {
+                ksef.record_call(seller, Some(f), now).await;
+            }
+        } else if GOT_THROUGH.contains(&res.outcome) {
+            ksef.record_call(seller, None, now).await;
+        }
+    }
     if let Ok(res) = result {
         if res.outcome == OPERATOR_PARKED {
             if let Some(f) = res.record.as_ref().and_then(|r| r.last_error.clone()) {
