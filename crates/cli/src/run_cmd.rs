@@ -742,6 +742,23 @@ pub async fn run(args: RunArgs) -> Result<ExitCode> {
             );
         }
     }
+    // The states the run's polls saw, in order: a silent outage shows here (DEGRADED on the
+    // relay's own evidence), as no declared window names it.
+    {
+        let polls = ksef.availability.reports.lock().expect("poll reports lock").clone();
+        let mut changes: Vec<String> = Vec::new();
+        let mut last = None;
+        for p in &polls {
+            let a = &p.availability;
+            if last != Some(a.state) {
+                changes.push(format!("{} at {} ({})", a.state, a.checked_at.format("%H:%M:%S%.3f"), a.source));
+                last = Some(a.state);
+            }
+        }
+        if !changes.is_empty() {
+            println!("KSeF availability over the run ({} polls): {}.", polls.len(), changes.join(" → "));
+        }
+    }
     if let Some(sim) = &ksef.sim {
         let calls = sim.operation_counts().snapshot();
         let unavailable: Vec<&ksef_sim::OperationCount> = calls.iter().filter(|c| c.status == 503).collect();

@@ -330,3 +330,53 @@ fn run_through_an_announced_outage_holds_then_delivers_offline_invoices_with_the
     std::fs::remove_dir_all(&out).ok();
     std::fs::remove_dir_all(&input).ok();
 }
+
+#[test]
+fn run_through_a_silent_outage_holds_on_the_relays_own_evidence_and_spends_no_budget() {
+    let out = out_dir("run-silent");
+    let input = outage_inputs("run-silent");
+    let args = [
+        "--input",
+        input.to_str().unwrap(),
+        "--fault",
+        "silent-outage:0..600",
+        "--sim-time-scale",
+        "30",
+    ];
+    let (code, text) = run(&args, &out);
+    // At most the run of failed calls that teaches the relay KSeF is down.
+    let failed_sends = u64::from(relay_domain::availability::FAILED_CALLS_DOWN);
+    let (report, polls) = check_outage_run(code, &text, &out, failed_sends);
+
+    // Latarnia said nothing: no window, no message archived; our own evidence held sending.
+    assert!(!out.join("latarnia").exists(), "nothing published");
+    assert!(polls.iter().all(|p| p["availability"]["windows"].as_array().unwrap().is_empty()));
+    assert!(
+        polls
+            .iter()
+            .any(|p| p["availability"]["state"] == "DEGRADED" && p["availability"]["source"]["kind"] == "own_evidence"),
+        "{polls:?}"
+    );
+    assert!(text.contains("DEGRADED at ") && text.contains("the relay's own evidence"), "{text}");
+    for row in &report {
+        let file = row["file"].as_str().unwrap();
+        let record = &row["document"]["record"];
+        let history = row["document"]["history"].to_string();
+        assert!(
+            history.contains("is DEGRADED since") && history.contains("the relay's own evidence"),
+            "{file}: {history}"
+        );
+        // Only a document whose send met the 503 before the hold spent an attempt.
+        assert!(record["attempts"].as_u64().unwrap() <= 1, "{file}: {history}");
+        if file.starts_with("today_") {
+            // Issued today and received today, nothing declared: an online invoice.
+            assert_eq!(record["ksef"]["invoicing_mode"], "Online", "{file}");
+            assert!(record["offline_mode"].is_null(), "{file}: {history}");
+        } else {
+            assert_eq!(record["ksef"]["invoicing_mode"], "Offline", "{file}");
+            assert_eq!(record["offline_mode"], "sent_after_issue_day", "{file}");
+        }
+    }
+    std::fs::remove_dir_all(&out).ok();
+    std::fs::remove_dir_all(&input).ok();
+}
