@@ -317,7 +317,7 @@ pub fn hold_until(a: &Availability, every: Duration, now: DateTime<Utc>) -> Date
 #[cfg(test)]
 mod tests {
     use super::*;
-    use relay_domain::availability::AvailabilityState;
+    use relay_domain::availability::{AvailabilityState, OwnEvidence};
 
     #[test]
     fn the_availability_line_is_valid_emf_with_the_level_and_the_source() {
