@@ -55,7 +55,9 @@ pub struct RunArgs {
     #[arg(long, env = "KSEF_NIP")]
     pub(crate) nip: Option<String>,
     /// A simulator fault scenario, repeatable (see `ksef-relay sim --help`), e.g.
-    /// `--fault unavailable:0.3@/invoices --fault burst429:0.2:2000`.
+    /// `--fault unavailable:0.3@/invoices --fault burst429:0.2:2000`; a scripted outage in
+    /// simulated seconds since the run's start: `--fault outage:0..600` (announced by Latarnia)
+    /// or `--fault silent-outage:0..600`. The run polls KSeF's availability as the sweeper does.
     #[arg(long = "fault", value_name = "SCENARIO")]
     pub(crate) faults: Vec<String>,
     /// Simulated seconds per real second in the simulator's rate-limit windows (and the client's

@@ -1,8 +1,8 @@
 //! KSeF's availability, shared by every instance: the scheduled poll that decides it, and the
 //! send stage's hold while KSeF is declared (or seen) down.
 //!
-//! [`poll`] runs on a schedule (the sweeper function, every 5 minutes; `ksef-relay run` once per
-//! pass): it reads Latarnia (`GET /status`, `GET /messages`), archives every message version
+//! [`poll`] runs on a schedule (the sweeper function, every 5 minutes; `ksef-relay run` beside
+//! its stages, every 5 minutes of its simulator's time): it reads Latarnia (`GET /status`, `GET /messages`), archives every message version
 //! once (`latarnia/{env}/{id}/v{version}.json`, put-if-absent, so a repeated poll writes
 //! nothing), probes a public KSeF endpoint, decides the state with
 //! [`Availability::decide`] and writes it to the shared cache (`relay/availability/{env}`, a
@@ -15,6 +15,13 @@
 //! its budget; when the poll sees KSeF back, the next delivery sends. The same shape as the
 //! seller block ([`crate::seller_block`]), environment-wide and decided by the poll rather than
 //! by a failed send.
+//!
+//! Between two polls the sends' own calls are evidence too ([`KsefContexts::record_call`]): a
+//! call that failed as KSeF being down adds to one shared count per environment
+//! (`relay/availability/{env}/failed-calls`), one that got through resets it, and
+//! `FAILED_CALLS_DOWN` in a row since the last poll hold sending (DEGRADED) until the poll's
+//! probe finds KSeF back (and resets the count). So a silent outage costs a bounded number of
+//! calls, not one per document.
 
 use std::time::Duration;
 
