@@ -293,6 +293,24 @@ fn alarms_cover_queue_age_dead_letters_function_errors_and_throttles_and_overdue
             "{metric}"
         );
     }
+    // KSeF's availability in the deployment's environment (the poll's dimension is the
+    // parameter's value, PROD/TEST/DEMO): down for three polls in a row.
+    let down = alarm_on("KsefRelay", "KsefAvailability", None).expect("an alarm on KsefAvailability");
+    assert_eq!(
+        down["Dimensions"],
+        json!([{"Name": "Environment", "Value": {"Ref": "KsefEnvironment"}}])
+    );
+    assert_eq!(
+        (
+            down["Statistic"].as_str(),
+            num(&down["Period"]),
+            num(&down["EvaluationPeriods"]),
+            num(&down["DatapointsToAlarm"]),
+            num(&down["Threshold"]),
+            down["ComparisonOperator"].as_str(),
+        ),
+        (Some("Minimum"), 300, 3, 3, 0, Some("GreaterThanThreshold"))
+    );
     let operator = alarm_on("KsefRelay", "SellerParked", None).expect("the operator problem alarm");
     assert_eq!((operator["Statistic"].as_str(), num(&operator["Threshold"])), (Some("Sum"), 0));
     // The sweeper's re-drives, not per stage: any for three 5-minute periods in a row.

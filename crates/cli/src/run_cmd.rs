@@ -55,7 +55,9 @@ pub struct RunArgs {
     #[arg(long, env = "KSEF_NIP")]
     pub(crate) nip: Option<String>,
     /// A simulator fault scenario, repeatable (see `ksef-relay sim --help`), e.g.
-    /// `--fault unavailable:0.3@/invoices --fault burst429:0.2:2000`.
+    /// `--fault unavailable:0.3@/invoices --fault burst429:0.2:2000`; a scripted outage in
+    /// simulated seconds since the run's start: `--fault outage:0..600` (announced by Latarnia)
+    /// or `--fault silent-outage:0..600`. The run polls KSeF's availability as the sweeper does.
     #[arg(long = "fault", value_name = "SCENARIO")]
     pub(crate) faults: Vec<String>,
     /// Simulated seconds per real second in the simulator's rate-limit windows (and the client's
@@ -184,6 +186,66 @@ pub(crate) struct Ksef {
     pub(crate) description: String,
     /// The sellers it sends for (their logins go on the status page).
     pub(crate) sellers: Vec<Nip>,
+    /// KSeF's availability, polled as the deployed sweeper polls it.
+    pub(crate) availability: AvailabilityPoll,
+}
+
+/// The availability poll of a run: the sweeper's use case ([`relay_pipeline::availability::poll`])
+/// on the run's clock, every `every` (the sweeper's 5 minutes, divided by the simulator's time
+/// scale), beside the stages, as the sweeper's schedule runs beside the queues in AWS.
+pub(crate) struct AvailabilityPoll {
+    pub(crate) environment: Environment,
+    pub(crate) latarnia: Option<ksef_client::LatarniaClient>,
+    pub(crate) every: Duration,
+    pub(crate) timeout: Duration,
+    /// Every poll's report, for `availability-polls.json`.
+    pub(crate) reports: std::sync::Mutex<Vec<relay_pipeline::availability::PollReport>>,
+}
+
+impl AvailabilityPoll {
+    fn new(environment: Environment, every: Duration, timeout: Duration) -> AvailabilityPoll {
+        AvailabilityPoll {
+            latarnia: ksef_client::LatarniaClient::for_environment(&environment, timeout),
+            environment,
+            every,
+            timeout,
+            reports: std::sync::Mutex::new(Vec::new()),
+        }
+    }
+
+    /// One poll at `now` (a failure is logged: the next poll tries again, as the sweeper's does).
+    pub(crate) async fn once(&self, ports: &Ports) -> Option<relay_pipeline::availability::PollReport> {
+        let poll_ports = relay_pipeline::availability::PollPorts {
+            cache: ports.shared_cache.as_ref(),
+            archive: ports.archive.as_ref(),
+        };
+        let targets = relay_pipeline::availability::PollTargets {
+            environment: &self.environment,
+            latarnia: self.latarnia.as_ref(),
+            probe_timeout: self.timeout,
+        };
+        match relay_pipeline::availability::poll(&poll_ports, &targets, Utc::now()).await {
+            Ok(report) => {
+                self.reports.lock().expect("poll reports lock").push(report.clone());
+                Some(report)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "the availability poll failed; the next one tries again");
+                None
+            }
+        }
+    }
+
+    /// Polls every `every` from one period after now, for ever (the caller stops it with the
+    /// stages; the first poll is the caller's, before the stages start).
+    async fn schedule(&self, ports: &Ports) {
+        let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + self.every, self.every);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            self.once(ports).await;
+        }
+    }
 }
 
 impl Ksef {
@@ -205,6 +267,10 @@ pub(crate) fn sample_seller() -> Result<SimSeller> {
     Ok((Nip::parse("9999999999")?, ksef_sim::DEFAULT_TOKEN.to_owned()))
 }
 
+/// The route the availability probe calls (`ksef_client::latarnia::probe_ksef`), as the
+/// simulator counts it.
+pub(crate) const PROBE_ROUTE: &str = "/security/public-key-certificates";
+
 /// The egress the local run's KSeF calls leave from, as its rate governor counts them.
 const LOCAL_EGRESS: &str = "local";
 
@@ -214,9 +280,19 @@ const LOCAL_EGRESS: &str = "local";
 /// becomes a delayed message in the local queues, as in Lambda, so `--timeout-secs` holds.
 /// A seller's batch that is going anyway takes its still-queued Online documents (from intake's
 /// online backlog in the same cache, see [`Ksef::backlog`]).
-fn contexts(secrets: Arc<MemoryCredentials>, cfg: ClientConfig, cache: Arc<dyn SharedCache>, target_delay_secs: u64) -> KsefContexts {
+/// Sending holds while the availability the run's poll keeps (every `poll_every`) says KSeF is down.
+fn contexts(
+    secrets: Arc<MemoryCredentials>,
+    cfg: ClientConfig,
+    cache: Arc<dyn SharedCache>,
+    target_delay_secs: u64,
+    poll_every: Duration,
+) -> KsefContexts {
     let backlog = ksef_client::OnlineBacklog::new(cache.clone(), cfg.limits.clone(), Duration::from_secs(target_delay_secs));
+    let environment = cfg.environment.clone();
     KsefContexts::new()
+        .with_availability(&environment)
+        .with_availability_poll_every(poll_every)
         .with_credentials(secrets, cfg, DEFAULT_CREDENTIALS_TTL)
         .with_shared_cache(cache)
         .with_fleet_governor(LOCAL_EGRESS)
@@ -238,10 +314,12 @@ pub(crate) async fn build_ksef(args: &RunArgs, sim_sellers: &[SimSeller], cache:
             // The token read like a deployed seller's secret (the same on-demand path).
             let secrets = Arc::new(MemoryCredentials::new().with(nip.clone(), token));
             let policy = RetryPolicy::standard(10)?;
-            let cfg = ClientConfig::new(environment);
+            let cfg = ClientConfig::new(environment.clone());
+            let every = relay_pipeline::availability::POLL_EVERY;
             Ok(Ksef {
                 limits: cfg.limits.clone(),
-                contexts: contexts(secrets, cfg, cache, args.batch_target_delay_secs),
+                availability: AvailabilityPoll::new(environment, every, Duration::from_secs(10)),
+                contexts: contexts(secrets, cfg, cache, args.batch_target_delay_secs, every),
                 sim: None,
                 send_cfg: SendConfig {
                     policy: policy.clone(),
@@ -283,18 +361,25 @@ pub(crate) async fn build_ksef(args: &RunArgs, sim_sellers: &[SimSeller], cache:
                 limits: ClientLimits::official().scaled(args.sim_time_scale),
                 ..ClientConfig::new(Environment::Custom(sim.api_url()))
             };
+            // Each seller's secret as a deployed seller's: its token, and an Offline certificate
+            // (made for this run) that signs KOD II of its offline invoices.
             let secrets = MemoryCredentials::new();
             for (nip, token) in sim_sellers {
-                secrets.set(nip.clone(), token.clone());
+                let secret = ksef_client::stored_credentials::local_secret_with_offline_certificate(nip.as_str(), token)
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+                secrets.set(nip.clone(), secret);
             }
             let secrets = Arc::new(secrets);
             // The same policies with a simulator's sense of time: milliseconds where KSeF takes
             // seconds, so a run with faults still finishes in seconds.
             let ms = Duration::from_millis;
             let policy = RetryPolicy::new(10, vec![ms(0), ms(200), ms(500)], 2.0, ms(3000), 0.2)?;
+            // The sweeper's five minutes, on the simulator's time.
+            let every = relay_pipeline::availability::POLL_EVERY.div_f64(args.sim_time_scale.max(1e-6));
             Ok(Ksef {
                 limits: cfg.limits.clone(),
-                contexts: contexts(secrets, cfg, cache, args.batch_target_delay_secs),
+                availability: AvailabilityPoll::new(cfg.environment.clone(), every, cfg.timeout),
+                contexts: contexts(secrets, cfg, cache, args.batch_target_delay_secs, every),
                 description: format!("the embedded KSeF simulator at {}", sim.api_url()),
                 sellers: sim_sellers.iter().map(|(nip, _)| nip.clone()).collect(),
                 sim: Some(sim),
@@ -531,20 +616,25 @@ pub(crate) async fn drive(ports: &Ports, ksef: &Ksef, limit: Duration, pb: &Prog
         batch_cfg: relay_pipeline::send::BatchConfig::default(),
     };
     let mut finished: HashMap<String, &'static str> = HashMap::new();
-    let quiet = stages
-        .run_until_quiet(limit, Duration::from_millis(25), |step| {
-            if let Some(doc) = &step.document {
-                pb.set_message(format!("{} {} {}", step.stage, step.outcome, doc));
-                if matches!(
-                    step.outcome,
-                    "ACCEPTED" | "ACCEPTED_DUPLICATE_OURS" | "REJECTED" | "CONFLICT" | "FAILED"
-                ) {
-                    finished.insert(doc.clone(), step.outcome);
-                    pb.set_position(finished.len() as u64);
-                }
+    let stages_run = stages.run_until_quiet(limit, Duration::from_millis(25), |step| {
+        if let Some(doc) = &step.document {
+            pb.set_message(format!("{} {} {}", step.stage, step.outcome, doc));
+            if matches!(
+                step.outcome,
+                "ACCEPTED" | "ACCEPTED_DUPLICATE_OURS" | "REJECTED" | "CONFLICT" | "FAILED"
+            ) {
+                finished.insert(doc.clone(), step.outcome);
+                pb.set_position(finished.len() as u64);
             }
-        })
-        .await?;
+        }
+    });
+    // The availability poll runs beside the stages, as the sweeper's schedule does in AWS, and
+    // stops with them. Its first poll comes before any send: in AWS the state is always there.
+    ksef.availability.once(ports).await;
+    let quiet = tokio::select! {
+        quiet = stages_run => quiet?,
+        () = ksef.availability.schedule(ports) => unreachable!("the poll's schedule never ends"),
+    };
     pb.finish_with_message(if quiet {
         "done"
     } else {
@@ -639,6 +729,56 @@ pub async fn run(args: RunArgs) -> Result<ExitCode> {
             hashes.len(),
             hashes.len() == ledger.len()
         );
+    }
+    // KSeF's availability as the run's poll last decided it, with the declared windows.
+    let env = ksef_client::latarnia::environment_key(&ksef.availability.environment);
+    if let Some(a) = relay_pipeline::availability::current(ports.shared_cache.as_ref(), env, Utc::now()).await? {
+        println!("KSeF availability: {}.", a.describe());
+        for w in a.declared_failures() {
+            println!(
+                "  declared {:?} {} – {} ({}, {})",
+                w.category,
+                w.start.to_rfc3339(),
+                w.end.map(|e| e.to_rfc3339()).unwrap_or_else(|| "not ended".into()),
+                w.declaring_message(),
+                if w.end_declared { "end declared" } else { "end not declared" }
+            );
+        }
+    }
+    // The states the run's polls saw, in order: a silent outage shows here (DEGRADED on the
+    // relay's own evidence), as no declared window names it.
+    {
+        let polls = ksef.availability.reports.lock().expect("poll reports lock").clone();
+        let mut changes: Vec<String> = Vec::new();
+        let mut last = None;
+        for p in &polls {
+            let a = &p.availability;
+            if last != Some(a.state) {
+                changes.push(format!("{} at {} ({})", a.state, a.checked_at.format("%H:%M:%S%.3f"), a.source));
+                last = Some(a.state);
+            }
+        }
+        if !changes.is_empty() {
+            println!("KSeF availability over the run ({} polls): {}.", polls.len(), changes.join(" → "));
+        }
+    }
+    if let Some(sim) = &ksef.sim {
+        let calls = sim.operation_counts().snapshot();
+        let unavailable: Vec<&ksef_sim::OperationCount> = calls.iter().filter(|c| c.status == 503).collect();
+        if !unavailable.is_empty() {
+            let probes: u64 = unavailable.iter().filter(|c| c.route == PROBE_ROUTE).map(|c| c.count).sum();
+            let all: u64 = unavailable.iter().map(|c| c.count).sum();
+            println!("KSeF answered 503 to {all} call(s), {probes} of them the availability probe's.");
+        }
+        std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
+        let path = args.out.join("ksef-calls.json");
+        std::fs::write(&path, serde_json::to_vec_pretty(&calls)?).with_context(|| format!("writing {}", path.display()))?;
+    }
+    {
+        let polls = ksef.availability.reports.lock().expect("poll reports lock").clone();
+        std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
+        let path = args.out.join("availability-polls.json");
+        std::fs::write(&path, serde_json::to_vec_pretty(&polls)?).with_context(|| format!("writing {}", path.display()))?;
     }
     for (name, label) in [
         ("send-dlq", "send DLQ"),

@@ -24,7 +24,10 @@ pub struct SimArgs {
     /// burst429, close-timeout, status550, stuck150, decrypt435, upo-late, forbidden,
     /// session21184 (an online send answered 21184: open a new session), reject-offline (offline
     /// invoices that are not technical corrections end 450, for a technical correction to repair).
-    /// Example: --fault unavailable:0.2@/invoices --fault upo-late::5000
+    /// Scripted outages, in simulated seconds since the start: outage:START..END (Latarnia
+    /// publishes FAILURE_START and FAILURE_END, KSeF answers 503 between) and
+    /// silent-outage:START..END (Latarnia says nothing).
+    /// Example: --fault unavailable:0.2@/invoices --fault upo-late::5000 --fault outage:60..660
     #[arg(long = "fault", value_name = "SCENARIO")]
     pub faults: Vec<String>,
     /// Seed for the fault dice (the same seed replays the same failures).

@@ -305,6 +305,47 @@ impl OwnEvidence {
     }
 }
 
+/// The shared cache entry that counts `env`'s failed KSeF calls since the last call that got
+/// through (or the last good probe): the relay's own evidence between two polls.
+pub fn failed_calls_cache_name(env: &str) -> String {
+    format!("relay/availability/{env}/failed-calls")
+}
+
+/// KSeF calls that failed as KSeF being down (5xx, timeouts, connections), across every instance
+/// and seller, since the last call that got through: one shared count per environment. Its
+/// [`FailedCalls::evidence`] holds sending once [`FAILED_CALLS_DOWN`] calls failed in a row; a
+/// call that gets through or a good probe resets it, and only the probe is meant to find KSeF
+/// back (held documents make no calls).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct FailedCalls {
+    pub failed: u32,
+    /// The sellers whose calls failed (NIPs), to tell one seller's network path from KSeF.
+    #[serde(default)]
+    pub sellers: std::collections::BTreeSet<String>,
+    /// When the first of them failed (None: none since the reset).
+    #[serde(default)]
+    pub since: Option<DateTime<Utc>>,
+}
+
+impl FailedCalls {
+    /// One more failed call of `seller` at `now`.
+    pub fn with_failure(mut self, seller: &str, now: DateTime<Utc>) -> FailedCalls {
+        self.failed = self.failed.saturating_add(1);
+        self.sellers.insert(seller.to_owned());
+        self.since.get_or_insert(now);
+        self
+    }
+
+    /// As evidence beside a probe (`probe`: None when none ran).
+    pub fn evidence(&self, probe: Option<Result<(), String>>) -> OwnEvidence {
+        OwnEvidence {
+            probe,
+            failed_calls: self.failed,
+            failing_sellers: self.sellers.len() as u32,
+        }
+    }
+}
+
 /// Where the state came from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -586,6 +627,25 @@ mod tests {
         assert_eq!(during.state, AvailabilityState::Maintenance);
         assert_eq!(during.windows[0].end, Some(at("2026-11-21T18:00:00Z")));
         assert!(!during.windows[0].end_declared);
+    }
+
+    #[test]
+    fn failed_calls_count_up_to_a_hold_and_a_good_probe_outweighs_them() {
+        let t = at("2026-11-20T09:00:00Z");
+        let mut calls = FailedCalls::default();
+        for i in 0..FAILED_CALLS_DOWN {
+            assert!(calls.evidence(None).down().is_none(), "{i} failures do not hold");
+            calls = calls.with_failure(
+                if i % 2 == 0 { "1111111111" } else { "2222222222" },
+                t + chrono::Duration::seconds(i.into()),
+            );
+        }
+        assert_eq!((calls.failed, calls.sellers.len(), calls.since), (FAILED_CALLS_DOWN, 2, Some(t)));
+        let down = calls.evidence(None).down().expect("held");
+        assert!(down.contains("from 2 seller(s)"), "{down}");
+        let a = Availability::decide("PROD", None, &LatarniaReading::none(), &calls.evidence(None), t);
+        assert_eq!(a.state, AvailabilityState::Degraded);
+        assert!(calls.evidence(Some(Ok(()))).down().is_none(), "a good probe outweighs them");
     }
 
     #[test]

@@ -183,6 +183,24 @@ fn is_failure(w: &FailureWindow) -> bool {
     matches!(w.category, DeclaredCategory::Failure | DeclaredCategory::TotalFailure)
 }
 
+/// The offline mode of an invoice that arrived while KSeF was declared unavailable: registered
+/// (`registered_at`) inside a declared window whose Polish days cover its issue day, so it could
+/// not be issued online in KSeF. A maintenance window is an announced unavailability
+/// ([`OfflineMode::Unavailability`], the next business day after it ends); a failure or total
+/// failure is the emergency mode ([`OfflineMode::Failure`], 7 business days after it ends, none
+/// for a total failure), as API-NOTES §10 reads Latarnia's categories. None: not during one
+/// (our own evidence of a silent outage declares nothing, and gives no offline mode).
+pub fn declared_mode(issue_date: NaiveDate, registered_at: DateTime<Utc>, windows: &[FailureWindow]) -> Option<OfflineMode> {
+    windows
+        .iter()
+        .rfind(|w| w.is_open_at(registered_at) && covers_day(w, issue_date))
+        .and_then(|w| match w.category {
+            DeclaredCategory::Maintenance => Some(OfflineMode::Unavailability),
+            DeclaredCategory::Failure | DeclaredCategory::TotalFailure => Some(OfflineMode::Failure),
+            DeclaredCategory::Other(_) => None,
+        })
+}
+
 /// The deadline of an invoice issued on `issue_date` in `mode` (None: issued online and not yet
 /// sent, whose limit is offline24's should it be late), given the declared windows `windows`.
 pub fn legal_deadline(mode: Option<OfflineMode>, issue_date: NaiveDate, windows: &[FailureWindow]) -> LegalDeadline {
@@ -250,6 +268,48 @@ mod tests {
     }
     fn by(at: DateTime<Utc>) -> LegalDeadline {
         LegalDeadline::By { at }
+    }
+
+    #[test]
+    fn an_invoice_registered_during_a_declared_window_of_its_issue_day_takes_the_windows_mode() {
+        // Friday 2026-11-27, 10:00–14:00 UTC.
+        let failure = window("F1", DeclaredCategory::Failure, t(2026, 11, 27, 10), Some(t(2026, 11, 27, 14)));
+        let maintenance = window("M1", DeclaredCategory::Maintenance, t(2026, 11, 27, 10), Some(t(2026, 11, 27, 14)));
+        let issued = d(2026, 11, 27);
+        assert_eq!(
+            declared_mode(issued, t(2026, 11, 27, 11), std::slice::from_ref(&failure)),
+            Some(OfflineMode::Failure)
+        );
+        assert_eq!(
+            declared_mode(issued, t(2026, 11, 27, 11), std::slice::from_ref(&maintenance)),
+            Some(OfflineMode::Unavailability)
+        );
+        // Registered before it started, or after it ended: not held by it.
+        assert_eq!(declared_mode(issued, t(2026, 11, 27, 9), std::slice::from_ref(&failure)), None);
+        assert_eq!(declared_mode(issued, t(2026, 11, 27, 14), std::slice::from_ref(&failure)), None);
+        // Issued on an earlier day (a late invoice, not one of the window's): no declared mode.
+        assert_eq!(
+            declared_mode(d(2026, 11, 20), t(2026, 11, 27, 11), std::slice::from_ref(&failure)),
+            None
+        );
+        // Still open: it covers every day since its start; issued before it started, not.
+        let open = window("F2", DeclaredCategory::Failure, t(2026, 11, 27, 10), None);
+        assert_eq!(
+            declared_mode(issued, t(2026, 11, 28, 11), std::slice::from_ref(&open)),
+            Some(OfflineMode::Failure)
+        );
+        assert_eq!(declared_mode(d(2026, 11, 26), t(2026, 11, 28, 11), &[open]), None);
+        assert_eq!(declared_mode(issued, t(2026, 11, 27, 11), &[]), None);
+        // The window's deadline: a maintenance the next business day after it ends (Monday
+        // 30 November), a failure 7 business days after (Tuesday 8 December).
+        assert_eq!(
+            legal_deadline(Some(OfflineMode::Unavailability), issued, &[maintenance]),
+            by(end_of_day(d(2026, 11, 30)))
+        );
+        assert_eq!(
+            legal_deadline(Some(OfflineMode::Failure), issued, &[failure]),
+            by(end_of_day(d(2026, 12, 8)))
+        );
     }
 
     #[test]

@@ -158,6 +158,21 @@ fn non_empty(text: String) -> Vec<String> {
     }
 }
 
+/// Whether `f` (as this module made it) says KSeF itself is down: a 5xx answer, or no answer
+/// at all (timeout, refused or reset connection). Not a 429, a 4xx, a refused login or our own
+/// configuration: those are KSeF answering. The pipeline counts such failures as the relay's own
+/// evidence of an outage (`relay_domain::availability::FailedCalls`) without reading codes.
+pub fn means_ksef_down(f: &Failure) -> bool {
+    if f.class != ErrorClass::Transient || !matches!(f.source, ErrorSource::Ksef { .. }) {
+        return false;
+    }
+    match f.code.as_deref() {
+        Some("timeout" | "connect" | "network") => true,
+        Some(code) => code.parse::<u16>().is_ok_and(|status| (500..600).contains(&status)),
+        None => false,
+    }
+}
+
 /// A request that got no HTTP answer: timeouts, refused or reset connections. All transient;
 /// after an ambiguous one (the request may have arrived) the caller reconciles before resending.
 pub fn from_transport(operation: &str, e: &reqwest::Error) -> Failure {
@@ -320,6 +335,20 @@ pub fn session_outcome(operation: &str, s: &Status) -> Result<bool, Failure> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ksef_down_is_a_5xx_or_no_answer_never_a_429_a_4xx_or_a_hold() {
+        assert!(means_ksef_down(&from_response("send", 503, None, b"", now())));
+        assert!(means_ksef_down(&from_response("send", 502, None, b"<html/>", now())));
+        assert!(!means_ksef_down(&from_response("send", 429, Some("5"), b"", now())));
+        assert!(!means_ksef_down(&from_response("send", 400, None, b"{}", now())));
+        let timeout = Failure::new(ErrorClass::Transient, source("send"), "timed out").with_code("timeout");
+        assert!(means_ksef_down(&timeout));
+        let held = Failure::new(ErrorClass::Transient, source("availability"), "sending held").with_code("DEGRADED");
+        assert!(!means_ksef_down(&held));
+        let ours = Failure::new(ErrorClass::Transient, ErrorSource::Relay, "x").with_code("503");
+        assert!(!means_ksef_down(&ours), "only KSeF's answers");
+    }
     use serde_json::json;
 
     fn now() -> DateTime<Utc> {

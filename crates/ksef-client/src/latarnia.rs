@@ -230,7 +230,8 @@ pub async fn probe_ksef(env: &Environment, timeout: Duration) -> Result<(), Stri
     let http = reqwest::Client::builder().timeout(timeout).build().map_err(|e| e.to_string())?;
     let url = format!("{}/security/public-key-certificates", env.base_url());
     match http.get(url).send().await {
-        Ok(r) if r.status().is_success() => Ok(()),
+        // A 429 is KSeF answering (its limits, perhaps a fault's burst): up, not down.
+        Ok(r) if r.status().is_success() || r.status().as_u16() == 429 => Ok(()),
         Ok(r) => Err(format!("HTTP {}", r.status().as_u16())),
         Err(e) if e.is_timeout() => Err("timeout".into()),
         Err(e) if e.is_connect() => Err(format!("no connection: {e}")),

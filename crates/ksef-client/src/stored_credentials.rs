@@ -330,6 +330,30 @@ pub fn identity_from_pem(
 
 /// A private key in PEM: PKCS#8 (`PRIVATE KEY`), PKCS#1 (`RSA PRIVATE KEY`) or SEC1
 /// (`EC PRIVATE KEY`); RSA or EC P-256.
+/// A seller's secret in the documented format for a simulator or a local run: the KSeF `token`
+/// and an Offline certificate made now (a fresh EC P-256 key, self-signed for `nip`, valid a
+/// year), so that KOD II can be signed. Never for a real KSeF environment: there the Offline
+/// certificate is the one KSeF issued (`/certificates/enrollments`).
+pub fn local_secret_with_offline_certificate(nip: &str, token: &str) -> Result<String, CredentialsError> {
+    use rsa::pkcs8::EncodePrivateKey;
+    let key = p256::ecdsa::SigningKey::random(&mut rand_core::OsRng);
+    let key_pem = key
+        .to_pkcs8_pem(rsa::pkcs8::LineEnding::LF)
+        .map_err(|e| CredentialsError::new(format!("the Offline key cannot be written: {e}")))?;
+    let identity = crate::xades::SigningIdentity::self_signed(
+        &format!("CN=Offline {nip},2.5.4.97=VATPL-{nip},C=PL"),
+        SigningKey::EcP256(key),
+        std::time::Duration::from_secs(365 * 24 * 3600),
+    )
+    .map_err(|e| CredentialsError::new(format!("the Offline certificate cannot be made: {e}")))?;
+    Ok(serde_json::json!({
+        "token": token,
+        "offline_certificate_pem": identity.certificate_pem(),
+        "offline_private_key_pem": key_pem.as_str(),
+    })
+    .to_string())
+}
+
 pub fn private_key_from_pem(key_pem: &str, key_name: &str) -> Result<SigningKey, CredentialsError> {
     use rsa::pkcs1::DecodeRsaPrivateKey;
     let (label, der) = x509_cert::der::pem::decode_vec(key_pem.trim().as_bytes())
@@ -421,4 +445,27 @@ fn checked_identity(
         return Err(CredentialsError::new(format!("{key_name} is not the key of {cert_name}")));
     }
     Ok(SigningIdentity::new(certificate_der, key))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_local_secret_reads_back_with_its_token_and_an_offline_certificate_for_the_seller() {
+        let raw = local_secret_with_offline_certificate("9999999999", "tok-1").unwrap();
+        let stored = StoredCredentials::parse(&raw).unwrap();
+        assert!(matches!(&stored.login, Login::Token(_)));
+        let offline = stored.offline.expect("an Offline certificate");
+        let pem = offline.certificate_pem();
+        let (_, der) = x509_cert::der::pem::decode_vec(pem.as_bytes()).unwrap();
+        let parsed = x509_cert::Certificate::from_der(&der).unwrap();
+        assert!(
+            parsed.tbs_certificate.subject.to_string().contains("CN=Offline 9999999999"),
+            "{}",
+            parsed.tbs_certificate.subject
+        );
+        // Two secrets, two keys.
+        assert_ne!(raw, local_secret_with_offline_certificate("9999999999", "tok-1").unwrap());
+    }
 }

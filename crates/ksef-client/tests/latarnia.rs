@@ -96,6 +96,9 @@ async fn a_silent_outage_is_seen_by_the_probe_not_by_latarnia() {
     let sim = ksef_sim::start(SimConfig::default()).await;
     let env = Environment::Custom(sim.api_url());
     assert_eq!(probe_ksef(&env, Duration::from_secs(5)).await, Ok(()));
+    // A 429 is KSeF answering: not evidence of an outage.
+    sim.faults().set(vec!["burst429:1:2000".parse::<Fault>().unwrap()], 1);
+    assert_eq!(probe_ksef(&env, Duration::from_secs(5)).await, Ok(()));
     // KSeF answers 503 to everything; Latarnia still says AVAILABLE.
     sim.faults().set(vec!["unavailable:1".parse::<Fault>().unwrap()], 1);
     let probe = probe_ksef(&env, Duration::from_secs(5)).await;

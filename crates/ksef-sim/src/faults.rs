@@ -82,6 +82,12 @@ pub enum Fault {
         #[serde(default)]
         on: Option<String>,
     },
+    /// A scripted KSeF outage from `start_s` to `end_s`, in simulated seconds since the
+    /// simulator started (real seconds times its `time_scale`): every KSeF request answers 503
+    /// between them. Announced: Latarnia publishes a FAILURE_START message (and its status says
+    /// FAILURE) at the start and a FAILURE_END at the end; silent: Latarnia says nothing, as it
+    /// has in real trouble.
+    Outage { start_s: f64, end_s: f64, announced: bool },
 }
 
 impl Fault {
@@ -101,6 +107,8 @@ impl Fault {
             Fault::UpoNotReady { .. } => "upo-late",
             Fault::Forbidden { .. } => "forbidden",
             Fault::SessionUnavailable { .. } => "session21184",
+            Fault::Outage { announced: true, .. } => "outage",
+            Fault::Outage { announced: false, .. } => "silent-outage",
         }
     }
 }
@@ -108,9 +116,32 @@ impl Fault {
 /// `name[:rate][:ms][@path]`, e.g. `unavailable:0.3`, `slow:1:5000@/invoices`, `stuck150:1`,
 /// `upo-late::2000`. Missing numbers take a sensible default (rate 1, 5 s), except that
 /// `stuck150` without a time is stuck forever (`stuck150:0.2:3000` is stuck for 3 s).
+/// Outages: `outage:START..END` and `silent-outage:START..END`, in simulated seconds since the
+/// simulator started (`outage:0..600`: the first ten simulated minutes).
 impl FromStr for Fault {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
+        if let Some((name, window)) = s.split_once(':').filter(|(n, _)| matches!(*n, "outage" | "silent-outage")) {
+            let (start, end) = window
+                .split_once("..")
+                .ok_or_else(|| format!("fault {s:?}: write the window as START..END (simulated seconds since the start)"))?;
+            let secs = |x: &str| -> Result<f64, String> {
+                x.trim()
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|v| v.is_finite() && *v >= 0.0)
+                    .ok_or_else(|| format!("{x:?} is not a number of seconds in fault {s:?}"))
+            };
+            let (start_s, end_s) = (secs(start)?, secs(end)?);
+            if end_s <= start_s {
+                return Err(format!("fault {s:?}: the outage must end after it starts"));
+            }
+            return Ok(Fault::Outage {
+                start_s,
+                end_s,
+                announced: name == "outage",
+            });
+        }
         let (spec, on) = match s.split_once('@') {
             Some((a, b)) => (a, Some(b.to_owned())),
             None => (s, None),
@@ -152,7 +183,7 @@ impl FromStr for Fault {
             },
             other => {
                 return Err(format!(
-                    "unknown fault {other:?}; known: unavailable, slow, lag, reset, burst429, close-timeout, status550, stuck150, decrypt435, reject-offline, upo-late, forbidden, session21184"
+                    "unknown fault {other:?}; known: unavailable, slow, lag, reset, burst429, close-timeout, status550, stuck150, decrypt435, reject-offline, upo-late, forbidden, session21184, outage:START..END, silent-outage:START..END"
                 ))
             }
         })
@@ -190,13 +221,47 @@ pub enum InvoiceFault {
 #[derive(Clone)]
 pub struct FaultSwitch {
     inner: Arc<Mutex<(Vec<Fault>, StdRng)>>,
+    /// When the simulator started: scripted outages count from here.
+    started: std::time::Instant,
+    /// Simulated seconds per real second (the simulator's `time_scale`).
+    time_scale: f64,
 }
 
 impl FaultSwitch {
     pub fn new(faults: Vec<Fault>, seed: u64) -> Self {
         FaultSwitch {
             inner: Arc::new(Mutex::new((faults, StdRng::seed_from_u64(seed)))),
+            started: std::time::Instant::now(),
+            time_scale: 1.0,
         }
+    }
+
+    /// Scripted outages count simulated seconds: `scale` per real second since `started`.
+    pub fn with_clock(mut self, started: std::time::Instant, scale: f64) -> Self {
+        self.started = started;
+        self.time_scale = scale.max(1e-6);
+        self
+    }
+
+    /// Simulated seconds since the simulator started.
+    pub fn sim_elapsed_s(&self) -> f64 {
+        self.started.elapsed().as_secs_f64() * self.time_scale
+    }
+
+    /// The real instant `sim_s` simulated seconds after the start.
+    pub fn real_at(&self, sim_s: f64) -> std::time::Instant {
+        self.started + Duration::from_secs_f64(sim_s / self.time_scale)
+    }
+
+    /// Whether a scripted outage covers now (every KSeF request answers 503).
+    pub fn in_outage(&self) -> bool {
+        let t = self.sim_elapsed_s();
+        self.inner
+            .lock()
+            .expect("fault lock")
+            .0
+            .iter()
+            .any(|f| matches!(f, Fault::Outage { start_s, end_s, .. } if *start_s <= t && t < *end_s))
     }
 
     /// Replaces the active faults and reseeds the dice.
@@ -214,6 +279,7 @@ impl FaultSwitch {
 
     /// Rolls the dice for one request to `path`.
     pub fn for_request(&self, path: &str, is_close: bool) -> Vec<RequestFault> {
+        let outage = self.in_outage();
         let mut g = self.inner.lock().expect("fault lock");
         let (faults, rng) = &mut *g;
         let mut out = Vec::new();
@@ -239,6 +305,9 @@ impl FaultSwitch {
                 Fault::CloseTimeout { delay_ms } if is_close => out.push(RequestFault::Delay(Duration::from_millis(*delay_ms))),
                 _ => {}
             }
+        }
+        if outage {
+            out.insert(0, RequestFault::Unavailable);
         }
         out
     }
@@ -340,6 +409,46 @@ mod tests {
         ] {
             assert_eq!(f.parse::<Fault>().unwrap().name(), f);
         }
+    }
+
+    #[test]
+    fn outages_parse_as_windows_of_simulated_seconds_and_answer_503_inside_them() {
+        assert_eq!(
+            "outage:0..600".parse::<Fault>().unwrap(),
+            Fault::Outage {
+                start_s: 0.0,
+                end_s: 600.0,
+                announced: true
+            }
+        );
+        let silent = "silent-outage:60..120.5".parse::<Fault>().unwrap();
+        assert_eq!(
+            silent,
+            Fault::Outage {
+                start_s: 60.0,
+                end_s: 120.5,
+                announced: false
+            }
+        );
+        assert_eq!(silent.name(), "silent-outage");
+        assert!("outage:10..5".parse::<Fault>().is_err());
+        assert!("outage:10".parse::<Fault>().is_err());
+        assert!("silent-outage:x..5".parse::<Fault>().is_err());
+
+        // Started an hour ago at 1x: 3,600 simulated seconds have passed.
+        let hour_ago = std::time::Instant::now() - Duration::from_secs(3600);
+        let inside = FaultSwitch::new(vec!["outage:3000..4000".parse().unwrap()], 1).with_clock(hour_ago, 1.0);
+        assert!(inside.in_outage());
+        assert_eq!(
+            inside.for_request("/v2/security/public-key-certificates", false),
+            vec![RequestFault::Unavailable]
+        );
+        let over = FaultSwitch::new(vec!["outage:0..3000".parse().unwrap()], 1).with_clock(hour_ago, 1.0);
+        assert!(!over.in_outage());
+        assert!(over.for_request("/v2/auth/challenge", false).is_empty());
+        // At 2x the same hour is 7,200 simulated seconds.
+        let scaled = FaultSwitch::new(vec!["silent-outage:7000..8000".parse().unwrap()], 1).with_clock(hour_ago, 2.0);
+        assert!(scaled.in_outage());
     }
 
     #[test]

@@ -52,6 +52,19 @@ struct Board {
     messages: Vec<LatarniaMessage>,
     fault: Option<LatarniaFault>,
     requests: u64,
+    /// Announced outages scripted at the simulator's start (`--fault outage:START..END`),
+    /// published when their time comes (read lazily at each request, against the clock).
+    script: Vec<ScriptedFailure>,
+}
+
+/// One announced outage: FAILURE_START at `start`, FAILURE_END at `end` (real UTC times).
+#[derive(Debug, Clone)]
+struct ScriptedFailure {
+    n: usize,
+    start: chrono::DateTime<chrono::Utc>,
+    end: chrono::DateTime<chrono::Utc>,
+    started: bool,
+    ended: bool,
 }
 
 /// The simulator's Latarnia: settable status, messages and faults (clones share one board).
@@ -65,6 +78,7 @@ impl Default for Latarnia {
             messages: Vec::new(),
             fault: None,
             requests: 0,
+            script: Vec::new(),
         })))
     }
 }
@@ -91,6 +105,62 @@ impl Latarnia {
         self.board().fault = fault;
     }
 
+    /// Scripts an announced failure: from `start` Latarnia's status is FAILURE with a
+    /// FAILURE_START message (`K/SIM/AWR/{2n+1}`, event `SIM-OUTAGE-{n}`), from `end` AVAILABLE
+    /// with its FAILURE_END (`K/SIM/AWR/{2n+2}`), each published at its time.
+    pub fn script_failure(&self, start: chrono::DateTime<chrono::Utc>, end: chrono::DateTime<chrono::Utc>) {
+        let mut b = self.board();
+        let n = b.script.len();
+        b.script.push(ScriptedFailure {
+            n,
+            start,
+            end,
+            started: false,
+            ended: false,
+        });
+    }
+
+    /// Publishes what the script says has happened by `now`.
+    fn play_script(b: &mut Board, now: chrono::DateTime<chrono::Utc>) {
+        let mut due = Vec::new();
+        for f in b.script.iter_mut() {
+            let event = format!("SIM-OUTAGE-{}", f.n);
+            if !f.started && f.start <= now {
+                f.started = true;
+                let mut m = message(
+                    &format!("K/SIM/AWR/{}", 2 * f.n + 1),
+                    &event,
+                    "FAILURE",
+                    "FAILURE_START",
+                    f.start,
+                    None,
+                    1,
+                );
+                m.published = f.start.to_rfc3339();
+                due.push((m, "FAILURE"));
+            }
+            if f.started && !f.ended && f.end <= now {
+                f.ended = true;
+                let mut m = message(
+                    &format!("K/SIM/AWR/{}", 2 * f.n + 2),
+                    &event,
+                    "FAILURE",
+                    "FAILURE_END",
+                    f.start,
+                    Some(f.end),
+                    1,
+                );
+                m.published = f.end.to_rfc3339();
+                due.push((m, "AVAILABLE"));
+            }
+        }
+        for (m, status) in due {
+            b.messages.retain(|x| x.id != m.id);
+            b.messages.push(m);
+            b.status = status.to_owned();
+        }
+    }
+
     /// Requests answered so far (both endpoints).
     pub fn requests(&self) -> u64 {
         self.board().requests
@@ -111,6 +181,7 @@ impl Latarnia {
     fn answer(&self, body: impl FnOnce(&Board) -> serde_json::Value) -> Response {
         let mut b = self.board();
         b.requests += 1;
+        Self::play_script(&mut b, chrono::Utc::now());
         match b.fault {
             Some(LatarniaFault::BadGateway) => (StatusCode::BAD_GATEWAY, "<html><body>502 Bad Gateway</body></html>").into_response(),
             Some(LatarniaFault::GatewayTimeout) => {
@@ -193,4 +264,32 @@ pub fn router(l: Latarnia) -> axum::Router {
         .route("/_sim/latarnia", put(admin_set))
         .route("/_sim/latarnia/messages", post(admin_publish))
         .with_state(l)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_scripted_failure_is_published_when_its_start_and_end_come() {
+        let l = Latarnia::default();
+        let t0 = chrono::Utc::now();
+        l.script_failure(t0 + chrono::Duration::seconds(10), t0 + chrono::Duration::seconds(20));
+        let mut b = l.board();
+        Latarnia::play_script(&mut b, t0);
+        assert_eq!((b.status.as_str(), b.messages.len()), ("AVAILABLE", 0), "nothing before the start");
+        Latarnia::play_script(&mut b, t0 + chrono::Duration::seconds(10));
+        assert_eq!((b.status.as_str(), b.messages.len()), ("FAILURE", 1));
+        assert_eq!(
+            (b.messages[0].kind.as_str(), b.messages[0].id.as_str()),
+            ("FAILURE_START", "K/SIM/AWR/1")
+        );
+        Latarnia::play_script(&mut b, t0 + chrono::Duration::seconds(15));
+        assert_eq!(b.messages.len(), 1, "published once");
+        Latarnia::play_script(&mut b, t0 + chrono::Duration::seconds(25));
+        assert_eq!((b.status.as_str(), b.messages.len()), ("AVAILABLE", 2));
+        let end = &b.messages[1];
+        assert_eq!((end.kind.as_str(), end.event_id.as_str()), ("FAILURE_END", "SIM-OUTAGE-0"));
+        assert_eq!(end.end.as_deref(), Some((t0 + chrono::Duration::seconds(20)).to_rfc3339().as_str()));
+    }
 }

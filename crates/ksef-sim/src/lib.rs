@@ -195,16 +195,33 @@ pub async fn try_start(config: SimConfig) -> anyhow::Result<SimHandle> {
         .trim_end_matches('/')
         .to_owned();
     let keys = keys::SimKeys::load(&config.keys)?;
+    // Scripted outages count from here, in simulated seconds.
+    let faults = FaultSwitch::new(config.faults.clone(), config.seed).with_clock(std::time::Instant::now(), config.time_scale);
+    let latarnia = Latarnia::default();
+    let now = chrono::Utc::now();
+    let at = |sim_s: f64| {
+        now + chrono::Duration::from_std(std::time::Duration::from_secs_f64(sim_s / config.time_scale.max(1e-6))).unwrap_or_default()
+    };
+    for f in &config.faults {
+        if let Fault::Outage {
+            start_s,
+            end_s,
+            announced: true,
+        } = f
+        {
+            latarnia.script_failure(at(*start_s), at(*end_s));
+        }
+    }
     let sim = Arc::new(state::Sim {
         base_url: base_url.clone(),
         keys: RwLock::new(keys),
         store: Mutex::new(state::Store::default()),
         ledger: Ledger::default(),
-        faults: FaultSwitch::new(config.faults.clone(), config.seed),
+        faults,
         limiter: rate_limit::RateLimiter::new(config.rate_limits.clone(), config.time_scale),
         exchanges: exchange_log::ExchangeLog::new(config.record_exchanges),
         operations: OperationCounts::default(),
-        latarnia: Latarnia::default(),
+        latarnia,
         cfg: config,
     });
     let task = server::serve(listener, server::router(sim.clone()), sim.clone());

@@ -1,8 +1,8 @@
 //! KSeF's availability, shared by every instance: the scheduled poll that decides it, and the
 //! send stage's hold while KSeF is declared (or seen) down.
 //!
-//! [`poll`] runs on a schedule (the sweeper function, every 5 minutes; `ksef-relay run` once per
-//! pass): it reads Latarnia (`GET /status`, `GET /messages`), archives every message version
+//! [`poll`] runs on a schedule (the sweeper function, every 5 minutes; `ksef-relay run` beside
+//! its stages, every 5 minutes of its simulator's time): it reads Latarnia (`GET /status`, `GET /messages`), archives every message version
 //! once (`latarnia/{env}/{id}/v{version}.json`, put-if-absent, so a repeated poll writes
 //! nothing), probes a public KSeF endpoint, decides the state with
 //! [`Availability::decide`] and writes it to the shared cache (`relay/availability/{env}`, a
@@ -15,13 +15,20 @@
 //! its budget; when the poll sees KSeF back, the next delivery sends. The same shape as the
 //! seller block ([`crate::seller_block`]), environment-wide and decided by the poll rather than
 //! by a failed send.
+//!
+//! Between two polls the sends' own calls are evidence too ([`KsefContexts::record_call`]): a
+//! call that failed as KSeF being down adds to one shared count per environment
+//! (`relay/availability/{env}/failed-calls`), one that got through resets it, and
+//! `FAILED_CALLS_DOWN` in a row since the last poll hold sending (DEGRADED) until the poll's
+//! probe finds KSeF back (and resets the count). So a silent outage costs a bounded number of
+//! calls, not one per document.
 
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use ksef_client::latarnia::{environment_key, probe_ksef};
 use ksef_client::{Environment, LatarniaClient};
-use relay_domain::availability::{Availability, DeclaredMessage, LatarniaReading, OwnEvidence};
+use relay_domain::availability::{failed_calls_cache_name, Availability, DeclaredMessage, FailedCalls, LatarniaReading};
 use relay_domain::ports::{Archive, ArchiveError, Expect, ObjectBody, PutOutcome, SharedCache, StoreError};
 use relay_observe::emf::{MetricLine, Unit};
 use serde::Serialize;
@@ -55,6 +62,18 @@ pub async fn current(cache: &dyn SharedCache, env: &str, now: DateTime<Utc>) -> 
         .get(&cache_name(env), now)
         .await?
         .and_then(|e| serde_json::from_str(&e.value).ok()))
+}
+
+/// The failed calls counted for `env` now (none when the entry is absent, expired or unreadable;
+/// None when the cache cannot be read: then nothing holds on them).
+async fn failed_calls(cache: &dyn SharedCache, env: &str, now: DateTime<Utc>) -> Option<FailedCalls> {
+    match cache.get(&failed_calls_cache_name(env), now).await {
+        Ok(e) => Some(e.and_then(|e| serde_json::from_str(&e.value).ok()).unwrap_or_default()),
+        Err(e) => {
+            tracing::warn!(environment = env, error = %e, "could not read the failed KSeF calls; sending");
+            None
+        }
+    }
 }
 
 /// What the poll needs.
@@ -106,10 +125,14 @@ pub async fn poll(ports: &PollPorts<'_>, targets: &PollTargets<'_>, now: DateTim
             }
         }
     }
-    let evidence = OwnEvidence {
-        probe: Some(probe_ksef(targets.environment, targets.probe_timeout).await),
-        ..OwnEvidence::default()
+    // Our own evidence: the probe, and the sends' failed calls since the last that got through.
+    let probe = probe_ksef(targets.environment, targets.probe_timeout).await;
+    let probe_ok = probe.is_ok();
+    let (calls, calls_version) = match ports.cache.get(&failed_calls_cache_name(env), now).await? {
+        Some(e) => (serde_json::from_str::<FailedCalls>(&e.value).unwrap_or_default(), Some(e.version)),
+        None => (FailedCalls::default(), None),
     };
+    let evidence = calls.evidence(Some(probe));
     let reading = decisive(targets.environment, reading);
     let name = cache_name(env);
     let entry = ports.cache.get(&name, now).await?;
@@ -124,6 +147,19 @@ pub async fn poll(ports: &PollPorts<'_>, targets: &PollTargets<'_>, now: DateTim
     };
     if previous.as_ref().map(|p| p.state) != Some(availability.state) {
         tracing::warn!(environment = env, state = %availability.state, source = %availability.source, "KSeF availability changed");
+    }
+    // The probe got through: the failed calls before it are over (a send that failed since
+    // wrote a newer version, and counts on).
+    if let (true, Some(version)) = (probe_ok, calls_version.filter(|_| calls.failed > 0)) {
+        let reset = serde_json::to_string(&FailedCalls::default()).expect("plain values serialize");
+        match ports
+            .cache
+            .put(&failed_calls_cache_name(env), reset, now + STATE_TTL, Expect::Version(version), now)
+            .await
+        {
+            Ok(_) | Err(StoreError::VersionConflict { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
     }
     availability_line(&availability, archived.len(), now).emit();
     Ok(PollReport {
@@ -171,16 +207,93 @@ impl KsefContexts {
         self
     }
 
+    /// The poll runs every `every` rather than on the sweeper's schedule ([`POLL_EVERY`]): the
+    /// local runner polls on its simulator's time scale, and held documents look again after
+    /// its next poll.
+    pub fn with_availability_poll_every(mut self, every: Duration) -> Self {
+        self.set_availability_every(every);
+        self
+    }
+
+    /// How often the poll runs for these contexts.
+    pub fn availability_poll_every(&self) -> Duration {
+        self.availability_every().unwrap_or(POLL_EVERY)
+    }
+
     /// The availability that holds sending now, if any. A failing cache read does not hold:
     /// the send meets KSeF's answer and the retry policy handles it.
+    ///
+    /// Besides the poll's state, the sends' own failed calls ([`FailedCalls`]) hold once
+    /// [`relay_domain::availability::FAILED_CALLS_DOWN`] failed in a row since the poll last
+    /// looked: a silent outage stops costing calls before the next poll, and the poll's probe,
+    /// not a flood of sends, finds KSeF back.
     pub async fn availability_hold(&self, now: DateTime<Utc>) -> Option<Availability> {
         let env = self.availability_env()?;
         let cache = self.shared_cache().unwrap_or(self.local_blocks());
-        match current(cache, env, now).await {
-            Ok(a) => a.filter(Availability::holds_sending),
+        let polled = match current(cache, env, now).await {
+            Ok(a) => a,
             Err(e) => {
                 tracing::warn!(environment = env, error = %e, "could not read KSeF's availability; sending");
-                None
+                return None;
+            }
+        };
+        if polled.as_ref().is_some_and(Availability::holds_sending) {
+            return polled;
+        }
+        let calls = failed_calls(cache, env, now).await?;
+        // Failures the poll has already weighed (its probe got through after them) do not count.
+        if calls.since.zip(polled.as_ref()).is_some_and(|(since, a)| since < a.checked_at) {
+            return None;
+        }
+        let held = Availability::decide(env, polled.as_ref(), &LatarniaReading::none(), &calls.evidence(None), now);
+        held.holds_sending().then_some(held)
+    }
+
+    /// Counts a send's KSeF call: one that failed as KSeF being down
+    /// ([`ksef_client::failure_map::means_ksef_down`]) adds to the environment's shared
+    /// [`FailedCalls`]; one that got through (`failure` None) resets them. A conditional write,
+    /// tried again on a conflict with another instance's; a cache that fails is logged and
+    /// skipped (the evidence is then one call short, and the poll's probe still decides).
+    pub async fn record_call(&self, seller: &relay_domain::Nip, failure: Option<&relay_domain::Failure>, now: DateTime<Utc>) {
+        let Some(env) = self.availability_env() else { return };
+        if failure.is_some_and(|f| !ksef_client::failure_map::means_ksef_down(f)) {
+            return;
+        }
+        let cache = self.shared_cache().unwrap_or(self.local_blocks());
+        let name = failed_calls_cache_name(env);
+        for _ in 0..5 {
+            let entry = match cache.get(&name, now).await {
+                Ok(e) => e,
+                Err(e) => {
+                    tracing::warn!(environment = env, error = %e, "could not read the failed KSeF calls");
+                    return;
+                }
+            };
+            let calls: FailedCalls = entry.as_ref().and_then(|e| serde_json::from_str(&e.value).ok()).unwrap_or_default();
+            let next = match failure {
+                Some(_) => calls.with_failure(seller.as_str(), now),
+                None if calls.failed == 0 => return,
+                None => FailedCalls::default(),
+            };
+            let expect = entry.map_or(Expect::Absent, |e| Expect::Version(e.version));
+            let value = serde_json::to_string(&next).expect("plain values serialize");
+            match cache.put(&name, value, now + STATE_TTL, expect, now).await {
+                Ok(_) => {
+                    if next.failed == relay_domain::availability::FAILED_CALLS_DOWN {
+                        tracing::warn!(
+                            environment = env,
+                            failed = next.failed,
+                            sellers = next.sellers.len(),
+                            "KSeF calls keep failing: sending holds until the probe finds KSeF back"
+                        );
+                    }
+                    return;
+                }
+                Err(StoreError::VersionConflict { .. }) => continue,
+                Err(e) => {
+                    tracing::warn!(environment = env, error = %e, "could not count a failed KSeF call");
+                    return;
+                }
             }
         }
     }
@@ -199,16 +312,19 @@ impl KsefContexts {
     }
 }
 
-/// When a held document looks again: shortly after the next poll.
-pub fn hold_until(a: &Availability, now: DateTime<Utc>) -> DateTime<Utc> {
-    let next_poll = a.checked_at + chrono::Duration::from_std(POLL_EVERY).expect("small") + chrono::Duration::seconds(15);
-    next_poll.max(now + chrono::Duration::seconds(60))
+/// When a held document looks again: shortly after the next poll (`every` after the last: 5 %
+/// of a period later, 15 s on the sweeper's schedule), and not sooner than a fifth of a period
+/// from now (a minute on the sweeper's schedule).
+pub fn hold_until(a: &Availability, every: Duration, now: DateTime<Utc>) -> DateTime<Utc> {
+    let period = chrono::Duration::from_std(every).expect("a poll period fits");
+    let next_poll = a.checked_at + period + period / 20;
+    next_poll.max(now + period / 5)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use relay_domain::availability::AvailabilityState;
+    use relay_domain::availability::{AvailabilityState, OwnEvidence};
 
     #[test]
     fn the_availability_line_is_valid_emf_with_the_level_and_the_source() {

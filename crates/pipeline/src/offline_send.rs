@@ -31,13 +31,21 @@ use crate::queue_action::StageError;
 use crate::send::{SendPorts, SendStore};
 use crate::sessions::KsefContexts;
 
-/// The mode `r` is sent in at `now`: the ERP's marking, else the relay's when it is late.
-pub fn mode_at(r: &DocumentRecord, now: DateTime<Utc>) -> Option<OfflineMode> {
-    r.offline_mode.or_else(|| {
-        r.issue_date
-            .filter(|issued| is_offline_at(*issued, now))
-            .map(|_| OfflineMode::SentAfterIssueDay)
-    })
+/// The mode `r` is sent in at `now`: the ERP's marking; else the declared window's when it
+/// arrived during a declared unavailability of its issue day
+/// ([`relay_domain::offline::declared_mode`]: held while KSeF was declared down, it could not be
+/// issued online); else the relay's when it is late.
+pub fn mode_at(r: &DocumentRecord, now: DateTime<Utc>, windows: &[FailureWindow]) -> Option<OfflineMode> {
+    r.offline_mode
+        .or_else(|| {
+            r.issue_date
+                .and_then(|issued| relay_domain::offline::declared_mode(issued, r.created_at, windows))
+        })
+        .or_else(|| {
+            r.issue_date
+                .filter(|issued| is_offline_at(*issued, now))
+                .map(|_| OfflineMode::SentAfterIssueDay)
+        })
 }
 
 /// The declared failure windows of the environment `ksef` sends to (none when no availability
@@ -59,8 +67,8 @@ pub async fn check<S: SendStore + ?Sized>(
     let Some(issued) = r.issue_date else {
         return Ok(r);
     };
-    let mode = mode_at(&r, now);
     let windows = declared_failures(ksef, now).await;
+    let mode = mode_at(&r, now, &windows);
     let deadline = relay_domain::offline::legal_deadline(mode, issued, &windows);
     let newly_offline = mode.is_some() && r.offline_mode != mode;
     let codes = match mode {
@@ -130,18 +138,46 @@ mod tests {
         let issued = NaiveDate::from_ymd_opt(2026, 2, 12).unwrap();
         // 22:30 UTC on the 12th is 23:30 in Warsaw: still the issue day.
         assert_eq!(
-            mode_at(&record(issued, None), Utc.with_ymd_and_hms(2026, 2, 12, 22, 30, 0).unwrap()),
+            mode_at(&record(issued, None), Utc.with_ymd_and_hms(2026, 2, 12, 22, 30, 0).unwrap(), &[]),
             None
         );
         // 23:30 UTC is 00:30 on the 13th in Warsaw: late, marked by the relay.
         assert_eq!(
-            mode_at(&record(issued, None), Utc.with_ymd_and_hms(2026, 2, 12, 23, 30, 0).unwrap()),
+            mode_at(&record(issued, None), Utc.with_ymd_and_hms(2026, 2, 12, 23, 30, 0).unwrap(), &[]),
             Some(OfflineMode::SentAfterIssueDay)
         );
         let failure = record(issued, Some(OfflineMode::Failure));
         assert_eq!(
-            mode_at(&failure, Utc.with_ymd_and_hms(2026, 2, 20, 9, 0, 0).unwrap()),
+            mode_at(&failure, Utc.with_ymd_and_hms(2026, 2, 20, 9, 0, 0).unwrap(), &[]),
             Some(OfflineMode::Failure)
+        );
+    }
+
+    #[test]
+    fn an_invoice_registered_during_a_declared_window_goes_in_its_mode_and_the_erps_marking_still_wins() {
+        let now = Utc::now();
+        let today = relay_domain::polish_calendar::poland_date(now);
+        let window = |category| FailureWindow {
+            event: "E".into(),
+            category,
+            start: now - chrono::Duration::minutes(1),
+            end: Some(now + chrono::Duration::minutes(1)),
+            end_declared: true,
+            messages: vec![("K/1".into(), 1)],
+        };
+        let r = record(today, None);
+        use relay_domain::availability::DeclaredCategory;
+        assert_eq!(
+            mode_at(&r, now, &[window(DeclaredCategory::Maintenance)]),
+            Some(OfflineMode::Unavailability),
+            "the same day: held, not late"
+        );
+        assert_eq!(mode_at(&r, now, &[window(DeclaredCategory::Failure)]), Some(OfflineMode::Failure));
+        assert_eq!(mode_at(&r, now, &[]), None, "nothing declared: online");
+        let marked = record(today, Some(OfflineMode::Offline24));
+        assert_eq!(
+            mode_at(&marked, now, &[window(DeclaredCategory::Failure)]),
+            Some(OfflineMode::Offline24)
         );
     }
 }

@@ -162,6 +162,9 @@ pub struct KsefContexts {
     online_backlog: Option<ksef_client::OnlineBacklog>,
     /// The KSeF environment whose shared availability holds sending (`crate::availability`).
     availability_env: Option<&'static str>,
+    /// How often the availability poll runs (None: the sweeper's schedule,
+    /// `crate::availability::POLL_EVERY`); a held document looks again after the next poll.
+    availability_every: Option<std::time::Duration>,
 }
 
 fn cache_failure(e: StoreError) -> Failure {
@@ -326,6 +329,14 @@ impl KsefContexts {
 
     pub(crate) fn availability_env(&self) -> Option<&'static str> {
         self.availability_env
+    }
+
+    pub(crate) fn set_availability_every(&mut self, every: std::time::Duration) {
+        self.availability_every = Some(every);
+    }
+
+    pub(crate) fn availability_every(&self) -> Option<std::time::Duration> {
+        self.availability_every
     }
 
     /// `seller`'s context: made now from its credentials if there is none yet or they are due

@@ -164,3 +164,96 @@ async fn a_silent_outage_holds_on_the_probe_and_a_poll_that_stops_cannot_hold_fo
     let late = t0 + relay_pipeline::availability::STATE_TTL + chrono::Duration::minutes(1);
     assert!(w.ksef.availability_hold(late).await.is_none());
 }
+
+#[tokio::test]
+async fn a_silent_outage_between_polls_holds_after_a_bounded_run_of_failed_sends_and_the_probe_finds_ksef_back() {
+    use relay_domain::availability::{failed_calls_cache_name, FailedCalls, FAILED_CALLS_DOWN};
+    let mut w = world(10).await;
+    let env = Environment::Custom(w.sim.api_url());
+    let cache: Arc<dyn SharedCache> = Arc::new(MemorySharedCache::new());
+    w.ksef = KsefContexts::new()
+        .with(World::nip(), client(&w.sim))
+        .with_shared_cache(cache.clone())
+        .with_availability(&env);
+    let latarnia = LatarniaClient::for_environment(&env, Duration::from_secs(5)).unwrap();
+    let archive = MemoryArchive::new();
+    let ports = PollPorts {
+        cache: cache.as_ref(),
+        archive: &archive,
+    };
+    let targets = PollTargets {
+        environment: &env,
+        latarnia: Some(&latarnia),
+        probe_timeout: Duration::from_secs(5),
+    };
+    // The poll saw KSeF up; then KSeF answers 503 to everything and Latarnia says nothing.
+    // Times in the past of the real clock, so that the status stage follows the sends at once.
+    let t0 = Utc::now() - chrono::Duration::minutes(40);
+    assert_eq!(
+        poll(&ports, &targets, t0).await.unwrap().availability.state,
+        AvailabilityState::Available
+    );
+    w.sim.faults().set(vec!["unavailable:1".parse::<Fault>().unwrap()], 1);
+    let mut reqs = Vec::new();
+    for i in 0..8 {
+        reqs.push(w.register(&invoice(&format!("SILENT/{i}"))).await);
+    }
+    let calls = || w.sim.operation_counts().snapshot().iter().map(|c| c.count).sum::<u64>();
+    let at = t0 + chrono::Duration::seconds(30);
+    let mut outcomes = Vec::new();
+    let mut calls_after_hold = None;
+    for req in &reqs {
+        let res = send(&w.send_ports(), &w.ksef, &w.cfg, req, at).await.unwrap();
+        if res.outcome == AVAILABILITY_HELD && calls_after_hold.is_none() {
+            calls_after_hold = Some(calls());
+        }
+        let r = res.record.unwrap();
+        outcomes.push((res.outcome, r.attempts));
+    }
+    // The first FAILED_CALLS_DOWN sends met the 503 (one attempt each); the rest were held with
+    // no KSeF call and no attempt spent.
+    let down = FAILED_CALLS_DOWN as usize;
+    assert!(outcomes[..down].iter().all(|o| *o == ("RETRY", 1)), "{outcomes:?}");
+    assert!(outcomes[down..].iter().all(|o| *o == (AVAILABILITY_HELD, 0)), "{outcomes:?}");
+    assert_eq!(calls(), calls_after_hold.unwrap(), "no KSeF call while held");
+    let held = w.store.get(&reqs[down].document).await.unwrap().unwrap();
+    let line = serde_json::to_string(&held.history).unwrap();
+    assert!(
+        line.contains("DEGRADED") && line.contains(&format!("{FAILED_CALLS_DOWN} KSeF calls failed")),
+        "{line}"
+    );
+    // A retried one is held too when its time comes, without calling KSeF.
+    let retried = w.current_request(&reqs[0]).await;
+    let res = send(&w.send_ports(), &w.ksef, &w.cfg, &retried, at + chrono::Duration::seconds(5))
+        .await
+        .unwrap();
+    assert_eq!((res.outcome, res.record.unwrap().attempts), (AVAILABILITY_HELD, 1));
+    assert_eq!(calls(), calls_after_hold.unwrap());
+
+    // The next poll: its probe fails, the state says DEGRADED with the failed calls.
+    let p = poll(&ports, &targets, t0 + chrono::Duration::minutes(5)).await.unwrap();
+    assert_eq!(p.availability.state, AvailabilityState::Degraded);
+    assert_eq!(p.availability.evidence.failed_calls, FAILED_CALLS_DOWN);
+    // KSeF is back: the probe, not a send, finds it; the count is reset.
+    w.sim.faults().set(vec![], 1);
+    let back = poll(&ports, &targets, t0 + chrono::Duration::minutes(10)).await.unwrap();
+    assert_eq!(back.availability.state, AvailabilityState::Available);
+    let entry = cache
+        .get(&failed_calls_cache_name("CUSTOM"), t0 + chrono::Duration::minutes(10))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(serde_json::from_str::<FailedCalls>(&entry.value).unwrap(), FailedCalls::default());
+    for req in &reqs {
+        let current = w.current_request(req).await;
+        let res = send(&w.send_ports(), &w.ksef, &w.cfg, &current, Utc::now()).await.unwrap();
+        assert_eq!(res.outcome, "SENT", "{:?}", res.record.map(|r| r.last_error));
+    }
+    for _ in &reqs {
+        assert_eq!(w.poll_until_decided().await.record.unwrap().state, DocumentState::Accepted);
+    }
+    assert_eq!(w.sim.ledger().entries().len(), reqs.len());
+    for req in &reqs {
+        assert_eq!(w.sim.ledger().count_hash(&req.content_hash), 1, "exactly once");
+    }
+}

@@ -89,6 +89,9 @@ enum Stage {
     /// `reject-offline`), then its fixed file naming it (`ksef-corrects`): the correction's
     /// intake, send (with `hashOfCorrectedInvoice`) and status may each die.
     Correction,
+    /// KSeF down and nothing declared (a silent outage): the sends meet 503s until their own
+    /// failed calls hold sending (DEGRADED), then send once the probe has found KSeF back.
+    SendHeldSilent,
 }
 
 struct Run<'k> {
@@ -463,6 +466,7 @@ impl<'k> Run<'k> {
                         | Stage::SendBatchMoving
                         | Stage::SendHeld
                         | Stage::Correction
+                        | Stage::SendHeldSilent
                 )
             );
             let status_armed = matches!(armed, Some(Stage::Status | Stage::Correction));
@@ -655,6 +659,51 @@ async fn scenario(ksef: &CrashKsef, stage: Stage, crash_at: Option<usize>, n: us
                     assert_eq!(run.record().await.attempts, 0, "a hold spends no attempt: {:#?}", run.log);
                     assert!(ksef.sim.ledger().count_hash(&run.hashes[0]) == 0, "nothing sent while held");
                 }
+                run.declare(false).await;
+                run.drive(Some(stage)).await;
+            })
+            .await
+        }
+        Stage::SendHeldSilent => {
+            Box::pin(async {
+                use relay_domain::availability::FAILED_CALLS_DOWN;
+                run.contexts = run.new_contexts();
+                run.declare(false).await;
+                // The fleet's failures come close together (many documents); one document's
+                // retries stand in for them, a minute apart, inside the count's 30 minutes.
+                let s = Duration::from_secs;
+                run.send_cfg.policy = RetryPolicy::new(10, vec![s(0), s(60)], 1.0, s(60), 0.0).unwrap();
+                run.intake(false).await;
+                ksef.sim.faults().set(vec![Fault::Unavailable { rate: 1.0, on: None }], 1);
+                // Deliveries while KSeF is down: each attempt meets the 503 (or dies right after
+                // its answer or its write) until the failed calls hold sending.
+                let mut waited = 0;
+                while run.record().await.last_error.and_then(|f| f.code).as_deref() != Some("DEGRADED") {
+                    if !run.handle_send(true).await {
+                        run.clock.advance(Duration::from_secs(60));
+                        if waited % 5 == 4 {
+                            run.sweep(false).await;
+                        }
+                    }
+                    waited += 1;
+                    assert!(waited < 200, "never held: {:#?}", run.log);
+                }
+                // A death after a 503 and before its count costs one more call at most.
+                let attempts = run.record().await.attempts;
+                assert!(
+                    attempts <= FAILED_CALLS_DOWN + 1,
+                    "{attempts} attempts before the hold: {:#?}",
+                    run.log
+                );
+                assert!(ksef.sim.ledger().count_hash(&run.hashes[0]) == 0, "nothing taken while down");
+                // Held: no more calls, no more attempts, while it stays down.
+                for _ in 0..3 {
+                    run.clock.advance(Duration::from_secs(400));
+                    while run.handle_send(true).await {}
+                }
+                assert_eq!(run.record().await.attempts, attempts, "a hold spends no attempt: {:#?}", run.log);
+                // KSeF back: the poll's probe gets through, and its state says so.
+                ksef.sim.faults().clear();
                 run.declare(false).await;
                 run.drive(Some(stage)).await;
             })
@@ -878,6 +927,11 @@ async fn every_crash_point_of_a_technical_correction() {
     }
     drop(ksef);
     assert!(enumerate(Stage::Correction).await >= 12);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_crash_point_of_a_send_held_on_its_own_failed_calls_in_a_silent_outage() {
+    assert!(enumerate(Stage::SendHeldSilent).await >= 8);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

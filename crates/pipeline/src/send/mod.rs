@@ -55,6 +55,8 @@ pub use batch::BatchConfig;
 const SELLER_PARKED: &str = "SELLER_PARKED";
 /// The outcome of a document held because KSeF is declared (or seen) down.
 pub const AVAILABILITY_HELD: &str = "AVAILABILITY_HELD";
+/// The outcome of an attempt whose failure is retried (its record's `last_error` is that failure).
+const RETRIED: &str = "RETRY";
 /// Outcomes that prove KSeF took our call: a probe that ends so clears the seller's block.
 const GOT_THROUGH: [&str; 5] = ["SENT", "RECONCILED_SENT", "BATCH_CLOSED", "BATCH_PROCESSING", "REJECTED"];
 
@@ -76,6 +78,17 @@ pub async fn send<S: SendStore + ?Sized>(
 /// Parks the seller's work when the attempt met an operator's problem; clears that block when a
 /// probe got through.
 async fn after_attempt(ksef: &KsefContexts, seller: &Nip, result: &mut Result<StageResult, StageError>, probing: bool, now: DateTime<Utc>) {
+    // The relay's own evidence of KSeF's availability: a call that failed as KSeF being down
+    // counts, one that got through resets the count (`crate::availability`).
+    if let Ok(res) = result {
+        if res.outcome == RETRIED {
+            if let Some(f) = res.record.as_ref().and_then(|r| r.last_error.as_ref()) {
+                ksef.record_call(seller, Some(f), now).await;
+            }
+        } else if GOT_THROUGH.contains(&res.outcome) {
+            ksef.record_call(seller, None, now).await;
+        }
+    }
     if let Ok(res) = result {
         if res.outcome == OPERATOR_PARKED {
             if let Some(f) = res.record.as_ref().and_then(|r| r.last_error.clone()) {
@@ -136,7 +149,7 @@ async fn ready_to_send<S: SendStore + ?Sized>(
     // KSeF is declared (or seen) down: wait for the poll to see it back, without calling KSeF
     // and without spending the budget.
     if let Some(a) = ksef.availability_hold(now).await {
-        return hold_for_availability(ports, r, &a, now).await.map(Err);
+        return hold_for_availability(ports, ksef, r, &a, now).await.map(Err);
     }
     // The seller's work is parked for an operator: wait without calling KSeF, unless this
     // attempt is the one that probes.
@@ -452,6 +465,7 @@ async fn park_for_seller<S: SendStore + ?Sized>(
 /// line naming the state and its source.
 async fn hold_for_availability<S: SendStore + ?Sized>(
     ports: &SendPorts<'_, S>,
+    ksef: &KsefContexts,
     r: DocumentRecord,
     a: &relay_domain::Availability,
     now: DateTime<Utc>,
@@ -464,7 +478,15 @@ async fn hold_for_availability<S: SendStore + ?Sized>(
         format!("sending held: {}", a.describe()),
     )
     .with_code(a.state.as_str());
-    wait_uncharged(ports, r, failure, crate::availability::hold_until(a, now), AVAILABILITY_HELD, now).await
+    wait_uncharged(
+        ports,
+        r,
+        failure,
+        crate::availability::hold_until(a, ksef.availability_poll_every(), now),
+        AVAILABILITY_HELD,
+        now,
+    )
+    .await
 }
 
 /// The document waits until `retry_at` without a KSeF call and without spending its budget; the
