@@ -268,8 +268,7 @@ impl<'k> Run<'k> {
             offline_mode: (self.correction && i == 0).then_some(relay_domain::OfflineMode::Offline24),
             corrects: (self.correction && i == 1).then(|| ErpDocumentId::parse("erp-1").unwrap()),
         };
-        // Boxed, like the scenario's arms: intake's future stays off the test's poll frame.
-        let work = Box::pin(intake(&ports, upload, now));
+        let work = off_frame(move || async move { intake(&ports, upload, now).await });
         let out = until_crash(&self.plan, armed, work).await;
         let done = out.is_some();
         self.settle(out.map(|o| o.expect("intake on in-memory ports").name()), "intake");
@@ -305,7 +304,7 @@ impl<'k> Run<'k> {
         };
         let (contexts, cfg) = (&self.contexts, &self.send_cfg);
         let (send_q, send_dlq) = (&self.send_q, &self.send_dlq);
-        let work = async move {
+        let work = off_frame(move || async move {
             let results = send_batch(&ports, contexts, cfg, &batch_cfg, &reqs, now).await;
             let mut outcomes = Vec::new();
             for (res, m) in results.iter().zip(&msgs) {
@@ -314,7 +313,7 @@ impl<'k> Run<'k> {
                 outcomes.push(res.as_ref().map(|r| r.outcome).unwrap_or("INFRASTRUCTURE_ERROR"));
             }
             outcomes.join(",")
-        };
+        });
         let plan = self.plan.clone();
         let out = until_crash(&plan, armed, work).await;
         match out {
@@ -342,12 +341,12 @@ impl<'k> Run<'k> {
         };
         let (contexts, cfg) = (&self.contexts, &self.send_cfg);
         let (send_q, send_dlq) = (&self.send_q, &self.send_dlq);
-        let work = async move {
+        let work = off_frame(move || async move {
             let res = send(&ports, contexts, cfg, &req, now).await;
             let action = res.as_ref().map(|r| r.action.clone()).unwrap_or(QueueAction::Release);
             apply(&action, &m, send_q, send_dlq).await.unwrap();
             res.map(|r| r.outcome).unwrap_or("INFRASTRUCTURE_ERROR")
-        };
+        });
         let plan = self.plan.clone();
         let out = until_crash(&plan, armed, work).await;
         self.settle(out, "send");
@@ -369,12 +368,12 @@ impl<'k> Run<'k> {
         };
         let (contexts, cfg) = (&self.contexts, &self.status_cfg);
         let (status_q, status_dlq) = (&self.status_q, &self.status_dlq);
-        let work = async move {
+        let work = off_frame(move || async move {
             let res = poll(&ports, contexts, cfg, &req, now).await;
             let action = res.as_ref().map(|r| r.action.clone()).unwrap_or(QueueAction::Release);
             apply(&action, &m, status_q, status_dlq).await.unwrap();
             res.map(|r| r.outcome).unwrap_or("INFRASTRUCTURE_ERROR")
-        };
+        });
         let plan = self.plan.clone();
         let out = until_crash(&plan, armed, work).await;
         self.settle(out, "status");
@@ -396,7 +395,7 @@ impl<'k> Run<'k> {
         let now = self.now();
         let cfg = SweepConfig::standard();
         let ports = self.follow_up_ports();
-        let work = async move { sweep(&ports, &cfg, now).await.expect("sweep on in-memory ports") };
+        let work = off_frame(move || async move { sweep(&ports, &cfg, now).await.expect("sweep on in-memory ports") });
         let plan = self.plan.clone();
         let out = until_crash(&plan, armed, work).await;
         match out {
@@ -419,7 +418,7 @@ impl<'k> Run<'k> {
         };
         let req: ReplayRequest = serde_json::from_value(serde_json::json!({"queue": "send"})).unwrap();
         let contexts = &self.contexts;
-        let work = async move { replay(&ports, contexts, &req, now).await };
+        let work = off_frame(move || async move { replay(&ports, contexts, &req, now).await });
         let plan = self.plan.clone();
         let out = until_crash(&plan, armed, work).await;
         match out {
@@ -594,29 +593,50 @@ async fn scenario(ksef: &CrashKsef, stage: Stage, crash_at: Option<usize>, n: us
         let limits = ksef_client::ClientLimits::official().scaled(SCALE);
         run.with_backlog(ksef_client::OnlineBacklog::new(cache, limits, Duration::from_secs(300)));
     }
-    // Each arm is boxed: a debug build gives an async fn's poll a stack slot of its own for each
-    // future it awaits, never shared between the arms, and this match's arms together made
-    // `scenario`'s poll frame 1.1 MB (measured with gdb on the overflow), which with the
-    // pipeline's own frames beneath it overflowed the test thread's 2 MB stack.
+    // The stage's script is built by a plain function and boxed there: a debug build gives an
+    // async fn's poll a stack slot of its own for each future it holds, never shared between
+    // `match` arms, and an unstarted async block is as big as its largest state. With the arms
+    // built here (each boxed, but built on this frame first), `scenario`'s poll frame was 1.1 MB
+    // at first and 398 KB with eleven arms (measured with gdb on the overflow), which with the
+    // pipeline's own frames beneath it overflowed the test thread's 2 MB stack; built in
+    // `stage_script`, whose frame is gone before the script is polled, only a box is held here.
+    stage_script(stage, &mut run, ksef, crash_at).await;
+    run.check(&format!("{stage:?} crashing at {crash_at:?}")).await;
+    (plan.positions(), run.crashed)
+}
+
+/// `make`'s future, built on this plain function's frame (gone before the future is polled) and
+/// boxed. A debug build gives an async fn's poll a slot for every future it holds, as big as the
+/// future's largest state, so a stage's future built in `handle_send` itself (then moved into a
+/// box or into `until_crash`) took 250 KB of each poll's stack beneath `drive`: with the
+/// pipeline's own frames the deepest crash test needed more than 1.6 MB of the test thread's 2 MB
+/// (measured with gdb and `RUST_MIN_STACK`).
+fn off_frame<'a, T, F: std::future::Future<Output = T> + 'a>(
+    make: impl FnOnce() -> F,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = T> + 'a>> {
+    Box::pin(make())
+}
+
+/// `stage`'s script on `run`, boxed (see the comment in [`scenario`]).
+fn stage_script<'a>(
+    stage: Stage,
+    run: &'a mut Run<'_>,
+    ksef: &'a CrashKsef,
+    crash_at: Option<usize>,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + 'a>> {
     match stage {
-        Stage::Intake => {
-            Box::pin(async {
-                run.intake(true).await;
-                run.drive(None).await;
-            })
-            .await
-        }
-        Stage::SendOnline | Stage::SendBatch | Stage::SendBatchGroup | Stage::Status => {
-            Box::pin(async {
-                run.intake(false).await;
-                run.drive(Some(stage)).await;
-            })
-            .await
-        }
-        Stage::SendBatchMoving => Box::pin(moving(&mut run, crash_at)).await,
-        Stage::Correction => Box::pin(correction(&mut run)).await,
+        Stage::Intake => Box::pin(async move {
+            run.intake(true).await;
+            run.drive(None).await;
+        }),
+        Stage::SendOnline | Stage::SendBatch | Stage::SendBatchGroup | Stage::Status => Box::pin(async move {
+            run.intake(false).await;
+            run.drive(Some(stage)).await;
+        }),
+        Stage::SendBatchMoving => Box::pin(moving(run, crash_at)),
+        Stage::Correction => Box::pin(correction(run)),
         Stage::Replay => {
-            Box::pin(async {
+            Box::pin(async move {
                 // One transient failure spends a budget of one: FAILED, in the send DLQ.
                 ksef.sim.faults().set(
                     vec![Fault::Unavailable {
@@ -636,10 +656,9 @@ async fn scenario(ksef: &CrashKsef, stage: Stage, crash_at: Option<usize>, n: us
                 }
                 run.drive(None).await;
             })
-            .await
         }
         Stage::SendHeld => {
-            Box::pin(async {
+            Box::pin(async move {
                 run.contexts = run.new_contexts();
                 run.declare(true).await;
                 run.intake(false).await;
@@ -662,10 +681,9 @@ async fn scenario(ksef: &CrashKsef, stage: Stage, crash_at: Option<usize>, n: us
                 run.declare(false).await;
                 run.drive(Some(stage)).await;
             })
-            .await
         }
         Stage::SendHeldSilent => {
-            Box::pin(async {
+            Box::pin(async move {
                 use relay_domain::availability::FAILED_CALLS_DOWN;
                 run.contexts = run.new_contexts();
                 run.declare(false).await;
@@ -707,10 +725,9 @@ async fn scenario(ksef: &CrashKsef, stage: Stage, crash_at: Option<usize>, n: us
                 run.declare(false).await;
                 run.drive(Some(stage)).await;
             })
-            .await
         }
         Stage::Sweeper => {
-            Box::pin(async {
+            Box::pin(async move {
                 run.intake(false).await;
                 while run.handle_send(false).await {}
                 assert_eq!(run.record().await.state, DocumentState::Sent, "{:#?}", run.log);
@@ -723,11 +740,8 @@ async fn scenario(ksef: &CrashKsef, stage: Stage, crash_at: Option<usize>, n: us
                 run.sweep(true).await;
                 run.drive(None).await;
             })
-            .await
         }
     }
-    run.check(&format!("{stage:?} crashing at {crash_at:?}")).await;
-    (plan.positions(), run.crashed)
 }
 
 /// The moving scenario after intake: the online messages parked, the batch driven, and each
