@@ -194,7 +194,7 @@ pub fn availability_line(a: &Availability, archived: usize, now: DateTime<Utc>) 
                 ("LatarniaMessagesArchived", Unit::Count, archived as f64),
             ],
         )
-        .property("State", a.state.as_str())
+        .property("AvailabilityState", a.state.as_str())
         .property("Source", a.source.to_string())
         .property("Since", a.since.to_rfc3339())
 }
@@ -343,7 +343,7 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(&line).unwrap();
         assert_eq!((v["KsefAvailability"].as_f64(), v["KsefHeld"].as_f64()), (Some(4.0), Some(1.0)));
         assert_eq!(
-            (v["Environment"].as_str(), v["State"].as_str()),
+            (v["Environment"].as_str(), v["AvailabilityState"].as_str()),
             (Some("PROD"), Some("TOTAL_FAILURE"))
         );
         assert_eq!(v["LatarniaMessagesArchived"].as_f64(), Some(2.0));
