@@ -119,6 +119,8 @@ def cache_name(pk):
     parts = name.split("/")
     if parts[0] in ("relay", "ksef") and len(parts) > 1:
         return "/".join(parts[:2])
+    if parts[0] == "ratelog" and len(parts) > 2:
+        return "ratelog/" + parts[-1]  # the rate-limit group (InvoiceSend, InvoiceStatus, ...)
     return parts[0]
 
 
@@ -165,6 +167,19 @@ def pk_of(d):
     if ":pk" in vals:
         return vals[":pk"].get("S")
     return None
+
+
+def read_recording(path):
+    """moto's recorder writes each entry and its newline in two writes from the server's
+    threads, so under concurrency lines come out as `{..}{..}\n\n`: decode object by object."""
+    text, dec, rows, i = open(path).read(), json.JSONDecoder(), [], 0
+    while True:
+        while i < len(text) and text[i] in " \r\n\t":
+            i += 1
+        if i >= len(text):
+            return rows
+        obj, i = dec.raw_decode(text, i)
+        rows.append(obj)
 
 
 def classify(rows):
@@ -446,7 +461,7 @@ def main():
         finally:
             os.killpg(moto.pid, signal.SIGTERM)
             moto.wait(10)
-    rows = [json.loads(l) for l in open(rec) if l.strip()]
+    rows = read_recording(rec)
     accepted = (load or {}).get("accepted") or args.invoices_accepted or args.invoices
     cls = classify(rows)
     n_report = mark_report_reads(cls, accepted)
