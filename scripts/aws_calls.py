@@ -270,7 +270,10 @@ def classify(rows):
                 c["s3"] = "get"
         # scheduled work: per 5 minutes in AWS, not per invoice
         if c["party"] == "relay" and (
-            (c["service"] == "DynamoDB" and ("GSI" in c["detail"] or "relay/availability" in c["detail"]))
+            # the sweeper's GSI queries and the availability poll's write; the stages' reads of
+            # the availability entry (before each KSeF call) stay per invoice
+            (c["service"] == "DynamoDB" and ("GSI" in c["detail"]
+                                             or ("relay/availability" in c["detail"] and c["op"] != "Query")))
             or (c["service"] == "S3" and c["detail"].startswith("latarnia"))
         ):
             c["party"] = "scheduled"
