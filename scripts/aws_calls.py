@@ -463,7 +463,11 @@ def main():
             sizes_note = "final items read after the run"
         finally:
             os.killpg(moto.pid, signal.SIGTERM)
-            moto.wait(10)
+            try:
+                moto.wait(10)
+            except subprocess.TimeoutExpired:  # a busy server can ignore SIGTERM for a while
+                os.killpg(moto.pid, signal.SIGKILL)
+                moto.wait(10)
     rows = read_recording(rec)
     accepted = (load or {}).get("accepted") or args.invoices_accepted or args.invoices
     cls = classify(rows)
