@@ -206,7 +206,6 @@ def classify(rows):
                     kinds.append(f"{kind} {key_kind(pk)}")
                     size = item_size(spec["Item"]) if "Item" in spec else 1
                     wru += 2 * max(1, math.ceil(size / 1024))
-                c["detail"] = " + ".join(sorted(collections.Counter(kinds).keys()))
                 c["detail"] = ", ".join(f"{n}x {k}" if n > 1 else k for k, n in sorted(collections.Counter(kinds).items()))
                 c["wru"] = wru
                 c["pk"] = pk_of(d["TransactItems"][0][next(iter(d["TransactItems"][0]))]) if d.get("TransactItems") else None
