@@ -27,7 +27,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, TimeZone, Utc};
 use ksef_sim::{Fault, SimConfig};
 use relay_aws::{provision, DynamoDocumentStore, S3Archive, SqsQueue};
-use relay_crash_injection::{check_delivered_once, invoice, until_crash, CrashArchive, CrashKsef, CrashQueue, CrashStore, Plan};
+use relay_crash_injection::{check_delivered_once, invoice, off_frame, until_crash, CrashArchive, CrashKsef, CrashQueue, CrashStore, Plan};
 use relay_domain::clock::{Clock, ManualClock};
 use relay_domain::ports::{DocumentRegistry, OutgoingMessage, Queue, QueueError, QueueStats, ReceivedMessage};
 use relay_domain::{ContentHash, DocumentKey, DocumentRecord, DocumentState, ErpDocumentId, Nip, RetryPolicy};
@@ -225,7 +225,12 @@ impl<'k> Run<'k> {
             offline_mode: None,
             corrects: None,
         };
-        let out = until_crash(&self.plan, armed, intake(&ports, upload, now)).await;
+        let out = until_crash(
+            &self.plan,
+            armed,
+            off_frame(move || async move { intake(&ports, upload, now).await }),
+        )
+        .await;
         let done = out.is_some();
         self.settle(out.map(|o| o.expect("intake on the emulator").name()), "intake");
         done
@@ -263,12 +268,12 @@ impl<'k> Run<'k> {
         };
         let (contexts, cfg) = (&self.contexts, &self.send_cfg);
         let (send_q, send_dlq) = (&self.send_q, &self.send_dlq);
-        let work = async move {
+        let work = off_frame(move || async move {
             let res = send(&ports, contexts, cfg, &req, now).await;
             let action = res.as_ref().map(|r| r.action.clone()).unwrap_or(QueueAction::Release);
             apply(&action, &m, send_q, send_dlq).await.unwrap();
             res.map(|r| r.outcome).unwrap_or("INFRASTRUCTURE_ERROR")
-        };
+        });
         let plan = self.plan.clone();
         let out = until_crash(&plan, armed, work).await;
         if out.is_none() {
@@ -295,12 +300,12 @@ impl<'k> Run<'k> {
         };
         let (contexts, cfg) = (&self.contexts, &self.status_cfg);
         let (status_q, status_dlq) = (&self.status_q, &self.status_dlq);
-        let work = async move {
+        let work = off_frame(move || async move {
             let res = poll(&ports, contexts, cfg, &req, now).await;
             let action = res.as_ref().map(|r| r.action.clone()).unwrap_or(QueueAction::Release);
             apply(&action, &m, status_q, status_dlq).await.unwrap();
             res.map(|r| r.outcome).unwrap_or("INFRASTRUCTURE_ERROR")
-        };
+        });
         let plan = self.plan.clone();
         let out = until_crash(&plan, armed, work).await;
         if out.is_none() {
@@ -321,7 +326,7 @@ impl<'k> Run<'k> {
             status_queue: &self.status_q,
             corrections_queue: &self.corrections_q,
         };
-        let work = async move { sweep(&ports, &cfg, now).await.expect("sweep on the emulator") };
+        let work = off_frame(move || async move { sweep(&ports, &cfg, now).await.expect("sweep on the emulator") });
         let plan = self.plan.clone();
         match until_crash(&plan, armed, work).await {
             Some(report) if !report.redriven.is_empty() || !report.outbox_rewritten.is_empty() => self
@@ -343,7 +348,7 @@ impl<'k> Run<'k> {
         };
         let req: ReplayRequest = serde_json::from_value(serde_json::json!({"queue": "send"})).unwrap();
         let contexts = &self.contexts;
-        let work = async move { replay(&ports, contexts, &req, now).await };
+        let work = off_frame(move || async move { replay(&ports, contexts, &req, now).await });
         let plan = self.plan.clone();
         match until_crash(&plan, armed, work).await {
             Some(summary) => {
@@ -417,46 +422,53 @@ async fn scenario(ksef: &CrashKsef, stage: Stage, crash_at: Option<usize>, n: us
     let bytes = invoice(&number, stage == Stage::SendBatch);
     let max_attempts = if stage == Stage::Replay { 1 } else { 10 };
     let mut run = Run::new(ksef, plan.clone(), bytes, max_attempts).await;
-    match stage {
-        Stage::Intake => {
-            run.intake(true).await;
-            run.drive(None).await;
-        }
-        Stage::SendOnline | Stage::SendBatch | Stage::Status => {
-            run.intake(false).await;
-            run.drive(Some(stage)).await;
-        }
-        Stage::Replay => {
-            // One transient failure spends a budget of one: FAILED, in the send DLQ.
-            ksef.sim.faults().set(
-                vec![Fault::Unavailable {
-                    rate: 1.0,
-                    on: Some("/invoices".into()),
-                }],
-                1,
-            );
-            run.intake(false).await;
-            while run.handle_send(false).await {}
-            ksef.sim.faults().clear();
-            assert_eq!(run.record().await.state, DocumentState::Failed, "{:#?}", run.log);
-            // Ops replays the DLQ. A replay that dies holds its DLQ message for the receive's
-            // visibility (real seconds here); the document it moved is re-driven by the sweeper.
-            run.send_cfg.policy = RetryPolicy::standard(10).unwrap();
-            run.replay(true).await;
-            run.drive(None).await;
-        }
-        Stage::Sweeper => {
-            run.intake(false).await;
-            while run.handle_send(false).await {}
-            assert_eq!(run.record().await.state, DocumentState::Sent, "{:#?}", run.log);
-            // The status message is lost.
-            let lost = run.status_q.receive(10, VISIBILITY, Duration::from_secs(5)).await.unwrap();
-            assert_eq!(lost.len(), 1);
-            run.status_q.inner.delete(&lost[0].receipt).await.unwrap();
-            run.clock.advance(Duration::from_secs(300));
-            run.sweep(true).await;
-            run.drive(None).await;
-        }
+    // The script is built and boxed by `off_frame`, off this function's poll frame (see there).
+    {
+        let run = &mut run;
+        off_frame(move || async move {
+            match stage {
+                Stage::Intake => {
+                    run.intake(true).await;
+                    run.drive(None).await;
+                }
+                Stage::SendOnline | Stage::SendBatch | Stage::Status => {
+                    run.intake(false).await;
+                    run.drive(Some(stage)).await;
+                }
+                Stage::Replay => {
+                    // One transient failure spends a budget of one: FAILED, in the send DLQ.
+                    ksef.sim.faults().set(
+                        vec![Fault::Unavailable {
+                            rate: 1.0,
+                            on: Some("/invoices".into()),
+                        }],
+                        1,
+                    );
+                    run.intake(false).await;
+                    while run.handle_send(false).await {}
+                    ksef.sim.faults().clear();
+                    assert_eq!(run.record().await.state, DocumentState::Failed, "{:#?}", run.log);
+                    // Ops replays the DLQ. A replay that dies holds its DLQ message for the receive's
+                    // visibility (real seconds here); the document it moved is re-driven by the sweeper.
+                    run.send_cfg.policy = RetryPolicy::standard(10).unwrap();
+                    run.replay(true).await;
+                    run.drive(None).await;
+                }
+                Stage::Sweeper => {
+                    run.intake(false).await;
+                    while run.handle_send(false).await {}
+                    assert_eq!(run.record().await.state, DocumentState::Sent, "{:#?}", run.log);
+                    // The status message is lost.
+                    let lost = run.status_q.receive(10, VISIBILITY, Duration::from_secs(5)).await.unwrap();
+                    assert_eq!(lost.len(), 1);
+                    run.status_q.inner.delete(&lost[0].receipt).await.unwrap();
+                    run.clock.advance(Duration::from_secs(300));
+                    run.sweep(true).await;
+                    run.drive(None).await;
+                }
+            }
+        })
+        .await;
     }
     run.check(&format!("{stage:?} crashing at {crash_at:?}")).await;
     (plan.positions(), run.crashed)

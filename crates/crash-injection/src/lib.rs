@@ -100,6 +100,16 @@ impl Plan {
     }
 }
 
+/// `make`'s future, built on this plain function's frame (gone before the future is polled) and
+/// boxed. A debug build gives an async fn's poll a slot for every future it holds, as big as that
+/// future's largest state, and an unstarted async block is already that big: a stage's future
+/// built in a test's `handle_send` (then moved into a box or into [`until_crash`]) took 250 KB of
+/// every poll's stack, and the crash tests overflowed the 2 MB test thread (measured with gdb).
+/// Build each stage's future, and each scenario's script, through this.
+pub fn off_frame<'a, T, F: Future<Output = T> + 'a>(make: impl FnOnce() -> F) -> std::pin::Pin<Box<dyn Future<Output = T> + 'a>> {
+    Box::pin(make())
+}
+
 /// Runs `work` with the plan armed (if `armed`): Some(its output), or None if the stage died at
 /// the plan's position (its future is dropped there; nothing after the write runs).
 pub async fn until_crash<T>(plan: &Plan, armed: bool, work: impl Future<Output = T>) -> Option<T> {

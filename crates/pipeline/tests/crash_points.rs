@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
 use ksef_sim::{Fault, SimConfig};
-use relay_crash_injection::{check_delivered_once, invoice, until_crash, CrashArchive, CrashKsef, CrashQueue, CrashStore, Plan};
+use relay_crash_injection::{check_delivered_once, invoice, off_frame, until_crash, CrashArchive, CrashKsef, CrashQueue, CrashStore, Plan};
 use relay_domain::clock::{Clock, ManualClock};
 use relay_domain::memory::{MemoryArchive, MemoryDocumentStore, MemoryQueue, MemorySharedCache};
 use relay_domain::ports::{Archive, DocumentRegistry, DocumentUpdates, Queue, SharedCache};
@@ -603,18 +603,6 @@ async fn scenario(ksef: &CrashKsef, stage: Stage, crash_at: Option<usize>, n: us
     stage_script(stage, &mut run, ksef, crash_at).await;
     run.check(&format!("{stage:?} crashing at {crash_at:?}")).await;
     (plan.positions(), run.crashed)
-}
-
-/// `make`'s future, built on this plain function's frame (gone before the future is polled) and
-/// boxed. A debug build gives an async fn's poll a slot for every future it holds, as big as the
-/// future's largest state, so a stage's future built in `handle_send` itself (then moved into a
-/// box or into `until_crash`) took 250 KB of each poll's stack beneath `drive`: with the
-/// pipeline's own frames the deepest crash test needed more than 1.6 MB of the test thread's 2 MB
-/// (measured with gdb and `RUST_MIN_STACK`).
-fn off_frame<'a, T, F: std::future::Future<Output = T> + 'a>(
-    make: impl FnOnce() -> F,
-) -> std::pin::Pin<Box<dyn std::future::Future<Output = T> + 'a>> {
-    Box::pin(make())
 }
 
 /// `stage`'s script on `run`, boxed (see the comment in [`scenario`]).
