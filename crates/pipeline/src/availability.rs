@@ -108,6 +108,36 @@ pub enum PollError {
     Store(#[from] StoreError),
 }
 
+/// How many probes one poll makes before its evidence says KSeF is down. A single failed or
+/// timed-out probe is as often our own side (a loaded host, a network blip) as KSeF, and the
+/// state it sets holds every seller's sending until the next poll (5 minutes in AWS); a silent
+/// outage fails every probe.
+pub const PROBE_ATTEMPTS: u32 = 3;
+
+/// The pause between two probes of one poll.
+pub const PROBE_PAUSE: Duration = Duration::from_secs(1);
+
+/// The first probe that gets through, or the last failure after `attempts` probes, `pause`
+/// apart.
+pub async fn confirmed<F, Fut>(attempts: u32, pause: Duration, mut probe: F) -> Result<(), String>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
+    let mut last = Err("no probe made".to_owned());
+    for attempt in 1..=attempts.max(1) {
+        if attempt > 1 {
+            tokio::time::sleep(pause).await;
+        }
+        last = probe().await;
+        match &last {
+            Ok(()) => return Ok(()),
+            Err(why) => tracing::info!(attempt, attempts, why = %why, "a probe of KSeF failed"),
+        }
+    }
+    last.map_err(|why| format!("{why} ({} probes, {} ms apart)", attempts.max(1), pause.as_millis()))
+}
+
 /// One poll at `now`: read, archive, probe, decide, share, measure.
 pub async fn poll(ports: &PollPorts<'_>, targets: &PollTargets<'_>, now: DateTime<Utc>) -> Result<PollReport, PollError> {
     let env = environment_key(targets.environment);
@@ -126,7 +156,10 @@ pub async fn poll(ports: &PollPorts<'_>, targets: &PollTargets<'_>, now: DateTim
         }
     }
     // Our own evidence: the probe, and the sends' failed calls since the last that got through.
-    let probe = probe_ksef(targets.environment, targets.probe_timeout).await;
+    let probe = confirmed(PROBE_ATTEMPTS, PROBE_PAUSE, || {
+        probe_ksef(targets.environment, targets.probe_timeout)
+    })
+    .await;
     let probe_ok = probe.is_ok();
     let (calls, calls_version) = match ports.cache.get(&failed_calls_cache_name(env), now).await? {
         Some(e) => (serde_json::from_str::<FailedCalls>(&e.value).unwrap_or_default(), Some(e.version)),
@@ -325,6 +358,51 @@ pub fn hold_until(a: &Availability, every: Duration, now: DateTime<Utc>) -> Date
 mod tests {
     use super::*;
     use relay_domain::availability::{AvailabilityState, OwnEvidence};
+
+    const PAUSE: Duration = Duration::from_millis(5);
+
+    /// Probes answering in turn from `answers` (the last one repeated), counting the calls.
+    fn scripted(
+        answers: Vec<Result<(), String>>,
+    ) -> (
+        std::sync::Arc<std::sync::atomic::AtomicU32>,
+        impl FnMut() -> std::future::Ready<Result<(), String>>,
+    ) {
+        let calls = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let counter = calls.clone();
+        let probe = move || {
+            let n = counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst) as usize;
+            std::future::ready(answers[n.min(answers.len() - 1)].clone())
+        };
+        (calls, probe)
+    }
+
+    #[tokio::test]
+    async fn one_failed_probe_is_not_enough_to_call_ksef_down() {
+        let (calls, probe) = scripted(vec![Err("timeout".into()), Ok(())]);
+        assert_eq!(confirmed(PROBE_ATTEMPTS, PAUSE, probe).await, Ok(()));
+        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 2);
+        // A good first probe is the only one.
+        let (calls, probe) = scripted(vec![Ok(())]);
+        assert_eq!(confirmed(PROBE_ATTEMPTS, PAUSE, probe).await, Ok(()));
+        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_silent_outage_fails_every_probe_and_says_how_many() {
+        let started = tokio::time::Instant::now();
+        let (calls, probe) = scripted(vec![Err("timeout".into()), Err("HTTP 503".into())]);
+        let why = confirmed(PROBE_ATTEMPTS, PAUSE, probe).await.unwrap_err();
+        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), PROBE_ATTEMPTS);
+        assert_eq!(why, "HTTP 503 (3 probes, 5 ms apart)");
+        assert!(started.elapsed() >= PAUSE * (PROBE_ATTEMPTS - 1), "paused between probes");
+        // The evidence it gives holds sending.
+        let evidence = OwnEvidence {
+            probe: Some(Err(why)),
+            ..OwnEvidence::default()
+        };
+        assert!(evidence.down().unwrap().contains("3 probes"));
+    }
 
     #[test]
     fn the_availability_line_is_valid_emf_with_the_level_and_the_source() {
