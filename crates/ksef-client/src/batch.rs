@@ -190,9 +190,31 @@ pub struct BatchResults {
     pub session: String,
     status: Status,
     invoices: Vec<InvoiceStatus>,
+    /// Each listed invoice's place in `invoices`, by its hash (base64): a harvest asks about
+    /// every member of a session of up to 10,000.
+    by_hash: std::collections::HashMap<String, usize>,
 }
 
 impl BatchResults {
+    fn new(session: &str, status: Status, invoices: Vec<InvoiceStatus>) -> BatchResults {
+        let mut by_hash = std::collections::HashMap::with_capacity(invoices.len());
+        for (i, inv) in invoices.iter().enumerate() {
+            // The first listing of a hash wins, as a scan of the list would find it.
+            by_hash.entry(inv.invoice_hash.clone()).or_insert(i);
+        }
+        BatchResults {
+            session: session.to_owned(),
+            status,
+            invoices,
+            by_hash,
+        }
+    }
+
+    /// How many invoices the session lists.
+    pub fn listed(&self) -> usize {
+        self.invoices.len()
+    }
+
     /// Still open (never closed): closing it lets KSeF process what was uploaded.
     pub fn is_open(&self) -> bool {
         self.status.code == 100
@@ -215,7 +237,7 @@ impl BatchResults {
         let listed = if self.is_open() {
             None
         } else {
-            self.invoices.iter().find(|i| i.invoice_hash == want)
+            self.by_hash.get(&want).map(|i| &self.invoices[*i])
         };
         (BatchInvoice::of(&self.session, &self.status, listed), listed)
     }
@@ -395,11 +417,7 @@ impl KsefClient {
         } else {
             self.session_invoices(session).await?
         };
-        Ok(BatchResults {
-            session: session.to_owned(),
-            status,
-            invoices,
-        })
+        Ok(BatchResults::new(session, status, invoices))
     }
 
     /// Closes a batch session: KSeF starts processing the archive.

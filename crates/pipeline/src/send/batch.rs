@@ -158,8 +158,12 @@ async fn reconcile_group<S: SendStore + ?Sized>(
         };
         let wait = batch_wait(&a);
         let results = match a.client.final_batch_results(session.as_str()).await {
-            Ok(results) => results,
+            Ok(results) => {
+                tracing::info!(session = %session, members = group.len(), status = %results.describe(), listed = results.listed(), "batch session read for its members");
+                results
+            }
             Err(f) => {
+                tracing::warn!(session = %session, members = group.len(), error = %f, "reading the batch session failed; its members try again");
                 for u in group {
                     out.push((u.index, a.read_failed(u.record, f.clone()).await));
                 }
@@ -511,8 +515,10 @@ async fn group<S: SendStore + ?Sized>(a: &Attempt<'_, S>, batch_cfg: &BatchConfi
 
     // 5. Close: KSeF processes the archive. A failed or ambiguous close is reconciled.
     if let Err(f) = a.client.close_batch_session(&opened.reference).await {
+        tracing::warn!(seller_nip = %seller, batch = %batch, session = %opened.reference, error = %f, "closing the batch session failed; its members reconcile");
         return fail_all(a, members, &f, true, out).await;
     }
+    tracing::info!(seller_nip = %seller, batch = %batch, session = %opened.reference, members = started.len(), "batch session closed; KSeF is processing it");
     // 6. Each member awaits its batch.
     for (i, r, session) in started {
         let_others_run().await;
