@@ -54,6 +54,12 @@ pub struct LoadArgs {
     /// within this many seconds (of KSeF's time: divided by --sim-time-scale), else in batch.
     #[arg(long, env = "BATCH_TARGET_DELAY_SECONDS", default_value_t = 300)]
     batch_target_delay_secs: u64,
+    /// The invoices' issue date (`P_1`, YYYY-MM-DD). By default today in Poland: a month end's
+    /// invoices are sent on the day they are issued. An earlier date makes every invoice a late
+    /// one: each gets its offline QR codes (KOD I, and KOD II with an Offline certificate) and an
+    /// outbox result before it is sent.
+    #[arg(long, value_name = "DATE")]
+    issue_date: Option<chrono::NaiveDate>,
     /// Print the report as one JSON object on stdout (for scripts) instead of tables.
     #[arg(long)]
     json: bool,
@@ -81,10 +87,10 @@ pub(crate) fn load_sellers(k: usize) -> Result<Vec<SimSeller>> {
     Ok(sellers)
 }
 
-/// `n` distinct invoices from sample 1: invoice `i` is seller `i % K`'s (Podmiot1's NIP
-/// replaced) with P_2 `LOAD/{i}` (so KSeF's duplicate key and the content hash differ); the
-/// file name `load-{i}.xml` is the ERP document id.
-pub(crate) fn invoices(sellers: &[SimSeller], n: usize) -> Result<Vec<(String, Vec<u8>)>> {
+/// `n` distinct invoices from sample 1 issued on `issued` (`P_1`): invoice `i` is seller
+/// `i % K`'s (Podmiot1's NIP replaced) with P_2 `LOAD/{i}` (so KSeF's duplicate key and the
+/// content hash differ); the file name `load-{i}.xml` is the ERP document id.
+pub(crate) fn invoices(sellers: &[SimSeller], n: usize, issued: chrono::NaiveDate) -> Result<Vec<(String, Vec<u8>)>> {
     let (_, sample) = bundled_samples::SAMPLES
         .iter()
         .find(|(name, _)| *name == "FA_3_Przykład_1.xml")
@@ -93,9 +99,11 @@ pub(crate) fn invoices(sellers: &[SimSeller], n: usize) -> Result<Vec<(String, V
     let (p2, seller) = ("<P_2>FV2026/02/150</P_2>", "<NIP>9999999999</NIP>");
     // The first NIP must be Podmiot1's (the seller), not the buyer's.
     let seller_first = matches!((text.find(seller), text.find("<Podmiot2>")), (Some(s), Some(b)) if s < b);
-    if !text.contains(p2) || !seller_first {
-        bail!("sample 1 no longer has the P_2 and seller NIP the load generator replaces");
+    let p1 = "<P_1>2026-02-15</P_1>";
+    if !text.contains(p2) || !text.contains(p1) || !seller_first {
+        bail!("sample 1 no longer has the P_1, P_2 and seller NIP the load generator replaces");
     }
+    let text = text.replacen(p1, &format!("<P_1>{issued}</P_1>"), 1);
     Ok((0..n)
         .map(|i| {
             let (nip, _) = &sellers[i % sellers.len()];
@@ -171,7 +179,10 @@ pub async fn run(args: LoadArgs) -> Result<ExitCode> {
         bail!("--invoices must be at least 1");
     }
     let sellers = load_sellers(args.sellers)?;
-    let inputs = invoices(&sellers, args.invoices)?;
+    let issued = args
+        .issue_date
+        .unwrap_or_else(|| relay_domain::polish_calendar::poland_date(chrono::Utc::now()));
+    let inputs = invoices(&sellers, args.invoices, issued)?;
     let run_args = RunArgs {
         inputs: Vec::new(),
         aws_endpoint: args.aws_endpoint.clone(),
@@ -321,6 +332,7 @@ pub async fn run(args: LoadArgs) -> Result<ExitCode> {
         "sellers": sellers.len(),
         "stores": if args.aws_endpoint.is_some() { "aws" } else { "memory" },
         "time_scale": args.sim_time_scale,
+        "issue_date": issued.to_string(),
         "finished": quiet,
         "accepted": accepted,
         "with_upo": with_upo,
@@ -468,13 +480,15 @@ mod tests {
     #[test]
     fn invoices_are_valid_fa3_with_distinct_identities_and_hashes_spread_over_sellers() {
         let sellers = load_sellers(3).unwrap();
-        let set = invoices(&sellers, 9).unwrap();
+        let issued = chrono::NaiveDate::from_ymd_opt(2026, 3, 2).unwrap();
+        let set = invoices(&sellers, 9, issued).unwrap();
         let mut keys = std::collections::HashSet::new();
         let mut bodies = std::collections::HashSet::new();
         for (i, (name, bytes)) in set.iter().enumerate() {
             let id = relay_fa3::read_identity(bytes).unwrap();
             assert_eq!(id.key.seller_nip, sellers[i % 3].0, "{name}");
             assert_eq!(id.key.invoice_number.as_str(), format!("LOAD/{i:07}"));
+            assert_eq!(id.issue_date, issued, "{name}");
             assert!(relay_fa3::validate(bytes).is_valid(), "{name} is valid FA(3)");
             keys.insert(id.key);
             bodies.insert(bytes.clone());
