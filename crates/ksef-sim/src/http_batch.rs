@@ -147,6 +147,7 @@ pub async fn open_batch(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: B
             }),
             offline_mode: req.offline_mode,
             unpacking: false,
+            first_open: 0,
         },
     );
     Ok((

@@ -126,6 +126,7 @@ pub async fn open_online(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: 
             batch: None,
             offline_mode: false,
             unpacking: false,
+            first_open: 0,
         },
     );
     Ok((

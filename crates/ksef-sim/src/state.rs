@@ -206,6 +206,9 @@ pub struct Session {
     /// A closed batch whose archive is still being unpacked and checked (after the close
     /// answered, as in KSeF): processing (150), no invoices listed yet.
     pub unpacking: bool,
+    /// Every invoice before this index has its final status (they never lose it): `advance`
+    /// looks from here, not at a 10,000-invoice batch's settled invoices on every request.
+    pub first_open: usize,
 }
 
 impl Session {
@@ -214,7 +217,7 @@ impl Session {
     }
 
     pub fn pending(&self) -> bool {
-        self.unpacking || self.invoices.iter().any(|i| i.final_status.is_none())
+        self.unpacking || self.invoices.iter().skip(self.first_open).any(|i| i.final_status.is_none())
     }
 
     pub fn status(&self) -> StatusInfo {
@@ -330,8 +333,11 @@ impl Sim {
             }
         }
         let mut ready: Vec<(Instant, String, usize)> = Vec::new();
-        for s in store.sessions.values() {
-            for (i, inv) in s.invoices.iter().enumerate() {
+        for s in store.sessions.values_mut() {
+            while s.invoices.get(s.first_open).is_some_and(|i| i.final_status.is_some()) {
+                s.first_open += 1;
+            }
+            for (i, inv) in s.invoices.iter().enumerate().skip(s.first_open) {
                 if inv.final_status.is_none() && !inv.stuck(now, &self.cfg) && now.duration_since(inv.received) >= due {
                     ready.push((inv.received, s.reference.clone(), i));
                 }
