@@ -5,9 +5,15 @@ Parsing is included, as in the Rust bench (both start from the exact bytes).
 
     python3 -m venv /tmp/lxmlvenv && /tmp/lxmlvenv/bin/pip install lxml
     /tmp/lxmlvenv/bin/python crates/fa3/bench/lxml_bench.py
+
+With `--json LOOPS BATCHES` it times the way `examples/validate_loop.rs` does (a warm-up, then
+the median of BATCHES batches of LOOPS passes over all samples) and prints one JSON object:
+`scripts/validate_bench.py` runs the two interleaved and prints the ratio.
 """
 
+import json
 import pathlib
+import sys
 import tempfile
 import time
 
@@ -38,6 +44,24 @@ def main():
             if not schema.validate(etree.fromstring(d, parser)):
                 raise SystemExit("a sample failed to validate")
 
+    if len(sys.argv) > 1 and sys.argv[1] == "--json":
+        loops = int(sys.argv[2]) if len(sys.argv) > 2 else 100
+        batches = int(sys.argv[3]) if len(sys.argv) > 3 else 5
+        for _ in range(-(-loops // 4)):
+            once()
+        per = []
+        for _ in range(batches):
+            t = time.perf_counter()
+            for _ in range(loops):
+                once()
+            per.append((time.perf_counter() - t) * 1e6 / (loops * len(docs)))
+        per.sort()
+        print(json.dumps({
+            "impl": f"lxml {etree.__version__} / libxml2 {'.'.join(map(str, etree.LIBXML_VERSION))}",
+            "samples": len(docs),
+            "us": round(per[len(per) // 2], 2),
+        }))
+        return
     for _ in range(50):
         once()
     rounds = []
