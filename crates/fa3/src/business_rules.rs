@@ -13,7 +13,7 @@ use crate::xsd_values::Decimal;
 use crate::FA3_NAMESPACE;
 
 struct Rules<'a> {
-    tree: &'a Tree,
+    tree: &'a Tree<'a>,
     findings: &'a mut Vec<Finding>,
 }
 
@@ -82,8 +82,8 @@ impl Rules<'_> {
     }
 
     fn children<'b>(&'b self, parent: usize, local: &'b str) -> impl Iterator<Item = usize> + 'b {
-        self.tree.nodes[parent]
-            .children
+        self.tree
+            .children(parent)
             .iter()
             .copied()
             .filter(move |&c| self.tree.nodes[c].local == local && &*self.tree.nodes[c].ns == FA3_NAMESPACE)
@@ -108,7 +108,7 @@ impl Rules<'_> {
         for id in 0..self.tree.nodes.len() {
             let node = &self.tree.nodes[id];
             let value = self.text(id);
-            let candidate = match node.local.as_str() {
+            let candidate = match node.local {
                 "NIP" => value,
                 "IDWew" => value.split('-').next().unwrap_or(""),
                 _ => continue,

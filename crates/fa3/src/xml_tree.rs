@@ -6,6 +6,8 @@
 //! quick-xml leaves to its caller are done here: characters XML 1.0 forbids, character
 //! references to them, undeclared entities, text or a second element outside the root.
 
+use std::borrow::Cow;
+use std::cell::OnceCell;
 use std::sync::Arc;
 
 use quick_xml::events::Event;
@@ -30,16 +32,20 @@ pub struct Attr {
 }
 
 #[derive(Debug, Clone)]
-pub struct Node {
+pub struct Node<'a> {
     /// Shared between the elements of one namespace (most of a document is in one or two).
     pub ns: Arc<str>,
-    pub local: String,
-    pub qname: String,
+    /// Borrowed from the document, as are `qname` and (when it is one chunk without a CR or a
+    /// reference) `text`: building the tree copies no names and almost no values.
+    pub local: &'a str,
+    pub qname: &'a str,
     pub attrs: Vec<Attr>,
-    pub children: Vec<usize>,
+    /// Where this element's children sit in [`Tree::children`]'s shared list.
+    children_at: u32,
+    children_len: u32,
     pub parent: Option<usize>,
     /// The element's own character data (entities resolved), all chunks concatenated.
-    pub text: String,
+    pub text: Cow<'a, str>,
     /// Byte span of the whole element, `<` of the start tag to `>` of the end tag.
     pub span: (usize, usize),
     /// Byte span of the content between the tags (empty for `<a/>`).
@@ -47,10 +53,15 @@ pub struct Node {
     pub line: u32,
 }
 
-impl Node {
+impl Node<'_> {
     /// Whether there is character data other than whitespace directly in this element.
     pub fn has_text(&self) -> bool {
-        !self.text.chars().all(|c| matches!(c, ' ' | '\t' | '\n' | '\r'))
+        !self.text.bytes().all(|c| matches!(c, b' ' | b'\t' | b'\n' | b'\r'))
+    }
+
+    /// Whether the element has child elements.
+    pub fn has_children(&self) -> bool {
+        self.children_len > 0
     }
 }
 
@@ -75,15 +86,24 @@ pub struct ParseNote {
 }
 
 #[derive(Debug, Default)]
-pub struct Tree {
+pub struct Tree<'a> {
     /// `nodes[0]` is the root element.
-    pub nodes: Vec<Node>,
+    pub nodes: Vec<Node<'a>>,
     pub notes: Vec<ParseNote>,
     /// The encoding named in the XML declaration, if any.
     pub declared_encoding: Option<String>,
+    /// Every element's children, grouped by parent, in document order (one list for the whole
+    /// tree instead of one allocation per element).
+    child_list: Vec<usize>,
 }
 
-impl Tree {
+impl Tree<'_> {
+    /// The child elements of `id`, in document order.
+    pub fn children(&self, id: usize) -> &[usize] {
+        let n = &self.nodes[id];
+        &self.child_list[n.children_at as usize..(n.children_at + n.children_len) as usize]
+    }
+
     /// `/Faktura/Fa/FaWiersz[2]/P_7`: local names, with a 1-based index only where the name
     /// repeats among its siblings. Computed on demand (only findings need it).
     pub fn path(&self, id: usize) -> String {
@@ -93,8 +113,8 @@ impl Tree {
             let node = &self.nodes[n];
             match node.parent {
                 Some(p) => {
-                    let same: Vec<usize> = self.nodes[p]
-                        .children
+                    let same: Vec<usize> = self
+                        .children(p)
                         .iter()
                         .copied()
                         .filter(|&c| self.nodes[c].local == node.local)
@@ -103,10 +123,10 @@ impl Tree {
                         let k = same.iter().position(|&c| c == n).unwrap_or(0) + 1;
                         parts.push(format!("{}[{k}]", node.local));
                     } else {
-                        parts.push(node.local.clone());
+                        parts.push(node.local.to_string());
                     }
                 }
-                None => parts.push(node.local.clone()),
+                None => parts.push(node.local.to_string()),
             }
             cur = node.parent;
         }
@@ -115,23 +135,51 @@ impl Tree {
     }
 }
 
-/// Byte offset → 1-based line.
-pub struct Lines(Vec<usize>);
+/// Byte offset → 1-based line. The table of line starts is built on the first look-up: a valid
+/// document never needs it (the parser counts its elements' lines as it goes).
+pub struct Lines<'a> {
+    bytes: &'a [u8],
+    starts: OnceCell<Vec<usize>>,
+}
 
-impl Lines {
-    pub fn new(bytes: &[u8]) -> Lines {
-        let mut starts = vec![0];
-        starts.extend(bytes.iter().enumerate().filter(|(_, &b)| b == b'\n').map(|(i, _)| i + 1));
-        Lines(starts)
+impl<'a> Lines<'a> {
+    pub fn new(bytes: &'a [u8]) -> Lines<'a> {
+        Lines {
+            bytes,
+            starts: OnceCell::new(),
+        }
     }
 
     pub fn line(&self, offset: usize) -> u32 {
-        match self.0.binary_search(&offset) {
+        let starts = self.starts.get_or_init(|| {
+            let mut starts = vec![0];
+            starts.extend(self.bytes.iter().enumerate().filter(|(_, &b)| b == b'\n').map(|(i, _)| i + 1));
+            starts
+        });
+        match starts.binary_search(&offset) {
             Ok(i) => i as u32 + 1,
             Err(i) => i as u32,
         }
     }
 }
+
+/// Line feeds in a slice (a loop the compiler vectorises).
+fn count_newlines(bytes: &[u8]) -> u32 {
+    bytes.iter().map(|&b| u32::from(b == b'\n')).sum()
+}
+
+/// Characters below 0x80 that need a closer look: controls other than tab, LF and CR (XML
+/// forbids them) and DEL (KSeF refuses it).
+const ASCII_SUSPECT: [bool; 128] = {
+    let mut t = [false; 128];
+    let mut b = 0;
+    while b < 0x20 {
+        t[b] = !matches!(b, 0x09 | 0x0A | 0x0D);
+        b += 1;
+    }
+    t[0x7F] = true;
+    t
+};
 
 /// Characters XML 1.0 allows at all.
 pub fn is_xml_char(c: char) -> bool {
@@ -157,6 +205,16 @@ fn as_str<'t>(text: &'t str, bytes: &'t [u8]) -> &'t str {
     std::str::from_utf8(bytes).unwrap_or("")
 }
 
+/// The `&str` of `text` a byte slice handed out by the reader is, when it is one.
+fn in_text<'t>(text: &'t str, bytes: &[u8]) -> Option<&'t str> {
+    let base = text.as_ptr() as usize;
+    let at = bytes.as_ptr() as usize;
+    if at >= base && at + bytes.len() <= base + text.len() {
+        return text.get(at - base..at - base + bytes.len());
+    }
+    None
+}
+
 fn intern(interned: &mut Vec<Arc<str>>, r: &ResolveResult) -> Result<Arc<str>, String> {
     let bytes: &[u8] = match r {
         ResolveResult::Bound(n) => n.as_ref(),
@@ -179,8 +237,18 @@ fn ns_of(r: &ResolveResult) -> Result<String, String> {
     }
 }
 
+/// Appends character data to an element's text: borrowed when it is the first chunk and needs no
+/// end-of-line normalisation, copied otherwise.
+fn append_text<'a>(out: &mut Cow<'a, str>, raw: Cow<'a, str>) {
+    if out.is_empty() && !raw.contains('\r') {
+        *out = raw;
+    } else {
+        push_eol_normalized(out.to_mut(), &raw);
+    }
+}
+
 /// Parses `xml` (already known to be UTF-8, BOM removed by the caller) into a tree.
-pub fn parse(text: &str, lines: &Lines, base: usize) -> Result<Tree, ParseFailure> {
+pub fn parse<'a>(text: &'a str, lines: &Lines, base: usize) -> Result<Tree<'a>, ParseFailure> {
     let fail = |code, offset: usize, detail: String| ParseFailure {
         code,
         offset: offset + base,
@@ -199,7 +267,7 @@ pub fn parse(text: &str, lines: &Lines, base: usize) -> Result<Tree, ParseFailur
         let b = bytes[i];
         // ASCII is decided on the byte; only multi-byte sequences are decoded.
         let c = if b < 0x80 {
-            if b >= 0x20 && b != 0x7F {
+            if !ASCII_SUSPECT[b as usize] {
                 i += 1;
                 continue;
             }
@@ -225,6 +293,8 @@ pub fn parse(text: &str, lines: &Lines, base: usize) -> Result<Tree, ParseFailur
     let mut stack: Vec<usize> = Vec::new();
     let mut root_closed = false;
     let mut interned: Vec<Arc<str>> = Vec::new();
+    // Lines of element starts, counted as the reader moves forward.
+    let (mut line_at, mut line) = (0usize, 1u32);
     loop {
         let start = reader.buffer_position() as usize;
         let event = match reader.read_resolved_event() {
@@ -250,8 +320,10 @@ pub fn parse(text: &str, lines: &Lines, base: usize) -> Result<Tree, ParseFailur
                 if stack.len() >= MAX_DEPTH {
                     return Err(fail("xml.depth", start, format!("more than {MAX_DEPTH} levels")));
                 }
-                let qname = as_str(text, e.name().into_inner()).to_string();
-                if !valid_name(&qname) {
+                // The reader hands out names as slices of the input; borrow them from `text`.
+                let qname = in_text(text, e.name().into_inner())
+                    .ok_or_else(|| fail("xml.malformed", start, "an element name outside the document".into()))?;
+                if !valid_name(qname) {
                     return Err(fail("xml.malformed", start, format!("{qname:?} is not a valid element name")));
                 }
                 let ns = ns
@@ -296,20 +368,24 @@ pub fn parse(text: &str, lines: &Lines, base: usize) -> Result<Tree, ParseFailur
                     });
                 }
                 let id = tree.nodes.len();
+                line += count_newlines(&bytes[line_at..start]);
+                line_at = start;
                 tree.nodes.push(Node {
                     ns,
-                    local: qname.rsplit(':').next().unwrap_or("").to_string(),
+                    // After the last ':' (the name is valid, so at most one).
+                    local: qname.bytes().rposition(|b| b == b':').map_or(qname, |i| &qname[i + 1..]),
                     qname,
                     attrs,
-                    children: Vec::new(),
+                    children_at: 0,
+                    children_len: 0,
                     parent: stack.last().copied(),
-                    text: String::new(),
+                    text: Cow::Borrowed(""),
                     span: (start, end),
                     content: (end, end),
-                    line: lines.line(start + base),
+                    line,
                 });
                 if let Some(&p) = stack.last() {
-                    tree.nodes[p].children.push(id);
+                    tree.nodes[p].children_len += 1;
                 }
                 if empty {
                     if stack.is_empty() {
@@ -330,19 +406,20 @@ pub fn parse(text: &str, lines: &Lines, base: usize) -> Result<Tree, ParseFailur
                 }
             }
             (_, Event::Text(t)) => {
-                let raw = match t.clone().into_inner() {
-                    std::borrow::Cow::Borrowed(b) => as_str(text, b),
-                    std::borrow::Cow::Owned(_) => std::str::from_utf8(&t).unwrap_or(""),
+                let raw: Cow<'a, str> = match t.into_inner() {
+                    Cow::Borrowed(b) => Cow::Borrowed(as_str(text, b)),
+                    Cow::Owned(b) => Cow::Owned(String::from_utf8(b).unwrap_or_default()),
                 };
                 let blank = || raw.bytes().all(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r'));
+                let has_three = raw.contains(']') && raw.contains("]]>");
                 match stack.last() {
                     // Between child elements only non-blank text matters (it is an error there).
-                    Some(&id) if !tree.nodes[id].children.is_empty() && blank() => {}
-                    Some(&id) => push_eol_normalized(&mut tree.nodes[id].text, raw),
+                    Some(&id) if tree.nodes[id].has_children() && blank() => {}
+                    Some(&id) => append_text(&mut tree.nodes[id].text, raw),
                     None if raw.trim_matches([' ', '\t', '\n', '\r']).is_empty() => {}
                     None => return Err(fail("xml.malformed", start, "text outside the root element".into())),
                 }
-                if raw.contains(']') && raw.contains("]]>") {
+                if has_three {
                     return Err(fail("xml.malformed", start, "']]>' in character data".into()));
                 }
             }
@@ -350,12 +427,18 @@ pub fn parse(text: &str, lines: &Lines, base: usize) -> Result<Tree, ParseFailur
                 let name = std::str::from_utf8(&r).unwrap_or("");
                 let c = resolve_entity(name).map_err(|m| fail("xml.malformed", start, m))?;
                 match stack.last() {
-                    Some(&id) => tree.nodes[id].text.push(c),
+                    Some(&id) => tree.nodes[id].text.to_mut().push(c),
                     None => return Err(fail("xml.malformed", start, "a reference outside the root element".into())),
                 }
             }
             (_, Event::CData(c)) => match stack.last() {
-                Some(&id) => push_eol_normalized(&mut tree.nodes[id].text, std::str::from_utf8(&c).unwrap_or("")),
+                Some(&id) => {
+                    let raw: Cow<'a, str> = match c.into_inner() {
+                        Cow::Borrowed(b) => Cow::Borrowed(as_str(text, b)),
+                        Cow::Owned(b) => Cow::Owned(String::from_utf8(b).unwrap_or_default()),
+                    };
+                    append_text(&mut tree.nodes[id].text, raw)
+                }
                 None => return Err(fail("xml.malformed", start, "CDATA outside the root element".into())),
             },
             (_, Event::PI(_)) => tree.notes.push(ParseNote {
@@ -384,10 +467,30 @@ pub fn parse(text: &str, lines: &Lines, base: usize) -> Result<Tree, ParseFailur
                 if tree.nodes.is_empty() {
                     return Err(fail("xml.malformed", 0, "no root element".into()));
                 }
+                link_children(&mut tree);
                 return Ok(tree);
             }
         }
     }
+}
+
+/// Fills the shared child list: nodes are in document order, so walking them in order appends
+/// every element's children in order, each parent's block sized by its count.
+fn link_children(tree: &mut Tree) {
+    let mut at = 0u32;
+    for n in tree.nodes.iter_mut() {
+        n.children_at = at;
+        at += n.children_len;
+    }
+    let mut list = vec![0usize; at as usize];
+    let mut filled = vec![0u32; tree.nodes.len()];
+    for id in 1..tree.nodes.len() {
+        if let Some(p) = tree.nodes[id].parent {
+            list[(tree.nodes[p].children_at + filled[p]) as usize] = id;
+            filled[p] += 1;
+        }
+    }
+    tree.child_list = list;
 }
 
 fn valid_name(n: &str) -> bool {
@@ -491,7 +594,7 @@ fn push_eol_normalized(out: &mut String, raw: &str) {
 mod tests {
     use super::*;
 
-    fn p(s: &str) -> Result<Tree, ParseFailure> {
+    fn p(s: &str) -> Result<Tree<'_>, ParseFailure> {
         parse(s, &Lines::new(s.as_bytes()), 0)
     }
 
