@@ -148,8 +148,10 @@ pub enum Facet {
     MaxLength(usize),
     /// The patterns of one derivation step: the value must match one of them.
     Patterns(Vec<(String, Regex)>),
-    /// The enumeration of one derivation step, as lexical values and parsed values.
-    Enumeration(Vec<(String, Value)>),
+    /// The enumeration of one derivation step, as lexical values and parsed values (in the
+    /// schema's order, for messages), and for string types the values sorted, for a binary
+    /// search instead of a scan (country and currency codes run to hundreds).
+    Enumeration(Vec<(String, Value)>, Vec<String>),
     TotalDigits(usize),
     FractionDigits(usize),
     MinInclusive(Value, String),
@@ -582,7 +584,15 @@ impl<'a> Compiler<'a> {
             facets.push(Facet::Patterns(patterns));
         }
         if !enumeration.is_empty() {
-            facets.push(Facet::Enumeration(enumeration));
+            let mut sorted: Vec<String> = enumeration
+                .iter()
+                .filter_map(|(_, v)| match v {
+                    Value::Str(s) => Some(s.clone()),
+                    _ => None,
+                })
+                .collect();
+            sorted.sort_unstable();
+            facets.push(Facet::Enumeration(enumeration, sorted));
         }
         self.schema.simple.push(SimpleType::Atomic {
             builtin,
@@ -811,7 +821,7 @@ fn clone_facet(f: &Facet) -> Facet {
         Facet::MinLength(n) => Facet::MinLength(*n),
         Facet::MaxLength(n) => Facet::MaxLength(*n),
         Facet::Patterns(p) => Facet::Patterns(p.clone()),
-        Facet::Enumeration(e) => Facet::Enumeration(e.clone()),
+        Facet::Enumeration(e, s) => Facet::Enumeration(e.clone(), s.clone()),
         Facet::TotalDigits(n) => Facet::TotalDigits(*n),
         Facet::FractionDigits(n) => Facet::FractionDigits(*n),
         Facet::MinInclusive(v, s) => Facet::MinInclusive(v.clone(), s.clone()),
@@ -951,12 +961,17 @@ fn check_facet(f: &Facet, builtin: Builtin, v: &str, value: &Value) -> Result<()
                 format!("the value {} has the wrong format (pattern {})", quote(v), shown.join(" | ")),
             )
         }
-        Facet::Enumeration(values) => {
-            // Enumerated strings were normalised when the schema was compiled.
-            let hit = values.iter().any(|(_, val)| match val {
-                Value::Str(stored) => builtin.is_stringy() && stored == v,
-                a => a.compare(value) == Some(std::cmp::Ordering::Equal),
-            });
+        Facet::Enumeration(values, sorted) => {
+            // Enumerated strings were normalised when the schema was compiled. A string type's
+            // values are all strings (and in `sorted`); other types' values are none.
+            let hit = if builtin.is_stringy() {
+                sorted.binary_search_by(|s| s.as_str().cmp(v)).is_ok()
+            } else {
+                values.iter().any(|(_, val)| match val {
+                    Value::Str(_) => false,
+                    a => a.compare(value) == Some(std::cmp::Ordering::Equal),
+                })
+            };
             if hit {
                 return Ok(());
             }
