@@ -922,10 +922,12 @@ fn quote(v: &str) -> String {
 
 fn check_facet(f: &Facet, builtin: Builtin, v: &str, value: &Value) -> Result<(), ValueProblem> {
     let chars = || v.chars().count();
-    let digits = |value: &Value| match value {
-        Value::Num(d) => Some(d.clone()),
-        _ => None,
-    };
+    fn digits(value: &Value) -> Option<&Decimal> {
+        match value {
+            Value::Num(d) => Some(d),
+            _ => None,
+        }
+    }
     let fail = |code, pl: String, en: String| Err(ValueProblem { code, pl, en });
     match f {
         Facet::Length(n) if builtin.is_stringy() && chars() != *n => fail(
@@ -990,7 +992,7 @@ fn check_facet(f: &Facet, builtin: Builtin, v: &str, value: &Value) -> Result<()
             format!("liczba {} ma za dużo cyfr: najwyżej {n}", quote(v)),
             format!("the number {} has too many digits: at most {n}", quote(v)),
         ),
-        Facet::FractionDigits(n) if digits(value).is_some_and(|d: Decimal| d.fraction_digits() > *n) => fail(
+        Facet::FractionDigits(n) if digits(value).is_some_and(|d: &Decimal| d.fraction_digits() > *n) => fail(
             "value.fraction_digits",
             format!("liczba {} ma za dużo miejsc po przecinku: najwyżej {n}", quote(v)),
             format!("the number {} has too many decimal places: at most {n}", quote(v)),

@@ -160,13 +160,69 @@ impl Value {
     }
 }
 
+/// A run of ASCII digits of any length, held inline when short (every amount and date in an
+/// invoice), so parsing a value allocates nothing.
+#[derive(Clone)]
+enum Digits {
+    Inline { len: u8, buf: [u8; Digits::INLINE] },
+    Heap(Box<str>),
+}
+
+impl Digits {
+    const INLINE: usize = 30;
+
+    fn new(s: &str) -> Digits {
+        if s.len() <= Digits::INLINE {
+            let mut buf = [0u8; Digits::INLINE];
+            buf[..s.len()].copy_from_slice(s.as_bytes());
+            Digits::Inline { len: s.len() as u8, buf }
+        } else {
+            Digits::Heap(s.into())
+        }
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        match self {
+            Digits::Inline { len, buf } => &buf[..*len as usize],
+            Digits::Heap(s) => s.as_bytes(),
+        }
+    }
+
+    fn as_str(&self) -> &str {
+        // Only ever filled from a `&str` of ASCII digits.
+        std::str::from_utf8(self.as_bytes()).unwrap_or("")
+    }
+
+    fn len(&self) -> usize {
+        self.as_bytes().len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl PartialEq for Digits {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_bytes() == other.as_bytes()
+    }
+}
+
+impl Eq for Digits {}
+
+impl std::fmt::Debug for Digits {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
 /// An exact decimal: sign, integer digits without leading zeros, fraction digits without
 /// trailing zeros. Zero is never negative.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decimal {
     negative: bool,
-    int: String,
-    frac: String,
+    int: Digits,
+    frac: Digits,
 }
 
 impl Decimal {
@@ -187,8 +243,8 @@ impl Decimal {
         if !int.bytes().all(|b| b.is_ascii_digit()) || !frac.bytes().all(|b| b.is_ascii_digit()) {
             return None;
         }
-        let int = int.trim_start_matches('0').to_string();
-        let frac = frac.trim_end_matches('0').to_string();
+        let int = Digits::new(int.trim_start_matches('0'));
+        let frac = Digits::new(frac.trim_end_matches('0'));
         let zero = int.is_empty() && frac.is_empty();
         Some(Decimal {
             negative: negative && !zero,
@@ -223,13 +279,12 @@ impl Decimal {
         if self.int.len() > 30 {
             return None;
         }
-        let int: i128 = if self.int.is_empty() { 0 } else { self.int.parse().ok()? };
-        let mut frac = self.frac.clone();
-        while frac.len() < 3 {
-            frac.push('0');
-        }
-        let cents: i128 = frac[..2].parse().ok()?;
-        let round_up = frac.as_bytes()[2] >= b'5';
+        let int: i128 = if self.int.is_empty() { 0 } else { self.int.as_str().parse().ok()? };
+        // The first three fraction digits, missing ones as zeros.
+        let f = self.frac.as_bytes();
+        let digit = |i: usize| i128::from(f.get(i).map_or(0, |&b| b - b'0'));
+        let cents: i128 = digit(0) * 10 + digit(1);
+        let round_up = digit(2) >= 5;
         let v = int * 100 + cents + i128::from(round_up);
         Some(if self.negative { -v } else { v })
     }
@@ -238,8 +293,8 @@ impl Decimal {
         self.int
             .len()
             .cmp(&other.int.len())
-            .then_with(|| self.int.cmp(&other.int))
-            .then_with(|| self.frac.cmp(&other.frac))
+            .then_with(|| self.int.as_bytes().cmp(other.int.as_bytes()))
+            .then_with(|| self.frac.as_bytes().cmp(other.frac.as_bytes()))
     }
 }
 
@@ -267,7 +322,7 @@ impl PartialOrd for Decimal {
 pub struct TimeKey {
     kind: u8,
     secs: i128,
-    frac: String,
+    frac: Digits,
     tz: Option<i32>,
 }
 
@@ -282,7 +337,9 @@ impl TimeKey {
             return None;
         }
         let utc = |k: &TimeKey| k.secs - i128::from(k.tz.unwrap_or(0)) * 60;
-        let at = |secs: i128, k: &TimeKey| (secs, k.frac.clone());
+        fn at(secs: i128, k: &TimeKey) -> (i128, &[u8]) {
+            (secs, k.frac.as_bytes())
+        }
         match (self.tz, other.tz) {
             (Some(_), Some(_)) | (None, None) => Some(at(utc(self), self).cmp(&at(utc(other), other))),
             (Some(_), None) => {
@@ -385,7 +442,7 @@ pub fn parse_date(s: &str) -> Option<TimeKey> {
     Some(TimeKey {
         kind: 0,
         secs: days_from_civil(year, month, day) * 86_400,
-        frac: String::new(),
+        frac: Digits::new(""),
         tz: parse_tz(rest)?,
     })
 }
@@ -416,7 +473,7 @@ pub fn parse_date_time(s: &str) -> Option<TimeKey> {
     Some(TimeKey {
         kind: 1,
         secs: days_from_civil(year, month, day) * 86_400 + i128::from(h) * 3600 + i128::from(m) * 60 + i128::from(sec),
-        frac: frac.to_string(),
+        frac: Digits::new(frac),
         tz: parse_tz(tail)?,
     })
 }
@@ -426,7 +483,7 @@ pub fn parse_g_year(s: &str) -> Option<TimeKey> {
     Some(TimeKey {
         kind: 2,
         secs: days_from_civil(year, 1, 1) * 86_400,
-        frac: String::new(),
+        frac: Digits::new(""),
         tz: parse_tz(rest)?,
     })
 }
