@@ -107,10 +107,9 @@ impl Rules<'_> {
     fn nip_checksums(&mut self) {
         for id in 0..self.tree.nodes.len() {
             let node = &self.tree.nodes[id];
-            let value = self.text(id);
             let candidate = match node.local {
-                "NIP" => value,
-                "IDWew" => value.split('-').next().unwrap_or(""),
+                "NIP" => self.text(id),
+                "IDWew" => self.text(id).split('-').next().unwrap_or(""),
                 _ => continue,
             };
             if candidate.len() != 10 || !candidate.bytes().all(|b| b.is_ascii_digit()) {

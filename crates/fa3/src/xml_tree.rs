@@ -237,10 +237,21 @@ fn ns_of(r: &ResolveResult) -> Result<String, String> {
     }
 }
 
+/// Whether all eight bytes of `w` are in 0x20..=0x7E (the word-at-a-time tests "has a byte
+/// below n" and "has a zero byte" are exact about whether such a byte exists).
+fn all_printable_ascii(w: u64) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let below_space = w.wrapping_sub(ONES * 0x20) & !w & HIGH;
+    let del = w ^ (ONES * 0x7F);
+    let has_del = del.wrapping_sub(ONES) & !del & HIGH;
+    (w & HIGH) | below_space | has_del == 0
+}
+
 /// Appends character data to an element's text: borrowed when it is the first chunk and needs no
 /// end-of-line normalisation, copied otherwise.
 fn append_text<'a>(out: &mut Cow<'a, str>, raw: Cow<'a, str>) {
-    if out.is_empty() && !raw.contains('\r') {
+    if out.is_empty() && !raw.bytes().any(|b| b == b'\r') {
         *out = raw;
     } else {
         push_eol_normalized(out.to_mut(), &raw);
@@ -264,6 +275,13 @@ pub fn parse<'a>(text: &'a str, lines: &Lines, base: usize) -> Result<Tree<'a>, 
     let bytes = text.as_bytes();
     let mut i = 0;
     while i < bytes.len() {
+        // Eight printable ASCII bytes (0x20..=0x7E) at a time: nothing to look at there.
+        if let Some(chunk) = bytes.get(i..i + 8) {
+            if all_printable_ascii(u64::from_le_bytes(chunk.try_into().unwrap_or([0; 8]))) {
+                i += 8;
+                continue;
+            }
+        }
         let b = bytes[i];
         // ASCII is decided on the byte; only multi-byte sequences are decoded.
         let c = if b < 0x80 {
@@ -493,10 +511,26 @@ fn link_children(tree: &mut Tree) {
     tree.child_list = list;
 }
 
+/// ASCII letters, digits, '_', '-' and '.': the bytes of an unprefixed ASCII name after its first.
+const NAME_ASCII: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut c = 0;
+    while c < 256 {
+        let b = c as u8;
+        t[c] = b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.');
+        c += 1;
+    }
+    t
+};
+
 fn valid_name(n: &str) -> bool {
+    let b = n.as_bytes();
+    // Nearly every name: unprefixed ASCII, decided by a table.
+    if !b.is_empty() && (b[0].is_ascii_alphabetic() || b[0] == b'_') && b[1..].iter().all(|&c| NAME_ASCII[c as usize]) {
+        return true;
+    }
     // The common case in one pass: ASCII letters, digits, '_', '-', '.', and at most one ':'
     // that is neither first nor last and is followed by a name-start character.
-    let b = n.as_bytes();
     if n.is_ascii() && !b.is_empty() && (b[0].is_ascii_alphabetic() || b[0] == b'_') {
         let mut colon = false;
         let mut after_colon = false;
@@ -613,6 +647,27 @@ mod tests {
             &"<a>\n <b x=\"1&amp;2\">t&lt;<![CDATA[x]]></b>\n<c/></a>"[t.nodes[2].span.0..t.nodes[2].span.1],
             "<c/>"
         );
+    }
+
+    #[test]
+    fn the_word_test_matches_the_byte_test() {
+        let byte_ok = |b: u8| (0x20..=0x7E).contains(&b);
+        // Every byte value in every lane, among printable neighbours.
+        for lane in 0..8 {
+            for b in 0..=255u8 {
+                let mut w = *b"abcdefgh";
+                w[lane] = b;
+                assert_eq!(all_printable_ascii(u64::from_le_bytes(w)), byte_ok(b), "{b:#x} at {lane}");
+            }
+        }
+        let mut state = 0x2545_F491_4F6C_DD1Du64;
+        for _ in 0..100_000 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let w = state.to_le_bytes().map(|b| if b & 1 == 0 { 0x20 + b % 0x60 } else { b });
+            assert_eq!(all_printable_ascii(u64::from_le_bytes(w)), w.iter().all(|&b| byte_ok(b)), "{w:?}");
+        }
     }
 
     #[test]
