@@ -34,6 +34,15 @@ def load_schema():
     return etree.XMLSchema(etree.parse(str(tmp / "fa3.xsd")))
 
 
+def cpu_ns():
+    """Nanoseconds this thread has spent on a CPU (Linux schedstat), as the Rust side reads it."""
+    try:
+        with open("/proc/thread-self/schedstat") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def main():
     schema = load_schema()
     docs = [p.read_bytes() for p in SAMPLES]
@@ -49,17 +58,22 @@ def main():
         batches = int(sys.argv[3]) if len(sys.argv) > 3 else 5
         for _ in range(-(-loops // 4)):
             once()
-        per = []
+        per, per_cpu = [], []
         for _ in range(batches):
-            t = time.perf_counter()
+            t, c = time.perf_counter(), cpu_ns()
             for _ in range(loops):
                 once()
-            per.append((time.perf_counter() - t) * 1e6 / (loops * len(docs)))
+            n = loops * len(docs)
+            per.append((time.perf_counter() - t) * 1e6 / n)
+            c2 = cpu_ns()
+            per_cpu.append((c2 - c) / 1e3 / n if c is not None and c2 is not None else per[-1])
         per.sort()
+        per_cpu.sort()
         print(json.dumps({
             "impl": f"lxml {etree.__version__} / libxml2 {'.'.join(map(str, etree.LIBXML_VERSION))}",
             "samples": len(docs),
             "us": round(per[len(per) // 2], 2),
+            "cpu_us": round(per_cpu[len(per_cpu) // 2], 2),
         }))
         return
     for _ in range(50):

@@ -4,8 +4,9 @@
 //!
 //! Validates every sample in `data/ksef/samples` (sorted by name) in both modes, the full
 //! validator (XSD + business rules) and `schema_only`, after a warm-up that also compiles the
-//! schema; each mode is timed over `batches` batches of `loops` passes over all samples, and the
-//! median batch is printed as microseconds per invoice, one JSON object on stdout.
+//! schema; each mode is timed over `batches` batches of `loops` passes over all samples (the
+//! modes' batches alternating), and the median batch is printed as microseconds per invoice, one
+//! JSON object on stdout.
 //!
 //! `cargo run --release -p relay-fa3 --example validate_loop -- [loops] [batches]`
 //!
@@ -43,21 +44,37 @@ fn opts(schema_only: bool) -> ValidateOptions {
     }
 }
 
-/// Median of `batches` batches, each `loops` passes over all samples: µs per invoice.
-fn time_mode(samples: &[(String, Vec<u8>)], schema_only: bool, loops: usize, batches: usize) -> f64 {
-    let o = opts(schema_only);
-    let mut per = Vec::with_capacity(batches);
-    for _ in 0..batches {
-        let t = Instant::now();
-        for _ in 0..loops {
-            for (_, bytes) in samples {
-                std::hint::black_box(validate_with(std::hint::black_box(bytes), &o));
-            }
+/// Nanoseconds this thread has spent on a CPU (Linux schedstat), when the kernel tells.
+fn cpu_ns() -> Option<u64> {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// One batch: `loops` passes over all samples; µs per invoice, wall clock and on-CPU time
+/// (the latter leaves out the time other processes had the core, on a shared machine).
+fn batch(samples: &[(String, Vec<u8>)], o: &ValidateOptions, loops: usize) -> (f64, f64) {
+    let (t, c) = (Instant::now(), cpu_ns());
+    for _ in 0..loops {
+        for (_, bytes) in samples {
+            std::hint::black_box(validate_with(std::hint::black_box(bytes), o));
         }
-        per.push(t.elapsed().as_secs_f64() * 1e6 / (loops * samples.len()) as f64);
     }
-    per.sort_by(f64::total_cmp);
-    per[per.len() / 2]
+    let n = (loops * samples.len()) as f64;
+    let wall = t.elapsed().as_secs_f64() * 1e6 / n;
+    let cpu = match (c, cpu_ns()) {
+        (Some(a), Some(b)) => (b - a) as f64 / 1e3 / n,
+        _ => wall,
+    };
+    (wall, cpu)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
 }
 
 /// The region callgrind counts (`--toggle-collect='*measured*'`).
@@ -87,11 +104,21 @@ fn main() {
     let loops: usize = args.first().and_then(|a| a.parse().ok()).unwrap_or(100);
     let batches: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(5);
     // Warm-up: caches, allocator, branch predictors.
-    time_mode(&samples, false, loops.div_ceil(4), 1);
-    let full = time_mode(&samples, false, loops, batches);
-    let schema_only = time_mode(&samples, true, loops, batches);
+    batch(&samples, &opts(false), loops.div_ceil(4));
+    // The two modes' batches alternate, so a change in the machine's load hits both alike.
+    let (mut full, mut schema_only) = (Vec::new(), Vec::new());
+    for _ in 0..batches {
+        full.push(batch(&samples, &opts(false), loops));
+        schema_only.push(batch(&samples, &opts(true), loops));
+    }
+    let wall = |v: &[(f64, f64)]| median(v.iter().map(|x| x.0).collect());
+    let cpu = |v: &[(f64, f64)]| median(v.iter().map(|x| x.1).collect());
     println!(
-        "{{\"impl\":\"relay-fa3\",\"samples\":{},\"full_us\":{full:.2},\"schema_only_us\":{schema_only:.2}}}",
-        samples.len()
+        "{{\"impl\":\"relay-fa3\",\"samples\":{},\"full_us\":{:.2},\"schema_only_us\":{:.2},\"full_cpu_us\":{:.2},\"schema_only_cpu_us\":{:.2}}}",
+        samples.len(),
+        wall(&full),
+        wall(&schema_only),
+        cpu(&full),
+        cpu(&schema_only)
     );
 }
