@@ -332,7 +332,7 @@ impl SchemaCheck<'_> {
         }
     }
 
-    fn no_attributes_but_xsi(&mut self, id: usize, allowed: &[&str]) {
+    fn no_attributes_but_xsi(&mut self, id: usize, allowed: &[crate::xsd_schema::AttributeDecl]) {
         let node = &self.tree.nodes[id];
         for a in &node.attrs {
             if a.ns == XSI {
@@ -344,7 +344,7 @@ impl SchemaCheck<'_> {
                         format!("Attribute {} is not allowed in an FA(3) invoice.", a.qname),
                     );
                 }
-            } else if !(a.ns.is_empty() && allowed.contains(&a.local.as_str())) {
+            } else if !(a.ns.is_empty() && allowed.iter().any(|d| d.name.local == a.local)) {
                 self.push(
                     id,
                     "schema.attribute_unknown",
@@ -357,8 +357,7 @@ impl SchemaCheck<'_> {
 
     fn attributes(&mut self, id: usize, ct: &crate::xsd_schema::ComplexType) {
         let node: &Node = &self.tree.nodes[id];
-        let allowed: Vec<&str> = ct.attributes.iter().map(|a| a.name.local.as_str()).collect();
-        self.no_attributes_but_xsi(id, &allowed);
+        self.no_attributes_but_xsi(id, &ct.attributes);
         for decl in &ct.attributes {
             let found = node.attrs.iter().find(|a| a.ns.is_empty() && a.local == decl.name.local);
             match found {

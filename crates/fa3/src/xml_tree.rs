@@ -11,8 +11,8 @@ use std::cell::OnceCell;
 use std::sync::Arc;
 
 use quick_xml::events::Event;
-use quick_xml::name::ResolveResult;
-use quick_xml::NsReader;
+use quick_xml::name::{NamespaceResolver, ResolveResult};
+use quick_xml::Reader;
 
 const XSI: &str = "http://www.w3.org/2001/XMLSchema-instance";
 
@@ -168,16 +168,18 @@ fn count_newlines(bytes: &[u8]) -> u32 {
     bytes.iter().map(|&b| u32::from(b == b'\n')).sum()
 }
 
-/// Characters below 0x80 that need a closer look: controls other than tab, LF and CR (XML
-/// forbids them) and DEL (KSeF refuses it).
-const ASCII_SUSPECT: [bool; 128] = {
-    let mut t = [false; 128];
+/// Bytes that start a character needing a closer look: ASCII controls other than tab, LF and
+/// CR (XML forbids them), DEL, and the UTF-8 lead bytes of the only ranges holding characters
+/// XML forbids or KSeF refuses: 0xC2 (U+0080..U+00BF, the C1 controls), 0xEF (U+F000..U+FFFF,
+/// with U+FDD0..U+FDEF, U+FFFE, U+FFFF) and 0xF0.. (the last two code points of each plane).
+/// No continuation byte (0x80..=0xBF) is marked, so every other byte is skipped undecoded.
+const SUSPECT: [bool; 256] = {
+    let mut t = [false; 256];
     let mut b = 0;
-    while b < 0x20 {
-        t[b] = !matches!(b, 0x09 | 0x0A | 0x0D);
+    while b < 256 {
+        t[b] = (b < 0x20 && !matches!(b, 0x09 | 0x0A | 0x0D)) || b == 0x7F || b == 0xC2 || b == 0xEF || b >= 0xF0;
         b += 1;
     }
-    t[0x7F] = true;
     t
 };
 
@@ -283,12 +285,12 @@ pub fn parse<'a>(text: &'a str, lines: &Lines, base: usize) -> Result<Tree<'a>, 
             }
         }
         let b = bytes[i];
-        // ASCII is decided on the byte; only multi-byte sequences are decoded.
+        // Decided on the byte; only characters that may be refused are decoded.
+        if !SUSPECT[b as usize] {
+            i += 1;
+            continue;
+        }
         let c = if b < 0x80 {
-            if !ASCII_SUSPECT[b as usize] {
-                i += 1;
-                continue;
-            }
             b as char
         } else {
             text[i..].chars().next().unwrap_or('\u{FFFD}')
@@ -306,8 +308,15 @@ pub fn parse<'a>(text: &'a str, lines: &Lines, base: usize) -> Result<Tree<'a>, 
         }
         i += c.len_utf8();
     }
-    let mut reader = NsReader::from_str(text);
+    let mut reader = Reader::from_str(text);
     reader.config_mut().check_comments = true;
+    // Namespace scopes, kept as quick-xml's `NsReader` keeps them, except that a scope is opened
+    // only for an element that declares a namespace: an element whose attributes do not contain
+    // "xmlns" adds no binding and cannot fail, so the bindings (and their order) are the same.
+    let mut resolver = NamespaceResolver::default();
+    // For each open element, whether it opened a scope; a scope to close before the next event.
+    let mut scoped: Vec<bool> = Vec::new();
+    let mut pending_pop = false;
     let mut stack: Vec<usize> = Vec::new();
     let mut root_closed = false;
     let mut interned: Vec<Arc<str>> = Vec::new();
@@ -315,10 +324,37 @@ pub fn parse<'a>(text: &'a str, lines: &Lines, base: usize) -> Result<Tree<'a>, 
     let (mut line_at, mut line) = (0usize, 1u32);
     loop {
         let start = reader.buffer_position() as usize;
-        let event = match reader.read_resolved_event() {
+        if std::mem::take(&mut pending_pop) {
+            resolver.pop();
+        }
+        // Only start tags are resolved (what `NsReader::read_resolved_event` does for them), not
+        // end tags, text or comments.
+        let event = match reader.read_event() {
             // Only elements need their namespace; interned, so no allocation per element.
-            Ok((r, e)) => match e {
-                Event::Start(_) | Event::Empty(_) => (Some(intern(&mut interned, &r)), e),
+            Ok(e) => match &e {
+                Event::Start(s) | Event::Empty(s) => {
+                    let declares = s.attributes_raw().windows(5).any(|w| w == b"xmlns");
+                    if declares {
+                        // As `NsReader` reports it: a namespace error, at the reader's error position.
+                        resolver.push(s).map_err(|err| {
+                            fail(
+                                "xml.malformed",
+                                reader.error_position() as usize,
+                                quick_xml::Error::from(err).to_string(),
+                            )
+                        })?;
+                    }
+                    match &e {
+                        Event::Start(_) => scoped.push(declares),
+                        _ => pending_pop = declares,
+                    }
+                    let (r, _) = resolver.resolve_element(s.name());
+                    (Some(intern(&mut interned, &r)), e)
+                }
+                Event::End(_) => {
+                    pending_pop = scoped.pop().unwrap_or(false);
+                    (None, e)
+                }
                 _ => (None, e),
             },
             Err(e) => return Err(fail("xml.malformed", reader.error_position() as usize, e.to_string())),
@@ -365,7 +401,7 @@ pub fn parse<'a>(text: &'a str, lines: &Lines, base: usize) -> Result<Tree<'a>, 
                     if aq == "xmlns" || aq.starts_with("xmlns:") {
                         continue;
                     }
-                    let (rns, local) = reader.resolve_attribute(a.key);
+                    let (rns, local) = resolver.resolve_attribute(a.key);
                     let ans = ns_of(&rns).map_err(|m| fail("xml.malformed", start, m))?;
                     let local = String::from_utf8_lossy(local.as_ref()).into_owned();
                     if attrs.iter().any(|x: &Attr| x.ns == ans && x.local == local) {
@@ -373,7 +409,7 @@ pub fn parse<'a>(text: &'a str, lines: &Lines, base: usize) -> Result<Tree<'a>, 
                     }
                     let value_qname = (ans == XSI && local == "type")
                         .then(|| {
-                            let (r, l) = reader.resolve_element(quick_xml::name::QName(value.trim().as_bytes()));
+                            let (r, l) = resolver.resolve_element(quick_xml::name::QName(value.trim().as_bytes()));
                             ns_of(&r).ok().map(|n| (n, String::from_utf8_lossy(l.as_ref()).into_owned()))
                         })
                         .flatten();
@@ -647,6 +683,19 @@ mod tests {
             &"<a>\n <b x=\"1&amp;2\">t&lt;<![CDATA[x]]></b>\n<c/></a>"[t.nodes[2].span.0..t.nodes[2].span.1],
             "<c/>"
         );
+    }
+
+    /// Every character XML forbids or KSeF refuses starts with a byte the scan stops at.
+    #[test]
+    fn the_suspect_bytes_cover_every_refused_character() {
+        let mut buf = [0u8; 4];
+        for c in (0..=0x10FFFFu32).filter_map(char::from_u32) {
+            if !is_xml_char(c) || is_discouraged(c) {
+                let first = c.encode_utf8(&mut buf).as_bytes()[0];
+                assert!(SUSPECT[first as usize], "U+{:04X}", c as u32);
+            }
+        }
+        assert!((0x80..=0xBF).all(|b| !SUSPECT[b]), "continuation bytes are never stops");
     }
 
     #[test]

@@ -23,6 +23,8 @@ impl WhiteSpace {
             WhiteSpace::Preserve => Cow::Borrowed(s),
             WhiteSpace::Replace if !s.contains(['\t', '\n', '\r']) => Cow::Borrowed(s),
             WhiteSpace::Replace => Cow::Owned(s.chars().map(|c| if is_ws(c) { ' ' } else { c }).collect()),
+            // No whitespace at all (numbers, codes, dates): nothing to collapse.
+            WhiteSpace::Collapse if s.bytes().all(|c| c > b' ') => Cow::Borrowed(s),
             WhiteSpace::Collapse => {
                 // One pass: already collapsed unless it has a tab/CR/LF, a doubled space, or a
                 // space at either end.
