@@ -250,14 +250,28 @@ fn all_printable_ascii(w: u64) -> bool {
     (w & HIGH) | below_space | has_del == 0
 }
 
-/// Appends character data to an element's text: borrowed when it is the first chunk and needs no
-/// end-of-line normalisation, copied otherwise.
+/// Appends character data to an element's text: borrowed when it is the first chunk and its
+/// end-of-line normalisation is a slice of it (no CR, or only a leading CRLF, as in the
+/// indentation of a file with Windows line ends), copied otherwise.
 fn append_text<'a>(out: &mut Cow<'a, str>, raw: Cow<'a, str>) {
-    if out.is_empty() && !raw.bytes().any(|b| b == b'\r') {
-        *out = raw;
-    } else {
-        push_eol_normalized(out.to_mut(), &raw);
+    if out.is_empty() {
+        if let Cow::Borrowed(r) = raw {
+            let b = r.as_bytes();
+            match b.iter().position(|&c| c == b'\r') {
+                None => {
+                    *out = Cow::Borrowed(r);
+                    return;
+                }
+                // "\r\n..." without another CR normalises to "\n...", which is `r[1..]`.
+                Some(0) if b.get(1) == Some(&b'\n') && !b[2..].contains(&b'\r') => {
+                    *out = Cow::Borrowed(&r[1..]);
+                    return;
+                }
+                _ => {}
+            }
+        }
     }
+    push_eol_normalized(out.to_mut(), &raw);
 }
 
 /// Parses `xml` (already known to be UTF-8, BOM removed by the caller) into a tree.
@@ -677,6 +691,20 @@ mod tests {
         assert_eq!(t.nodes[1].line, 2);
         let crlf = p("<a x=\"1\r\n2\">l1\r\nl2\rl3&#13;</a>").unwrap();
         assert_eq!(crlf.nodes[0].text, "l1\nl2\nl3\r");
+        // A leading CRLF alone is borrowed without its CR; anything else is normalised as usual.
+        for (raw, text) in [
+            ("\r\n  ", "\n  "),
+            ("\r\n\r\n", "\n\n"),
+            ("\r\r\n", "\n\n"),
+            ("\r", "\n"),
+            ("x\r\n", "x\n"),
+            ("\r\nx\ry", "\nx\ny"),
+        ] {
+            let doc = format!("<a>{raw}</a>");
+            let t = p(&doc).unwrap();
+            assert_eq!(t.nodes[0].text, text, "{raw:?}");
+            assert_eq!(matches!(t.nodes[0].text, Cow::Borrowed(_)), raw == "\r\n  ", "{raw:?}");
+        }
         assert_eq!(crlf.nodes[0].attrs[0].value, "1 2");
         assert_eq!(t.nodes[2].line, 3);
         assert_eq!(

@@ -112,14 +112,17 @@ impl Builtin {
                 .ok_or(("liczbą dziesiętną (np. 123.45)", "a decimal number (e.g. 123.45)")),
             Builtin::Integer | Builtin::Int | Builtin::Byte | Builtin::NonNegativeInteger => {
                 let d = Decimal::parse_integer(s).ok_or(("liczbą całkowitą", "a whole number"))?;
+                // The bounds, parsed once per process.
+                static BOUNDS: std::sync::OnceLock<[Decimal; 5]> = std::sync::OnceLock::new();
+                let [int_lo, int_hi, byte_lo, byte_hi, zero] =
+                    BOUNDS.get_or_init(|| ["-2147483648", "2147483647", "-128", "127", "0"].map(|v| Decimal::parse(v).expect("literal")));
                 let (lo, hi) = match self {
-                    Builtin::Int => (Some("-2147483648"), Some("2147483647")),
-                    Builtin::Byte => (Some("-128"), Some("127")),
-                    Builtin::NonNegativeInteger => (Some("0"), None),
+                    Builtin::Int => (Some(int_lo), Some(int_hi)),
+                    Builtin::Byte => (Some(byte_lo), Some(byte_hi)),
+                    Builtin::NonNegativeInteger => (Some(zero), None),
                     _ => (None, None),
                 };
-                let out_of_range = lo.is_some_and(|lo| d.cmp(&Decimal::parse(lo).expect("literal")) == Ordering::Less)
-                    || hi.is_some_and(|hi| d.cmp(&Decimal::parse(hi).expect("literal")) == Ordering::Greater);
+                let out_of_range = lo.is_some_and(|lo| d.cmp(lo) == Ordering::Less) || hi.is_some_and(|hi| d.cmp(hi) == Ordering::Greater);
                 if out_of_range {
                     return Err(match self {
                         Builtin::Byte => ("liczbą całkowitą od -128 do 127", "a whole number from -128 to 127"),
