@@ -327,6 +327,7 @@ pub fn parse<'a>(text: &'a str, lines: &Lines, base: usize) -> Result<Tree<'a>, 
         }
         i += c.len_utf8();
     }
+    let may_have_cdata_end = text.contains("]]>");
     let mut reader = Reader::from_str(text);
     reader.config_mut().check_comments = true;
     // Namespace scopes, kept as quick-xml's `NsReader` keeps them, except that a scope is opened
@@ -484,7 +485,8 @@ pub fn parse<'a>(text: &'a str, lines: &Lines, base: usize) -> Result<Tree<'a>, 
                     Cow::Owned(b) => Cow::Owned(String::from_utf8(b).unwrap_or_default()),
                 };
                 let blank = || raw.bytes().all(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r'));
-                let has_three = raw.contains(']') && raw.contains("]]>");
+                // A document without "]]>" anywhere (the usual case) needs no look per text.
+                let has_three = may_have_cdata_end && raw.contains("]]>");
                 match stack.last() {
                     // Between child elements only non-blank text matters (it is an error there).
                     Some(&id) if tree.nodes[id].has_children() && blank() => {}
