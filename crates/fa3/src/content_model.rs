@@ -3,7 +3,8 @@
 //!
 //! Matching works on sets of positions rather than an expanded automaton: `maxOccurs="50000"`
 //! would blow up an unrolled automaton. The sets are bit sets for child lists of up to 127
-//! elements (nearly all of them) and sorted lists beyond; both give the same answers (tested).
+//! elements (nearly all of them; one word up to 63) and sorted lists beyond; all give the same
+//! answers (tested).
 
 use crate::xsd_schema::{ElemId, Particle, Term};
 
@@ -53,7 +54,7 @@ impl Positions {
 pub type Kid = Option<ElemId>;
 
 /// A set of positions in the child list, as the matcher needs it. Two representations give the
-/// same sets: a bit set for child lists of up to [`Bits::MAX_KIDS`] elements (nearly all of
+/// same sets: a bit set for child lists of up to 127 elements (nearly all of
 /// them; no allocation, unions are an `or`), and the sorted list for longer ones.
 trait PosSet: Clone {
     fn empty() -> Self;
@@ -123,56 +124,63 @@ impl PosSet for Positions {
     }
 }
 
-/// Positions 0..=127 as the bits of one `u128`.
+/// Positions as the bits of one integer: `Bits<u64>` for child lists of up to 63 elements,
+/// `Bits<u128>` up to 127 (positions run to the length itself).
 #[derive(Clone, Copy)]
-struct Bits(u128);
+struct Bits<T>(T);
 
-impl Bits {
-    /// Child lists this long or shorter fit (positions run to the length itself).
-    const MAX_KIDS: usize = 127;
-}
+macro_rules! bit_set {
+    ($t:ty) => {
+        impl Bits<$t> {
+            const MAX_KIDS: usize = <$t>::BITS as usize - 1;
+        }
 
-impl PosSet for Bits {
-    fn empty() -> Self {
-        Bits(0)
-    }
+        impl PosSet for Bits<$t> {
+            fn empty() -> Self {
+                Bits(0)
+            }
 
-    fn single(p: u32) -> Self {
-        Bits(1 << p)
-    }
+            fn single(p: u32) -> Self {
+                Bits(1 << p)
+            }
 
-    fn is_empty(&self) -> bool {
-        self.0 == 0
-    }
+            fn is_empty(&self) -> bool {
+                self.0 == 0
+            }
 
-    fn contains(&self, p: u32) -> bool {
-        self.0 >> p & 1 == 1
-    }
+            fn contains(&self, p: u32) -> bool {
+                self.0 >> p & 1 == 1
+            }
 
-    fn union(&self, other: &Self) -> Self {
-        Bits(self.0 | other.0)
-    }
+            fn union(&self, other: &Self) -> Self {
+                Bits(self.0 | other.0)
+            }
 
-    fn minus(&self, other: &Self) -> Self {
-        Bits(self.0 & !other.0)
-    }
+            fn minus(&self, other: &Self) -> Self {
+                Bits(self.0 & !other.0)
+            }
 
-    fn step(&self, m: &Matcher<'_>, id: ElemId) -> Self {
-        let (mut rest, mut out) = (self.0, 0u128);
-        while rest != 0 {
-            let p = rest.trailing_zeros();
-            rest &= rest - 1;
-            if p == m.n() {
-                if m.prefix {
-                    out |= 1 << p;
+            fn step(&self, m: &Matcher<'_>, id: ElemId) -> Self {
+                let (mut rest, mut out): ($t, $t) = (self.0, 0);
+                while rest != 0 {
+                    let p = rest.trailing_zeros();
+                    rest &= rest - 1;
+                    if p == m.n() {
+                        if m.prefix {
+                            out |= 1 << p;
+                        }
+                    } else if m.kids[p as usize] == Some(id) {
+                        out |= 1 << (p + 1);
+                    }
                 }
-            } else if m.kids[p as usize] == Some(id) {
-                out |= 1 << (p + 1);
+                Bits(out)
             }
         }
-        Bits(out)
-    }
+    };
 }
+
+bit_set!(u64);
+bit_set!(u128);
 
 struct Matcher<'a> {
     kids: &'a [Kid],
@@ -283,8 +291,10 @@ fn accepts_with<S: PosSet>(particle: &Particle, kids: &[Kid], prefix: bool) -> b
 }
 
 fn accepts(particle: &Particle, kids: &[Kid], prefix: bool) -> bool {
-    if kids.len() <= Bits::MAX_KIDS {
-        accepts_with::<Bits>(particle, kids, prefix)
+    if kids.len() <= Bits::<u64>::MAX_KIDS {
+        accepts_with::<Bits<u64>>(particle, kids, prefix)
+    } else if kids.len() <= Bits::<u128>::MAX_KIDS {
+        accepts_with::<Bits<u128>>(particle, kids, prefix)
     } else {
         accepts_with::<Positions>(particle, kids, prefix)
     }
@@ -418,7 +428,8 @@ mod tests {
                 continue;
             };
             for _ in 0..40 {
-                let len = next(12);
+                // Mostly short lists; some long enough for the two-word bit set.
+                let len = if next(5) == 0 { 64 + next(64) } else { next(12) };
                 let mut kids: Vec<Kid> = Vec::with_capacity(len);
                 for _ in 0..len {
                     // Mostly names of this model, in schema order runs, sometimes a stranger.
@@ -432,9 +443,12 @@ mod tests {
                     kids.sort();
                 }
                 for prefix in [false, true] {
-                    let bits = accepts_with::<Bits>(particle, &kids, prefix);
+                    let bits = accepts_with::<Bits<u128>>(particle, &kids, prefix);
                     let list = accepts_with::<Positions>(particle, &kids, prefix);
                     assert_eq!(bits, list, "{kids:?} prefix={prefix}");
+                    if len <= Bits::<u64>::MAX_KIDS {
+                        assert_eq!(accepts_with::<Bits<u64>>(particle, &kids, prefix), list, "{kids:?} prefix={prefix}");
+                    }
                     accepted += usize::from(bits);
                     compared += 1;
                 }

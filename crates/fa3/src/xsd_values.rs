@@ -238,18 +238,24 @@ impl Decimal {
             Some(b'+') => (false, &s[1..]),
             _ => (false, s),
         };
-        let (int, frac) = match body.split_once('.') {
-            Some((i, f)) => (i, f),
-            None => (body, ""),
+        // Split at the first '.', on bytes (short values: a scan beats a searcher's set-up).
+        let b = body.as_bytes();
+        let (int, frac) = match b.iter().position(|&c| c == b'.') {
+            Some(i) => (&b[..i], &b[i + 1..]),
+            None => (b, &b[..0]),
         };
         if int.is_empty() && frac.is_empty() {
             return None;
         }
-        if !int.bytes().all(|b| b.is_ascii_digit()) || !frac.bytes().all(|b| b.is_ascii_digit()) {
+        if !int.iter().all(u8::is_ascii_digit) || !frac.iter().all(u8::is_ascii_digit) {
             return None;
         }
-        let int = Digits::new(int.trim_start_matches('0'));
-        let frac = Digits::new(frac.trim_end_matches('0'));
+        let lead = int.iter().take_while(|&&c| c == b'0').count();
+        let trail = frac.iter().rev().take_while(|&&c| c == b'0').count();
+        // ASCII digits, so any cut is a `str` boundary.
+        let int = Digits::new(&body[lead..int.len()]);
+        let frac_start = body.len() - frac.len();
+        let frac = Digits::new(&body[frac_start..body.len() - trail]);
         let zero = int.is_empty() && frac.is_empty();
         Some(Decimal {
             negative: negative && !zero,
