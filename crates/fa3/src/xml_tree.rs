@@ -8,7 +8,7 @@
 
 use std::borrow::Cow;
 use std::cell::OnceCell;
-use std::sync::Arc;
+use std::rc::Rc;
 
 use quick_xml::events::Event;
 use quick_xml::name::{NamespaceResolver, ResolveResult};
@@ -33,8 +33,9 @@ pub struct Attr {
 
 #[derive(Debug, Clone)]
 pub struct Node<'a> {
-    /// Shared between the elements of one namespace (most of a document is in one or two).
-    pub ns: Arc<str>,
+    /// Shared between the elements of one namespace (most of a document is in one or two); `Rc`:
+    /// a tree is built and read on one thread, and its counts need no atomic operations.
+    pub ns: Rc<str>,
     /// Borrowed from the document, as are `qname` and (when it is one chunk without a CR or a
     /// reference) `text`: building the tree copies no names and almost no values.
     pub local: &'a str,
@@ -217,7 +218,7 @@ fn in_text<'t>(text: &'t str, bytes: &[u8]) -> Option<&'t str> {
     None
 }
 
-fn intern(interned: &mut Vec<Arc<str>>, r: &ResolveResult) -> Result<Arc<str>, String> {
+fn intern(interned: &mut Vec<Rc<str>>, r: &ResolveResult) -> Result<Rc<str>, String> {
     let bytes: &[u8] = match r {
         ResolveResult::Bound(n) => n.as_ref(),
         ResolveResult::Unbound => b"",
@@ -226,7 +227,7 @@ fn intern(interned: &mut Vec<Arc<str>>, r: &ResolveResult) -> Result<Arc<str>, S
     if let Some(n) = interned.iter().find(|n| n.as_bytes() == bytes) {
         return Ok(n.clone());
     }
-    let n: Arc<str> = Arc::from(std::str::from_utf8(bytes).map_err(|e| e.to_string())?);
+    let n: Rc<str> = Rc::from(std::str::from_utf8(bytes).map_err(|e| e.to_string())?);
     interned.push(n.clone());
     Ok(n)
 }
@@ -339,7 +340,7 @@ pub fn parse<'a>(text: &'a str, lines: &Lines, base: usize) -> Result<Tree<'a>, 
     let mut pending_pop = false;
     let mut stack: Vec<usize> = Vec::new();
     let mut root_closed = false;
-    let mut interned: Vec<Arc<str>> = Vec::new();
+    let mut interned: Vec<Rc<str>> = Vec::new();
     // Lines of element starts, counted as the reader moves forward.
     let (mut line_at, mut line) = (0usize, 1u32);
     loop {
@@ -401,7 +402,7 @@ pub fn parse<'a>(text: &'a str, lines: &Lines, base: usize) -> Result<Tree<'a>, 
                     return Err(fail("xml.malformed", start, format!("{qname:?} is not a valid element name")));
                 }
                 let ns = ns
-                    .unwrap_or_else(|| Ok(Arc::from("")))
+                    .unwrap_or_else(|| Ok(Rc::from("")))
                     .map_err(|m| fail("xml.malformed", start, m))?;
                 let mut attrs = Vec::new();
                 for a in e.attributes() {
@@ -556,13 +557,15 @@ fn link_children(tree: &mut Tree) {
     for n in tree.nodes.iter_mut() {
         n.children_at = at;
         at += n.children_len;
+        // Counted up again below, as each child is put in place.
+        n.children_len = 0;
     }
     let mut list = vec![0usize; at as usize];
-    let mut filled = vec![0u32; tree.nodes.len()];
     for id in 1..tree.nodes.len() {
         if let Some(p) = tree.nodes[id].parent {
-            list[(tree.nodes[p].children_at + filled[p]) as usize] = id;
-            filled[p] += 1;
+            let parent = &mut tree.nodes[p];
+            list[(parent.children_at + parent.children_len) as usize] = id;
+            parent.children_len += 1;
         }
     }
     tree.child_list = list;
