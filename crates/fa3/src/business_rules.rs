@@ -380,8 +380,8 @@ impl Rules<'_> {
         let Some(code_node) = self.child(fa, "KodWaluty") else { return };
         let code = self.text(code_node).to_string();
         for x in 1..=4 {
-            let (p14, p14w) = (format!("P_14_{x}"), format!("P_14_{x}W"));
-            let w = self.child(fa, &p14w);
+            let (p14, p14w) = (FA_FIELDS[16 + x], FA_FIELDS[21 + x]);
+            let w = self.child(fa, p14w);
             if code == "PLN" {
                 if let Some(w) = w {
                     self.push(
@@ -392,8 +392,8 @@ impl Rules<'_> {
                         format!("{p14w} (VAT converted to PLN) belongs only on a foreign-currency invoice; this one is in PLN."),
                     );
                 }
-            } else if w.is_none() && self.amount(fa, &p14).is_some_and(|a| a.1 != 0) {
-                let at = self.child(fa, &p14).unwrap_or(fa);
+            } else if w.is_none() && self.amount(fa, p14).is_some_and(|a| a.1 != 0) {
+                let at = self.child(fa, p14).unwrap_or(fa);
                 self.push(
                     at,
                     "rule.currency_missing_w",
@@ -414,6 +414,13 @@ mod tests {
     fn fa_fields_are_numbered_by_their_bytes() {
         for (k, name) in FA_FIELDS.iter().enumerate() {
             assert_eq!(fa_field(name), Some(k), "{name}");
+        }
+        // Where `currency` finds its names.
+        for x in 1..=4 {
+            assert_eq!(
+                (FA_FIELDS[16 + x], FA_FIELDS[21 + x]),
+                (&*format!("P_14_{x}"), &*format!("P_14_{x}W"))
+            );
         }
         for other in [
             "",
