@@ -338,6 +338,8 @@ pub fn parse<'a>(text: &'a str, lines: &Lines, base: usize) -> Result<Tree<'a>, 
     // For each open element, whether it opened a scope; a scope to close before the next event.
     let mut scoped: Vec<bool> = Vec::new();
     let mut pending_pop = false;
+    // The default namespace in scope, once resolved; forgotten whenever a scope opens or closes.
+    let mut default_ns: Option<Rc<str>> = None;
     let mut stack: Vec<usize> = Vec::new();
     let mut root_closed = false;
     let mut interned: Vec<Rc<str>> = Vec::new();
@@ -347,6 +349,7 @@ pub fn parse<'a>(text: &'a str, lines: &Lines, base: usize) -> Result<Tree<'a>, 
         let start = reader.buffer_position() as usize;
         if std::mem::take(&mut pending_pop) {
             resolver.pop();
+            default_ns = None;
         }
         // Only start tags are resolved (what `NsReader::read_resolved_event` does for them), not
         // end tags, text or comments.
@@ -356,6 +359,7 @@ pub fn parse<'a>(text: &'a str, lines: &Lines, base: usize) -> Result<Tree<'a>, 
                 Event::Start(s) | Event::Empty(s) => {
                     let declares = s.attributes_raw().windows(5).any(|w| w == b"xmlns");
                     if declares {
+                        default_ns = None;
                         // As `NsReader` reports it: a namespace error, at the reader's error position.
                         resolver.push(s).map_err(|err| {
                             fail(
@@ -369,8 +373,23 @@ pub fn parse<'a>(text: &'a str, lines: &Lines, base: usize) -> Result<Tree<'a>, 
                         Event::Start(_) => scoped.push(declares),
                         _ => pending_pop = declares,
                     }
-                    let (r, _) = resolver.resolve_element(s.name());
-                    (Some(intern(&mut interned, &r)), e)
+                    // An unprefixed name takes the default namespace, which only a scope opened or
+                    // closed can change: resolved once per scope, not per element.
+                    if s.name().as_ref().contains(&b':') {
+                        let (r, _) = resolver.resolve_element(s.name());
+                        (Some(intern(&mut interned, &r)), e)
+                    } else {
+                        let ns = match &default_ns {
+                            Some(ns) => Ok(ns.clone()),
+                            None => {
+                                let (r, _) = resolver.resolve_element(s.name());
+                                let ns = intern(&mut interned, &r);
+                                default_ns = ns.as_ref().ok().cloned();
+                                ns
+                            }
+                        };
+                        (Some(ns), e)
+                    }
                 }
                 Event::End(_) => {
                     pending_pop = scoped.pop().unwrap_or(false);
