@@ -424,7 +424,9 @@ pub fn parse<'a>(text: &'a str, lines: &Lines, base: usize) -> Result<Tree<'a>, 
                     .unwrap_or_else(|| Ok(Rc::from("")))
                     .map_err(|m| fail("xml.malformed", start, m))?;
                 let mut attrs = Vec::new();
-                for a in e.attributes() {
+                // Most elements have none: skip setting up the attribute reader for them.
+                let has_attributes = !e.attributes_raw().iter().all(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r'));
+                for a in has_attributes.then(|| e.attributes()).into_iter().flatten() {
                     let a = a.map_err(|err| fail("xml.malformed", start, err.to_string()))?;
                     let aq = as_str(text, a.key.into_inner()).to_string();
                     if !valid_name(&aq) {
