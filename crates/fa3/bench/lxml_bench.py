@@ -5,9 +5,15 @@ Parsing is included, as in the Rust bench (both start from the exact bytes).
 
     python3 -m venv /tmp/lxmlvenv && /tmp/lxmlvenv/bin/pip install lxml
     /tmp/lxmlvenv/bin/python crates/fa3/bench/lxml_bench.py
+
+With `--json LOOPS BATCHES` it times the way `examples/validate_loop.rs` does (a warm-up, then
+the median of BATCHES batches of LOOPS passes over all samples) and prints one JSON object:
+`scripts/validate_bench.py` runs the two interleaved and prints the ratio.
 """
 
+import json
 import pathlib
+import sys
 import tempfile
 import time
 
@@ -28,6 +34,15 @@ def load_schema():
     return etree.XMLSchema(etree.parse(str(tmp / "fa3.xsd")))
 
 
+def cpu_ns():
+    """Nanoseconds this thread has spent on a CPU (Linux schedstat), as the Rust side reads it."""
+    try:
+        with open("/proc/thread-self/schedstat") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def main():
     schema = load_schema()
     docs = [p.read_bytes() for p in SAMPLES]
@@ -38,6 +53,29 @@ def main():
             if not schema.validate(etree.fromstring(d, parser)):
                 raise SystemExit("a sample failed to validate")
 
+    if len(sys.argv) > 1 and sys.argv[1] == "--json":
+        loops = int(sys.argv[2]) if len(sys.argv) > 2 else 100
+        batches = int(sys.argv[3]) if len(sys.argv) > 3 else 5
+        for _ in range(-(-loops // 4)):
+            once()
+        per, per_cpu = [], []
+        for _ in range(batches):
+            t, c = time.perf_counter(), cpu_ns()
+            for _ in range(loops):
+                once()
+            n = loops * len(docs)
+            per.append((time.perf_counter() - t) * 1e6 / n)
+            c2 = cpu_ns()
+            per_cpu.append((c2 - c) / 1e3 / n if c is not None and c2 is not None else per[-1])
+        per.sort()
+        per_cpu.sort()
+        print(json.dumps({
+            "impl": f"lxml {etree.__version__} / libxml2 {'.'.join(map(str, etree.LIBXML_VERSION))}",
+            "samples": len(docs),
+            "us": round(per[len(per) // 2], 2),
+            "cpu_us": round(per_cpu[len(per_cpu) // 2], 2),
+        }))
+        return
     for _ in range(50):
         once()
     rounds = []

@@ -13,8 +13,63 @@ use crate::xsd_values::Decimal;
 use crate::FA3_NAMESPACE;
 
 struct Rules<'a> {
-    tree: &'a Tree,
+    tree: &'a Tree<'a>,
     findings: &'a mut Vec<Finding>,
+    /// `Fa` and, for each of [`FA_FIELDS`], its first FA(3) child of that name, found in one
+    /// pass: the rules look these up some fifty times per invoice.
+    fa_fields: Option<(usize, [Option<usize>; FA_FIELDS.len()])>,
+}
+
+/// The children of `Fa` the rules read, in the order [`fa_field`] numbers them.
+const FA_FIELDS: [&str; 26] = [
+    "P_1",
+    "P_15",
+    "RodzajFaktury",
+    "KodWaluty",
+    "P_13_1",
+    "P_13_2",
+    "P_13_3",
+    "P_13_4",
+    "P_13_5",
+    "P_13_6_1",
+    "P_13_6_2",
+    "P_13_6_3",
+    "P_13_7",
+    "P_13_8",
+    "P_13_9",
+    "P_13_10",
+    "P_13_11",
+    "P_14_1",
+    "P_14_2",
+    "P_14_3",
+    "P_14_4",
+    "P_14_5",
+    "P_14_1W",
+    "P_14_2W",
+    "P_14_3W",
+    "P_14_4W",
+];
+
+/// The index of a name in [`FA_FIELDS`], decided on its bytes rather than by comparing it with
+/// each of them.
+fn fa_field(local: &str) -> Option<usize> {
+    let digit = |d: u8, first: u8, at: usize| usize::from(d - first) + at;
+    match local.as_bytes() {
+        b"P_1" => Some(0),
+        b"P_15" => Some(1),
+        b"RodzajFaktury" => Some(2),
+        b"KodWaluty" => Some(3),
+        [b'P', b'_', b'1', b'3', b'_', rest @ ..] => match *rest {
+            [d @ b'1'..=b'5'] => Some(digit(d, b'1', 4)),
+            [b'6', b'_', d @ b'1'..=b'3'] => Some(digit(d, b'1', 9)),
+            [d @ b'7'..=b'9'] => Some(digit(d, b'7', 12)),
+            [b'1', d @ b'0'..=b'1'] => Some(digit(d, b'0', 15)),
+            _ => None,
+        },
+        [b'P', b'_', b'1', b'4', b'_', d @ b'1'..=b'5'] => Some(digit(*d, b'1', 17)),
+        [b'P', b'_', b'1', b'4', b'_', d @ b'1'..=b'4', b'W'] => Some(digit(*d, b'1', 22)),
+        _ => None,
+    }
 }
 
 /// A P_13_x net sum, its P_14_x VAT (if any), the P_12 rates that belong to it, and those
@@ -42,9 +97,23 @@ const P13_ALL: &[&str] = &[
 const P14_ALL: &[&str] = &["P_14_1", "P_14_2", "P_14_3", "P_14_4", "P_14_5"];
 
 pub fn check(tree: &Tree, today: NaiveDate, findings: &mut Vec<Finding>) {
-    let mut r = Rules { tree, findings };
+    let mut r = Rules {
+        tree,
+        findings,
+        fa_fields: None,
+    };
     r.nip_checksums();
     let Some(fa) = r.child(0, "Fa") else { return };
+    let mut first = [None; FA_FIELDS.len()];
+    for &c in tree.children(fa) {
+        let n = &tree.nodes[c];
+        if let Some(k) = fa_field(n.local) {
+            if &*n.ns == FA3_NAMESPACE {
+                first[k].get_or_insert(c);
+            }
+        }
+    }
+    r.fa_fields = Some((fa, first));
     r.issue_date(fa, today);
     // Sums, corrections and currency read many fields together: only on a structurally valid
     // Fa, so that a broken value is reported once (by the XSD check) and not again as a sum.
@@ -78,12 +147,17 @@ impl Rules<'_> {
     }
 
     fn child(&self, parent: usize, local: &str) -> Option<usize> {
+        if let (Some((fa, first)), Some(k)) = (&self.fa_fields, fa_field(local)) {
+            if *fa == parent {
+                return first[k];
+            }
+        }
         self.children(parent, local).next()
     }
 
     fn children<'b>(&'b self, parent: usize, local: &'b str) -> impl Iterator<Item = usize> + 'b {
-        self.tree.nodes[parent]
-            .children
+        self.tree
+            .children(parent)
             .iter()
             .copied()
             .filter(move |&c| self.tree.nodes[c].local == local && &*self.tree.nodes[c].ns == FA3_NAMESPACE)
@@ -107,10 +181,9 @@ impl Rules<'_> {
     fn nip_checksums(&mut self) {
         for id in 0..self.tree.nodes.len() {
             let node = &self.tree.nodes[id];
-            let value = self.text(id);
-            let candidate = match node.local.as_str() {
-                "NIP" => value,
-                "IDWew" => value.split('-').next().unwrap_or(""),
+            let candidate = match node.local {
+                "NIP" => self.text(id),
+                "IDWew" => self.text(id).split('-').next().unwrap_or(""),
                 _ => continue,
             };
             if candidate.len() != 10 || !candidate.bytes().all(|b| b.is_ascii_digit()) {
@@ -307,8 +380,8 @@ impl Rules<'_> {
         let Some(code_node) = self.child(fa, "KodWaluty") else { return };
         let code = self.text(code_node).to_string();
         for x in 1..=4 {
-            let (p14, p14w) = (format!("P_14_{x}"), format!("P_14_{x}W"));
-            let w = self.child(fa, &p14w);
+            let (p14, p14w) = (FA_FIELDS[16 + x], FA_FIELDS[21 + x]);
+            let w = self.child(fa, p14w);
             if code == "PLN" {
                 if let Some(w) = w {
                     self.push(
@@ -319,8 +392,8 @@ impl Rules<'_> {
                         format!("{p14w} (VAT converted to PLN) belongs only on a foreign-currency invoice; this one is in PLN."),
                     );
                 }
-            } else if w.is_none() && self.amount(fa, &p14).is_some_and(|a| a.1 != 0) {
-                let at = self.child(fa, &p14).unwrap_or(fa);
+            } else if w.is_none() && self.amount(fa, p14).is_some_and(|a| a.1 != 0) {
+                let at = self.child(fa, p14).unwrap_or(fa);
                 self.push(
                     at,
                     "rule.currency_missing_w",
@@ -329,6 +402,50 @@ impl Rules<'_> {
                     format!("Invoice in {code}: the VAT amount {p14} must also be given in PLN ({p14w})."),
                 );
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fa_fields_are_numbered_by_their_bytes() {
+        for (k, name) in FA_FIELDS.iter().enumerate() {
+            assert_eq!(fa_field(name), Some(k), "{name}");
+        }
+        // Where `currency` finds its names.
+        for x in 1..=4 {
+            assert_eq!(
+                (FA_FIELDS[16 + x], FA_FIELDS[21 + x]),
+                (&*format!("P_14_{x}"), &*format!("P_14_{x}W"))
+            );
+        }
+        for other in [
+            "",
+            "P",
+            "P_",
+            "P_12",
+            "P_13",
+            "P_13_",
+            "P_13_0",
+            "P_13_6",
+            "P_13_6_0",
+            "P_13_6_4",
+            "P_13_12",
+            "P_13_1W",
+            "P_14_0",
+            "P_14_6",
+            "P_14_5W",
+            "P_14_1WW",
+            "P_15_1",
+            "P_1M",
+            "Fa",
+            "KodWaluty2",
+            "p_1",
+        ] {
+            assert_eq!(fa_field(other), None, "{other}");
         }
     }
 }

@@ -11,8 +11,11 @@ const XSI: &str = "http://www.w3.org/2001/XMLSchema-instance";
 
 pub struct SchemaCheck<'a> {
     pub schema: &'a Schema,
-    pub tree: &'a Tree,
+    pub tree: &'a Tree<'a>,
     pub findings: &'a mut Vec<Finding>,
+    /// The declarations of the children of the elements being checked, one block per level of
+    /// the recursion (one buffer per document instead of one per element).
+    pub kids: Vec<Option<ElemId>>,
 }
 
 /// A short human name for a declared element, (Polish, English): its name and the schema's
@@ -77,7 +80,7 @@ impl SchemaCheck<'_> {
         let root = &self.tree.nodes[0];
         let key = QName {
             ns: root.ns.to_string(),
-            local: root.local.clone(),
+            local: root.local.to_string(),
         };
         match self.schema.globals.get(&key) {
             Some(&decl) => self.element(0, decl),
@@ -117,7 +120,7 @@ impl SchemaCheck<'_> {
         match d.ty {
             TypeRef::Simple(st) => {
                 self.no_attributes_but_xsi(id, &[]);
-                if let Some(&child) = node.children.first() {
+                if let Some(&child) = self.tree.children(id).first() {
                     self.push(
                         child,
                         "schema.unexpected",
@@ -138,7 +141,7 @@ impl SchemaCheck<'_> {
                 self.attributes(id, ct);
                 match &ct.content {
                     Content::Empty => {
-                        if !node.children.is_empty() || node.has_text() {
+                        if node.has_children() || node.has_text() {
                             self.push(
                                 id,
                                 "schema.not_empty",
@@ -148,7 +151,7 @@ impl SchemaCheck<'_> {
                         }
                     }
                     Content::Simple(st) => {
-                        if let Some(&child) = node.children.first() {
+                        if let Some(&child) = self.tree.children(id).first() {
                             self.push(
                                 child,
                                 "schema.unexpected",
@@ -180,19 +183,22 @@ impl SchemaCheck<'_> {
                                 ),
                             );
                         }
-                        let kids: Vec<Option<ElemId>> = node
-                            .children
-                            .iter()
-                            .map(|&c| names.get(self.schema, &self.tree.nodes[c].ns, &self.tree.nodes[c].local))
-                            .collect();
-                        if let Some(m) = crate::content_model::check(particle, &names.ids, &kids) {
+                        let base = self.kids.len();
+                        let (schema, tree) = (self.schema, self.tree);
+                        self.kids.extend(
+                            tree.children(id)
+                                .iter()
+                                .map(|&c| names.get(schema, &tree.nodes[c].ns, tree.nodes[c].local)),
+                        );
+                        if let Some(m) = crate::content_model::check(particle, &names.ids, &self.kids[base..]) {
                             self.content_mismatch(id, decl, m);
                         }
-                        for (&c, kid) in node.children.iter().zip(&kids) {
-                            if let Some(cd) = *kid {
+                        for (i, &c) in tree.children(id).iter().enumerate() {
+                            if let Some(cd) = self.kids[base + i] {
                                 self.element(c, cd);
                             }
                         }
+                        self.kids.truncate(base);
                     }
                 }
             }
@@ -204,10 +210,10 @@ impl SchemaCheck<'_> {
         let parent = self.schema.elements[decl].name.local.clone();
         match m {
             Mismatch::Unexpected { index, expected } => {
-                let child = self.tree.nodes[id].children[index];
+                let child = self.tree.children(id)[index];
                 let cn = &self.tree.nodes[child];
                 let known = match &self.schema.complex_of(decl).map(|c| &c.content) {
-                    Some(Content::Elements { names, .. }) => names.has_local(&cn.local),
+                    Some(Content::Elements { names, .. }) => names.has_local(cn.local),
                     _ => false,
                 };
                 let wrong_ns = known
@@ -257,8 +263,8 @@ impl SchemaCheck<'_> {
                 self.push(child, code, pl, en);
             }
             Mismatch::MissingBefore { index, missing } => {
-                let child = self.tree.nodes[id].children[index];
-                let before = self.tree.nodes[child].local.clone();
+                let child = self.tree.children(id)[index];
+                let before = self.tree.nodes[child].local;
                 let (pl, en) = if missing.len() == 1 {
                     let (e_pl, e_en) = describe(self.schema, missing[0]);
                     (
@@ -326,7 +332,7 @@ impl SchemaCheck<'_> {
         }
     }
 
-    fn no_attributes_but_xsi(&mut self, id: usize, allowed: &[&str]) {
+    fn no_attributes_but_xsi(&mut self, id: usize, allowed: &[crate::xsd_schema::AttributeDecl]) {
         let node = &self.tree.nodes[id];
         for a in &node.attrs {
             if a.ns == XSI {
@@ -338,7 +344,7 @@ impl SchemaCheck<'_> {
                         format!("Attribute {} is not allowed in an FA(3) invoice.", a.qname),
                     );
                 }
-            } else if !(a.ns.is_empty() && allowed.contains(&a.local.as_str())) {
+            } else if !(a.ns.is_empty() && allowed.iter().any(|d| d.name.local == a.local)) {
                 self.push(
                     id,
                     "schema.attribute_unknown",
@@ -351,8 +357,7 @@ impl SchemaCheck<'_> {
 
     fn attributes(&mut self, id: usize, ct: &crate::xsd_schema::ComplexType) {
         let node: &Node = &self.tree.nodes[id];
-        let allowed: Vec<&str> = ct.attributes.iter().map(|a| a.name.local.as_str()).collect();
-        self.no_attributes_but_xsi(id, &allowed);
+        self.no_attributes_but_xsi(id, &ct.attributes);
         for decl in &ct.attributes {
             let found = node.attrs.iter().find(|a| a.ns.is_empty() && a.local == decl.name.local);
             match found {
@@ -410,7 +415,7 @@ impl SchemaCheck<'_> {
     fn value(&mut self, id: usize, decl: ElemId, st: SimpleId) {
         let node = &self.tree.nodes[id];
         let d = &self.schema.elements[decl];
-        let raw = node.text.as_str();
+        let raw: &str = &node.text;
         // An empty element with a fixed value takes that value.
         let effective = match &d.fixed {
             Some(f) if raw.is_empty() => f.as_str(),

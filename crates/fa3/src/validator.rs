@@ -135,6 +135,7 @@ pub fn validate_with(xml: &[u8], opts: &ValidateOptions) -> Report {
         schema: xsd_schema::fa3(),
         tree: &tree,
         findings: &mut findings,
+        kids: Vec::new(),
     }
     .run();
     if !opts.schema_only && tree.nodes[0].local == "Faktura" && &*tree.nodes[0].ns == crate::FA3_NAMESPACE {

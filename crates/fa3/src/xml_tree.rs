@@ -6,11 +6,13 @@
 //! quick-xml leaves to its caller are done here: characters XML 1.0 forbids, character
 //! references to them, undeclared entities, text or a second element outside the root.
 
-use std::sync::Arc;
+use std::borrow::Cow;
+use std::cell::OnceCell;
+use std::rc::Rc;
 
 use quick_xml::events::Event;
-use quick_xml::name::ResolveResult;
-use quick_xml::NsReader;
+use quick_xml::name::{NamespaceResolver, ResolveResult};
+use quick_xml::Reader;
 
 const XSI: &str = "http://www.w3.org/2001/XMLSchema-instance";
 
@@ -30,16 +32,21 @@ pub struct Attr {
 }
 
 #[derive(Debug, Clone)]
-pub struct Node {
-    /// Shared between the elements of one namespace (most of a document is in one or two).
-    pub ns: Arc<str>,
-    pub local: String,
-    pub qname: String,
+pub struct Node<'a> {
+    /// Shared between the elements of one namespace (most of a document is in one or two); `Rc`:
+    /// a tree is built and read on one thread, and its counts need no atomic operations.
+    pub ns: Rc<str>,
+    /// Borrowed from the document, as are `qname` and (when it is one chunk without a CR or a
+    /// reference) `text`: building the tree copies no names and almost no values.
+    pub local: &'a str,
+    pub qname: &'a str,
     pub attrs: Vec<Attr>,
-    pub children: Vec<usize>,
+    /// Where this element's children sit in [`Tree::children`]'s shared list.
+    children_at: u32,
+    children_len: u32,
     pub parent: Option<usize>,
     /// The element's own character data (entities resolved), all chunks concatenated.
-    pub text: String,
+    pub text: Cow<'a, str>,
     /// Byte span of the whole element, `<` of the start tag to `>` of the end tag.
     pub span: (usize, usize),
     /// Byte span of the content between the tags (empty for `<a/>`).
@@ -47,10 +54,15 @@ pub struct Node {
     pub line: u32,
 }
 
-impl Node {
+impl Node<'_> {
     /// Whether there is character data other than whitespace directly in this element.
     pub fn has_text(&self) -> bool {
-        !self.text.chars().all(|c| matches!(c, ' ' | '\t' | '\n' | '\r'))
+        !self.text.bytes().all(|c| matches!(c, b' ' | b'\t' | b'\n' | b'\r'))
+    }
+
+    /// Whether the element has child elements.
+    pub fn has_children(&self) -> bool {
+        self.children_len > 0
     }
 }
 
@@ -75,15 +87,24 @@ pub struct ParseNote {
 }
 
 #[derive(Debug, Default)]
-pub struct Tree {
+pub struct Tree<'a> {
     /// `nodes[0]` is the root element.
-    pub nodes: Vec<Node>,
+    pub nodes: Vec<Node<'a>>,
     pub notes: Vec<ParseNote>,
     /// The encoding named in the XML declaration, if any.
     pub declared_encoding: Option<String>,
+    /// Every element's children, grouped by parent, in document order (one list for the whole
+    /// tree instead of one allocation per element).
+    child_list: Vec<usize>,
 }
 
-impl Tree {
+impl Tree<'_> {
+    /// The child elements of `id`, in document order.
+    pub fn children(&self, id: usize) -> &[usize] {
+        let n = &self.nodes[id];
+        &self.child_list[n.children_at as usize..(n.children_at + n.children_len) as usize]
+    }
+
     /// `/Faktura/Fa/FaWiersz[2]/P_7`: local names, with a 1-based index only where the name
     /// repeats among its siblings. Computed on demand (only findings need it).
     pub fn path(&self, id: usize) -> String {
@@ -93,8 +114,8 @@ impl Tree {
             let node = &self.nodes[n];
             match node.parent {
                 Some(p) => {
-                    let same: Vec<usize> = self.nodes[p]
-                        .children
+                    let same: Vec<usize> = self
+                        .children(p)
                         .iter()
                         .copied()
                         .filter(|&c| self.nodes[c].local == node.local)
@@ -103,10 +124,10 @@ impl Tree {
                         let k = same.iter().position(|&c| c == n).unwrap_or(0) + 1;
                         parts.push(format!("{}[{k}]", node.local));
                     } else {
-                        parts.push(node.local.clone());
+                        parts.push(node.local.to_string());
                     }
                 }
-                None => parts.push(node.local.clone()),
+                None => parts.push(node.local.to_string()),
             }
             cur = node.parent;
         }
@@ -115,23 +136,53 @@ impl Tree {
     }
 }
 
-/// Byte offset → 1-based line.
-pub struct Lines(Vec<usize>);
+/// Byte offset → 1-based line. The table of line starts is built on the first look-up: a valid
+/// document never needs it (the parser counts its elements' lines as it goes).
+pub struct Lines<'a> {
+    bytes: &'a [u8],
+    starts: OnceCell<Vec<usize>>,
+}
 
-impl Lines {
-    pub fn new(bytes: &[u8]) -> Lines {
-        let mut starts = vec![0];
-        starts.extend(bytes.iter().enumerate().filter(|(_, &b)| b == b'\n').map(|(i, _)| i + 1));
-        Lines(starts)
+impl<'a> Lines<'a> {
+    pub fn new(bytes: &'a [u8]) -> Lines<'a> {
+        Lines {
+            bytes,
+            starts: OnceCell::new(),
+        }
     }
 
     pub fn line(&self, offset: usize) -> u32 {
-        match self.0.binary_search(&offset) {
+        let starts = self.starts.get_or_init(|| {
+            let mut starts = vec![0];
+            starts.extend(self.bytes.iter().enumerate().filter(|(_, &b)| b == b'\n').map(|(i, _)| i + 1));
+            starts
+        });
+        match starts.binary_search(&offset) {
             Ok(i) => i as u32 + 1,
             Err(i) => i as u32,
         }
     }
 }
+
+/// Line feeds in a slice (a loop the compiler vectorises).
+fn count_newlines(bytes: &[u8]) -> u32 {
+    bytes.iter().map(|&b| u32::from(b == b'\n')).sum()
+}
+
+/// Bytes that start a character needing a closer look: ASCII controls other than tab, LF and
+/// CR (XML forbids them), DEL, and the UTF-8 lead bytes of the only ranges holding characters
+/// XML forbids or KSeF refuses: 0xC2 (U+0080..U+00BF, the C1 controls), 0xEF (U+F000..U+FFFF,
+/// with U+FDD0..U+FDEF, U+FFFE, U+FFFF) and 0xF0.. (the last two code points of each plane).
+/// No continuation byte (0x80..=0xBF) is marked, so every other byte is skipped undecoded.
+const SUSPECT: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        t[b] = (b < 0x20 && !matches!(b, 0x09 | 0x0A | 0x0D)) || b == 0x7F || b == 0xC2 || b == 0xEF || b >= 0xF0;
+        b += 1;
+    }
+    t
+};
 
 /// Characters XML 1.0 allows at all.
 pub fn is_xml_char(c: char) -> bool {
@@ -157,7 +208,17 @@ fn as_str<'t>(text: &'t str, bytes: &'t [u8]) -> &'t str {
     std::str::from_utf8(bytes).unwrap_or("")
 }
 
-fn intern(interned: &mut Vec<Arc<str>>, r: &ResolveResult) -> Result<Arc<str>, String> {
+/// The `&str` of `text` a byte slice handed out by the reader is, when it is one.
+fn in_text<'t>(text: &'t str, bytes: &[u8]) -> Option<&'t str> {
+    let base = text.as_ptr() as usize;
+    let at = bytes.as_ptr() as usize;
+    if at >= base && at + bytes.len() <= base + text.len() {
+        return text.get(at - base..at - base + bytes.len());
+    }
+    None
+}
+
+fn intern(interned: &mut Vec<Rc<str>>, r: &ResolveResult) -> Result<Rc<str>, String> {
     let bytes: &[u8] = match r {
         ResolveResult::Bound(n) => n.as_ref(),
         ResolveResult::Unbound => b"",
@@ -166,7 +227,7 @@ fn intern(interned: &mut Vec<Arc<str>>, r: &ResolveResult) -> Result<Arc<str>, S
     if let Some(n) = interned.iter().find(|n| n.as_bytes() == bytes) {
         return Ok(n.clone());
     }
-    let n: Arc<str> = Arc::from(std::str::from_utf8(bytes).map_err(|e| e.to_string())?);
+    let n: Rc<str> = Rc::from(std::str::from_utf8(bytes).map_err(|e| e.to_string())?);
     interned.push(n.clone());
     Ok(n)
 }
@@ -179,8 +240,43 @@ fn ns_of(r: &ResolveResult) -> Result<String, String> {
     }
 }
 
+const BLOCK: usize = 32;
+
+/// [`SUSPECT`] as arithmetic, so that a whole block is tested in a few vector instructions.
+fn is_suspect(b: u8) -> bool {
+    (b < 0x20 && b != 0x09 && b != 0x0A && b != 0x0D) | (b == 0x7F) | (b == 0xC2) | (b == 0xEF) | (b >= 0xF0)
+}
+
+fn block_has_suspect(block: &[u8; BLOCK]) -> bool {
+    block.iter().fold(false, |any, &b| any | is_suspect(b))
+}
+
+/// Appends character data to an element's text: borrowed when it is the first chunk and its
+/// end-of-line normalisation is a slice of it (no CR, or only a leading CRLF, as in the
+/// indentation of a file with Windows line ends), copied otherwise.
+fn append_text<'a>(out: &mut Cow<'a, str>, raw: Cow<'a, str>) {
+    if out.is_empty() {
+        if let Cow::Borrowed(r) = raw {
+            let b = r.as_bytes();
+            match b.iter().position(|&c| c == b'\r') {
+                None => {
+                    *out = Cow::Borrowed(r);
+                    return;
+                }
+                // "\r\n..." without another CR normalises to "\n...", which is `r[1..]`.
+                Some(0) if b.get(1) == Some(&b'\n') && !b[2..].contains(&b'\r') => {
+                    *out = Cow::Borrowed(&r[1..]);
+                    return;
+                }
+                _ => {}
+            }
+        }
+    }
+    push_eol_normalized(out.to_mut(), &raw);
+}
+
 /// Parses `xml` (already known to be UTF-8, BOM removed by the caller) into a tree.
-pub fn parse(text: &str, lines: &Lines, base: usize) -> Result<Tree, ParseFailure> {
+pub fn parse<'a>(text: &'a str, lines: &Lines, base: usize) -> Result<Tree<'a>, ParseFailure> {
     let fail = |code, offset: usize, detail: String| ParseFailure {
         code,
         offset: offset + base,
@@ -195,14 +291,26 @@ pub fn parse(text: &str, lines: &Lines, base: usize) -> Result<Tree, ParseFailur
     };
     let bytes = text.as_bytes();
     let mut i = 0;
+    // Up to where bytes are looked at one by one: the rest of a block that holds a stop.
+    let mut slow_until = 0;
     while i < bytes.len() {
-        let b = bytes[i];
-        // ASCII is decided on the byte; only multi-byte sequences are decoded.
-        let c = if b < 0x80 {
-            if b >= 0x20 && b != 0x7F {
-                i += 1;
-                continue;
+        // Blocks of 32 bytes without a stop (nearly all of them) are skipped whole.
+        if i >= slow_until {
+            if let Some(block) = bytes.get(i..i + BLOCK) {
+                if !block_has_suspect(block.try_into().unwrap_or(&[0; BLOCK])) {
+                    i += BLOCK;
+                    continue;
+                }
+                slow_until = i + BLOCK;
             }
+        }
+        let b = bytes[i];
+        // Decided on the byte; only characters that may be refused are decoded.
+        if !SUSPECT[b as usize] {
+            i += 1;
+            continue;
+        }
+        let c = if b < 0x80 {
             b as char
         } else {
             text[i..].chars().next().unwrap_or('\u{FFFD}')
@@ -220,17 +328,73 @@ pub fn parse(text: &str, lines: &Lines, base: usize) -> Result<Tree, ParseFailur
         }
         i += c.len_utf8();
     }
-    let mut reader = NsReader::from_str(text);
+    let may_have_cdata_end = text.contains("]]>");
+    let mut reader = Reader::from_str(text);
     reader.config_mut().check_comments = true;
+    // Namespace scopes, kept as quick-xml's `NsReader` keeps them, except that a scope is opened
+    // only for an element that declares a namespace: an element whose attributes do not contain
+    // "xmlns" adds no binding and cannot fail, so the bindings (and their order) are the same.
+    let mut resolver = NamespaceResolver::default();
+    // For each open element, whether it opened a scope; a scope to close before the next event.
+    let mut scoped: Vec<bool> = Vec::new();
+    let mut pending_pop = false;
+    // The default namespace in scope, once resolved; forgotten whenever a scope opens or closes.
+    let mut default_ns: Option<Rc<str>> = None;
     let mut stack: Vec<usize> = Vec::new();
     let mut root_closed = false;
-    let mut interned: Vec<Arc<str>> = Vec::new();
+    let mut interned: Vec<Rc<str>> = Vec::new();
+    // Lines of element starts, counted as the reader moves forward.
+    let (mut line_at, mut line) = (0usize, 1u32);
     loop {
         let start = reader.buffer_position() as usize;
-        let event = match reader.read_resolved_event() {
+        if std::mem::take(&mut pending_pop) {
+            resolver.pop();
+            default_ns = None;
+        }
+        // Only start tags are resolved (what `NsReader::read_resolved_event` does for them), not
+        // end tags, text or comments.
+        let event = match reader.read_event() {
             // Only elements need their namespace; interned, so no allocation per element.
-            Ok((r, e)) => match e {
-                Event::Start(_) | Event::Empty(_) => (Some(intern(&mut interned, &r)), e),
+            Ok(e) => match &e {
+                Event::Start(s) | Event::Empty(s) => {
+                    let declares = s.attributes_raw().windows(5).any(|w| w == b"xmlns");
+                    if declares {
+                        default_ns = None;
+                        // As `NsReader` reports it: a namespace error, at the reader's error position.
+                        resolver.push(s).map_err(|err| {
+                            fail(
+                                "xml.malformed",
+                                reader.error_position() as usize,
+                                quick_xml::Error::from(err).to_string(),
+                            )
+                        })?;
+                    }
+                    match &e {
+                        Event::Start(_) => scoped.push(declares),
+                        _ => pending_pop = declares,
+                    }
+                    // An unprefixed name takes the default namespace, which only a scope opened or
+                    // closed can change: resolved once per scope, not per element.
+                    if s.name().as_ref().contains(&b':') {
+                        let (r, _) = resolver.resolve_element(s.name());
+                        (Some(intern(&mut interned, &r)), e)
+                    } else {
+                        let ns = match &default_ns {
+                            Some(ns) => Ok(ns.clone()),
+                            None => {
+                                let (r, _) = resolver.resolve_element(s.name());
+                                let ns = intern(&mut interned, &r);
+                                default_ns = ns.as_ref().ok().cloned();
+                                ns
+                            }
+                        };
+                        (Some(ns), e)
+                    }
+                }
+                Event::End(_) => {
+                    pending_pop = scoped.pop().unwrap_or(false);
+                    (None, e)
+                }
                 _ => (None, e),
             },
             Err(e) => return Err(fail("xml.malformed", reader.error_position() as usize, e.to_string())),
@@ -250,15 +414,19 @@ pub fn parse(text: &str, lines: &Lines, base: usize) -> Result<Tree, ParseFailur
                 if stack.len() >= MAX_DEPTH {
                     return Err(fail("xml.depth", start, format!("more than {MAX_DEPTH} levels")));
                 }
-                let qname = as_str(text, e.name().into_inner()).to_string();
-                if !valid_name(&qname) {
+                // The reader hands out names as slices of the input; borrow them from `text`.
+                let qname = in_text(text, e.name().into_inner())
+                    .ok_or_else(|| fail("xml.malformed", start, "an element name outside the document".into()))?;
+                if !valid_name(qname) {
                     return Err(fail("xml.malformed", start, format!("{qname:?} is not a valid element name")));
                 }
                 let ns = ns
-                    .unwrap_or_else(|| Ok(Arc::from("")))
+                    .unwrap_or_else(|| Ok(Rc::from("")))
                     .map_err(|m| fail("xml.malformed", start, m))?;
                 let mut attrs = Vec::new();
-                for a in e.attributes() {
+                // Most elements have none: skip setting up the attribute reader for them.
+                let has_attributes = !e.attributes_raw().iter().all(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r'));
+                for a in has_attributes.then(|| e.attributes()).into_iter().flatten() {
                     let a = a.map_err(|err| fail("xml.malformed", start, err.to_string()))?;
                     let aq = as_str(text, a.key.into_inner()).to_string();
                     if !valid_name(&aq) {
@@ -275,7 +443,7 @@ pub fn parse(text: &str, lines: &Lines, base: usize) -> Result<Tree, ParseFailur
                     if aq == "xmlns" || aq.starts_with("xmlns:") {
                         continue;
                     }
-                    let (rns, local) = reader.resolve_attribute(a.key);
+                    let (rns, local) = resolver.resolve_attribute(a.key);
                     let ans = ns_of(&rns).map_err(|m| fail("xml.malformed", start, m))?;
                     let local = String::from_utf8_lossy(local.as_ref()).into_owned();
                     if attrs.iter().any(|x: &Attr| x.ns == ans && x.local == local) {
@@ -283,7 +451,7 @@ pub fn parse(text: &str, lines: &Lines, base: usize) -> Result<Tree, ParseFailur
                     }
                     let value_qname = (ans == XSI && local == "type")
                         .then(|| {
-                            let (r, l) = reader.resolve_element(quick_xml::name::QName(value.trim().as_bytes()));
+                            let (r, l) = resolver.resolve_element(quick_xml::name::QName(value.trim().as_bytes()));
                             ns_of(&r).ok().map(|n| (n, String::from_utf8_lossy(l.as_ref()).into_owned()))
                         })
                         .flatten();
@@ -296,20 +464,24 @@ pub fn parse(text: &str, lines: &Lines, base: usize) -> Result<Tree, ParseFailur
                     });
                 }
                 let id = tree.nodes.len();
+                line += count_newlines(&bytes[line_at..start]);
+                line_at = start;
                 tree.nodes.push(Node {
                     ns,
-                    local: qname.rsplit(':').next().unwrap_or("").to_string(),
+                    // After the last ':' (the name is valid, so at most one).
+                    local: qname.bytes().rposition(|b| b == b':').map_or(qname, |i| &qname[i + 1..]),
                     qname,
                     attrs,
-                    children: Vec::new(),
+                    children_at: 0,
+                    children_len: 0,
                     parent: stack.last().copied(),
-                    text: String::new(),
+                    text: Cow::Borrowed(""),
                     span: (start, end),
                     content: (end, end),
-                    line: lines.line(start + base),
+                    line,
                 });
                 if let Some(&p) = stack.last() {
-                    tree.nodes[p].children.push(id);
+                    tree.nodes[p].children_len += 1;
                 }
                 if empty {
                     if stack.is_empty() {
@@ -330,19 +502,21 @@ pub fn parse(text: &str, lines: &Lines, base: usize) -> Result<Tree, ParseFailur
                 }
             }
             (_, Event::Text(t)) => {
-                let raw = match t.clone().into_inner() {
-                    std::borrow::Cow::Borrowed(b) => as_str(text, b),
-                    std::borrow::Cow::Owned(_) => std::str::from_utf8(&t).unwrap_or(""),
+                let raw: Cow<'a, str> = match t.into_inner() {
+                    Cow::Borrowed(b) => Cow::Borrowed(as_str(text, b)),
+                    Cow::Owned(b) => Cow::Owned(String::from_utf8(b).unwrap_or_default()),
                 };
                 let blank = || raw.bytes().all(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r'));
+                // A document without "]]>" anywhere (the usual case) needs no look per text.
+                let has_three = may_have_cdata_end && raw.contains("]]>");
                 match stack.last() {
                     // Between child elements only non-blank text matters (it is an error there).
-                    Some(&id) if !tree.nodes[id].children.is_empty() && blank() => {}
-                    Some(&id) => push_eol_normalized(&mut tree.nodes[id].text, raw),
+                    Some(&id) if tree.nodes[id].has_children() && blank() => {}
+                    Some(&id) => append_text(&mut tree.nodes[id].text, raw),
                     None if raw.trim_matches([' ', '\t', '\n', '\r']).is_empty() => {}
                     None => return Err(fail("xml.malformed", start, "text outside the root element".into())),
                 }
-                if raw.contains(']') && raw.contains("]]>") {
+                if has_three {
                     return Err(fail("xml.malformed", start, "']]>' in character data".into()));
                 }
             }
@@ -350,12 +524,18 @@ pub fn parse(text: &str, lines: &Lines, base: usize) -> Result<Tree, ParseFailur
                 let name = std::str::from_utf8(&r).unwrap_or("");
                 let c = resolve_entity(name).map_err(|m| fail("xml.malformed", start, m))?;
                 match stack.last() {
-                    Some(&id) => tree.nodes[id].text.push(c),
+                    Some(&id) => tree.nodes[id].text.to_mut().push(c),
                     None => return Err(fail("xml.malformed", start, "a reference outside the root element".into())),
                 }
             }
             (_, Event::CData(c)) => match stack.last() {
-                Some(&id) => push_eol_normalized(&mut tree.nodes[id].text, std::str::from_utf8(&c).unwrap_or("")),
+                Some(&id) => {
+                    let raw: Cow<'a, str> = match c.into_inner() {
+                        Cow::Borrowed(b) => Cow::Borrowed(as_str(text, b)),
+                        Cow::Owned(b) => Cow::Owned(String::from_utf8(b).unwrap_or_default()),
+                    };
+                    append_text(&mut tree.nodes[id].text, raw)
+                }
                 None => return Err(fail("xml.malformed", start, "CDATA outside the root element".into())),
             },
             (_, Event::PI(_)) => tree.notes.push(ParseNote {
@@ -384,16 +564,54 @@ pub fn parse(text: &str, lines: &Lines, base: usize) -> Result<Tree, ParseFailur
                 if tree.nodes.is_empty() {
                     return Err(fail("xml.malformed", 0, "no root element".into()));
                 }
+                link_children(&mut tree);
                 return Ok(tree);
             }
         }
     }
 }
 
+/// Fills the shared child list: nodes are in document order, so walking them in order appends
+/// every element's children in order, each parent's block sized by its count.
+fn link_children(tree: &mut Tree) {
+    let mut at = 0u32;
+    for n in tree.nodes.iter_mut() {
+        n.children_at = at;
+        at += n.children_len;
+        // Counted up again below, as each child is put in place.
+        n.children_len = 0;
+    }
+    let mut list = vec![0usize; at as usize];
+    for id in 1..tree.nodes.len() {
+        if let Some(p) = tree.nodes[id].parent {
+            let parent = &mut tree.nodes[p];
+            list[(parent.children_at + parent.children_len) as usize] = id;
+            parent.children_len += 1;
+        }
+    }
+    tree.child_list = list;
+}
+
+/// ASCII letters, digits, '_', '-' and '.': the bytes of an unprefixed ASCII name after its first.
+const NAME_ASCII: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut c = 0;
+    while c < 256 {
+        let b = c as u8;
+        t[c] = b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.');
+        c += 1;
+    }
+    t
+};
+
 fn valid_name(n: &str) -> bool {
+    let b = n.as_bytes();
+    // Nearly every name: unprefixed ASCII, decided by a table.
+    if !b.is_empty() && (b[0].is_ascii_alphabetic() || b[0] == b'_') && b[1..].iter().all(|&c| NAME_ASCII[c as usize]) {
+        return true;
+    }
     // The common case in one pass: ASCII letters, digits, '_', '-', '.', and at most one ':'
     // that is neither first nor last and is followed by a name-start character.
-    let b = n.as_bytes();
     if n.is_ascii() && !b.is_empty() && (b[0].is_ascii_alphabetic() || b[0] == b'_') {
         let mut colon = false;
         let mut after_colon = false;
@@ -491,7 +709,7 @@ fn push_eol_normalized(out: &mut String, raw: &str) {
 mod tests {
     use super::*;
 
-    fn p(s: &str) -> Result<Tree, ParseFailure> {
+    fn p(s: &str) -> Result<Tree<'_>, ParseFailure> {
         parse(s, &Lines::new(s.as_bytes()), 0)
     }
 
@@ -504,12 +722,55 @@ mod tests {
         assert_eq!(t.nodes[1].line, 2);
         let crlf = p("<a x=\"1\r\n2\">l1\r\nl2\rl3&#13;</a>").unwrap();
         assert_eq!(crlf.nodes[0].text, "l1\nl2\nl3\r");
+        // A leading CRLF alone is borrowed without its CR; anything else is normalised as usual.
+        for (raw, text) in [
+            ("\r\n  ", "\n  "),
+            ("\r\n\r\n", "\n\n"),
+            ("\r\r\n", "\n\n"),
+            ("\r", "\n"),
+            ("x\r\n", "x\n"),
+            ("\r\nx\ry", "\nx\ny"),
+        ] {
+            let doc = format!("<a>{raw}</a>");
+            let t = p(&doc).unwrap();
+            assert_eq!(t.nodes[0].text, text, "{raw:?}");
+            assert_eq!(matches!(t.nodes[0].text, Cow::Borrowed(_)), raw == "\r\n  ", "{raw:?}");
+        }
         assert_eq!(crlf.nodes[0].attrs[0].value, "1 2");
         assert_eq!(t.nodes[2].line, 3);
         assert_eq!(
             &"<a>\n <b x=\"1&amp;2\">t&lt;<![CDATA[x]]></b>\n<c/></a>"[t.nodes[2].span.0..t.nodes[2].span.1],
             "<c/>"
         );
+    }
+
+    /// Every character XML forbids or KSeF refuses starts with a byte the scan stops at.
+    #[test]
+    fn the_suspect_bytes_cover_every_refused_character() {
+        let mut buf = [0u8; 4];
+        for c in (0..=0x10FFFFu32).filter_map(char::from_u32) {
+            if !is_xml_char(c) || is_discouraged(c) {
+                let first = c.encode_utf8(&mut buf).as_bytes()[0];
+                assert!(SUSPECT[first as usize], "U+{:04X}", c as u32);
+            }
+        }
+        assert!((0x80..=0xBF).all(|b| !SUSPECT[b]), "continuation bytes are never stops");
+    }
+
+    #[test]
+    fn the_block_test_matches_the_byte_table() {
+        for b in 0..=255u8 {
+            assert_eq!(is_suspect(b), SUSPECT[b as usize], "{b:#x}");
+            // In every position of a block of otherwise plain bytes.
+            for at in [0, 13, BLOCK - 1] {
+                let mut block = [b'a'; BLOCK];
+                block[at] = b;
+                assert_eq!(block_has_suspect(&block), SUSPECT[b as usize], "{b:#x} at {at}");
+            }
+        }
+        // A refused character in the middle of a long run is still found.
+        let doc = format!("<a>{}\u{1}{}</a>", "x".repeat(100), "y".repeat(100));
+        assert_eq!(p(&doc).unwrap_err().code, "xml.char");
     }
 
     #[test]

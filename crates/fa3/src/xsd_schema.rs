@@ -89,8 +89,9 @@ pub enum Content {
     Simple(SimpleId),
 }
 
-/// FNV-1a: the name maps are small and hashed per child element; SipHash's flood resistance
-/// buys nothing for keys that come from the schema.
+/// A word-at-a-time multiplicative hash (as rustc's FxHash): the name maps are small and hashed
+/// per child element; SipHash's flood resistance buys nothing for keys that come from the
+/// schema, and a byte-at-a-time FNV costs a multiplication per byte.
 #[derive(Default)]
 pub struct Fnv(u64);
 
@@ -100,9 +101,17 @@ impl std::hash::Hasher for Fnv {
     }
 
     fn write(&mut self, bytes: &[u8]) {
-        let mut h = if self.0 == 0 { 0xcbf2_9ce4_8422_2325 } else { self.0 };
-        for &b in bytes {
-            h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        const K: u64 = 0x517c_c1b7_2722_0a95;
+        let mut h = self.0;
+        let mut words = bytes.chunks_exact(8);
+        for w in &mut words {
+            h = (h.rotate_left(5) ^ u64::from_le_bytes(w.try_into().unwrap_or([0; 8]))).wrapping_mul(K);
+        }
+        let rest = words.remainder();
+        if !rest.is_empty() {
+            let mut last = [0u8; 8];
+            last[..rest.len()].copy_from_slice(rest);
+            h = (h.rotate_left(5) ^ u64::from_le_bytes(last) ^ rest.len() as u64).wrapping_mul(K);
         }
         self.0 = h;
     }
@@ -148,8 +157,10 @@ pub enum Facet {
     MaxLength(usize),
     /// The patterns of one derivation step: the value must match one of them.
     Patterns(Vec<(String, Regex)>),
-    /// The enumeration of one derivation step, as lexical values and parsed values.
-    Enumeration(Vec<(String, Value)>),
+    /// The enumeration of one derivation step, as lexical values and parsed values (in the
+    /// schema's order, for messages), and for string types the values sorted, for a binary
+    /// search instead of a scan (country and currency codes run to hundreds).
+    Enumeration(Vec<(String, Value)>, Vec<String>),
     TotalDigits(usize),
     FractionDigits(usize),
     MinInclusive(Value, String),
@@ -582,7 +593,15 @@ impl<'a> Compiler<'a> {
             facets.push(Facet::Patterns(patterns));
         }
         if !enumeration.is_empty() {
-            facets.push(Facet::Enumeration(enumeration));
+            let mut sorted: Vec<String> = enumeration
+                .iter()
+                .filter_map(|(_, v)| match v {
+                    Value::Str(s) => Some(s.clone()),
+                    _ => None,
+                })
+                .collect();
+            sorted.sort_unstable();
+            facets.push(Facet::Enumeration(enumeration, sorted));
         }
         self.schema.simple.push(SimpleType::Atomic {
             builtin,
@@ -811,7 +830,7 @@ fn clone_facet(f: &Facet) -> Facet {
         Facet::MinLength(n) => Facet::MinLength(*n),
         Facet::MaxLength(n) => Facet::MaxLength(*n),
         Facet::Patterns(p) => Facet::Patterns(p.clone()),
-        Facet::Enumeration(e) => Facet::Enumeration(e.clone()),
+        Facet::Enumeration(e, s) => Facet::Enumeration(e.clone(), s.clone()),
         Facet::TotalDigits(n) => Facet::TotalDigits(*n),
         Facet::FractionDigits(n) => Facet::FractionDigits(*n),
         Facet::MinInclusive(v, s) => Facet::MinInclusive(v.clone(), s.clone()),
@@ -892,8 +911,9 @@ impl Schema {
                         en: format!("the value {} is not {en}", quote(&v)),
                     })?
                 };
+                let chars = std::cell::OnceCell::new();
                 for f in facets {
-                    check_facet(f, *builtin, &v, &value)?;
+                    check_facet(f, *builtin, &v, &value, &chars)?;
                 }
                 Ok(())
             }
@@ -910,12 +930,15 @@ fn quote(v: &str) -> String {
     }
 }
 
-fn check_facet(f: &Facet, builtin: Builtin, v: &str, value: &Value) -> Result<(), ValueProblem> {
-    let chars = || v.chars().count();
-    let digits = |value: &Value| match value {
-        Value::Num(d) => Some(d.clone()),
-        _ => None,
-    };
+fn check_facet(f: &Facet, builtin: Builtin, v: &str, value: &Value, count: &std::cell::OnceCell<usize>) -> Result<(), ValueProblem> {
+    // Counted once per value, however many length facets it has.
+    let chars = || *count.get_or_init(|| v.chars().count());
+    fn digits(value: &Value) -> Option<&Decimal> {
+        match value {
+            Value::Num(d) => Some(d),
+            _ => None,
+        }
+    }
     let fail = |code, pl: String, en: String| Err(ValueProblem { code, pl, en });
     match f {
         Facet::Length(n) if builtin.is_stringy() && chars() != *n => fail(
@@ -951,12 +974,17 @@ fn check_facet(f: &Facet, builtin: Builtin, v: &str, value: &Value) -> Result<()
                 format!("the value {} has the wrong format (pattern {})", quote(v), shown.join(" | ")),
             )
         }
-        Facet::Enumeration(values) => {
-            // Enumerated strings were normalised when the schema was compiled.
-            let hit = values.iter().any(|(_, val)| match val {
-                Value::Str(stored) => builtin.is_stringy() && stored == v,
-                a => a.compare(value) == Some(std::cmp::Ordering::Equal),
-            });
+        Facet::Enumeration(values, sorted) => {
+            // Enumerated strings were normalised when the schema was compiled. A string type's
+            // values are all strings (and in `sorted`); other types' values are none.
+            let hit = if builtin.is_stringy() {
+                sorted.binary_search_by(|s| s.as_str().cmp(v)).is_ok()
+            } else {
+                values.iter().any(|(_, val)| match val {
+                    Value::Str(_) => false,
+                    a => a.compare(value) == Some(std::cmp::Ordering::Equal),
+                })
+            };
             if hit {
                 return Ok(());
             }
@@ -975,7 +1003,7 @@ fn check_facet(f: &Facet, builtin: Builtin, v: &str, value: &Value) -> Result<()
             format!("liczba {} ma za dużo cyfr: najwyżej {n}", quote(v)),
             format!("the number {} has too many digits: at most {n}", quote(v)),
         ),
-        Facet::FractionDigits(n) if digits(value).is_some_and(|d: Decimal| d.fraction_digits() > *n) => fail(
+        Facet::FractionDigits(n) if digits(value).is_some_and(|d: &Decimal| d.fraction_digits() > *n) => fail(
             "value.fraction_digits",
             format!("liczba {} ma za dużo miejsc po przecinku: najwyżej {n}", quote(v)),
             format!("the number {} has too many decimal places: at most {n}", quote(v)),

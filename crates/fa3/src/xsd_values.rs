@@ -23,6 +23,8 @@ impl WhiteSpace {
             WhiteSpace::Preserve => Cow::Borrowed(s),
             WhiteSpace::Replace if !s.contains(['\t', '\n', '\r']) => Cow::Borrowed(s),
             WhiteSpace::Replace => Cow::Owned(s.chars().map(|c| if is_ws(c) { ' ' } else { c }).collect()),
+            // No whitespace at all (numbers, codes, dates): nothing to collapse.
+            WhiteSpace::Collapse if s.bytes().all(|c| c > b' ') => Cow::Borrowed(s),
             WhiteSpace::Collapse => {
                 // One pass: already collapsed unless it has a tab/CR/LF, a doubled space, or a
                 // space at either end.
@@ -110,14 +112,17 @@ impl Builtin {
                 .ok_or(("liczbą dziesiętną (np. 123.45)", "a decimal number (e.g. 123.45)")),
             Builtin::Integer | Builtin::Int | Builtin::Byte | Builtin::NonNegativeInteger => {
                 let d = Decimal::parse_integer(s).ok_or(("liczbą całkowitą", "a whole number"))?;
+                // The bounds, parsed once per process.
+                static BOUNDS: std::sync::OnceLock<[Decimal; 5]> = std::sync::OnceLock::new();
+                let [int_lo, int_hi, byte_lo, byte_hi, zero] =
+                    BOUNDS.get_or_init(|| ["-2147483648", "2147483647", "-128", "127", "0"].map(|v| Decimal::parse(v).expect("literal")));
                 let (lo, hi) = match self {
-                    Builtin::Int => (Some("-2147483648"), Some("2147483647")),
-                    Builtin::Byte => (Some("-128"), Some("127")),
-                    Builtin::NonNegativeInteger => (Some("0"), None),
+                    Builtin::Int => (Some(int_lo), Some(int_hi)),
+                    Builtin::Byte => (Some(byte_lo), Some(byte_hi)),
+                    Builtin::NonNegativeInteger => (Some(zero), None),
                     _ => (None, None),
                 };
-                let out_of_range = lo.is_some_and(|lo| d.cmp(&Decimal::parse(lo).expect("literal")) == Ordering::Less)
-                    || hi.is_some_and(|hi| d.cmp(&Decimal::parse(hi).expect("literal")) == Ordering::Greater);
+                let out_of_range = lo.is_some_and(|lo| d.cmp(lo) == Ordering::Less) || hi.is_some_and(|hi| d.cmp(hi) == Ordering::Greater);
                 if out_of_range {
                     return Err(match self {
                         Builtin::Byte => ("liczbą całkowitą od -128 do 127", "a whole number from -128 to 127"),
@@ -160,13 +165,69 @@ impl Value {
     }
 }
 
+/// A run of ASCII digits of any length, held inline when short (every amount and date in an
+/// invoice), so parsing a value allocates nothing.
+#[derive(Clone)]
+enum Digits {
+    Inline { len: u8, buf: [u8; Digits::INLINE] },
+    Heap(Box<str>),
+}
+
+impl Digits {
+    const INLINE: usize = 30;
+
+    fn new(s: &str) -> Digits {
+        if s.len() <= Digits::INLINE {
+            let mut buf = [0u8; Digits::INLINE];
+            buf[..s.len()].copy_from_slice(s.as_bytes());
+            Digits::Inline { len: s.len() as u8, buf }
+        } else {
+            Digits::Heap(s.into())
+        }
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        match self {
+            Digits::Inline { len, buf } => &buf[..*len as usize],
+            Digits::Heap(s) => s.as_bytes(),
+        }
+    }
+
+    fn as_str(&self) -> &str {
+        // Only ever filled from a `&str` of ASCII digits.
+        std::str::from_utf8(self.as_bytes()).unwrap_or("")
+    }
+
+    fn len(&self) -> usize {
+        self.as_bytes().len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl PartialEq for Digits {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_bytes() == other.as_bytes()
+    }
+}
+
+impl Eq for Digits {}
+
+impl std::fmt::Debug for Digits {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
 /// An exact decimal: sign, integer digits without leading zeros, fraction digits without
 /// trailing zeros. Zero is never negative.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decimal {
     negative: bool,
-    int: String,
-    frac: String,
+    int: Digits,
+    frac: Digits,
 }
 
 impl Decimal {
@@ -177,18 +238,24 @@ impl Decimal {
             Some(b'+') => (false, &s[1..]),
             _ => (false, s),
         };
-        let (int, frac) = match body.split_once('.') {
-            Some((i, f)) => (i, f),
-            None => (body, ""),
+        // Split at the first '.', on bytes (short values: a scan beats a searcher's set-up).
+        let b = body.as_bytes();
+        let (int, frac) = match b.iter().position(|&c| c == b'.') {
+            Some(i) => (&b[..i], &b[i + 1..]),
+            None => (b, &b[..0]),
         };
         if int.is_empty() && frac.is_empty() {
             return None;
         }
-        if !int.bytes().all(|b| b.is_ascii_digit()) || !frac.bytes().all(|b| b.is_ascii_digit()) {
+        if !int.iter().all(u8::is_ascii_digit) || !frac.iter().all(u8::is_ascii_digit) {
             return None;
         }
-        let int = int.trim_start_matches('0').to_string();
-        let frac = frac.trim_end_matches('0').to_string();
+        let lead = int.iter().take_while(|&&c| c == b'0').count();
+        let trail = frac.iter().rev().take_while(|&&c| c == b'0').count();
+        // ASCII digits, so any cut is a `str` boundary.
+        let int = Digits::new(&body[lead..int.len()]);
+        let frac_start = body.len() - frac.len();
+        let frac = Digits::new(&body[frac_start..body.len() - trail]);
         let zero = int.is_empty() && frac.is_empty();
         Some(Decimal {
             negative: negative && !zero,
@@ -223,13 +290,12 @@ impl Decimal {
         if self.int.len() > 30 {
             return None;
         }
-        let int: i128 = if self.int.is_empty() { 0 } else { self.int.parse().ok()? };
-        let mut frac = self.frac.clone();
-        while frac.len() < 3 {
-            frac.push('0');
-        }
-        let cents: i128 = frac[..2].parse().ok()?;
-        let round_up = frac.as_bytes()[2] >= b'5';
+        let int: i128 = if self.int.is_empty() { 0 } else { self.int.as_str().parse().ok()? };
+        // The first three fraction digits, missing ones as zeros.
+        let f = self.frac.as_bytes();
+        let digit = |i: usize| i128::from(f.get(i).map_or(0, |&b| b - b'0'));
+        let cents: i128 = digit(0) * 10 + digit(1);
+        let round_up = digit(2) >= 5;
         let v = int * 100 + cents + i128::from(round_up);
         Some(if self.negative { -v } else { v })
     }
@@ -238,8 +304,8 @@ impl Decimal {
         self.int
             .len()
             .cmp(&other.int.len())
-            .then_with(|| self.int.cmp(&other.int))
-            .then_with(|| self.frac.cmp(&other.frac))
+            .then_with(|| self.int.as_bytes().cmp(other.int.as_bytes()))
+            .then_with(|| self.frac.as_bytes().cmp(other.frac.as_bytes()))
     }
 }
 
@@ -267,7 +333,7 @@ impl PartialOrd for Decimal {
 pub struct TimeKey {
     kind: u8,
     secs: i128,
-    frac: String,
+    frac: Digits,
     tz: Option<i32>,
 }
 
@@ -282,7 +348,9 @@ impl TimeKey {
             return None;
         }
         let utc = |k: &TimeKey| k.secs - i128::from(k.tz.unwrap_or(0)) * 60;
-        let at = |secs: i128, k: &TimeKey| (secs, k.frac.clone());
+        fn at(secs: i128, k: &TimeKey) -> (i128, &[u8]) {
+            (secs, k.frac.as_bytes())
+        }
         match (self.tz, other.tz) {
             (Some(_), Some(_)) | (None, None) => Some(at(utc(self), self).cmp(&at(utc(other), other))),
             (Some(_), None) => {
@@ -385,7 +453,7 @@ pub fn parse_date(s: &str) -> Option<TimeKey> {
     Some(TimeKey {
         kind: 0,
         secs: days_from_civil(year, month, day) * 86_400,
-        frac: String::new(),
+        frac: Digits::new(""),
         tz: parse_tz(rest)?,
     })
 }
@@ -416,7 +484,7 @@ pub fn parse_date_time(s: &str) -> Option<TimeKey> {
     Some(TimeKey {
         kind: 1,
         secs: days_from_civil(year, month, day) * 86_400 + i128::from(h) * 3600 + i128::from(m) * 60 + i128::from(sec),
-        frac: frac.to_string(),
+        frac: Digits::new(frac),
         tz: parse_tz(tail)?,
     })
 }
@@ -426,7 +494,7 @@ pub fn parse_g_year(s: &str) -> Option<TimeKey> {
     Some(TimeKey {
         kind: 2,
         secs: days_from_civil(year, 1, 1) * 86_400,
-        frac: String::new(),
+        frac: Digits::new(""),
         tz: parse_tz(rest)?,
     })
 }

@@ -136,14 +136,14 @@ fn decl_of(tree: &Tree, id: usize) -> Option<ElemId> {
             .globals
             .get(&QName {
                 ns: node.ns.to_string(),
-                local: node.local.clone(),
+                local: node.local.to_string(),
             })
             .copied(),
         Some(p) => {
             let pd = decl_of(tree, p)?;
             match schema.elements[pd].ty {
                 TypeRef::Complex(c) => match &schema.complex[c].content {
-                    Content::Elements { names, .. } => names.get(schema, &node.ns, &node.local),
+                    Content::Elements { names, .. } => names.get(schema, &node.ns, node.local),
                     _ => None,
                 },
                 TypeRef::Simple(_) => None,
@@ -178,7 +178,7 @@ pub fn mutate(src: &str, rng: &mut Rng) -> (String, String) {
     let id = *rng.pick(&all);
     let n = &tree.nodes[id];
     let (s, e) = n.span;
-    let leaf = n.children.is_empty();
+    let leaf = !n.has_children();
     let splice = |at: usize, to: usize, with: &str| format!("{}{}{}", &src[..at], with, &src[to..]);
     let rename = |new: &str| {
         let prefix = n.qname.split_once(':').map(|(p, _)| format!("{p}:")).unwrap_or_default();
@@ -201,7 +201,7 @@ pub fn mutate(src: &str, rng: &mut Rng) -> (String, String) {
         2 => (splice(e, e, &src[s..e]), format!("duplicate {}", n.local)),
         3 | 4 => {
             let parent = n.parent.unwrap_or(0);
-            let sibs = &tree.nodes[parent].children;
+            let sibs = tree.children(parent);
             let pos = sibs.iter().position(|&c| c == id).unwrap_or(0);
             if pos + 1 < sibs.len() {
                 let other = &tree.nodes[sibs[pos + 1]];
@@ -225,7 +225,7 @@ pub fn mutate(src: &str, rng: &mut Rng) -> (String, String) {
             let new = if !schema_names.is_empty() && rng.below(3) > 0 {
                 rng.pick(&schema_names).clone()
             } else {
-                tree.nodes[*rng.pick(&all)].local.clone()
+                tree.nodes[*rng.pick(&all)].local.to_string()
             };
             (rename(&new), format!("rename {} to {new}", n.local))
         }
@@ -310,7 +310,7 @@ pub fn mutate(src: &str, rng: &mut Rng) -> (String, String) {
             (splice(s, e, &empty), format!("empty {}", n.local))
         }
         13 if !leaf => {
-            let at = tree.nodes[n.children[0]].span.1;
+            let at = tree.nodes[tree.children(id)[0]].span.1;
             let t = *rng.pick(&["abc", " ", "&#160;", "<!-- a comment -->", "<?pi x?>"]);
             (splice(at, at, t), format!("insert {t:?} into {}", n.local))
         }
