@@ -98,6 +98,9 @@ pub struct PollReport {
     pub archived: Vec<String>,
     /// Whether the state was shared (false: another poll wrote first, or the cache failed).
     pub shared: bool,
+    /// How many of this poll's probes failed (up to [`PROBE_ATTEMPTS`]; some may have failed
+    /// before one got through).
+    pub failed_probes: u32,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -118,12 +121,13 @@ pub const PROBE_ATTEMPTS: u32 = 3;
 pub const PROBE_PAUSE: Duration = Duration::from_secs(1);
 
 /// The first probe that gets through, or the last failure after `attempts` probes, `pause`
-/// apart.
-pub async fn confirmed<F, Fut>(attempts: u32, pause: Duration, mut probe: F) -> Result<(), String>
+/// apart; with how many probes failed.
+pub async fn confirmed<F, Fut>(attempts: u32, pause: Duration, mut probe: F) -> (Result<(), String>, u32)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<(), String>>,
 {
+    let mut failed = 0;
     let mut last = Err("no probe made".to_owned());
     for attempt in 1..=attempts.max(1) {
         if attempt > 1 {
@@ -131,11 +135,15 @@ where
         }
         last = probe().await;
         match &last {
-            Ok(()) => return Ok(()),
-            Err(why) => tracing::info!(attempt, attempts, why = %why, "a probe of KSeF failed"),
+            Ok(()) => return (Ok(()), failed),
+            Err(why) => {
+                failed += 1;
+                tracing::info!(attempt, attempts, why = %why, "a probe of KSeF failed");
+            }
         }
     }
-    last.map_err(|why| format!("{why} ({} probes, {} ms apart)", attempts.max(1), pause.as_millis()))
+    let last = last.map_err(|why| format!("{why} ({} probes, {} ms apart)", attempts.max(1), pause.as_millis()));
+    (last, failed)
 }
 
 /// One poll at `now`: read, archive, probe, decide, share, measure.
@@ -156,7 +164,7 @@ pub async fn poll(ports: &PollPorts<'_>, targets: &PollTargets<'_>, now: DateTim
         }
     }
     // Our own evidence: the probe, and the sends' failed calls since the last that got through.
-    let probe = confirmed(PROBE_ATTEMPTS, PROBE_PAUSE, || {
+    let (probe, failed_probes) = confirmed(PROBE_ATTEMPTS, PROBE_PAUSE, || {
         probe_ksef(targets.environment, targets.probe_timeout)
     })
     .await;
@@ -199,6 +207,7 @@ pub async fn poll(ports: &PollPorts<'_>, targets: &PollTargets<'_>, now: DateTim
         availability,
         archived,
         shared,
+        failed_probes,
     })
 }
 
@@ -380,11 +389,11 @@ mod tests {
     #[tokio::test]
     async fn one_failed_probe_is_not_enough_to_call_ksef_down() {
         let (calls, probe) = scripted(vec![Err("timeout".into()), Ok(())]);
-        assert_eq!(confirmed(PROBE_ATTEMPTS, PAUSE, probe).await, Ok(()));
+        assert_eq!(confirmed(PROBE_ATTEMPTS, PAUSE, probe).await, (Ok(()), 1));
         assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 2);
         // A good first probe is the only one.
         let (calls, probe) = scripted(vec![Ok(())]);
-        assert_eq!(confirmed(PROBE_ATTEMPTS, PAUSE, probe).await, Ok(()));
+        assert_eq!(confirmed(PROBE_ATTEMPTS, PAUSE, probe).await, (Ok(()), 0));
         assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1);
     }
 
@@ -392,7 +401,9 @@ mod tests {
     async fn a_silent_outage_fails_every_probe_and_says_how_many() {
         let started = tokio::time::Instant::now();
         let (calls, probe) = scripted(vec![Err("timeout".into()), Err("HTTP 503".into())]);
-        let why = confirmed(PROBE_ATTEMPTS, PAUSE, probe).await.unwrap_err();
+        let (answer, failed) = confirmed(PROBE_ATTEMPTS, PAUSE, probe).await;
+        assert_eq!(failed, PROBE_ATTEMPTS);
+        let why = answer.unwrap_err();
         assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), PROBE_ATTEMPTS);
         assert_eq!(why, "HTTP 503 (3 probes, 5 ms apart)");
         assert!(started.elapsed() >= PAUSE * (PROBE_ATTEMPTS - 1), "paused between probes");
