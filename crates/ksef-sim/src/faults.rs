@@ -53,7 +53,8 @@ pub enum Fault {
         #[serde(default)]
         on: Option<String>,
     },
-    /// Closing a session closes it, but the answer comes `delay_ms` later.
+    /// Closing a session closes it, but the answer comes `delay_ms` later. A close KSeF refuses
+    /// answers at once: only a taken close is slow.
     CloseTimeout { delay_ms: u64 },
     /// Invoices end in status 550 (cancelled by the system; resend).
     Status550 { rate: f64 },
@@ -195,6 +196,9 @@ impl FromStr for Fault {
 pub enum RequestFault {
     Unavailable,
     Delay(Duration),
+    /// Answer this much later, only when the request is taken (2xx): a close KSeF refuses
+    /// (a declared part missing) answers at once.
+    DelayIfTaken(Duration),
     /// Held this long before it is counted and handled.
     Lag(Duration),
     Reset,
@@ -302,7 +306,7 @@ impl FaultSwitch {
                 Fault::Forbidden { rate, reason_code, on } if applies(on) && rng.random_bool(*rate) => out.push(RequestFault::Forbidden {
                     reason_code: reason_code.clone(),
                 }),
-                Fault::CloseTimeout { delay_ms } if is_close => out.push(RequestFault::Delay(Duration::from_millis(*delay_ms))),
+                Fault::CloseTimeout { delay_ms } if is_close => out.push(RequestFault::DelayIfTaken(Duration::from_millis(*delay_ms))),
                 _ => {}
             }
         }

@@ -109,9 +109,11 @@ async fn gate(State(sim): State<Arc<Sim>>, req: Request, next: Next) -> Response
     // A slow answer is the ambiguous case that matters: the request is processed, the answer
     // comes too late for the client. So the delay runs after the handler.
     let mut delay = Duration::ZERO;
+    let mut delay_if_taken = Duration::ZERO;
     for fault in sim.faults.for_request(&path, route.ends_with("/close")) {
         match fault {
             RequestFault::Delay(d) => delay += d,
+            RequestFault::DelayIfTaken(d) => delay_if_taken += d,
             RequestFault::Lag(d) => tokio::time::sleep(d).await,
             RequestFault::Reset => {
                 if let Some(c) = &conn {
@@ -180,6 +182,9 @@ async fn gate(State(sim): State<Arc<Sim>>, req: Request, next: Next) -> Response
         if let Ok(v) = axum::http::HeaderValue::from_bytes(w.as_bytes()) {
             response.headers_mut().insert("x-system-warning", v);
         }
+    }
+    if response.status().is_success() {
+        delay += delay_if_taken;
     }
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
