@@ -852,6 +852,10 @@ async fn batch_of_many() {
         "ksef PUT /storage/batch",
         "ksef POST /v2/sessions/batch/{ref}/close",
         "store.transition AwaitingBatch",
+        // The harvest: each member SENT and finished from the session's list, no status check
+        // queued in between.
+        "store.transition Sent",
+        "store.transition Accepted",
     ] {
         assert!(
             positions.iter().any(|p| p.starts_with(want)),

@@ -83,21 +83,35 @@ impl<S: SendStore + ?Sized> Attempt<'_, S> {
         invoice_reference: KsefReference,
         outcome: &'static str,
     ) -> Result<StageResult, StageError> {
-        let change = Change::Sent {
-            session: session.clone(),
-            invoice_reference: invoice_reference.clone(),
-        };
-        let r = self.ports.store.transition(r, change, self.now).await?;
+        let r = self.record_sent(r, session.clone(), invoice_reference.clone()).await?;
         let msg = StatusRequest::first(&r, session, invoice_reference);
+        self.queue_status(&r, msg.to_json(), self.cfg.first_poll_delay).await?;
+        done(QueueAction::Delete, outcome, Some(r))
+    }
+
+    /// SENT, with nothing queued yet: the caller queues what follows. A death before that is
+    /// caught up by the send message itself (redelivered, it finds the record a step ahead and
+    /// re-drives it once its status check is due) or by the sweeper.
+    pub async fn record_sent(
+        &self,
+        r: &DocumentRecord,
+        session: KsefReference,
+        invoice_reference: KsefReference,
+    ) -> Result<DocumentRecord, StageError> {
+        let change = Change::Sent {
+            session,
+            invoice_reference,
+        };
+        Ok(self.ports.store.transition(r, change, self.now).await?)
+    }
+
+    /// Queues a status-stage message for `r`.
+    pub async fn queue_status(&self, r: &DocumentRecord, body: String, delay: Duration) -> Result<(), StageError> {
         self.ports
             .status_queue
-            .send(
-                OutgoingMessage::new(msg.to_json())
-                    .with_trace_id(&r.trace_id)
-                    .delayed(self.cfg.first_poll_delay),
-            )
+            .send(OutgoingMessage::new(body).with_trace_id(&r.trace_id).delayed(delay))
             .await?;
-        done(QueueAction::Delete, outcome, Some(r))
+        Ok(())
     }
 
     /// Records "about to send" in the session KSeF opened (`raw`: its reference) before KSeF

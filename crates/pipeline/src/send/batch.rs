@@ -245,8 +245,14 @@ async fn reconcile_group<S: SendStore + ?Sized>(
     resend
 }
 
-/// A member KSeF lists: SENT (with its status check queued), and, when the list already
-/// carries KSeF's decision, finished at once from it.
+/// A member KSeF lists: SENT, and, when the list already carries KSeF's decision, finished at
+/// once from it; otherwise its status check is queued.
+///
+/// A decided member queues no status check of its own (that check would only find the work
+/// done and write the outbox again: a message, a read and a PUT per batch invoice). A death
+/// between SENT and the decision's writes leaves the member's send message undeleted: it comes
+/// back, finds the record a step ahead and re-drives its status check when due
+/// ([`crate::follow_up::catch_up`]); the sweeper does the same for a lost message.
 async fn harvest<S: SendStore + ?Sized>(
     a: &Attempt<'_, S>,
     r: DocumentRecord,
@@ -254,22 +260,31 @@ async fn harvest<S: SendStore + ?Sized>(
     invoice_reference: KsefReference,
     listed: Option<ksef_client::InvoiceStatus>,
 ) -> Result<StageResult, StageError> {
-    let sent = a.sent(&r, session.clone(), invoice_reference.clone(), "RECONCILED_SENT").await?;
-    let (Some(r), Some(status)) = (sent.record.clone(), listed) else {
-        return Ok(sent);
-    };
     // Only a decision that ends the document here: accepted, or rejected for its content. The
     // rest (pending, a duplicate to prove, a cancelled copy to resend) is the status check's.
-    match ksef_client::failure_map::invoice_outcome("session_invoices", &status) {
-        InvoiceOutcome::Accepted { .. } => {}
-        InvoiceOutcome::Failed(f) if f.class == ErrorClass::Permanent && Duplicate::of(&f).is_none() => {}
-        _ => return Ok(sent),
-    }
+    let decided = listed.filter(
+        |status| match ksef_client::failure_map::invoice_outcome("session_invoices", status) {
+            InvoiceOutcome::Accepted { .. } => true,
+            InvoiceOutcome::Failed(f) => f.class == ErrorClass::Permanent && Duplicate::of(&f).is_none(),
+            _ => false,
+        },
+    );
+    let Some(status) = decided else {
+        return a.sent(&r, session, invoice_reference, "RECONCILED_SENT").await;
+    };
+    let r = a.record_sent(&r, session.clone(), invoice_reference.clone()).await?;
     let req = StatusRequest::first(&r, session, invoice_reference);
     let status_cfg = StatusConfig::standard(a.cfg.policy.clone());
-    let res = act_on_status(a.ports, a.ksef, &a.client, &status_cfg, &req, r, status, a.now).await?;
-    // The send message is done either way: what is left (a UPO not ready yet) is followed by the
-    // status check `sent` queued, or re-driven when that one finds itself behind.
+    let res = act_on_status(a.ports, a.ksef, &a.client, &status_cfg, &req, r.clone(), status, a.now).await?;
+    // What is left (a UPO not ready yet) is the status stage's: its next poll goes there. The
+    // send message is done either way.
+    let now_r = res.record.as_ref().unwrap_or(&r);
+    match &res.action {
+        QueueAction::Delete => {}
+        QueueAction::Replace { body, delay } => a.queue_status(now_r, body.clone(), *delay).await?,
+        // Not an answer a listed decision gives; should one come, the first check follows.
+        _ => a.queue_status(now_r, req.to_json(), a.cfg.first_poll_delay).await?,
+    }
     Ok(StageResult {
         action: QueueAction::Delete,
         ..res
