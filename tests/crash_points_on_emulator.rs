@@ -5,15 +5,18 @@
 //! chosen one the stage's future is dropped right after the write).
 //!
 //! Each scenario first runs without a crash to number its positions, then once per chosen
-//! position (found by name, so the subset follows the code), 16 in all: intake after the
+//! position (found by name, so the subset follows the code), 23 in all: intake after the
 //! registration and after its send message; an online send after KSeF took the invoice and
 //! after SENT (before the status message); a batch send after the batch is recorded (its item
 //! under `batches/`, then JoinedBatch), after the session is opened, after the part upload,
 //! after the close (KSeF holds the batch, nothing recorded yet), after AwaitingBatch and after
-//! SENT (the harvest); status after KSeF's 200, after
+//! SENT (the harvest); three invoices in one batch session through `send_batch` (the deployed
+//! send-batch function's path, the archive in parts) after the batch item, the open, the second
+//! part's upload, the close, AwaitingBatch, and in the harvest after a member's SENT and its
+//! ACCEPTED; status after KSeF's 200, after
 //! the UPO is archived and after ACCEPTED (before the outbox); dlq-replay after the requeue
 //! (before the send message); the sweeper after a re-drive (before its message). Every run must end ACCEPTED with
-//! its UPO, once in KSeF's ledger, with an outbox that agrees with the store.
+//! its UPO (each member of a batch), once in KSeF's ledger, with an outbox that agrees with the store.
 //!
 //! Time: the use cases see a manual clock. A message a stage delays is sent at once and the clock
 //! jumps by its delay instead ([`Compressed`]), so a 15-minute wait costs nothing; a message a
@@ -36,7 +39,7 @@ use relay_pipeline::intake::{intake, IntakePorts, Upload};
 use relay_pipeline::messages::{SendRequest, StatusRequest};
 use relay_pipeline::queue_action::{apply, QueueAction};
 use relay_pipeline::replay::{replay, ReplayPorts, ReplayRequest};
-use relay_pipeline::send::{send, SendConfig, SendPorts};
+use relay_pipeline::send::{send, send_batch, BatchConfig, SendConfig, SendPorts};
 use relay_pipeline::sessions::KsefContexts;
 use relay_pipeline::status::{poll, StatusConfig, StatusPorts};
 use relay_pipeline::sweeper::{sweep, SweepConfig};
@@ -86,6 +89,9 @@ enum Stage {
     Intake,
     SendOnline,
     SendBatch,
+    /// Three invoices in one batch session through `send_batch` (what the deployed send-batch
+    /// function runs), the archive in several parts.
+    SendBatchGroup,
     Status,
     Replay,
     Sweeper,
@@ -106,16 +112,19 @@ struct Run<'k> {
     contexts: KsefContexts,
     send_cfg: SendConfig,
     status_cfg: StatusConfig,
-    bytes: Vec<u8>,
-    hash: ContentHash,
-    key: Option<DocumentKey>,
+    /// The run's invoices (one, or a batch's members), their hashes and, once taken in, keys.
+    bytes: Vec<Vec<u8>>,
+    hashes: Vec<ContentHash>,
+    keys: Vec<DocumentKey>,
+    /// Send Batch-mode messages together, in batch sessions of this shape.
+    group: Option<BatchConfig>,
     log: Vec<String>,
     crashed: bool,
 }
 
 impl<'k> Run<'k> {
     /// A run in its own table, bucket and queues on the emulator.
-    async fn new(ksef: &'k CrashKsef, plan: Arc<Plan>, bytes: Vec<u8>, max_attempts: u32) -> Run<'k> {
+    async fn new(ksef: &'k CrashKsef, plan: Arc<Plan>, bytes: Vec<Vec<u8>>, max_attempts: u32) -> Run<'k> {
         ksef.follow(plan.clone());
         let c = emulator::clients().await;
         let name = relay_tests::unique_name("crash");
@@ -175,9 +184,10 @@ impl<'k> Run<'k> {
                 schedule: vec![Duration::from_secs(2)],
                 ..StatusConfig::standard(policy)
             },
-            hash: ContentHash::of(&bytes),
+            hashes: bytes.iter().map(|b| ContentHash::of(b)).collect(),
             bytes,
-            key: None,
+            keys: Vec::new(),
+            group: None,
             plan,
             log: Vec::new(),
             crashed: false,
@@ -206,9 +216,9 @@ impl<'k> Run<'k> {
         }
     }
 
-    async fn intake_once(&mut self, armed: bool) -> bool {
+    async fn intake_once(&mut self, i: usize, armed: bool) -> bool {
         let now = self.now();
-        let bytes = self.bytes.clone();
+        let bytes = self.bytes[i].clone();
         let ports = IntakePorts {
             store: &self.store,
             archive: &self.archive,
@@ -218,8 +228,8 @@ impl<'k> Run<'k> {
         };
         let upload = Upload {
             bytes: &bytes,
-            source_key: "inbox/9999999999/erp-1.xml".into(),
-            erp_document_id: ErpDocumentId::parse("erp-1").unwrap(),
+            source_key: format!("inbox/9999999999/erp-{}.xml", i + 1),
+            erp_document_id: ErpDocumentId::parse(&format!("erp-{}", i + 1)).unwrap(),
             expected_seller: Some(seller()),
             trace_id: None,
             offline_mode: None,
@@ -236,13 +246,15 @@ impl<'k> Run<'k> {
         done
     }
 
-    /// The S3 event until the intake finishes: a crashed intake's event comes back after the
-    /// intake queue's visibility timeout.
+    /// Each file's S3 event until its intake finishes: a crashed intake's event comes back after
+    /// the intake queue's visibility timeout.
     async fn intake(&mut self, armed: bool) {
-        while !self.intake_once(armed).await {
-            self.clock.advance(Duration::from_secs(360));
+        for i in 0..self.bytes.len() {
+            while !self.intake_once(i, armed).await {
+                self.clock.advance(Duration::from_secs(360));
+            }
+            self.keys.push(relay_fa3::read_identity(&self.bytes[i]).unwrap().key);
         }
-        self.key = Some(relay_fa3::read_identity(&self.bytes).unwrap().key);
     }
 
     /// A message the dead stage held comes back when its visibility timeout ends.
@@ -252,7 +264,54 @@ impl<'k> Run<'k> {
         let _ = queue.inner.inner.change_visibility(receipt, Duration::ZERO).await;
     }
 
+    /// Up to ten send messages at once through `send_batch`, as the send-batch function gets them.
+    async fn handle_send_group(&mut self, armed: bool, batch_cfg: BatchConfig) -> bool {
+        let msgs = self.send_q.receive(10, VISIBILITY, Duration::ZERO).await.unwrap();
+        if msgs.is_empty() {
+            return false;
+        }
+        let receipts: Vec<String> = msgs.iter().map(|m| m.receipt.clone()).collect();
+        let reqs: Vec<SendRequest> = msgs.iter().map(|m| SendRequest::from_json(&m.body).unwrap()).collect();
+        let now = self.now();
+        let ports = SendPorts {
+            store: &self.store,
+            archive: &self.archive,
+            send_queue: &self.send_q,
+            status_queue: &self.status_q,
+            corrections_queue: &self.corrections_q,
+        };
+        let (contexts, cfg) = (&self.contexts, &self.send_cfg);
+        let (send_q, send_dlq) = (&self.send_q, &self.send_dlq);
+        let work = off_frame(move || async move {
+            let results = send_batch(&ports, contexts, cfg, &batch_cfg, &reqs, now).await;
+            let mut outcomes = Vec::new();
+            for (res, m) in results.iter().zip(&msgs) {
+                let action = res.as_ref().map(|r| r.action.clone()).unwrap_or(QueueAction::Release);
+                apply(&action, m, send_q, send_dlq).await.unwrap();
+                outcomes.push(res.as_ref().map(|r| r.outcome).unwrap_or("INFRASTRUCTURE_ERROR"));
+            }
+            outcomes.join(",")
+        });
+        let plan = self.plan.clone();
+        let out = until_crash(&plan, armed, work).await;
+        match out {
+            Some(outcomes) => self.log.push(format!("send group {outcomes}")),
+            None => {
+                // Every message the dead instance held comes back (the handled ones are gone).
+                for receipt in &receipts {
+                    self.visibility_ends(&self.send_q, receipt).await;
+                }
+                self.settle(None, "send group");
+            }
+        }
+        self.pass_skipped_time();
+        true
+    }
+
     async fn handle_send(&mut self, armed: bool) -> bool {
+        if let Some(batch_cfg) = self.group.clone() {
+            return self.handle_send_group(armed, batch_cfg).await;
+        }
         let Some(m) = self.send_q.receive(1, VISIBILITY, Duration::ZERO).await.unwrap().pop() else {
             return false;
         };
@@ -363,14 +422,22 @@ impl<'k> Run<'k> {
         }
     }
 
+    /// The first document's record (the only one, except in a batch of several).
     async fn record(&self) -> DocumentRecord {
-        self.store.get(self.key.as_ref().unwrap()).await.unwrap().unwrap().record
+        self.record_of(0).await
+    }
+
+    async fn record_of(&self, i: usize) -> DocumentRecord {
+        self.store.get(&self.keys[i]).await.unwrap().unwrap().record
     }
 
     async fn quiet(&self) -> bool {
-        let r = self.record().await;
-        let queues = self.send_q.stats().await.unwrap().total() + self.status_q.stats().await.unwrap().total();
-        !relay_pipeline::follow_up::is_open(&r) && queues == 0
+        for i in 0..self.keys.len() {
+            if relay_pipeline::follow_up::is_open(&self.record_of(i).await) {
+                return false;
+            }
+        }
+        self.send_q.stats().await.unwrap().total() + self.status_q.stats().await.unwrap().total() == 0
     }
 
     /// Delivers messages (the stage `armed` may die) until the document is done and the queues
@@ -379,7 +446,7 @@ impl<'k> Run<'k> {
         let deadline = Instant::now() + Duration::from_secs(240);
         let mut idle = 0u32;
         while Instant::now() < deadline {
-            let send_armed = matches!(armed, Some(Stage::SendOnline | Stage::SendBatch));
+            let send_armed = matches!(armed, Some(Stage::SendOnline | Stage::SendBatch | Stage::SendBatchGroup));
             let status_armed = armed == Some(Stage::Status);
             let worked = self.handle_send(send_armed).await | self.handle_status(status_armed).await;
             if worked {
@@ -398,19 +465,13 @@ impl<'k> Run<'k> {
         panic!("the document never settled: {:#?}\n{:?}", self.log, self.record().await);
     }
 
-    /// What every run must end with.
+    /// What every run must end with, for each of its documents.
     async fn check(&self, what: &str) {
-        let r = self.record().await;
-        check_delivered_once(
-            what,
-            &r,
-            &self.archive,
-            self.ksef,
-            &self.hash,
-            "outbox/9999999999/erp-1.json",
-            &self.log,
-        )
-        .await;
+        for i in 0..self.keys.len() {
+            let r = self.record_of(i).await;
+            let outbox = format!("outbox/9999999999/erp-{}.json", i + 1);
+            check_delivered_once(what, &r, &self.archive, self.ksef, &self.hashes[i], &outbox, &self.log).await;
+        }
     }
 }
 
@@ -419,9 +480,20 @@ impl<'k> Run<'k> {
 async fn scenario(ksef: &CrashKsef, stage: Stage, crash_at: Option<usize>, n: usize) -> (Vec<String>, bool) {
     let plan = Plan::new(crash_at);
     let number = format!("CPE/{stage:?}/{n}");
-    let bytes = invoice(&number, stage == Stage::SendBatch);
+    let bytes = match stage {
+        // Three members with attachments (Batch mode at intake) in parts of 6,000 bytes: the
+        // archive spans several parts.
+        Stage::SendBatchGroup => (1..=3).map(|m| invoice(&format!("{number}/{m}"), true)).collect(),
+        _ => vec![invoice(&number, stage == Stage::SendBatch)],
+    };
     let max_attempts = if stage == Stage::Replay { 1 } else { 10 };
     let mut run = Run::new(ksef, plan.clone(), bytes, max_attempts).await;
+    if stage == Stage::SendBatchGroup {
+        run.group = Some(BatchConfig {
+            part_size: 6_000,
+            max_members: 10_000,
+        });
+    }
     // The script is built and boxed by `off_frame`, off this function's poll frame (see there).
     {
         let run = &mut run;
@@ -431,7 +503,7 @@ async fn scenario(ksef: &CrashKsef, stage: Stage, crash_at: Option<usize>, n: us
                     run.intake(true).await;
                     run.drive(None).await;
                 }
-                Stage::SendOnline | Stage::SendBatch | Stage::Status => {
+                Stage::SendOnline | Stage::SendBatch | Stage::SendBatchGroup | Stage::Status => {
                     run.intake(false).await;
                     run.drive(Some(stage)).await;
                 }
@@ -535,6 +607,27 @@ async fn batch_send_crash_points_on_the_emulator() {
             "ksef POST /v2/sessions/batch/{ref}/close",
             "store.transition AwaitingBatch",
             "store.transition Sent",
+        ],
+    )
+    .await;
+}
+
+/// Many invoices in one session through `send_batch`: a death after the batch is recorded, after
+/// the open, after the second part's upload, after the close, after AwaitingBatch, and in the
+/// harvest after a member's SENT (before its decision) and after its ACCEPTED (before its
+/// outbox).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_of_many_crash_points_on_the_emulator() {
+    crash_at_named(
+        Stage::SendBatchGroup,
+        &[
+            "archive.put_if_absent batches",
+            "ksef POST /v2/sessions/batch",
+            "ksef PUT /storage/batch/{ref}/2",
+            "ksef POST /v2/sessions/batch/{ref}/close",
+            "store.transition AwaitingBatch",
+            "store.transition Sent",
+            "store.transition Accepted",
         ],
     )
     .await;
