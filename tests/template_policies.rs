@@ -422,13 +422,14 @@ fn only_the_ksef_callers_can_open_the_cached_ksef_secrets() {
 }
 
 /// Intake parses untrusted XML, so what it can reach in the table is limited by partition key:
-/// documents (`DOC#...`) and the sellers' send-mode logs (`CACHE#sendmode/...`, the backlog rule
-/// it runs), never another cache entry (the sealed KSeF tokens and session keys, the rate
-/// governors, the credential facts). Every DynamoDB grant of its role must carry a
-/// `dynamodb:LeadingKeys` condition within those, and only the send-mode log may be updated.
+/// documents (`DOC#...`), the sellers' send-mode logs (`CACHE#sendmode/...`, the backlog rule
+/// it runs) and, read only, the limits KSeF reported per seller (`CACHE#ksef/rate-limits/...`,
+/// which that rule keeps to); never another cache entry (the sealed KSeF tokens and session
+/// keys, the rate governors, the credential facts). Every DynamoDB grant of its role must carry
+/// a `dynamodb:LeadingKeys` condition within those, and only the send-mode log may be updated.
 #[test]
 fn intake_touches_only_documents_and_send_mode_logs() {
-    let allowed = ["DOC#*", "CACHE#sendmode/*"];
+    let allowed = ["DOC#*", "CACHE#sendmode/*", "CACHE#ksef/rate-limits/*"];
     let grants: Vec<(String, String)> = granted("IntakeFunction")
         .into_iter()
         .filter(|(a, _)| a.starts_with("dynamodb:"))
@@ -453,7 +454,6 @@ fn intake_touches_only_documents_and_send_mode_logs() {
             for other in [
                 "CACHE#ksef/tokens/9999999999",
                 "CACHE#ksef/session/9999999999",
-                "CACHE#ksef/rate-limits/9999999999",
                 "CACHE#ratelog/9999999999@nat/InvoiceSend",
                 "CACHE#relay/credential-facts/9999999999",
             ] {
@@ -462,6 +462,12 @@ fn intake_touches_only_documents_and_send_mode_logs() {
         }
         if matches!(action.as_str(), "dynamodb:UpdateItem" | "dynamodb:DeleteItem") {
             assert_eq!(keys, ["CACHE#sendmode/*"], "intake may update only the send-mode logs");
+        }
+        if keys.contains(&"CACHE#ksef/rate-limits/*") {
+            assert!(
+                action == "dynamodb:Query",
+                "intake may only read the reported rate limits, not {action}"
+            );
         }
     }
     assert!(grants.iter().all(|(a, _)| a != "dynamodb:DeleteItem" && a != "dynamodb:Scan"));

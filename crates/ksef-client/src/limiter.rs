@@ -156,6 +156,12 @@ impl From<HashMap<String, EffectiveValues>> for EffectiveRateLimits {
     }
 }
 
+/// The shared-cache entry where one instance's reading of `GET /rate-limits` for `seller` serves
+/// the others (the send path writes it; intake's backlog reads it).
+pub fn rate_limits_cache_name(seller: &impl std::fmt::Display) -> String {
+    format!("ksef/rate-limits/{seller}")
+}
+
 impl EffectiveRateLimits {
     /// The report in KSeF's own form (`EffectiveApiRateLimits`), e.g. to share it with other
     /// instances; groups without all three windows are left out, as KSeF never sends those.

@@ -113,11 +113,22 @@ impl Backlog {
 /// How many times a choice retries after losing a race to another intake.
 const RACES: usize = 8;
 
+/// Per seller: the limits its choices keep to, and until when.
+type LiveLimits = std::collections::HashMap<Nip, (ClientLimits, DateTime<Utc>)>;
+
+/// How long a backlog keeps to the published limits of a seller whose live ones nobody has
+/// shared yet before it looks again.
+pub const LIMITS_RECHECK: Duration = Duration::from_secs(5 * 60);
+
 /// Chooses each invoice's send mode from its seller's online backlog, shared by every intake.
 #[derive(Clone)]
 pub struct OnlineBacklog {
     cache: Arc<dyn SharedCache>,
+    /// KSeF's published limits: what a seller's choices keep to until KSeF's own reading for
+    /// that seller is shared ([`OnlineBacklog::limits_for`]).
     limits: ClientLimits,
+    /// Per seller, the limits last taken from the shared cache and until when they serve.
+    live: Arc<std::sync::Mutex<LiveLimits>>,
     /// The longest an invoice may wait to go online (in KSeF's time: divided by the limits'
     /// time scale, like their windows).
     target_delay: Duration,
@@ -138,8 +149,40 @@ impl OnlineBacklog {
         OnlineBacklog {
             cache,
             limits,
+            live: Arc::default(),
             target_delay,
         }
+    }
+
+    /// The limits `seller`'s choices keep to: KSeF's own reading of `GET /rate-limits` for that
+    /// seller when the send path has shared one ([`crate::limiter::rate_limits_cache_name`];
+    /// intake never calls KSeF itself), else the published ones. Remembered until the shared
+    /// entry expires, or for [`LIMITS_RECHECK`] while there is none, so intake reads it about
+    /// once an hour, not per invoice.
+    pub async fn limits_for(&self, seller: &Nip, now: DateTime<Utc>) -> ClientLimits {
+        if !self.limits.enabled {
+            return self.limits.clone();
+        }
+        if let Some((limits, _)) = self.live.lock().expect("live lock").get(seller).filter(|(_, until)| *until > now) {
+            return limits.clone();
+        }
+        let recheck = now + chrono::Duration::from_std(LIMITS_RECHECK).expect("minutes");
+        let (limits, until) = match self.cache.get(&crate::limiter::rate_limits_cache_name(seller), now).await {
+            Ok(Some(e)) => match serde_json::from_str::<crate::limiter::EffectiveRateLimits>(&e.value) {
+                Ok(effective) => (
+                    self.limits.clone().seeded_from(&effective),
+                    e.expires_at.min(now + chrono::Duration::hours(2)),
+                ),
+                Err(_) => (self.limits.clone(), recheck),
+            },
+            Ok(None) => (self.limits.clone(), recheck),
+            Err(e) => {
+                tracing::warn!(seller_nip = %seller, error = %e, "could not read the shared KSeF rate limits; choosing by the published ones");
+                (self.limits.clone(), recheck)
+            }
+        };
+        self.live.lock().expect("live lock").insert(seller.clone(), (limits.clone(), until));
+        limits
     }
 
     fn entry_name(seller: &Nip) -> String {
@@ -156,21 +199,16 @@ impl OnlineBacklog {
     /// is logged under its name, so a batch of its seller that is going anyway can take it
     /// before its online send happens ([`OnlineBacklog::queued_online`]).
     pub async fn choose_for(&self, seller: &Nip, document: &str, has_attachment: bool, now: DateTime<Utc>) -> ModeChoice {
-        let Some(limit) = self
-            .limits
-            .groups
-            .get(&EndpointGroup::InvoiceSend)
-            .copied()
-            .filter(|_| self.limits.enabled)
-        else {
-            return choose_mode(has_attachment, 0, 0, 0, 0);
-        };
         if has_attachment {
             return choose_mode(true, 0, 0, 0, 0);
         }
-        let windows = windows_us(limit, &self.limits);
+        let limits = self.limits_for(seller, now).await;
+        let Some(limit) = limits.groups.get(&EndpointGroup::InvoiceSend).copied().filter(|_| limits.enabled) else {
+            return choose_mode(false, 0, 0, 0, 0);
+        };
+        let windows = windows_us(limit, &limits);
         let longest = windows.iter().map(|w| w.1).max().unwrap_or(0);
-        let target = (self.target_delay.as_secs_f64() * 1e6 / self.limits.time_scale.max(1e-6)) as i64;
+        let target = (self.target_delay.as_secs_f64() * 1e6 / limits.time_scale.max(1e-6)) as i64;
         match self.try_choose(seller, document, now, &windows, longest, target).await {
             Ok(Some(choice)) => choice,
             // Only many intakes of this seller at once keep winning the entry: a burst.
@@ -388,6 +426,73 @@ mod tests {
             .await
             .unwrap()
             .is_empty());
+    }
+
+    /// Once the send path has shared KSeF's reading of `GET /rate-limits` for a seller, that
+    /// seller's choices keep to it (here a context allowed only 2 online sends an hour); other
+    /// sellers keep the published limits, and the entry is read once, not per invoice.
+    #[tokio::test]
+    async fn choices_keep_to_the_limits_ksef_reported_for_the_seller() {
+        use relay_domain::memory::MemorySharedCache;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+
+        struct Counting(MemorySharedCache, AtomicUsize);
+        #[async_trait::async_trait]
+        impl SharedCache for Counting {
+            async fn get(&self, name: &str, now: DateTime<Utc>) -> Result<Option<relay_domain::ports::CacheEntry>, StoreError> {
+                if name.starts_with("ksef/rate-limits/") {
+                    self.1.fetch_add(1, Ordering::SeqCst);
+                }
+                self.0.get(name, now).await
+            }
+            async fn put(
+                &self,
+                name: &str,
+                value: String,
+                expires_at: DateTime<Utc>,
+                expect: Expect,
+                now: DateTime<Utc>,
+            ) -> Result<relay_domain::ports::CacheEntry, StoreError> {
+                self.0.put(name, value, expires_at, expect, now).await
+            }
+            async fn remove(&self, name: &str, version: u64) -> Result<(), StoreError> {
+                self.0.remove(name, version).await
+            }
+        }
+
+        let cache = Arc::new(Counting(MemorySharedCache::new(), AtomicUsize::new(0)));
+        let now = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        let slow = Nip::parse("9999999999").unwrap();
+        let other = Nip::parse("5260000011").unwrap();
+        let reported =
+            r#"{"onlineSession":{"perSecond":10,"perMinute":30,"perHour":120},"invoiceSend":{"perSecond":1,"perMinute":2,"perHour":2}}"#;
+        let effective: crate::limiter::EffectiveRateLimits = serde_json::from_str(reported).unwrap();
+        cache
+            .put(
+                &crate::limiter::rate_limits_cache_name(&slow),
+                effective.to_json(),
+                now + chrono::Duration::hours(1),
+                Expect::Absent,
+                now,
+            )
+            .await
+            .unwrap();
+        let b = OnlineBacklog::new(cache.clone(), ClientLimits::official().with_margin(0.0), Duration::from_secs(300));
+        let modes = |seller: Nip| {
+            let b = b.clone();
+            async move {
+                let mut modes = Vec::new();
+                for i in 0..3 {
+                    modes.push(b.choose_for(&seller, &format!("doc-{i}"), false, now).await.mode);
+                }
+                modes
+            }
+        };
+        // The third would wait an hour for the seller's second hourly slot to pass: batch.
+        assert_eq!(modes(slow.clone()).await, vec![SendMode::Online, SendMode::Online, SendMode::Batch]);
+        assert_eq!(modes(other).await, vec![SendMode::Online; 3]);
+        assert_eq!(cache.1.load(Ordering::SeqCst), 2, "one read per seller");
+        assert_eq!(b.limits_for(&slow, now).await.groups[&EndpointGroup::InvoiceSend].per_hour, Some(2));
     }
 
     #[test]

@@ -573,7 +573,7 @@ impl KsefContexts {
         }
         ctx.limits_seeded
             .get_or_init(|| async {
-                let name = format!("ksef/rate-limits/{seller}");
+                let name = ksef_client::limiter::rate_limits_cache_name(seller);
                 if let Some(cache) = &self.cache {
                     match cache.get(&name, now).await {
                         Ok(Some(entry)) => {
