@@ -76,6 +76,22 @@ async fn failed_calls(cache: &dyn SharedCache, env: &str, now: DateTime<Utc>) ->
     }
 }
 
+/// KSeF's availability as a send sees it: what holds sending, if anything, and the state the
+/// poll last wrote (None without one, or when it could not be read).
+#[derive(Debug, Clone, Default)]
+pub struct AvailabilityLook {
+    pub hold: Option<Availability>,
+    pub polled: Option<Availability>,
+}
+
+impl AvailabilityLook {
+    /// The declared failure windows offline deadlines count from (none without a polled state:
+    /// the deadline is then the strict one).
+    pub fn declared_failures(&self) -> Vec<relay_domain::FailureWindow> {
+        self.polled.as_ref().map(|a| a.declared_failures().to_vec()).unwrap_or_default()
+    }
+}
+
 /// What the poll needs.
 pub struct PollPorts<'a> {
     pub cache: &'a dyn SharedCache,
@@ -270,25 +286,41 @@ impl KsefContexts {
     /// looked: a silent outage stops costing calls before the next poll, and the poll's probe,
     /// not a flood of sends, finds KSeF back.
     pub async fn availability_hold(&self, now: DateTime<Utc>) -> Option<Availability> {
-        let env = self.availability_env()?;
+        self.availability_look(now).await.hold
+    }
+
+    /// [`KsefContexts::availability_hold`], with the polled state it read (whose declared
+    /// failure windows a send's offline check needs: one read serves both).
+    pub async fn availability_look(&self, now: DateTime<Utc>) -> AvailabilityLook {
+        let Some(env) = self.availability_env() else {
+            return AvailabilityLook::default();
+        };
         let cache = self.shared_cache().unwrap_or(self.local_blocks());
         let polled = match current(cache, env, now).await {
             Ok(a) => a,
             Err(e) => {
                 tracing::warn!(environment = env, error = %e, "could not read KSeF's availability; sending");
-                return None;
+                return AvailabilityLook::default();
             }
         };
         if polled.as_ref().is_some_and(Availability::holds_sending) {
-            return polled;
+            return AvailabilityLook {
+                hold: polled.clone(),
+                polled,
+            };
         }
-        let calls = failed_calls(cache, env, now).await?;
+        let Some(calls) = failed_calls(cache, env, now).await else {
+            return AvailabilityLook { hold: None, polled };
+        };
         // Failures the poll has already weighed (its probe got through after them) do not count.
         if calls.since.zip(polled.as_ref()).is_some_and(|(since, a)| since < a.checked_at) {
-            return None;
+            return AvailabilityLook { hold: None, polled };
         }
         let held = Availability::decide(env, polled.as_ref(), &LatarniaReading::none(), &calls.evidence(None), now);
-        held.holds_sending().then_some(held)
+        AvailabilityLook {
+            hold: held.holds_sending().then_some(held),
+            polled,
+        }
     }
 
     /// Counts a send's KSeF call: one that failed as KSeF being down

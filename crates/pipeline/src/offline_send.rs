@@ -48,28 +48,21 @@ pub fn mode_at(r: &DocumentRecord, now: DateTime<Utc>, windows: &[FailureWindow]
         })
 }
 
-/// The declared failure windows of the environment `ksef` sends to (none when no availability
-/// is kept, or it cannot be read: the deadline is then the strict one).
-pub async fn declared_failures(ksef: &KsefContexts, now: DateTime<Utc>) -> Vec<FailureWindow> {
-    match ksef.availability_now(now).await {
-        Some(a) => a.declared_failures().to_vec(),
-        None => Vec::new(),
-    }
-}
-
-/// The check before a send (see the module's docs): the record to send, as written.
+/// The check before a send (see the module's docs): the record to send, as written. `windows`:
+/// the declared failure windows of the environment `ksef` sends to (from the availability the
+/// send read, [`crate::availability::AvailabilityLook::declared_failures`]).
 pub async fn check<S: SendStore + ?Sized>(
     ports: &SendPorts<'_, S>,
     ksef: &KsefContexts,
     r: DocumentRecord,
+    windows: &[FailureWindow],
     now: DateTime<Utc>,
 ) -> Result<DocumentRecord, StageError> {
     let Some(issued) = r.issue_date else {
         return Ok(r);
     };
-    let windows = declared_failures(ksef, now).await;
-    let mode = mode_at(&r, now, &windows);
-    let deadline = relay_domain::offline::legal_deadline(mode, issued, &windows);
+    let mode = mode_at(&r, now, windows);
+    let deadline = relay_domain::offline::legal_deadline(mode, issued, windows);
     let newly_offline = mode.is_some() && r.offline_mode != mode;
     let codes = match mode {
         Some(_) if r.offline_codes != OfflineCodes::Written => {

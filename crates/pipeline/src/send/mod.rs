@@ -42,6 +42,7 @@ use relay_domain::{
     Change, ClaimPurpose, ClaimRefused, DocumentKey, DocumentRecord, DocumentState, HistoryEntry, HistoryEvent, Nip, SendMode,
 };
 
+use crate::availability::AvailabilityLook;
 use crate::follow_up::{catch_up, REDRIVE_GRACE};
 use crate::messages::SendRequest;
 use crate::queue_action::{done, stage_document, QueueAction, StageError, StageResult};
@@ -57,6 +58,33 @@ const SELLER_PARKED: &str = "SELLER_PARKED";
 pub const AVAILABILITY_HELD: &str = "AVAILABILITY_HELD";
 /// The outcome of an attempt whose failure is retried (its record's `last_error` is that failure).
 const RETRIED: &str = "RETRY";
+/// What one call of the stage reads once for all the documents it handles, when first needed:
+/// KSeF's availability (a batch's members, and a lone send's hold check and offline check,
+/// see one reading), and each seller's gate while it is open (a gate that is not open is read
+/// again for each document: taking the probe is a write only one may win).
+#[derive(Default)]
+struct Looks {
+    availability: tokio::sync::OnceCell<AvailabilityLook>,
+    open: std::sync::Mutex<HashSet<Nip>>,
+}
+
+impl Looks {
+    async fn availability(&self, ksef: &KsefContexts, now: DateTime<Utc>) -> &AvailabilityLook {
+        self.availability.get_or_init(|| ksef.availability_look(now)).await
+    }
+
+    async fn gate(&self, ksef: &KsefContexts, seller: &Nip, now: DateTime<Utc>) -> SellerGate {
+        if self.open.lock().expect("open lock").contains(seller) {
+            return SellerGate::Open;
+        }
+        let gate = ksef.seller_gate(seller, now).await;
+        if matches!(gate, SellerGate::Open) {
+            self.open.lock().expect("open lock").insert(seller.clone());
+        }
+        gate
+    }
+}
+
 /// Outcomes that prove KSeF took our call: a probe that ends so clears the seller's block.
 const GOT_THROUGH: [&str; 5] = ["SENT", "RECONCILED_SENT", "BATCH_CLOSED", "BATCH_PROCESSING", "REJECTED"];
 
@@ -70,7 +98,8 @@ pub async fn send<S: SendStore + ?Sized>(
     now: DateTime<Utc>,
 ) -> Result<StageResult, StageError> {
     let mut probing = false;
-    let mut result = send_document(ports, ksef, cfg, req, now, &mut probing).await;
+    let looks = Looks::default();
+    let mut result = send_document(ports, ksef, cfg, req, now, &looks, &mut probing).await;
     after_attempt(ksef, &req.document.seller_nip, &mut result, probing, now).await;
     result
 }
@@ -110,10 +139,11 @@ async fn send_document<S: SendStore + ?Sized>(
     cfg: &SendConfig,
     req: &SendRequest,
     now: DateTime<Utc>,
+    looks: &Looks,
     probing: &mut bool,
 ) -> Result<StageResult, StageError> {
-    match ready_to_send(ports, ksef, cfg, req, now, probing).await? {
-        Ok((r, sent_at)) => send_claimed(ports, ksef, cfg, r, sent_at, now).await,
+    match ready_to_send(ports, ksef, cfg, req, now, looks, probing).await? {
+        Ok((r, sent_at)) => send_claimed(ports, ksef, cfg, r, sent_at, now, looks).await,
         Err(answer) => Ok(answer),
     }
 }
@@ -126,6 +156,7 @@ async fn ready_to_send<S: SendStore + ?Sized>(
     cfg: &SendConfig,
     req: &SendRequest,
     now: DateTime<Utc>,
+    looks: &Looks,
     probing: &mut bool,
 ) -> Result<Result<(DocumentRecord, Option<DateTime<Utc>>), StageResult>, StageError> {
     let doc = match stage_document(ports.store, ports.archive, &req.document, &req.trace_id, "send").await? {
@@ -148,12 +179,12 @@ async fn ready_to_send<S: SendStore + ?Sized>(
     }
     // KSeF is declared (or seen) down: wait for the poll to see it back, without calling KSeF
     // and without spending the budget.
-    if let Some(a) = ksef.availability_hold(now).await {
+    if let Some(a) = looks.availability(ksef, now).await.hold.clone() {
         return hold_for_availability(ports, ksef, r, &a, now).await.map(Err);
     }
     // The seller's work is parked for an operator: wait without calling KSeF, unless this
     // attempt is the one that probes.
-    match ksef.seller_gate(&req.document.seller_nip, now).await {
+    match looks.gate(ksef, &req.document.seller_nip, now).await {
         SellerGate::Open => {}
         SellerGate::Probe(_) => *probing = true,
         SellerGate::Parked(block) => return park_for_seller(ports, r, &block, now).await.map(Err),
@@ -170,6 +201,7 @@ async fn send_claimed<S: SendStore + ?Sized>(
     r: DocumentRecord,
     sent_at: Option<DateTime<Utc>>,
     now: DateTime<Utc>,
+    looks: &Looks,
 ) -> Result<StageResult, StageError> {
     let client = match ksef.client_ready(&r.key.seller_nip, now).await {
         Ok(c) => c,
@@ -200,7 +232,8 @@ async fn send_claimed<S: SendStore + ?Sized>(
     }
 
     // Offline: the ERP's marking or a send after the issue day, the deadline, the QR codes.
-    let r = crate::offline_send::check(ports, ksef, r, now).await?;
+    let windows = looks.availability(ksef, now).await.declared_failures();
+    let r = crate::offline_send::check(ports, ksef, r, &windows, now).await?;
     let Some(archive_key) = r.storage.archive.clone() else {
         return a
             .fail(r, relay_failure("the record names no archived bytes", "NO_ARCHIVE"), false)
@@ -241,7 +274,8 @@ pub async fn send_batch<S: SendStore + ?Sized>(
     let Some(seller) = reqs.first().map(|r| r.document.seller_nip.clone()) else {
         return Vec::new();
     };
-    let gate_open = matches!(ksef.seller_gate(&seller, now).await, SellerGate::Open);
+    let looks = Looks::default();
+    let gate_open = matches!(looks.gate(ksef, &seller, now).await, SellerGate::Open);
     let (mut members, mut unconfirmed) = (Vec::new(), Vec::new());
     for (i, req) in reqs.iter().enumerate() {
         batch::let_others_run().await;
@@ -250,7 +284,7 @@ pub async fn send_batch<S: SendStore + ?Sized>(
             continue;
         }
         let mut probing = false;
-        match ready_to_send(ports, ksef, cfg, req, now, &mut probing).await {
+        match ready_to_send(ports, ksef, cfg, req, now, &looks, &mut probing).await {
             Err(e) => answers[i] = Some(Err(e)),
             Ok(Err(answer)) => answers[i] = Some(Ok(answer)),
             Ok(Ok((r, sent_at))) => {
@@ -262,12 +296,13 @@ pub async fn send_batch<S: SendStore + ?Sized>(
                         session,
                     });
                 } else if r.unconfirmed_send().is_some() || r.send_mode() != Some(SendMode::Batch) {
-                    let mut res = send_claimed(ports, ksef, cfg, r, sent_at, now).await;
+                    let mut res = send_claimed(ports, ksef, cfg, r, sent_at, now, &looks).await;
                     after_attempt(ksef, &seller, &mut res, probing, now).await;
                     answers[i] = Some(res);
                 } else {
                     // Offline members go in a session of their own (`offlineMode` is per session).
-                    match crate::offline_send::check(ports, ksef, r, now).await {
+                    let windows = looks.availability(ksef, now).await.declared_failures();
+                    match crate::offline_send::check(ports, ksef, r, &windows, now).await {
                         Ok(r) => members.push(batch::Member { index: i, record: r }),
                         Err(e) => answers[i] = Some(Err(e)),
                     }
