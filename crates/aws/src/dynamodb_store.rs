@@ -278,6 +278,18 @@ impl DocumentClaims for DynamoDocumentStore {
         lease_for: Duration,
     ) -> Result<DocumentRecord, StoreError> {
         let current = self.get_record(key).await?.ok_or_else(|| StoreError::NotFound(key.storage_id()))?;
+        self.claim_as_read(&current, purpose, owner, now, lease_for).await
+    }
+
+    async fn claim_as_read(
+        &self,
+        current: &DocumentRecord,
+        purpose: ClaimPurpose,
+        owner: &str,
+        now: DateTime<Utc>,
+        lease_for: Duration,
+    ) -> Result<DocumentRecord, StoreError> {
+        let key = &current.key;
         let claimed = current.claim(purpose, owner, now, lease_for)?;
         let result = self
             .client

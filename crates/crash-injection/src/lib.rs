@@ -165,6 +165,18 @@ impl<S: DocumentClaims> DocumentClaims for CrashStore<S> {
         self.plan.passed(format!("store.claim {purpose:?}")).await;
         Ok(r)
     }
+    async fn claim_as_read(
+        &self,
+        current: &DocumentRecord,
+        purpose: ClaimPurpose,
+        owner: &str,
+        now: DateTime<Utc>,
+        lease_for: Duration,
+    ) -> Result<DocumentRecord, StoreError> {
+        let r = self.inner.claim_as_read(current, purpose, owner, now, lease_for).await?;
+        self.plan.passed(format!("store.claim {purpose:?}")).await;
+        Ok(r)
+    }
 }
 
 #[async_trait]

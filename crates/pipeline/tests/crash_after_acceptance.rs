@@ -46,6 +46,16 @@ impl DocumentClaims for DiesOnceAfterAcceptance {
     ) -> Result<DocumentRecord, StoreError> {
         self.inner.claim(key, purpose, owner, now, lease_for).await
     }
+    async fn claim_as_read(
+        &self,
+        current: &DocumentRecord,
+        purpose: ClaimPurpose,
+        owner: &str,
+        now: DateTime<Utc>,
+        lease_for: Duration,
+    ) -> Result<DocumentRecord, StoreError> {
+        self.inner.claim_as_read(current, purpose, owner, now, lease_for).await
+    }
 }
 
 #[async_trait]

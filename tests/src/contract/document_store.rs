@@ -23,6 +23,7 @@ macro_rules! document_store_contract {
                 an_expired_lease_can_be_claimed,
                 claims_respect_the_purpose,
                 racing_claims_have_exactly_one_winner,
+                a_claim_as_read_writes_only_over_the_version_read,
                 transition_records_the_result_and_refuses_a_stale_version,
                 a_transition_the_state_machine_forbids_writes_nothing,
                 append_history_appends_and_needs_the_document,
@@ -264,6 +265,44 @@ pub async fn racing_claims_have_exactly_one_winner<S: DocumentStore>(store: S) {
         );
         assert_eq!(e.class(), ErrorClass::Transient);
     }
+}
+
+/// A claim over the record the caller just read: it writes without reading again, and only if
+/// nobody wrote since; a lease the read record shows held refuses it; a stale read writes nothing.
+pub async fn a_claim_as_read_writes_only_over_the_version_read<S: DocumentStore>(store: S) {
+    created(&store, new_doc("FV/61", b"x"), t(0)).await;
+    let read = store.get(&key("FV/61")).await.unwrap().unwrap().record;
+    let held = store
+        .claim_as_read(&read, ClaimPurpose::Send, "worker-a", t(1), Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(held.version, read.version + 1);
+    assert_eq!(held.lease.as_ref().unwrap().owner, "worker-a");
+    assert_eq!(store.get(&key("FV/61")).await.unwrap().unwrap().record, held);
+    // The same stale read again (another worker read before worker-a's claim): refused.
+    let err = store
+        .claim_as_read(&read, ClaimPurpose::Send, "worker-b", t(2), Duration::from_secs(60))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::VersionConflict { .. }), "{err:?}");
+    // A fresh read shows the lease: refused as held, until it runs out.
+    let fresh = store.get(&key("FV/61")).await.unwrap().unwrap().record;
+    let err = store
+        .claim_as_read(&fresh, ClaimPurpose::Send, "worker-b", t(30), Duration::from_secs(60))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Claim(ClaimRefused::LeaseHeld { .. })), "{err:?}");
+    assert_eq!(
+        store.get(&key("FV/61")).await.unwrap().unwrap().record,
+        held,
+        "refused claims write nothing"
+    );
+    let taken = store
+        .claim_as_read(&fresh, ClaimPurpose::Send, "worker-b", t(62), Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(taken.version, held.version + 1);
+    assert_eq!(taken.lease.as_ref().unwrap().owner, "worker-b");
 }
 
 pub async fn transition_records_the_result_and_refuses_a_stale_version<S: DocumentStore>(store: S) {

@@ -74,6 +74,17 @@ impl DocumentClaims for MemoryDocumentStore {
         lease_for: Duration,
     ) -> Result<DocumentRecord, StoreError> {
         let current = self.get(key).await?.ok_or_else(|| StoreError::NotFound(key.storage_id()))?.record;
+        self.claim_as_read(&current, purpose, owner, now, lease_for).await
+    }
+
+    async fn claim_as_read(
+        &self,
+        current: &DocumentRecord,
+        purpose: ClaimPurpose,
+        owner: &str,
+        now: DateTime<Utc>,
+        lease_for: Duration,
+    ) -> Result<DocumentRecord, StoreError> {
         let claimed = current.claim(purpose, owner, now, lease_for)?;
         self.write_if_version(current.version, claimed.clone(), Vec::new())?;
         Ok(claimed)

@@ -74,6 +74,18 @@ pub trait DocumentClaims: Send + Sync {
         now: DateTime<Utc>,
         lease_for: Duration,
     ) -> Result<DocumentRecord, StoreError>;
+
+    /// Claims `current` as the caller just read it, without reading it again: the write
+    /// succeeds only if the stored version is still `current.version` (else
+    /// `StoreError::VersionConflict`; a lease `current` shows held is `ClaimRefused::LeaseHeld`).
+    async fn claim_as_read(
+        &self,
+        current: &DocumentRecord,
+        purpose: ClaimPurpose,
+        owner: &str,
+        now: DateTime<Utc>,
+        lease_for: Duration,
+    ) -> Result<DocumentRecord, StoreError>;
 }
 
 /// Record what happened (send, status, replay).

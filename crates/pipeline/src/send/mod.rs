@@ -190,7 +190,7 @@ async fn ready_to_send<S: SendStore + ?Sized>(
         SellerGate::Parked(block) => return park_for_seller(ports, r, &block, now).await.map(Err),
     }
     // 1. Claim.
-    Ok(claim(ports, cfg, req, now).await?.map(|r| (r, sent_at)))
+    Ok(claim(ports, cfg, &r, now).await?.map(|r| (r, sent_at)))
 }
 
 /// A claimed document: reconcile an unconfirmed send, then send by its channel.
@@ -399,20 +399,23 @@ async fn move_queued_online<S: SendStore + ?Sized>(
                 && r.next_attempt_at.is_some_and(|t| t > now)
                 && (claimed || r.lease.as_ref().is_none_or(|l| l.until <= now))
         };
-        match ports.store.get(&key).await {
-            Ok(Some(doc)) if fits(&doc.record, false) => {}
+        let read = match ports.store.get(&key).await {
+            Ok(Some(doc)) if fits(&doc.record, false) => doc.record,
             Ok(_) => continue,
             Err(e) => {
                 tracing::warn!(document = %key, error = %e, "reading a queued online document failed; it stays online");
                 continue;
             }
-        }
-        let Ok(r) = ports.store.claim(&key, ClaimPurpose::Send, &cfg.owner, now, cfg.lease).await else {
+        };
+        let Ok(r) = ports
+            .store
+            .claim_as_read(&read, ClaimPurpose::Send, &cfg.owner, now, cfg.lease)
+            .await
+        else {
             continue;
         };
         if !fits(&r, true) {
-            // Changed between the read and the claim (rare): its lease runs out, its own
-            // message goes on.
+            // Not movable as claimed: its lease runs out, its own message goes on.
             continue;
         }
         let change = Change::ModeChanged {
@@ -456,19 +459,16 @@ async fn follow_up_moved<S: SendStore + ?Sized>(ports: &SendPorts<'_, S>, moved:
     }
 }
 
-/// Claims the document for this attempt, or the answer when another holds it.
+/// Claims the document for this attempt (`r`: the record as the stage just read it, written
+/// over only if nobody wrote since), or the answer when another holds it.
 async fn claim<S: SendStore + ?Sized>(
     ports: &SendPorts<'_, S>,
     cfg: &SendConfig,
-    req: &SendRequest,
+    r: &DocumentRecord,
     now: DateTime<Utc>,
 ) -> Result<Result<DocumentRecord, StageResult>, StageError> {
     let busy = |delay| done(QueueAction::Requeue { delay }, "BUSY", None);
-    let answer = match ports
-        .store
-        .claim(&req.document, ClaimPurpose::Send, &cfg.owner, now, cfg.lease)
-        .await
-    {
+    let answer = match ports.store.claim_as_read(r, ClaimPurpose::Send, &cfg.owner, now, cfg.lease).await {
         Ok(r) => return Ok(Ok(r)),
         Err(StoreError::Claim(ClaimRefused::LeaseHeld { until: t, .. })) => busy(until(now, t).max(Duration::from_secs(1))),
         Err(StoreError::VersionConflict { .. }) => busy(Duration::from_secs(1)),
