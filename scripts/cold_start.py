@@ -20,7 +20,9 @@ What it does:
      `ru_maxrss` (in the JSON, not the figure) is NOT the function's peak: Linux keeps in it the
      high-water mark of the memory before exec too, i.e. that of this Python process, which the
      child was forked from (about 21 MiB for a 100-byte shell script here), so VmHWM at `/next` is the figure;
-  4. prints per function the median and max ms, the peak RSS (max over runs of VmHWM at `/next`,
+  4. prints per function the median and max ms, the median on-CPU ms and runnable-but-waiting
+     ms of its threads (summed /proc/PID/task/*/schedstat at `/next`: how much of the wall time
+     was the function's own work and how much the shared machine's queue), the peak RSS (max over runs of VmHWM at `/next`,
      MiB), the AWS requests moto saw during the starts, and whether it is under 30 ms and 32 MiB;
      `--json` prints one JSON object instead.
 
@@ -215,13 +217,24 @@ def prepare_moto(port):
 
 
 def proc_status(pid):
-    """VmHWM and VmRSS of a live process, in KiB."""
+    """VmHWM and VmRSS of a live process, in KiB; and, summed over its threads alive now
+    (/proc/PID/task/*/schedstat), the ns they ran on a CPU and the ns they waited, runnable, for
+    one (the shared machine's share of the wall time), and the thread count."""
     out = {}
     with open(f"/proc/{pid}/status") as f:
         for line in f:
             if line.startswith(("VmHWM:", "VmRSS:")):
                 key, value = line.split(":", 1)
                 out[key] = int(value.split()[0])
+    cpu = wait = threads = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                on_cpu, waited, _ = f.read().split()
+        except OSError:
+            continue
+        cpu, wait, threads = cpu + int(on_cpu), wait + int(waited), threads + 1
+    out.update(cpu_ns=cpu, runqueue_ns=wait, threads=threads)
     return out
 
 
@@ -308,6 +321,9 @@ def one_start(api, path, env, moto_log, timeout):
         "ms": (t1 - t0) * 1000.0,
         "vm_hwm_kib": mem["VmHWM"],
         "vm_rss_kib": mem["VmRSS"],
+        "cpu_ms": mem["cpu_ns"] / 1e6,
+        "runqueue_ms": mem["runqueue_ns"] / 1e6,
+        "threads": mem["threads"],
         "ru_maxrss_kib": rusage.ru_maxrss,
         "aws_requests": aws_requests,
         "output_lines": len(output.splitlines()),
@@ -338,6 +354,9 @@ def summarise(runs):
         "median_ms": round(med, 2),
         "max_ms": round(worst, 2),
         "min_ms": round(min(ms), 2),
+        "median_cpu_ms": round(statistics.median(r["cpu_ms"] for r in runs), 2),
+        "median_runqueue_ms": round(statistics.median(r["runqueue_ms"] for r in runs), 2),
+        "threads_at_next": max(r["threads"] for r in runs),
         "peak_rss_mib": round(mib, 2),
         "ru_maxrss_mib": round(maxrss / 1024.0, 2),
         "rss_at_next_mib": round(max(r["vm_rss_kib"] for r in runs) / 1024.0, 2),
@@ -423,15 +442,17 @@ def main():
         b = bins[n]
         print(f"  {b['path']}: {b['bytes']:,} bytes, built {b['modified']}")
     print()
-    print(f"{'function':<11} {'median ms':>9} {'max ms':>7} {'min ms':>7} {'peak RSS MiB':>12} "
-          f"{'AWS calls':>9}  under 30 ms / 32 MiB")
+    print(f"{'function':<11} {'median ms':>9} {'max ms':>7} {'min ms':>7} {'CPU ms':>6} {'queued ms':>9} "
+          f"{'peak RSS MiB':>12} {'AWS calls':>9}  under 30 ms / 32 MiB")
     for n in names:
         s = summary[n]
         verdict = ("yes" if s["under_30ms_median"] else "NO") + (
             "" if s["under_30ms_max"] else " (max over)") + " / " + ("yes" if s["under_32mib"] else "NO")
-        print(f"{n:<11} {s['median_ms']:>9.2f} {s['max_ms']:>7.2f} {s['min_ms']:>7.2f} {s['peak_rss_mib']:>12.2f} "
-              f"{s['aws_requests_at_init']:>9}  {verdict}")
+        print(f"{n:<11} {s['median_ms']:>9.2f} {s['max_ms']:>7.2f} {s['min_ms']:>7.2f} {s['median_cpu_ms']:>6.2f} "
+              f"{s['median_runqueue_ms']:>9.2f} {s['peak_rss_mib']:>12.2f} {s['aws_requests_at_init']:>9}  {verdict}")
     print()
+    print("CPU ms / queued ms: medians of the time the process's threads ran on a CPU / waited runnable for one")
+    print("(schedstat, summed over the threads alive at /next; threads that ended before are not counted).")
     print("peak RSS: VmHWM in /proc/PID/status when the first /next arrived, max over the runs (MiB).")
     print("AWS calls: requests moto logged during all the starts of that function (0: none at init).")
     worst = max(summary[n]["ru_maxrss_mib"] for n in names)
