@@ -380,10 +380,13 @@ def main():
                     help="how the binaries were built, printed with the results")
     ap.add_argument("--ports", default="5680-5689", help="the moto server's port range")
     ap.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for a first /next")
+    ap.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
+                    help="one more variable for every function (repeatable), e.g. SSL_CERT_FILE=...")
     ap.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
     args = ap.parse_args()
 
     names = [n.strip() for n in args.functions.split(",") if n.strip()]
+    more_env = dict(e.split("=", 1) for e in args.env)
     bins = binaries(os.path.abspath(args.bin_dir), names)
     lo, hi = map(int, args.ports.split("-"))
     aws_port = free_port(lo, hi)
@@ -406,7 +409,7 @@ def main():
             order = names[r % len(names):] + names[:r % len(names)]
             for n in order:
                 memory, extra = envs[n]
-                env = dict(lambda_env(n, memory, runtime_port, aws_port), **extra)
+                env = dict(lambda_env(n, memory, runtime_port, aws_port), **extra, **more_env)
                 results[n].append(one_start(api, os.path.join(os.path.abspath(args.bin_dir), n), env,
                                             moto_log, args.timeout))
             if not args.json:
@@ -426,6 +429,7 @@ def main():
         "loadavg_before": load_before,
         "loadavg_after": load_after,
         "build_note": args.build_note,
+        "extra_env": more_env,
         "binaries": bins,
         "runs": args.runs,
         "limits": {"ms": LIMIT_MS, "mib": LIMIT_MIB},
@@ -438,6 +442,8 @@ def main():
     print(f"cold start, exec to first /next: {args.runs} runs per function, round-robin; started {started}")
     print(f"commit {out['commit']}, {out['host']}, load average {load_before} before, {load_after} after")
     print(f"build: {args.build_note}")
+    if more_env:
+        print(f"extra environment: {more_env}")
     for n in names:
         b = bins[n]
         print(f"  {b['path']}: {b['bytes']:,} bytes, built {b['modified']}")
