@@ -32,7 +32,10 @@ from the environment, `aws_config` loaded once and six SDK clients built (Dynamo
 Secrets Manager, SNS, KMS: crates/aws/src/clients.rs), its adapters wrapped around them; send,
 send-batch, status and dlq-replay also build `KsefContexts` (relay_lambda::ksef_contexts:
 environment, shared cache, Secrets Manager provider, KMS sealer, governor), the sweeper its
-availability poll (a Latarnia HTTP client for KSEF_ENV=TEST). NO function makes an AWS call at
+availability poll (a Latarnia HTTP client for KSEF_ENV=TEST). The AWS SDK's HTTPS connector
+reads the system's CA store once (rustls-native-certs: on a Debian host the bundle and then every
+file of /etc/ssl/certs; `--env SSL_CERT_FILE=...` limits it to one file, for comparison). NO
+function makes an AWS call at
 init: the KSeF credentials are read from Secrets Manager on a seller's first use (the
 `CredentialsProvider` in `KsefContexts`, docs/architecture.md "Credentials per seller, on
 demand"), i.e. in the first invocation that needs that seller, not in the cold start. So the
