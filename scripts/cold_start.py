@@ -20,7 +20,12 @@ What it does:
      `ru_maxrss` (in the JSON, not the figure) is NOT the function's peak: Linux keeps in it the
      high-water mark of the memory before exec too, i.e. that of this Python process, which the
      child was forked from (about 21 MiB for a 100-byte shell script here), so VmHWM at `/next` is the figure;
-  4. prints per function the median and max ms, the median on-CPU ms and runnable-but-waiting
+  4. runs an anchor in the same rounds, started the same way: curl's GET of the same `/next`
+     (a small C program that loads its shared libraries and makes one HTTP request: the least a
+     process does to reach the Runtime API, on this machine at this moment). Each function's
+     time over the anchor's in the same run, median over the runs, is the "x anchor" column: it
+     moves less with the machine's load than the milliseconds do (`--no-anchor` leaves it out);
+  5. prints per function the median and max ms, the median on-CPU ms and runnable-but-waiting
      ms of its threads (summed /proc/PID/task/*/schedstat at `/next`: how much of the wall time
      was the function's own work and how much the shared machine's queue), the peak RSS (max over runs of VmHWM at `/next`,
      MiB), the AWS requests moto saw during the starts, and whether it is under 30 ms and 32 MiB;
@@ -74,12 +79,18 @@ import socket
 import statistics
 import subprocess
 import sys
+import shutil
 import threading
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 LIMIT_MS = 30.0
+# The anchor run beside the functions, in the same rounds: curl's GET of /next (a small C program
+# that loads its shared libraries and makes one HTTP request), i.e. what the least a process does
+# to reach the Runtime API costs on this machine at this moment. Ratios to it carry over between
+# runs at different loads better than the milliseconds do.
+ANCHOR = "anchor:curl"
 LIMIT_MIB = 32.0
 ACCOUNT = "123456789012"
 REGION = "eu-central-1"
@@ -294,11 +305,12 @@ def binaries(bin_dir, names):
     return out
 
 
-def one_start(api, path, env, moto_log, timeout):
+def one_start(api, argv, env, moto_log, timeout):
+    path = argv[0]
     api.expect()
     before = moto_log.count()
     t0 = time.perf_counter()
-    p = subprocess.Popen([path], env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+    p = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                          stderr=subprocess.STDOUT, cwd=REPO)
     api.pid = p.pid
     api.pid_known.set()
@@ -385,10 +397,14 @@ def main():
     ap.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for a first /next")
     ap.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
                     help="one more variable for every function (repeatable), e.g. SSL_CERT_FILE=...")
+    ap.add_argument("--no-anchor", action="store_true",
+                    help="leave out the anchor (curl's GET of /next, started the same way in the same rounds)")
     ap.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
     args = ap.parse_args()
 
     names = [n.strip() for n in args.functions.split(",") if n.strip()]
+    curl = shutil.which("curl")
+    anchor = None if args.no_anchor or curl is None else ANCHOR
     more_env = dict(e.split("=", 1) for e in args.env)
     bins = binaries(os.path.abspath(args.bin_dir), names)
     lo, hi = map(int, args.ports.split("-"))
@@ -408,13 +424,20 @@ def main():
         api = RuntimeApi()
         threading.Thread(target=api.serve_forever, daemon=True).start()
         runtime_port = api.server_address[1]
+        everyone = names + ([anchor] if anchor else [])
+        if anchor:
+            results[anchor] = []
         for r in range(args.runs):
-            order = names[r % len(names):] + names[:r % len(names)]
+            order = everyone[r % len(everyone):] + everyone[:r % len(everyone)]
             for n in order:
-                memory, extra = envs[n]
-                env = dict(lambda_env(n, memory, runtime_port, aws_port), **extra, **more_env)
-                results[n].append(one_start(api, os.path.join(os.path.abspath(args.bin_dir), n), env,
-                                            moto_log, args.timeout))
+                if n == anchor:
+                    env = lambda_env("anchor", 128, runtime_port, aws_port)
+                    argv = [curl, "-s", "-o", "/dev/null", f"http://127.0.0.1:{runtime_port}/2018-06-01/runtime/invocation/next"]
+                else:
+                    memory, extra = envs[n]
+                    env = dict(lambda_env(n, memory, runtime_port, aws_port), **extra, **more_env)
+                    argv = [os.path.join(os.path.abspath(args.bin_dir), n)]
+                results[n].append(one_start(api, argv, env, moto_log, args.timeout))
             if not args.json:
                 print(f"run {r + 1}/{args.runs} done", file=sys.stderr)
     finally:
@@ -425,6 +448,14 @@ def main():
     load_after = loadavg()
 
     summary = {n: summarise(results[n]) for n in names}
+    anchor_summary = None
+    if anchor:
+        anchor_summary = summarise(results[anchor])
+        anchor_summary["argv"] = "curl -s -o /dev/null http://127.0.0.1:PORT/2018-06-01/runtime/invocation/next"
+        for n in names:
+            # Within each run: the function's time over the anchor's in the same run; the median.
+            per_run = [f["ms"] / a["ms"] for f, a in zip(results[n], results[anchor])]
+            summary[n]["median_ratio_to_anchor"] = round(statistics.median(per_run), 2)
     out = {
         "started": started,
         "commit": git_commit(),
@@ -438,6 +469,7 @@ def main():
         "limits": {"ms": LIMIT_MS, "mib": LIMIT_MIB},
         "peak_rss_source": "VmHWM from /proc/PID/status when the first /next arrives; ru_maxrss (wait4 after the kill) also counts the forked Python image before exec",
         "functions": summary,
+        "anchor": anchor_summary,
     }
     if args.json:
         print(json.dumps(out, indent=2))
@@ -452,14 +484,20 @@ def main():
         print(f"  {b['path']}: {b['bytes']:,} bytes, built {b['modified']}")
     print()
     print(f"{'function':<11} {'median ms':>9} {'max ms':>7} {'min ms':>7} {'CPU ms':>6} {'queued ms':>9} "
-          f"{'peak RSS MiB':>12} {'AWS calls':>9}  under 30 ms / 32 MiB")
+          f"{'peak RSS MiB':>12} {'AWS calls':>9} {'x anchor':>8}  under 30 ms / 32 MiB")
     for n in names:
         s = summary[n]
         verdict = ("yes" if s["under_30ms_median"] else "NO") + (
             "" if s["under_30ms_max"] else " (max over)") + " / " + ("yes" if s["under_32mib"] else "NO")
+        ratio = f"{s['median_ratio_to_anchor']:>8.2f}" if anchor else f"{'-':>8}"
         print(f"{n:<11} {s['median_ms']:>9.2f} {s['max_ms']:>7.2f} {s['min_ms']:>7.2f} {s['median_cpu_ms']:>6.2f} "
-              f"{s['median_runqueue_ms']:>9.2f} {s['peak_rss_mib']:>12.2f} {s['aws_requests_at_init']:>9}  {verdict}")
+              f"{s['median_runqueue_ms']:>9.2f} {s['peak_rss_mib']:>12.2f} {s['aws_requests_at_init']:>9} {ratio}  {verdict}")
+    if anchor:
+        a = anchor_summary
+        print(f"{'(anchor)':<11} {a['median_ms']:>9.2f} {a['max_ms']:>7.2f} {a['min_ms']:>7.2f} {a['median_cpu_ms']:>6.2f} "
+              f"{a['median_runqueue_ms']:>9.2f} {a['peak_rss_mib']:>12.2f} {'':>9} {1:>8.2f}  curl's GET of /next, same rounds")
     print()
+    print("x anchor: the median over the runs of the function's time over the anchor's in the same run.")
     print("CPU ms / queued ms: medians of the time the process's threads ran on a CPU / waited runnable for one")
     print("(schedstat, summed over the threads alive at /next; threads that ended before are not counted).")
     print("peak RSS: VmHWM in /proc/PID/status when the first /next arrived, max over the runs (MiB).")
