@@ -12,7 +12,7 @@ use std::rc::Rc;
 
 use quick_xml::events::{BytesDecl, BytesStart, Event};
 use quick_xml::name::{NamespaceResolver, QName, ResolveResult};
-use quick_xml::parser::{ElementParser, Parser, PiParser};
+use quick_xml::parser::{Parser, PiParser};
 use quick_xml::Reader;
 
 const XSI: &str = "http://www.w3.org/2001/XMLSchema-instance";
@@ -615,9 +615,23 @@ fn read_attrs(text: &str, e: &BytesStart, resolver: &NamespaceResolver) -> Resul
     Ok(attrs)
 }
 
-/// Whether character data is only white space.
-fn is_blank(raw: &str) -> bool {
-    raw.bytes().all(is_ws)
+/// The '>' that ends the tag whose bytes after '<' start at `from`, as quick-xml's
+/// `ElementParser` finds it: the first one outside quotes, where a quote (' or ") opens a region
+/// that only the same quote closes.
+fn tag_end(b: &[u8], from: usize) -> Option<usize> {
+    let mut quote = 0u8;
+    for (j, &c) in b.iter().enumerate().skip(from) {
+        if quote == 0 {
+            match c {
+                b'>' => return Some(j),
+                b'"' | b'\'' => quote = c,
+                _ => {}
+            }
+        } else if c == quote {
+            quote = 0;
+        }
+    }
+    None
 }
 
 /// The parse of a plain document without quick-xml's event loop: an optional XML declaration
@@ -667,25 +681,34 @@ pub(crate) fn parse_plain(text: &str) -> Option<Tree<'_>> {
     let mut interned: Vec<Rc<str>> = Vec::new();
     let mut stack: Vec<usize> = Vec::new();
     let mut root_closed = false;
-    let (mut line_at, mut line) = (0usize, 1u32);
+    // The line of the byte at `i`: the line feeds of every byte passed are counted on the way.
+    let mut line = 1 + count_newlines(&b[..i]);
     loop {
         // Character data up to the next markup or reference.
-        let stop = b[i..].iter().position(|&c| c == b'<' || c == b'&').map(|r| i + r);
-        let k = stop.unwrap_or(b.len());
+        let mut k = i;
+        let mut blank = true;
+        while let Some(&c) = b.get(k) {
+            if c == b'<' || c == b'&' {
+                break;
+            }
+            line += u32::from(c == b'\n');
+            blank &= is_ws(c);
+            k += 1;
+        }
         if k > i {
             let raw = &text[i..k];
             match stack.last() {
                 Some(&id) => {
-                    if !(tree.nodes[id].has_children() && is_blank(raw)) {
+                    if !(tree.nodes[id].has_children() && blank) {
                         append_text(&mut tree.nodes[id].text, Cow::Borrowed(raw));
                     }
                 }
-                None if is_blank(raw) => {}
+                None if blank => {}
                 None => return None,
             }
         }
-        let Some(k) = stop else { break };
-        if b[k] == b'&' {
+        let Some(&c) = b.get(k) else { break };
+        if c == b'&' {
             // As quick-xml reads a reference: up to the first ';', '&' or '<'.
             let rel = b[k + 1..].iter().position(|&c| matches!(c, b';' | b'&' | b'<'))?;
             if b[k + 1 + rel] != b';' {
@@ -694,23 +717,34 @@ pub(crate) fn parse_plain(text: &str) -> Option<Tree<'_>> {
             let c = resolve_entity(&text[k + 1..k + 1 + rel]).ok()?;
             let &id = stack.last()?;
             tree.nodes[id].text.to_mut().push(c);
+            // A valid reference holds no line feed.
             i = k + 2 + rel;
             continue;
         }
         match *b.get(k + 1)? {
             b'/' => {
-                let gt = k + 1 + ElementParser::Outside.feed(&b[k + 1..])?;
-                let mut name = &b[k + 2..gt];
-                while let [rest @ .., last] = name {
-                    if !is_ws(*last) {
-                        break;
-                    }
-                    name = rest;
-                }
                 let id = stack.pop()?;
-                if name != tree.nodes[id].qname.as_bytes() {
-                    return None;
-                }
+                let qname = tree.nodes[id].qname.as_bytes();
+                let at = k + 2 + qname.len();
+                // `</name>` exactly, as nearly always; otherwise delimited as quick-xml does, the
+                // name trimmed at its end and compared.
+                let gt = if b.get(k + 2..at) == Some(qname) && b.get(at) == Some(&b'>') {
+                    at
+                } else {
+                    let gt = tag_end(b, k + 1)?;
+                    let mut name = &b[k + 2..gt];
+                    while let [rest @ .., last] = name {
+                        if !is_ws(*last) {
+                            break;
+                        }
+                        name = rest;
+                    }
+                    if name != qname {
+                        return None;
+                    }
+                    line += count_newlines(&b[k..gt]);
+                    gt
+                };
                 if scoped.pop()? {
                     resolver.pop();
                     default_ns = None;
@@ -724,29 +758,58 @@ pub(crate) fn parse_plain(text: &str) -> Option<Tree<'_>> {
             }
             b'!' | b'?' => return None,
             _ => {
-                let gt = k + 1 + ElementParser::Outside.feed(&b[k + 1..])?;
-                let mut content = &text[k + 1..gt];
-                let empty = content.ends_with('/');
-                if empty {
-                    content = &content[..content.len() - 1];
-                }
                 if root_closed || stack.len() >= MAX_DEPTH {
                     return None;
                 }
-                let cb = content.as_bytes();
-                let name_len = cb.iter().position(|&c| is_ws(c)).unwrap_or(cb.len());
-                let qname = &content[..name_len];
-                if !valid_name(qname) {
+                // The name, as quick-xml reads it: up to the first white space, '/' or '>' here
+                // (any other byte after name characters gives up).
+                let n0 = k + 1;
+                let mut name_end = n0;
+                let mut colon = false;
+                while let Some(&c) = b.get(name_end) {
+                    if NAME_ASCII[c as usize] {
+                        name_end += 1;
+                    } else if c == b':' {
+                        colon = true;
+                        name_end += 1;
+                    } else {
+                        break;
+                    }
+                }
+                let qname = &text[n0..name_end];
+                // Names without ':' are checked by the loop above but for their first character.
+                let valid = if colon {
+                    valid_name(qname)
+                } else {
+                    qname.as_bytes().first().is_some_and(|&c| c.is_ascii_alphabetic() || c == b'_')
+                };
+                if !valid {
                     return None;
                 }
-                let has_attributes = !cb[name_len..].iter().all(|&c| is_ws(c));
+                // The line of the '<' (the name holds no line feed; the attributes may).
+                let node_line = line;
+                let (gt, empty, has_attributes) = match *b.get(name_end)? {
+                    b'>' => (name_end, false, false),
+                    b'/' if b.get(name_end + 1) == Some(&b'>') => (name_end + 1, true, false),
+                    c if is_ws(c) => {
+                        let gt = tag_end(b, name_end)?;
+                        let empty = b[gt - 1] == b'/';
+                        let attrs_end = if empty { gt - 1 } else { gt };
+                        line += count_newlines(&b[name_end..gt]);
+                        (gt, empty, !b[name_end..attrs_end].iter().all(|&c| is_ws(c)))
+                    }
+                    _ => return None,
+                };
+                // Start and end of a `<name .../>` with its '/': what quick-xml's `emit_start` strips.
+                let content = &text[n0..if empty { gt - 1 } else { gt }];
+                let name_len = name_end - n0;
                 let start = has_attributes.then(|| BytesStart::from_content(content, name_len));
-                let declares = has_attributes && cb[name_len..].windows(5).any(|w| w == b"xmlns");
+                let declares = has_attributes && content.as_bytes()[name_len..].windows(5).any(|w| w == b"xmlns");
                 if let (true, Some(s)) = (declares, &start) {
                     default_ns = None;
                     resolver.push(s).ok()?;
                 }
-                let ns = if cb[..name_len].contains(&b':') {
+                let ns = if colon {
                     let (r, _) = resolver.resolve_element(QName(qname.as_bytes()));
                     intern(&mut interned, &r).ok()?
                 } else {
@@ -765,11 +828,12 @@ pub(crate) fn parse_plain(text: &str) -> Option<Tree<'_>> {
                     None => Vec::new(),
                 };
                 let id = tree.nodes.len();
-                line += count_newlines(&b[line_at..k]);
-                line_at = k;
                 tree.nodes.push(Node {
                     ns,
-                    local: qname.bytes().rposition(|c| c == b':').map_or(qname, |i| &qname[i + 1..]),
+                    local: match colon {
+                        true => qname.rsplit(':').next().unwrap_or(qname),
+                        false => qname,
+                    },
                     qname,
                     attrs,
                     children_at: 0,
@@ -778,7 +842,7 @@ pub(crate) fn parse_plain(text: &str) -> Option<Tree<'_>> {
                     text: Cow::Borrowed(""),
                     span: (k, gt + 1),
                     content: (gt + 1, gt + 1),
-                    line,
+                    line: node_line,
                 });
                 if let Some(&p) = stack.last() {
                     tree.nodes[p].children_len += 1;
