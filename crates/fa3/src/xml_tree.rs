@@ -577,8 +577,8 @@ fn read_attrs(text: &str, e: &BytesStart, resolver: &NamespaceResolver) -> Resul
     let mut attrs = Vec::new();
     for a in e.attributes() {
         let a = a.map_err(|err| err.to_string())?;
-        let aq = as_str(text, a.key.into_inner()).to_string();
-        if !valid_name(&aq) {
+        let aq = as_str(text, a.key.into_inner());
+        if !valid_name(aq) {
             return Err(format!("{aq:?} is not a valid attribute name"));
         }
         let raw = match &a.value {
@@ -607,12 +607,96 @@ fn read_attrs(text: &str, e: &BytesStart, resolver: &NamespaceResolver) -> Resul
         attrs.push(Attr {
             ns: ans,
             local,
-            qname: aq,
-            value,
+            qname: aq.to_string(),
+            value: value.into_owned(),
             value_qname,
         });
     }
     Ok(attrs)
+}
+
+/// Classes of bytes in character data, for the plain reader's text scan.
+const TEXT_LF: u8 = 1;
+const TEXT_SOLID: u8 = 2;
+const TEXT_STOP: u8 = 4;
+const TEXT_CLASS: [u8; 256] = {
+    let mut t = [TEXT_SOLID; 256];
+    t[b' ' as usize] = 0;
+    t[b'\t' as usize] = 0;
+    t[b'\r' as usize] = 0;
+    t[b'\n' as usize] = TEXT_LF;
+    t[b'<' as usize] = TEXT_STOP;
+    t[b'&' as usize] = TEXT_STOP;
+    t
+};
+
+/// The attributes of a tag without namespace declarations, from `text[from..to]` (after the
+/// element's name, up to the '>' or "/>"): in the plain subset `name="value"` or `name='value'`,
+/// each after white space, with white space allowed around '=', which quick-xml's attribute
+/// reader reads as the same pairs. Anything else (a missing '=' or quote, a name of other
+/// characters, two attributes without space between them, a repeated name) and every check of
+/// [`read_attrs`] that fails give up with `None`, for [`parse_events`] to report.
+fn plain_attrs(text: &str, from: usize, to: usize, resolver: &NamespaceResolver) -> Option<Vec<Attr>> {
+    let b = &text.as_bytes()[..to];
+    let skip_ws = |mut j: usize| {
+        while b.get(j).is_some_and(|&c| is_ws(c)) {
+            j += 1;
+        }
+        j
+    };
+    let mut attrs: Vec<Attr> = Vec::new();
+    let mut j = from;
+    loop {
+        let key_at = skip_ws(j);
+        if key_at == to {
+            return Some(attrs);
+        }
+        if key_at == j {
+            return None;
+        }
+        let mut key_end = key_at;
+        while b.get(key_end).is_some_and(|&c| NAME_ASCII[c as usize] || c == b':') {
+            key_end += 1;
+        }
+        let eq = skip_ws(key_end);
+        if b.get(eq) != Some(&b'=') {
+            return None;
+        }
+        let q_at = skip_ws(eq + 1);
+        let quote = *b.get(q_at).filter(|&&c| c == b'"' || c == b'\'')?;
+        let v_end = q_at + 1 + b[q_at + 1..].iter().position(|&c| c == quote)?;
+        j = v_end + 1;
+        let aq = &text[key_at..key_end];
+        let raw = &text[q_at + 1..v_end];
+        // What `read_attrs` checks, in its order; quick-xml's own check of a repeated name first.
+        if attrs.iter().any(|a| a.qname == aq) || !valid_name(aq) || raw.contains('<') {
+            return None;
+        }
+        let value = unescape(raw).ok()?;
+        if aq == "xmlns" || aq.starts_with("xmlns:") {
+            // A declaration: the caller gave up on those before.
+            return None;
+        }
+        let (rns, local) = resolver.resolve_attribute(QName(aq.as_bytes()));
+        let ans = ns_of(&rns).ok()?;
+        let local = String::from_utf8_lossy(local.as_ref()).into_owned();
+        if attrs.iter().any(|x| x.ns == ans && x.local == local) {
+            return None;
+        }
+        let value_qname = (ans == XSI && local == "type")
+            .then(|| {
+                let (r, l) = resolver.resolve_element(QName(value.trim().as_bytes()));
+                ns_of(&r).ok().map(|n| (n, String::from_utf8_lossy(l.as_ref()).into_owned()))
+            })
+            .flatten();
+        attrs.push(Attr {
+            ns: ans,
+            local,
+            qname: aq.to_string(),
+            value: value.into_owned(),
+            value_qname,
+        });
+    }
 }
 
 /// The '>' that ends the tag whose bytes after '<' start at `from`, as quick-xml's
@@ -685,18 +769,22 @@ pub(crate) fn parse_plain(text: &str) -> Option<Tree<'_>> {
     let mut line = 1 + count_newlines(&b[..i]);
     loop {
         // Character data up to the next markup or reference.
+        // One table look-up a byte (chunks are short: indentation and values), counting line
+        // feeds and noting any byte that is not white space.
         let mut k = i;
-        let mut blank = true;
+        let mut seen = 0u8;
         while let Some(&c) = b.get(k) {
-            if c == b'<' || c == b'&' {
+            let class = TEXT_CLASS[c as usize];
+            if class == TEXT_STOP {
                 break;
             }
-            line += u32::from(c == b'\n');
-            blank &= is_ws(c);
+            line += u32::from(class & TEXT_LF);
+            seen |= class;
             k += 1;
         }
         if k > i {
             let raw = &text[i..k];
+            let blank = seen & TEXT_SOLID == 0;
             match stack.last() {
                 Some(&id) => {
                     if !(tree.nodes[id].has_children() && blank) {
@@ -803,9 +891,9 @@ pub(crate) fn parse_plain(text: &str) -> Option<Tree<'_>> {
                 // Start and end of a `<name .../>` with its '/': what quick-xml's `emit_start` strips.
                 let content = &text[n0..if empty { gt - 1 } else { gt }];
                 let name_len = name_end - n0;
-                let start = has_attributes.then(|| BytesStart::from_content(content, name_len));
                 let declares = has_attributes && content.as_bytes()[name_len..].windows(5).any(|w| w == b"xmlns");
-                if let (true, Some(s)) = (declares, &start) {
+                let start = declares.then(|| BytesStart::from_content(content, name_len));
+                if let Some(s) = &start {
                     default_ns = None;
                     resolver.push(s).ok()?;
                 }
@@ -825,6 +913,7 @@ pub(crate) fn parse_plain(text: &str) -> Option<Tree<'_>> {
                 };
                 let attrs = match &start {
                     Some(s) => read_attrs(text, s, &resolver).ok()?,
+                    None if has_attributes => plain_attrs(text, name_end, n0 + content.len(), &resolver)?,
                     None => Vec::new(),
                 };
                 let id = tree.nodes.len();
@@ -973,7 +1062,10 @@ fn resolve_entity(name: &str) -> Result<char, String> {
 }
 
 /// Attribute-value normalisation (literal tab/CR/LF become spaces) and reference expansion.
-fn unescape(raw: &str) -> Result<String, String> {
+fn unescape(raw: &str) -> Result<Cow<'_, str>, String> {
+    if !raw.contains(['&', '\t', '\n', '\r']) {
+        return Ok(Cow::Borrowed(raw));
+    }
     let mut out = String::with_capacity(raw.len());
     let mut rest = raw;
     while let Some(i) = rest.find(['&', '\t', '\n', '\r']) {
@@ -990,7 +1082,7 @@ fn unescape(raw: &str) -> Result<String, String> {
         }
     }
     out.push_str(rest);
-    Ok(out)
+    Ok(Cow::Owned(out))
 }
 
 /// Appends character data with XML's end-of-line handling: CRLF and a lone CR become LF
@@ -1128,8 +1220,13 @@ mod tests {
             "<a>x&amp;\r\ny</a>",
             "<a>></a>",
             "<a x='1' p:x='1' xmlns:p='u'/>",
-            // quick-xml's attribute reader takes it, and so did the parser before.
-            "<a b='1'c='2'/>",
+            "<a b = '1' c=\"2\"\t d\n=\n'3'/>",
+            "<a b=''></a>",
+            "<a b='x>y' c=\"'\"/>",
+            "<a b='&lt;&#x41;\r\n'/>",
+            "<r xmlns:xsi='http://www.w3.org/2001/XMLSchema-instance'><a xsi:type=' p:t '/><b xsi:type='xsi:x'/></r>",
+            "<r xmlns:p='u'><a p:b='1' b='2'/></r>",
+            "<r><a b='xmlns'/></r>",
         ];
         for doc in taken {
             assert!(plain_agrees(doc), "{doc:?} not taken");
@@ -1182,6 +1279,19 @@ mod tests {
             "<a><!-- c --></a>",
             "<!DOCTYPE a><a/>",
             "<a></a x='1'>",
+            "<a b='1' b='2'/>",
+            // quick-xml's attribute reader takes it (and so does `parse_events`), the plain one not.
+            "<a b='1'c='2'/>",
+            "<a b='1' xsi:type='x'/>",
+            "<r xmlns:p='u' xmlns:q='u'><a p:b='1' q:b='2'/></r>",
+            "<a b='1'/c/>",
+            "<a b='1' c/>",
+            "<a b=/>",
+            "<a b='1/>",
+            "<a =''/>",
+            "<a b:='1'/>",
+            "<a b='<'/>",
+            "<a b='&x;'/>",
         ];
         let wrongly: Vec<_> = refused.iter().filter(|d| plain_agrees(d)).collect();
         assert!(wrongly.is_empty(), "taken: {wrongly:?}");
