@@ -619,11 +619,12 @@ fn read_attrs(text: &str, e: &BytesStart, resolver: &NamespaceResolver) -> Resul
 const TEXT_LF: u8 = 1;
 const TEXT_SOLID: u8 = 2;
 const TEXT_STOP: u8 = 4;
+const TEXT_CR: u8 = 8;
 const TEXT_CLASS: [u8; 256] = {
     let mut t = [TEXT_SOLID; 256];
     t[b' ' as usize] = 0;
     t[b'\t' as usize] = 0;
-    t[b'\r' as usize] = 0;
+    t[b'\r' as usize] = TEXT_CR;
     t[b'\n' as usize] = TEXT_LF;
     t[b'<' as usize] = TEXT_STOP;
     t[b'&' as usize] = TEXT_STOP;
@@ -787,8 +788,15 @@ pub(crate) fn parse_plain(text: &str) -> Option<Tree<'_>> {
             let blank = seen & TEXT_SOLID == 0;
             match stack.last() {
                 Some(&id) => {
-                    if !(tree.nodes[id].has_children() && blank) {
-                        append_text(&mut tree.nodes[id].text, Cow::Borrowed(raw));
+                    let node = &mut tree.nodes[id];
+                    if !(node.has_children() && blank) {
+                        if seen & TEXT_CR == 0 && node.text.is_empty() {
+                            // What `append_text` does with a first chunk without a CR, without
+                            // looking for one again.
+                            node.text = Cow::Borrowed(raw);
+                        } else {
+                            append_text(&mut node.text, Cow::Borrowed(raw));
+                        }
                     }
                 }
                 None if blank => {}
