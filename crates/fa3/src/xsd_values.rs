@@ -23,9 +23,11 @@ impl WhiteSpace {
             WhiteSpace::Preserve => Cow::Borrowed(s),
             WhiteSpace::Replace if !s.bytes().any(|c| matches!(c, b'\t' | b'\n' | b'\r')) => Cow::Borrowed(s),
             WhiteSpace::Replace => Cow::Owned(s.chars().map(|c| if is_ws(c) { ' ' } else { c }).collect()),
+            // No whitespace at all (numbers, codes, dates): nothing to collapse. (A first pass
+            // that stops at the first space, cheaper here than the loop below.)
+            WhiteSpace::Collapse if s.bytes().all(|c| c > b' ') => Cow::Borrowed(s),
             WhiteSpace::Collapse => {
-                // One pass (values without any white space, numbers, codes and dates, go through
-                // it too): already collapsed unless it has a tab/CR/LF, a doubled space, or a
+                // One pass: already collapsed unless it has a tab/CR/LF, a doubled space, or a
                 // space at either end.
                 let b = s.as_bytes();
                 let mut prev_space = true;
