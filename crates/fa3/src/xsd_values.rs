@@ -21,9 +21,10 @@ impl WhiteSpace {
         let is_ws = |c: char| matches!(c, ' ' | '\t' | '\n' | '\r');
         match self {
             WhiteSpace::Preserve => Cow::Borrowed(s),
-            WhiteSpace::Replace if !s.contains(['\t', '\n', '\r']) => Cow::Borrowed(s),
+            WhiteSpace::Replace if !s.bytes().any(|c| matches!(c, b'\t' | b'\n' | b'\r')) => Cow::Borrowed(s),
             WhiteSpace::Replace => Cow::Owned(s.chars().map(|c| if is_ws(c) { ' ' } else { c }).collect()),
-            // No whitespace at all (numbers, codes, dates): nothing to collapse.
+            // No whitespace at all (numbers, codes, dates): nothing to collapse. (A first pass
+            // that stops at the first space, cheaper here than the loop below.)
             WhiteSpace::Collapse if s.bytes().all(|c| c > b' ') => Cow::Borrowed(s),
             WhiteSpace::Collapse => {
                 // One pass: already collapsed unless it has a tab/CR/LF, a doubled space, or a
@@ -508,6 +509,26 @@ mod tests {
         assert_eq!(WhiteSpace::Collapse.apply("  a \t b\n"), "a b");
         assert_eq!(WhiteSpace::Replace.apply("a\tb\n"), "a b ");
         assert_eq!(WhiteSpace::Preserve.apply(" a "), " a ");
+        // Every string of up to 6 of these characters against the definitions (XSD 4.3.6).
+        let alphabet = [' ', '\t', '\n', '\r', 'a', '\u{1}', 'ó'];
+        let ws = |c: char| matches!(c, ' ' | '\t' | '\n' | '\r');
+        let mut strings = vec![String::new()];
+        for _ in 0..6 {
+            let longer: Vec<String> = strings
+                .iter()
+                .filter(|s| s.chars().count() == strings.last().map_or(0, |l| l.chars().count()))
+                .flat_map(|s| alphabet.iter().map(move |&c| format!("{s}{c}")))
+                .collect();
+            strings.extend(longer);
+        }
+        for s in &strings {
+            let collapsed = s.split(ws).filter(|w| !w.is_empty()).collect::<Vec<_>>().join(" ");
+            let replaced: String = s.chars().map(|c| if ws(c) { ' ' } else { c }).collect();
+            assert_eq!(WhiteSpace::Collapse.apply(s), collapsed, "{s:?}");
+            assert_eq!(WhiteSpace::Replace.apply(s), replaced, "{s:?}");
+            // Borrowed exactly when nothing changes.
+            assert_eq!(matches!(WhiteSpace::Collapse.apply(s), Cow::Borrowed(_)), collapsed == *s, "{s:?}");
+        }
     }
 
     #[test]
