@@ -342,6 +342,7 @@ class Container:
         self.log_path = os.path.join(work_dir, f"{self.name}.log")
         self.log_bytes = self.emf_bytes = self.log_lines = self.emf_lines = 0
         self.init_log_bytes = None
+        self.final = (0, 0)
         self.invocations = []
         self.lock = threading.Lock()
         self.t_spawn = time.perf_counter()
@@ -395,6 +396,11 @@ class Container:
         return inv.outcome, body
 
     def stop(self):
+        # What the process wrote until now is what Lambda would ship; the line its runtime client
+        # writes when this fake Runtime API goes away below is the harness's doing, not counted.
+        time.sleep(0.3)
+        with self.lock:
+            self.final = (self.log_bytes, self.log_lines)
         self.api.closing.set()
         time.sleep(0.6)
         stop_group(self.proc, wait=5)
@@ -598,9 +604,10 @@ def summarise(c, run_window):
         "waiting_ms": merged_seconds(inside) * 1000.0 if (aws or ksef) else None,
         "other_ms": billed_ms - merged_seconds(inside) * 1000.0 if (aws or ksef) else None,
         "max_memory_mib": round(max((r["max_mib"] or 0 for r in inv), default=vm_hwm_mib(c.proc.pid) or 0), 1),
-        "log_bytes_process": c.log_bytes,
+        "log_bytes_process": c.final[0],
+        "log_bytes_after_stop": c.log_bytes - c.final[0],
         "log_bytes_at_init": c.init_log_bytes,
-        "log_lines": c.log_lines,
+        "log_lines": c.final[1],
         "emf_bytes": c.emf_bytes,
         "emf_lines": c.emf_lines,
         "log_bytes_platform_estimate": plat,
