@@ -307,6 +307,24 @@ def vm_hwm_mib(pid):
     return None
 
 
+def sched_ns(pid):
+    """Summed over the process's threads alive now (/proc/PID/task/*/schedstat): ns on a CPU, and
+    ns runnable but waiting for one (the shared machine's queue)."""
+    cpu = wait = 0
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return 0, 0
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                on_cpu, waited, _ = f.read().split()
+        except (OSError, ValueError):
+            continue
+        cpu, wait = cpu + int(on_cpu), wait + int(waited)
+    return cpu, wait
+
+
 class Container:
     """One function binary, started once, behind its Runtime API; invocations run one at a time."""
 
@@ -377,6 +395,7 @@ class Container:
 
     def invoke(self, payload, what):
         inv = Invocation(payload, self.timeout)
+        cpu0, wait0 = sched_ns(self.proc.pid)  # idle between invocations: as at /next
         self.api.pending.put(inv)
         end = time.time() + self.timeout + 30
         while not inv.done.wait(0.5):
@@ -385,7 +404,8 @@ class Container:
             if time.time() > end:
                 raise RuntimeError(f"{self.name}: no answer within its timeout {self.timeout} s")
         ms = (inv.t_end - inv.t_start) * 1000.0
-        rec = {"what": what, "ms": ms, "billed_ms": max(1, math.ceil(ms)), "outcome": inv.outcome,
+        cpu1, wait1 = sched_ns(self.proc.pid)
+        rec = {"cpu_ms": (cpu1 - cpu0) / 1e6, "runqueue_ms": (wait1 - wait0) / 1e6, "what": what, "ms": ms, "billed_ms": max(1, math.ceil(ms)), "outcome": inv.outcome,
                "t": (inv.t_start, inv.t_end), "max_mib": vm_hwm_mib(self.proc.pid), "id": inv.id}
         with self.lock:
             self.invocations.append(rec)
@@ -603,6 +623,8 @@ def summarise(c, run_window):
         "ksef": ksef,
         "waiting_ms": merged_seconds(inside) * 1000.0 if (aws or ksef) else None,
         "other_ms": billed_ms - merged_seconds(inside) * 1000.0 if (aws or ksef) else None,
+        "cpu_ms": sum(r["cpu_ms"] for r in inv),
+        "runqueue_ms": sum(r["runqueue_ms"] for r in inv),
         "max_memory_mib": round(max((r["max_mib"] or 0 for r in inv), default=vm_hwm_mib(c.proc.pid) or 0), 1),
         "log_bytes_process": c.final[0],
         "log_bytes_after_stop": c.log_bytes - c.final[0],
@@ -794,6 +816,8 @@ def main():
         "gb_s_per_invoice": per(gb_s),
         "billed_ms_per_invoice": per(sum(s["billed_ms"] for s in per_inv)),
         "other_ms_per_invoice": per(sum(s["other_ms"] or 0 for s in per_inv)) if not args.direct else None,
+        "cpu_ms_per_invoice": per(sum(s["cpu_ms"] for s in per_inv)),
+        "runqueue_ms_per_invoice": per(sum(s["runqueue_ms"] for s in per_inv)),
         "aws_requests_per_invoice": per(sum((s["aws"] or {}).get("requests", 0) for s in per_inv)) if not args.direct else None,
         "invocations_per_invoice": per(reqs),
         "log_bytes_per_invoice_process": per(log_proc),
@@ -855,19 +879,20 @@ def print_tables(o):
     print(f"logs of the functions: {o['work_dir']}")
     print()
     hdr = (f"{'function':<11} {'MB':>5} {'init ms':>7} {'calls':>6} {'msgs':>5} {'err':>4} {'billed ms':>10} {'ms/call':>8} "
-           f"{'GB-s':>8} {'AWS req':>7} {'AWS ms':>8} {'KSeF req':>8} {'KSeF ms':>8} {'other ms':>8} {'log B':>9} {'EMF B':>7} {'plat B':>7} {'RSS MiB':>7}")
+           f"{'GB-s':>8} {'AWS req':>7} {'AWS ms':>8} {'KSeF req':>8} {'KSeF ms':>8} {'other ms':>8} {'CPU ms':>7} {'queued':>7} {'log B':>9} {'EMF B':>7} {'plat B':>7} {'RSS MiB':>7}")
     print(hdr)
     for name, s in o["functions"].items():
         a, k = s["aws"] or {}, s["ksef"] or {}
         print(f"{name + ('*' if s['scheduled'] else ''):<11} {s['memory_mb']:>5} {s['init_ms']:>7.1f} {s['invocations']:>6} "
               f"{s['messages'] if s['messages'] is not None else '-':>5} {s['errors']:>4} {s['billed_ms']:>10} "
               f"{s['billed_ms_per_invocation'] or 0:>8.1f} {s['gb_s']:>8.3f} {a.get('requests', '-'):>7} "
-              f"{a.get('wait_ms', 0):>8.0f} {k.get('requests', '-'):>8} {k.get('wait_ms', 0):>8.0f} {s['other_ms'] or 0:>8.0f} "
+              f"{a.get('wait_ms', 0):>8.0f} {k.get('requests', '-'):>8} {k.get('wait_ms', 0):>8.0f} {s['other_ms'] or 0:>8.0f} {s['cpu_ms']:>7.0f} {s['runqueue_ms']:>7.0f} "
               f"{s['log_bytes_process']:>9} {s['emf_bytes']:>7} {s['log_bytes_platform_estimate']:>7} {s['max_memory_mib']:>7}")
     print("  * scheduled (per month below, not per invoice). init ms: exec to first /next (billed once per")
     print("    container). billed ms: /next answered to /response, each call rounded up to 1 ms. AWS ms / KSeF ms:")
     print("    time inside invocations with a request open at the function's proxy to moto / the simulator;")
-    print("    other ms: billed ms with no request open at either (the function's own work, and the machine's queue).")
+    print("    other ms: billed ms with no request open at either (own work, sleeps, the machine's queue). CPU ms /")
+    print("    queued: its threads' time on a CPU / runnable but waiting for one, during its invocations (schedstat).")
     print("    log B: all the process wrote (incl. init and EMF); plat B: Lambda's INIT_START/START/END/REPORT, rebuilt.")
     print()
     print(f"per accepted invoice (intake, send, send-batch, status, dlq-replay; init excluded):")
@@ -877,6 +902,8 @@ def print_tables(o):
         print(f"  of the billed ms: waiting on moto {t['aws_wait_ms_per_invoice']:.1f} ({t['aws_requests_per_invoice']:.1f} requests), "
               f"on the simulator {t['ksef_wait_ms_per_invoice']:.1f} ({t['ksef_requests_per_invoice']:.2f} requests), "
               f"neither {t['other_ms_per_invoice']:.1f}")
+    print(f"  the functions' threads on a CPU {t['cpu_ms_per_invoice']:.1f} ms, waiting for one {t['runqueue_ms_per_invoice']:.1f} ms "
+          f"(across threads: may overlap the waits)")
     print(f"  CloudWatch log bytes   {t['log_bytes_per_invoice']:.0f}   (functions' own {t['log_bytes_per_invoice_process']:.0f}, "
           f"of it EMF {t['emf_bytes_per_invoice']:.0f}; Lambda's platform lines ~{t['log_bytes_per_invoice_platform_estimate']:.0f})")
     print()
