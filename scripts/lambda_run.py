@@ -44,7 +44,9 @@ Limits (honest, also printed):
     production latencies. Send and status wait on KSeF: their GB-s here is a LOWER bound.
   - one container per function and a shared 2-core machine; debug binaries (the default
     --bin-dir target/debug) are much slower than the release build Lambda runs: say which;
-  - the proxies add their own overhead (Python, ~1 ms a request) to each waited request;
+  - the timing proxies (Python threads in this process) lengthen every request the functions
+    make: on 2026-11-29 the billed time per invoice was 1.7 to 2.3 times that of the same run
+    with --direct. Take GB-s from a --direct run, the split (AWS / KSeF / other) from a proxied one;
   - cold starts: each container's init (exec to first `/next`) is reported apart; Lambda bills
     it for provided runtimes, per container, not per invoice;
   - the scheduled functions cost per hour, not per invoice: reported apart, per month.
@@ -918,7 +920,8 @@ def print_tables(o):
     print()
     print("limits: the durations include waiting on moto (not AWS's latency) and on the simulator (ms; real KSeF")
     print("takes hundreds): send's and status's GB-s are a LOWER bound; add (production latency - KSeF ms) x calls.")
-    print("One warm container per function, shared 2-core host, proxies add ~1 ms a request; " + o["build_note"] + ".")
+    print("One warm container per function, shared 2-core host; " + ("the timing proxies lengthen every request "
+          "(GB-s from a --direct run)" if o["proxies"] else "no timing proxies") + "; " + o["build_note"] + ".")
     if o["errors"] or o["not_accepted"] or o["no_outbox"] or t["accepted"] < t["invoices"]:
         print()
         print(f"NOT ALL ACCEPTED / ERRORS: {o['errors']}; outbox states not ACCEPTED: {o['not_accepted']}; "
