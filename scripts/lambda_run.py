@@ -45,7 +45,7 @@ Limits (honest, also printed):
   - one container per function and a shared 2-core machine; debug binaries (the default
     --bin-dir target/debug) are much slower than the release build Lambda runs: say which;
   - the timing proxies (Python threads in this process) lengthen every request the functions
-    make: on 2026-11-29 the billed time per invoice was 1.7 to 2.3 times that of the same run
+    make: on 2026-11-29 the billed time per invoice was 1.7 to 2.0 times that of the same run
     with --direct. Take GB-s from a --direct run, the split (AWS / KSeF / other) from a proxied one;
   - cold starts: each container's init (exec to first `/next`) is reported apart; Lambda bills
     it for provided runtimes, per container, not per invoice;
