@@ -39,42 +39,16 @@ import math
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
 import urllib.parse
 import urllib.request
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-# eu-central-1 (Frankfurt) list prices, USD, as known on 2026-11-28 (from AWS's pricing pages as
-# last read; this machine has no network to check them again: verify before quoting).
-PRICES = {
-    "date": "2026-11-28 (not re-checked online)",
-    "dynamodb_wru": 0.7625 / 1e6,  # on-demand, per write request unit (1 KB; x2 in a transaction)
-    "dynamodb_rru": 0.1525 / 1e6,  # on-demand, per read request unit (4 KB strongly consistent)
-    "sqs_request": 0.40 / 1e6,  # standard queue, per request per 64 KB chunk (after the free tier)
-    "s3_put": 0.0054 / 1e3,  # S3 Standard PUT, COPY, POST, LIST
-    "s3_get": 0.00043 / 1e3,  # S3 Standard GET, SELECT, HEAD
-    "lambda_request": 0.20 / 1e6,  # per invocation
-    "lambda_gb_s_arm64": 0.0000133334,  # not used: durations not measured
-    "logs_ingest_gb": 0.63,  # CloudWatch Logs ingestion, not used: log bytes not measured
-}
+from relay_scripts import PRICES, REPO, free_port
 
 SETUP_SQS = {"CreateQueue", "SetQueueAttributes", "GetQueueUrl", "ListQueues", "TagQueue"}
 SETUP_DDB = {"CreateTable", "UpdateTimeToLive", "DescribeTable", "DescribeTimeToLive"}
-
-
-def free_port(lo, hi):
-    for p in range(lo, hi + 1):
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", p))
-                return p
-            except OSError:
-                continue
-    sys.exit(f"no free port in {lo}-{hi}")
 
 
 def wait_up(port, proc, secs=30):

@@ -73,9 +73,7 @@ import http.server
 import json
 import os
 import platform
-import re
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -83,7 +81,8 @@ import shutil
 import threading
 import time
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from relay_scripts import (ACCOUNT, REGION, REPO, free_port, git_commit, lambda_env as _lambda_env, loadavg,
+                           start_moto, stop_moto)
 
 LIMIT_MS = 30.0
 # The anchor run beside the functions, in the same rounds: curl's GET of /next (a small C program
@@ -92,8 +91,6 @@ LIMIT_MS = 30.0
 # runs at different loads better than the milliseconds do.
 ANCHOR = "anchor:curl"
 LIMIT_MIB = 32.0
-ACCOUNT = "123456789012"
-REGION = "eu-central-1"
 
 
 def queue(port, name):
@@ -135,94 +132,10 @@ def function_envs(aws_port):
 
 
 def lambda_env(name, memory, runtime_port, aws_port):
-    """What the Lambda service sets for a provided.al2023 function, plus the emulator endpoint.
-    Nothing is inherited from this script's environment but PATH."""
-    return {
-        "PATH": "/usr/local/bin:/usr/bin:/bin",
-        "LANG": "en_US.UTF-8",
-        "TZ": ":UTC",
-        "RUST_LOG": "info",
-        "AWS_LAMBDA_RUNTIME_API": f"127.0.0.1:{runtime_port}",
-        "AWS_LAMBDA_FUNCTION_NAME": f"ksef-relay-{name}",
-        "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(memory),
-        "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
-        "AWS_LAMBDA_LOG_GROUP_NAME": f"/aws/lambda/ksef-relay-{name}",
-        "AWS_LAMBDA_LOG_STREAM_NAME": "2026/11/28/[$LATEST]cold-start",
-        "AWS_LAMBDA_INITIALIZATION_TYPE": "on-demand",
-        "_HANDLER": "bootstrap",
-        "LAMBDA_TASK_ROOT": "/var/task",
-        "AWS_REGION": REGION,
-        "AWS_DEFAULT_REGION": REGION,
-        "AWS_ACCESS_KEY_ID": "test",
-        "AWS_SECRET_ACCESS_KEY": "test",
-        "KSEF_RELAY_AWS_ENDPOINT": f"http://127.0.0.1:{aws_port}",
-    }
-
-
-def free_port(lo, hi):
-    for p in range(lo, hi + 1):
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", p))
-                return p
-            except OSError:
-                continue
-    sys.exit(f"no free port in {lo}-{hi}")
-
-
-class MotoLog:
-    """Reads the moto server's output in a thread and counts its access-log lines (requests)."""
-
-    REQUEST = re.compile(r'"(GET|POST|PUT|DELETE|HEAD|PATCH) ')
-
-    def __init__(self, stream):
-        self.requests = 0
-        self.tail = []
-        self._lock = threading.Lock()
-        threading.Thread(target=self._read, args=(stream,), daemon=True).start()
-
-    def _read(self, stream):
-        for line in iter(stream.readline, ""):
-            with self._lock:
-                if self.REQUEST.search(line):
-                    self.requests += 1
-                self.tail = (self.tail + [line.rstrip()])[-20:]
-
-    def count(self):
-        with self._lock:
-            return self.requests
-
-
-def start_moto(port):
-    py = os.path.join(REPO, ".venv/bin/python")
-    py = py if os.path.exists(py) else sys.executable
-    moto = subprocess.Popen([py, os.path.join(REPO, "scripts/moto_server.py"), "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    log = MotoLog(moto.stdout)
-    end = time.time() + 30
-    while time.time() < end:
-        if moto.poll() is not None:
-            raise RuntimeError("moto server exited at start: " + "\n".join(log.tail))
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                return moto, log
-        except OSError:
-            time.sleep(0.2)
-    raise RuntimeError("moto server did not come up in 30 s")
-
-
-def stop_moto(moto):
-    """SIGTERM to its process group, SIGKILL after 10 s."""
-    if moto is None or moto.poll() is not None:
-        return
-    try:
-        os.killpg(moto.pid, signal.SIGTERM)
-        moto.wait(10)
-    except subprocess.TimeoutExpired:
-        os.killpg(moto.pid, signal.SIGKILL)
-        moto.wait(10)
-    except ProcessLookupError:
-        pass
+    """What the Lambda service sets for a provided.al2023 function, plus the emulator endpoint
+    (relay_scripts.lambda_env). Nothing is inherited from this script's environment but PATH."""
+    return _lambda_env(name, memory, runtime_port, f"http://127.0.0.1:{aws_port}",
+                       log_stream="2026/11/28/[$LATEST]cold-start")
 
 
 def prepare_moto(port):
@@ -343,19 +256,6 @@ def one_start(api, argv, env, moto_log, timeout):
         "aws_requests": aws_requests,
         "output_lines": len(output.splitlines()),
     }
-
-
-def loadavg():
-    with open("/proc/loadavg") as f:
-        return " ".join(f.read().split()[:3])
-
-
-def git_commit():
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
-                              text=True, check=True).stdout.strip()
-    except Exception:
-        return "unknown"
 
 
 def summarise(runs):
