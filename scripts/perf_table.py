@@ -150,7 +150,7 @@ def rows_calls(info, out, label, target):
          target[0], verdict(target[1](relay)), info["command"]),
         (f"request cost per million invoices, {label} (relay + event-source deletes + Lambda requests)",
          f"**${usd['total_requests']:.2f}** (relay ${usd['relay_requests']:.2f})",
-         "list prices in scripts/aws_calls.py (not re-checked online)", "–", info["command"]),
+         "list prices in scripts/relay_scripts.py (not re-checked online)", "–", info["command"]),
     ]
     return rows, relay, usd["relay_requests"] + usd["esm_deletes"]
 
@@ -222,16 +222,20 @@ def main():
     if args.save:
         os.makedirs(args.save, exist_ok=True)
     py = python()
-    rounds, runs, batch_n, compute_n = (3, 3, 60, 10) if args.quick else (11, 11, 200, 50)
+    rounds, runs, batch_n, compute_n = (3, 3, 60, 10) if args.quick else (11, 11, 200, 100)
 
+    # The simulator for the compute run: the functions' build of ksef-relay when there is one.
+    sim_binary = os.path.join(args.functions_dir, "ksef-relay")
+    if not os.path.exists(sim_binary):
+        sim_binary = args.relay_binary
     commands = {
         "validation": [py, os.path.join(REPO, "scripts/validate_bench.py"), "--rounds", str(rounds), "--json"],
         "calls": [py, os.path.join(REPO, "scripts/aws_calls.py"), "--invoices", "20", "--sim-time-scale", "1",
                   "--binary", args.relay_binary, "--json"],
         "batch": [py, os.path.join(REPO, "scripts/aws_calls.py"), "--invoices", str(batch_n), "--sim-time-scale", "1",
                   "--batch-target-delay-secs", "1", "--binary", args.relay_binary, "--json"],
-        "compute": [py, os.path.join(REPO, "scripts/lambda_run.py"), "--invoices", str(compute_n), "--bin-dir",
-                    args.functions_dir, "--sim-binary", args.relay_binary, "--build-note", args.build_note, "--json"],
+        "compute": [py, os.path.join(REPO, "scripts/lambda_run.py"), "--invoices", str(compute_n), "--direct", "--bin-dir",
+                    args.functions_dir, "--sim-binary", sim_binary, "--build-note", args.build_note, "--json"],
         "cold": [py, os.path.join(REPO, "scripts/cold_start.py"), "--runs", str(runs), "--bin-dir", args.functions_dir,
                  "--build-note", args.build_note, "--json"],
     }
