@@ -37,7 +37,7 @@ import subprocess
 import sys
 import time
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from relay_scripts import REPO, git_commit, loadavg
 STEPS = ("validation", "calls", "batch", "compute", "cold")
 
 # The targets issue 15 sets.
@@ -51,19 +51,6 @@ TARGET_COLD_MIB = 32.0
 def python():
     py = os.path.join(REPO, ".venv/bin/python")
     return py if os.path.exists(py) else sys.executable
-
-
-def loadavg():
-    with open("/proc/loadavg") as f:
-        return " ".join(f.read().split()[:3])
-
-
-def git_commit():
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
-                              text=True, check=True).stdout.strip()
-    except Exception:
-        return "unknown"
 
 
 def last_json(text):

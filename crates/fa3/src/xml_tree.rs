@@ -592,27 +592,35 @@ fn read_attrs(text: &str, e: &BytesStart, resolver: &NamespaceResolver) -> Resul
         if aq == "xmlns" || aq.starts_with("xmlns:") {
             continue;
         }
-        let (rns, local) = resolver.resolve_attribute(a.key);
-        let ans = ns_of(&rns)?;
-        let local = String::from_utf8_lossy(local.as_ref()).into_owned();
-        if attrs.iter().any(|x: &Attr| x.ns == ans && x.local == local) {
-            return Err(format!("attribute {aq} appears twice"));
-        }
-        let value_qname = (ans == XSI && local == "type")
-            .then(|| {
-                let (r, l) = resolver.resolve_element(QName(value.trim().as_bytes()));
-                ns_of(&r).ok().map(|n| (n, String::from_utf8_lossy(l.as_ref()).into_owned()))
-            })
-            .flatten();
-        attrs.push(Attr {
-            ns: ans,
-            local,
-            qname: aq.to_string(),
-            value: value.into_owned(),
-            value_qname,
-        });
+        push_resolved(&mut attrs, resolver, a.key, aq, value)?;
     }
     Ok(attrs)
+}
+
+/// Resolves an attribute that is not a namespace declaration and adds it to `attrs` (with the
+/// type an `xsi:type` value names). The error, the detail of an `xml.malformed`: a prefix
+/// without a binding, or a (namespace, local name) pair already there.
+fn push_resolved(attrs: &mut Vec<Attr>, resolver: &NamespaceResolver, key: QName, aq: &str, value: Cow<str>) -> Result<(), String> {
+    let (rns, local) = resolver.resolve_attribute(key);
+    let ans = ns_of(&rns)?;
+    let local = String::from_utf8_lossy(local.as_ref()).into_owned();
+    if attrs.iter().any(|x: &Attr| x.ns == ans && x.local == local) {
+        return Err(format!("attribute {aq} appears twice"));
+    }
+    let value_qname = (ans == XSI && local == "type")
+        .then(|| {
+            let (r, l) = resolver.resolve_element(QName(value.trim().as_bytes()));
+            ns_of(&r).ok().map(|n| (n, String::from_utf8_lossy(l.as_ref()).into_owned()))
+        })
+        .flatten();
+    attrs.push(Attr {
+        ns: ans,
+        local,
+        qname: aq.to_string(),
+        value: value.into_owned(),
+        value_qname,
+    });
+    Ok(())
 }
 
 /// Classes of bytes in character data, for the plain reader's text scan.
@@ -678,25 +686,7 @@ fn plain_attrs(text: &str, from: usize, to: usize, resolver: &NamespaceResolver)
             // A declaration: the caller gave up on those before.
             return None;
         }
-        let (rns, local) = resolver.resolve_attribute(QName(aq.as_bytes()));
-        let ans = ns_of(&rns).ok()?;
-        let local = String::from_utf8_lossy(local.as_ref()).into_owned();
-        if attrs.iter().any(|x| x.ns == ans && x.local == local) {
-            return None;
-        }
-        let value_qname = (ans == XSI && local == "type")
-            .then(|| {
-                let (r, l) = resolver.resolve_element(QName(value.trim().as_bytes()));
-                ns_of(&r).ok().map(|n| (n, String::from_utf8_lossy(l.as_ref()).into_owned()))
-            })
-            .flatten();
-        attrs.push(Attr {
-            ns: ans,
-            local,
-            qname: aq.to_string(),
-            value: value.into_owned(),
-            value_qname,
-        });
+        push_resolved(&mut attrs, resolver, QName(aq.as_bytes()), aq, value).ok()?;
     }
 }
 
