@@ -99,6 +99,32 @@ pub struct Tree<'a> {
     child_list: Vec<usize>,
 }
 
+impl<'a> Tree<'a> {
+    /// Adds the element a start tag opens, spanning `tag` (`<` to after its `>`) until its end
+    /// tag is met, as the last child of `parent`; returns its id. Both readers build with it.
+    fn open(&mut self, ns: Rc<str>, qname: &'a str, attrs: Vec<Attr>, parent: Option<usize>, tag: (usize, usize), line: u32) -> usize {
+        let id = self.nodes.len();
+        self.nodes.push(Node {
+            ns,
+            // After the last ':' (the name is valid, so at most one).
+            local: qname.bytes().rposition(|b| b == b':').map_or(qname, |i| &qname[i + 1..]),
+            qname,
+            attrs,
+            children_at: 0,
+            children_len: 0,
+            parent,
+            text: Cow::Borrowed(""),
+            span: tag,
+            content: (tag.1, tag.1),
+            line,
+        });
+        if let Some(p) = parent {
+            self.nodes[p].children_len += 1;
+        }
+        id
+    }
+}
+
 impl Tree<'_> {
     /// The child elements of `id`, in document order.
     pub fn children(&self, id: usize) -> &[usize] {
@@ -457,26 +483,9 @@ pub(crate) fn parse_events<'a>(text: &'a str, lines: &Lines, base: usize, notes:
                 } else {
                     Vec::new()
                 };
-                let id = tree.nodes.len();
                 line += count_newlines(&bytes[line_at..start]);
                 line_at = start;
-                tree.nodes.push(Node {
-                    ns,
-                    // After the last ':' (the name is valid, so at most one).
-                    local: qname.bytes().rposition(|b| b == b':').map_or(qname, |i| &qname[i + 1..]),
-                    qname,
-                    attrs,
-                    children_at: 0,
-                    children_len: 0,
-                    parent: stack.last().copied(),
-                    text: Cow::Borrowed(""),
-                    span: (start, end),
-                    content: (end, end),
-                    line,
-                });
-                if let Some(&p) = stack.last() {
-                    tree.nodes[p].children_len += 1;
-                }
+                let id = tree.open(ns, qname, attrs, stack.last().copied(), (start, end), line);
                 if empty {
                     if stack.is_empty() {
                         root_closed = true;
@@ -711,9 +720,11 @@ fn tag_end(b: &[u8], from: usize) -> Option<usize> {
 
 /// The parse of a plain document without quick-xml's event loop: an optional XML declaration
 /// at the very start, then elements, attributes, character data and the five predefined and
-/// character references, nothing else. The tags are delimited by quick-xml's own
-/// [`ElementParser`] and [`PiParser`], attributes and namespace declarations are read by its
-/// attribute reader and [`NamespaceResolver`], and every check of [`parse_events`] is made; the
+/// character references, nothing else. Tags end where quick-xml's `ElementParser` would end
+/// them ([`tag_end`]), the declaration is read by its [`PiParser`], a tag that declares a
+/// namespace has its attributes read by quick-xml's attribute reader ([`read_attrs`]) and any
+/// other by [`plain_attrs`], names are resolved by its [`NamespaceResolver`], and every check of
+/// [`parse_events`] is made; the
 /// first thing outside that subset or wrong in any way (a comment, CDATA, a processing
 /// instruction, a DOCTYPE, a BOM, "]]>" anywhere, a bad name, reference or attribute, a
 /// mismatched or missing end tag, text outside the root, ...) gives up with `None`, and
@@ -914,26 +925,7 @@ pub(crate) fn parse_plain(text: &str) -> Option<Tree<'_>> {
                     None if has_attributes => plain_attrs(text, name_end, n0 + content.len(), &resolver)?,
                     None => Vec::new(),
                 };
-                let id = tree.nodes.len();
-                tree.nodes.push(Node {
-                    ns,
-                    local: match colon {
-                        true => qname.rsplit(':').next().unwrap_or(qname),
-                        false => qname,
-                    },
-                    qname,
-                    attrs,
-                    children_at: 0,
-                    children_len: 0,
-                    parent: stack.last().copied(),
-                    text: Cow::Borrowed(""),
-                    span: (k, gt + 1),
-                    content: (gt + 1, gt + 1),
-                    line: node_line,
-                });
-                if let Some(&p) = stack.last() {
-                    tree.nodes[p].children_len += 1;
-                }
+                let id = tree.open(ns, qname, attrs, stack.last().copied(), (k, gt + 1), node_line);
                 if empty {
                     if declares {
                         resolver.pop();
