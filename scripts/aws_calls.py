@@ -38,30 +38,16 @@ import json
 import math
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
 import urllib.parse
 import urllib.request
 
-from relay_scripts import PRICES, REPO, free_port
+from relay_scripts import PRICES, REPO, free_port, start_moto, stop_group
 
 SETUP_SQS = {"CreateQueue", "SetQueueAttributes", "GetQueueUrl", "ListQueues", "TagQueue"}
 SETUP_DDB = {"CreateTable", "UpdateTimeToLive", "DescribeTable", "DescribeTimeToLive"}
-
-
-def wait_up(port, proc, secs=30):
-    end = time.time() + secs
-    while time.time() < end:
-        if proc.poll() is not None:
-            sys.exit("moto server exited at start")
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/moto-api/", timeout=1)
-            return
-        except Exception:
-            time.sleep(0.2)
-    sys.exit("moto server did not come up")
 
 
 def moto_api(port, path):
@@ -373,7 +359,7 @@ def report(cls, accepted, load, args, sizes_note):
     lines.append("  the local driver's polls recorded above are not that), S3's notification SendMessage (not")
     lines.append("  an HTTP request in moto), KMS and Secrets Manager (not used by `load`), Lambda duration and")
     lines.append("  log bytes (not measured).")
-    lines.append(f"  DynamoDB units: writes from request bodies (transactions x2; UpdateItem from the values it")
+    lines.append("  DynamoDB units: writes from request bodies (transactions x2; UpdateItem from the values it")
     lines.append(f"  writes, min 1); reads sized from the final items under the pk read ({sizes_note}): an upper bound.")
     return "\n".join(lines), res
 
@@ -410,13 +396,8 @@ def main():
         if os.path.exists(rec):
             os.remove(rec)
         env = dict(os.environ, MOTO_ENABLE_RECORDING="1", MOTO_RECORDER_FILEPATH=rec)
-        py = os.path.join(REPO, ".venv/bin/python")
-        py = py if os.path.exists(py) else sys.executable
-        log = open(rec + ".moto.log", "w")
-        moto = subprocess.Popen([py, os.path.join(REPO, "scripts/moto_server.py"), "-H", "127.0.0.1", "-p", str(port)],
-                                stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        moto, _ = start_moto(port, env)
         try:
-            wait_up(port, moto)
             moto_api(port, "recorder/reset-recording")
             moto_api(port, "recorder/start-recording")
             cmd = [args.binary, "load", "--invoices", str(args.invoices), "--sellers", str(args.sellers),
@@ -435,12 +416,7 @@ def main():
             sizes = scan_sizes(port)
             sizes_note = "final items read after the run"
         finally:
-            os.killpg(moto.pid, signal.SIGTERM)
-            try:
-                moto.wait(10)
-            except subprocess.TimeoutExpired:  # a busy server can ignore SIGTERM for a while
-                os.killpg(moto.pid, signal.SIGKILL)
-                moto.wait(10)
+            stop_group(moto)
     rows = read_recording(rec)
     accepted = (load or {}).get("accepted") or args.invoices_accepted or args.invoices
     cls = classify(rows)
@@ -456,11 +432,11 @@ def main():
         print(text)
         print(f"  (the load command's report reads found at the end: {n_report})")
     if not args.analyse and not args.keep:
-        for f in (rec, rec + ".moto.log", rec + ".load.stderr"):
+        for f in (rec, rec + ".load.stderr"):
             if os.path.exists(f):
                 os.remove(f)
     elif not args.analyse:
-        print(f"kept: {rec} (+ .load.json, .load.stderr, .moto.log)", file=sys.stderr)
+        print(f"kept: {rec} (+ .load.json, .load.stderr)", file=sys.stderr)
 
 
 if __name__ == "__main__":

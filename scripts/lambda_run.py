@@ -897,7 +897,7 @@ def print_tables(o):
     print("    queued: its threads' time on a CPU / runnable but waiting for one, during its invocations (schedstat).")
     print("    log B: all the process wrote (incl. init and EMF); plat B: Lambda's INIT_START/START/END/REPORT, rebuilt.")
     print()
-    print(f"per accepted invoice (intake, send, send-batch, status, dlq-replay; init excluded):")
+    print("per accepted invoice (intake, send, send-batch, status, dlq-replay; init excluded):")
     print(f"  Lambda GB-s            {t['gb_s_per_invoice']:.6f}   invocations {t['invocations_per_invoice']:.3f}, "
           f"billed {t['billed_ms_per_invoice']:.1f} ms")
     if t["aws_wait_ms_per_invoice"] is not None:
